@@ -1,0 +1,261 @@
+//! The TOML config: typed sections, parsed strictly (unknown keys are errors) and then
+//! validated as a whole, so `check` can list every problem with its line.
+
+mod duration;
+mod validate;
+
+pub use duration::{parse_duration, HumanDuration};
+pub use validate::{ConfigError, Problem};
+
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use toml::Spanned;
+
+pub const DEFAULT_ADMIN_SOCKET: &str = "/tmp/switchyard.sock";
+
+/// The raw file as written. Fields that later checks point at keep their span.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    pub proxy: ProxySection,
+    #[serde(default)]
+    pub admin: AdminSection,
+    #[serde(default)]
+    pub state: StateSection,
+    #[serde(default)]
+    pub services: BTreeMap<String, Spanned<ServiceSection>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProxySection {
+    pub listen: Spanned<String>,
+    pub tls: Option<TlsSection>,
+    /// Response header naming the version that served; "" turns it off.
+    #[serde(default = "default_version_header")]
+    pub version_header: Spanned<String>,
+    #[serde(default)]
+    pub timeouts: TimeoutSection,
+    /// Largest request head (request line plus headers) a client may send.
+    #[serde(default = "default_max_header_bytes")]
+    pub max_header_bytes: Spanned<usize>,
+    #[serde(default)]
+    pub access_log: bool,
+    /// Worker threads; 0 means one per available core.
+    #[serde(default)]
+    pub workers: usize,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsSection {
+    pub cert: Spanned<PathBuf>,
+    pub key: Spanned<PathBuf>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TimeoutSection {
+    pub connect: HumanDuration,
+    pub response_headers: HumanDuration,
+    /// Time a client has to send a request head; on HTTP/1 it also bounds keep-alive idle time.
+    pub client_headers: HumanDuration,
+    pub upstream_idle: HumanDuration,
+    pub tls_handshake: HumanDuration,
+    pub drain: HumanDuration,
+    /// How long an endpoint that refused a connection is left out of the rotation.
+    pub endpoint_backoff: HumanDuration,
+}
+
+impl Default for TimeoutSection {
+    fn default() -> Self {
+        let secs = |s| HumanDuration(Duration::from_secs(s));
+        TimeoutSection {
+            connect: secs(2),
+            response_headers: secs(30),
+            client_headers: secs(10),
+            upstream_idle: secs(50),
+            tls_handshake: secs(10),
+            drain: secs(30),
+            endpoint_backoff: secs(5),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminSection {
+    #[serde(default = "default_admin_socket")]
+    pub socket: PathBuf,
+    pub listen: Option<Spanned<String>>,
+    pub token_file: Option<Spanned<PathBuf>>,
+}
+
+impl Default for AdminSection {
+    fn default() -> Self {
+        AdminSection {
+            socket: default_admin_socket(),
+            listen: None,
+            token_file: None,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StateSection {
+    pub dir: PathBuf,
+}
+
+impl Default for StateSection {
+    fn default() -> Self {
+        StateSection {
+            dir: PathBuf::from("state"),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceSection {
+    #[serde(default)]
+    pub hosts: Vec<Spanned<String>>,
+    pub stable: Spanned<String>,
+    pub weights: Spanned<BTreeMap<String, Spanned<i64>>>,
+    pub sticky: Option<Spanned<StickySection>>,
+    pub versions: BTreeMap<String, Spanned<VersionSection>>,
+    #[serde(default, rename = "match")]
+    pub matches: Vec<Spanned<MatchSection>>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StickySection {
+    pub cookie: Option<String>,
+    pub header: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VersionSection {
+    pub endpoints: Vec<Spanned<String>>,
+    #[serde(default)]
+    pub release: Release,
+}
+
+/// What was deployed as a version; carried into history and incidents.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Release {
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub version: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub commit: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub notes: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MatchSection {
+    pub header: String,
+    pub value: String,
+    pub version: String,
+}
+
+fn default_version_header() -> Spanned<String> {
+    Spanned::new(0..0, "switchyard-version".to_string())
+}
+
+fn default_max_header_bytes() -> Spanned<usize> {
+    Spanned::new(0..0, 64 * 1024)
+}
+
+fn default_admin_socket() -> PathBuf {
+    PathBuf::from(DEFAULT_ADMIN_SOCKET)
+}
+
+/// A config that passed every check, in the shapes the rest of the program uses.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub tls: Option<TlsPaths>,
+    pub version_header: Option<http::HeaderName>,
+    pub timeouts: TimeoutSection,
+    pub max_header_bytes: usize,
+    pub access_log: bool,
+    pub workers: usize,
+    pub admin_socket: PathBuf,
+    pub admin_listen: Option<SocketAddr>,
+    pub admin_token_file: Option<PathBuf>,
+    pub state_dir: PathBuf,
+    pub services: Vec<ServiceConfig>,
+}
+
+#[derive(Debug, Clone)]
+pub struct TlsPaths {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+#[derive(Debug, Clone)]
+pub struct ServiceConfig {
+    pub name: String,
+    /// Lower-cased host names; empty means this service takes every host.
+    pub hosts: Vec<String>,
+    pub stable: String,
+    pub weights: BTreeMap<String, u64>,
+    pub sticky: Option<Sticky>,
+    /// Versions sorted by name: the fixed order sticky buckets are assigned in.
+    pub versions: Vec<VersionConfig>,
+    pub matches: Vec<MatchRule>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Sticky {
+    Cookie(String),
+    Header(http::HeaderName),
+}
+
+#[derive(Debug, Clone)]
+pub struct VersionConfig {
+    pub name: String,
+    pub endpoints: Vec<SocketAddr>,
+    pub release: Release,
+}
+
+#[derive(Debug, Clone)]
+pub struct MatchRule {
+    pub header: http::HeaderName,
+    pub value: String,
+    pub version: String,
+}
+
+impl Config {
+    /// Reads, parses and validates a config file; every problem is reported, not just the first.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|err| ConfigError::Unreadable {
+            path: path.to_path_buf(),
+            reason: err.to_string(),
+        })?;
+        Config::parse(path, &text)
+    }
+
+    /// Parses config text; `path` is used to name the file in problems and to resolve relative paths.
+    pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
+        validate::parse_and_validate(path, text)
+    }
+
+    pub fn service(&self, name: &str) -> Option<&ServiceConfig> {
+        self.services.iter().find(|s| s.name == name)
+    }
+}
+
+impl ServiceConfig {
+    pub fn version(&self, name: &str) -> Option<&VersionConfig> {
+        self.versions.iter().find(|v| v.name == name)
+    }
+}

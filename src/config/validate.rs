@@ -1,0 +1,382 @@
+//! Turns the raw file into a `Config`, collecting every problem with its line.
+
+use super::*;
+use std::collections::HashMap;
+use std::fmt;
+use std::ops::Range;
+
+/// One thing wrong with a config, at a line of the file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub line: usize,
+    pub message: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{}: cannot read config: {reason}", path.display())]
+    Unreadable { path: PathBuf, reason: String },
+    #[error("{}", render_problems(path, problems))]
+    Invalid {
+        path: PathBuf,
+        problems: Vec<Problem>,
+    },
+}
+
+impl ConfigError {
+    pub fn problems(&self) -> &[Problem] {
+        match self {
+            ConfigError::Unreadable { .. } => &[],
+            ConfigError::Invalid { problems, .. } => problems,
+        }
+    }
+}
+
+fn render_problems(path: &Path, problems: &[Problem]) -> String {
+    let lines: Vec<String> = problems
+        .iter()
+        .map(|p| format!("{}:{}: {}", path.display(), p.line, p.message))
+        .collect();
+    lines.join("\n")
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "line {}: {}", self.line, self.message)
+    }
+}
+
+struct Checker<'a> {
+    text: &'a str,
+    problems: Vec<Problem>,
+}
+
+impl Checker<'_> {
+    fn line_of(&self, span: Range<usize>) -> usize {
+        let end = span.start.min(self.text.len());
+        self.text[..end].bytes().filter(|&b| b == b'\n').count() + 1
+    }
+
+    fn report(&mut self, span: Range<usize>, message: impl Into<String>) {
+        let line = self.line_of(span);
+        self.problems.push(Problem {
+            line,
+            message: message.into(),
+        });
+    }
+
+    fn socket_addr(&mut self, value: &Spanned<String>, what: &str) -> Option<SocketAddr> {
+        match value.get_ref().parse::<SocketAddr>() {
+            Ok(addr) => Some(addr),
+            Err(_) => {
+                self.report(
+                    value.span(),
+                    format!(
+                        "{what} {:?} is not an IP:port address (e.g. \"127.0.0.1:8080\")",
+                        value.get_ref()
+                    ),
+                );
+                None
+            }
+        }
+    }
+
+    fn header_name(
+        &mut self,
+        span: Range<usize>,
+        name: &str,
+        what: &str,
+    ) -> Option<http::HeaderName> {
+        match http::HeaderName::from_bytes(name.as_bytes()) {
+            Ok(header) => Some(header),
+            Err(_) => {
+                self.report(
+                    span,
+                    format!("{what} {name:?} is not a valid HTTP header name"),
+                );
+                None
+            }
+        }
+    }
+}
+
+pub(super) fn parse_and_validate(path: &Path, text: &str) -> Result<Config, ConfigError> {
+    let invalid = |problems| ConfigError::Invalid {
+        path: path.to_path_buf(),
+        problems,
+    };
+    let mut checker = Checker {
+        text,
+        problems: Vec::new(),
+    };
+    let file: FileConfig = match toml::from_str(text) {
+        Ok(file) => file,
+        Err(err) => {
+            let message = err.message().trim().to_string();
+            checker.report(err.span().unwrap_or(0..0), message);
+            return Err(invalid(checker.problems));
+        }
+    };
+    let config = check(&mut checker, file);
+    match config {
+        Some(config) if checker.problems.is_empty() => Ok(config),
+        _ => {
+            checker.problems.sort_by_key(|p| p.line);
+            Err(invalid(checker.problems))
+        }
+    }
+}
+
+fn check(checker: &mut Checker, file: FileConfig) -> Option<Config> {
+    let listen = checker.socket_addr(&file.proxy.listen, "proxy.listen");
+    let version_header = match file.proxy.version_header.get_ref().as_str() {
+        "" => Some(None),
+        name => checker
+            .header_name(
+                file.proxy.version_header.span(),
+                name,
+                "proxy.version_header",
+            )
+            .map(Some),
+    };
+    let max_header_bytes = *file.proxy.max_header_bytes.get_ref();
+    if !(1024..=1024 * 1024).contains(&max_header_bytes) {
+        checker.report(
+            file.proxy.max_header_bytes.span(),
+            format!(
+                "proxy.max_header_bytes must be between 1024 and 1048576, not {max_header_bytes}"
+            ),
+        );
+    }
+    let admin_listen = file
+        .admin
+        .listen
+        .as_ref()
+        .map(|addr| checker.socket_addr(addr, "admin.listen"));
+    if let (Some(listen), None) = (&file.admin.listen, &file.admin.token_file) {
+        checker.report(
+            listen.span(),
+            "admin.listen needs admin.token_file: mutations over TCP require a bearer token",
+        );
+    }
+    if file.services.is_empty() {
+        checker.report(
+            0..0,
+            "no [services.NAME] section: there is nothing to route to",
+        );
+    }
+
+    let mut services = Vec::new();
+    let mut host_owner: HashMap<String, String> = HashMap::new();
+    let mut catch_all: Option<String> = None;
+    for (name, section) in &file.services {
+        let span = section.span();
+        let section = section.get_ref();
+        if section.hosts.is_empty() {
+            if let Some(other) = &catch_all {
+                checker.report(
+                    span.clone(),
+                    format!("services.{name} and services.{other} both have no hosts: only one service may take every host"),
+                );
+            }
+            catch_all = Some(name.clone());
+        }
+        let mut hosts = Vec::new();
+        for host in &section.hosts {
+            let lower = host.get_ref().trim().to_ascii_lowercase();
+            if lower.is_empty() || lower.contains(|c: char| c.is_whitespace() || c == '/') {
+                checker.report(
+                    host.span(),
+                    format!(
+                        "services.{name}.hosts: {:?} is not a host name",
+                        host.get_ref()
+                    ),
+                );
+                continue;
+            }
+            if let Some(other) = host_owner.insert(lower.clone(), name.clone()) {
+                checker.report(
+                    host.span(),
+                    format!(
+                        "host {lower:?} is claimed by both services.{other} and services.{name}"
+                    ),
+                );
+            }
+            hosts.push(lower);
+        }
+        if let Some(service) = check_service(checker, name, section, span, hosts) {
+            services.push(service);
+        }
+    }
+
+    Some(Config {
+        listen: listen?,
+        tls: file.proxy.tls.map(|tls| TlsPaths {
+            cert: tls.cert.into_inner(),
+            key: tls.key.into_inner(),
+        }),
+        version_header: version_header?,
+        timeouts: file.proxy.timeouts,
+        max_header_bytes,
+        access_log: file.proxy.access_log,
+        workers: file.proxy.workers,
+        admin_socket: file.admin.socket,
+        admin_listen: admin_listen.flatten(),
+        admin_token_file: file.admin.token_file.map(Spanned::into_inner),
+        state_dir: file.state.dir,
+        services,
+    })
+}
+
+fn check_service(
+    checker: &mut Checker,
+    name: &str,
+    section: &ServiceSection,
+    span: Range<usize>,
+    hosts: Vec<String>,
+) -> Option<ServiceConfig> {
+    let before = checker.problems.len();
+    if section.versions.is_empty() {
+        checker.report(span.clone(), format!("services.{name} has no versions"));
+    }
+    let mut versions = Vec::new();
+    for (version_name, version) in &section.versions {
+        let version_span = version.span();
+        let version = version.get_ref();
+        if version.endpoints.is_empty() {
+            checker.report(
+                version_span.clone(),
+                format!("services.{name}.versions.{version_name} has no endpoints"),
+            );
+        }
+        let endpoints: Vec<SocketAddr> = version
+            .endpoints
+            .iter()
+            .filter_map(|e| {
+                checker.socket_addr(
+                    e,
+                    &format!("services.{name}.versions.{version_name} endpoint"),
+                )
+            })
+            .collect();
+        versions.push(VersionConfig {
+            name: version_name.clone(),
+            endpoints,
+            release: version.release.clone(),
+        });
+    }
+
+    let known = |v: &str| section.versions.contains_key(v);
+    let stable = section.stable.get_ref();
+    if !known(stable) {
+        checker.report(
+            section.stable.span(),
+            format!("services.{name}.stable names version {stable:?}, which is not defined"),
+        );
+    }
+    let mut weights = BTreeMap::new();
+    for (version, weight) in section.weights.get_ref() {
+        if !known(version) {
+            checker.report(
+                weight.span(),
+                format!("services.{name}.weights names version {version:?}, which is not defined"),
+            );
+        }
+        match u64::try_from(*weight.get_ref()) {
+            Ok(w) => {
+                weights.insert(version.clone(), w);
+            }
+            Err(_) => checker.report(
+                weight.span(),
+                format!(
+                    "services.{name}.weights.{version} is negative ({})",
+                    weight.get_ref()
+                ),
+            ),
+        }
+    }
+    if weights.values().all(|&w| w == 0) {
+        checker.report(
+            section.weights.span(),
+            format!("services.{name}.weights are all zero: no version would get traffic"),
+        );
+    }
+    if weights
+        .values()
+        .try_fold(0u64, |sum, &w| sum.checked_add(w))
+        .is_none()
+    {
+        checker.report(
+            section.weights.span(),
+            format!("services.{name}.weights add up past 2^64"),
+        );
+    }
+
+    let sticky = section.sticky.as_ref().and_then(|sticky| {
+        match (&sticky.get_ref().cookie, &sticky.get_ref().header) {
+            (Some(cookie), None) if is_cookie_name(cookie) => Some(Sticky::Cookie(cookie.clone())),
+            (Some(cookie), None) => {
+                checker.report(
+                    sticky.span(),
+                    format!("services.{name}.sticky cookie {cookie:?} is not a valid cookie name"),
+                );
+                None
+            }
+            (None, Some(header)) => checker
+                .header_name(
+                    sticky.span(),
+                    header,
+                    &format!("services.{name}.sticky header"),
+                )
+                .map(Sticky::Header),
+            _ => {
+                checker.report(
+                    sticky.span(),
+                    format!("services.{name}.sticky needs exactly one of cookie or header"),
+                );
+                None
+            }
+        }
+    });
+
+    let mut matches = Vec::new();
+    for rule in &section.matches {
+        let span = rule.span();
+        let rule = rule.get_ref();
+        if !known(&rule.version) {
+            checker.report(
+                span.clone(),
+                format!(
+                    "services.{name}.match names version {:?}, which is not defined",
+                    rule.version
+                ),
+            );
+        }
+        if let Some(header) =
+            checker.header_name(span, &rule.header, &format!("services.{name}.match header"))
+        {
+            matches.push(MatchRule {
+                header,
+                value: rule.value.clone(),
+                version: rule.version.clone(),
+            });
+        }
+    }
+
+    (checker.problems.len() == before).then(|| ServiceConfig {
+        name: name.to_string(),
+        hosts,
+        stable: stable.clone(),
+        weights,
+        sticky,
+        versions,
+        matches,
+    })
+}
+
+fn is_cookie_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}

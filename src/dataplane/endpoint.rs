@@ -1,0 +1,151 @@
+//! Upstream endpoints: address, keep-alive pool, in-flight count and refusal back-off.
+//! Endpoints outlive routing tables, so pools and health survive every swap.
+
+use super::pool::Pool;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+#[derive(Debug)]
+pub struct Endpoint {
+    pub addr: SocketAddr,
+    pub pool: Pool,
+    in_flight: AtomicU32,
+    /// Milliseconds since `epoch` until which the endpoint is skipped after a refusal.
+    skip_until_ms: AtomicU64,
+    epoch: Instant,
+    backoff: Duration,
+}
+
+impl Endpoint {
+    /// True while the endpoint is left out after refusing a connection.
+    pub fn is_backing_off(&self, now: Instant) -> bool {
+        self.skip_until_ms.load(Ordering::Relaxed) > self.millis(now)
+    }
+
+    /// Leaves the endpoint out of the rotation for the back-off time.
+    pub fn mark_refused(&self, now: Instant) {
+        let until = self.millis(now) + self.backoff.as_millis() as u64;
+        self.skip_until_ms.store(until, Ordering::Relaxed);
+        self.pool.clear();
+    }
+
+    pub fn mark_healthy(&self) {
+        if self.skip_until_ms.load(Ordering::Relaxed) != 0 {
+            self.skip_until_ms.store(0, Ordering::Relaxed);
+        }
+    }
+
+    fn millis(&self, now: Instant) -> u64 {
+        now.saturating_duration_since(self.epoch).as_millis() as u64
+    }
+
+    pub fn in_flight(&self) -> u32 {
+        self.in_flight.load(Ordering::Relaxed)
+    }
+
+    /// Counts a request in flight until the guard is dropped.
+    pub fn start_request(self: &Arc<Self>) -> InFlight {
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        InFlight(self.clone())
+    }
+}
+
+#[derive(Debug)]
+pub struct InFlight(Arc<Endpoint>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Picks an endpoint: the less busy of two random ones that are not backing off
+/// ("power of two choices"); when all are backing off, any, so a recovered one is found.
+pub fn pick_endpoint(
+    endpoints: &[Arc<Endpoint>],
+    now: Instant,
+    exclude: Option<&Arc<Endpoint>>,
+) -> Option<Arc<Endpoint>> {
+    let usable =
+        |e: &&Arc<Endpoint>| !e.is_backing_off(now) && exclude.is_none_or(|x| !Arc::ptr_eq(x, e));
+    match endpoints.len() {
+        0 => None,
+        1 => endpoints.first().filter(usable).cloned(),
+        n => {
+            let a = &endpoints[fastrand::usize(..n)];
+            let b = &endpoints[fastrand::usize(..n)];
+            let chosen = match (usable(&a), usable(&b)) {
+                (true, true) if b.in_flight() < a.in_flight() => Some(b),
+                (true, _) => Some(a),
+                (false, true) => Some(b),
+                (false, false) => endpoints
+                    .iter()
+                    .filter(usable)
+                    .min_by_key(|e| e.in_flight()),
+            };
+            chosen.cloned()
+        }
+    }
+}
+
+/// Settings every endpoint's pool shares.
+#[derive(Debug, Clone, Copy)]
+pub struct EndpointSettings {
+    pub connect_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub backoff: Duration,
+}
+
+/// Every endpoint by address, so a new table reuses the same endpoint objects.
+#[derive(Debug)]
+pub struct EndpointRegistry {
+    settings: EndpointSettings,
+    epoch: Instant,
+    endpoints: Mutex<HashMap<SocketAddr, Arc<Endpoint>>>,
+}
+
+impl EndpointRegistry {
+    pub fn new(settings: EndpointSettings) -> EndpointRegistry {
+        EndpointRegistry {
+            settings,
+            epoch: Instant::now(),
+            endpoints: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub fn get(&self, addr: SocketAddr) -> Arc<Endpoint> {
+        let mut endpoints = self
+            .endpoints
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        endpoints
+            .entry(addr)
+            .or_insert_with(|| {
+                Arc::new(Endpoint {
+                    addr,
+                    pool: Pool::new(
+                        addr,
+                        self.settings.connect_timeout,
+                        self.settings.idle_timeout,
+                    ),
+                    in_flight: AtomicU32::new(0),
+                    skip_until_ms: AtomicU64::new(0),
+                    epoch: self.epoch,
+                    backoff: self.settings.backoff,
+                })
+            })
+            .clone()
+    }
+
+    /// Forgets endpoints no table uses any more (called after a swap).
+    pub fn retain_used(&self) {
+        let mut endpoints = self
+            .endpoints
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        endpoints.retain(|_, endpoint| Arc::strong_count(endpoint) > 1);
+    }
+}

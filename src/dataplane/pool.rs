@@ -1,0 +1,113 @@
+//! A keep-alive pool of HTTP/1.1 connections to one endpoint.
+//!
+//! Idle connections sit on a stack (most recently used first, so the warmest socket is
+//! reused and surplus ones age out). A connection goes back on the stack only when its
+//! response body has been read to the end; a body dropped half-read closes it.
+
+use super::body::UpstreamRequestBody;
+use hyper::client::conn::http1::{self, SendRequest};
+use hyper_util::rt::TokioIo;
+use std::net::SocketAddr;
+use std::sync::{Mutex, PoisonError};
+use std::time::{Duration, Instant};
+use tokio::net::TcpStream;
+
+pub type Sender = SendRequest<UpstreamRequestBody>;
+
+/// At most this many idle connections are kept per endpoint.
+const MAX_IDLE: usize = 512;
+
+#[derive(Debug)]
+pub struct Pool {
+    addr: SocketAddr,
+    connect_timeout: Duration,
+    idle_timeout: Duration,
+    idle: Mutex<Vec<(Sender, Instant)>>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    #[error("connect to {0} timed out")]
+    Timeout(SocketAddr),
+    #[error("connect to {0} failed: {1}")]
+    Io(SocketAddr, std::io::Error),
+    #[error("HTTP handshake with {0} failed: {1}")]
+    Handshake(SocketAddr, hyper::Error),
+}
+
+impl Pool {
+    pub fn new(addr: SocketAddr, connect_timeout: Duration, idle_timeout: Duration) -> Pool {
+        Pool {
+            addr,
+            connect_timeout,
+            idle_timeout,
+            idle: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// A ready connection: a pooled one if any is alive, else a new one.
+    pub async fn checkout(&self) -> Result<Sender, ConnectError> {
+        while let Some(mut sender) = self.pop_idle() {
+            // A kept-alive connection is ready at once; one the peer closed fails here.
+            if sender.ready().await.is_ok() {
+                return Ok(sender);
+            }
+        }
+        self.connect(false).await
+    }
+
+    fn pop_idle(&self) -> Option<Sender> {
+        let now = Instant::now();
+        let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
+        while let Some((sender, since)) = idle.pop() {
+            if !sender.is_closed() && now.duration_since(since) < self.idle_timeout {
+                return Some(sender);
+            }
+        }
+        None
+    }
+
+    /// Returns a connection whose exchange finished cleanly.
+    pub fn give_back(&self, sender: Sender) {
+        if sender.is_closed() {
+            return;
+        }
+        let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
+        if idle.len() < MAX_IDLE {
+            idle.push((sender, Instant::now()));
+        }
+    }
+
+    /// Drops every idle connection (after the endpoint refused or reset us).
+    pub fn clear(&self) {
+        self.idle
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clear();
+    }
+
+    /// A new connection; `upgrades` keeps the socket usable after a 101 response.
+    pub async fn connect(&self, upgrades: bool) -> Result<Sender, ConnectError> {
+        let addr = self.addr;
+        let stream = tokio::time::timeout(self.connect_timeout, TcpStream::connect(addr))
+            .await
+            .map_err(|_| ConnectError::Timeout(addr))?
+            .map_err(|err| ConnectError::Io(addr, err))?;
+        let _ = stream.set_nodelay(true);
+        let (sender, connection) = http1::Builder::new()
+            .handshake(TokioIo::new(stream))
+            .await
+            .map_err(|err| ConnectError::Handshake(addr, err))?;
+        tokio::spawn(async move {
+            let result = if upgrades {
+                connection.with_upgrades().await
+            } else {
+                connection.await
+            };
+            if let Err(err) = result {
+                tracing::debug!(%addr, error = %err, "upstream connection ended with an error");
+            }
+        });
+        Ok(sender)
+    }
+}

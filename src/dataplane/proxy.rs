@@ -1,0 +1,323 @@
+//! The request path: one table load, pick service, version and endpoint, stream, record.
+
+use super::body::{ResponseBody, UpstreamRequestBody, UpstreamResponse};
+use super::endpoint::{pick_endpoint, Endpoint, InFlight};
+use super::headers::{add_forwarding, add_via, is_upgrade_request, remove_hop_by_hop};
+use super::pool::Sender;
+use crate::routing::table::sticky_cookie_value;
+use crate::routing::{Pick, RoutingTable, ServiceRoute, VersionRoute};
+use crate::telemetry::Outcome;
+use arc_swap::ArcSwap;
+use http::header::{self, HeaderValue};
+use http::{Request, Response, StatusCode, Uri, Version};
+use hyper::body::Incoming;
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// What the request path shares: the routing table, swapped whole by the control plane.
+#[derive(Debug)]
+pub struct DataPlane {
+    pub table: ArcSwap<RoutingTable>,
+}
+
+/// Facts about the client connection a request came in on.
+#[derive(Debug)]
+pub struct ClientConn {
+    pub ip: HeaderValue,
+    pub tls: bool,
+}
+
+/// Why an upstream exchange produced no response.
+#[derive(Debug)]
+enum Failure {
+    NoEndpoint,
+    Connect(String),
+    Reset(String),
+    Timeout,
+}
+
+impl Failure {
+    fn outcome(&self) -> Outcome {
+        match self {
+            Failure::NoEndpoint | Failure::Connect(_) => Outcome::ConnectFailed,
+            Failure::Reset(_) => Outcome::Reset,
+            Failure::Timeout => Outcome::Timeout,
+        }
+    }
+
+    fn response(&self) -> Response<ResponseBody> {
+        let (status, text) = match self {
+            Failure::NoEndpoint => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "no upstream endpoint available\n",
+            ),
+            Failure::Connect(_) => (StatusCode::BAD_GATEWAY, "upstream refused the connection\n"),
+            Failure::Reset(_) => (StatusCode::BAD_GATEWAY, "upstream failed to answer\n"),
+            Failure::Timeout => (
+                StatusCode::GATEWAY_TIMEOUT,
+                "upstream did not answer in time\n",
+            ),
+        };
+        plain(status, text)
+    }
+
+    fn detail(&self) -> &str {
+        match self {
+            Failure::NoEndpoint => "every endpoint is backing off",
+            Failure::Connect(detail) | Failure::Reset(detail) => detail,
+            Failure::Timeout => "response headers timed out",
+        }
+    }
+}
+
+fn plain(status: StatusCode, text: &'static str) -> Response<ResponseBody> {
+    let mut response = Response::new(ResponseBody::message(text));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    response
+}
+
+/// Serves one client request. Never fails: every problem becomes a short error response.
+pub async fn handle(
+    plane: Arc<DataPlane>,
+    client: Arc<ClientConn>,
+    mut request: Request<Incoming>,
+) -> Result<Response<ResponseBody>, Infallible> {
+    let started = Instant::now();
+    let table = plane.table.load_full();
+    let host = request.uri().host().or_else(|| {
+        request
+            .headers()
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+    });
+    let Some(service) = table.service_for_host(host) else {
+        return Ok(plain(StatusCode::NOT_FOUND, "no service for this host\n"));
+    };
+    let pick = service.pick(request.headers());
+    let version = &service.versions[pick.version()];
+    let upgrade = request.version() == Version::HTTP_11 && is_upgrade_request(request.headers());
+    let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut request));
+
+    let request = prepare_upstream_request(request, &client, upgrade);
+    let result = match client_upgrade {
+        Some(on_client_upgrade) => {
+            forward_upgrade(version, request, on_client_upgrade, started).await
+        }
+        None => {
+            forward(
+                version,
+                request,
+                table.settings.response_headers_timeout,
+                started,
+            )
+            .await
+        }
+    };
+    let response = match result {
+        Ok(response) => {
+            version.stats.record(
+                Outcome::from_status(response.status()),
+                started.elapsed(),
+                Instant::now(),
+            );
+            finish_response(response, &table, service, version, pick)
+        }
+        Err(failure) => {
+            version
+                .stats
+                .record(failure.outcome(), started.elapsed(), Instant::now());
+            tracing::warn!(service = %service.name, version = %version.name, error = failure.detail(), "upstream failure");
+            finish_response(failure.response(), &table, service, version, pick)
+        }
+    };
+    if table.settings.access_log {
+        tracing::info!(
+            target: "access",
+            service = %service.name,
+            version = %version.name,
+            status = response.status().as_u16(),
+            micros = started.elapsed().as_micros() as u64,
+            client = ?client.ip,
+        );
+    }
+    Ok(response)
+}
+
+/// Rewrites a client request for the upstream: origin-form URI, Host kept, HTTP/1.1,
+/// hop-by-hop headers out, forwarding headers in.
+fn prepare_upstream_request(
+    request: Request<Incoming>,
+    client: &ClientConn,
+    upgrade: bool,
+) -> Request<UpstreamRequestBody> {
+    let (mut parts, body) = request.into_parts();
+    if parts.uri.authority().is_some() {
+        // HTTP/2 (or an absolute-form HTTP/1 target): the authority becomes the Host.
+        if !parts.headers.contains_key(header::HOST) {
+            if let Some(host) = parts
+                .uri
+                .authority()
+                .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+            {
+                parts.headers.insert(header::HOST, host);
+            }
+        }
+        let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+        parts.uri = Uri::try_from(path).unwrap_or_else(|_| Uri::from_static("/"));
+    }
+    parts.version = Version::HTTP_11;
+    remove_hop_by_hop(&mut parts.headers, upgrade);
+    let host = parts.headers.get(header::HOST).cloned();
+    add_forwarding(&mut parts.headers, &client.ip, client.tls, host.as_ref());
+    Request::from_parts(parts, UpstreamRequestBody::Client(body))
+}
+
+/// Sends a request to one of the version's endpoints. A refused connection or a pooled
+/// connection that turns out closed before the request was written is tried again on
+/// another endpoint: the request has not left the proxy, so this is always safe.
+async fn forward(
+    version: &VersionRoute,
+    mut request: Request<UpstreamRequestBody>,
+    timeout: Duration,
+    started: Instant,
+) -> Result<Response<ResponseBody>, Failure> {
+    let attempts = version.endpoints.len().clamp(1, 3) + 1;
+    let mut last_refused: Option<Arc<Endpoint>> = None;
+    let mut failure = Failure::NoEndpoint;
+    for _ in 0..attempts {
+        let Some(endpoint) = pick_endpoint(&version.endpoints, started, last_refused.as_ref())
+            .or_else(|| {
+                last_refused
+                    .is_none()
+                    .then(|| pick_any(&version.endpoints))
+                    .flatten()
+            })
+        else {
+            break;
+        };
+        let in_flight = endpoint.start_request();
+        let mut sender = match endpoint.pool.checkout().await {
+            Ok(sender) => sender,
+            Err(err) => {
+                endpoint.mark_refused(Instant::now());
+                failure = Failure::Connect(err.to_string());
+                last_refused = Some(endpoint);
+                continue;
+            }
+        };
+        endpoint.mark_healthy();
+        let exchange = tokio::time::timeout(timeout, sender.try_send_request(request)).await;
+        match exchange {
+            Err(_) => return Err(Failure::Timeout),
+            Ok(Ok(response)) => {
+                return Ok(upstream_response(response, sender, endpoint, in_flight))
+            }
+            Ok(Err(mut err)) => match err.take_message() {
+                // Not written: the pooled connection was closing. Try again.
+                Some(unsent) => {
+                    request = unsent;
+                    failure = Failure::Reset(err.into_error().to_string());
+                }
+                None => return Err(Failure::Reset(err.into_error().to_string())),
+            },
+        }
+    }
+    Err(failure)
+}
+
+/// With every endpoint backing off, one is still tried: back-off must never turn a
+/// recovered upstream into a permanent outage.
+fn pick_any(endpoints: &[Arc<Endpoint>]) -> Option<Arc<Endpoint>> {
+    (!endpoints.is_empty()).then(|| endpoints[fastrand::usize(..endpoints.len())].clone())
+}
+
+fn upstream_response(
+    response: Response<Incoming>,
+    sender: Sender,
+    endpoint: Arc<Endpoint>,
+    in_flight: InFlight,
+) -> Response<ResponseBody> {
+    let (parts, body) = response.into_parts();
+    let body = UpstreamResponse::new(body, Some(sender), endpoint, in_flight);
+    Response::from_parts(parts, ResponseBody::Upstream(body))
+}
+
+/// Passes an upgrade (WebSocket and the like) through on a connection of its own.
+async fn forward_upgrade(
+    version: &VersionRoute,
+    request: Request<UpstreamRequestBody>,
+    on_client_upgrade: hyper::upgrade::OnUpgrade,
+    started: Instant,
+) -> Result<Response<ResponseBody>, Failure> {
+    let endpoint = pick_endpoint(&version.endpoints, started, None)
+        .or_else(|| pick_any(&version.endpoints))
+        .ok_or(Failure::NoEndpoint)?;
+    let in_flight = endpoint.start_request();
+    let mut sender = endpoint.pool.connect(true).await.map_err(|err| {
+        endpoint.mark_refused(Instant::now());
+        Failure::Connect(err.to_string())
+    })?;
+    let mut response = sender
+        .send_request(request)
+        .await
+        .map_err(|err| Failure::Reset(err.to_string()))?;
+    if response.status() == StatusCode::SWITCHING_PROTOCOLS {
+        let on_upstream_upgrade = hyper::upgrade::on(&mut response);
+        tokio::spawn(async move {
+            let _in_flight = in_flight;
+            let (client, upstream) = match tokio::try_join!(on_client_upgrade, on_upstream_upgrade)
+            {
+                Ok(both) => both,
+                Err(err) => {
+                    tracing::debug!(error = %err, "upgrade did not complete");
+                    return;
+                }
+            };
+            let mut client = hyper_util::rt::TokioIo::new(client);
+            let mut upstream = hyper_util::rt::TokioIo::new(upstream);
+            if let Err(err) = tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
+                tracing::debug!(error = %err, "upgraded connection ended");
+            }
+        });
+        let (parts, _) = response.into_parts();
+        return Ok(Response::from_parts(parts, ResponseBody::Message(None)));
+    }
+    // The upstream declined the upgrade: an ordinary response on a connection not pooled.
+    let (parts, body) = response.into_parts();
+    Ok(Response::from_parts(
+        parts,
+        ResponseBody::Upstream(UpstreamResponse::new(body, None, endpoint, in_flight)),
+    ))
+}
+
+/// Response hygiene plus the headers the proxy adds: version served, sticky cookie.
+fn finish_response(
+    mut response: Response<ResponseBody>,
+    table: &RoutingTable,
+    service: &ServiceRoute,
+    version: &VersionRoute,
+    pick: Pick,
+) -> Response<ResponseBody> {
+    let switching = response.status() == StatusCode::SWITCHING_PROTOCOLS;
+    let headers = response.headers_mut();
+    remove_hop_by_hop(headers, switching);
+    add_via(headers);
+    if let Some(name) = &table.settings.version_header {
+        headers.insert(name.clone(), version.header_value.clone());
+    }
+    if let (Pick::NewSticky(_, key), Some(cookie)) = (pick, service.sticky_cookie_name()) {
+        let value = format!(
+            "{cookie}={}; Path=/; Max-Age=31536000; HttpOnly; SameSite=Lax",
+            sticky_cookie_value(key)
+        );
+        if let Ok(value) = HeaderValue::from_str(&value) {
+            headers.append(header::SET_COOKIE, value);
+        }
+    }
+    response
+}

@@ -1,0 +1,9 @@
+//! switchyard: a reverse proxy that weights live traffic between versions of a service
+//! and cuts a bad canary back to the stable version on its own.
+
+pub mod config;
+pub mod control;
+pub mod dataplane;
+pub mod routing;
+pub mod run;
+pub mod telemetry;

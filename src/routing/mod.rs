@@ -1,0 +1,8 @@
+//! Routing: the immutable table the data plane reads, and the state it is built from.
+
+pub mod split;
+pub mod state;
+pub mod table;
+
+pub use state::ServiceState;
+pub use table::{Pick, RoutingTable, ServiceRoute, VersionRoute};

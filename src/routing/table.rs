@@ -1,0 +1,264 @@
+//! The routing table: immutable, built whole from config and state, swapped whole.
+
+use super::split::{bucket_of_key, Split};
+use super::state::ServiceState;
+use crate::config::{Config, MatchRule, Release, Sticky};
+use crate::dataplane::endpoint::{Endpoint, EndpointRegistry};
+use crate::telemetry::{Telemetry, VersionStats};
+use http::{HeaderMap, HeaderName, HeaderValue};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+/// Settings of the request path that a reload may change; carried in the table so a
+/// request sees one consistent set.
+#[derive(Debug, Clone)]
+pub struct ProxySettings {
+    pub version_header: Option<HeaderName>,
+    pub access_log: bool,
+    pub response_headers_timeout: std::time::Duration,
+}
+
+#[derive(Debug)]
+pub struct RoutingTable {
+    pub revision: u64,
+    pub settings: ProxySettings,
+    services: Box<[ServiceRoute]>,
+    by_host: HashMap<Box<str>, usize>,
+    catch_all: Option<usize>,
+}
+
+#[derive(Debug)]
+pub struct ServiceRoute {
+    pub name: Arc<str>,
+    pub versions: Box<[VersionRoute]>,
+    pub stable: usize,
+    split: Split,
+    sticky: Option<Sticky>,
+    matches: Box<[(HeaderName, HeaderValue, usize)]>,
+}
+
+#[derive(Debug)]
+pub struct VersionRoute {
+    pub name: Arc<str>,
+    /// The version's name as a ready header value for the response.
+    pub header_value: HeaderValue,
+    pub release: Release,
+    pub endpoints: Box<[Arc<Endpoint>]>,
+    pub stats: Arc<VersionStats>,
+}
+
+/// How a version was chosen: sticky picks may need to hand the client a cookie.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pick {
+    Forced(usize),
+    Sticky(usize),
+    /// Sticky by cookie, but the client had none: the proxy sets this key.
+    NewSticky(usize, u64),
+    Weighted(usize),
+}
+
+impl Pick {
+    pub fn version(self) -> usize {
+        match self {
+            Pick::Forced(v) | Pick::Sticky(v) | Pick::NewSticky(v, _) | Pick::Weighted(v) => v,
+        }
+    }
+}
+
+impl RoutingTable {
+    /// Builds a table. `states` must hold a state for every service of `config`
+    /// whose versions all exist (the controller guarantees both).
+    pub fn build(
+        config: &Config,
+        states: &BTreeMap<String, ServiceState>,
+        endpoints: &EndpointRegistry,
+        telemetry: &Telemetry,
+        revision: u64,
+    ) -> RoutingTable {
+        let mut services = Vec::with_capacity(config.services.len());
+        let mut by_host = HashMap::new();
+        let mut catch_all = None;
+        for service in &config.services {
+            let index = services.len();
+            if service.hosts.is_empty() {
+                catch_all = Some(index);
+            }
+            for host in &service.hosts {
+                by_host.insert(host.clone().into_boxed_str(), index);
+            }
+            let state = states.get(&service.name);
+            let index_of = |name: &str| service.versions.iter().position(|v| v.name == name);
+            let stable = state
+                .and_then(|s| index_of(&s.stable))
+                .or_else(|| index_of(&service.stable))
+                .unwrap_or(0);
+            let weights_by_name = state
+                .map(ServiceState::effective_weights)
+                .unwrap_or_else(|| service.weights.clone());
+            let weights: Vec<u64> = service
+                .versions
+                .iter()
+                .map(|v| weights_by_name.get(&v.name).copied().unwrap_or(0))
+                .collect();
+            let versions = service
+                .versions
+                .iter()
+                .map(|version| VersionRoute {
+                    name: Arc::from(version.name.as_str()),
+                    header_value: HeaderValue::from_str(&version.name)
+                        .unwrap_or_else(|_| HeaderValue::from_static("invalid")),
+                    release: version.release.clone(),
+                    endpoints: version
+                        .endpoints
+                        .iter()
+                        .map(|&addr| endpoints.get(addr))
+                        .collect(),
+                    stats: telemetry.version(&service.name, &version.name),
+                })
+                .collect();
+            services.push(ServiceRoute {
+                name: Arc::from(service.name.as_str()),
+                versions,
+                stable,
+                split: Split::new(&weights, stable),
+                sticky: service.sticky.clone(),
+                matches: compile_matches(&service.matches, &index_of),
+            });
+        }
+        RoutingTable {
+            revision,
+            settings: ProxySettings {
+                version_header: config.version_header.clone(),
+                access_log: config.access_log,
+                response_headers_timeout: config.timeouts.response_headers.0,
+            },
+            services: services.into_boxed_slice(),
+            by_host,
+            catch_all,
+        }
+    }
+
+    /// The service for a Host value (port and case ignored), else the catch-all service.
+    pub fn service_for_host(&self, host: Option<&str>) -> Option<&ServiceRoute> {
+        let found = host.and_then(|host| {
+            let name = strip_port(host);
+            if name.bytes().any(|b| b.is_ascii_uppercase()) {
+                self.by_host.get(name.to_ascii_lowercase().as_str())
+            } else {
+                self.by_host.get(name)
+            }
+        });
+        found
+            .or(self.catch_all.as_ref())
+            .map(|&i| &self.services[i])
+    }
+
+    pub fn services(&self) -> &[ServiceRoute] {
+        &self.services
+    }
+}
+
+fn compile_matches(
+    rules: &[MatchRule],
+    index_of: &dyn Fn(&str) -> Option<usize>,
+) -> Box<[(HeaderName, HeaderValue, usize)]> {
+    rules
+        .iter()
+        .filter_map(|rule| {
+            let value = HeaderValue::from_str(&rule.value).ok()?;
+            Some((rule.header.clone(), value, index_of(&rule.version)?))
+        })
+        .collect()
+}
+
+fn strip_port(host: &str) -> &str {
+    if host.starts_with('[') {
+        // IPv6 literal: "[::1]:8080"
+        return host
+            .split_once(']')
+            .map_or(host, |(addr, _)| &host[..addr.len() + 1]);
+    }
+    host.rsplit_once(':').map_or(host, |(name, _)| name)
+}
+
+impl ServiceRoute {
+    /// Picks the version for a request: forced match, else sticky bucket, else weight.
+    pub fn pick(&self, headers: &HeaderMap) -> Pick {
+        for (name, value, version) in self.matches.iter() {
+            if headers.get(name) == Some(value) {
+                return Pick::Forced(*version);
+            }
+        }
+        match &self.sticky {
+            Some(Sticky::Header(name)) => {
+                if let Some(key) = headers.get(name) {
+                    return Pick::Sticky(self.split.version_at(bucket_of_key(key.as_bytes())));
+                }
+            }
+            Some(Sticky::Cookie(cookie)) => {
+                if let Some(key) = find_cookie(headers, cookie) {
+                    return Pick::Sticky(self.split.version_at(bucket_of_key(key)));
+                }
+                let key = fastrand::u64(..);
+                let bucket = bucket_of_key(sticky_cookie_value(key).as_bytes());
+                return Pick::NewSticky(self.split.version_at(bucket), key);
+            }
+            None => {}
+        }
+        Pick::Weighted(self.split.version_at(fastrand::u32(..)))
+    }
+
+    pub fn sticky_cookie_name(&self) -> Option<&str> {
+        match &self.sticky {
+            Some(Sticky::Cookie(name)) => Some(name),
+            _ => None,
+        }
+    }
+
+    pub fn share_of(&self, version: usize) -> f64 {
+        f64::from(self.split.buckets_of(version)) / f64::from(super::split::BUCKETS)
+    }
+}
+
+/// The cookie value handed to a new sticky client.
+pub fn sticky_cookie_value(key: u64) -> String {
+    format!("{key:016x}")
+}
+
+fn find_cookie<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h [u8]> {
+    headers
+        .get_all(http::header::COOKIE)
+        .iter()
+        .flat_map(|value| value.as_bytes().split(|&b| b == b';'))
+        .find_map(|pair| {
+            let pair = pair.trim_ascii();
+            let (key, value) = pair.split_at(pair.iter().position(|&b| b == b'=')?);
+            (key == name.as_bytes()).then_some(&value[1..])
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn strips_ports() {
+        assert_eq!(strip_port("shop.example.com:8080"), "shop.example.com");
+        assert_eq!(strip_port("shop.example.com"), "shop.example.com");
+        assert_eq!(strip_port("[::1]:8080"), "[::1]");
+        assert_eq!(strip_port("[::1]"), "[::1]");
+    }
+
+    #[test]
+    fn finds_cookies_among_many() {
+        let mut headers = HeaderMap::new();
+        headers.append(
+            http::header::COOKIE,
+            HeaderValue::from_static("a=1; sy_user=abc"),
+        );
+        headers.append(http::header::COOKIE, HeaderValue::from_static("b=2"));
+        assert_eq!(find_cookie(&headers, "sy_user"), Some(&b"abc"[..]));
+        assert_eq!(find_cookie(&headers, "b"), Some(&b"2"[..]));
+        assert_eq!(find_cookie(&headers, "sy"), None);
+    }
+}

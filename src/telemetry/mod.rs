@@ -1,0 +1,114 @@
+//! Per-version request telemetry: outcome counts and latency histograms in short time
+//! slices. Each worker thread records into its own shard, so threads never contend; readers
+//! merge shards off the request path.
+
+mod outcome;
+mod slices;
+
+pub use outcome::Outcome;
+pub use slices::{Snapshot, SLICE};
+
+use slices::Shard;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+/// All versions' stats, kept across table swaps so a reload or weight change keeps history.
+#[derive(Debug)]
+pub struct Telemetry {
+    epoch: Instant,
+    shards: usize,
+    versions: Mutex<HashMap<(String, String), Arc<VersionStats>>>,
+}
+
+impl Telemetry {
+    pub fn new(shards: usize) -> Telemetry {
+        Telemetry {
+            epoch: Instant::now(),
+            shards: shards.max(1),
+            versions: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The stats of one version, created on first use.
+    pub fn version(&self, service: &str, version: &str) -> Arc<VersionStats> {
+        let mut versions = self.versions.lock().unwrap_or_else(PoisonError::into_inner);
+        versions
+            .entry((service.to_string(), version.to_string()))
+            .or_insert_with(|| Arc::new(VersionStats::new(self.epoch, self.shards)))
+            .clone()
+    }
+}
+
+#[derive(Debug)]
+pub struct VersionStats {
+    epoch: Instant,
+    shards: Box<[Mutex<Shard>]>,
+}
+
+thread_local! {
+    static SHARD_INDEX: usize = next_shard_index();
+}
+
+fn next_shard_index() -> usize {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    NEXT.fetch_add(1, Ordering::Relaxed)
+}
+
+impl VersionStats {
+    fn new(epoch: Instant, shards: usize) -> VersionStats {
+        VersionStats {
+            epoch,
+            shards: (0..shards).map(|_| Mutex::new(Shard::default())).collect(),
+        }
+    }
+
+    /// Records one finished exchange. Called on the request path: one uncontended lock.
+    pub fn record(&self, outcome: Outcome, latency: Duration, now: Instant) {
+        let shard = SHARD_INDEX.with(|i| *i) % self.shards.len();
+        let slice = self.slice_at(now);
+        let mut shard = self.shards[shard]
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        shard.record(slice, outcome, latency);
+    }
+
+    /// Counts a request that failed on this version and was answered by another instead.
+    pub fn record_saved(&self, now: Instant) {
+        let shard = SHARD_INDEX.with(|i| *i) % self.shards.len();
+        let slice = self.slice_at(now);
+        let mut shard = self.shards[shard]
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        shard.record_saved(slice);
+    }
+
+    fn slice_at(&self, now: Instant) -> u64 {
+        (now.saturating_duration_since(self.epoch).as_millis() / SLICE.as_millis()) as u64
+    }
+
+    /// Merged stats of the slices that end within `window` before `now` (the current,
+    /// unfinished slice included).
+    pub fn window(&self, window: Duration, now: Instant) -> Snapshot {
+        let last = self.slice_at(now);
+        let count = (window.as_millis() / SLICE.as_millis()).max(1) as u64;
+        let first = (last + 1).saturating_sub(count);
+        let mut merged = Snapshot::default();
+        for shard in self.shards.iter() {
+            let shard = shard.lock().unwrap_or_else(PoisonError::into_inner);
+            shard.merge_into(first, last, &mut merged);
+        }
+        merged
+    }
+
+    /// Counts since start, for `/metrics`.
+    pub fn totals(&self) -> Snapshot {
+        let mut merged = Snapshot::default();
+        for shard in self.shards.iter() {
+            let shard = shard.lock().unwrap_or_else(PoisonError::into_inner);
+            shard.merge_totals_into(&mut merged);
+        }
+        merged
+    }
+}

@@ -1,0 +1,63 @@
+//! How one proxied exchange ended.
+
+use serde::Serialize;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    Status2xx,
+    Status3xx,
+    Status4xx,
+    Status5xx,
+    /// The upstream refused or could not be reached.
+    ConnectFailed,
+    /// The upstream closed or reset the connection, or sent something that is not HTTP.
+    Reset,
+    /// The upstream did not answer in time.
+    Timeout,
+}
+
+impl Outcome {
+    pub const ALL: [Outcome; 7] = [
+        Outcome::Status2xx,
+        Outcome::Status3xx,
+        Outcome::Status4xx,
+        Outcome::Status5xx,
+        Outcome::ConnectFailed,
+        Outcome::Reset,
+        Outcome::Timeout,
+    ];
+
+    pub fn from_status(status: http::StatusCode) -> Outcome {
+        match status.as_u16() {
+            500..=599 => Outcome::Status5xx,
+            400..=499 => Outcome::Status4xx,
+            300..=399 => Outcome::Status3xx,
+            _ => Outcome::Status2xx,
+        }
+    }
+
+    /// Failures the version is to blame for (a 4xx is the client's doing).
+    pub fn is_error(self) -> bool {
+        matches!(
+            self,
+            Outcome::Status5xx | Outcome::ConnectFailed | Outcome::Reset | Outcome::Timeout
+        )
+    }
+
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Outcome::Status2xx => "2xx",
+            Outcome::Status3xx => "3xx",
+            Outcome::Status4xx => "4xx",
+            Outcome::Status5xx => "5xx",
+            Outcome::ConnectFailed => "connect_failed",
+            Outcome::Reset => "reset",
+            Outcome::Timeout => "timeout",
+        }
+    }
+}
