@@ -6,4 +6,5 @@ pub mod control;
 pub mod dataplane;
 pub mod routing;
 pub mod run;
+pub mod sample;
 pub mod telemetry;

@@ -1,0 +1,97 @@
+//! Faults a sample upstream can be told to have, changed at run time.
+
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::time::Duration;
+
+/// Fault switches, read on every request. Rates are in parts per million.
+#[derive(Debug, Default)]
+pub struct Faults {
+    error_ppm: AtomicU32,
+    latency_micros: AtomicU64,
+    jitter_micros: AtomicU64,
+    reset: AtomicBool,
+    stall: AtomicBool,
+    garbage: AtomicBool,
+}
+
+/// What one request should suffer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    None,
+    Error,
+    Reset,
+    Stall,
+}
+
+impl Faults {
+    /// Fraction of requests answered with a 500 (0.0 to 1.0).
+    pub fn set_error_rate(&self, rate: f64) {
+        let ppm = (rate.clamp(0.0, 1.0) * 1e6) as u32;
+        self.error_ppm.store(ppm, Ordering::Relaxed);
+    }
+
+    pub fn error_rate(&self) -> f64 {
+        f64::from(self.error_ppm.load(Ordering::Relaxed)) / 1e6
+    }
+
+    /// Every response waits `base` plus a uniform random extra of up to `jitter`.
+    pub fn set_latency(&self, base: Duration, jitter: Duration) {
+        self.latency_micros
+            .store(base.as_micros() as u64, Ordering::Relaxed);
+        self.jitter_micros
+            .store(jitter.as_micros() as u64, Ordering::Relaxed);
+    }
+
+    /// Close the connection after reading the request, without answering.
+    pub fn set_reset(&self, on: bool) {
+        self.reset.store(on, Ordering::Relaxed);
+    }
+
+    /// Never answer (the connection stays open).
+    pub fn set_stall(&self, on: bool) {
+        self.stall.store(on, Ordering::Relaxed);
+    }
+
+    /// Answer every new connection with bytes that are not HTTP.
+    pub fn set_garbage(&self, on: bool) {
+        self.garbage.store(on, Ordering::Relaxed);
+    }
+
+    pub fn garbage(&self) -> bool {
+        self.garbage.load(Ordering::Relaxed)
+    }
+
+    /// Clears every fault.
+    pub fn heal(&self) {
+        self.set_error_rate(0.0);
+        self.set_latency(Duration::ZERO, Duration::ZERO);
+        self.set_reset(false);
+        self.set_stall(false);
+        self.set_garbage(false);
+    }
+
+    pub fn delay(&self) -> Duration {
+        let base = self.latency_micros.load(Ordering::Relaxed);
+        let jitter = self.jitter_micros.load(Ordering::Relaxed);
+        let extra = if jitter == 0 {
+            0
+        } else {
+            fastrand::u64(..=jitter)
+        };
+        Duration::from_micros(base + extra)
+    }
+
+    pub fn draw(&self) -> Fault {
+        if self.stall.load(Ordering::Relaxed) {
+            return Fault::Stall;
+        }
+        if self.reset.load(Ordering::Relaxed) {
+            return Fault::Reset;
+        }
+        let ppm = self.error_ppm.load(Ordering::Relaxed);
+        if ppm > 0 && fastrand::u32(..1_000_000) < ppm {
+            return Fault::Error;
+        }
+        Fault::None
+    }
+}

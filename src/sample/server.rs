@@ -1,0 +1,251 @@
+//! The sample upstream server itself.
+
+use super::faults::{Fault, Faults};
+use bytes::Bytes;
+use http::{header, Request, Response, StatusCode};
+use http_body_util::{combinators::BoxBody, BodyExt, Full, StreamBody};
+use hyper::body::{Frame, Incoming};
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, PoisonError};
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+
+type Body = BoxBody<Bytes, std::io::Error>;
+
+/// A running sample upstream. Dropping it stops the listener.
+pub struct SampleUpstream {
+    pub name: String,
+    pub addr: SocketAddr,
+    pub faults: Arc<Faults>,
+    accept: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl SampleUpstream {
+    /// Starts an upstream named `name` on `addr` (port 0 picks a free port).
+    pub async fn start(name: &str, addr: SocketAddr) -> std::io::Result<SampleUpstream> {
+        let listener = TcpListener::bind(addr).await?;
+        let addr = listener.local_addr()?;
+        let faults = Arc::new(Faults::default());
+        let name = name.to_string();
+        let accept = tokio::spawn(accept_loop(listener, name.clone(), faults.clone()));
+        Ok(SampleUpstream {
+            name,
+            addr,
+            faults,
+            accept: Mutex::new(Some(accept)),
+        })
+    }
+
+    /// Stops listening: new connections are refused until `restart`.
+    pub fn stop(&self) {
+        if let Some(task) = self
+            .accept
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
+        {
+            task.abort();
+        }
+    }
+
+    /// Listens again on the same address after `stop`.
+    pub async fn restart(&self) -> std::io::Result<()> {
+        self.stop();
+        let listener = TcpListener::bind(self.addr).await?;
+        let task = tokio::spawn(accept_loop(
+            listener,
+            self.name.clone(),
+            self.faults.clone(),
+        ));
+        *self.accept.lock().unwrap_or_else(PoisonError::into_inner) = Some(task);
+        Ok(())
+    }
+}
+
+impl Drop for SampleUpstream {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+async fn accept_loop(listener: TcpListener, name: String, faults: Arc<Faults>) {
+    let name: Arc<str> = Arc::from(name);
+    loop {
+        let (mut stream, _) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(_) => {
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        if faults.garbage() {
+            tokio::spawn(async move {
+                let _ = stream.write_all(b"this is not HTTP at all\r\n\r\n").await;
+                let _ = stream.shutdown().await;
+            });
+            continue;
+        }
+        let name = name.clone();
+        let faults = faults.clone();
+        tokio::spawn(async move {
+            let service = service_fn(move |request| respond(name.clone(), faults.clone(), request));
+            let _ = auto::Builder::new(TokioExecutor::new())
+                .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                .await;
+        });
+    }
+}
+
+#[derive(Debug)]
+struct InjectedReset;
+
+impl std::fmt::Display for InjectedReset {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("injected reset")
+    }
+}
+
+impl std::error::Error for InjectedReset {}
+
+async fn respond(
+    name: Arc<str>,
+    faults: Arc<Faults>,
+    request: Request<Incoming>,
+) -> Result<Response<Body>, InjectedReset> {
+    let delay = faults.delay();
+    if !delay.is_zero() {
+        tokio::time::sleep(delay).await;
+    }
+    match faults.draw() {
+        Fault::Stall => std::future::pending::<()>().await,
+        Fault::Reset => return Err(InjectedReset),
+        Fault::Error => {
+            return Ok(text(
+                &name,
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("version={name} failed\n"),
+            ))
+        }
+        Fault::None => {}
+    }
+    let path = request.uri().path().to_string();
+    if request.headers().contains_key(header::UPGRADE) {
+        return Ok(upgrade(&name, request));
+    }
+    if let Some(size) = path
+        .strip_prefix("/bytes/")
+        .and_then(|n| n.parse::<u64>().ok())
+    {
+        return Ok(stream_bytes(&name, size));
+    }
+    match path.as_str() {
+        "/echo" => {
+            let body = request.into_body().map_err(std::io::Error::other).boxed();
+            Ok(with_name(&name, Response::new(body)))
+        }
+        "/headers" => {
+            let mut listing = String::new();
+            for (key, value) in request.headers() {
+                listing.push_str(&format!(
+                    "{key}: {}\n",
+                    String::from_utf8_lossy(value.as_bytes())
+                ));
+            }
+            Ok(text(&name, StatusCode::OK, listing))
+        }
+        _ => Ok(text(&name, StatusCode::OK, format!("version={name}\n"))),
+    }
+}
+
+fn with_name(name: &str, mut response: Response<Body>) -> Response<Body> {
+    if let Ok(value) = http::HeaderValue::from_str(name) {
+        response.headers_mut().insert("x-upstream", value);
+    }
+    response
+}
+
+fn text(name: &str, status: StatusCode, body: String) -> Response<Body> {
+    let body = Full::new(Bytes::from(body))
+        .map_err(|never: Infallible| match never {})
+        .boxed();
+    let mut response = with_name(name, Response::new(body));
+    *response.status_mut() = status;
+    response
+}
+
+/// Streams `size` bytes in 64 KiB chunks, generated as they are sent.
+fn stream_bytes(name: &str, size: u64) -> Response<Body> {
+    const CHUNK: u64 = 64 * 1024;
+    let chunk = Bytes::from(vec![b'x'; CHUNK as usize]);
+    let frames = chunks(size, CHUNK, chunk);
+    let mut response = with_name(name, Response::new(StreamBody::new(frames).boxed()));
+    response
+        .headers_mut()
+        .insert(header::CONTENT_LENGTH, http::HeaderValue::from(size));
+    response
+}
+
+fn chunks(
+    size: u64,
+    chunk_len: u64,
+    chunk: Bytes,
+) -> impl futures_core::Stream<Item = Result<Frame<Bytes>, std::io::Error>> + Send + Sync + 'static
+{
+    let mut remaining = size;
+    from_fn(move || {
+        if remaining == 0 {
+            return None;
+        }
+        let n = remaining.min(chunk_len);
+        remaining -= n;
+        Some(Ok(Frame::data(chunk.slice(..n as usize))))
+    })
+}
+
+/// A stream from a closure that yields the next item, without extra crates.
+fn from_fn<T, F: FnMut() -> Option<T> + Unpin>(next: F) -> ClosureStream<F> {
+    ClosureStream(next)
+}
+
+struct ClosureStream<F>(F);
+
+impl<T, F: FnMut() -> Option<T> + Unpin> futures_core::Stream for ClosureStream<F> {
+    type Item = T;
+    fn poll_next(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<T>> {
+        std::task::Poll::Ready((self.get_mut().0)())
+    }
+}
+
+/// Accepts an upgrade and echoes whatever the client sends on the upgraded connection.
+fn upgrade(name: &str, mut request: Request<Incoming>) -> Response<Body> {
+    let on_upgrade = hyper::upgrade::on(&mut request);
+    tokio::spawn(async move {
+        if let Ok(upgraded) = on_upgrade.await {
+            let (mut reader, mut writer) = tokio::io::split(TokioIo::new(upgraded));
+            let _ = tokio::io::copy(&mut reader, &mut writer).await;
+        }
+    });
+    let empty = Full::new(Bytes::new())
+        .map_err(|never: Infallible| match never {})
+        .boxed();
+    let mut response = with_name(name, Response::new(empty));
+    *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONNECTION,
+        http::HeaderValue::from_static("upgrade"),
+    );
+    if let Some(protocol) = request.headers().get(header::UPGRADE) {
+        headers.insert(header::UPGRADE, protocol.clone());
+    }
+    response
+}
