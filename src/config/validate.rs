@@ -112,7 +112,12 @@ pub(super) fn parse_and_validate(path: &Path, text: &str) -> Result<Config, Conf
     let file: FileConfig = match toml::from_str(text) {
         Ok(file) => file,
         Err(err) => {
-            let message = err.message().trim().to_string();
+            // toml's messages may span lines; a problem is always one line.
+            let message = err
+                .message()
+                .split_whitespace()
+                .collect::<Vec<_>>()
+                .join(" ");
             checker.report(err.span().unwrap_or(0..0), message);
             return Err(invalid(checker.problems));
         }

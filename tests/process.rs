@@ -1,0 +1,222 @@
+//! The real binary as an operator runs it: check, SIGHUP reload, SIGTERM drain, memory.
+
+mod common;
+use common::*;
+use std::process::Command;
+use std::time::Duration;
+
+fn switchyard(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_switchyard"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn check_accepts_the_shipped_examples() {
+    for example in std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/config")).unwrap() {
+        let path = example.unwrap().path();
+        if path.extension().is_some_and(|e| e == "toml") {
+            let out = switchyard(&["check", "--config", path.to_str().unwrap()]);
+            assert!(
+                out.status.success(),
+                "{}: {}",
+                path.display(),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    }
+}
+
+#[test]
+fn check_lists_every_problem_with_its_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases: &[(&str, &[&str])] = &[
+        ("[proxy]\nlisten = \"127.0.0.1:1\"\nbogus = 1\n", &[":3: unknown field `bogus`"]),
+        ("[proxy\nlisten = 1\n", &[":1: "]),
+        ("", &[":1: missing field `proxy`"]),
+        (
+            "[proxy]\nlisten = \"here\"\n[services.a]\nstable = \"x\"\nweights = { x = 0, y = -1 }\n[services.a.versions.x]\nendpoints = [\"127.0.0.1:1\", \"nope\"]\n",
+            &[
+                ":2: proxy.listen \"here\" is not an IP:port",
+                ":5: services.a.weights names version \"y\", which is not defined",
+                ":5: services.a.weights.y is negative",
+                ":5: services.a.weights are all zero",
+                ":7: services.a.versions.x endpoint \"nope\"",
+            ],
+        ),
+        (
+            "[proxy]\nlisten = \"127.0.0.1:1\"\n[proxy.timeouts]\nconnect = \"5 parsecs\"\n",
+            &[":4: duration \"5 parsecs\""],
+        ),
+        (
+            "[proxy]\nlisten = \"127.0.0.1:1\"\n[services.a]\nhosts = [\"x.com\"]\nstable = \"v\"\nweights = { v = 1 }\n[services.a.versions.v]\nendpoints = [\"127.0.0.1:1\"]\n[services.b]\nhosts = [\"X.com\"]\nstable = \"v\"\nweights = { v = 1 }\n[services.b.versions.v]\nendpoints = [\"127.0.0.1:1\"]\n",
+            &[":10: host \"x.com\" is claimed by both services.a and services.b"],
+        ),
+        (
+            "[proxy]\nlisten = \"127.0.0.1:1\"\n[services.a]\nstable = \"v\"\nweights = { v = 1 }\nsticky = { cookie = \"c\", header = \"h\" }\n[services.a.versions.v]\nendpoints = [\"127.0.0.1:1\"]\n[[services.a.match]]\nheader = \"x\"\nvalue = \"1\"\nversion = \"w\"\n",
+            &[":6: services.a.sticky needs exactly one", ":9: services.a.match names version \"w\""],
+        ),
+    ];
+    for (index, (text, expected)) in cases.iter().enumerate() {
+        let path = dir.path().join(format!("case{index}.toml"));
+        std::fs::write(&path, text).unwrap();
+        let out = switchyard(&["check", "--config", path.to_str().unwrap()]);
+        assert!(!out.status.success(), "case {index} was accepted");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        for line in stderr.lines() {
+            assert!(
+                line.starts_with(path.to_str().unwrap()),
+                "case {index}: not FILE:LINE: {line}"
+            );
+        }
+        for needle in *expected {
+            assert!(
+                stderr.contains(needle),
+                "case {index}: missing {needle:?} in:\n{stderr}"
+            );
+        }
+        assert!(!stderr.contains("panicked"), "{stderr}");
+    }
+    let out = switchyard(&["check", "--config", "/nonexistent/switchyard.toml"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read config"));
+}
+
+fn write_config(
+    dir: &std::path::Path,
+    listen: std::net::SocketAddr,
+    body: &str,
+) -> std::path::PathBuf {
+    let path = dir.join("switchyard.toml");
+    std::fs::write(&path, full_config(&listen.to_string(), dir, body)).unwrap();
+    path
+}
+
+#[tokio::test]
+async fn sighup_reloads_a_good_config_and_keeps_routing_on_a_bad_one() {
+    let blue = upstream("blue").await;
+    let green = upstream("green").await;
+    let dir = tempfile::tempdir().unwrap();
+    let addr = free_addr();
+    let config = write_config(dir.path(), addr, &two_versions(&blue, &green, (100, 0), ""));
+    let proxy = BinaryProxy::spawn(&config, addr, dir.path().join("log"));
+    let client = client();
+    assert_eq!(
+        get(&client, addr, "/", &[]).await.version.as_deref(),
+        Some("blue")
+    );
+
+    write_config(dir.path(), addr, &two_versions(&blue, &green, (0, 100), ""));
+    proxy.signal(libc::SIGHUP);
+    let mut switched = false;
+    for _ in 0..100 {
+        if get(&client, addr, "/", &[]).await.version.as_deref() == Some("green") {
+            switched = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(switched, "reload did not take effect: {}", proxy.log_text());
+
+    write_config(dir.path(), addr, "[services.shop]\nstable = 3\n");
+    proxy.signal(libc::SIGHUP);
+    let mut logged = false;
+    for _ in 0..100 {
+        if proxy.log_text().contains("reload rejected") {
+            logged = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(logged, "{}", proxy.log_text());
+    assert!(
+        proxy.log_text().contains("switchyard.toml:"),
+        "{}",
+        proxy.log_text()
+    );
+    for _ in 0..20 {
+        assert_eq!(
+            get(&client, addr, "/", &[]).await.version.as_deref(),
+            Some("green")
+        );
+    }
+}
+
+#[tokio::test]
+async fn sigterm_drains_in_flight_requests_then_exits() {
+    let blue = upstream("blue").await;
+    blue.faults
+        .set_latency(Duration::from_millis(700), Duration::ZERO);
+    let dir = tempfile::tempdir().unwrap();
+    let addr = free_addr();
+    let body = format!(
+        "[services.shop]\nstable = \"blue\"\nweights = {{ blue = 1 }}\n[services.shop.versions.blue]\nendpoints = [\"{}\"]\n",
+        blue.addr
+    );
+    let config = write_config(dir.path(), addr, &body);
+    let mut proxy = BinaryProxy::spawn(&config, addr, dir.path().join("log"));
+    let client = client();
+    let in_flight: Vec<_> = (0..8)
+        .map(|_| {
+            let client = client.clone();
+            tokio::spawn(async move { get(&client, addr, "/", &[]).await })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    proxy.signal(libc::SIGTERM);
+    for request in in_flight {
+        let reply = request.await.unwrap();
+        assert_eq!(reply.status, 200, "an in-flight request was cut: {reply:?}");
+    }
+    let status = tokio::task::spawn_blocking(move || {
+        let status = proxy.child.wait().unwrap();
+        (status, proxy.log_text())
+    })
+    .await
+    .unwrap();
+    assert!(status.0.success(), "exit {:?}: {}", status.0, status.1);
+    assert!(
+        std::net::TcpStream::connect(addr).is_err(),
+        "still accepting after drain"
+    );
+}
+
+#[tokio::test]
+async fn streaming_a_gibibyte_keeps_memory_flat() {
+    let blue = upstream("blue").await;
+    let dir = tempfile::tempdir().unwrap();
+    let addr = free_addr();
+    let body = format!(
+        "[services.shop]\nstable = \"blue\"\nweights = {{ blue = 1 }}\n[services.shop.versions.blue]\nendpoints = [\"{}\"]\n",
+        blue.addr
+    );
+    let config = write_config(dir.path(), addr, &body);
+    let proxy = BinaryProxy::spawn(&config, addr, dir.path().join("log"));
+    let client = client();
+    assert_eq!(get(&client, addr, "/", &[]).await.status, 200);
+    let before = proxy.rss_kib();
+    const GIB: u64 = 1 << 30;
+    let response = client
+        .get(format!("http://{addr}/bytes/{GIB}").parse().unwrap())
+        .await
+        .unwrap();
+    let mut body = response.into_body();
+    let mut received = 0u64;
+    let mut peak = before;
+    use http_body_util::BodyExt;
+    while let Some(frame) = body.frame().await {
+        received += frame.unwrap().into_data().map_or(0, |d| d.len() as u64);
+        if received % (64 << 20) < 65536 {
+            peak = peak.max(proxy.rss_kib());
+        }
+    }
+    peak = peak.max(proxy.rss_kib());
+    assert_eq!(received, GIB);
+    let growth_mib = (peak.saturating_sub(before)) / 1024;
+    eprintln!("proxy RSS before {before} KiB, peak {peak} KiB, growth {growth_mib} MiB");
+    assert!(
+        growth_mib < 32,
+        "streaming 1 GiB grew the proxy by {growth_mib} MiB"
+    );
+}
