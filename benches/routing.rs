@@ -44,7 +44,10 @@ fn routing_decision(c: &mut Criterion) {
     weighted.insert("host", HeaderValue::from_static("shop.example.com"));
     let mut sticky = HeaderMap::new();
     sticky.insert("host", HeaderValue::from_static("sticky.example.com"));
-    sticky.insert("cookie", HeaderValue::from_static("session=abc; sy_user=0123456789abcdef"));
+    sticky.insert(
+        "cookie",
+        HeaderValue::from_static("session=abc; sy_user=0123456789abcdef"),
+    );
 
     for (name, headers, host) in [
         ("route/weighted", &weighted, "shop.example.com"),
@@ -53,7 +56,9 @@ fn routing_decision(c: &mut Criterion) {
         c.bench_function(name, |b| {
             b.iter(|| {
                 let table = plane.table.load_full();
-                let service = table.service_for_host(Some(black_box(host))).expect("service");
+                let service = table
+                    .service_for_host(Some(black_box(host)))
+                    .expect("service");
                 let version = &service.versions[service.pick(black_box(headers)).version()];
                 black_box(pick_endpoint(&version.endpoints, Instant::now(), None))
             })

@@ -1,3 +1,8 @@
+/// mimalloc: the request path allocates small, short-lived objects across tasks; measured
+/// faster than the system allocator for this proxy.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;

@@ -95,6 +95,7 @@ impl Pool {
             .map_err(|err| ConnectError::Io(addr, err))?;
         let _ = stream.set_nodelay(true);
         let (sender, connection) = http1::Builder::new()
+            .writev(false)
             .handshake(TokioIo::new(stream))
             .await
             .map_err(|err| ConnectError::Handshake(addr, err))?;
