@@ -209,7 +209,7 @@ async fn read_json<T: DeserializeOwned + Default>(
         return Ok(T::default());
     }
     serde_json::from_slice(&bytes)
-        .map_err(|err| ApiError::BadRequest(format!("malformed JSON body: {err}")))
+        .map_err(|err| ApiError::BadRequest(format!("bad request body: {err}")))
 }
 
 /// Who and why, checked: one line each, so history stays readable.
