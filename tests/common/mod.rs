@@ -118,7 +118,10 @@ impl Proxy {
 
     /// Like `start`, but returns the process's log if it exits or never answers.
     pub async fn try_start(setup: &Setup, extra_args: &[&str]) -> Result<Proxy, String> {
-        let log = setup.dir.path().join(format!("run-{}.log", fastrand::u32(..)));
+        let log = setup
+            .dir
+            .path()
+            .join(format!("run-{}.log", fastrand::u32(..)));
         let child = Command::new(BIN)
             .arg("run")
             .arg("--config")
