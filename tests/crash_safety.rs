@@ -100,12 +100,12 @@ async fn sigkill_mid_burst_never_loses_an_acknowledged_change() {
         tokio::time::sleep(Duration::from_millis(fastrand::u64(5..60))).await;
         proxy.kill(); // SIGKILL
         let _ = tokio::time::timeout(Duration::from_secs(10), task).await;
-        let progress = progress.lock().unwrap();
+        let progress = std::mem::take(&mut *progress.lock().unwrap());
         total_changes += progress.changes;
         last_acked = progress.acked.clone();
         // A change written and fsynced just before the kill, but not yet answered, may
         // survive: then it is what the restart must show (and it is the next revision).
-        if let Some(weights) = progress.in_flight.clone() {
+        if let Some(weights) = progress.in_flight {
             drop(proxy);
             let restarted = Proxy::start(&setup, &[]).await;
             if restarted.log_text().contains("torn") {

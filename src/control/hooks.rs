@@ -1,6 +1,6 @@
-//! Event hooks: each revision is POSTed as a small JSON event to every configured webhook
-//! by one background task. The queue is bounded and a change only ever `try_send`s, so a
-//! slow or dead hook can delay other events but never a change.
+//! Event hooks: each revision is POSTed as a small JSON event to every configured webhook.
+//! Each webhook has its own background task and bounded queue, and a change only ever
+//! `try_send`s: a slow or dead hook delays only its own later events, never a change.
 
 use super::record::RevisionRecord;
 use crate::config::HooksConfig;
@@ -10,11 +10,13 @@ use http::{header, Request, Uri};
 use http_body_util::Full;
 use hyper_util::rt::TokioIo;
 use serde::Serialize;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 
-/// Events waiting for delivery; past this, new events are dropped with a warning.
+/// Events waiting for delivery per hook; past this, new events are dropped with a warning.
 const QUEUE: usize = 256;
 
 /// What a webhook receives.
@@ -33,24 +35,21 @@ pub struct HookEvent<'r> {
 }
 
 struct Delivery {
-    hooks: HooksConfig,
     body: Bytes,
     revision: u64,
+    timeout: Duration,
+    attempts: u32,
 }
 
+/// The delivery queues, one per webhook URL, created on first use.
+#[derive(Default)]
 pub struct Hooks {
-    queue: mpsc::Sender<Delivery>,
+    queues: Mutex<HashMap<Uri, mpsc::Sender<Arc<Delivery>>>>,
 }
 
 impl Hooks {
-    /// Starts the delivery task (needs a tokio runtime).
-    pub fn start() -> Hooks {
-        let (queue, receiver) = mpsc::channel(QUEUE);
-        tokio::spawn(deliver_all(receiver));
-        Hooks { queue }
-    }
-
-    /// Queues the event of `record` for every hook in `hooks`; never waits.
+    /// Queues the event of `record` for every hook in `hooks`; never waits. Needs a tokio
+    /// runtime (a hook's first event starts its task).
     pub fn send(&self, hooks: &HooksConfig, record: &RevisionRecord) {
         if hooks.webhooks.is_empty() {
             return;
@@ -68,37 +67,40 @@ impl Hooks {
         let Ok(body) = serde_json::to_vec(&event) else {
             return;
         };
-        let delivery = Delivery {
-            hooks: hooks.clone(),
+        let delivery = Arc::new(Delivery {
             body: Bytes::from(body),
             revision: record.revision,
-        };
-        if self.queue.try_send(delivery).is_err() {
-            tracing::warn!(
-                revision = record.revision,
-                "webhook queue full: event dropped"
-            );
+            timeout: hooks.timeout,
+            attempts: hooks.attempts.max(1),
+        });
+        let mut queues = self.queues.lock().unwrap_or_else(PoisonError::into_inner);
+        for url in &hooks.webhooks {
+            let queue = queues.entry(url.clone()).or_insert_with(|| {
+                let (queue, receiver) = mpsc::channel(QUEUE);
+                tokio::spawn(deliver_all(url.clone(), receiver));
+                queue
+            });
+            if queue.try_send(delivery.clone()).is_err() {
+                tracing::warn!(%url, revision = record.revision, "webhook queue full: event dropped");
+            }
         }
     }
 }
 
-async fn deliver_all(mut receiver: mpsc::Receiver<Delivery>) {
+async fn deliver_all(url: Uri, mut receiver: mpsc::Receiver<Arc<Delivery>>) {
     while let Some(delivery) = receiver.recv().await {
-        for url in &delivery.hooks.webhooks {
-            deliver(url, &delivery).await;
-        }
+        deliver(&url, &delivery).await;
     }
 }
 
 async fn deliver(url: &Uri, delivery: &Delivery) {
-    let attempts = delivery.hooks.attempts.max(1);
-    for attempt in 1..=attempts {
-        let result = tokio::time::timeout(delivery.hooks.timeout, post(url, delivery.body.clone()))
+    for attempt in 1..=delivery.attempts {
+        let result = tokio::time::timeout(delivery.timeout, post(url, delivery.body.clone()))
             .await
             .unwrap_or_else(|_| Err("timed out".to_string()));
         match result {
             Ok(()) => return,
-            Err(err) if attempt == attempts => {
+            Err(err) if attempt == delivery.attempts => {
                 tracing::warn!(%url, revision = delivery.revision, error = %err, "webhook gave up");
             }
             Err(err) => {

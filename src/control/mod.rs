@@ -170,10 +170,14 @@ impl Controller {
             &origin,
         ));
         let records = state.records(planned, &config);
-        if !records.is_empty() {
-            for record in opened.journal.append(records).await? {
-                state.absorb(record);
-            }
+        let written = match records.is_empty() {
+            true => Vec::new(),
+            false => opened.journal.append(records).await?,
+        };
+        let hooks = Hooks::default();
+        for record in written {
+            hooks.send(&config.hooks, &record);
+            state.absorb(record);
         }
         let endpoints = EndpointRegistry::new(EndpointSettings {
             connect_timeout: config.timeouts.connect.0,
@@ -196,7 +200,7 @@ impl Controller {
             endpoints,
             config_path,
             journal: opened.journal,
-            hooks: Hooks::start(),
+            hooks,
             state: Mutex::new(state),
         })
     }
