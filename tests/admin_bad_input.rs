@@ -408,14 +408,24 @@ async fn a_missing_or_short_token_file_refuses_to_start() {
     let upstreams = common::upstreams(&["blue", "canary"]).await;
     let setup = tcp_setup(&upstreams);
     let token = setup.dir.path().join("admin.token");
-    for (content, expected) in [(None, "No such file"), (Some("short\n"), "at least 16 characters")] {
+    for (content, expected) in [
+        (None, "No such file"),
+        (Some("short\n"), "at least 16 characters"),
+    ] {
         match content {
             Some(text) => std::fs::write(&token, text).unwrap(),
             None => std::fs::remove_file(&token).unwrap(),
         }
         let config = Config::load(&setup.config).unwrap();
-        let err = RunningProxy::start(config, &setup.config, 1).await.err().unwrap().to_string();
-        assert!(err.contains("admin token_file") && err.contains(expected), "{err}");
+        let err = RunningProxy::start(config, &setup.config, 1)
+            .await
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            err.contains("admin token_file") && err.contains(expected),
+            "{err}"
+        );
         assert!(!setup.socket.exists(), "no socket left behind");
     }
 }
