@@ -38,7 +38,13 @@ endpoints = ["127.0.0.1:9003"]
 
 fn routing_decision(c: &mut Criterion) {
     let config = Config::parse(Path::new("bench.toml"), CONFIG).expect("bench config is valid");
-    let controller = Controller::new(config, "bench.toml".into(), 1);
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let state = tempfile::tempdir().expect("temp dir");
+    let mut config = config;
+    config.state_dir = state.path().to_path_buf();
+    let controller = runtime
+        .block_on(Controller::open(config, "bench.toml".into(), 1, false))
+        .expect("controller");
     let plane = controller.plane.clone();
     let mut weighted = HeaderMap::new();
     weighted.insert("host", HeaderValue::from_static("shop.example.com"));

@@ -1,8 +1,10 @@
 //! switchyard: a reverse proxy that weights live traffic between versions of a service
 //! and cuts a bad canary back to the stable version on its own.
 
+pub mod admin;
 pub mod config;
 pub mod control;
+pub mod ctl;
 pub mod dataplane;
 pub mod routing;
 pub mod run;

@@ -25,12 +25,18 @@ enum Command {
     Run {
         #[arg(long, short)]
         config: PathBuf,
+        /// Start even if the journal's hash chain is broken: the old journal is kept aside
+        /// and a new chain begins from the state that still reads.
+        #[arg(long)]
+        accept_broken_journal: bool,
     },
     /// Validate a config: exit 0, or non-zero with every problem as FILE:LINE: message.
     Check {
         #[arg(long, short)]
         config: PathBuf,
     },
+    /// Talk to a running proxy over its admin socket.
+    Ctl(switchyard::ctl::CtlArgs),
 }
 
 fn main() -> ExitCode {
@@ -46,7 +52,11 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-        Command::Run { config: path } => {
+        Command::Ctl(args) => switchyard::ctl::main(args),
+        Command::Run {
+            config: path,
+            accept_broken_journal,
+        } => {
             init_logging();
             let config = match Config::load(&path) {
                 Ok(config) => config,
@@ -63,7 +73,10 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-            match runtime.block_on(switchyard::run::run(&path, config, workers)) {
+            let options = switchyard::run::StartOptions {
+                accept_broken_journal,
+            };
+            match runtime.block_on(switchyard::run::run(&path, config, workers, options)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(err) => {
                     eprintln!("switchyard: {err}");

@@ -1,6 +1,9 @@
 //! `switchyard run`: the proxy process, its signals and its shutdown.
 
+use crate::admin::{AdminError, AdminServer};
 use crate::config::Config;
+use crate::control::journal::JournalError;
+use crate::control::record::Origin;
 use crate::control::Controller;
 use crate::dataplane::server::{bind, serve, ServerSettings};
 use crate::dataplane::tls;
@@ -24,6 +27,17 @@ pub enum RunError {
     },
     #[error("cannot install signal handlers: {0}")]
     Signals(std::io::Error),
+    #[error(transparent)]
+    Journal(#[from] JournalError),
+    #[error(transparent)]
+    Admin(#[from] AdminError),
+}
+
+/// Choices made on the command line rather than in the config.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct StartOptions {
+    /// Start even if the journal's hash chain is broken (the old file is kept aside).
+    pub accept_broken_journal: bool,
 }
 
 /// Threads to run: the config's choice, else one per core this process may use.
@@ -39,6 +53,7 @@ pub struct RunningProxy {
     pub controller: Arc<Controller>,
     /// The address actually bound (useful with port 0).
     pub addr: SocketAddr,
+    pub admin: AdminServer,
     stop: watch::Sender<bool>,
     server: JoinHandle<()>,
 }
@@ -49,6 +64,17 @@ impl RunningProxy {
         config: Config,
         config_path: &Path,
         shards: usize,
+    ) -> Result<RunningProxy, RunError> {
+        Self::start_with(config, config_path, shards, StartOptions::default()).await
+    }
+
+    /// Replays the journal in `config.state_dir`, binds the proxy listener and the admin
+    /// API, and starts serving with the last acknowledged routing.
+    pub async fn start_with(
+        config: Config,
+        config_path: &Path,
+        shards: usize,
+        options: StartOptions,
     ) -> Result<RunningProxy, RunError> {
         let tls = match &config.tls {
             Some(paths) => Some(tokio_rustls::TlsAcceptor::from(tls::server_config(paths)?)),
@@ -65,12 +91,22 @@ impl RunningProxy {
             source,
         })?;
         let settings = ServerSettings::from_config(&config, tls);
-        let controller = Arc::new(Controller::new(config, config_path.to_path_buf(), shards));
+        let controller = Arc::new(
+            Controller::open(
+                config.clone(),
+                config_path.to_path_buf(),
+                shards,
+                options.accept_broken_journal,
+            )
+            .await?,
+        );
+        let admin = AdminServer::start(controller.clone(), &config, addr).await?;
         let (stop, stop_rx) = watch::channel(false);
         let server = tokio::spawn(serve(listener, controller.plane.clone(), settings, stop_rx));
         Ok(RunningProxy {
             controller,
             addr,
+            admin,
             stop,
             server,
         })
@@ -78,23 +114,39 @@ impl RunningProxy {
 
     /// Stops accepting and waits for open requests to drain (up to the drain deadline).
     pub async fn shutdown(self) {
+        self.admin.stop();
         let _ = self.stop.send(true);
         let _ = self.server.await;
     }
 }
 
 /// Runs the proxy until SIGTERM or SIGINT, then drains. SIGHUP reloads the config.
-pub async fn run(config_path: &Path, config: Config, workers: usize) -> Result<(), RunError> {
+pub async fn run(
+    config_path: &Path,
+    config: Config,
+    workers: usize,
+    options: StartOptions,
+) -> Result<(), RunError> {
     let mut hangup = signal(SignalKind::hangup()).map_err(RunError::Signals)?;
     let mut terminate = signal(SignalKind::terminate()).map_err(RunError::Signals)?;
     let mut interrupt = signal(SignalKind::interrupt()).map_err(RunError::Signals)?;
-    let proxy = RunningProxy::start(config, config_path, workers).await?;
-    tracing::info!(listen = %proxy.addr, "switchyard is serving");
+    let proxy = RunningProxy::start_with(config, config_path, workers, options).await?;
+    tracing::info!(
+        listen = %proxy.addr,
+        admin_socket = %proxy.admin.socket.display(),
+        admin_listen = ?proxy.admin.tcp,
+        revision = proxy.controller.plane.table.load().revision,
+        "switchyard is serving"
+    );
     let reloader = proxy.controller.clone();
     tokio::spawn(async move {
         while hangup.recv().await.is_some() {
-            match reloader.reload().await {
-                Ok(revision) => tracing::info!(revision, "config reloaded"),
+            match reloader.reload(Origin::new("reload", "SIGHUP")).await {
+                Ok(reloaded) => tracing::info!(
+                    revision = reloaded.revision,
+                    changes = reloaded.changes.len(),
+                    "config reloaded"
+                ),
                 Err(err) => tracing::error!("reload rejected, routing unchanged:\n{err}"),
             }
         }

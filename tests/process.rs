@@ -83,35 +83,22 @@ fn check_lists_every_problem_with_its_line() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read config"));
 }
 
-fn write_config(
-    dir: &std::path::Path,
-    listen: std::net::SocketAddr,
-    body: &str,
-) -> std::path::PathBuf {
-    let path = dir.join("switchyard.toml");
-    std::fs::write(&path, full_config(&listen.to_string(), dir, body)).unwrap();
-    path
-}
-
 #[tokio::test]
 async fn sighup_reloads_a_good_config_and_keeps_routing_on_a_bad_one() {
-    let blue = upstream("blue").await;
-    let green = upstream("green").await;
-    let dir = tempfile::tempdir().unwrap();
-    let addr = free_addr();
-    let config = write_config(dir.path(), addr, &two_versions(&blue, &green, (100, 0), ""));
-    let proxy = BinaryProxy::spawn(&config, addr, dir.path().join("log"));
+    let versions = upstreams(&["blue", "green"]).await;
+    let setup = Setup::new(&versions, "{ blue = 100, green = 0 }", "");
+    let proxy = Proxy::start(&setup, &[]).await;
     let client = client();
     assert_eq!(
-        get(&client, addr, "/", &[]).await.version.as_deref(),
+        get(&client, proxy.addr, "/", &[]).await.version.as_deref(),
         Some("blue")
     );
 
-    write_config(dir.path(), addr, &two_versions(&blue, &green, (0, 100), ""));
+    setup.write(&versions, "{ blue = 0, green = 100 }", "");
     proxy.signal(libc::SIGHUP);
     let mut switched = false;
     for _ in 0..100 {
-        if get(&client, addr, "/", &[]).await.version.as_deref() == Some("green") {
+        if get(&client, proxy.addr, "/", &[]).await.version.as_deref() == Some("green") {
             switched = true;
             break;
         }
@@ -119,7 +106,11 @@ async fn sighup_reloads_a_good_config_and_keeps_routing_on_a_bad_one() {
     }
     assert!(switched, "reload did not take effect: {}", proxy.log_text());
 
-    write_config(dir.path(), addr, "[services.shop]\nstable = 3\n");
+    std::fs::write(
+        &setup.config,
+        "[proxy]\nlisten = \"127.0.0.1:0\"\n[services.shop]\nstable = 3\n",
+    )
+    .unwrap();
     proxy.signal(libc::SIGHUP);
     let mut logged = false;
     for _ in 0..100 {
@@ -137,7 +128,7 @@ async fn sighup_reloads_a_good_config_and_keeps_routing_on_a_bad_one() {
     );
     for _ in 0..20 {
         assert_eq!(
-            get(&client, addr, "/", &[]).await.version.as_deref(),
+            get(&client, proxy.addr, "/", &[]).await.version.as_deref(),
             Some("green")
         );
     }
@@ -145,17 +136,13 @@ async fn sighup_reloads_a_good_config_and_keeps_routing_on_a_bad_one() {
 
 #[tokio::test]
 async fn sigterm_drains_in_flight_requests_then_exits() {
-    let blue = upstream("blue").await;
-    blue.faults
+    let versions = upstreams(&["blue"]).await;
+    versions[0]
+        .faults
         .set_latency(Duration::from_millis(700), Duration::ZERO);
-    let dir = tempfile::tempdir().unwrap();
-    let addr = free_addr();
-    let body = format!(
-        "[services.shop]\nstable = \"blue\"\nweights = {{ blue = 1 }}\n[services.shop.versions.blue]\nendpoints = [\"{}\"]\n",
-        blue.addr
-    );
-    let config = write_config(dir.path(), addr, &body);
-    let mut proxy = BinaryProxy::spawn(&config, addr, dir.path().join("log"));
+    let setup = Setup::new(&versions, "{ blue = 1 }", "");
+    let mut proxy = Proxy::start(&setup, &[]).await;
+    let addr = proxy.addr;
     let client = client();
     let in_flight: Vec<_> = (0..8)
         .map(|_| {
@@ -169,13 +156,13 @@ async fn sigterm_drains_in_flight_requests_then_exits() {
         let reply = request.await.unwrap();
         assert_eq!(reply.status, 200, "an in-flight request was cut: {reply:?}");
     }
-    let status = tokio::task::spawn_blocking(move || {
+    let (status, log) = tokio::task::spawn_blocking(move || {
         let status = proxy.child.wait().unwrap();
         (status, proxy.log_text())
     })
     .await
     .unwrap();
-    assert!(status.0.success(), "exit {:?}: {}", status.0, status.1);
+    assert!(status.success(), "exit {status:?}: {log}");
     assert!(
         std::net::TcpStream::connect(addr).is_err(),
         "still accepting after drain"
@@ -184,15 +171,10 @@ async fn sigterm_drains_in_flight_requests_then_exits() {
 
 #[tokio::test]
 async fn streaming_a_gibibyte_keeps_memory_flat() {
-    let blue = upstream("blue").await;
-    let dir = tempfile::tempdir().unwrap();
-    let addr = free_addr();
-    let body = format!(
-        "[services.shop]\nstable = \"blue\"\nweights = {{ blue = 1 }}\n[services.shop.versions.blue]\nendpoints = [\"{}\"]\n",
-        blue.addr
-    );
-    let config = write_config(dir.path(), addr, &body);
-    let proxy = BinaryProxy::spawn(&config, addr, dir.path().join("log"));
+    let versions = upstreams(&["blue"]).await;
+    let setup = Setup::new(&versions, "{ blue = 1 }", "");
+    let proxy = Proxy::start(&setup, &[]).await;
+    let addr = proxy.addr;
     let client = client();
     assert_eq!(get(&client, addr, "/", &[]).await.status, 200);
     let before = proxy.rss_kib();

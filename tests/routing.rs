@@ -3,6 +3,7 @@
 mod common;
 use common::*;
 use std::collections::HashMap;
+use switchyard::control::record::Origin;
 
 #[tokio::test]
 async fn weighted_split_follows_weights() {
@@ -59,7 +60,12 @@ async fn sticky_users_stay_put_and_raising_the_canary_keeps_them() {
 
     // Raise the canary to 30%: every canary user stays; some blue users join it.
     proxy.rewrite(&two_versions(&blue, &canary, (70, 30), sticky));
-    proxy.proxy.controller.reload().await.unwrap();
+    proxy
+        .proxy
+        .controller
+        .reload(Origin::new("test", "config edited"))
+        .await
+        .unwrap();
     let mut joined = 0;
     for user in 0..400u32 {
         let id = user.to_string();
@@ -174,7 +180,12 @@ async fn reload_swaps_a_good_config_and_rejects_a_bad_one() {
     );
 
     proxy.rewrite(&two_versions(&blue, &green, (0, 100), ""));
-    proxy.proxy.controller.reload().await.unwrap();
+    proxy
+        .proxy
+        .controller
+        .reload(Origin::new("test", "config edited"))
+        .await
+        .unwrap();
     for _ in 0..20 {
         assert_eq!(
             get(&client, proxy.addr(), "/", &[])
@@ -187,7 +198,12 @@ async fn reload_swaps_a_good_config_and_rejects_a_bad_one() {
 
     let revision = proxy.proxy.controller.plane.table.load().revision;
     proxy.rewrite("[services.shop]\nstable = \"nope\"\nweights = { nope = 0 }\n");
-    let err = proxy.proxy.controller.reload().await.unwrap_err();
+    let err = proxy
+        .proxy
+        .controller
+        .reload(Origin::new("test", "bad edit"))
+        .await
+        .unwrap_err();
     assert!(
         err.to_string()
             .contains("switchyard.toml:3: missing field `versions`"),

@@ -26,6 +26,8 @@ pub struct FileConfig {
     #[serde(default)]
     pub state: StateSection,
     #[serde(default)]
+    pub hooks: HooksSection,
+    #[serde(default)]
     pub services: BTreeMap<String, Spanned<ServiceSection>>,
 }
 
@@ -118,6 +120,40 @@ impl Default for StateSection {
     }
 }
 
+/// Event hooks: every revision is POSTed as a small JSON event to each webhook, in the
+/// background; a slow or dead hook never delays a change.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HooksSection {
+    /// `http://HOST:PORT/path` URLs (plain HTTP only).
+    #[serde(default)]
+    pub webhooks: Vec<Spanned<String>>,
+    /// Time one delivery attempt may take.
+    #[serde(default = "default_hook_timeout")]
+    pub timeout: Spanned<HumanDuration>,
+    /// Delivery attempts per event and hook (1 to 10).
+    #[serde(default = "default_hook_attempts")]
+    pub attempts: Spanned<u32>,
+}
+
+impl Default for HooksSection {
+    fn default() -> Self {
+        HooksSection {
+            webhooks: Vec::new(),
+            timeout: default_hook_timeout(),
+            attempts: default_hook_attempts(),
+        }
+    }
+}
+
+fn default_hook_timeout() -> Spanned<HumanDuration> {
+    Spanned::new(0..0, HumanDuration(Duration::from_secs(2)))
+}
+
+fn default_hook_attempts() -> Spanned<u32> {
+    Spanned::new(0..0, 3)
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ServiceSection {
@@ -192,7 +228,15 @@ pub struct Config {
     pub admin_listen: Option<SocketAddr>,
     pub admin_token_file: Option<PathBuf>,
     pub state_dir: PathBuf,
+    pub hooks: HooksConfig,
     pub services: Vec<ServiceConfig>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HooksConfig {
+    pub webhooks: Vec<http::Uri>,
+    pub timeout: Duration,
+    pub attempts: u32,
 }
 
 #[derive(Debug, Clone)]

@@ -164,6 +164,7 @@ fn check(checker: &mut Checker, file: FileConfig) -> Option<Config> {
             "admin.listen needs admin.token_file: mutations over TCP require a bearer token",
         );
     }
+    let hooks = check_hooks(checker, &file.hooks);
     if file.services.is_empty() {
         checker.report(
             0..0,
@@ -229,8 +230,50 @@ fn check(checker: &mut Checker, file: FileConfig) -> Option<Config> {
         admin_listen: admin_listen.flatten(),
         admin_token_file: file.admin.token_file.map(Spanned::into_inner),
         state_dir: file.state.dir,
+        hooks,
         services,
     })
+}
+
+fn check_hooks(checker: &mut Checker, hooks: &HooksSection) -> HooksConfig {
+    let mut webhooks = Vec::new();
+    for url in &hooks.webhooks {
+        match url.get_ref().parse::<http::Uri>() {
+            Ok(uri) if uri.scheme_str() == Some("http") && uri.host().is_some() => {
+                webhooks.push(uri)
+            }
+            Ok(uri) if uri.scheme_str() == Some("https") => checker.report(
+                url.span(),
+                format!("hooks.webhooks: {uri} uses https; only http:// webhooks are supported"),
+            ),
+            _ => checker.report(
+                url.span(),
+                format!(
+                    "hooks.webhooks: {:?} is not an http://HOST[:PORT]/PATH URL",
+                    url.get_ref()
+                ),
+            ),
+        }
+    }
+    let timeout = hooks.timeout.get_ref().0;
+    if timeout.is_zero() || timeout > Duration::from_secs(60) {
+        checker.report(
+            hooks.timeout.span(),
+            "hooks.timeout must be more than 0 and at most 60s",
+        );
+    }
+    let attempts = *hooks.attempts.get_ref();
+    if !(1..=10).contains(&attempts) {
+        checker.report(
+            hooks.attempts.span(),
+            format!("hooks.attempts must be between 1 and 10, not {attempts}"),
+        );
+    }
+    HooksConfig {
+        webhooks,
+        timeout,
+        attempts,
+    }
 }
 
 fn check_service(

@@ -1,19 +1,21 @@
-//! Test support: sample upstreams, a proxy in this process or as the real binary, and a
-//! real HTTP client. Everything listens on 127.0.0.1 with OS-picked ports.
-#![allow(dead_code)]
+//! Test support: sample upstreams, configs in temp dirs, the proxy in this process or as
+//! the real binary, `ctl`, and real HTTP clients. Everything is on 127.0.0.1, OS-picked ports.
+#![allow(dead_code)] // each test binary uses a different subset
 
 use bytes::Bytes;
-use http::{Request, StatusCode};
-use http_body_util::{BodyExt, Empty};
-use hyper_util::client::legacy::{connect::HttpConnector, Client};
-use hyper_util::rt::TokioExecutor;
+use http::{header, Request, StatusCode};
+use http_body_util::{BodyExt, Empty, Full};
+use hyper_util::client::legacy::{connect::HttpConnector, Client as LegacyClient};
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 use switchyard::config::Config;
+use switchyard::ctl::client::AdminClient;
 use switchyard::run::RunningProxy;
 use switchyard::sample::SampleUpstream;
+use tokio::net::TcpStream;
 
 pub const LOOPBACK_ANY: &str = "127.0.0.1:0";
 
@@ -93,10 +95,10 @@ endpoints = ["{ca}"]
     )
 }
 
-pub type HttpClient = Client<HttpConnector, Empty<Bytes>>;
+pub type HttpClient = LegacyClient<HttpConnector, Empty<Bytes>>;
 
 pub fn client() -> HttpClient {
-    Client::builder(TokioExecutor::new()).build_http()
+    LegacyClient::builder(TokioExecutor::new()).build_http()
 }
 
 /// What a test needs from one response.
@@ -136,37 +138,162 @@ pub async fn get(
     }
 }
 
-/// The real `switchyard` binary, killed when dropped.
-pub struct BinaryProxy {
+/// A free loopback port for the binary to listen on.
+pub fn free_addr() -> SocketAddr {
+    std::net::TcpListener::bind(LOOPBACK_ANY)
+        .unwrap()
+        .local_addr()
+        .unwrap()
+}
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_switchyard");
+
+pub async fn upstreams(names: &[&str]) -> Vec<SampleUpstream> {
+    let mut started = Vec::new();
+    for name in names {
+        started.push(
+            SampleUpstream::start(name, "127.0.0.1:0".parse().unwrap())
+                .await
+                .unwrap(),
+        );
+    }
+    started
+}
+
+/// A temp dir holding a config, its state dir and admin socket.
+pub struct Setup {
+    pub dir: tempfile::TempDir,
+    pub config: PathBuf,
+    pub socket: PathBuf,
+}
+
+impl Setup {
+    /// Service `shop` over `upstreams` (stable = the first), with `weights` and `extra` TOML.
+    pub fn new(upstreams: &[SampleUpstream], weights: &str, extra: &str) -> Setup {
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("admin.sock");
+        let config = dir.path().join("switchyard.toml");
+        let setup = Setup {
+            dir,
+            config,
+            socket,
+        };
+        setup.write(upstreams, weights, extra);
+        setup
+    }
+
+    pub fn write(&self, upstreams: &[SampleUpstream], weights: &str, extra: &str) {
+        let mut text = format!(
+            "[proxy]\nlisten = \"127.0.0.1:0\"\n\n[admin]\nsocket = \"{}\"\n{extra}\n\n[state]\ndir = \"{}\"\n\n\
+             [services.shop]\nstable = \"{}\"\nweights = {weights}\n",
+            self.socket.display(),
+            self.dir.path().join("state").display(),
+            upstreams[0].name,
+        );
+        for upstream in upstreams {
+            text.push_str(&format!(
+                "\n[services.shop.versions.{}]\nendpoints = [\"{}\"]\nrelease = {{ version = \"1.0-{}\", commit = \"c0ffee\" }}\n",
+                upstream.name, upstream.addr, upstream.name
+            ));
+        }
+        std::fs::write(&self.config, text).unwrap();
+    }
+
+    pub fn journal(&self) -> PathBuf {
+        self.dir.path().join("state").join("journal.jsonl")
+    }
+
+    pub fn client(&self) -> AdminClient {
+        AdminClient::new(&self.socket)
+    }
+
+    /// Runs `switchyard ctl --socket S ARGS...`.
+    pub fn ctl(&self, args: &[&str]) -> Output {
+        ctl_at(&self.socket, args)
+    }
+}
+
+pub fn ctl_at(socket: &Path, args: &[&str]) -> Output {
+    Command::new(BIN)
+        .arg("ctl")
+        .arg("--socket")
+        .arg(socket)
+        .args(args)
+        .env("USER", "tester")
+        .output()
+        .unwrap()
+}
+
+pub fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+pub fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+/// `switchyard run` as a child process; killed on drop.
+pub struct Proxy {
     pub child: Child,
     pub addr: SocketAddr,
     pub log: PathBuf,
 }
 
-impl BinaryProxy {
-    /// Starts `switchyard run` on `config` and waits until it accepts connections.
-    pub fn spawn(config: &Path, addr: SocketAddr, log: PathBuf) -> BinaryProxy {
-        let child = Command::new(env!("CARGO_BIN_EXE_switchyard"))
-            .args(["run", "--config"])
-            .arg(config)
+impl Proxy {
+    /// Starts the binary and waits (bounded) until its admin socket answers.
+    pub async fn start(setup: &Setup, extra_args: &[&str]) -> Proxy {
+        match Proxy::try_start(setup, extra_args).await {
+            Ok(proxy) => proxy,
+            Err(log) => panic!("switchyard did not start:\n{log}"),
+        }
+    }
+
+    /// Like `start`, but returns the process's log if it exits or never answers.
+    pub async fn try_start(setup: &Setup, extra_args: &[&str]) -> Result<Proxy, String> {
+        let log = setup
+            .dir
+            .path()
+            .join(format!("run-{}.log", fastrand::u32(..)));
+        let child = Command::new(BIN)
+            .arg("run")
+            .arg("--config")
+            .arg(&setup.config)
+            .args(extra_args)
+            .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
             .unwrap();
-        let proxy = BinaryProxy { child, addr, log };
-        wait_for_port(addr);
-        proxy
-    }
-
-    pub fn signal(&self, signal: i32) {
-        // SAFETY: kill(2) on our own child's pid.
-        unsafe { libc::kill(self.child.id() as i32, signal) };
+        let mut proxy = Proxy {
+            child,
+            addr: "127.0.0.1:0".parse().unwrap(),
+            log,
+        };
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = proxy.child.try_wait() {
+                return Err(proxy.log_text());
+            }
+            if let Ok(status) = setup.client().status().await {
+                proxy.addr = status.listen.parse().unwrap();
+                return Ok(proxy);
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        Err(format!("no answer within 15s\n{}", proxy.log_text()))
     }
 
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// Sends a signal to the proxy process.
+    pub fn signal(&self, signal: i32) {
+        // SAFETY: kill(2) on our own child's pid.
+        unsafe { libc::kill(self.child.id() as i32, signal) };
+    }
+
+    /// Resident memory of the proxy process.
     pub fn rss_kib(&self) -> u64 {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
         status
@@ -175,27 +302,89 @@ impl BinaryProxy {
             .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
             .unwrap()
     }
-}
 
-impl Drop for BinaryProxy {
-    fn drop(&mut self) {
+    pub fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
 
-pub fn wait_for_port(addr: SocketAddr) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while std::net::TcpStream::connect(addr).is_err() {
-        assert!(Instant::now() < deadline, "nothing listening on {addr}");
-        std::thread::sleep(Duration::from_millis(20));
+    /// SIGTERM and wait for a clean exit (bounded).
+    pub fn terminate(&mut self) {
+        // SAFETY: signalling our own child by its pid.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        self.kill();
     }
 }
 
-/// A free loopback port for the binary to listen on.
-pub fn free_addr() -> SocketAddr {
-    std::net::TcpListener::bind(LOOPBACK_ANY)
-        .unwrap()
-        .local_addr()
-        .unwrap()
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A keep-alive HTTP/1.1 connection to the proxy.
+pub struct Client {
+    sender: hyper::client::conn::http1::SendRequest<Full<Bytes>>,
+}
+
+impl Client {
+    pub async fn connect(addr: SocketAddr) -> Client {
+        let stream = TcpStream::connect(addr).await.unwrap();
+        let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .unwrap();
+        tokio::spawn(connection);
+        Client { sender }
+    }
+
+    /// GET `path`; returns the status and the `switchyard-version` header.
+    pub async fn get(&mut self, path: &str) -> (StatusCode, String) {
+        let request = Request::get(path)
+            .header(header::HOST, "shop.test")
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        self.sender.ready().await.unwrap();
+        let response = self.sender.send_request(request).await.unwrap();
+        let status = response.status();
+        let version = response
+            .headers()
+            .get("switchyard-version")
+            .map(|v| v.to_str().unwrap().to_string())
+            .unwrap_or_default();
+        response.into_body().collect().await.unwrap();
+        (status, version)
+    }
+
+    /// How many of `n` requests each version answered.
+    pub async fn tally(&mut self, n: usize) -> std::collections::BTreeMap<String, usize> {
+        let mut counts = std::collections::BTreeMap::new();
+        for _ in 0..n {
+            let (status, version) = self.get("/").await;
+            assert_eq!(status, StatusCode::OK);
+            *counts.entry(version).or_insert(0) += 1;
+        }
+        counts
+    }
+}
+
+/// `(status, body)` of a raw admin request over the Unix socket.
+pub async fn admin_raw(
+    setup: &Setup,
+    method: http::Method,
+    path: &str,
+    body: &str,
+) -> (StatusCode, String) {
+    let (status, bytes) = setup
+        .client()
+        .raw(method, path, Bytes::from(body.to_string()))
+        .await
+        .unwrap();
+    (status, String::from_utf8_lossy(&bytes).into_owned())
 }

@@ -1,0 +1,10 @@
+//! The admin API: HTTP/1.1 + JSON on a Unix socket and optionally TCP, plus `/metrics`
+//! and a self-refreshing status page at `/`.
+
+mod metrics;
+mod routes;
+mod server;
+mod status;
+
+pub use routes::MAX_BODY_BYTES;
+pub use server::{AdminError, AdminServer, MAX_HEAD_BYTES};

@@ -1,0 +1,269 @@
+//! Admin API routing: paths to handlers, size-bounded JSON bodies, bearer checks on TCP.
+
+use super::{metrics, status};
+use crate::control::api::{ApiError, ChangeRequest, ErrorBody, HistoryResponse, ReloadRequest};
+use crate::control::change::Change;
+use crate::control::record::Origin;
+use crate::control::{Controller, ReloadError};
+use bytes::Bytes;
+use http::{header, HeaderValue, Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
+use hyper::body::Incoming;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use subtle::ConstantTimeEq;
+
+/// Largest request body the admin API reads.
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+const DEFAULT_HISTORY: usize = 50;
+const ACTIONS: [&str; 7] = [
+    "switch", "promote", "abort", "resume", "rollback", "freeze", "unfreeze",
+];
+const PAGE: &str = include_str!("page.html");
+
+pub struct AdminContext {
+    pub controller: Arc<Controller>,
+    pub proxy_addr: SocketAddr,
+    pub admin_addr: Option<SocketAddr>,
+    pub token: Option<Vec<u8>>,
+}
+
+/// Which listener a request came in on: only TCP needs the bearer token for mutations.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    Unix,
+    Tcp,
+}
+
+type Reply = Response<Full<Bytes>>;
+
+pub async fn handle(
+    context: Arc<AdminContext>,
+    transport: Transport,
+    request: Request<Incoming>,
+) -> Result<Reply, Infallible> {
+    Ok(match route(&context, transport, request).await {
+        Ok(reply) => reply,
+        Err(err) => json(
+            err.status(),
+            &ErrorBody {
+                error: err.to_string(),
+            },
+        ),
+    })
+}
+
+async fn route(
+    context: &AdminContext,
+    transport: Transport,
+    request: Request<Incoming>,
+) -> Result<Reply, ApiError> {
+    let method = request.method().clone();
+    let path = request.uri().path().to_string();
+    let query = request.uri().query().map(str::to_string);
+    let controller = &context.controller;
+    let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+    match segments.as_slice() {
+        [""] => {
+            only(&method, &Method::GET)?;
+            Ok(reply(
+                StatusCode::OK,
+                "text/html; charset=utf-8",
+                PAGE.into(),
+            ))
+        }
+        ["status"] => {
+            only(&method, &Method::GET)?;
+            let status = status::build(context).await;
+            Ok(json(StatusCode::OK, &status))
+        }
+        ["metrics"] => {
+            only(&method, &Method::GET)?;
+            let snapshot = controller.snapshot().await;
+            let text = metrics::render(&snapshot, &controller.plane.table.load());
+            Ok(reply(
+                StatusCode::OK,
+                "text/plain; version=0.0.4",
+                text.into(),
+            ))
+        }
+        ["reload"] => {
+            only(&method, &Method::POST)?;
+            authorize(context, transport, &request)?;
+            let body: ReloadRequest = read_json(request).await?;
+            let origin = origin(body.actor, body.reason)?;
+            let reason = match origin.reason.as_str() {
+                "" => format!("reload requested by {}", origin.actor),
+                why => format!("reload requested by {}: {why}", origin.actor),
+            };
+            let reloaded = controller
+                .reload(Origin::new("reload", reason))
+                .await
+                .map_err(|err| match err {
+                    ReloadError::Config(err) => ApiError::BadRequest(format!(
+                        "reload rejected, nothing changed: {}",
+                        err.to_string().replace('\n', "; ")
+                    )),
+                    ReloadError::Journal(err) => ApiError::Internal(err.to_string()),
+                })?;
+            Ok(json(StatusCode::OK, &reloaded))
+        }
+        ["services", service] => {
+            only(&method, &Method::GET)?;
+            let status = status::build(context).await;
+            match status.services.into_iter().find(|s| s.name == *service) {
+                Some(found) => Ok(json(StatusCode::OK, &found)),
+                None => Err(ApiError::NotFound(format!("no service {service:?}"))),
+            }
+        }
+        ["services", service, "history"] => {
+            only(&method, &Method::GET)?;
+            let limit = history_limit(query.as_deref())?;
+            let revisions = controller.history(service, limit).await?;
+            let service = service.to_string();
+            Ok(json(
+                StatusCode::OK,
+                &HistoryResponse { service, revisions },
+            ))
+        }
+        ["services", service, action] if *action == "weights" || ACTIONS.contains(action) => {
+            let expected = if *action == "weights" {
+                Method::PUT
+            } else {
+                Method::POST
+            };
+            only(&method, &expected)?;
+            authorize(context, transport, &request)?;
+            let (service, action) = (service.to_string(), action.to_string());
+            let body: ChangeRequest = read_json(request).await?;
+            let change = Change::from_request(&action, &body)?;
+            let origin = origin(body.actor, body.reason)?;
+            let record = controller.apply(&service, change, origin).await?;
+            Ok(json(StatusCode::OK, &record))
+        }
+        _ => Err(ApiError::NotFound(format!(
+            "no such endpoint: {method} {path}"
+        ))),
+    }
+}
+
+fn only(method: &Method, expected: &Method) -> Result<(), ApiError> {
+    match method == expected {
+        true => Ok(()),
+        false => Err(ApiError::MethodNotAllowed(format!(
+            "use {expected} here, not {method}"
+        ))),
+    }
+}
+
+/// Mutations over TCP need `Authorization: Bearer <token>`; the Unix socket is guarded by
+/// its file mode instead.
+fn authorize(
+    context: &AdminContext,
+    transport: Transport,
+    request: &Request<Incoming>,
+) -> Result<(), ApiError> {
+    if transport == Transport::Unix {
+        return Ok(());
+    }
+    let presented = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|value| value.as_bytes().strip_prefix(b"Bearer "))
+        .ok_or_else(|| {
+            ApiError::Unauthorized(
+                "changes over TCP need an Authorization: Bearer <token> header".into(),
+            )
+        })?;
+    let expected = context.token.as_deref().unwrap_or_default();
+    match !expected.is_empty() && bool::from(presented.ct_eq(expected)) {
+        true => Ok(()),
+        false => Err(ApiError::Unauthorized("wrong bearer token".into())),
+    }
+}
+
+async fn read_json<T: DeserializeOwned + Default>(
+    request: Request<Incoming>,
+) -> Result<T, ApiError> {
+    let too_large = || ApiError::TooLarge(format!("request body is over {MAX_BODY_BYTES} bytes"));
+    let declared = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|len| len > MAX_BODY_BYTES as u64) {
+        return Err(too_large());
+    }
+    let bytes = Limited::new(request.into_body(), MAX_BODY_BYTES)
+        .collect()
+        .await
+        .map_err(|err| match err.is::<LengthLimitError>() {
+            true => too_large(),
+            false => ApiError::BadRequest("could not read the request body".into()),
+        })?
+        .to_bytes();
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Ok(T::default());
+    }
+    serde_json::from_slice(&bytes)
+        .map_err(|err| ApiError::BadRequest(format!("bad request body: {err}")))
+}
+
+/// Who and why, checked: one line each, so history stays readable.
+fn origin(actor: Option<String>, reason: Option<String>) -> Result<Origin, ApiError> {
+    let actor = actor.unwrap_or_else(|| "api".to_string());
+    let reason = reason.unwrap_or_default();
+    if actor.is_empty() || actor.chars().count() > 64 || actor.chars().any(char::is_control) {
+        return Err(ApiError::BadRequest(
+            "actor must be 1 to 64 characters, without control characters".into(),
+        ));
+    }
+    if reason.chars().count() > 1024 || reason.chars().any(char::is_control) {
+        return Err(ApiError::BadRequest(
+            "reason must be one line of at most 1024 characters".into(),
+        ));
+    }
+    Ok(Origin::new(actor, reason))
+}
+
+fn history_limit(query: Option<&str>) -> Result<usize, ApiError> {
+    match query.map(|q| q.split_once('=')) {
+        None => Ok(DEFAULT_HISTORY),
+        Some(Some(("limit", value))) => {
+            value
+                .parse::<usize>()
+                .ok()
+                .filter(|&n| n > 0)
+                .ok_or_else(|| {
+                    ApiError::BadRequest(format!(
+                        "limit must be a whole number above 0, not {value:?}"
+                    ))
+                })
+        }
+        Some(_) => Err(ApiError::BadRequest(format!(
+            "unknown query {:?}: only limit=N is understood",
+            query.unwrap_or_default()
+        ))),
+    }
+}
+
+fn json<T: Serialize>(status: StatusCode, value: &T) -> Reply {
+    let mut body = serde_json::to_vec(value).unwrap_or_else(|_| b"{}".to_vec());
+    body.push(b'\n');
+    reply(status, "application/json", body.into())
+}
+
+fn reply(status: StatusCode, content_type: &'static str, body: Bytes) -> Reply {
+    let mut response = Response::new(Full::new(body));
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}

@@ -1,0 +1,196 @@
+use super::*;
+use crate::config::{Release, VersionConfig};
+use crate::control::record::{Origin, PlannedRevision};
+use std::time::SystemTime;
+
+fn service() -> ServiceConfig {
+    let version = |name: &str| VersionConfig {
+        name: name.into(),
+        endpoints: vec!["127.0.0.1:1".parse().unwrap()],
+        release: Release::default(),
+    };
+    ServiceConfig {
+        name: "shop".into(),
+        hosts: vec![],
+        stable: "blue".into(),
+        weights: BTreeMap::from([("blue".into(), 95), ("canary".into(), 5)]),
+        sticky: None,
+        versions: vec![version("blue"), version("canary"), version("green")],
+        matches: vec![],
+    }
+}
+
+fn state(stable: &str, weights: &[(&str, u64)]) -> ServiceState {
+    ServiceState {
+        stable: stable.into(),
+        weights: weights.iter().map(|(v, w)| (v.to_string(), *w)).collect(),
+        latched: false,
+        frozen: false,
+    }
+}
+
+fn weights(pairs: &[(&str, u64)]) -> Change {
+    Change::Weights(pairs.iter().map(|(v, w)| (v.to_string(), *w)).collect())
+}
+
+fn revision(revision: u64, old: Option<ServiceState>, new: ServiceState) -> RevisionRecord {
+    PlannedRevision {
+        service: "shop".into(),
+        kind: ChangeKind::Weights,
+        old,
+        new: Some(new),
+        declared: None,
+        origin: Origin::new("test", ""),
+    }
+    .into_record(revision, None, SystemTime::now())
+}
+
+#[test]
+fn weights_replace_the_split() {
+    let current = state("blue", &[("blue", 95), ("canary", 5)]);
+    let next = next_state(
+        &service(),
+        &current,
+        &weights(&[("blue", 50), ("canary", 50)]),
+        &[],
+    )
+    .unwrap();
+    assert_eq!(next, state("blue", &[("blue", 50), ("canary", 50)]));
+}
+
+#[test]
+fn bad_weights_are_refused() {
+    let current = state("blue", &[("blue", 95), ("canary", 5)]);
+    let cases = [
+        (weights(&[("purple", 5)]), "no version \"purple\""),
+        (weights(&[("blue", 0), ("canary", 0)]), "all zero"),
+        (weights(&[]), "all zero"),
+        (weights(&[("blue", u64::MAX), ("canary", 1)]), "past 2^64"),
+        (weights(&[("blue", 95), ("canary", 5)]), "no change"),
+    ];
+    for (change, expected) in cases {
+        let err = next_state(&service(), &current, &change, &[]).unwrap_err();
+        assert!(err.to_string().contains(expected), "{change:?}: {err}");
+    }
+}
+
+#[test]
+fn switch_and_promote_move_everything_and_clear_the_latch() {
+    let mut current = state("blue", &[("blue", 95), ("canary", 5)]);
+    current.latched = true;
+    let switched = next_state(&service(), &current, &Change::Switch("green".into()), &[]).unwrap();
+    assert_eq!(switched, state("green", &[("green", 100)]));
+    let promoted = next_state(&service(), &current, &Change::Promote, &[]).unwrap();
+    assert_eq!(promoted, state("canary", &[("canary", 100)]));
+}
+
+#[test]
+fn promote_needs_exactly_one_canary() {
+    let only_stable = state("blue", &[("blue", 100), ("canary", 0)]);
+    let err = next_state(&service(), &only_stable, &Change::Promote, &[]).unwrap_err();
+    assert!(err.to_string().contains("no canary"), "{err}");
+    let two = state("blue", &[("blue", 90), ("canary", 5), ("green", 5)]);
+    let err = next_state(&service(), &two, &Change::Promote, &[]).unwrap_err();
+    assert!(err.to_string().contains("use switch"), "{err}");
+}
+
+#[test]
+fn abort_latches_and_resume_unlatches() {
+    let current = state("blue", &[("blue", 95), ("canary", 5)]);
+    let aborted = next_state(&service(), &current, &Change::Abort, &[]).unwrap();
+    assert!(aborted.latched);
+    let err = next_state(&service(), &aborted, &Change::Abort, &[]).unwrap_err();
+    assert!(err.to_string().contains("no change"), "{err}");
+    let resumed = next_state(&service(), &aborted, &Change::Resume, &[]).unwrap();
+    assert_eq!(resumed, current);
+}
+
+#[test]
+fn frozen_refuses_rises_toward_non_stable_versions_only() {
+    let mut current = state("blue", &[("blue", 90), ("canary", 10)]);
+    current.frozen = true;
+    let service = service();
+    let err = next_state(
+        &service,
+        &current,
+        &weights(&[("blue", 80), ("canary", 20)]),
+        &[],
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("frozen"), "{err}");
+    // Same share at a different scale is no rise.
+    assert!(next_state(
+        &service,
+        &current,
+        &weights(&[("blue", 900), ("canary", 100)]),
+        &[]
+    )
+    .is_ok());
+    assert!(next_state(
+        &service,
+        &current,
+        &weights(&[("blue", 95), ("canary", 5)]),
+        &[]
+    )
+    .is_ok());
+    assert!(next_state(&service, &current, &Change::Switch("canary".into()), &[]).is_err());
+    assert!(next_state(&service, &current, &Change::Switch("blue".into()), &[]).is_ok());
+    assert!(next_state(&service, &current, &Change::Promote, &[]).is_err());
+    assert!(next_state(&service, &current, &Change::Abort, &[]).is_ok());
+    let mut latched = current.clone();
+    latched.latched = true;
+    let err = next_state(&service, &latched, &Change::Resume, &[]).unwrap_err();
+    assert!(err.to_string().contains("frozen"), "{err}");
+}
+
+#[test]
+fn rollback_returns_to_the_routing_before_the_last_change() {
+    let a = state("blue", &[("blue", 95), ("canary", 5)]);
+    let b = state("blue", &[("blue", 50), ("canary", 50)]);
+    let mut b_frozen = b.clone();
+    b_frozen.frozen = true;
+    let history = [
+        revision(1, None, a.clone()),
+        revision(2, Some(a.clone()), b.clone()),
+        revision(3, Some(b.clone()), b_frozen.clone()),
+    ];
+    let refs: Vec<&RevisionRecord> = history.iter().collect();
+    let service = service();
+    let back = next_state(&service, &b_frozen, &Change::Rollback { to: None }, &refs).unwrap();
+    let mut expected = a.clone();
+    expected.frozen = true;
+    assert_eq!(back, expected, "routing comes back, the freeze stays");
+    let to_one = next_state(
+        &service,
+        &b_frozen,
+        &Change::Rollback { to: Some(1) },
+        &refs,
+    )
+    .unwrap();
+    assert_eq!(to_one, expected);
+    let err = next_state(
+        &service,
+        &b_frozen,
+        &Change::Rollback { to: Some(9) },
+        &refs,
+    )
+    .unwrap_err();
+    assert!(matches!(err, ApiError::NotFound(_)), "{err}");
+    let err = next_state(&service, &a, &Change::Rollback { to: None }, &refs[..1]).unwrap_err();
+    assert!(err.to_string().contains("no earlier routing"), "{err}");
+}
+
+#[test]
+fn requests_map_to_changes() {
+    let request = ChangeRequest {
+        version: Some("green".into()),
+        ..ChangeRequest::default()
+    };
+    assert_eq!(
+        Change::from_request("switch", &request).unwrap(),
+        Change::Switch("green".into())
+    );
+    assert!(Change::from_request("weights", &request).is_err());
+    assert!(Change::from_request("promote", &request).is_err());
+    assert!(Change::from_request("explode", &ChangeRequest::default()).is_err());
+}

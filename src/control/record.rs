@@ -1,0 +1,216 @@
+//! One revision: what changed for a service, who asked, why, and when.
+
+use crate::config::{Release, ServiceConfig};
+use crate::routing::ServiceState;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// What kind of change a revision records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ChangeKind {
+    Weights,
+    Switch,
+    Promote,
+    Abort,
+    Resume,
+    Rollback,
+    Freeze,
+    Unfreeze,
+    /// A service appeared in the config (or the journal was empty).
+    Added,
+    /// A service left the config.
+    Removed,
+    /// The operator edited the service's weights or stable in the config file.
+    ConfigEdit,
+    /// The live routing named a version the config no longer has: back to the file's routing.
+    VersionRemoved,
+    /// Restarted from a journal whose chain was broken (`--accept-broken-journal`).
+    Recovered,
+}
+
+impl ChangeKind {
+    pub fn label(self) -> &'static str {
+        match self {
+            ChangeKind::Weights => "weights",
+            ChangeKind::Switch => "switch",
+            ChangeKind::Promote => "promote",
+            ChangeKind::Abort => "abort",
+            ChangeKind::Resume => "resume",
+            ChangeKind::Rollback => "rollback",
+            ChangeKind::Freeze => "freeze",
+            ChangeKind::Unfreeze => "unfreeze",
+            ChangeKind::Added => "added",
+            ChangeKind::Removed => "removed",
+            ChangeKind::ConfigEdit => "config_edit",
+            ChangeKind::VersionRemoved => "version_removed",
+            ChangeKind::Recovered => "recovered",
+        }
+    }
+}
+
+/// The routing a config file declares for a service; remembered so a reload can tell an
+/// operator's edit of the file from a file that merely still says what it said before.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Declared {
+    pub stable: String,
+    pub weights: BTreeMap<String, u64>,
+}
+
+impl Declared {
+    pub fn of(service: &ServiceConfig) -> Declared {
+        Declared {
+            stable: service.stable.clone(),
+            weights: service.weights.clone(),
+        }
+    }
+}
+
+/// Who asked for a change and why. `evidence` carries machine-made proof (the guard's
+/// verdict) alongside the human-readable reason.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Origin {
+    pub actor: String,
+    pub reason: String,
+    pub evidence: Option<serde_json::Value>,
+}
+
+impl Origin {
+    pub fn new(actor: impl Into<String>, reason: impl Into<String>) -> Origin {
+        Origin {
+            actor: actor.into(),
+            reason: reason.into(),
+            evidence: None,
+        }
+    }
+
+    pub fn with_evidence(mut self, evidence: serde_json::Value) -> Origin {
+        self.evidence = Some(evidence);
+        self
+    }
+}
+
+/// One line of the journal. Field order is the line's byte order: `hash` must stay last.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RevisionRecord {
+    pub revision: u64,
+    /// RFC 3339, UTC, milliseconds.
+    pub time: String,
+    pub time_ms: u64,
+    pub service: String,
+    pub actor: String,
+    pub reason: String,
+    pub kind: ChangeKind,
+    /// Routing before; none when the service is new.
+    pub old: Option<ServiceState>,
+    /// Routing after; none when the service was removed.
+    pub new: Option<ServiceState>,
+    /// Release metadata of every version the old or new routing names.
+    #[serde(default)]
+    pub releases: BTreeMap<String, Release>,
+    /// The config file's own routing for the service, on changes the config caused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub declared: Option<Declared>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub evidence: Option<serde_json::Value>,
+    /// Hash of the previous line (hex); 64 zeros for the first.
+    pub prev: String,
+    /// SHA-256 (hex) of this line's bytes up to this field.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub hash: String,
+}
+
+/// A change ready to be journaled: everything but its place in the chain.
+#[derive(Debug, Clone)]
+pub struct PlannedRevision {
+    pub service: String,
+    pub kind: ChangeKind,
+    pub old: Option<ServiceState>,
+    pub new: Option<ServiceState>,
+    pub declared: Option<Declared>,
+    pub origin: Origin,
+}
+
+impl PlannedRevision {
+    /// The record for this change at `revision`, with release metadata from `service`.
+    pub fn into_record(
+        self,
+        revision: u64,
+        service: Option<&ServiceConfig>,
+        now: SystemTime,
+    ) -> RevisionRecord {
+        let mut releases = BTreeMap::new();
+        for state in [&self.old, &self.new].into_iter().flatten() {
+            let named = state
+                .weights
+                .iter()
+                .filter(|(_, &w)| w > 0)
+                .map(|(name, _)| name)
+                .chain(std::iter::once(&state.stable));
+            for name in named {
+                if let Some(version) = service.and_then(|s| s.version(name)) {
+                    releases.insert(name.clone(), version.release.clone());
+                }
+            }
+        }
+        let time_ms = now
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        RevisionRecord {
+            revision,
+            time: rfc3339_millis(time_ms),
+            time_ms,
+            service: self.service,
+            actor: self.origin.actor,
+            reason: self.origin.reason,
+            kind: self.kind,
+            old: self.old,
+            new: self.new,
+            releases,
+            declared: self.declared,
+            evidence: self.origin.evidence,
+            prev: String::new(),
+            hash: String::new(),
+        }
+    }
+}
+
+/// Formats unix milliseconds as `YYYY-MM-DDTHH:MM:SS.mmmZ` (proleptic Gregorian, UTC).
+pub fn rfc3339_millis(unix_ms: u64) -> String {
+    let secs = unix_ms / 1000;
+    let days = (secs / 86_400) as i64;
+    let rest = secs % 86_400;
+    // Days since 1970-01-01 to a civil date (H. Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
+        rest / 3600,
+        rest % 3600 / 60,
+        rest % 60,
+        unix_ms % 1000
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formats_rfc3339() {
+        assert_eq!(rfc3339_millis(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(rfc3339_millis(951_782_400_123), "2000-02-29T00:00:00.123Z");
+        assert_eq!(
+            rfc3339_millis(1_714_564_800_999),
+            "2024-05-01T12:00:00.999Z"
+        );
+    }
+}

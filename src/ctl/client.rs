@@ -1,0 +1,154 @@
+//! The admin API client over the Unix socket (used by `switchyard ctl` and by tests).
+
+use crate::control::api::{
+    ChangeRequest, ErrorBody, HistoryResponse, ReloadRequest, ReloadResponse, ServiceStatus,
+    StatusResponse,
+};
+use crate::control::record::RevisionRecord;
+use bytes::Bytes;
+use http::{header, Method, Request, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::TokioIo;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use std::path::{Path, PathBuf};
+use tokio::net::UnixStream;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("cannot reach switchyard at {}: {source} (is it running? pick the socket with --socket or $SWITCHYARD_SOCKET)", path.display())]
+    Connect {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("talking to switchyard at {}: {why}", path.display())]
+    Http { path: PathBuf, why: String },
+    /// The server refused the request; `message` is its one-line error.
+    #[error("{message}")]
+    Api { status: StatusCode, message: String },
+    #[error("unexpected answer from switchyard: {0}")]
+    Decode(String),
+}
+
+pub struct AdminClient {
+    socket: PathBuf,
+}
+
+impl AdminClient {
+    pub fn new(socket: impl Into<PathBuf>) -> AdminClient {
+        AdminClient {
+            socket: socket.into(),
+        }
+    }
+
+    pub fn socket(&self) -> &Path {
+        &self.socket
+    }
+
+    pub async fn status(&self) -> Result<StatusResponse, ClientError> {
+        self.call(Method::GET, "/status", None::<&()>).await
+    }
+
+    pub async fn service(&self, service: &str) -> Result<ServiceStatus, ClientError> {
+        self.call(Method::GET, &format!("/services/{service}"), None::<&()>)
+            .await
+    }
+
+    pub async fn history(
+        &self,
+        service: &str,
+        limit: usize,
+    ) -> Result<HistoryResponse, ClientError> {
+        let path = format!("/services/{service}/history?limit={limit}");
+        self.call(Method::GET, &path, None::<&()>).await
+    }
+
+    /// `action`: `weights` or one of switch, promote, abort, resume, rollback, freeze, unfreeze.
+    pub async fn change(
+        &self,
+        service: &str,
+        action: &str,
+        request: &ChangeRequest,
+    ) -> Result<RevisionRecord, ClientError> {
+        let method = if action == "weights" {
+            Method::PUT
+        } else {
+            Method::POST
+        };
+        let path = format!("/services/{service}/{action}");
+        self.call(method, &path, Some(request)).await
+    }
+
+    pub async fn reload(&self, request: &ReloadRequest) -> Result<ReloadResponse, ClientError> {
+        self.call(Method::POST, "/reload", Some(request)).await
+    }
+
+    /// A typed call: a JSON body out, a JSON answer back, or the server's error.
+    pub async fn call<T: DeserializeOwned, B: Serialize>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&B>,
+    ) -> Result<T, ClientError> {
+        let body = match body {
+            Some(body) => serde_json::to_vec(body)
+                .map_err(|err| ClientError::Decode(err.to_string()))?
+                .into(),
+            None => Bytes::new(),
+        };
+        let (status, bytes) = self.raw(method, path, body).await?;
+        if !status.is_success() {
+            let message = serde_json::from_slice::<ErrorBody>(&bytes)
+                .map(|e| e.error)
+                .unwrap_or_else(|_| format!("switchyard answered {status}"));
+            return Err(ClientError::Api { status, message });
+        }
+        serde_json::from_slice(&bytes).map_err(|err| ClientError::Decode(err.to_string()))
+    }
+
+    /// One request with any body; returns the status and the whole answer.
+    pub async fn raw(
+        &self,
+        method: Method,
+        path: &str,
+        body: Bytes,
+    ) -> Result<(StatusCode, Bytes), ClientError> {
+        let http_error = |why: String| ClientError::Http {
+            path: self.socket.clone(),
+            why,
+        };
+        let stream =
+            UnixStream::connect(&self.socket)
+                .await
+                .map_err(|source| ClientError::Connect {
+                    path: self.socket.clone(),
+                    source,
+                })?;
+        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(|err| http_error(err.to_string()))?;
+        tokio::spawn(connection);
+        let mut request = Request::builder()
+            .method(method)
+            .uri(path)
+            .header(header::HOST, "switchyard");
+        if !body.is_empty() {
+            request = request.header(header::CONTENT_TYPE, "application/json");
+        }
+        let request = request
+            .body(Full::new(body))
+            .map_err(|err| http_error(err.to_string()))?;
+        let response = sender
+            .send_request(request)
+            .await
+            .map_err(|err| http_error(err.to_string()))?;
+        let status = response.status();
+        let bytes = response
+            .into_body()
+            .collect()
+            .await
+            .map_err(|err| http_error(err.to_string()))?
+            .to_bytes();
+        Ok((status, bytes))
+    }
+}

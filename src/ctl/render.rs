@@ -1,0 +1,140 @@
+//! Human-readable output of `switchyard ctl`.
+
+use crate::control::api::{HistoryResponse, ReloadResponse, ServiceStatus, StatusResponse};
+use crate::control::describe;
+use crate::control::record::RevisionRecord;
+use crate::routing::ServiceState;
+use std::fmt::Write;
+
+pub fn status(status: &StatusResponse) -> String {
+    let mut out = format!(
+        "revision {}  proxy {}  (rates over {}s)\n",
+        status.revision, status.listen, status.window_secs
+    );
+    for service in &status.services {
+        out.push('\n');
+        out.push_str(&self::service(service));
+    }
+    out
+}
+
+pub fn service(service: &ServiceStatus) -> String {
+    let mut flags = String::new();
+    if service.latched {
+        flags.push_str("  ABORTED (latched: all traffic on stable until resume)");
+    }
+    if service.frozen {
+        flags.push_str("  FROZEN");
+    }
+    let hosts = match service.hosts.as_slice() {
+        [] => "any host".to_string(),
+        hosts => hosts.join(", "),
+    };
+    let mut out = format!(
+        "{}  stable={}  last change: revision {}  ({hosts}){flags}\n",
+        service.name, service.stable, service.revision
+    );
+    let rows = service
+        .versions
+        .iter()
+        .map(|v| {
+            let release = [&v.release.version, &v.release.commit, &v.release.notes]
+                .iter()
+                .filter(|s| !s.is_empty())
+                .map(|s| s.as_str())
+                .collect::<Vec<_>>()
+                .join(" ");
+            vec![
+                format!("{}{}", v.name, if v.stable { "*" } else { "" }),
+                v.weight.to_string(),
+                format!("{:.1}%", v.share * 100.0),
+                format!("{:.1}", v.requests_per_sec),
+                format!("{:.2}%", v.error_rate * 100.0),
+                format!("{:.1}", v.p50_ms),
+                format!("{:.1}", v.p99_ms),
+                release,
+            ]
+        })
+        .collect();
+    let headers = [
+        "VERSION", "WEIGHT", "SHARE", "REQ/S", "ERRORS", "P50MS", "P99MS", "RELEASE",
+    ];
+    out.push_str(&indent(&table(&headers, rows)));
+    out
+}
+
+pub fn history(history: &HistoryResponse) -> String {
+    if history.revisions.is_empty() {
+        return format!("{}: no revisions\n", history.service);
+    }
+    let rows = history
+        .revisions
+        .iter()
+        .map(|r| {
+            vec![
+                r.revision.to_string(),
+                r.time.clone(),
+                r.actor.clone(),
+                r.kind.label().to_string(),
+                routing(r.new.as_ref()),
+                r.reason.clone(),
+            ]
+        })
+        .collect();
+    table(&["REV", "TIME", "ACTOR", "KIND", "ROUTING", "REASON"], rows)
+}
+
+/// One line for an acknowledged change.
+pub fn revision(record: &RevisionRecord) -> String {
+    format!(
+        "revision {}: {} {} by {}: {} (was {})\n",
+        record.revision,
+        record.service,
+        record.kind.label(),
+        record.actor,
+        routing(record.new.as_ref()),
+        routing(record.old.as_ref()),
+    )
+}
+
+pub fn reload(reloaded: &ReloadResponse) -> String {
+    let mut out = format!(
+        "reloaded: revision {}, {} routing change(s)\n",
+        reloaded.revision,
+        reloaded.changes.len()
+    );
+    for record in &reloaded.changes {
+        out.push_str("  ");
+        out.push_str(&revision(record));
+    }
+    out
+}
+
+fn routing(state: Option<&ServiceState>) -> String {
+    state.map_or_else(|| "(none)".to_string(), describe)
+}
+
+fn indent(text: &str) -> String {
+    text.lines().map(|line| format!("  {line}\n")).collect()
+}
+
+/// Left-aligned columns, two spaces apart.
+fn table(headers: &[&str], rows: Vec<Vec<String>>) -> String {
+    let mut widths: Vec<usize> = headers.iter().map(|h| h.chars().count()).collect();
+    for row in &rows {
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(cell.chars().count());
+        }
+    }
+    let mut out = String::new();
+    let header_row: Vec<String> = headers.iter().map(|h| h.to_string()).collect();
+    for row in std::iter::once(&header_row).chain(rows.iter()) {
+        let mut line = String::new();
+        for (cell, width) in row.iter().zip(&widths) {
+            let _ = write!(line, "{cell:<width$}  ");
+        }
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    out
+}

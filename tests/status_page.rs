@@ -1,0 +1,91 @@
+//! The status page at `/`, rendered by headless Chromium against the admin TCP listener.
+
+mod common;
+
+use common::Setup;
+use std::process::Command;
+use switchyard::config::Config;
+use switchyard::control::change::Change;
+use switchyard::control::record::Origin;
+use switchyard::run::RunningProxy;
+
+const CHROMIUM: &str = "/usr/bin/chromium";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_status_page_shows_live_weights_and_history_in_a_browser() {
+    if !std::path::Path::new(CHROMIUM).exists() {
+        eprintln!("\n*** SKIPPED: {CHROMIUM} is missing; install it (apt-get install -y chromium) to run the status page test ***\n");
+        return;
+    }
+    let upstreams = common::upstreams(&["blue", "canary"]).await;
+    let setup = Setup::new(&upstreams, "{ blue = 95, canary = 5 }", "");
+    let token = setup.dir.path().join("admin.token");
+    std::fs::write(&token, "page-test-token-0123456789").unwrap();
+    let extra = format!(
+        "listen = \"127.0.0.1:0\"\ntoken_file = \"{}\"",
+        token.display()
+    );
+    setup.write(&upstreams, "{ blue = 95, canary = 5 }", &extra);
+    let config = Config::load(&setup.config).unwrap();
+    let proxy = RunningProxy::start(config, &setup.config, 1).await.unwrap();
+    let weights = [("blue".to_string(), 70), ("canary".to_string(), 30)].into();
+    let origin = Origin::new("page-tester", "page shows this reason");
+    proxy
+        .controller
+        .apply("shop", Change::Weights(weights), origin)
+        .await
+        .unwrap();
+    proxy
+        .controller
+        .apply("shop", Change::Freeze, Origin::new("page-tester", ""))
+        .await
+        .unwrap();
+
+    let url = format!("http://{}/", proxy.admin.tcp.unwrap());
+    let profile = tempfile::tempdir().unwrap();
+    let output = tokio::task::spawn_blocking(move || {
+        Command::new(CHROMIUM)
+            .args([
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--no-first-run",
+                "--virtual-time-budget=3000",
+                "--dump-dom",
+            ])
+            .arg(format!("--user-data-dir={}", profile.path().display()))
+            .arg(url)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let dom = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "chromium failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    for expected in [
+        "id=\"service-shop\"",
+        "data-version=\"blue\"",
+        "data-version=\"canary\"",
+        "<td class=\"num weight\">70</td>",
+        "<td class=\"num weight\">30</td>",
+        "70.0%",
+        "1.0-canary c0ffee",
+        "frozen",
+        "page-tester",
+        "page shows this reason",
+        "revision 3",
+    ] {
+        assert!(
+            dom.contains(expected),
+            "the page lacks {expected:?}:\n{dom}"
+        );
+    }
+    proxy.shutdown().await;
+}
