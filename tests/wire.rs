@@ -235,6 +235,19 @@ async fn malformed_and_oversized_requests_get_a_clear_error_and_the_proxy_carrie
     let oversized = raw_exchange(&proxy, &huge).await;
     assert!(oversized.starts_with("HTTP/1.1 431"), "{oversized:?}");
 
+    // Far past the limit, in one header or in many.
+    let mut many = b"GET / HTTP/1.1\r\nHost: x\r\n".to_vec();
+    for i in 0..2000 {
+        many.extend_from_slice(format!("x-h{i}: {}\r\n", "b".repeat(90)).as_bytes());
+    }
+    many.extend_from_slice(b"\r\n");
+    let too_many = raw_exchange(&proxy, &many).await;
+    assert!(
+        too_many.starts_with("HTTP/1.1 431"),
+        "{:?}",
+        &too_many[..too_many.len().min(200)]
+    );
+
     let bad_length = raw_exchange(
         &proxy,
         b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: nope\r\n\r\n",
