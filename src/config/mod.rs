@@ -2,9 +2,11 @@
 //! validated as a whole, so `check` can list every problem with its line.
 
 mod duration;
+mod guard;
 mod validate;
 
 pub use duration::{parse_duration, HumanDuration};
+pub use guard::{GuardSection, GuardSettings};
 pub use validate::{ConfigError, Problem};
 
 use serde::Deserialize;
@@ -165,6 +167,7 @@ pub struct ServiceSection {
     pub versions: BTreeMap<String, Spanned<VersionSection>>,
     #[serde(default, rename = "match")]
     pub matches: Vec<Spanned<MatchSection>>,
+    pub guard: Option<Spanned<GuardSection>>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -256,6 +259,7 @@ pub struct ServiceConfig {
     /// Versions sorted by name: the fixed order sticky buckets are assigned in.
     pub versions: Vec<VersionConfig>,
     pub matches: Vec<MatchRule>,
+    pub guard: GuardSettings,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

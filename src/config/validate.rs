@@ -411,6 +411,16 @@ fn check_service(
         }
     }
 
+    let guard = match &section.guard {
+        Some(guard) => {
+            for problem in guard.get_ref().problems(name) {
+                checker.report(guard.span(), problem);
+            }
+            guard.get_ref().settings()
+        }
+        None => GuardSettings::default(),
+    };
+
     (checker.problems.len() == before).then(|| ServiceConfig {
         name: name.to_string(),
         hosts,
@@ -419,6 +429,7 @@ fn check_service(
         sticky,
         versions,
         matches,
+        guard,
     })
 }
 

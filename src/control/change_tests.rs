@@ -17,6 +17,7 @@ fn service() -> ServiceConfig {
         sticky: None,
         versions: vec![version("blue"), version("canary"), version("green")],
         matches: vec![],
+        guard: Default::default(),
     }
 }
 

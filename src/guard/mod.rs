@@ -1,0 +1,5 @@
+//! The guard: judges each canary against its stable version on live traffic and cuts a
+//! bad one back at once.
+
+pub mod judge;
+pub mod simulate;
