@@ -102,6 +102,10 @@ impl RunningProxy {
         );
         let admin = AdminServer::start(controller.clone(), &config, addr).await?;
         let (stop, stop_rx) = watch::channel(false);
+        tokio::spawn(crate::guard::watch::run(
+            controller.clone(),
+            stop_rx.clone(),
+        ));
         let server = tokio::spawn(serve(listener, controller.plane.clone(), settings, stop_rx));
         Ok(RunningProxy {
             controller,

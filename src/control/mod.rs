@@ -12,10 +12,11 @@ pub mod record;
 use crate::config::{Config, ConfigError};
 use crate::dataplane::endpoint::{EndpointRegistry, EndpointSettings};
 use crate::dataplane::proxy::DataPlane;
+use crate::guard::incident::IncidentLog;
+use crate::guard::watch::Board;
 use crate::routing::{RoutingTable, ServiceState};
 use crate::telemetry::Telemetry;
 use api::{ApiError, ReloadResponse};
-use arc_swap::ArcSwap;
 use change::Change;
 use hooks::Hooks;
 use journal::{Journal, JournalError};
@@ -31,6 +32,9 @@ pub use change::describe;
 pub struct Controller {
     pub plane: Arc<DataPlane>,
     pub telemetry: Arc<Telemetry>,
+    /// The guard's latest verdicts and the incidents it recorded.
+    pub board: Board,
+    pub incidents: IncidentLog,
     endpoints: EndpointRegistry,
     config_path: PathBuf,
     journal: Journal,
@@ -121,6 +125,10 @@ impl Controller {
         accept_broken_journal: bool,
     ) -> Result<Controller, JournalError> {
         let opened = Journal::open(&config.state_dir, accept_broken_journal)?;
+        let incidents = IncidentLog::open(&config.state_dir).map_err(|err| JournalError::Io {
+            path: err.path,
+            source: err.source,
+        })?;
         if let Some(bytes) = opened.torn_bytes {
             tracing::warn!(
                 journal = %opened.journal.path().display(),
@@ -193,10 +201,10 @@ impl Controller {
             state.revision,
         );
         Ok(Controller {
-            plane: Arc::new(DataPlane {
-                table: ArcSwap::from_pointee(table),
-            }),
+            plane: Arc::new(DataPlane::new(table)),
             telemetry,
+            board: Board::default(),
+            incidents,
             endpoints,
             config_path,
             journal: opened.journal,

@@ -10,15 +10,27 @@ use crate::telemetry::Outcome;
 use arc_swap::ArcSwap;
 use http::header::{self, HeaderValue};
 use http::{Request, Response, StatusCode, Uri, Version};
+use http_body::Body as _;
 use hyper::body::Incoming;
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// What the request path shares: the routing table, swapped whole by the control plane.
+/// What the request path shares: the routing table, swapped whole by the control plane,
+/// and the guard's doorbell, rung when a canary refuses connections.
 #[derive(Debug)]
 pub struct DataPlane {
     pub table: ArcSwap<RoutingTable>,
+    pub guard_wake: tokio::sync::Notify,
+}
+
+impl DataPlane {
+    pub fn new(table: RoutingTable) -> DataPlane {
+        DataPlane {
+            table: ArcSwap::from_pointee(table),
+            guard_wake: tokio::sync::Notify::new(),
+        }
+    }
 }
 
 /// Facts about the client connection a request came in on.
@@ -99,38 +111,58 @@ pub async fn handle(
         return Ok(plain(StatusCode::NOT_FOUND, "no service for this host\n"));
     };
     let pick = service.pick(request.headers());
-    let version = &service.versions[pick.version()];
+    let chosen = pick.version();
     let upgrade = request.version() == Version::HTTP_11 && is_upgrade_request(request.headers());
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut request));
-
     let request = prepare_upstream_request(request, &client, upgrade);
+    let timeout = table.settings.response_headers_timeout;
+
+    if let Some(retry) = &service.retry {
+        retry.budget.deposit(retry.ratio);
+    }
+    // A canary request that may be sent again keeps a copy of its head.
+    let retry_head = match (&service.retry, client_upgrade.is_some()) {
+        (Some(_), false) if chosen != service.stable && is_retryable(&request) => {
+            Some(head_of(&request))
+        }
+        _ => None,
+    };
     let result = match client_upgrade {
         Some(on_client_upgrade) => {
-            forward_upgrade(version, request, on_client_upgrade, started).await
-        }
-        None => {
-            forward(
-                version,
+            forward_upgrade(
+                &service.versions[chosen],
                 request,
-                table.settings.response_headers_timeout,
+                on_client_upgrade,
                 started,
             )
             .await
         }
+        None => forward(&service.versions[chosen], request, timeout, started).await,
     };
-    let response = match result {
-        Ok(response) => {
-            version.stats.record(
-                Outcome::from_status(response.status()),
-                started.elapsed(),
-                Instant::now(),
-            );
-            finish_response(response, &table, service, version, pick)
+    let outcome = record(&plane, service, chosen, &result, started);
+    let (served, result) = match (retry_head, &service.retry) {
+        (Some(head), Some(retry)) if outcome.is_error() && retry.budget.try_withdraw() => {
+            service.versions[chosen].stats.record_saved(Instant::now());
+            let stable = service.stable;
+            let retried = forward(
+                &service.versions[stable],
+                Request::from_parts(head, UpstreamRequestBody::Empty),
+                timeout,
+                started,
+            )
+            .await;
+            record(&plane, service, stable, &retried, started);
+            (
+                stable,
+                retried.map(|response| mark_retried(response, &service.versions[chosen])),
+            )
         }
+        _ => (chosen, result),
+    };
+    let version = &service.versions[served];
+    let response = match result {
+        Ok(response) => finish_response(response, &table, service, version, pick),
         Err(failure) => {
-            version
-                .stats
-                .record(failure.outcome(), started.elapsed(), Instant::now());
             tracing::warn!(service = %service.name, version = %version.name, error = failure.detail(), "upstream failure");
             finish_response(failure.response(), &table, service, version, pick)
         }
@@ -146,6 +178,61 @@ pub async fn handle(
         );
     }
     Ok(response)
+}
+
+/// Counts the exchange against the version; a connection failure on a non-stable version
+/// rings the guard at once.
+fn record(
+    plane: &DataPlane,
+    service: &ServiceRoute,
+    version: usize,
+    result: &Result<Response<ResponseBody>, Failure>,
+    started: Instant,
+) -> Outcome {
+    let outcome = match result {
+        Ok(response) => Outcome::from_status(response.status()),
+        Err(failure) => failure.outcome(),
+    };
+    service.versions[version]
+        .stats
+        .record(outcome, started.elapsed(), Instant::now());
+    if outcome == Outcome::ConnectFailed && version != service.stable {
+        plane.guard_wake.notify_one();
+    }
+    outcome
+}
+
+/// Idempotent and bodiless: safe to send twice (RFC 9110 9.2.2).
+fn is_retryable(request: &Request<UpstreamRequestBody>) -> bool {
+    use http::Method;
+    let method = request.method();
+    (method == Method::GET
+        || method == Method::HEAD
+        || method == Method::OPTIONS
+        || method == Method::DELETE)
+        && request.body().is_end_stream()
+}
+
+fn head_of(request: &Request<UpstreamRequestBody>) -> http::request::Parts {
+    let (mut parts, ()) = Request::new(()).into_parts();
+    parts.method = request.method().clone();
+    parts.uri = request.uri().clone();
+    parts.version = request.version();
+    parts.headers = request.headers().clone();
+    parts
+}
+
+static RETRIED_FROM: http::HeaderName = http::HeaderName::from_static("switchyard-retried-from");
+
+/// Tells the client which version failed before stable answered.
+fn mark_retried(
+    mut response: Response<ResponseBody>,
+    failed: &VersionRoute,
+) -> Response<ResponseBody> {
+    response
+        .headers_mut()
+        .insert(&RETRIED_FROM, failed.header_value.clone());
+    response
 }
 
 /// Rewrites a client request for the upstream: origin-form URI, Host kept, HTTP/1.1,

@@ -2,8 +2,9 @@
 
 use super::split::{bucket_of_key, Split};
 use super::state::ServiceState;
-use crate::config::{Config, MatchRule, Release, Sticky};
+use crate::config::{Config, GuardSettings, MatchRule, Release, Sticky};
 use crate::dataplane::endpoint::{Endpoint, EndpointRegistry};
+use crate::guard::budget::RetryBudget;
 use crate::telemetry::{Telemetry, VersionStats};
 use http::{HeaderMap, HeaderName, HeaderValue};
 use std::collections::{BTreeMap, HashMap};
@@ -35,6 +36,16 @@ pub struct ServiceRoute {
     split: Split,
     sticky: Option<Sticky>,
     matches: Box<[(HeaderName, HeaderValue, usize)]>,
+    /// Failed idempotent requests to a non-stable version are retried on stable.
+    pub retry: Option<Retry>,
+    pub guard: GuardSettings,
+}
+
+#[derive(Debug)]
+pub struct Retry {
+    pub budget: Arc<RetryBudget>,
+    /// Share of requests that may be retries.
+    pub ratio: f64,
 }
 
 #[derive(Debug)]
@@ -123,6 +134,11 @@ impl RoutingTable {
                 split: Split::new(&weights, stable),
                 sticky: service.sticky.clone(),
                 matches: compile_matches(&service.matches, &index_of),
+                retry: (service.guard.enabled && service.guard.retry).then(|| Retry {
+                    budget: telemetry.retry_budget(&service.name),
+                    ratio: service.guard.retry_budget,
+                }),
+                guard: service.guard.clone(),
             });
         }
         RoutingTable {

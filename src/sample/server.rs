@@ -13,6 +13,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, PoisonError};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpListener;
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 type Body = BoxBody<Bytes, std::io::Error>;
@@ -23,6 +24,8 @@ pub struct SampleUpstream {
     pub addr: SocketAddr,
     pub faults: Arc<Faults>,
     accept: Mutex<Option<JoinHandle<()>>>,
+    /// Bumped by `stop`: every open connection closes, as when a process dies.
+    generation: Arc<watch::Sender<u64>>,
 }
 
 impl SampleUpstream {
@@ -32,16 +35,23 @@ impl SampleUpstream {
         let addr = listener.local_addr()?;
         let faults = Arc::new(Faults::default());
         let name = name.to_string();
-        let accept = tokio::spawn(accept_loop(listener, name.clone(), faults.clone()));
+        let generation = Arc::new(watch::channel(0).0);
+        let accept = tokio::spawn(accept_loop(
+            listener,
+            name.clone(),
+            faults.clone(),
+            generation.clone(),
+        ));
         Ok(SampleUpstream {
             name,
             addr,
             faults,
             accept: Mutex::new(Some(accept)),
+            generation,
         })
     }
 
-    /// Stops listening: new connections are refused until `restart`.
+    /// Goes down: open connections close and new ones are refused until `restart`.
     pub fn stop(&self) {
         if let Some(task) = self
             .accept
@@ -51,6 +61,7 @@ impl SampleUpstream {
         {
             task.abort();
         }
+        self.generation.send_modify(|g| *g += 1);
     }
 
     /// Listens again on the same address after `stop`.
@@ -61,6 +72,7 @@ impl SampleUpstream {
             listener,
             self.name.clone(),
             self.faults.clone(),
+            self.generation.clone(),
         ));
         *self.accept.lock().unwrap_or_else(PoisonError::into_inner) = Some(task);
         Ok(())
@@ -73,7 +85,12 @@ impl Drop for SampleUpstream {
     }
 }
 
-async fn accept_loop(listener: TcpListener, name: String, faults: Arc<Faults>) {
+async fn accept_loop(
+    listener: TcpListener,
+    name: String,
+    faults: Arc<Faults>,
+    generation: Arc<watch::Sender<u64>>,
+) {
     let name: Arc<str> = Arc::from(name);
     loop {
         let (mut stream, _) = match listener.accept().await {
@@ -93,11 +110,15 @@ async fn accept_loop(listener: TcpListener, name: String, faults: Arc<Faults>) {
         }
         let name = name.clone();
         let faults = faults.clone();
+        let mut stopped = generation.subscribe();
         tokio::spawn(async move {
             let service = service_fn(move |request| respond(name.clone(), faults.clone(), request));
-            let _ = auto::Builder::new(TokioExecutor::new())
-                .serve_connection_with_upgrades(TokioIo::new(stream), service)
-                .await;
+            let builder = auto::Builder::new(TokioExecutor::new());
+            let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+            tokio::select! {
+                _ = connection => {}
+                _ = stopped.changed() => {}
+            }
         });
     }
 }

@@ -1,6 +1,7 @@
 //! Per-version request telemetry: outcome counts and latency histograms in short time
 //! slices. Each worker thread records into its own shard, so threads never contend; readers
-//! merge shards off the request path.
+//! merge shards off the request path. Retry budgets live here too: per-service runtime
+//! state that must outlive any one routing table.
 
 mod outcome;
 mod slices;
@@ -8,6 +9,7 @@ mod slices;
 pub use outcome::Outcome;
 pub use slices::{Snapshot, SLICE};
 
+use crate::guard::budget::RetryBudget;
 use slices::Shard;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -20,6 +22,7 @@ pub struct Telemetry {
     epoch: Instant,
     shards: usize,
     versions: Mutex<HashMap<(String, String), Arc<VersionStats>>>,
+    budgets: Mutex<HashMap<String, Arc<RetryBudget>>>,
 }
 
 impl Telemetry {
@@ -28,7 +31,14 @@ impl Telemetry {
             epoch: Instant::now(),
             shards: shards.max(1),
             versions: Mutex::new(HashMap::new()),
+            budgets: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// A service's retry budget, kept across table swaps like its stats.
+    pub fn retry_budget(&self, service: &str) -> Arc<RetryBudget> {
+        let mut budgets = self.budgets.lock().unwrap_or_else(PoisonError::into_inner);
+        budgets.entry(service.to_string()).or_default().clone()
     }
 
     /// The stats of one version, created on first use.

@@ -1,0 +1,256 @@
+//! The guard's loop: every `interval` (and at once when the data plane rings), judge each
+//! version that has traffic but is not stable, and cut a bad one back.
+
+use super::incident::{Cause, Cutback};
+use super::judge::{Evidence, Finding, Judge, Side, Verdict};
+use crate::control::change::Change;
+use crate::control::record::{ChangeKind, Origin};
+use crate::control::Controller;
+use crate::routing::{RoutingTable, ServiceRoute, VersionRoute};
+use crate::telemetry::{Outcome, Snapshot};
+use serde::Serialize;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use tokio::sync::watch;
+
+/// The latest verdict per service and version, for status, metrics and rollouts.
+#[derive(Debug, Default)]
+pub struct Board {
+    verdicts: Mutex<BTreeMap<String, VersionVerdict>>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct VersionVerdict {
+    pub version: String,
+    /// "healthy", "inconclusive" or "bad".
+    pub verdict: &'static str,
+    pub detail: String,
+    pub log_likelihood_ratio: f64,
+    /// Since when the verdict has been healthy without a break (unix ms), for bake times.
+    #[serde(skip)]
+    pub healthy_since: Option<tokio::time::Instant>,
+}
+
+impl Board {
+    pub fn get(&self, service: &str) -> Option<VersionVerdict> {
+        self.verdicts
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(service)
+            .cloned()
+    }
+
+    fn set(&self, service: &str, verdict: Option<VersionVerdict>) {
+        let mut verdicts = self.verdicts.lock().unwrap_or_else(PoisonError::into_inner);
+        match verdict {
+            Some(verdict) => verdicts.insert(service.to_string(), verdict),
+            None => verdicts.remove(service),
+        };
+    }
+}
+
+/// What the guard remembers about one version under judgment.
+struct Watched {
+    judge: Judge,
+    seen: Snapshot,
+    /// The last moment the evidence was calm (nothing pointing at a problem).
+    calm_at: SystemTime,
+    healthy_since: Option<tokio::time::Instant>,
+}
+
+fn unix_ms(time: SystemTime) -> u64 {
+    time.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Runs until `stop` turns true.
+pub async fn run(controller: Arc<Controller>, mut stop: watch::Receiver<bool>) {
+    let mut watched: HashMap<(String, String), Watched> = HashMap::new();
+    loop {
+        let table = controller.plane.table.load_full();
+        let interval = table
+            .services()
+            .iter()
+            .filter(|s| s.guard.enabled)
+            .map(|s| s.guard.interval)
+            .min()
+            .unwrap_or(Duration::from_secs(1));
+        tokio::select! {
+            _ = tokio::time::sleep(interval) => {}
+            _ = controller.plane.guard_wake.notified() => {}
+            _ = stop.wait_for(|&stop| stop) => return,
+        }
+        let table = controller.plane.table.load_full();
+        for (service, version, finding) in judge_all(&table, &controller, &mut watched) {
+            cut_back(&controller, &table, service, version, finding, &mut watched).await;
+        }
+    }
+}
+
+/// Judges every guarded non-stable version with traffic; returns the bad ones.
+fn judge_all<'t>(
+    table: &'t RoutingTable,
+    controller: &Controller,
+    watched: &mut HashMap<(String, String), Watched>,
+) -> Vec<(&'t ServiceRoute, &'t VersionRoute, Finding)> {
+    let now = Instant::now();
+    let mut bad = Vec::new();
+    let mut live = Vec::new();
+    for service in table.services().iter().filter(|s| s.guard.enabled) {
+        let stable = &service.versions[service.stable];
+        let stable_window = side(&stable.stats.window(service.guard.window, now));
+        let mut shown = None;
+        for (index, version) in service.versions.iter().enumerate() {
+            if index == service.stable || service.share_of(index) == 0.0 {
+                continue;
+            }
+            let key = (service.name.to_string(), version.name.to_string());
+            live.push(key.clone());
+            let totals = version.stats.totals();
+            let entry = watched.entry(key).or_insert_with(|| Watched {
+                judge: Judge::new(&service.guard),
+                seen: totals.clone(),
+                calm_at: SystemTime::now(),
+                healthy_since: None,
+            });
+            let count = |s: &Snapshot, o: Outcome| s.counts[o.index()];
+            let evidence = Evidence {
+                canary_new_requests: totals.requests() - entry.seen.requests(),
+                canary_new_errors: totals.errors() - entry.seen.errors(),
+                canary_new_unreachable: count(&totals, Outcome::ConnectFailed)
+                    - count(&entry.seen, Outcome::ConnectFailed),
+                canary_all_refusing: version.endpoints.iter().all(|e| e.is_backing_off(now)),
+                canary_window: side(&version.stats.window(service.guard.window, now)),
+                stable_window,
+            };
+            entry.seen = totals;
+            let verdict = entry.judge.observe(&evidence);
+            if entry.judge.log_likelihood_ratio() <= 0.0 && evidence.canary_new_unreachable == 0 {
+                entry.calm_at = SystemTime::now();
+            }
+            let (name, detail) = match &verdict {
+                Verdict::Healthy => ("healthy", "not worse than stable".to_string()),
+                Verdict::Inconclusive => ("inconclusive", "gathering evidence".to_string()),
+                Verdict::Bad(finding) => ("bad", finding.summary.clone()),
+            };
+            entry.healthy_since = match verdict {
+                Verdict::Healthy => entry
+                    .healthy_since
+                    .or_else(|| Some(tokio::time::Instant::now())),
+                _ => None,
+            };
+            shown = Some(VersionVerdict {
+                version: version.name.to_string(),
+                verdict: name,
+                detail,
+                log_likelihood_ratio: entry.judge.log_likelihood_ratio(),
+                healthy_since: entry.healthy_since,
+            });
+            if let Verdict::Bad(finding) = verdict {
+                bad.push((service, version, finding));
+            }
+        }
+        controller.board.set(&service.name, shown);
+    }
+    // Versions that lost their traffic start afresh if they get it back.
+    watched.retain(|key, _| live.contains(key));
+    bad
+}
+
+fn side(snapshot: &Snapshot) -> Side {
+    Side {
+        requests: snapshot.requests(),
+        errors: snapshot.errors(),
+        p99: Duration::from_micros(snapshot.latency.value_at_quantile(0.99)),
+    }
+}
+
+/// All traffic back on stable (one journaled revision, one swap), then the incident.
+async fn cut_back(
+    controller: &Controller,
+    table: &RoutingTable,
+    service: &ServiceRoute,
+    version: &VersionRoute,
+    finding: Finding,
+    watched: &mut HashMap<(String, String), Watched>,
+) {
+    let evidence = serde_json::to_value(&finding).unwrap_or_default();
+    let origin = Origin::new(
+        "guard",
+        format!("{} is bad: {}", version.name, finding.summary),
+    )
+    .with_evidence(evidence);
+    let record = match controller.apply(&service.name, Change::Abort, origin).await {
+        Ok(record) => record,
+        Err(err) => {
+            tracing::error!(service = %service.name, version = %version.name, error = %err, "guard could not cut back");
+            return;
+        }
+    };
+    let key = (service.name.to_string(), version.name.to_string());
+    let started = watched
+        .remove(&key)
+        .map_or(SystemTime::now(), |w| w.calm_at);
+    tracing::warn!(
+        service = %service.name,
+        version = %version.name,
+        revision = record.revision,
+        "guard cut back: {}",
+        finding.summary
+    );
+    let now = Instant::now();
+    let stable = &service.versions[service.stable];
+    let window = version.stats.window(service.guard.window, now);
+    let cutback = Cutback {
+        service: &service.name,
+        version: &version.name,
+        stable: &stable.name,
+        started_ms: unix_ms(started),
+        ended_ms: record.time_ms,
+        canary: side(&window),
+        stable_side: side(&stable.stats.window(service.guard.window, now)),
+        saved: window.saved,
+        cause: cause(controller, &service.name, &version.name, table).await,
+        finding: &finding,
+        restored_by: record.revision,
+    };
+    if let Err(err) = controller.incidents.record(cutback).await {
+        tracing::error!(error = %err, "incident not recorded");
+    }
+}
+
+/// The latest revision that raised the version's traffic: what sent users to it.
+async fn cause(
+    controller: &Controller,
+    service: &str,
+    version: &str,
+    table: &RoutingTable,
+) -> Option<Cause> {
+    let history = controller.history(service, usize::MAX).await.ok()?;
+    let weight = |state: &Option<crate::routing::ServiceState>| {
+        state
+            .as_ref()
+            .filter(|s| !s.latched)
+            .and_then(|s| s.weights.get(version).copied())
+            .unwrap_or(0)
+    };
+    let record = history
+        .iter()
+        .rev()
+        .find(|r| r.kind != ChangeKind::Abort && weight(&r.new) > weight(&r.old))?;
+    let release = table
+        .services()
+        .iter()
+        .find(|s| &*s.name == service)
+        .and_then(|s| s.versions.iter().find(|v| &*v.name == version))
+        .map(|v| v.release.clone())
+        .unwrap_or_default();
+    Some(Cause {
+        revision: record.revision,
+        time: record.time.clone(),
+        actor: record.actor.clone(),
+        reason: record.reason.clone(),
+        release,
+    })
+}

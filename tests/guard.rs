@@ -1,0 +1,164 @@
+//! The guard over real sockets: ~1,000 requests/s, canary at 10%.
+
+mod common;
+use common::*;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Open-loop GETs at about `rps` for `duration`; returns (sent, non-200 replies, retried).
+async fn load(addr: std::net::SocketAddr, rps: u64, duration: Duration) -> (u64, u64, u64) {
+    let client = client();
+    let (sent, failed, retried) = (
+        Arc::new(AtomicU64::new(0)),
+        Arc::new(AtomicU64::new(0)),
+        Arc::new(AtomicU64::new(0)),
+    );
+    let workers = 16;
+    let mut tasks = Vec::new();
+    for _ in 0..workers {
+        let (client, sent, failed, retried) = (
+            client.clone(),
+            sent.clone(),
+            failed.clone(),
+            retried.clone(),
+        );
+        tasks.push(tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_micros(1_000_000 * workers / rps));
+            let end = Instant::now() + duration;
+            while Instant::now() < end {
+                tick.tick().await;
+                let reply = get(&client, addr, "/", &[]).await;
+                sent.fetch_add(1, Ordering::Relaxed);
+                if reply.status != 200 {
+                    failed.fetch_add(1, Ordering::Relaxed);
+                }
+                if reply.headers.contains_key("switchyard-retried-from") {
+                    retried.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+    (
+        sent.load(Ordering::Relaxed),
+        failed.load(Ordering::Relaxed),
+        retried.load(Ordering::Relaxed),
+    )
+}
+
+/// Waits until the service is latched (all traffic on stable); returns when.
+async fn wait_for_cutback(proxy: &TestProxy, within: Duration) -> Option<Instant> {
+    let end = Instant::now() + within;
+    while Instant::now() < end {
+        let table = proxy.proxy.controller.plane.table.load();
+        let service = &table.services()[0];
+        if (0..service.versions.len()).all(|v| v == service.stable || service.share_of(v) == 0.0) {
+            return Some(Instant::now());
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    None
+}
+
+async fn canary_setup() -> (
+    TestProxy,
+    switchyard::sample::SampleUpstream,
+    switchyard::sample::SampleUpstream,
+) {
+    let stable = upstream("blue").await;
+    let canary = upstream("canary").await;
+    let proxy = TestProxy::start(&two_versions(&stable, &canary, (90, 10), "")).await;
+    (proxy, stable, canary)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_canary_failing_one_in_five_is_cut_back_within_a_second_and_users_see_no_error() {
+    let (proxy, _stable, canary) = canary_setup().await;
+    let addr = proxy.addr();
+    let traffic = tokio::spawn(load(addr, 1000, Duration::from_secs(8)));
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    canary.faults.set_error_rate(0.2);
+    let onset = Instant::now();
+    let cut = wait_for_cutback(&proxy, Duration::from_secs(4))
+        .await
+        .expect("never cut back");
+    let (sent, failed, retried) = traffic.await.unwrap();
+    let elapsed = cut - onset;
+    eprintln!("cutback {elapsed:?} after onset; {sent} requests, {failed} failed, {retried} saved by retry");
+    assert!(elapsed < Duration::from_secs(1), "cutback took {elapsed:?}");
+    assert_eq!(failed, 0, "users saw {failed} errors");
+    assert!(
+        retried > 0,
+        "no canary failure was retried, so the test proved nothing"
+    );
+
+    let incidents = proxy.proxy.controller.incidents.list(Some("shop"));
+    assert_eq!(incidents.len(), 1, "{incidents:?}");
+    let incident = &incidents[0];
+    assert_eq!(incident.version, "canary");
+    assert_eq!(incident.users.failed, 0, "{incident:?}");
+    assert!(incident.users.saved > 0, "{incident:?}");
+    assert!(incident.summary.contains("error rate"), "{incident:?}");
+    let history = proxy.proxy.controller.history("shop", 10).await.unwrap();
+    let last = history.last().unwrap();
+    assert_eq!(last.actor, "guard");
+    assert_eq!(last.revision, incident.restored_by);
+    assert!(last.evidence.is_some());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_canary_whose_endpoints_all_go_down_is_cut_back_within_100ms() {
+    let (proxy, _stable, canary) = canary_setup().await;
+    let addr = proxy.addr();
+    let traffic = tokio::spawn(load(addr, 1000, Duration::from_secs(4)));
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    canary.stop();
+    let onset = Instant::now();
+    let cut = wait_for_cutback(&proxy, Duration::from_secs(2))
+        .await
+        .expect("never cut back");
+    let (sent, failed, _) = traffic.await.unwrap();
+    let elapsed = cut - onset;
+    eprintln!("cutback {elapsed:?} after the canary went down; {sent} requests, {failed} failed");
+    assert!(
+        elapsed < Duration::from_millis(100),
+        "cutback took {elapsed:?}"
+    );
+    assert_eq!(failed, 0, "users saw {failed} errors");
+    let incident = &proxy.proxy.controller.incidents.list(None)[0];
+    assert!(
+        incident.summary.contains("refuses connections"),
+        "{incident:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_healthy_canary_is_never_cut_back() {
+    let (proxy, stable, canary) = canary_setup().await;
+    for side in [&stable, &canary] {
+        side.faults.set_error_rate(0.01);
+        side.faults
+            .set_latency(Duration::from_millis(1), Duration::from_millis(2));
+    }
+    let (sent, _, _) = load(proxy.addr(), 1000, Duration::from_secs(12)).await;
+    assert!(sent > 5000, "only {sent} requests");
+    assert!(proxy.proxy.controller.incidents.list(None).is_empty());
+    let verdict = proxy.proxy.controller.board.get("shop").expect("judged");
+    assert_eq!(verdict.verdict, "healthy", "{verdict:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_canary_at_very_low_traffic_stays_inconclusive() {
+    let stable = upstream("blue").await;
+    let canary = upstream("canary").await;
+    let proxy = TestProxy::start(&two_versions(&stable, &canary, (999, 1), "")).await;
+    canary.faults.set_error_rate(0.5);
+    load(proxy.addr(), 200, Duration::from_secs(3)).await;
+    assert!(proxy.proxy.controller.incidents.list(None).is_empty());
+    if let Some(verdict) = proxy.proxy.controller.board.get("shop") {
+        assert_eq!(verdict.verdict, "inconclusive", "{verdict:?}");
+    }
+}
