@@ -4,6 +4,7 @@
 pub mod config;
 pub mod control;
 pub mod dataplane;
+pub mod demo;
 pub mod routing;
 pub mod run;
 pub mod sample;
