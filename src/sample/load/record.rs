@@ -64,8 +64,10 @@ pub struct Recorder {
     tally: Mutex<Tally>,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Tally {
+    /// Latency of every request, whatever the version.
+    latency: Histogram<u64>,
     versions: Vec<VersionTally>,
     endings: BTreeMap<String, u64>,
     unsent: u64,
@@ -93,7 +95,12 @@ impl Recorder {
     pub fn new(epoch: Instant) -> Recorder {
         Recorder {
             epoch,
-            tally: Mutex::new(Tally::default()),
+            tally: Mutex::new(Tally {
+                latency: histogram(3),
+                versions: Vec::new(),
+                endings: BTreeMap::new(),
+                unsent: 0,
+            }),
         }
     }
 
@@ -112,6 +119,7 @@ impl Recorder {
             .unwrap_or(NO_VERSION);
         let mut tally = self.tally.lock().unwrap_or_else(PoisonError::into_inner);
         *tally.endings.entry(sample.ending.label()).or_default() += 1;
+        tally.latency.saturating_record(micros);
         let version = tally.version(name);
         version.requests += 1;
         version.errors += u64::from(error);
@@ -151,6 +159,9 @@ impl Recorder {
             requests,
             errors: tally.versions.iter().map(|v| v.errors).sum(),
             unsent: tally.unsent,
+            p50_ms: millis(&tally.latency, 0.5),
+            p99_ms: millis(&tally.latency, 0.99),
+            p999_ms: millis(&tally.latency, 0.999),
             endings: tally.endings.clone(),
             versions: tally
                 .versions
@@ -228,6 +239,10 @@ pub struct LoadReport {
     pub errors: u64,
     /// Requests that were due but not sent before the run's end (the target fell behind).
     pub unsent: u64,
+    /// Latency over every request.
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub p999_ms: f64,
     /// How requests ended: status codes and transport failures, with counts.
     pub endings: BTreeMap<String, u64>,
     pub versions: Vec<VersionReport>,
