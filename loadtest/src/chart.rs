@@ -28,11 +28,9 @@ struct Panel {
 /// The chart of `load` (the scenario's main stream) with the result's marks.
 pub fn render(result: &ScenarioResult, load: &LoadReport) -> String {
     let seconds = result.duration_secs.ceil().max(1.0) as usize;
-    let versions: Vec<_> = load
-        .versions
-        .iter()
-        .filter(|v| v.name != NO_VERSION || v.requests > 0)
-        .collect();
+    let mut versions: Vec<_> = load.versions.iter().collect();
+    // Stable order, so a version keeps its place in the legend from run to run.
+    versions.sort_by(|a, b| a.name.cmp(&b.name));
     let totals: Vec<u64> = (0..seconds).map(|s| load.requests_in_second(s)).collect();
     let series =
         |value: &dyn Fn(usize, &switchyard::sample::load::VersionReport) -> Option<f64>| {
@@ -310,8 +308,10 @@ fn nice_ceiling(value: f64) -> f64 {
 fn short(value: f64) -> String {
     if value >= 10_000.0 {
         format!("{:.0}k", value / 1000.0)
-    } else if value >= 10.0 || value == 0.0 {
+    } else if value.fract() == 0.0 {
         format!("{value:.0}")
+    } else if value >= 10.0 {
+        format!("{value:.1}")
     } else {
         format!("{value:.2}")
     }

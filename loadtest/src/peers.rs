@@ -63,10 +63,10 @@ pub fn ensure_installed() -> Result<(), String> {
 
 pub async fn start_haproxy(dir: &Path, listen: SocketAddr, to: &Backends) -> Result<Peer, String> {
     let config = format!(
-        "global\n    nbthread 1\n    maxconn 20000\n\n\
+        "global\n    nbthread 1\n    maxconn 8000\n\n\
          defaults\n    mode http\n    option http-keep-alive\n    http-reuse always\n\
          \x20   timeout connect 5s\n    timeout client 30s\n    timeout server 30s\n\
-         \x20   timeout http-keep-alive 30s\n    maxconn 20000\n\n\
+         \x20   timeout http-keep-alive 30s\n    maxconn 8000\n\n\
          frontend fe\n    bind {listen} backlog 4096\n    default_backend split\n\n\
          backend split\n    balance roundrobin\n\
          \x20   server stable {} weight {} maxconn 4096\n\

@@ -147,6 +147,13 @@ impl ScenarioResult {
             );
         }
         if !self.comparison.is_empty() {
+            let ratios: Vec<String> = self
+                .comparison
+                .iter()
+                .filter(|row| row.proxy != "switchyard")
+                .map(|row| format!("{} {:.2}x", row.proxy, row.rps_ratio))
+                .collect();
+            let _ = writeln!(out, "req/s relative to switchyard: {}", ratios.join(", "));
             out.push_str(&render_table(&self.comparison));
         }
         if let Some(peak) = self.rss_peak_mib {
