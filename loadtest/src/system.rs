@@ -55,6 +55,19 @@ pub fn switchyard_binary(given: Option<PathBuf>) -> Result<PathBuf, HarnessError
         if release { "release" } else { "debug" }
     );
     let mut build = Command::new(cargo);
+    // `cargo run` hands this program its package's variables; passed on, they would make
+    // the nested build look different from a plain `cargo build` and rebuild everything.
+    for (key, _) in std::env::vars_os() {
+        let key = key.to_string_lossy();
+        if key.starts_with("CARGO_PKG_")
+            || key.starts_with("CARGO_MANIFEST_")
+            || key.starts_with("CARGO_BIN_")
+            || key == "CARGO_CRATE_NAME"
+            || key == "CARGO_PRIMARY_PACKAGE"
+        {
+            build.env_remove(key.as_ref());
+        }
+    }
     build
         .args(["build", "--bin", "switchyard", "--manifest-path"])
         .arg(&manifest)
