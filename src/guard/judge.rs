@@ -12,7 +12,8 @@
 //! piles up to hide a new failure.
 //!
 //! Latency: canary p99 against stable p99 over the recent window, judged only once both
-//! sides have `latency_min_samples` requests.
+//! sides have `latency_min_samples` requests, and bad only when several judgments in a row
+//! agree.
 
 use crate::config::GuardSettings;
 use serde::Serialize;
@@ -132,10 +133,15 @@ impl ErrorTest {
     }
 }
 
+/// Consecutive judgments that must all find the canary slower before latency condemns it:
+/// one scheduler stall or GC pause must not cut a canary back.
+const LATENCY_PERSISTENCE: u32 = 5;
+
 /// The running state of one canary's judgment.
 #[derive(Debug, Clone)]
 pub struct Judge {
     settings: GuardSettings,
+    slow_streak: u32,
     /// The configured margin first, then the gross one.
     tests: [ErrorTest; 2],
     unreachable: u64,
@@ -154,6 +160,7 @@ impl Judge {
             ],
             unreachable: 0,
             passed_error_test: false,
+            slow_streak: 0,
         }
     }
 
@@ -230,7 +237,7 @@ impl Judge {
         })
     }
 
-    fn latency(&self, evidence: &Evidence) -> LatencyCheck {
+    fn latency(&mut self, evidence: &Evidence) -> LatencyCheck {
         let (canary, stable) = (&evidence.canary_window, &evidence.stable_window);
         let min = self.settings.latency_min_samples;
         if canary.requests < min || stable.requests < min {
@@ -240,7 +247,14 @@ impl Judge {
             > stable.p99.as_secs_f64() * self.settings.latency_ratio
             && canary.p99.saturating_sub(stable.p99) >= self.settings.latency_min_increase;
         if !slower {
+            self.slow_streak = 0;
             return LatencyCheck::Fine;
+        }
+        if evidence.canary_new_requests > 0 {
+            self.slow_streak += 1;
+        }
+        if self.slow_streak < LATENCY_PERSISTENCE {
+            return LatencyCheck::TooFew;
         }
         LatencyCheck::Bad(Finding {
             summary: format!(
