@@ -40,7 +40,7 @@ pub fn render(snapshot: &ControlSnapshot, table: &RoutingTable) -> String {
     );
     for (labels, total, _) in &totals {
         for outcome in Outcome::ALL {
-            let count = total.counts[outcome.index()];
+            let count = total.tally.count(outcome);
             let _ = writeln!(
                 out,
                 "switchyard_requests_total{{{labels},outcome=\"{}\"}} {count}",
@@ -56,7 +56,7 @@ pub fn render(snapshot: &ControlSnapshot, table: &RoutingTable) -> String {
     );
     for (labels, total, _) in &totals {
         for outcome in Outcome::ALL.iter().filter(|o| o.is_error()) {
-            let count = total.counts[outcome.index()];
+            let count = total.tally.count(*outcome);
             let _ = writeln!(
                 out,
                 "switchyard_errors_total{{{labels},kind=\"{}\"}} {count}",
@@ -71,7 +71,11 @@ pub fn render(snapshot: &ControlSnapshot, table: &RoutingTable) -> String {
         "Failed requests answered by another version instead.",
     );
     for (labels, total, _) in &totals {
-        let _ = writeln!(out, "switchyard_saved_total{{{labels}}} {}", total.saved);
+        let _ = writeln!(
+            out,
+            "switchyard_saved_total{{{labels}}} {}",
+            total.tally.saved
+        );
     }
     header(
         &mut out,
