@@ -79,7 +79,7 @@ fn check_lists_every_problem_with_its_line() {
         ),
         (
             "[proxy]\nlisten = \"127.0.0.1:1\"\n[services.a]\nstable = \"v\"\nweights = { v = 1 }\n[services.a.rollout]\nsteps = [10, 100]\nbake = \"soon\"\n",
-            &[":8: duration \"soon\" has no unit"],
+            &[":8: duration \"soon\" does not start with a whole number"],
         ),
         (
             "[proxy]\nlisten = \"127.0.0.1:1\"\n[services.a]\nstable = \"v\"\nweights = { v = 1 }\n[services.a.rollout]\nsteps = [10, 100]\nbake = \"1s\"\npace = \"fast\"\n",
