@@ -127,7 +127,9 @@ impl RolloutSection {
             let problem = if !known(name) {
                 format!("{key}.canary names version {name:?}, which is not defined")
             } else if name == service.stable {
-                format!("{key}.canary is {name:?}, the stable version: name the version to roll out")
+                format!(
+                    "{key}.canary is {name:?}, the stable version: name the version to roll out"
+                )
             } else {
                 return Some(name.clone());
             };
