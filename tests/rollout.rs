@@ -32,7 +32,7 @@ async fn setup() -> (TestProxy, [switchyard::sample::SampleUpstream; 2]) {
 
 /// `switchyard ctl ARGS` against the in-process proxy, off the runtime's threads.
 async fn ctl(proxy: &TestProxy, args: &[&str]) -> std::process::Output {
-    let socket = proxy.dir.path().join("admin.sock");
+    let socket = proxy.admin().socket().to_path_buf();
     let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
     tokio::task::spawn_blocking(move || {
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
@@ -43,8 +43,7 @@ async fn ctl(proxy: &TestProxy, args: &[&str]) -> std::process::Output {
 }
 
 async fn service(proxy: &TestProxy) -> ServiceStatus {
-    let client = switchyard::ctl::client::AdminClient::new(proxy.dir.path().join("admin.sock"));
-    client.service("shop").await.unwrap()
+    proxy.admin().service("shop").await.unwrap()
 }
 
 /// Polls status until `until` holds for the rollout (bounded by `within`).
@@ -91,7 +90,7 @@ async fn a_healthy_canary_rolls_out_step_by_step_to_promoted() {
         (guard.version.as_str(), guard.verdict.as_str()),
         ("canary", "healthy")
     );
-    let (_, metrics) = admin_raw_at(&proxy, "/metrics").await;
+    let (_, metrics) = admin_raw_on(&proxy.admin(), Method::GET, "/metrics", "").await;
     for expected in [
         "switchyard_rollout_percent{service=\"shop\",version=\"canary\"} 50",
         "switchyard_guard_verdict{service=\"shop\",version=\"canary\"} 0",
@@ -185,13 +184,4 @@ async fn a_canary_that_turns_bad_mid_rollout_is_cut_back_and_the_rollout_aborts(
         "{}",
         stderr(&out)
     );
-}
-
-async fn admin_raw_at(proxy: &TestProxy, path: &str) -> (http::StatusCode, String) {
-    let client = switchyard::ctl::client::AdminClient::new(proxy.dir.path().join("admin.sock"));
-    let (status, body) = client
-        .raw(Method::GET, path, bytes::Bytes::new())
-        .await
-        .unwrap();
-    (status, String::from_utf8_lossy(&body).into_owned())
 }

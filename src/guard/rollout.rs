@@ -250,13 +250,15 @@ impl Rollouts {
                 verdict.as_ref(),
                 Instant::now(),
             );
-            match (decision, routing) {
-                (Decision::Hold(held), _) => entry.held = held,
-                (Decision::Advance(next), Some(routing)) => {
-                    changed |= advance(plant, entry, &routing.stable, next).await;
+            match decision {
+                Decision::Hold(held) => entry.held = held,
+                Decision::Advance(next) => {
+                    // `decide` advances only on live routing.
+                    if let Some(routing) = routing {
+                        changed |= advance(plant, entry, &routing.stable, next).await;
+                    }
                 }
-                (Decision::Advance(_), None) => {}
-                (Decision::Become(status, note), _) => {
+                Decision::Become(status, note) => {
                     tracing::warn!(service = %service, status = status.label(), "rollout {}", note);
                     entry.rollout.set(status, note);
                     entry.held = None;

@@ -51,6 +51,11 @@ impl TestProxy {
         self.proxy.addr
     }
 
+    /// The admin API client on this proxy's socket.
+    pub fn admin(&self) -> AdminClient {
+        AdminClient::new(self.dir.path().join("admin.sock"))
+    }
+
     /// Rewrites the config file (same listen address) for a reload.
     pub fn rewrite(&self, body: &str) {
         let text = full_config(&self.addr().to_string(), self.dir.path(), body);
@@ -381,8 +386,17 @@ pub async fn admin_raw(
     path: &str,
     body: &str,
 ) -> (StatusCode, String) {
-    let (status, bytes) = setup
-        .client()
+    admin_raw_on(&setup.client(), method, path, body).await
+}
+
+/// `(status, body)` of a raw admin request through `client`.
+pub async fn admin_raw_on(
+    client: &AdminClient,
+    method: http::Method,
+    path: &str,
+    body: &str,
+) -> (StatusCode, String) {
+    let (status, bytes) = client
         .raw(method, path, Bytes::from(body.to_string()))
         .await
         .unwrap();
