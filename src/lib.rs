@@ -6,6 +6,7 @@ pub mod config;
 pub mod control;
 pub mod ctl;
 pub mod dataplane;
+pub mod demo;
 pub mod guard;
 pub mod routing;
 pub mod run;

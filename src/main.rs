@@ -6,7 +6,9 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
-use switchyard::config::Config;
+use std::time::Duration;
+use switchyard::config::{parse_duration, Config};
+use switchyard::demo::{self, DemoOptions};
 
 #[derive(Parser)]
 #[command(
@@ -37,6 +39,26 @@ enum Command {
     },
     /// Talk to a running proxy over its admin socket.
     Ctl(switchyard::ctl::CtlArgs),
+    /// Start sample upstreams, the proxy and load; watch a bad canary happen. Exits by itself.
+    Demo {
+        /// How long to run: seconds ("20") or a duration ("20s", "1m").
+        #[arg(long, default_value = "20s", value_parser = demo_duration)]
+        duration: Duration,
+        /// Where to write the JSON report (default: in the demo's temporary directory).
+        #[arg(long)]
+        report: Option<PathBuf>,
+    },
+}
+
+fn demo_duration(text: &str) -> Result<Duration, String> {
+    let duration = match text.parse::<u64>() {
+        Ok(seconds) => Duration::from_secs(seconds),
+        Err(_) => parse_duration(text)?,
+    };
+    if duration < Duration::from_secs(1) {
+        return Err("the demo needs at least 1s".to_string());
+    }
+    Ok(duration)
 }
 
 fn main() -> ExitCode {
@@ -53,6 +75,23 @@ fn main() -> ExitCode {
             }
         },
         Command::Ctl(args) => switchyard::ctl::main(args),
+        Command::Demo { duration, report } => {
+            let workers = 2;
+            let result = build_runtime(workers)
+                .map_err(|err| err.to_string())
+                .and_then(|runtime| {
+                    runtime
+                        .block_on(demo::run(DemoOptions { duration, report }, workers))
+                        .map_err(|err| err.to_string())
+                });
+            match result {
+                Ok(_) => ExitCode::SUCCESS,
+                Err(err) => {
+                    eprintln!("switchyard demo: {err}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Run {
             config: path,
             accept_broken_journal,

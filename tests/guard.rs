@@ -74,7 +74,7 @@ async fn a_canary_whose_endpoints_all_go_down_is_cut_back_within_100ms() {
     let addr = proxy.addr();
     let traffic = tokio::spawn(load(addr, 1000, Duration::from_secs(4)));
     tokio::time::sleep(Duration::from_secs(2)).await;
-    canary.stop();
+    canary.crash();
     let onset = Instant::now();
     let cut = wait_for_cutback(&proxy, Duration::from_secs(2))
         .await

@@ -49,7 +49,7 @@ fn traffic(snapshot: &ControlSnapshot, table: &RoutingTable) -> String {
     );
     for (labels, total, _) in &totals {
         for outcome in Outcome::ALL {
-            let count = total.counts[outcome.index()];
+            let count = total.tally.count(outcome);
             let _ = writeln!(
                 out,
                 "switchyard_requests_total{{{labels},outcome=\"{}\"}} {count}",
@@ -65,7 +65,7 @@ fn traffic(snapshot: &ControlSnapshot, table: &RoutingTable) -> String {
     );
     for (labels, total, _) in &totals {
         for outcome in Outcome::ALL.iter().filter(|o| o.is_error()) {
-            let count = total.counts[outcome.index()];
+            let count = total.tally.count(*outcome);
             let _ = writeln!(
                 out,
                 "switchyard_errors_total{{{labels},kind=\"{}\"}} {count}",
@@ -80,7 +80,11 @@ fn traffic(snapshot: &ControlSnapshot, table: &RoutingTable) -> String {
         "Failed requests answered by another version instead.",
     );
     for (labels, total, _) in &totals {
-        let _ = writeln!(out, "switchyard_saved_total{{{labels}}} {}", total.saved);
+        let _ = writeln!(
+            out,
+            "switchyard_saved_total{{{labels}}} {}",
+            total.tally.saved
+        );
     }
     header(
         &mut out,

@@ -42,7 +42,7 @@ impl Default for GuardSection {
             missed_detection: 0.01,
             latency_ratio: 1.5,
             latency_min_increase: HumanDuration(Duration::from_millis(25)),
-            latency_min_samples: 200,
+            latency_min_samples: 500,
             window: HumanDuration(Duration::from_secs(30)),
             interval: HumanDuration(Duration::from_millis(100)),
             unreachable_after: 3,

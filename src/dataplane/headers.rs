@@ -9,44 +9,43 @@ static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 
 /// Headers that describe one connection, not the message (RFC 9110 7.6.1).
-fn standard_hop_by_hop() -> [&'static HeaderName; 8] {
-    [
-        &header::CONNECTION,
-        &KEEP_ALIVE,
-        &PROXY_CONNECTION,
-        &header::PROXY_AUTHENTICATE,
-        &header::PROXY_AUTHORIZATION,
-        &header::TE,
-        &header::TRAILER,
-        &header::TRANSFER_ENCODING,
-    ]
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    name == header::CONNECTION
+        || name == KEEP_ALIVE
+        || name == PROXY_CONNECTION
+        || name == header::PROXY_AUTHENTICATE
+        || name == header::PROXY_AUTHORIZATION
+        || name == header::TE
+        || name == header::TRAILER
+        || name == header::TRANSFER_ENCODING
+        || name == header::UPGRADE
 }
 
 /// Removes hop-by-hop headers, including any the Connection header names. `Upgrade` is
 /// kept (with `Connection: upgrade`) when the exchange is an upgrade being passed through.
 pub fn remove_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
-    if let Some(connection) = headers.get(header::CONNECTION) {
-        if connection.as_bytes() != b"keep-alive" && connection.as_bytes() != b"close" {
-            let named: Vec<HeaderName> = headers
-                .get_all(header::CONNECTION)
-                .iter()
-                .filter_map(|v| v.to_str().ok())
-                .flat_map(|v| v.split(','))
-                .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
-                .filter(|name| !(keep_upgrade && name == header::UPGRADE))
-                .collect();
-            for name in named {
-                headers.remove(name);
-            }
-        }
+    // One pass over the (few) names finds the usual case, a message without any.
+    if !keep_upgrade && !headers.keys().any(is_hop_by_hop) {
+        return;
     }
-    for name in standard_hop_by_hop() {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .collect();
+    let doomed: Vec<HeaderName> = headers
+        .keys()
+        .filter(|name| is_hop_by_hop(name) || named.contains(name))
+        .filter(|name| !(keep_upgrade && *name == header::UPGRADE))
+        .cloned()
+        .collect();
+    for name in doomed {
         headers.remove(name);
     }
     if keep_upgrade {
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-    } else {
-        headers.remove(header::UPGRADE);
     }
 }
 

@@ -12,7 +12,8 @@
 //! piles up to hide a new failure.
 //!
 //! Latency: canary p99 against stable p99 over the recent window, judged only once both
-//! sides have `latency_min_samples` requests.
+//! sides have `latency_min_samples` requests, and bad only when several judgments in a row
+//! agree.
 
 use crate::config::GuardSettings;
 use serde::Serialize;
@@ -37,7 +38,8 @@ pub struct Evidence {
 pub struct Side {
     pub requests: u64,
     pub errors: u64,
-    pub p99: Duration,
+    /// Measured afresh for this judgment, or `None` (latency is then not judged again).
+    pub p99: Option<Duration>,
 }
 
 impl Side {
@@ -132,10 +134,15 @@ impl ErrorTest {
     }
 }
 
+/// Consecutive judgments that must all find the canary slower before latency condemns it:
+/// one scheduler stall or GC pause must not cut a canary back.
+const LATENCY_PERSISTENCE: u32 = 5;
+
 /// The running state of one canary's judgment.
 #[derive(Debug, Clone)]
 pub struct Judge {
     settings: GuardSettings,
+    latency: LatencyCheck,
     /// The configured margin first, then the gross one.
     tests: [ErrorTest; 2],
     unreachable: u64,
@@ -154,6 +161,7 @@ impl Judge {
             ],
             unreachable: 0,
             passed_error_test: false,
+            latency: LatencyCheck::TooFew(0),
         }
     }
 
@@ -230,28 +238,33 @@ impl Judge {
         })
     }
 
-    fn latency(&self, evidence: &Evidence) -> LatencyCheck {
+    /// Judges latency when both sides bring a fresh p99; otherwise the last judgment stands.
+    fn latency(&mut self, evidence: &Evidence) -> LatencyCheck {
         let (canary, stable) = (&evidence.canary_window, &evidence.stable_window);
+        let (Some(canary_p99), Some(stable_p99)) = (canary.p99, stable.p99) else {
+            return self.latency.clone();
+        };
         let min = self.settings.latency_min_samples;
-        if canary.requests < min || stable.requests < min {
-            return LatencyCheck::TooFew;
-        }
-        let slower = canary.p99.as_secs_f64()
-            > stable.p99.as_secs_f64() * self.settings.latency_ratio
-            && canary.p99.saturating_sub(stable.p99) >= self.settings.latency_min_increase;
-        if !slower {
-            return LatencyCheck::Fine;
-        }
-        LatencyCheck::Bad(Finding {
-            summary: format!(
-                "canary p99 {:.1} ms against stable {:.1} ms (bad above {:.2}x) over {} requests",
-                canary.p99.as_secs_f64() * 1e3,
-                stable.p99.as_secs_f64() * 1e3,
-                self.settings.latency_ratio,
-                canary.requests
-            ),
-            ..self.finding(Rule::Latency, evidence)
-        })
+        let slower = canary_p99.as_secs_f64()
+            > stable_p99.as_secs_f64() * self.settings.latency_ratio
+            && canary_p99.saturating_sub(stable_p99) >= self.settings.latency_min_increase;
+        self.latency = match (canary.requests < min || stable.requests < min, slower, &self.latency) {
+            (true, _, _) => LatencyCheck::TooFew(0),
+            (false, false, _) => LatencyCheck::Fine,
+            (false, true, LatencyCheck::TooFew(streak)) if streak + 1 < LATENCY_PERSISTENCE => LatencyCheck::TooFew(streak + 1),
+            (false, true, LatencyCheck::Fine) if LATENCY_PERSISTENCE > 1 => LatencyCheck::TooFew(1),
+            (false, true, _) => LatencyCheck::Bad(Finding {
+                summary: format!(
+                    "canary p99 {:.1} ms against stable {:.1} ms (bad above {:.2}x) over {} requests",
+                    canary_p99.as_secs_f64() * 1e3,
+                    stable_p99.as_secs_f64() * 1e3,
+                    self.settings.latency_ratio,
+                    canary.requests
+                ),
+                ..self.finding(Rule::Latency, evidence)
+            }),
+        };
+        self.latency.clone()
     }
 
     fn finding(&self, rule: Rule, evidence: &Evidence) -> Finding {
@@ -263,8 +276,8 @@ impl Judge {
             canary_errors: canary.errors,
             canary_error_rate: canary.error_rate(),
             stable_error_rate: stable.error_rate(),
-            canary_p99_ms: canary.p99.as_secs_f64() * 1e3,
-            stable_p99_ms: stable.p99.as_secs_f64() * 1e3,
+            canary_p99_ms: canary.p99.unwrap_or_default().as_secs_f64() * 1e3,
+            stable_p99_ms: stable.p99.unwrap_or_default().as_secs_f64() * 1e3,
             log_likelihood_ratio: self.tests[0].llr,
             boundary: self.tests[0].upper,
         }
@@ -280,8 +293,11 @@ fn stable_rate_bound(stable: &Side) -> f64 {
     upper_bound.clamp(0.0005, 0.5)
 }
 
+/// Where latency stands: not judgeable yet (or slower for this many fresh judgments in a
+/// row, short of the persistence needed), fine, or bad.
+#[derive(Debug, Clone)]
 enum LatencyCheck {
-    TooFew,
+    TooFew(u32),
     Fine,
     Bad(Finding),
 }

@@ -9,6 +9,10 @@ pub struct Faults {
     error_ppm: AtomicU32,
     latency_micros: AtomicU64,
     jitter_micros: AtomicU64,
+    tail_ppm: AtomicU32,
+    tail_micros: AtomicU64,
+    slow_body_chunks: AtomicU32,
+    slow_body_pause_micros: AtomicU64,
     reset: AtomicBool,
     stall: AtomicBool,
     garbage: AtomicBool,
@@ -42,6 +46,33 @@ impl Faults {
             .store(jitter.as_micros() as u64, Ordering::Relaxed);
     }
 
+    /// A fraction of responses (0.0 to 1.0) waits `extra` on top of the usual latency:
+    /// a long tail, the way a slow dependency or a GC pause shows up.
+    pub fn set_tail_latency(&self, fraction: f64, extra: Duration) {
+        let ppm = (fraction.clamp(0.0, 1.0) * 1e6) as u32;
+        self.tail_ppm.store(ppm, Ordering::Relaxed);
+        self.tail_micros
+            .store(extra.as_micros() as u64, Ordering::Relaxed);
+    }
+
+    /// Answers send their body in `chunks` pieces with `pause` before each (0 chunks: off).
+    pub fn set_slow_body(&self, chunks: u32, pause: Duration) {
+        self.slow_body_chunks.store(chunks, Ordering::Relaxed);
+        self.slow_body_pause_micros
+            .store(pause.as_micros() as u64, Ordering::Relaxed);
+    }
+
+    /// The slow-body setting: (chunks, pause before each), if on.
+    pub fn slow_body(&self) -> Option<(u32, Duration)> {
+        match self.slow_body_chunks.load(Ordering::Relaxed) {
+            0 => None,
+            chunks => {
+                let pause = self.slow_body_pause_micros.load(Ordering::Relaxed);
+                Some((chunks, Duration::from_micros(pause)))
+            }
+        }
+    }
+
     /// Close the connection after reading the request, without answering.
     pub fn set_reset(&self, on: bool) {
         self.reset.store(on, Ordering::Relaxed);
@@ -65,6 +96,8 @@ impl Faults {
     pub fn heal(&self) {
         self.set_error_rate(0.0);
         self.set_latency(Duration::ZERO, Duration::ZERO);
+        self.set_tail_latency(0.0, Duration::ZERO);
+        self.set_slow_body(0, Duration::ZERO);
         self.set_reset(false);
         self.set_stall(false);
         self.set_garbage(false);
@@ -78,7 +111,13 @@ impl Faults {
         } else {
             fastrand::u64(..=jitter)
         };
-        Duration::from_micros(base + extra)
+        let tail_ppm = self.tail_ppm.load(Ordering::Relaxed);
+        let tail = if tail_ppm > 0 && fastrand::u32(..1_000_000) < tail_ppm {
+            self.tail_micros.load(Ordering::Relaxed)
+        } else {
+            0
+        };
+        Duration::from_micros(base + extra + tail)
     }
 
     pub fn draw(&self) -> Fault {

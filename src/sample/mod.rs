@@ -6,6 +6,7 @@
 //! an `Upgrade` request is accepted and the upgraded bytes are echoed.
 
 mod faults;
+pub mod load;
 mod server;
 
 pub use faults::{Fault, Faults};

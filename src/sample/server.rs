@@ -11,9 +11,10 @@ use hyper_util::server::conn::auto;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
 type Body = BoxBody<Bytes, std::io::Error>;
@@ -24,8 +25,8 @@ pub struct SampleUpstream {
     pub addr: SocketAddr,
     pub faults: Arc<Faults>,
     accept: Mutex<Option<JoinHandle<()>>>,
-    /// Bumped by `stop`: every open connection closes, as when a process dies.
-    generation: Arc<watch::Sender<u64>>,
+    /// Bumped by `crash`: every open connection is dropped when it changes.
+    crashes: watch::Sender<u64>,
 }
 
 impl SampleUpstream {
@@ -35,23 +36,23 @@ impl SampleUpstream {
         let addr = listener.local_addr()?;
         let faults = Arc::new(Faults::default());
         let name = name.to_string();
-        let generation = Arc::new(watch::channel(0).0);
+        let (crashes, _) = watch::channel(0);
         let accept = tokio::spawn(accept_loop(
             listener,
             name.clone(),
             faults.clone(),
-            generation.clone(),
+            crashes.subscribe(),
         ));
         Ok(SampleUpstream {
             name,
             addr,
             faults,
             accept: Mutex::new(Some(accept)),
-            generation,
+            crashes,
         })
     }
 
-    /// Goes down: open connections close and new ones are refused until `restart`.
+    /// Stops listening: new connections are refused until `restart`.
     pub fn stop(&self) {
         if let Some(task) = self
             .accept
@@ -61,10 +62,16 @@ impl SampleUpstream {
         {
             task.abort();
         }
-        self.generation.send_modify(|g| *g += 1);
     }
 
-    /// Listens again on the same address after `stop`.
+    /// Dies like a crashed process: stops listening and drops every open connection,
+    /// answered or not. `restart` brings it back.
+    pub fn crash(&self) {
+        self.stop();
+        self.crashes.send_modify(|count| *count += 1);
+    }
+
+    /// Listens again on the same address after `stop` or `crash`.
     pub async fn restart(&self) -> std::io::Result<()> {
         self.stop();
         let listener = TcpListener::bind(self.addr).await?;
@@ -72,7 +79,7 @@ impl SampleUpstream {
             listener,
             self.name.clone(),
             self.faults.clone(),
-            self.generation.clone(),
+            self.crashes.subscribe(),
         ));
         *self.accept.lock().unwrap_or_else(PoisonError::into_inner) = Some(task);
         Ok(())
@@ -89,7 +96,7 @@ async fn accept_loop(
     listener: TcpListener,
     name: String,
     faults: Arc<Faults>,
-    generation: Arc<watch::Sender<u64>>,
+    crashes: watch::Receiver<u64>,
 ) {
     let name: Arc<str> = Arc::from(name);
     loop {
@@ -110,16 +117,23 @@ async fn accept_loop(
         }
         let name = name.clone();
         let faults = faults.clone();
-        let mut stopped = generation.subscribe();
+        let mut crashes = crashes.clone();
         tokio::spawn(async move {
             let service = service_fn(move |request| respond(name.clone(), faults.clone(), request));
             let builder = auto::Builder::new(TokioExecutor::new());
             let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
             tokio::select! {
                 _ = connection => {}
-                _ = stopped.changed() => {}
+                _ = crashed(&mut crashes) => {}
             }
         });
+    }
+}
+
+/// Resolves on the next `crash`; never if the upstream was dropped without one.
+async fn crashed(crashes: &mut watch::Receiver<u64>) {
+    if crashes.changed().await.is_err() {
+        std::future::pending::<()>().await;
     }
 }
 
@@ -180,7 +194,13 @@ async fn respond(
             }
             Ok(text(&name, StatusCode::OK, listing))
         }
-        _ => Ok(text(&name, StatusCode::OK, format!("version={name}\n"))),
+        _ => {
+            let body = format!("version={name}\n");
+            match faults.slow_body() {
+                Some((chunks, pause)) => Ok(slow_text(&name, body, chunks, pause)),
+                None => Ok(text(&name, StatusCode::OK, body)),
+            }
+        }
     }
 }
 
@@ -198,6 +218,51 @@ fn text(name: &str, status: StatusCode, body: String) -> Response<Body> {
     let mut response = with_name(name, Response::new(body));
     *response.status_mut() = status;
     response
+}
+
+/// Sends `body` in `chunks` pieces, waiting `pause` before each: a slow upstream body.
+fn slow_text(name: &str, body: String, chunks: u32, pause: Duration) -> Response<Body> {
+    let body = Bytes::from(body);
+    let length = body.len();
+    let piece = length.div_ceil(chunks.max(1) as usize).max(1);
+    let (sender, receiver) = mpsc::channel(1);
+    tokio::spawn(async move {
+        let mut start = 0;
+        while start < length {
+            tokio::time::sleep(pause).await;
+            let end = (start + piece).min(length);
+            if sender
+                .send(Ok(Frame::data(body.slice(start..end))))
+                .await
+                .is_err()
+            {
+                return;
+            }
+            start = end;
+        }
+    });
+    let mut response = with_name(
+        name,
+        Response::new(StreamBody::new(ChannelStream(receiver)).boxed()),
+    );
+    response
+        .headers_mut()
+        .insert(header::CONTENT_LENGTH, http::HeaderValue::from(length));
+    response
+}
+
+type FrameResult = Result<Frame<Bytes>, std::io::Error>;
+
+struct ChannelStream(mpsc::Receiver<FrameResult>);
+
+impl futures_core::Stream for ChannelStream {
+    type Item = FrameResult;
+    fn poll_next(
+        self: std::pin::Pin<&mut Self>,
+        context: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<FrameResult>> {
+        self.get_mut().0.poll_recv(context)
+    }
 }
 
 /// Streams `size` bytes in 64 KiB chunks, generated as they are sent.

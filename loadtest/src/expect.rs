@@ -1,0 +1,309 @@
+//! Checking a scenario's expectations against what the clients saw.
+
+use crate::scenario::Expectation;
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::time::Duration;
+use switchyard::sample::load::{LoadReport, TENTH};
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Check {
+    pub expectation: String,
+    pub pass: bool,
+    pub detail: String,
+}
+
+/// What expectations are checked against.
+pub struct Evidence<'a> {
+    pub loads: &'a BTreeMap<String, LoadReport>,
+    /// The stream an expectation without `load` is about.
+    pub default_load: &'a str,
+    pub rss_peak_mib: Option<f64>,
+}
+
+pub fn check(expectation: &Expectation, evidence: &Evidence) -> Check {
+    let name = expectation.load().unwrap_or(evidence.default_load);
+    let empty = LoadReport::default();
+    let load = evidence.loads.get(name).unwrap_or(&empty);
+    let (text, pass, detail) = match expectation {
+        Expectation::Errors {
+            max_rate,
+            from,
+            until,
+            ..
+        } => {
+            let (requests, errors) =
+                window_counts(load, None, from.map(|d| d.0), until.map(|d| d.0));
+            let rate = ratio(errors, requests);
+            (
+                format!("{name}: error rate at most {}", pct(*max_rate)),
+                requests > 0 && rate <= *max_rate,
+                format!("{errors} errors in {requests} requests ({})", pct(rate)),
+            )
+        }
+        Expectation::ShareZero {
+            version,
+            after,
+            within,
+            ..
+        } => {
+            let deadline = after.0 + within.0;
+            let last = last_answer_after(load, version, after.0);
+            let (pass, detail) = match last {
+                None => (
+                    true,
+                    format!("{version} answered nothing sent after {:?}", after.0),
+                ),
+                Some(at) => (
+                    at < deadline,
+                    format!(
+                        "{version} last answered a request sent at {:.1}s ({:.1} s after {:?})",
+                        at.as_secs_f64(),
+                        at.saturating_sub(after.0).as_secs_f64(),
+                        after.0
+                    ),
+                ),
+            };
+            (
+                format!(
+                    "{name}: {version} share is 0 within {:?} of {:?}",
+                    within.0, after.0
+                ),
+                pass,
+                detail,
+            )
+        }
+        Expectation::Share {
+            version,
+            from,
+            until,
+            min,
+            max,
+            ..
+        } => {
+            let (all, _) = window_counts(load, None, Some(from.0), Some(until.0));
+            let (mine, _) = window_counts(load, Some(version), Some(from.0), Some(until.0));
+            let share = ratio(mine, all);
+            let low = min.unwrap_or(0.0);
+            let high = max.unwrap_or(1.0);
+            (
+                format!(
+                    "{name}: {version} share in [{}, {}] from {:?} to {:?}",
+                    pct(low),
+                    pct(high),
+                    from.0,
+                    until.0
+                ),
+                all > 0 && (low..=high).contains(&share),
+                format!("{mine} of {all} requests ({})", pct(share)),
+            )
+        }
+        Expectation::P99 { max, version, .. } => {
+            let limit = max.0.as_secs_f64() * 1e3;
+            let (who, p99) = match version {
+                Some(v) => (v.clone(), load.version(v).map_or(0.0, |r| r.p99_ms)),
+                None => ("all requests".to_string(), load.p99_ms),
+            };
+            (
+                format!("{name}: p99 of {who} below {:?}", max.0),
+                p99 < limit && load.requests > 0,
+                format!("p99 {p99:.2} ms"),
+            )
+        }
+        Expectation::ThroughputKept {
+            baseline,
+            during,
+            min_ratio,
+            ..
+        } => {
+            let before = rate_in(load, baseline[0].0, baseline[1].0);
+            let while_ = rate_in(load, during[0].0, during[1].0);
+            let kept = if before > 0.0 { while_ / before } else { 0.0 };
+            (
+                format!("{name}: keeps {} of its req/s", pct(*min_ratio)),
+                kept >= *min_ratio,
+                format!("{before:.0} req/s before, {while_:.0} req/s during ({kept:.2}x)"),
+            )
+        }
+        Expectation::Rss { max_mib } => match evidence.rss_peak_mib {
+            Some(peak) => (
+                format!("proxy RSS at most {max_mib} MiB"),
+                peak <= *max_mib,
+                format!("peak {peak:.1} MiB"),
+            ),
+            None => (
+                format!("proxy RSS at most {max_mib} MiB"),
+                false,
+                "RSS unknown (binary mode only)".into(),
+            ),
+        },
+    };
+    Check {
+        expectation: text,
+        pass,
+        detail,
+    }
+}
+
+fn pct(rate: f64) -> String {
+    format!("{:.2}%", rate * 100.0)
+}
+
+fn ratio(part: u64, whole: u64) -> f64 {
+    if whole == 0 {
+        0.0
+    } else {
+        part as f64 / whole as f64
+    }
+}
+
+/// (requests, errors) sent in whole seconds [from, until), for one version or all.
+fn window_counts(
+    load: &LoadReport,
+    version: Option<&str>,
+    from: Option<Duration>,
+    until: Option<Duration>,
+) -> (u64, u64) {
+    let first = from.map_or(0, |d| d.as_secs() as usize);
+    let last = until.map_or(usize::MAX, |d| d.as_secs() as usize);
+    let mut totals = (0, 0);
+    for report in &load.versions {
+        if version.is_some_and(|v| v != report.name) {
+            continue;
+        }
+        for second in report.per_second.iter().take(last).skip(first) {
+            totals.0 += second.requests;
+            totals.1 += second.errors;
+        }
+    }
+    totals
+}
+
+/// Mean requests per second sent in [from, until).
+fn rate_in(load: &LoadReport, from: Duration, until: Duration) -> f64 {
+    let seconds = until.saturating_sub(from).as_secs_f64();
+    if seconds == 0.0 {
+        return 0.0;
+    }
+    window_counts(load, None, Some(from), Some(until)).0 as f64 / seconds
+}
+
+/// The send time (to 100 ms) of the last request after `after` that `version` answered.
+pub fn last_answer_after(load: &LoadReport, version: &str, after: Duration) -> Option<Duration> {
+    let tenths = &load.version(version)?.per_tenth;
+    let first = (after.as_millis() / TENTH.as_millis()) as usize;
+    let last = (first..tenths.len()).rev().find(|&i| tenths[i] > 0)?;
+    Some(TENTH * last as u32)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use switchyard::config::HumanDuration;
+    use switchyard::sample::load::{SecondReport, VersionReport};
+
+    fn version(name: &str, per_second: &[u64], per_tenth: Vec<u32>) -> VersionReport {
+        VersionReport {
+            name: name.into(),
+            requests: per_second.iter().sum(),
+            errors: 0,
+            share: 0.0,
+            p50_ms: 1.0,
+            p99_ms: 2.0,
+            p999_ms: 3.0,
+            max_ms: 4.0,
+            per_second: per_second
+                .iter()
+                .map(|&requests| SecondReport {
+                    requests,
+                    ..SecondReport::default()
+                })
+                .collect(),
+            per_tenth,
+        }
+    }
+
+    fn evidence_check(expectation: Expectation, load: LoadReport) -> Check {
+        let loads = BTreeMap::from([("main".to_string(), load)]);
+        check(
+            &expectation,
+            &Evidence {
+                loads: &loads,
+                default_load: "main",
+                rss_peak_mib: None,
+            },
+        )
+    }
+
+    fn secs(s: u64) -> HumanDuration {
+        HumanDuration(Duration::from_secs(s))
+    }
+
+    #[test]
+    fn share_zero_times_the_last_canary_answer() {
+        // Canary answers until 10.3 s, then nothing.
+        let mut tenths = vec![1; 104];
+        tenths.extend([0; 96]);
+        let load = LoadReport {
+            requests: 100,
+            versions: vec![version("canary", &[10; 20], tenths)],
+            ..LoadReport::default()
+        };
+        let expect = |within: u64| Expectation::ShareZero {
+            version: "canary".into(),
+            after: secs(10),
+            within: secs(within),
+            load: None,
+        };
+        let quick = evidence_check(expect(1), load.clone());
+        assert!(quick.pass, "{quick:?}");
+        assert!(quick.detail.contains("10.3s"), "{}", quick.detail);
+        let mut late = load;
+        late.versions[0].per_tenth[150] = 1;
+        assert!(!evidence_check(expect(1), late).pass);
+    }
+
+    #[test]
+    fn shares_and_throughput_come_from_whole_seconds() {
+        let load = LoadReport {
+            requests: 40,
+            versions: vec![
+                version("blue", &[9, 9, 5, 5], vec![]),
+                version("canary", &[1, 1, 0, 0], vec![]),
+            ],
+            ..LoadReport::default()
+        };
+        let share = Expectation::Share {
+            version: "canary".into(),
+            from: secs(0),
+            until: secs(2),
+            min: Some(0.05),
+            max: Some(0.15),
+            load: None,
+        };
+        assert!(evidence_check(share, load.clone()).pass);
+        let kept = Expectation::ThroughputKept {
+            baseline: [secs(0), secs(2)],
+            during: [secs(2), secs(4)],
+            min_ratio: 0.8,
+            load: None,
+        };
+        let check = evidence_check(kept, load);
+        assert!(!check.pass);
+        assert!(check.detail.contains("0.50x"), "{}", check.detail);
+    }
+
+    #[test]
+    fn no_requests_never_passes_an_error_check() {
+        let check = evidence_check(
+            Expectation::Errors {
+                max_rate: 0.0,
+                load: None,
+                from: None,
+                until: None,
+            },
+            LoadReport::default(),
+        );
+        assert!(!check.pass);
+    }
+}

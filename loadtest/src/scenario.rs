@@ -1,0 +1,405 @@
+//! A scenario file: the upstreams, the proxy's routing, the load, a timeline of steps,
+//! and what must hold. Parsed strictly: an unknown key is an error, not a silent no-op.
+
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use switchyard::config::HumanDuration;
+use switchyard::sample::load::Protocol;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Scenario {
+    #[serde(default)]
+    pub name: String,
+    #[serde(default)]
+    pub about: String,
+    /// Features of switchyard the scenario relies on (say why it may not run yet).
+    #[serde(default)]
+    pub needs: Vec<String>,
+    pub duration: HumanDuration,
+    #[serde(default)]
+    pub proxy: ProxySpec,
+    pub upstreams: BTreeMap<String, FaultSpec>,
+    #[serde(default)]
+    pub load: Vec<LoadStream>,
+    #[serde(default)]
+    pub slow_clients: Vec<SlowClients>,
+    #[serde(default, rename = "step")]
+    pub steps: Vec<Step>,
+    #[serde(default, rename = "expect")]
+    pub expectations: Vec<Expectation>,
+    /// A side-by-side run through switchyard, HAProxy and NGINX instead of a timeline.
+    pub compare: Option<CompareSpec>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ProxyMode {
+    /// The real `switchyard run` binary, as users run it.
+    #[default]
+    Binary,
+    /// `RunningProxy` inside the harness, for steps that call the controller directly.
+    InProcess,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProxySpec {
+    #[serde(default)]
+    pub mode: ProxyMode,
+    #[serde(default = "one")]
+    pub workers: usize,
+    #[serde(default = "blue")]
+    pub stable: String,
+    /// Default: everything on the stable version.
+    #[serde(default)]
+    pub weights: BTreeMap<String, u64>,
+    /// Raw TOML appended to the generated config (guard, rollout, timeouts sections).
+    #[serde(default)]
+    pub extra: String,
+}
+
+impl Default for ProxySpec {
+    fn default() -> Self {
+        ProxySpec {
+            mode: ProxyMode::Binary,
+            workers: 1,
+            stable: blue(),
+            weights: BTreeMap::new(),
+            extra: String::new(),
+        }
+    }
+}
+
+fn one() -> usize {
+    1
+}
+
+fn blue() -> String {
+    "blue".to_string()
+}
+
+/// Faults of a sample upstream: its starting state, or a change in a step.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FaultSpec {
+    pub error_rate: Option<f64>,
+    pub latency: Option<HumanDuration>,
+    pub jitter: Option<HumanDuration>,
+    /// A fraction of answers waits `tail` more.
+    pub tail_fraction: Option<f64>,
+    pub tail: Option<HumanDuration>,
+    /// Bodies sent in this many pieces, `slow_body_pause` before each.
+    pub slow_body_chunks: Option<u32>,
+    pub slow_body_pause: Option<HumanDuration>,
+    pub reset: Option<bool>,
+    pub stall: Option<bool>,
+    pub garbage: Option<bool>,
+    /// Drop every connection and refuse new ones, like a crashed process.
+    #[serde(default)]
+    pub crash: bool,
+    #[serde(default)]
+    pub restart: bool,
+    /// Clear every fault first.
+    #[serde(default)]
+    pub heal: bool,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LoadStream {
+    #[serde(default = "main_stream")]
+    pub name: String,
+    #[serde(default = "http1")]
+    pub protocol: Protocol,
+    pub connections: usize,
+    /// Requests per second over all connections; omit for closed loop (as fast as answered).
+    pub rate: Option<f64>,
+    pub start: Option<HumanDuration>,
+    pub stop: Option<HumanDuration>,
+    pub ramp: Option<HumanDuration>,
+    #[serde(default = "root")]
+    pub path: String,
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    pub timeout: Option<HumanDuration>,
+}
+
+fn main_stream() -> String {
+    "main".to_string()
+}
+
+fn http1() -> Protocol {
+    Protocol::Http1
+}
+
+fn root() -> String {
+    "/".to_string()
+}
+
+/// Clients that send their request head a byte at a time and never finish it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SlowClients {
+    pub connections: usize,
+    pub start: Option<HumanDuration>,
+    pub stop: Option<HumanDuration>,
+    /// Time between bytes.
+    pub interval: HumanDuration,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Step {
+    pub at: HumanDuration,
+    /// Change a sample upstream's faults.
+    pub upstream: Option<String>,
+    pub faults: Option<FaultSpec>,
+    /// Run `switchyard ctl ARGS...` against the proxy's admin socket.
+    pub ctl: Option<Vec<String>>,
+    /// Rewrite the config with this routing and reload it (SIGHUP, or the controller).
+    pub reload: Option<Routing>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Routing {
+    pub stable: Option<String>,
+    pub weights: Option<BTreeMap<String, u64>>,
+}
+
+/// What must hold, checked on the named load stream (default: the first).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Expectation {
+    /// Client-visible error rate (5xx and failed exchanges) at most `max_rate`.
+    Errors {
+        max_rate: f64,
+        load: Option<String>,
+        from: Option<HumanDuration>,
+        until: Option<HumanDuration>,
+    },
+    /// No request sent later than `within` after `after` is answered by `version`.
+    ShareZero {
+        version: String,
+        after: HumanDuration,
+        within: HumanDuration,
+        load: Option<String>,
+    },
+    /// The version's share of requests sent in [from, until) lies in [min, max].
+    Share {
+        version: String,
+        from: HumanDuration,
+        until: HumanDuration,
+        min: Option<f64>,
+        max: Option<f64>,
+        load: Option<String>,
+    },
+    /// Whole-run p99 latency below `max` (for one version, or for all requests).
+    P99 {
+        max: HumanDuration,
+        version: Option<String>,
+        load: Option<String>,
+    },
+    /// Requests per second during [during) at least `min_ratio` of those during [baseline).
+    ThroughputKept {
+        baseline: [HumanDuration; 2],
+        during: [HumanDuration; 2],
+        min_ratio: f64,
+        load: Option<String>,
+    },
+    /// The proxy's peak resident memory (binary mode) at most this many MiB.
+    Rss { max_mib: f64 },
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CompareSpec {
+    #[serde(default = "all_proxies")]
+    pub proxies: Vec<String>,
+    pub rounds: usize,
+    pub duration: HumanDuration,
+    pub warmup: Option<HumanDuration>,
+    pub connections: usize,
+    pub rate: Option<f64>,
+}
+
+fn all_proxies() -> Vec<String> {
+    ["switchyard", "haproxy", "nginx"]
+        .map(String::from)
+        .to_vec()
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ScenarioError {
+    #[error("{}: {reason}", path.display())]
+    Unreadable { path: PathBuf, reason: String },
+    #[error("{}: {reason}", path.display())]
+    Invalid { path: PathBuf, reason: String },
+}
+
+impl Scenario {
+    pub fn load(path: &Path) -> Result<Scenario, ScenarioError> {
+        let text = std::fs::read_to_string(path).map_err(|err| ScenarioError::Unreadable {
+            path: path.to_path_buf(),
+            reason: err.to_string(),
+        })?;
+        let invalid = |reason: String| ScenarioError::Invalid {
+            path: path.to_path_buf(),
+            reason,
+        };
+        let mut scenario: Scenario = toml::from_str(&text).map_err(|err| {
+            let line = err.span().map_or(1, |span| {
+                text[..span.start.min(text.len())].matches('\n').count() + 1
+            });
+            invalid(format!("line {line}: {}", err.message().trim()))
+        })?;
+        if scenario.name.is_empty() {
+            scenario.name = path
+                .file_stem()
+                .map_or_else(|| "scenario".into(), |s| s.to_string_lossy().into_owned());
+        }
+        scenario.check().map_err(invalid)?;
+        Ok(scenario)
+    }
+
+    pub fn duration(&self) -> Duration {
+        self.duration.0
+    }
+
+    /// Checks that names refer to things that exist and times fall inside the run.
+    fn check(&self) -> Result<(), String> {
+        let end = self.duration();
+        if end.is_zero() || end > Duration::from_secs(600) {
+            return Err("duration must be between 1ms and 10m".into());
+        }
+        if self.compare.is_none() && self.load.is_empty() {
+            return Err("a scenario needs at least one [[load]] stream (or [compare])".into());
+        }
+        let upstream = |name: &str, what: &str| {
+            if self.upstreams.contains_key(name) {
+                Ok(())
+            } else {
+                Err(format!(
+                    "{what} names upstream {name:?}, which is not under [upstreams]"
+                ))
+            }
+        };
+        if self.compare.is_none() {
+            upstream(&self.proxy.stable, "proxy.stable")?;
+        }
+        for name in self.proxy.weights.keys() {
+            upstream(name, "proxy.weights")?;
+        }
+        for (index, stream) in self.load.iter().enumerate() {
+            if stream.connections == 0 {
+                return Err(format!("load {:?} has no connections", stream.name));
+            }
+            if self.load[..index].iter().any(|s| s.name == stream.name) {
+                return Err(format!("two load streams are named {:?}", stream.name));
+            }
+        }
+        for step in &self.steps {
+            if step.at.0 > end {
+                return Err(format!(
+                    "a step at {:?} is after the end ({end:?})",
+                    step.at.0
+                ));
+            }
+            let kinds = [
+                step.faults.is_some(),
+                step.ctl.is_some(),
+                step.reload.is_some(),
+            ];
+            if kinds.iter().filter(|&&k| k).count() != 1 {
+                return Err(format!(
+                    "the step at {:?} needs exactly one of faults, ctl or reload",
+                    step.at.0
+                ));
+            }
+            match (&step.faults, &step.upstream) {
+                (Some(_), Some(name)) => upstream(name, "a step")?,
+                (Some(_), None) => return Err("a faults step needs `upstream`".into()),
+                _ => {}
+            }
+        }
+        for expectation in &self.expectations {
+            if let Some(load) = expectation.load() {
+                if !self.load.iter().any(|s| s.name == load) {
+                    return Err(format!(
+                        "an expectation names load stream {load:?}, which is not defined"
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Expectation {
+    pub fn load(&self) -> Option<&str> {
+        match self {
+            Expectation::Errors { load, .. }
+            | Expectation::ShareZero { load, .. }
+            | Expectation::Share { load, .. }
+            | Expectation::P99 { load, .. }
+            | Expectation::ThroughputKept { load, .. } => load.as_deref(),
+            Expectation::Rss { .. } => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Scenario, ScenarioError> {
+        let dir = std::env::temp_dir().join(format!("loadtest-scenario-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join(format!("t{}.toml", fastrand::u64(..)));
+        std::fs::write(&path, text).unwrap();
+        let result = Scenario::load(&path);
+        let _ = std::fs::remove_file(&path);
+        result
+    }
+
+    const BASE: &str = r#"
+duration = "5s"
+[upstreams.blue]
+[upstreams.canary]
+latency = "2ms"
+[[load]]
+connections = 2
+rate = 100
+"#;
+
+    #[test]
+    fn a_minimal_scenario_parses_with_defaults() {
+        let scenario = parse(BASE).unwrap();
+        assert_eq!(scenario.load[0].name, "main");
+        assert_eq!(scenario.proxy.stable, "blue");
+        assert_eq!(scenario.proxy.mode, ProxyMode::Binary);
+        assert!(scenario.name.starts_with('t'));
+    }
+
+    #[test]
+    fn bad_scenarios_get_one_clear_reason() {
+        let cases = [
+            ("duration = \"5s\"\nbogus = 1\n[upstreams.blue]", "unknown field"),
+            (&format!("{BASE}[[step]]\nat = \"1s\"\nupstream = \"purple\"\nfaults = {{ error_rate = 0.5 }}"), "purple"),
+            (&format!("{BASE}[[step]]\nat = \"9s\"\nctl = [\"abort\", \"shop\"]"), "after the end"),
+            (&format!("{BASE}[[step]]\nat = \"1s\"\nupstream = \"blue\""), "exactly one"),
+            (&format!("{BASE}[[expect]]\nkind = \"errors\"\nmax_rate = 0\nload = \"other\""), "other"),
+            (&format!("{BASE}[[expect]]\nkind = \"vibes\""), "vibes"),
+            ("duration = \"5s\"\n[upstreams.blue]", "at least one [[load]]"),
+            (&BASE.replace("5s", "5 parsecs"), "parsecs"),
+        ];
+        for (text, needle) in cases {
+            let err = parse(text).unwrap_err().to_string();
+            assert!(err.contains(needle), "{needle:?} not in {err:?}");
+            assert_eq!(err.lines().count(), 1, "one line: {err}");
+        }
+    }
+}

@@ -1,0 +1,189 @@
+//! `switchyard demo`: the newcomer's first command. Starts sample upstreams (blue, green,
+//! canary) on loopback, the proxy in front of them and steady load; shows live weights,
+//! rates, errors and latency per version; turns the canary bad part-way and shows what
+//! the proxy does about it; exits by itself and leaves a report.
+
+mod report;
+mod screen;
+mod stage;
+mod timeline;
+mod view;
+
+use crate::routing::RoutingTable;
+use crate::sample::load::{Load, LoadError, LoadSpec, Recorder};
+use report::DemoReport;
+use screen::Screen;
+use stage::{Stage, StageError, CANARY};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use timeline::{percent, Action, RevisionWatch, Story};
+
+/// The demo's client: a few keep-alive connections at a steady, open-loop rate.
+const CONNECTIONS: usize = 4;
+const RATE: f64 = 300.0;
+/// How often the demo looks at the proxy (the screen is redrawn once a second).
+const TICK: Duration = Duration::from_millis(100);
+
+#[derive(Debug, Clone)]
+pub struct DemoOptions {
+    pub duration: Duration,
+    /// Where to write the JSON report; default: the demo's temporary directory.
+    pub report: Option<PathBuf>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DemoError {
+    #[error("cannot create the demo directory {}: {source}", path.display())]
+    Dir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Stage(#[from] StageError),
+    #[error("cannot start the demo load: {0}")]
+    Load(#[from] LoadError),
+    #[error("cannot write the report {}: {source}", path.display())]
+    Report {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// Runs the demo for `options.duration`; returns where the report was written.
+pub async fn run(options: DemoOptions, shards: usize) -> Result<PathBuf, DemoError> {
+    let dir = std::env::temp_dir().join(format!("switchyard-demo-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).map_err(|source| DemoError::Dir {
+        path: dir.clone(),
+        source,
+    })?;
+    let stage = Stage::start(&dir, shards).await?;
+    let epoch = Instant::now();
+    let recorder = Arc::new(Recorder::new(epoch));
+    let mut spec = LoadSpec::new(stage.proxy.addr, CONNECTIONS, Some(RATE));
+    spec.stop = options.duration;
+    let load = Load::start(spec, recorder.clone())?;
+
+    let screen = Screen::new(stage.proxy.addr);
+    let mut story = Story::default();
+    tell(
+        &screen,
+        &mut story,
+        Duration::ZERO,
+        format!(
+            "proxy up at {}, {RATE:.0} req/s of steady load; config: {}",
+            stage.proxy.addr,
+            stage.config_path.display()
+        ),
+    );
+    let plane = stage.proxy.controller.plane.clone();
+    let mut watch = RevisionWatch::default();
+    let mut script = timeline::script(options.duration).into_iter().peekable();
+    let mut canary_bad_since = None;
+    let mut cut_back = false;
+    let mut next_frame = Duration::from_secs(1);
+    let mut ticker = tokio::time::interval(TICK);
+    loop {
+        ticker.tick().await;
+        let elapsed = epoch.elapsed();
+        while let Some(step) = script.next_if(|step| step.at <= elapsed) {
+            let Action::CanaryTurnsBad { error_rate } = step.action;
+            if let Some(canary) = stage.upstream(CANARY) {
+                canary.faults.set_error_rate(error_rate);
+            }
+            canary_bad_since = Some(elapsed);
+            tell(
+                &screen,
+                &mut story,
+                elapsed,
+                format!(
+                    "canary turns bad: {} of its answers are now 500s",
+                    percent(error_rate)
+                ),
+            );
+        }
+        let table = plane.table.load();
+        if let Some(change) = watch.look(&table) {
+            tell(&screen, &mut story, elapsed, change);
+        }
+        // Whoever cuts the canary back (the guard, an operator), the demo says when.
+        if let (Some(since), false) = (canary_bad_since, cut_back) {
+            if share_of(&table, CANARY) == 0.0 {
+                cut_back = true;
+                let after = elapsed.saturating_sub(since).as_secs_f64();
+                tell(
+                    &screen,
+                    &mut story,
+                    elapsed,
+                    format!("canary cut back to 0% {after:.1} s after it turned bad"),
+                );
+            }
+        }
+        let done = elapsed >= options.duration;
+        if elapsed >= next_frame || done {
+            let client = recorder.report();
+            let now = Instant::now();
+            screen.show(
+                &view::gather(&table, &client, elapsed, options.duration, now),
+                &story,
+            );
+            next_frame += Duration::from_secs(1);
+        }
+        if done {
+            break;
+        }
+    }
+    load.finished().await;
+
+    let table = plane.table.load();
+    let client = recorder.report();
+    if let (Some(_), false) = (canary_bad_since, cut_back) {
+        let errors = client.version(CANARY).map_or(0, |v| v.errors);
+        tell(
+            &screen,
+            &mut story,
+            epoch.elapsed(),
+            format!(
+                "no cutback happened: the canary still has {} of the traffic; clients got {errors} errors from it",
+                percent(share_of(&table, CANARY))
+            ),
+        );
+    }
+    let report = DemoReport {
+        duration_secs: options.duration.as_secs_f64(),
+        proxy: stage.proxy.addr.to_string(),
+        config: stage.config_path.clone(),
+        final_revision: table.revision,
+        versions: report::summarise(&table, &client),
+        events: story.events,
+    };
+    println!("{}", report::render(&report));
+    let path = options.report.unwrap_or_else(|| dir.join("report.json"));
+    report::write(&report, &path).map_err(|source| DemoError::Report {
+        path: path.clone(),
+        source,
+    })?;
+    println!("Report written to {}", path.display());
+    stage.proxy.shutdown().await;
+    Ok(path)
+}
+
+/// Adds to the story and, on plain output, prints it at once.
+fn tell(screen: &Screen, story: &mut Story, at: Duration, text: String) {
+    screen.event(story.tell(at, text));
+}
+
+/// A version's share of traffic in the live table (0 when it is not there).
+fn share_of(table: &RoutingTable, name: &str) -> f64 {
+    table
+        .services()
+        .iter()
+        .flat_map(|service| {
+            service
+                .versions
+                .iter()
+                .position(|v| &*v.name == name)
+                .map(|index| service.share_of(index))
+        })
+        .sum()
+}
