@@ -73,7 +73,7 @@ pub fn service(service: &ServiceStatus) -> String {
         ));
     }
     if let Some(rollout) = &service.rollout {
-        out.push_str(&format!("  rollout: {}\n", self::rollout(rollout)));
+        out.push_str(&format!("  {}\n", self::rollout(rollout)));
     }
     out
 }
