@@ -2,52 +2,7 @@
 
 mod common;
 use common::*;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-/// Open-loop GETs at about `rps` for `duration`; returns (sent, non-200 replies, retried).
-async fn load(addr: std::net::SocketAddr, rps: u64, duration: Duration) -> (u64, u64, u64) {
-    let client = client();
-    let (sent, failed, retried) = (
-        Arc::new(AtomicU64::new(0)),
-        Arc::new(AtomicU64::new(0)),
-        Arc::new(AtomicU64::new(0)),
-    );
-    let workers = 16;
-    let mut tasks = Vec::new();
-    for _ in 0..workers {
-        let (client, sent, failed, retried) = (
-            client.clone(),
-            sent.clone(),
-            failed.clone(),
-            retried.clone(),
-        );
-        tasks.push(tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_micros(1_000_000 * workers / rps));
-            let end = Instant::now() + duration;
-            while Instant::now() < end {
-                tick.tick().await;
-                let reply = get(&client, addr, "/", &[]).await;
-                sent.fetch_add(1, Ordering::Relaxed);
-                if reply.status != 200 {
-                    failed.fetch_add(1, Ordering::Relaxed);
-                }
-                if reply.headers.contains_key("switchyard-retried-from") {
-                    retried.fetch_add(1, Ordering::Relaxed);
-                }
-            }
-        }));
-    }
-    for task in tasks {
-        task.await.unwrap();
-    }
-    (
-        sent.load(Ordering::Relaxed),
-        failed.load(Ordering::Relaxed),
-        retried.load(Ordering::Relaxed),
-    )
-}
 
 /// Waits until the service is latched (all traffic on stable); returns when.
 async fn wait_for_cutback(proxy: &TestProxy, within: Duration) -> Option<Instant> {
@@ -85,7 +40,11 @@ async fn a_canary_failing_one_in_five_is_cut_back_within_a_second_and_users_see_
     let cut = wait_for_cutback(&proxy, Duration::from_secs(4))
         .await
         .expect("never cut back");
-    let (sent, failed, retried) = traffic.await.unwrap();
+    let LoadResult {
+        sent,
+        failed,
+        retried,
+    } = traffic.await.unwrap();
     let elapsed = cut - onset;
     eprintln!("cutback {elapsed:?} after onset; {sent} requests, {failed} failed, {retried} saved by retry");
     assert!(elapsed < Duration::from_secs(1), "cutback took {elapsed:?}");
@@ -120,7 +79,7 @@ async fn a_canary_whose_endpoints_all_go_down_is_cut_back_within_100ms() {
     let cut = wait_for_cutback(&proxy, Duration::from_secs(2))
         .await
         .expect("never cut back");
-    let (sent, failed, _) = traffic.await.unwrap();
+    let LoadResult { sent, failed, .. } = traffic.await.unwrap();
     let elapsed = cut - onset;
     eprintln!("cutback {elapsed:?} after the canary went down; {sent} requests, {failed} failed");
     assert!(
@@ -143,7 +102,7 @@ async fn a_healthy_canary_is_never_cut_back() {
         side.faults
             .set_latency(Duration::from_millis(1), Duration::from_millis(2));
     }
-    let (sent, _, _) = load(proxy.addr(), 1000, Duration::from_secs(12)).await;
+    let sent = load(proxy.addr(), 1000, Duration::from_secs(12)).await.sent;
     assert!(sent > 5000, "only {sent} requests");
     assert!(proxy.proxy.controller.incidents.list(None).is_empty());
     let verdict = proxy.proxy.controller.board.get("shop").expect("judged");

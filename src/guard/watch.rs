@@ -6,10 +6,12 @@ use super::judge::{Evidence, Finding, Judge, Side, Verdict};
 use crate::control::change::Change;
 use crate::control::record::{ChangeKind, Origin};
 use crate::control::Controller;
+use crate::dataplane::proxy::DataPlane;
 use crate::routing::{RoutingTable, ServiceRoute, VersionRoute};
 use crate::telemetry::{Outcome, Tally, VersionStats};
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::watch;
@@ -18,6 +20,8 @@ use tokio::sync::watch;
 #[derive(Debug, Default)]
 pub struct Board {
     verdicts: Mutex<BTreeMap<String, VersionVerdict>>,
+    /// Judging passes since start: shows the guard is alive.
+    looks: AtomicU64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -27,9 +31,20 @@ pub struct VersionVerdict {
     pub verdict: &'static str,
     pub detail: String,
     pub log_likelihood_ratio: f64,
-    /// Since when the verdict has been healthy without a break (unix ms), for bake times.
+    /// Since when the verdict has been healthy without a break, for bake times.
     #[serde(skip)]
     pub healthy_since: Option<tokio::time::Instant>,
+}
+
+impl VersionVerdict {
+    /// The verdict as a number for metrics: 0 healthy, 1 inconclusive, 2 bad.
+    pub fn level(&self) -> u8 {
+        match self.verdict {
+            "healthy" => 0,
+            "bad" => 2,
+            _ => 1,
+        }
+    }
 }
 
 impl Board {
@@ -39,6 +54,18 @@ impl Board {
             .unwrap_or_else(PoisonError::into_inner)
             .get(service)
             .cloned()
+    }
+
+    /// Every service's latest verdict.
+    pub fn all(&self) -> BTreeMap<String, VersionVerdict> {
+        self.verdicts
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    pub fn looks(&self) -> u64 {
+        self.looks.load(Ordering::Relaxed)
     }
 
     fn set(&self, service: &str, verdict: Option<VersionVerdict>) {
@@ -71,24 +98,30 @@ fn unix_ms(time: SystemTime) -> u64 {
 /// Runs until `stop` turns true.
 pub async fn run(controller: Arc<Controller>, mut stop: watch::Receiver<bool>) {
     let mut watched: HashMap<(String, String), Watched> = HashMap::new();
-    loop {
-        let table = controller.plane.table.load_full();
-        let interval = table
-            .services()
-            .iter()
-            .filter(|s| s.guard.enabled)
-            .map(|s| s.guard.interval)
-            .min()
-            .unwrap_or(Duration::from_secs(1));
-        tokio::select! {
-            _ = tokio::time::sleep(interval) => {}
-            _ = controller.plane.guard_wake.notified() => {}
-            _ = stop.wait_for(|&stop| stop) => return,
-        }
+    while next_look(&controller.plane, &mut stop).await {
         let table = controller.plane.table.load_full();
         for (service, version, finding) in judge_all(&table, &controller, &mut watched) {
             cut_back(&controller, &table, service, version, finding, &mut watched).await;
         }
+    }
+}
+
+/// Waits for the guard's next look: the shortest guard interval of the running table, or
+/// at once when the data plane rings. False once `stop` turns true.
+async fn next_look(plane: &DataPlane, stop: &mut watch::Receiver<bool>) -> bool {
+    let interval = plane
+        .table
+        .load()
+        .services()
+        .iter()
+        .filter(|s| s.guard.enabled)
+        .map(|s| s.guard.interval)
+        .min()
+        .unwrap_or(Duration::from_secs(1));
+    tokio::select! {
+        _ = tokio::time::sleep(interval) => true,
+        _ = plane.guard_wake.notified() => true,
+        _ = stop.wait_for(|&stop| stop) => false,
     }
 }
 
@@ -176,6 +209,7 @@ fn judge_all<'t>(
     }
     // Versions that lost their traffic start afresh if they get it back.
     watched.retain(|key, _| live.contains(key));
+    controller.board.looks.fetch_add(1, Ordering::Relaxed);
     bad
 }
 
@@ -284,3 +318,7 @@ async fn cause(
         release,
     })
 }
+
+#[cfg(test)]
+#[path = "watch_tests.rs"]
+mod tests;
