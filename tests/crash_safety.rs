@@ -73,13 +73,7 @@ async fn sigkill_mid_burst_never_loses_an_acknowledged_change() {
             verify_file(&setup.journal()).is_ok(),
             "round {round}: chain does not verify"
         );
-        let status = setup.client().service("shop").await.unwrap();
-        let live: Weights = status
-            .versions
-            .iter()
-            .map(|v| (v.name.clone(), v.weight))
-            .collect();
-        let live_revision = setup.client().status().await.unwrap().revision;
+        let (live, live_revision) = live_routing(&setup).await;
         if let Some((revision, weights)) = &last_acked {
             assert_eq!(
                 (&live_revision, &live),
@@ -111,13 +105,7 @@ async fn sigkill_mid_burst_never_loses_an_acknowledged_change() {
             if restarted.log_text().contains("torn") {
                 torn += 1;
             }
-            let status = setup.client().service("shop").await.unwrap();
-            let live: Weights = status
-                .versions
-                .iter()
-                .map(|v| (v.name.clone(), v.weight))
-                .collect();
-            let revision = setup.client().status().await.unwrap().revision;
+            let (live, revision) = live_routing(&setup).await;
             let acked_revision = last_acked.as_ref().map_or(1, |(r, _)| *r);
             if live == weights && revision == acked_revision + 1 {
                 in_flight_kept += 1;
@@ -134,4 +122,15 @@ async fn sigkill_mid_burst_never_loses_an_acknowledged_change() {
         total_changes > ROUNDS,
         "the bursts should have made changes"
     );
+}
+
+/// The weights traffic follows now, and the revision they belong to.
+async fn live_routing(setup: &Setup) -> (Weights, u64) {
+    let status = setup.client().service("shop").await.unwrap();
+    let live = status
+        .versions
+        .iter()
+        .map(|v| (v.name.clone(), v.weight))
+        .collect();
+    (live, setup.client().status().await.unwrap().revision)
 }

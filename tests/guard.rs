@@ -27,9 +27,11 @@ async fn canary_setup() -> (
     switchyard::sample::SampleUpstream,
     switchyard::sample::SampleUpstream,
 ) {
-    let stable = upstream("blue").await;
-    let canary = upstream("canary").await;
-    let proxy = TestProxy::start(&two_versions(&stable, &canary, (90, 10), "")).await;
+    let Pair {
+        proxy,
+        stable,
+        canary,
+    } = pair("blue", "canary", (90, 10), "").await;
     (proxy, stable, canary)
 }
 

@@ -7,9 +7,11 @@ use switchyard::control::record::Origin;
 
 #[tokio::test]
 async fn weighted_split_follows_weights() {
-    let blue = upstream("blue").await;
-    let canary = upstream("canary").await;
-    let proxy = TestProxy::start(&two_versions(&blue, &canary, (90, 10), "")).await;
+    let Pair {
+        proxy,
+        stable: _blue,
+        canary: _canary,
+    } = pair("blue", "canary", (90, 10), "").await;
     let client = client();
     let mut seen: HashMap<String, u32> = HashMap::new();
     const N: u32 = 2000;
@@ -31,10 +33,12 @@ async fn weighted_split_follows_weights() {
 
 #[tokio::test]
 async fn sticky_users_stay_put_and_raising_the_canary_keeps_them() {
-    let blue = upstream("blue").await;
-    let canary = upstream("canary").await;
     let sticky = "sticky = { header = \"x-user-id\" }";
-    let proxy = TestProxy::start(&two_versions(&blue, &canary, (95, 5), sticky)).await;
+    let Pair {
+        proxy,
+        stable: blue,
+        canary,
+    } = pair("blue", "canary", (95, 5), sticky).await;
     let client = client();
     let mut first: HashMap<u32, String> = HashMap::new();
     for user in 0..400u32 {
@@ -87,10 +91,12 @@ async fn sticky_users_stay_put_and_raising_the_canary_keeps_them() {
 
 #[tokio::test]
 async fn sticky_cookie_is_handed_out_and_followed() {
-    let blue = upstream("blue").await;
-    let canary = upstream("canary").await;
     let sticky = "sticky = { cookie = \"sy_user\" }";
-    let proxy = TestProxy::start(&two_versions(&blue, &canary, (50, 50), sticky)).await;
+    let Pair {
+        proxy,
+        stable: _blue,
+        canary: _canary,
+    } = pair("blue", "canary", (50, 50), sticky).await;
     let client = client();
     for _ in 0..50 {
         let first = get(&client, proxy.addr(), "/", &[]).await;
@@ -167,9 +173,11 @@ endpoints = ["{}"]
 
 #[tokio::test]
 async fn reload_swaps_a_good_config_and_rejects_a_bad_one() {
-    let blue = upstream("blue").await;
-    let green = upstream("green").await;
-    let proxy = TestProxy::start(&two_versions(&blue, &green, (100, 0), "")).await;
+    let Pair {
+        proxy,
+        stable: blue,
+        canary: green,
+    } = pair("blue", "green", (100, 0), "").await;
     let client = client();
     assert_eq!(
         get(&client, proxy.addr(), "/", &[])

@@ -100,6 +100,24 @@ endpoints = ["{ca}"]
     )
 }
 
+/// Service "shop" with a stable and a canary version at `weights`, in this process.
+pub struct Pair {
+    pub proxy: TestProxy,
+    pub stable: SampleUpstream,
+    pub canary: SampleUpstream,
+}
+
+pub async fn pair(stable: &str, canary: &str, weights: (u64, u64), extra: &str) -> Pair {
+    let stable = upstream(stable).await;
+    let canary = upstream(canary).await;
+    let proxy = TestProxy::start(&two_versions(&stable, &canary, weights, extra)).await;
+    Pair {
+        proxy,
+        stable,
+        canary,
+    }
+}
+
 pub type HttpClient = LegacyClient<HttpConnector, Empty<Bytes>>;
 
 pub fn client() -> HttpClient {
