@@ -1,5 +1,7 @@
 //! Checking a scenario's expectations against what the clients saw.
 
+use crate::incidents::GuardCutback;
+use crate::result::StepRecord;
 use crate::scenario::Expectation;
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -19,6 +21,9 @@ pub struct Evidence<'a> {
     /// The stream an expectation without `load` is about.
     pub default_load: &'a str,
     pub rss_peak_mib: Option<f64>,
+    pub guard_cutbacks: &'a [GuardCutback],
+    /// The steps as performed (a step runs on the harness's next tick after its time).
+    pub steps: &'a [StepRecord],
 }
 
 pub fn check(expectation: &Expectation, evidence: &Evidence) -> Check {
@@ -137,12 +142,69 @@ pub fn check(expectation: &Expectation, evidence: &Evidence) -> Check {
                 "RSS unknown (binary mode only)".into(),
             ),
         },
+        Expectation::GuardCutback {
+            version,
+            after,
+            within,
+            rule,
+        } => {
+            let (pass, detail) = guard_cutback(evidence, version, after.0, within.0, *rule);
+            (
+                format!(
+                    "guard cut {version} back{} within {:?} of the step at {:?}",
+                    rule.map_or(String::new(), |r| format!(" on {}", r.name())),
+                    within.0,
+                    after.0
+                ),
+                pass,
+                detail,
+            )
+        }
     };
     Check {
         expectation: text,
         pass,
         detail,
     }
+}
+
+/// Whether the guard cut `version` back in time, measured from when the step scheduled
+/// at `after` was actually performed.
+fn guard_cutback(
+    evidence: &Evidence,
+    version: &str,
+    after: Duration,
+    within: Duration,
+    rule: Option<crate::scenario::GuardRule>,
+) -> (bool, String) {
+    let anchor = evidence
+        .steps
+        .iter()
+        .map(|step| step.at_secs)
+        .filter(|&at| at >= after.as_secs_f64())
+        .reduce(f64::min)
+        .unwrap_or(after.as_secs_f64());
+    let Some(cut) = evidence
+        .guard_cutbacks
+        .iter()
+        .find(|cut| cut.version == version)
+    else {
+        return (false, format!("the guard never cut {version} back"));
+    };
+    let delay = cut.at_secs - anchor;
+    let rule_ok = rule.is_none_or(|r| r.name() == cut.rule);
+    let pass = rule_ok && delay >= 0.0 && delay <= within.as_secs_f64();
+    (
+        pass,
+        format!(
+            "revision {} at {:.3}s, {:.0} ms after the step at {anchor:.3}s, on {}: {}",
+            cut.revision,
+            cut.at_secs,
+            delay * 1e3,
+            cut.rule,
+            cut.summary
+        ),
+    )
 }
 
 fn pct(rate: f64) -> String {
@@ -199,6 +261,7 @@ pub fn last_answer_after(load: &LoadReport, version: &str, after: Duration) -> O
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::scenario::GuardRule;
     use switchyard::config::HumanDuration;
     use switchyard::sample::load::{SecondReport, VersionReport};
 
@@ -231,6 +294,8 @@ mod tests {
                 loads: &loads,
                 default_load: "main",
                 rss_peak_mib: None,
+                guard_cutbacks: &[],
+                steps: &[],
             },
         )
     }
@@ -291,6 +356,50 @@ mod tests {
         let check = evidence_check(kept, load);
         assert!(!check.pass);
         assert!(check.detail.contains("0.50x"), "{}", check.detail);
+    }
+
+    #[test]
+    fn guard_cutbacks_are_timed_from_the_step_as_performed() {
+        let cut = GuardCutback {
+            version: "canary".into(),
+            rule: "error_rate".into(),
+            at_secs: 5.09,
+            revision: 2,
+            summary: "canary error rate 30%".into(),
+            failed: 0,
+            saved: 12,
+        };
+        let steps = [StepRecord {
+            at_secs: 5.04,
+            what: "canary: errors 30%".into(),
+            ok: true,
+            outcome: String::new(),
+        }];
+        let loads = BTreeMap::new();
+        let evidence = Evidence {
+            loads: &loads,
+            default_load: "main",
+            rss_peak_mib: None,
+            guard_cutbacks: std::slice::from_ref(&cut),
+            steps: &steps,
+        };
+        let expect = |within_ms: u64, rule| Expectation::GuardCutback {
+            version: "canary".into(),
+            after: secs(5),
+            within: HumanDuration(Duration::from_millis(within_ms)),
+            rule,
+        };
+        let quick = check(&expect(100, Some(GuardRule::ErrorRate)), &evidence);
+        assert!(quick.pass, "{quick:?}");
+        assert!(quick.detail.contains("50 ms after"), "{}", quick.detail);
+        assert!(!check(&expect(40, None), &evidence).pass);
+        assert!(!check(&expect(100, Some(GuardRule::Latency)), &evidence).pass);
+        let none = Evidence {
+            guard_cutbacks: &[],
+            ..evidence
+        };
+        let missing = check(&expect(1000, None), &none);
+        assert!(!missing.pass && missing.detail.contains("never"), "{missing:?}");
     }
 
     #[test]

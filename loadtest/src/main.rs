@@ -5,6 +5,7 @@ mod chart;
 mod compare;
 mod configgen;
 mod expect;
+mod incidents;
 mod peers;
 mod proxy;
 mod result;
