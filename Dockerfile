@@ -27,7 +27,9 @@ USER 10001:10001
 # container: a restart comes back with the last acknowledged routing), the admin socket
 # (mount it to run `switchyard ctl` from another container or the host).
 VOLUME ["/etc/switchyard", "/var/lib/switchyard", "/run/switchyard"]
-ENV SWITCHYARD_SOCKET=/run/switchyard/admin.sock
+# NO_COLOR: plain log lines for `docker logs`; SWITCHYARD_SOCKET: where `ctl` looks.
+ENV NO_COLOR=1 \
+    SWITCHYARD_SOCKET=/run/switchyard/admin.sock
 EXPOSE 8080
 # `ctl status` exits 0 only when the proxy answers on its admin socket.
 HEALTHCHECK --interval=10s --timeout=3s --start-period=5s --retries=3 \

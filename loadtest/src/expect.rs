@@ -103,17 +103,41 @@ pub fn check(expectation: &Expectation, evidence: &Evidence) -> Check {
                 format!("{mine} of {all} requests ({})", pct(share)),
             )
         }
-        Expectation::P99 { max, version, .. } => {
+        Expectation::P99 {
+            max,
+            version,
+            from,
+            until,
+            ..
+        } => {
             let limit = max.0.as_secs_f64() * 1e3;
-            let (who, p99) = match version {
-                Some(v) => (v.clone(), load.version(v).map_or(0.0, |r| r.p99_ms)),
-                None => ("all requests".to_string(), load.p99_ms),
-            };
-            (
-                format!("{name}: p99 of {who} below {:?}", max.0),
-                p99 < limit && load.requests > 0,
-                format!("p99 {p99:.2} ms"),
-            )
+            let who = version.as_deref().unwrap_or("all requests");
+            if from.is_none() && until.is_none() {
+                let p99 = match version {
+                    Some(v) => load.version(v).map_or(0.0, |r| r.p99_ms),
+                    None => load.p99_ms,
+                };
+                (
+                    format!("{name}: p99 of {who} below {:?}", max.0),
+                    p99 < limit && load.requests > 0,
+                    format!("p99 {p99:.2} ms"),
+                )
+            } else {
+                let first = from.map_or(0, |d| d.0.as_secs() as usize);
+                let last = until.map_or(usize::MAX, |d| d.0.as_secs() as usize);
+                let worst = worst_second_p99(load, version.as_deref(), first, last);
+                (
+                    format!(
+                        "{name}: p99 of {who} below {:?} in every second from {first}s{}",
+                        max.0,
+                        until.map_or(String::new(), |d| format!(" to {:?}", d.0))
+                    ),
+                    worst.is_some_and(|(_, p99)| p99 < limit),
+                    worst.map_or("no requests in the window".into(), |(second, p99)| {
+                        format!("worst second {second}s-{}s: p99 {p99:.2} ms", second + 1)
+                    }),
+                )
+            }
         }
         Expectation::ThroughputKept {
             baseline,
@@ -239,6 +263,29 @@ fn window_counts(
         }
     }
     totals
+}
+
+/// The second in [first, last) with the highest p99 (of one version, or of any), and that p99.
+fn worst_second_p99(
+    load: &LoadReport,
+    version: Option<&str>,
+    first: usize,
+    last: usize,
+) -> Option<(usize, f64)> {
+    load.versions
+        .iter()
+        .filter(|report| version.is_none_or(|v| v == report.name))
+        .flat_map(|report| {
+            report
+                .per_second
+                .iter()
+                .enumerate()
+                .take(last)
+                .skip(first)
+                .filter(|(_, second)| second.requests > 0)
+                .map(|(index, second)| (index, second.p99_ms))
+        })
+        .max_by(|a, b| a.1.total_cmp(&b.1))
 }
 
 /// Mean requests per second sent in [from, until).
@@ -400,6 +447,33 @@ mod tests {
         };
         let missing = check(&expect(1000, None), &none);
         assert!(!missing.pass && missing.detail.contains("never"), "{missing:?}");
+    }
+
+    #[test]
+    fn a_windowed_p99_is_the_worst_second_in_the_window() {
+        let mut blue = version("blue", &[10, 10, 10, 10], vec![]);
+        for (second, p99) in blue.per_second.iter_mut().zip([250.0, 9.0, 31.0, 12.0]) {
+            second.p99_ms = p99;
+        }
+        let load = LoadReport {
+            requests: 40,
+            p99_ms: 120.0,
+            versions: vec![blue],
+            ..LoadReport::default()
+        };
+        let expect = |from: Option<u64>, max_ms: u64| Expectation::P99 {
+            max: HumanDuration(Duration::from_millis(max_ms)),
+            version: None,
+            load: None,
+            from: from.map(secs),
+            until: None,
+        };
+        let steady = evidence_check(expect(Some(1), 50), load.clone());
+        assert!(steady.pass, "{steady:?}");
+        assert!(steady.detail.contains("2s-3s: p99 31.00"), "{}", steady.detail);
+        assert!(!evidence_check(expect(Some(1), 30), load.clone()).pass);
+        let whole = evidence_check(expect(None, 100), load);
+        assert!(!whole.pass && whole.detail.contains("120.00"), "{whole:?}");
     }
 
     #[test]

@@ -197,11 +197,15 @@ pub enum Expectation {
         max: Option<f64>,
         load: Option<String>,
     },
-    /// Whole-run p99 latency below `max` (for one version, or for all requests).
+    /// p99 latency below `max` (for one version, or for all requests): over the whole run,
+    /// or, with `from`/`until`, in every whole second of [from, until) (the worst second's
+    /// p99, per version, counts).
     P99 {
         max: HumanDuration,
         version: Option<String>,
         load: Option<String>,
+        from: Option<HumanDuration>,
+        until: Option<HumanDuration>,
     },
     /// Requests per second during [during) at least `min_ratio` of those during [baseline).
     ThroughputKept {
