@@ -446,7 +446,10 @@ mod tests {
             ..evidence
         };
         let missing = check(&expect(1000, None), &none);
-        assert!(!missing.pass && missing.detail.contains("never"), "{missing:?}");
+        assert!(
+            !missing.pass && missing.detail.contains("never"),
+            "{missing:?}"
+        );
     }
 
     #[test]
@@ -470,7 +473,11 @@ mod tests {
         };
         let steady = evidence_check(expect(Some(1), 50), load.clone());
         assert!(steady.pass, "{steady:?}");
-        assert!(steady.detail.contains("2s-3s: p99 31.00"), "{}", steady.detail);
+        assert!(
+            steady.detail.contains("2s-3s: p99 31.00"),
+            "{}",
+            steady.detail
+        );
         assert!(!evidence_check(expect(Some(1), 30), load.clone()).pass);
         let whole = evidence_check(expect(None, 100), load);
         assert!(!whole.pass && whole.detail.contains("120.00"), "{whole:?}");
