@@ -341,6 +341,7 @@ async fn tcp_reads_are_open_and_changes_need_the_token() {
         "/services/shop",
         "/services/shop/history",
         "/metrics",
+        "/incidents",
         "/",
     ] {
         assert_eq!(
@@ -388,6 +389,20 @@ async fn tcp_reads_are_open_and_changes_need_the_token() {
         StatusCode::UNAUTHORIZED,
         "wrong bearer token",
     );
+    for (token, expected) in [
+        (None, "Authorization: Bearer"),
+        (Some("wrong"), "wrong bearer token"),
+    ] {
+        let (status, body) = tcp(
+            addr,
+            Method::POST,
+            "/services/shop/rollout/start",
+            token,
+            "",
+        )
+        .await;
+        assert_one_line_error(status, &body, StatusCode::UNAUTHORIZED, expected);
+    }
     assert_eq!(fingerprint(&setup, &proxy).await, before);
 
     let (status, body) = tcp(

@@ -2,54 +2,13 @@
 
 mod common;
 use common::*;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// Open-loop GETs at about `rps` for `duration`; returns (sent, non-200 replies, retried).
-async fn load(addr: std::net::SocketAddr, rps: u64, duration: Duration) -> (u64, u64, u64) {
-    let client = client();
-    let (sent, failed, retried) = (
-        Arc::new(AtomicU64::new(0)),
-        Arc::new(AtomicU64::new(0)),
-        Arc::new(AtomicU64::new(0)),
-    );
-    let workers = 16;
-    let mut tasks = Vec::new();
-    for _ in 0..workers {
-        let (client, sent, failed, retried) = (
-            client.clone(),
-            sent.clone(),
-            failed.clone(),
-            retried.clone(),
-        );
-        tasks.push(tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_micros(1_000_000 * workers / rps));
-            let end = Instant::now() + duration;
-            while Instant::now() < end {
-                tick.tick().await;
-                let reply = get(&client, addr, "/", &[]).await;
-                sent.fetch_add(1, Ordering::Relaxed);
-                if reply.status != 200 {
-                    failed.fetch_add(1, Ordering::Relaxed);
-                }
-                if reply.headers.contains_key("switchyard-retried-from") {
-                    retried.fetch_add(1, Ordering::Relaxed);
-                }
-            }
-        }));
-    }
-    for task in tasks {
-        task.await.unwrap();
-    }
-    (
-        sent.load(Ordering::Relaxed),
-        failed.load(Ordering::Relaxed),
-        retried.load(Ordering::Relaxed),
-    )
-}
-
 /// Waits until the service is latched (all traffic on stable); returns when.
+/// These tests measure milliseconds under 1,000 requests/s each: run one at a time, so
+/// they measure the guard and not four loads fighting over two cores.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 async fn wait_for_cutback(proxy: &TestProxy, within: Duration) -> Option<Instant> {
     let end = Instant::now() + within;
     while Instant::now() < end {
@@ -76,6 +35,7 @@ async fn canary_setup() -> (
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_canary_failing_one_in_five_is_cut_back_within_a_second_and_users_see_no_error() {
+    let _alone = ONE_AT_A_TIME.lock().await;
     let (proxy, _stable, canary) = canary_setup().await;
     let addr = proxy.addr();
     let traffic = tokio::spawn(load(addr, 1000, Duration::from_secs(8)));
@@ -85,7 +45,11 @@ async fn a_canary_failing_one_in_five_is_cut_back_within_a_second_and_users_see_
     let cut = wait_for_cutback(&proxy, Duration::from_secs(4))
         .await
         .expect("never cut back");
-    let (sent, failed, retried) = traffic.await.unwrap();
+    let LoadResult {
+        sent,
+        failed,
+        retried,
+    } = traffic.await.unwrap();
     let elapsed = cut - onset;
     eprintln!("cutback {elapsed:?} after onset; {sent} requests, {failed} failed, {retried} saved by retry");
     assert!(elapsed < Duration::from_secs(1), "cutback took {elapsed:?}");
@@ -111,6 +75,7 @@ async fn a_canary_failing_one_in_five_is_cut_back_within_a_second_and_users_see_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_canary_whose_endpoints_all_go_down_is_cut_back_within_100ms() {
+    let _alone = ONE_AT_A_TIME.lock().await;
     let (proxy, _stable, canary) = canary_setup().await;
     let addr = proxy.addr();
     let traffic = tokio::spawn(load(addr, 1000, Duration::from_secs(4)));
@@ -120,7 +85,7 @@ async fn a_canary_whose_endpoints_all_go_down_is_cut_back_within_100ms() {
     let cut = wait_for_cutback(&proxy, Duration::from_secs(2))
         .await
         .expect("never cut back");
-    let (sent, failed, _) = traffic.await.unwrap();
+    let LoadResult { sent, failed, .. } = traffic.await.unwrap();
     let elapsed = cut - onset;
     eprintln!("cutback {elapsed:?} after the canary went down; {sent} requests, {failed} failed");
     assert!(
@@ -137,13 +102,14 @@ async fn a_canary_whose_endpoints_all_go_down_is_cut_back_within_100ms() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_healthy_canary_is_never_cut_back() {
+    let _alone = ONE_AT_A_TIME.lock().await;
     let (proxy, stable, canary) = canary_setup().await;
     for side in [&stable, &canary] {
         side.faults.set_error_rate(0.01);
         side.faults
             .set_latency(Duration::from_millis(1), Duration::from_millis(2));
     }
-    let (sent, _, _) = load(proxy.addr(), 1000, Duration::from_secs(12)).await;
+    let sent = load(proxy.addr(), 1000, Duration::from_secs(12)).await.sent;
     assert!(sent > 5000, "only {sent} requests");
     assert!(proxy.proxy.controller.incidents.list(None).is_empty());
     let verdict = proxy.proxy.controller.board.get("shop").expect("judged");
@@ -152,6 +118,7 @@ async fn a_healthy_canary_is_never_cut_back() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_canary_at_very_low_traffic_stays_inconclusive() {
+    let _alone = ONE_AT_A_TIME.lock().await;
     let stable = upstream("blue").await;
     let canary = upstream("canary").await;
     let proxy = TestProxy::start(&two_versions(&stable, &canary, (999, 1), "")).await;

@@ -57,6 +57,34 @@ fn check_lists_every_problem_with_its_line() {
             "[proxy]\nlisten = \"127.0.0.1:1\"\n[services.a]\nstable = \"v\"\nweights = { v = 1 }\nsticky = { cookie = \"c\", header = \"h\" }\n[services.a.versions.v]\nendpoints = [\"127.0.0.1:1\"]\n[[services.a.match]]\nheader = \"x\"\nvalue = \"1\"\nversion = \"w\"\n",
             &[":6: services.a.sticky needs exactly one", ":9: services.a.match names version \"w\""],
         ),
+        (
+            "[proxy]\nlisten = \"127.0.0.1:1\"\n[services.a]\nstable = \"v\"\nweights = { v = 1 }\n[services.a.rollout]\nsteps = [5, 1, 0, 50]\nbake = \"0s\"\n[services.a.versions.v]\nendpoints = [\"127.0.0.1:1\"]\n[services.a.versions.w]\nendpoints = [\"127.0.0.1:1\"]\n",
+            &[
+                ":7: services.a.rollout.steps must be strictly increasing: 1 comes after 5",
+                ":7: services.a.rollout.steps: 0 is not a percent from 1 to 100",
+                ":7: services.a.rollout.steps must end with 100 (the promotion), not 50",
+                ":8: services.a.rollout.bake must be more than 0",
+            ],
+        ),
+        (
+            "[proxy]\nlisten = \"127.0.0.1:1\"\n[services.a]\nstable = \"v\"\nweights = { v = 1 }\n[services.a.rollout]\nsteps = [100]\nbake = \"1s\"\n[services.a.versions.v]\nendpoints = [\"127.0.0.1:1\"]\n[services.a.versions.w]\nendpoints = [\"127.0.0.1:1\"]\n[services.a.versions.x]\nendpoints = [\"127.0.0.1:1\"]\n[services.b]\nhosts = [\"b\"]\nstable = \"v\"\nweights = { v = 1 }\n[services.b.guard]\nenabled = false\n[services.b.rollout]\nsteps = [10, 100]\nbake = \"1s\"\ncanary = \"v\"\n[services.b.versions.v]\nendpoints = [\"127.0.0.1:1\"]\n[services.c]\nhosts = [\"c\"]\nstable = \"v\"\nweights = { v = 1 }\n[services.c.rollout]\nsteps = []\nbake = \"1s\"\ncanary = \"nope\"\n[services.c.versions.v]\nendpoints = [\"127.0.0.1:1\"]\n",
+            &[
+                ":6: services.a.rollout: cannot tell which version rolls out (w, x); set canary",
+                ":7: services.a.rollout.steps needs a step below 100",
+                ":21: services.b.rollout needs the guard",
+                ":24: services.b.rollout.canary is \"v\", the stable version",
+                ":32: services.c.rollout.steps is empty",
+                ":34: services.c.rollout.canary names version \"nope\", which is not defined",
+            ],
+        ),
+        (
+            "[proxy]\nlisten = \"127.0.0.1:1\"\n[services.a]\nstable = \"v\"\nweights = { v = 1 }\n[services.a.rollout]\nsteps = [10, 100]\nbake = \"soon\"\n",
+            &[":8: duration \"soon\" does not start with a whole number"],
+        ),
+        (
+            "[proxy]\nlisten = \"127.0.0.1:1\"\n[services.a]\nstable = \"v\"\nweights = { v = 1 }\n[services.a.rollout]\nsteps = [10, 100]\nbake = \"1s\"\npace = \"fast\"\n",
+            &[":9: unknown field `pace`"],
+        ),
     ];
     for (index, (text, expected)) in cases.iter().enumerate() {
         let path = dir.path().join(format!("case{index}.toml"));

@@ -7,12 +7,13 @@ use std::process::Command;
 use switchyard::config::Config;
 use switchyard::control::change::Change;
 use switchyard::control::record::Origin;
+use switchyard::guard::rollout;
 use switchyard::run::RunningProxy;
 
 const CHROMIUM: &str = "/usr/bin/chromium";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_status_page_shows_live_weights_and_history_in_a_browser() {
+async fn the_status_page_shows_weights_history_guard_rollout_and_incidents_in_a_browser() {
     if !std::path::Path::new(CHROMIUM).exists() {
         eprintln!("\n*** SKIPPED: {CHROMIUM} is missing; install it (apt-get install -y chromium) to run the status page test ***\n");
         return;
@@ -26,8 +27,24 @@ async fn the_status_page_shows_live_weights_and_history_in_a_browser() {
         token.display()
     );
     setup.write(&upstreams, "{ blue = 95, canary = 5 }", &extra);
+    let mut text = std::fs::read_to_string(&setup.config).unwrap();
+    text.push_str("\n[services.shop.rollout]\nsteps = [10, 100]\nbake = \"1m\"\n");
+    std::fs::write(&setup.config, text).unwrap();
+    common::write_incidents(
+        &setup.dir.path().join("state"),
+        &[common::incident(
+            1,
+            "shop",
+            "canary error rate 30.00% over 40 requests",
+        )],
+    );
     let config = Config::load(&setup.config).unwrap();
     let proxy = RunningProxy::start(config, &setup.config, 1).await.unwrap();
+    // A rollout, then a change by hand: the rollout pauses itself.
+    let origin = Origin::new("page-tester", "ramp");
+    rollout::command(&proxy.controller, "shop", rollout::Action::Start, origin)
+        .await
+        .unwrap();
     let weights = [("blue".to_string(), 70), ("canary".to_string(), 30)].into();
     let origin = Origin::new("page-tester", "page shows this reason");
     proxy
@@ -40,6 +57,25 @@ async fn the_status_page_shows_live_weights_and_history_in_a_browser() {
         .apply("shop", Change::Freeze, Origin::new("page-tester", ""))
         .await
         .unwrap();
+
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while proxy
+        .controller
+        .rollouts
+        .status("shop")
+        .await
+        .unwrap()
+        .rollout
+        .status
+        != rollout::Status::Paused
+        || proxy.controller.board.get("shop").is_none()
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the rollout never paused"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
 
     let url = format!("http://{}/", proxy.admin.tcp.unwrap());
     let profile = tempfile::tempdir().unwrap();
@@ -80,7 +116,15 @@ async fn the_status_page_shows_live_weights_and_history_in_a_browser() {
         "frozen",
         "page-tester",
         "page shows this reason",
-        "revision 3",
+        "revision 4",
+        "rollout of canary: paused at step 1/2 (10%)",
+        "routing changed outside the rollout",
+        "rollout started by page-tester: ramp",
+        "guard: canary <span class=\"verdict-inconclusive\">inconclusive</span>",
+        "<tr class=\"incident\">",
+        "canary error rate 30.00% over 40 requests",
+        "0.84 s",
+        "2/28",
     ] {
         assert!(
             dom.contains(expected),

@@ -1,6 +1,6 @@
 //! `GET /metrics`: Prometheus text format, computed from telemetry totals and control state.
 
-use crate::control::ControlSnapshot;
+use crate::control::{ControlSnapshot, Controller};
 use crate::routing::RoutingTable;
 use crate::telemetry::{Outcome, Snapshot};
 use std::fmt::Write;
@@ -10,7 +10,16 @@ const BUCKETS: [f64; 13] = [
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
 
-pub fn render(snapshot: &ControlSnapshot, table: &RoutingTable) -> String {
+pub async fn render(controller: &Controller) -> String {
+    let snapshot = controller.snapshot().await;
+    let table = controller.plane.table.load_full();
+    let mut out = traffic(&snapshot, &table);
+    guard(&mut out, controller, &snapshot).await;
+    out
+}
+
+/// Requests, errors, latency and shares per version; latch, freeze and aborts per service.
+fn traffic(snapshot: &ControlSnapshot, table: &RoutingTable) -> String {
     let mut out = String::new();
     header(
         &mut out,
@@ -40,7 +49,7 @@ pub fn render(snapshot: &ControlSnapshot, table: &RoutingTable) -> String {
     );
     for (labels, total, _) in &totals {
         for outcome in Outcome::ALL {
-            let count = total.counts[outcome.index()];
+            let count = total.tally.count(outcome);
             let _ = writeln!(
                 out,
                 "switchyard_requests_total{{{labels},outcome=\"{}\"}} {count}",
@@ -56,7 +65,7 @@ pub fn render(snapshot: &ControlSnapshot, table: &RoutingTable) -> String {
     );
     for (labels, total, _) in &totals {
         for outcome in Outcome::ALL.iter().filter(|o| o.is_error()) {
-            let count = total.counts[outcome.index()];
+            let count = total.tally.count(*outcome);
             let _ = writeln!(
                 out,
                 "switchyard_errors_total{{{labels},kind=\"{}\"}} {count}",
@@ -71,7 +80,11 @@ pub fn render(snapshot: &ControlSnapshot, table: &RoutingTable) -> String {
         "Failed requests answered by another version instead.",
     );
     for (labels, total, _) in &totals {
-        let _ = writeln!(out, "switchyard_saved_total{{{labels}}} {}", total.saved);
+        let _ = writeln!(
+            out,
+            "switchyard_saved_total{{{labels}}} {}",
+            total.tally.saved
+        );
     }
     header(
         &mut out,
@@ -135,6 +148,68 @@ pub fn render(snapshot: &ControlSnapshot, table: &RoutingTable) -> String {
         );
     }
     out
+}
+
+/// The guard's verdicts and looks, incidents, and rollouts in progress.
+async fn guard(out: &mut String, controller: &Controller, snapshot: &ControlSnapshot) {
+    header(
+        out,
+        "switchyard_guard_verdict",
+        "gauge",
+        "The guard's latest verdict on the version it judges: 0 healthy, 1 inconclusive, 2 bad.",
+    );
+    for (service, verdict) in controller.board.all() {
+        let _ = writeln!(
+            out,
+            "switchyard_guard_verdict{{service=\"{}\",version=\"{}\"}} {}",
+            escape(&service),
+            escape(&verdict.version),
+            verdict.level()
+        );
+    }
+    header(
+        out,
+        "switchyard_guard_looks_total",
+        "counter",
+        "Times the guard has judged every canary.",
+    );
+    let _ = writeln!(
+        out,
+        "switchyard_guard_looks_total {}",
+        controller.board.looks()
+    );
+    header(
+        out,
+        "switchyard_incidents_total",
+        "counter",
+        "Incidents recorded (automatic cutbacks), over the whole incident log.",
+    );
+    let incidents = controller.incidents.list(None);
+    for name in snapshot.services.keys() {
+        let count = incidents.iter().filter(|i| i.service == *name).count();
+        let _ = writeln!(
+            out,
+            "switchyard_incidents_total{{service=\"{}\"}} {count}",
+            escape(name)
+        );
+    }
+    header(
+        out,
+        "switchyard_rollout_percent",
+        "gauge",
+        "The canary's percent at the step in force, for running or paused rollouts.",
+    );
+    for (service, rollout) in controller.rollouts.all().await {
+        if rollout.rollout.status.is_active() {
+            let _ = writeln!(
+                out,
+                "switchyard_rollout_percent{{service=\"{}\",version=\"{}\"}} {}",
+                escape(&service),
+                escape(&rollout.rollout.canary),
+                rollout.percent
+            );
+        }
+    }
 }
 
 fn header(out: &mut String, name: &str, kind: &str, help: &str) {

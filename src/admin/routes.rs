@@ -1,10 +1,13 @@
 //! Admin API routing: paths to handlers, size-bounded JSON bodies, bearer checks on TCP.
 
 use super::{metrics, status};
-use crate::control::api::{ApiError, ChangeRequest, ErrorBody, HistoryResponse, ReloadRequest};
+use crate::control::api::{
+    ApiError, ChangeRequest, ErrorBody, HistoryResponse, IncidentsResponse, ReloadRequest,
+};
 use crate::control::change::Change;
 use crate::control::record::Origin;
-use crate::control::{Controller, ReloadError};
+use crate::control::{unknown_service, Controller, ReloadError};
+use crate::guard::rollout;
 use bytes::Bytes;
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
@@ -82,8 +85,7 @@ async fn route(
         }
         ["metrics"] => {
             only(&method, &Method::GET)?;
-            let snapshot = controller.snapshot().await;
-            let text = metrics::render(&snapshot, &controller.plane.table.load());
+            let text = metrics::render(controller).await;
             Ok(reply(
                 StatusCode::OK,
                 "text/plain; version=0.0.4",
@@ -110,6 +112,32 @@ async fn route(
                     ReloadError::Journal(err) => ApiError::Internal(err.to_string()),
                 })?;
             Ok(json(StatusCode::OK, &reloaded))
+        }
+        ["incidents"] => {
+            only(&method, &Method::GET)?;
+            let service = query_param(query.as_deref(), "service")?;
+            let incidents = controller.incidents.list(service);
+            if let Some(service) = service.filter(|_| incidents.is_empty()) {
+                let config = controller.config().await;
+                if config.service(service).is_none() {
+                    return Err(unknown_service(&config, service));
+                }
+            }
+            Ok(json(StatusCode::OK, &IncidentsResponse { incidents }))
+        }
+        ["services", service, "rollout", action] => {
+            only(&method, &Method::POST)?;
+            authorize(context, transport, &request)?;
+            let (service, action) = (service.to_string(), rollout::Action::parse(action)?);
+            let body: ChangeRequest = read_json(request).await?;
+            if body.weights.is_some() || body.version.is_some() || body.to.is_some() {
+                return Err(ApiError::BadRequest(
+                    "rollout commands take only actor and reason".into(),
+                ));
+            }
+            let origin = origin(body.actor, body.reason)?;
+            let status = rollout::command(controller, &service, action, origin).await?;
+            Ok(json(StatusCode::OK, &status))
         }
         ["services", service] => {
             only(&method, &Method::GET)?;
@@ -230,21 +258,27 @@ fn origin(actor: Option<String>, reason: Option<String>) -> Result<Origin, ApiEr
 }
 
 fn history_limit(query: Option<&str>) -> Result<usize, ApiError> {
-    match query.map(|q| q.split_once('=')) {
+    match query_param(query, "limit")? {
         None => Ok(DEFAULT_HISTORY),
-        Some(Some(("limit", value))) => {
-            value
-                .parse::<usize>()
-                .ok()
-                .filter(|&n| n > 0)
-                .ok_or_else(|| {
-                    ApiError::BadRequest(format!(
-                        "limit must be a whole number above 0, not {value:?}"
-                    ))
-                })
-        }
+        Some(value) => value
+            .parse::<usize>()
+            .ok()
+            .filter(|&n| n > 0)
+            .ok_or_else(|| {
+                ApiError::BadRequest(format!(
+                    "limit must be a whole number above 0, not {value:?}"
+                ))
+            }),
+    }
+}
+
+/// The value of the one query parameter an endpoint understands (`key=value`), if given.
+fn query_param<'q>(query: Option<&'q str>, key: &str) -> Result<Option<&'q str>, ApiError> {
+    match query.map(|q| q.split_once('=')) {
+        None => Ok(None),
+        Some(Some((name, value))) if name == key && !value.is_empty() => Ok(Some(value)),
         Some(_) => Err(ApiError::BadRequest(format!(
-            "unknown query {:?}: only limit=N is understood",
+            "unknown query {:?}: only {key}=VALUE is understood",
             query.unwrap_or_default()
         ))),
     }

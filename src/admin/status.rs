@@ -1,27 +1,47 @@
 //! `GET /status`: every service's routing joined with live per-version telemetry.
 
 use super::routes::AdminContext;
-use crate::control::api::{ServiceStatus, StatusResponse, VersionStatus};
+use crate::control::api::{
+    GuardStatus, RolloutStatus, ServiceStatus, StatusResponse, VersionStatus,
+};
 use crate::control::ControlSnapshot;
+use crate::guard::watch::VersionVerdict;
 use crate::routing::RoutingTable;
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 /// The window live rates and latencies cover.
 pub const WINDOW: Duration = Duration::from_secs(10);
 
 pub async fn build(context: &AdminContext) -> StatusResponse {
-    let snapshot = context.controller.snapshot().await;
-    let table = context.controller.plane.table.load_full();
+    let controller = &context.controller;
+    let snapshot = controller.snapshot().await;
+    let table = controller.plane.table.load_full();
+    let live = Live {
+        verdicts: controller.board.all(),
+        rollouts: controller.rollouts.all().await,
+    };
     StatusResponse {
         revision: table.revision,
         listen: context.proxy_addr.to_string(),
         admin_listen: context.admin_addr.map(|addr| addr.to_string()),
         window_secs: WINDOW.as_secs(),
-        services: services(&snapshot, &table, Instant::now()),
+        services: services(&snapshot, &table, live, Instant::now()),
     }
 }
 
-fn services(snapshot: &ControlSnapshot, table: &RoutingTable, now: Instant) -> Vec<ServiceStatus> {
+/// The guard's and the rollouts' view of each service.
+struct Live {
+    verdicts: BTreeMap<String, VersionVerdict>,
+    rollouts: BTreeMap<String, RolloutStatus>,
+}
+
+fn services(
+    snapshot: &ControlSnapshot,
+    table: &RoutingTable,
+    mut live: Live,
+    now: Instant,
+) -> Vec<ServiceStatus> {
     let mut services = Vec::new();
     for service in &snapshot.config.services {
         let (Some(state), Some(route)) = (
@@ -68,7 +88,21 @@ fn services(snapshot: &ControlSnapshot, table: &RoutingTable, now: Instant) -> V
                 .copied()
                 .unwrap_or(0),
             versions,
+            guard: live.verdicts.remove(&service.name).map(guard_status),
+            rollout: live.rollouts.remove(&service.name),
         });
     }
     services
+}
+
+fn guard_status(verdict: VersionVerdict) -> GuardStatus {
+    GuardStatus {
+        healthy_for_secs: verdict
+            .healthy_since
+            .map(|since| since.elapsed().as_secs_f64()),
+        version: verdict.version,
+        verdict: verdict.verdict.to_string(),
+        detail: verdict.detail,
+        log_likelihood_ratio: verdict.log_likelihood_ratio,
+    }
 }

@@ -3,10 +3,12 @@
 
 mod duration;
 mod guard;
+mod rollout;
 mod validate;
 
 pub use duration::{parse_duration, HumanDuration};
 pub use guard::{GuardSection, GuardSettings};
+pub use rollout::{RolloutSection, RolloutSettings};
 pub use validate::{ConfigError, Problem};
 
 use serde::Deserialize;
@@ -168,6 +170,7 @@ pub struct ServiceSection {
     #[serde(default, rename = "match")]
     pub matches: Vec<Spanned<MatchSection>>,
     pub guard: Option<Spanned<GuardSection>>,
+    pub rollout: Option<Spanned<RolloutSection>>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -260,6 +263,8 @@ pub struct ServiceConfig {
     pub versions: Vec<VersionConfig>,
     pub matches: Vec<MatchRule>,
     pub guard: GuardSettings,
+    /// The progressive rollout, when the service has a `rollout` section.
+    pub rollout: Option<RolloutSettings>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

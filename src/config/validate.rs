@@ -420,6 +420,24 @@ fn check_service(
         }
         None => GuardSettings::default(),
     };
+    let facts = rollout::ServiceFacts {
+        name,
+        stable,
+        weights: &weights,
+        versions: &versions,
+        guard: &guard,
+    };
+    let rollout = section.rollout.as_ref().and_then(|rollout| {
+        match rollout.get_ref().settings(rollout.span(), &facts) {
+            Ok(settings) => Some(settings),
+            Err(problems) => {
+                for (span, problem) in problems {
+                    checker.report(span, problem);
+                }
+                None
+            }
+        }
+    });
 
     (checker.problems.len() == before).then(|| ServiceConfig {
         name: name.to_string(),
@@ -430,6 +448,7 @@ fn check_service(
         versions,
         matches,
         guard,
+        rollout,
     })
 }
 

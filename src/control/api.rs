@@ -2,6 +2,8 @@
 
 use super::record::RevisionRecord;
 use crate::config::Release;
+use crate::guard::incident::Incident;
+use crate::guard::rollout::Rollout;
 use http::StatusCode;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -65,6 +67,41 @@ pub struct ServiceStatus {
     /// The last revision that changed this service.
     pub revision: u64,
     pub versions: Vec<VersionStatus>,
+    /// The guard's latest verdict on the version it judges (none: nothing to judge).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub guard: Option<GuardStatus>,
+    /// The service's latest rollout, if it ever had one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<RolloutStatus>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GuardStatus {
+    pub version: String,
+    /// "healthy", "inconclusive" or "bad".
+    pub verdict: String,
+    pub detail: String,
+    pub log_likelihood_ratio: f64,
+    /// How long the verdict has been healthy without a break.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub healthy_for_secs: Option<f64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RolloutStatus {
+    #[serde(flatten)]
+    pub rollout: Rollout,
+    /// The canary's percent at the step in force.
+    pub percent: u32,
+    /// Why a running rollout is not advancing right now (e.g. "frozen", "baking ...").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub held: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct IncidentsResponse {
+    /// Newest first.
+    pub incidents: Vec<Incident>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

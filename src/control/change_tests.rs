@@ -18,6 +18,7 @@ fn service() -> ServiceConfig {
         versions: vec![version("blue"), version("canary"), version("green")],
         matches: vec![],
         guard: Default::default(),
+        rollout: None,
     }
 }
 

@@ -13,6 +13,7 @@ use crate::config::{Config, ConfigError};
 use crate::dataplane::endpoint::{EndpointRegistry, EndpointSettings};
 use crate::dataplane::proxy::DataPlane;
 use crate::guard::incident::IncidentLog;
+use crate::guard::rollout::Rollouts;
 use crate::guard::watch::Board;
 use crate::routing::{RoutingTable, ServiceState};
 use crate::telemetry::Telemetry;
@@ -35,6 +36,8 @@ pub struct Controller {
     /// The guard's latest verdicts and the incidents it recorded.
     pub board: Board,
     pub incidents: IncidentLog,
+    /// Progressive rollouts (driven by `guard::rollout::run`).
+    pub rollouts: Rollouts,
     endpoints: EndpointRegistry,
     config_path: PathBuf,
     journal: Journal,
@@ -205,6 +208,7 @@ impl Controller {
             telemetry,
             board: Board::default(),
             incidents,
+            rollouts: Rollouts::open(&config.state_dir),
             endpoints,
             config_path,
             journal: opened.journal,
@@ -314,6 +318,11 @@ impl Controller {
         }
     }
 
+    /// A service's live routing.
+    pub async fn routing(&self, service: &str) -> Option<ServiceState> {
+        self.state.lock().await.services.get(service).cloned()
+    }
+
     /// A service's last `limit` revisions, oldest first.
     pub async fn history(
         &self,
@@ -328,7 +337,7 @@ impl Controller {
     }
 }
 
-fn unknown_service(config: &Config, service: &str) -> ApiError {
+pub(crate) fn unknown_service(config: &Config, service: &str) -> ApiError {
     let names: Vec<&str> = config.services.iter().map(|s| s.name.as_str()).collect();
     ApiError::NotFound(format!(
         "no service {service:?} (services: {})",

@@ -1,8 +1,8 @@
 //! The admin API client over the Unix socket (used by `switchyard ctl` and by tests).
 
 use crate::control::api::{
-    ChangeRequest, ErrorBody, HistoryResponse, ReloadRequest, ReloadResponse, ServiceStatus,
-    StatusResponse,
+    ChangeRequest, ErrorBody, HistoryResponse, IncidentsResponse, ReloadRequest, ReloadResponse,
+    RolloutStatus, ServiceStatus, StatusResponse,
 };
 use crate::control::record::RevisionRecord;
 use bytes::Bytes;
@@ -77,6 +77,26 @@ impl AdminClient {
         };
         let path = format!("/services/{service}/{action}");
         self.call(method, &path, Some(request)).await
+    }
+
+    /// Incidents, newest first, optionally of one service.
+    pub async fn incidents(&self, service: Option<&str>) -> Result<IncidentsResponse, ClientError> {
+        let path = match service {
+            Some(service) => format!("/incidents?service={service}"),
+            None => "/incidents".to_string(),
+        };
+        self.call(Method::GET, &path, None::<&()>).await
+    }
+
+    /// `action`: start, pause or resume.
+    pub async fn rollout(
+        &self,
+        service: &str,
+        action: &str,
+        request: &ChangeRequest,
+    ) -> Result<RolloutStatus, ClientError> {
+        let path = format!("/services/{service}/rollout/{action}");
+        self.call(Method::POST, &path, Some(request)).await
     }
 
     pub async fn reload(&self, request: &ReloadRequest) -> Result<ReloadResponse, ClientError> {

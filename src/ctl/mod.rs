@@ -5,7 +5,7 @@ mod render;
 
 use crate::config::DEFAULT_ADMIN_SOCKET;
 use crate::control::api::{ChangeRequest, ReloadRequest};
-use clap::{Args, Subcommand};
+use clap::{Args, Subcommand, ValueEnum};
 use client::{AdminClient, ClientError};
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -97,11 +97,30 @@ pub enum CtlCommand {
         #[arg(long, default_value_t = 20)]
         limit: usize,
     },
+    /// Automatic cutbacks the guard recorded, newest first.
+    Incidents { service: Option<String> },
+    /// Start, pause or resume the service's progressive rollout ([services.NAME.rollout]).
+    Rollout {
+        service: String,
+        action: RolloutAction,
+        #[command(flatten)]
+        why: Why,
+    },
     /// Re-read the config file (topology; routing edits in the file apply as a revision).
     Reload {
         #[command(flatten)]
         why: Why,
     },
+}
+
+#[derive(ValueEnum, Debug, Clone, Copy)]
+pub enum RolloutAction {
+    /// Put the canary at the first step; it advances on healthy verdicts.
+    Start,
+    /// Hold the step in force.
+    Pause,
+    /// Carry on from the step in force (its bake starts over).
+    Resume,
 }
 
 /// Runs one ctl command; prints the answer, or one line of error and a failure code.
@@ -163,6 +182,33 @@ async fn run(args: CtlArgs) -> Result<String, ClientError> {
                 as_json(&history)
             } else {
                 render::history(&history)
+            });
+        }
+        CtlCommand::Incidents { service } => {
+            let incidents = client.incidents(service.as_deref()).await?;
+            return Ok(if json {
+                as_json(&incidents)
+            } else {
+                render::incidents(&incidents)
+            });
+        }
+        CtlCommand::Rollout {
+            service,
+            action,
+            why,
+        } => {
+            let action = match action {
+                RolloutAction::Start => "start",
+                RolloutAction::Pause => "pause",
+                RolloutAction::Resume => "resume",
+            };
+            let status = client
+                .rollout(&service, action, &change_request(why))
+                .await?;
+            return Ok(if json {
+                as_json(&status)
+            } else {
+                format!("{service}: {}\n", render::rollout(&status))
             });
         }
         CtlCommand::Reload { why } => {

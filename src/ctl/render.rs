@@ -1,6 +1,9 @@
 //! Human-readable output of `switchyard ctl`.
 
-use crate::control::api::{HistoryResponse, ReloadResponse, ServiceStatus, StatusResponse};
+use crate::control::api::{
+    HistoryResponse, IncidentsResponse, ReloadResponse, RolloutStatus, ServiceStatus,
+    StatusResponse,
+};
 use crate::control::describe;
 use crate::control::record::RevisionRecord;
 use crate::routing::ServiceState;
@@ -60,7 +63,72 @@ pub fn service(service: &ServiceStatus) -> String {
         "VERSION", "WEIGHT", "SHARE", "REQ/S", "ERRORS", "P50MS", "P99MS", "RELEASE",
     ];
     out.push_str(&indent(&table(&headers, rows)));
+    if let Some(guard) = &service.guard {
+        let healthy_for = guard
+            .healthy_for_secs
+            .map_or(String::new(), |secs| format!(" for {secs:.1}s"));
+        out.push_str(&format!(
+            "  guard: {} {}{healthy_for} ({})\n",
+            guard.version, guard.verdict, guard.detail
+        ));
+    }
+    if let Some(rollout) = &service.rollout {
+        out.push_str(&format!("  {}\n", self::rollout(rollout)));
+    }
     out
+}
+
+/// One line: what the rollout is doing and why.
+pub fn rollout(status: &RolloutStatus) -> String {
+    let rollout = &status.rollout;
+    let mut line = format!(
+        "rollout of {} {} at {} since {}: {}",
+        rollout.canary,
+        rollout.status.label(),
+        rollout.position(),
+        rollout.since,
+        rollout.note
+    );
+    if let Some(held) = &status.held {
+        line.push_str(&format!("; held: {held}"));
+    }
+    if let Some(revision) = rollout.revision {
+        line.push_str(&format!(" (last revision {revision})"));
+    }
+    line
+}
+
+pub fn incidents(incidents: &IncidentsResponse) -> String {
+    if incidents.incidents.is_empty() {
+        return "no incidents\n".to_string();
+    }
+    let rows = incidents
+        .incidents
+        .iter()
+        .map(|i| {
+            vec![
+                i.id.to_string(),
+                i.service.clone(),
+                i.version.clone(),
+                i.started.clone(),
+                format!("{:.2}s", i.duration_ms as f64 / 1e3),
+                format!("{}/{}", i.users.failed, i.users.saved),
+                i.summary.clone(),
+                i.restored_by.to_string(),
+            ]
+        })
+        .collect();
+    let headers = [
+        "ID",
+        "SERVICE",
+        "VERSION",
+        "STARTED",
+        "DURATION",
+        "FAILED/SAVED",
+        "SUMMARY",
+        "RESTORED_BY",
+    ];
+    table(&headers, rows)
 }
 
 pub fn history(history: &HistoryResponse) -> String {

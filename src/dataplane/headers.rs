@@ -5,48 +5,54 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 pub static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 pub static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 pub static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
-static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
-static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 
 /// Headers that describe one connection, not the message (RFC 9110 7.6.1).
-fn standard_hop_by_hop() -> [&'static HeaderName; 8] {
-    [
-        &header::CONNECTION,
-        &KEEP_ALIVE,
-        &PROXY_CONNECTION,
-        &header::PROXY_AUTHENTICATE,
-        &header::PROXY_AUTHORIZATION,
-        &header::TE,
-        &header::TRAILER,
-        &header::TRANSFER_ENCODING,
-    ]
-}
+static HOP_BY_HOP: [HeaderName; 9] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+];
 
 /// Removes hop-by-hop headers, including any the Connection header names. `Upgrade` is
 /// kept (with `Connection: upgrade`) when the exchange is an upgrade being passed through.
 pub fn remove_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
-    if let Some(connection) = headers.get(header::CONNECTION) {
-        if connection.as_bytes() != b"keep-alive" && connection.as_bytes() != b"close" {
-            let named: Vec<HeaderName> = headers
-                .get_all(header::CONNECTION)
-                .iter()
-                .filter_map(|v| v.to_str().ok())
-                .flat_map(|v| v.split(','))
-                .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
-                .filter(|name| !(keep_upgrade && name == header::UPGRADE))
-                .collect();
-            for name in named {
-                headers.remove(name);
-            }
+    // One pass over the (few) names; no allocation unless Connection names extra headers.
+    let mut present = [false; HOP_BY_HOP.len()];
+    for name in headers.keys() {
+        if let Some(index) = HOP_BY_HOP.iter().position(|hop| hop == name) {
+            present[index] = true;
         }
     }
-    for name in standard_hop_by_hop() {
-        headers.remove(name);
+    if present[0] {
+        let named: Vec<HeaderName> = headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .map(str::trim)
+            .filter(|token| {
+                !token.eq_ignore_ascii_case("keep-alive") && !token.eq_ignore_ascii_case("close")
+            })
+            .filter_map(|token| HeaderName::from_bytes(token.as_bytes()).ok())
+            .filter(|name| !(keep_upgrade && name == header::UPGRADE))
+            .collect();
+        for name in named {
+            headers.remove(name);
+        }
+    }
+    for (hop, &here) in HOP_BY_HOP.iter().zip(present.iter()) {
+        if here && !(keep_upgrade && hop == header::UPGRADE) {
+            headers.remove(hop);
+        }
     }
     if keep_upgrade {
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-    } else {
-        headers.remove(header::UPGRADE);
     }
 }
 
@@ -92,16 +98,17 @@ pub fn add_forwarding(
 /// Appends this proxy to Via (requests and responses alike).
 pub fn add_via(headers: &mut HeaderMap) {
     const VIA: &str = "1.1 switchyard";
-    let value = match headers.get(header::VIA) {
-        Some(previous) => {
-            let mut joined = previous.as_bytes().to_vec();
+    match headers.entry(header::VIA) {
+        http::header::Entry::Vacant(entry) => {
+            entry.insert(HeaderValue::from_static(VIA));
+        }
+        http::header::Entry::Occupied(mut entry) => {
+            let mut joined = entry.get().as_bytes().to_vec();
             joined.extend_from_slice(b", ");
             joined.extend_from_slice(VIA.as_bytes());
-            HeaderValue::from_bytes(&joined).unwrap_or(HeaderValue::from_static(VIA))
+            entry.insert(HeaderValue::from_bytes(&joined).unwrap_or(HeaderValue::from_static(VIA)));
         }
-        None => HeaderValue::from_static(VIA),
-    };
-    headers.insert(header::VIA, value);
+    }
 }
 
 #[cfg(test)]

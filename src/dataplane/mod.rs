@@ -8,3 +8,4 @@ pub mod pool;
 pub mod proxy;
 pub mod server;
 pub mod tls;
+pub mod watchdog;

@@ -5,14 +5,20 @@
 //! response body has been read to the end; a body dropped half-read closes it.
 
 use super::body::UpstreamRequestBody;
+use super::watchdog::Watchdog;
 use hyper::client::conn::http1::{self, SendRequest};
 use hyper_util::rt::TokioIo;
 use std::net::SocketAddr;
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 use tokio::net::TcpStream;
 
-pub type Sender = SendRequest<UpstreamRequestBody>;
+/// One upstream connection: its request sender and the watchdog of its deadline.
+#[derive(Debug)]
+pub struct Sender {
+    pub requests: SendRequest<UpstreamRequestBody>,
+    pub watchdog: Arc<Watchdog>,
+}
 
 /// At most this many idle connections are kept per endpoint.
 const MAX_IDLE: usize = 512;
@@ -23,6 +29,7 @@ pub struct Pool {
     connect_timeout: Duration,
     idle_timeout: Duration,
     idle: Mutex<Vec<(Sender, Instant)>>,
+    epoch: tokio::time::Instant,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -42,6 +49,7 @@ impl Pool {
             connect_timeout,
             idle_timeout,
             idle: Mutex::new(Vec::new()),
+            epoch: tokio::time::Instant::now(),
         }
     }
 
@@ -49,7 +57,7 @@ impl Pool {
     pub async fn checkout(&self) -> Result<Sender, ConnectError> {
         while let Some(mut sender) = self.pop_idle() {
             // A kept-alive connection is ready at once; one the peer closed fails here.
-            if sender.ready().await.is_ok() {
+            if sender.requests.ready().await.is_ok() {
                 return Ok(sender);
             }
         }
@@ -60,7 +68,7 @@ impl Pool {
         let now = Instant::now();
         let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
         while let Some((sender, since)) = idle.pop() {
-            if !sender.is_closed() && now.duration_since(since) < self.idle_timeout {
+            if !sender.requests.is_closed() && now.duration_since(since) < self.idle_timeout {
                 return Some(sender);
             }
         }
@@ -69,7 +77,7 @@ impl Pool {
 
     /// Returns a connection whose exchange finished cleanly.
     pub fn give_back(&self, sender: Sender) {
-        if sender.is_closed() {
+        if sender.requests.is_closed() {
             return;
         }
         let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
@@ -94,21 +102,32 @@ impl Pool {
             .map_err(|_| ConnectError::Timeout(addr))?
             .map_err(|err| ConnectError::Io(addr, err))?;
         let _ = stream.set_nodelay(true);
-        let (sender, connection) = http1::Builder::new()
+        let (requests, connection) = http1::Builder::new()
             .writev(false)
             .handshake(TokioIo::new(stream))
             .await
             .map_err(|err| ConnectError::Handshake(addr, err))?;
-        tokio::spawn(async move {
-            let result = if upgrades {
-                connection.with_upgrades().await
-            } else {
-                connection.await
+        let watchdog = Arc::new(Watchdog::new(self.epoch));
+        let ended = watchdog.clone();
+        let connection = tokio::spawn(async move {
+            let result = match upgrades {
+                true => connection.with_upgrades().await,
+                false => connection.await,
             };
+            ended.connection_ended();
             if let Err(err) = result {
                 tracing::debug!(%addr, error = %err, "upstream connection ended with an error");
             }
         });
-        Ok(sender)
+        // The watchdog runs as a task of its own so that the connection's many wake-ups
+        // never poll its timer.
+        let dog = watchdog.clone();
+        tokio::spawn(async move {
+            if dog.wait_for_expiry().await {
+                tracing::debug!(%addr, "upstream did not answer in time; connection closed");
+                connection.abort();
+            }
+        });
+        Ok(Sender { requests, watchdog })
     }
 }

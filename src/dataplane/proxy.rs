@@ -133,6 +133,7 @@ pub async fn handle(
                 &service.versions[chosen],
                 request,
                 on_client_upgrade,
+                timeout,
                 started,
             )
             .await
@@ -298,18 +299,18 @@ async fn forward(
             }
         };
         endpoint.mark_healthy();
-        let exchange = tokio::time::timeout(timeout, sender.try_send_request(request)).await;
+        sender.watchdog.arm(timeout);
+        let exchange = sender.requests.try_send_request(request).await;
+        sender.watchdog.disarm();
         match exchange {
-            Err(_) => return Err(Failure::Timeout),
-            Ok(Ok(response)) => {
-                return Ok(upstream_response(response, sender, endpoint, in_flight))
-            }
-            Ok(Err(mut err)) => match err.take_message() {
+            Ok(response) => return Ok(upstream_response(response, sender, endpoint, in_flight)),
+            Err(mut err) => match err.take_message() {
                 // Not written: the pooled connection was closing. Try again.
                 Some(unsent) => {
                     request = unsent;
                     failure = Failure::Reset(err.into_error().to_string());
                 }
+                None if sender.watchdog.expired() => return Err(Failure::Timeout),
                 None => return Err(Failure::Reset(err.into_error().to_string())),
             },
         }
@@ -339,6 +340,7 @@ async fn forward_upgrade(
     version: &VersionRoute,
     request: Request<UpstreamRequestBody>,
     on_client_upgrade: hyper::upgrade::OnUpgrade,
+    timeout: Duration,
     started: Instant,
 ) -> Result<Response<ResponseBody>, Failure> {
     let endpoint = pick_endpoint(&version.endpoints, started, None)
@@ -349,10 +351,13 @@ async fn forward_upgrade(
         endpoint.mark_refused(Instant::now());
         Failure::Connect(err.to_string())
     })?;
-    let mut response = sender
-        .send_request(request)
-        .await
-        .map_err(|err| Failure::Reset(err.to_string()))?;
+    sender.watchdog.arm(timeout);
+    let sent = sender.requests.send_request(request).await;
+    sender.watchdog.disarm();
+    let mut response = sent.map_err(|err| match sender.watchdog.expired() {
+        true => Failure::Timeout,
+        false => Failure::Reset(err.to_string()),
+    })?;
     if response.status() == StatusCode::SWITCHING_PROTOCOLS {
         let on_upstream_upgrade = hyper::upgrade::on(&mut response);
         tokio::spawn(async move {

@@ -76,7 +76,10 @@ pub async fn run(options: DemoOptions, shards: usize) -> Result<PathBuf, DemoErr
             stage.config_path.display()
         ),
     );
-    let plane = stage.proxy.controller.plane.clone();
+    let controller = stage.proxy.controller.clone();
+    let plane = controller.plane.clone();
+    let mut last_verdict = String::new();
+    let mut incident_told = false;
     let mut watch = RevisionWatch::default();
     let mut script = timeline::script(options.duration).into_iter().peekable();
     let mut canary_bad_since = None;
@@ -105,6 +108,31 @@ pub async fn run(options: DemoOptions, shards: usize) -> Result<PathBuf, DemoErr
         let table = plane.table.load();
         if let Some(change) = watch.look(&table) {
             tell(&screen, &mut story, elapsed, change);
+        }
+        // The guard's verdict on the canary, whenever it changes.
+        if let Some(verdict) = controller.board.get(stage::SERVICE) {
+            let said = format!(
+                "guard: {} is {} ({})",
+                verdict.version, verdict.verdict, verdict.detail
+            );
+            if said != last_verdict {
+                tell(&screen, &mut story, elapsed, said.clone());
+                last_verdict = said;
+            }
+        }
+        if !incident_told {
+            if let Some(incident) = controller.incidents.list(Some(stage::SERVICE)).first() {
+                incident_told = true;
+                tell(
+                    &screen,
+                    &mut story,
+                    elapsed,
+                    format!(
+                        "incident #{} recorded: {}; users saw {} failed requests, {} were saved by a retry on {}; restored by revision {}",
+                        incident.id, incident.summary, incident.users.failed, incident.users.saved, incident.stable, incident.restored_by
+                    ),
+                );
+            }
         }
         // Whoever cuts the canary back (the guard, an operator), the demo says when.
         if let (Some(since), false) = (canary_bad_since, cut_back) {

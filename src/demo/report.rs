@@ -24,7 +24,10 @@ pub struct VersionSummary {
     pub weight: f64,
     /// The proxy's count of requests it sent to this version, and how they ended.
     pub requests: u64,
+    /// Failures at this version, as the proxy counted them (saved ones included).
     pub errors: u64,
+    /// Failures that a retry on stable answered, so no user saw them.
+    pub saved: u64,
     pub p50_ms: f64,
     pub p99_ms: f64,
     /// What the client saw, by the version header of each answer.
@@ -45,6 +48,7 @@ pub fn summarise(table: &RoutingTable, client: &LoadReport) -> Vec<VersionSummar
                 weight: service.share_of(index),
                 requests: totals.requests(),
                 errors: totals.errors(),
+                saved: totals.tally.saved,
                 p50_ms: totals.quantile_secs(0.5) * 1e3,
                 p99_ms: totals.quantile_secs(0.99) * 1e3,
                 client_requests: seen.map_or(0, |v| v.requests),
@@ -65,19 +69,29 @@ pub fn render(report: &DemoReport) -> String {
     );
     let _ = writeln!(
         out,
-        "{:<10}{:>8}{:>10}{:>8}{:>10}{:>10}{:>14}",
-        "version", "weight", "requests", "errors", "p50", "p99", "client share"
+        "{:<10}{:>8}{:>10}{:>8}{:>7}{:>10}{:>10}{:>15}{:>14}",
+        "version",
+        "weight",
+        "requests",
+        "errors",
+        "saved",
+        "p50",
+        "p99",
+        "users' errors",
+        "client share"
     );
     for v in &report.versions {
         let _ = writeln!(
             out,
-            "{:<10}{:>8}{:>10}{:>8}{:>7.1} ms{:>7.1} ms{:>14}",
+            "{:<10}{:>8}{:>10}{:>8}{:>7}{:>7.1} ms{:>7.1} ms{:>15}{:>14}",
             v.name,
             percent(v.weight),
             v.requests,
             v.errors,
+            v.saved,
             v.p50_ms,
             v.p99_ms,
+            v.client_errors,
             percent(v.client_share),
         );
     }

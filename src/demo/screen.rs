@@ -63,13 +63,13 @@ pub fn frame(view: &View, story: &Story, proxy: SocketAddr, color: bool) -> Stri
     );
     let _ = writeln!(
         out,
-        "{:<10}{:>8} | {:<40}| client view, last 1 s",
+        "{:<10}{:>8} | {:<46}| client view, last 1 s",
         "", "routing", "proxy telemetry, last 2 s"
     );
     let _ = writeln!(
         out,
-        "{:<10}{:>8} | {:>8} {:>8} {:>9} {:>9}    | {:>6} {:>7} {:>7}",
-        "version", "weight", "req/s", "errors", "p50", "p99", "req/s", "errors", "share"
+        "{:<10}{:>8} | {:>8} {:>8} {:>9} {:>9} {:>5} | {:>6} {:>7} {:>7}",
+        "version", "weight", "req/s", "errors", "p50", "p99", "saved", "req/s", "errors", "share"
     );
     for row in &view.rows {
         out.push_str(&table_row(row, color));
@@ -90,13 +90,14 @@ fn table_row(row: &Row, color: bool) -> String {
         errors
     };
     format!(
-        "{:<10}{:>8} | {:>8.1} {} {:>6.1} ms {:>6.1} ms    | {:>6} {:>7} {:>7}\n",
+        "{:<10}{:>8} | {:>8.1} {} {:>6.1} ms {:>6.1} ms {:>5} | {:>6} {:>7} {:>7}\n",
         row.name,
         percent(row.weight),
         row.proxy_rps,
         errors,
         row.p50_ms,
         row.p99_ms,
+        row.saved,
         row.client_rps,
         row.client_errors,
         percent(row.client_share),
@@ -109,13 +110,15 @@ pub fn line(view: &View) -> String {
     for row in &view.rows {
         let _ = write!(
             out,
-            " | {} w={} {:.0}/s err {:.1}% p50 {:.1}ms p99 {:.1}ms",
+            " | {} w={} {:.0}/s err {:.1}% saved {} p50 {:.1}ms p99 {:.1}ms client errors {}",
             row.name,
             percent(row.weight),
             row.proxy_rps,
             row.proxy_error_rate * 100.0,
+            row.saved,
             row.p50_ms,
             row.p99_ms,
+            row.client_errors,
         );
     }
     out.push('\n');

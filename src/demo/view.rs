@@ -18,6 +18,8 @@ pub struct Row {
     pub proxy_error_rate: f64,
     pub p50_ms: f64,
     pub p99_ms: f64,
+    /// Failed requests of this version that a retry on stable answered instead.
+    pub saved: u64,
     /// From the client, over the last whole second.
     pub client_rps: u64,
     pub client_errors: u64,
@@ -56,6 +58,7 @@ pub fn gather(
                 proxy_error_rate: window.error_rate(),
                 p50_ms: window.quantile_secs(0.5) * 1e3,
                 p99_ms: window.quantile_secs(0.99) * 1e3,
+                saved: window.tally.saved,
                 client_rps: seen.requests,
                 client_errors: seen.errors,
                 client_share: match client_total {

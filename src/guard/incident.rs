@@ -60,7 +60,7 @@ impl From<&Side> for SideReport {
             requests: side.requests,
             errors: side.errors,
             error_rate: side.error_rate(),
-            p99_ms: side.p99.as_secs_f64() * 1e3,
+            p99_ms: side.p99.unwrap_or_default().as_secs_f64() * 1e3,
         }
     }
 }

@@ -38,7 +38,8 @@ pub struct Evidence {
 pub struct Side {
     pub requests: u64,
     pub errors: u64,
-    pub p99: Duration,
+    /// Measured afresh for this judgment, or `None` (latency is then not judged again).
+    pub p99: Option<Duration>,
 }
 
 impl Side {
@@ -141,7 +142,7 @@ const LATENCY_PERSISTENCE: u32 = 5;
 #[derive(Debug, Clone)]
 pub struct Judge {
     settings: GuardSettings,
-    slow_streak: u32,
+    latency: LatencyCheck,
     /// The configured margin first, then the gross one.
     tests: [ErrorTest; 2],
     unreachable: u64,
@@ -160,7 +161,7 @@ impl Judge {
             ],
             unreachable: 0,
             passed_error_test: false,
-            slow_streak: 0,
+            latency: LatencyCheck::TooFew(0),
         }
     }
 
@@ -237,35 +238,33 @@ impl Judge {
         })
     }
 
+    /// Judges latency when both sides bring a fresh p99; otherwise the last judgment stands.
     fn latency(&mut self, evidence: &Evidence) -> LatencyCheck {
         let (canary, stable) = (&evidence.canary_window, &evidence.stable_window);
+        let (Some(canary_p99), Some(stable_p99)) = (canary.p99, stable.p99) else {
+            return self.latency.clone();
+        };
         let min = self.settings.latency_min_samples;
-        if canary.requests < min || stable.requests < min {
-            return LatencyCheck::TooFew;
-        }
-        let slower = canary.p99.as_secs_f64()
-            > stable.p99.as_secs_f64() * self.settings.latency_ratio
-            && canary.p99.saturating_sub(stable.p99) >= self.settings.latency_min_increase;
-        if !slower {
-            self.slow_streak = 0;
-            return LatencyCheck::Fine;
-        }
-        if evidence.canary_new_requests > 0 {
-            self.slow_streak += 1;
-        }
-        if self.slow_streak < LATENCY_PERSISTENCE {
-            return LatencyCheck::TooFew;
-        }
-        LatencyCheck::Bad(Finding {
-            summary: format!(
-                "canary p99 {:.1} ms against stable {:.1} ms (bad above {:.2}x) over {} requests",
-                canary.p99.as_secs_f64() * 1e3,
-                stable.p99.as_secs_f64() * 1e3,
-                self.settings.latency_ratio,
-                canary.requests
-            ),
-            ..self.finding(Rule::Latency, evidence)
-        })
+        let slower = canary_p99.as_secs_f64()
+            > stable_p99.as_secs_f64() * self.settings.latency_ratio
+            && canary_p99.saturating_sub(stable_p99) >= self.settings.latency_min_increase;
+        self.latency = match (canary.requests < min || stable.requests < min, slower, &self.latency) {
+            (true, _, _) => LatencyCheck::TooFew(0),
+            (false, false, _) => LatencyCheck::Fine,
+            (false, true, LatencyCheck::TooFew(streak)) if streak + 1 < LATENCY_PERSISTENCE => LatencyCheck::TooFew(streak + 1),
+            (false, true, LatencyCheck::Fine) if LATENCY_PERSISTENCE > 1 => LatencyCheck::TooFew(1),
+            (false, true, _) => LatencyCheck::Bad(Finding {
+                summary: format!(
+                    "canary p99 {:.1} ms against stable {:.1} ms (bad above {:.2}x) over {} requests",
+                    canary_p99.as_secs_f64() * 1e3,
+                    stable_p99.as_secs_f64() * 1e3,
+                    self.settings.latency_ratio,
+                    canary.requests
+                ),
+                ..self.finding(Rule::Latency, evidence)
+            }),
+        };
+        self.latency.clone()
     }
 
     fn finding(&self, rule: Rule, evidence: &Evidence) -> Finding {
@@ -277,8 +276,8 @@ impl Judge {
             canary_errors: canary.errors,
             canary_error_rate: canary.error_rate(),
             stable_error_rate: stable.error_rate(),
-            canary_p99_ms: canary.p99.as_secs_f64() * 1e3,
-            stable_p99_ms: stable.p99.as_secs_f64() * 1e3,
+            canary_p99_ms: canary.p99.unwrap_or_default().as_secs_f64() * 1e3,
+            stable_p99_ms: stable.p99.unwrap_or_default().as_secs_f64() * 1e3,
             log_likelihood_ratio: self.tests[0].llr,
             boundary: self.tests[0].upper,
         }
@@ -294,8 +293,11 @@ fn stable_rate_bound(stable: &Side) -> f64 {
     upper_bound.clamp(0.0005, 0.5)
 }
 
+/// Where latency stands: not judgeable yet (or slower for this many fresh judgments in a
+/// row, short of the persistence needed), fine, or bad.
+#[derive(Debug, Clone)]
 enum LatencyCheck {
-    TooFew,
+    TooFew(u32),
     Fine,
     Bad(Finding),
 }

@@ -4,5 +4,6 @@
 pub mod budget;
 pub mod incident;
 pub mod judge;
+pub mod rollout;
 pub mod simulate;
 pub mod watch;

@@ -88,7 +88,7 @@ impl Window {
         Side {
             requests: self.requests,
             errors: self.errors,
-            p99: Duration::from_micros(self.latency.value_at_quantile(0.99)),
+            p99: Some(Duration::from_micros(self.latency.value_at_quantile(0.99))),
         }
     }
 }
@@ -224,7 +224,7 @@ mod tests {
                 let stable = Side {
                     requests: 27_000,
                     errors: 270,
-                    p99: Duration::ZERO,
+                    p99: None,
                 };
                 let verdict = judge.observe(&Evidence {
                     canary_new_requests: 10,

@@ -6,10 +6,12 @@ use super::judge::{Evidence, Finding, Judge, Side, Verdict};
 use crate::control::change::Change;
 use crate::control::record::{ChangeKind, Origin};
 use crate::control::Controller;
+use crate::dataplane::proxy::DataPlane;
 use crate::routing::{RoutingTable, ServiceRoute, VersionRoute};
-use crate::telemetry::{Outcome, Snapshot};
+use crate::telemetry::{Outcome, Tally, VersionStats};
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::watch;
@@ -18,6 +20,8 @@ use tokio::sync::watch;
 #[derive(Debug, Default)]
 pub struct Board {
     verdicts: Mutex<BTreeMap<String, VersionVerdict>>,
+    /// Judging passes since start: shows the guard is alive.
+    looks: AtomicU64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -27,9 +31,20 @@ pub struct VersionVerdict {
     pub verdict: &'static str,
     pub detail: String,
     pub log_likelihood_ratio: f64,
-    /// Since when the verdict has been healthy without a break (unix ms), for bake times.
+    /// Since when the verdict has been healthy without a break, for bake times.
     #[serde(skip)]
     pub healthy_since: Option<tokio::time::Instant>,
+}
+
+impl VersionVerdict {
+    /// The verdict as a number for metrics: 0 healthy, 1 inconclusive, 2 bad.
+    pub fn level(&self) -> u8 {
+        match self.verdict {
+            "healthy" => 0,
+            "bad" => 2,
+            _ => 1,
+        }
+    }
 }
 
 impl Board {
@@ -41,6 +56,18 @@ impl Board {
             .cloned()
     }
 
+    /// Every service's latest verdict.
+    pub fn all(&self) -> BTreeMap<String, VersionVerdict> {
+        self.verdicts
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    pub fn looks(&self) -> u64 {
+        self.looks.load(Ordering::Relaxed)
+    }
+
     fn set(&self, service: &str, verdict: Option<VersionVerdict>) {
         let mut verdicts = self.verdicts.lock().unwrap_or_else(PoisonError::into_inner);
         match verdict {
@@ -50,10 +77,14 @@ impl Board {
     }
 }
 
+/// Latency windows are merged (histograms, the costly part) at most this often.
+const LATENCY_REFRESH: Duration = Duration::from_millis(500);
+
 /// What the guard remembers about one version under judgment.
 struct Watched {
     judge: Judge,
-    seen: Snapshot,
+    seen: Tally,
+    latency_read: Option<Instant>,
     /// The last moment the evidence was calm (nothing pointing at a problem).
     calm_at: SystemTime,
     healthy_since: Option<tokio::time::Instant>,
@@ -67,24 +98,30 @@ fn unix_ms(time: SystemTime) -> u64 {
 /// Runs until `stop` turns true.
 pub async fn run(controller: Arc<Controller>, mut stop: watch::Receiver<bool>) {
     let mut watched: HashMap<(String, String), Watched> = HashMap::new();
-    loop {
-        let table = controller.plane.table.load_full();
-        let interval = table
-            .services()
-            .iter()
-            .filter(|s| s.guard.enabled)
-            .map(|s| s.guard.interval)
-            .min()
-            .unwrap_or(Duration::from_secs(1));
-        tokio::select! {
-            _ = tokio::time::sleep(interval) => {}
-            _ = controller.plane.guard_wake.notified() => {}
-            _ = stop.wait_for(|&stop| stop) => return,
-        }
+    while next_look(&controller.plane, &mut stop).await {
         let table = controller.plane.table.load_full();
         for (service, version, finding) in judge_all(&table, &controller, &mut watched) {
             cut_back(&controller, &table, service, version, finding, &mut watched).await;
         }
+    }
+}
+
+/// Waits for the guard's next look: the shortest guard interval of the running table, or
+/// at once when the data plane rings. False once `stop` turns true.
+async fn next_look(plane: &DataPlane, stop: &mut watch::Receiver<bool>) -> bool {
+    let interval = plane
+        .table
+        .load()
+        .services()
+        .iter()
+        .filter(|s| s.guard.enabled)
+        .map(|s| s.guard.interval)
+        .min()
+        .unwrap_or(Duration::from_secs(1));
+    tokio::select! {
+        _ = tokio::time::sleep(interval) => true,
+        _ = plane.guard_wake.notified() => true,
+        _ = stop.wait_for(|&stop| stop) => false,
     }
 }
 
@@ -98,8 +135,9 @@ fn judge_all<'t>(
     let mut bad = Vec::new();
     let mut live = Vec::new();
     for service in table.services().iter().filter(|s| s.guard.enabled) {
+        let guard = &service.guard;
         let stable = &service.versions[service.stable];
-        let stable_window = side(&stable.stats.window(service.guard.window, now));
+        let stable_tally = stable.stats.window_tally(guard.window, now);
         let mut shown = None;
         for (index, version) in service.versions.iter().enumerate() {
             if index == service.stable || service.share_of(index) == 0.0 {
@@ -107,22 +145,38 @@ fn judge_all<'t>(
             }
             let key = (service.name.to_string(), version.name.to_string());
             live.push(key.clone());
-            let totals = version.stats.totals();
+            let totals = version.stats.total_tally();
             let entry = watched.entry(key).or_insert_with(|| Watched {
-                judge: Judge::new(&service.guard),
-                seen: totals.clone(),
+                judge: Judge::new(guard),
+                seen: totals,
+                latency_read: None,
                 calm_at: SystemTime::now(),
                 healthy_since: None,
             });
-            let count = |s: &Snapshot, o: Outcome| s.counts[o.index()];
+            let canary_tally = version.stats.window_tally(guard.window, now);
+            let judgeable = canary_tally.requests() >= guard.latency_min_samples
+                && stable_tally.requests() >= guard.latency_min_samples;
+            let due = entry
+                .latency_read
+                .is_none_or(|at| now.duration_since(at) >= LATENCY_REFRESH);
+            let (canary_p99, stable_p99) = match judgeable && due {
+                true => {
+                    entry.latency_read = Some(now);
+                    (
+                        Some(p99(&version.stats, guard.window, now)),
+                        Some(p99(&stable.stats, guard.window, now)),
+                    )
+                }
+                false => (None, None),
+            };
+            let refused = Outcome::ConnectFailed;
             let evidence = Evidence {
                 canary_new_requests: totals.requests() - entry.seen.requests(),
                 canary_new_errors: totals.errors() - entry.seen.errors(),
-                canary_new_unreachable: count(&totals, Outcome::ConnectFailed)
-                    - count(&entry.seen, Outcome::ConnectFailed),
+                canary_new_unreachable: totals.count(refused) - entry.seen.count(refused),
                 canary_all_refusing: version.endpoints.iter().all(|e| e.is_backing_off(now)),
-                canary_window: side(&version.stats.window(service.guard.window, now)),
-                stable_window,
+                canary_window: side(&canary_tally, canary_p99),
+                stable_window: side(&stable_tally, stable_p99),
             };
             entry.seen = totals;
             let verdict = entry.judge.observe(&evidence);
@@ -155,15 +209,21 @@ fn judge_all<'t>(
     }
     // Versions that lost their traffic start afresh if they get it back.
     watched.retain(|key, _| live.contains(key));
+    controller.board.looks.fetch_add(1, Ordering::Relaxed);
     bad
 }
 
-fn side(snapshot: &Snapshot) -> Side {
+fn side(tally: &Tally, p99: Option<Duration>) -> Side {
     Side {
-        requests: snapshot.requests(),
-        errors: snapshot.errors(),
-        p99: Duration::from_micros(snapshot.latency.value_at_quantile(0.99)),
+        requests: tally.requests(),
+        errors: tally.errors(),
+        p99,
     }
+}
+
+fn p99(stats: &VersionStats, window: Duration, now: Instant) -> Duration {
+    let snapshot = stats.window(window, now);
+    Duration::from_micros(snapshot.latency.value_at_quantile(0.99))
 }
 
 /// All traffic back on stable (one journaled revision, one swap), then the incident.
@@ -201,16 +261,20 @@ async fn cut_back(
     );
     let now = Instant::now();
     let stable = &service.versions[service.stable];
-    let window = version.stats.window(service.guard.window, now);
+    let window = service.guard.window;
+    let canary = version.stats.window_tally(window, now);
     let cutback = Cutback {
         service: &service.name,
         version: &version.name,
         stable: &stable.name,
         started_ms: unix_ms(started),
         ended_ms: record.time_ms,
-        canary: side(&window),
-        stable_side: side(&stable.stats.window(service.guard.window, now)),
-        saved: window.saved,
+        canary: side(&canary, Some(p99(&version.stats, window, now))),
+        stable_side: side(
+            &stable.stats.window_tally(window, now),
+            Some(p99(&stable.stats, window, now)),
+        ),
+        saved: canary.saved,
         cause: cause(controller, &service.name, &version.name, table).await,
         finding: &finding,
         restored_by: record.revision,
@@ -254,3 +318,7 @@ async fn cause(
         release,
     })
 }
+
+#[cfg(test)]
+#[path = "watch_tests.rs"]
+mod tests;

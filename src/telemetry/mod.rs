@@ -7,7 +7,7 @@ mod outcome;
 mod slices;
 
 pub use outcome::Outcome;
-pub use slices::{Snapshot, SLICE};
+pub use slices::{Snapshot, Tally, SLICE};
 
 use crate::guard::budget::RetryBudget;
 use slices::Shard;
@@ -95,21 +95,47 @@ impl VersionStats {
     }
 
     fn slice_at(&self, now: Instant) -> u64 {
-        (now.saturating_duration_since(self.epoch).as_millis() / SLICE.as_millis()) as u64
+        // u64 arithmetic: a u128 division on every request shows in profiles.
+        now.saturating_duration_since(self.epoch).as_millis() as u64 / SLICE.as_millis() as u64
     }
 
-    /// Merged stats of the slices that end within `window` before `now` (the current,
-    /// unfinished slice included).
-    pub fn window(&self, window: Duration, now: Instant) -> Snapshot {
+    /// The slices that end within `window` before `now` (the current, unfinished one included).
+    fn slice_range(&self, window: Duration, now: Instant) -> (u64, u64) {
         let last = self.slice_at(now);
         let count = (window.as_millis() / SLICE.as_millis()).max(1) as u64;
-        let first = (last + 1).saturating_sub(count);
+        ((last + 1).saturating_sub(count), last)
+    }
+
+    /// Merged stats, latency included, of the recent `window`.
+    pub fn window(&self, window: Duration, now: Instant) -> Snapshot {
+        let (first, last) = self.slice_range(window, now);
         let mut merged = Snapshot::default();
         for shard in self.shards.iter() {
             let shard = shard.lock().unwrap_or_else(PoisonError::into_inner);
             shard.merge_into(first, last, &mut merged);
         }
         merged
+    }
+
+    /// Counts only of the recent `window`: no histogram is touched.
+    pub fn window_tally(&self, window: Duration, now: Instant) -> Tally {
+        let (first, last) = self.slice_range(window, now);
+        let mut tally = Tally::default();
+        for shard in self.shards.iter() {
+            let shard = shard.lock().unwrap_or_else(PoisonError::into_inner);
+            shard.tally_into(first, last, &mut tally);
+        }
+        tally
+    }
+
+    /// Counts only, since start.
+    pub fn total_tally(&self) -> Tally {
+        let mut tally = Tally::default();
+        for shard in self.shards.iter() {
+            let shard = shard.lock().unwrap_or_else(PoisonError::into_inner);
+            shard.tally_totals_into(&mut tally);
+        }
+        tally
     }
 
     /// Counts since start, for `/metrics`.

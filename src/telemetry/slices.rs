@@ -16,24 +16,19 @@ fn histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, MAX_LATENCY_MICROS, 2).unwrap_or_else(|_| unreachable!())
 }
 
-#[derive(Debug, Clone)]
-pub struct Snapshot {
+/// Counts by outcome, plus requests saved by a retry elsewhere. Cheap to copy and add:
+/// what the guard reads on every tick.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Tally {
     pub counts: [u64; Outcome::ALL.len()],
     pub saved: u64,
-    pub latency: Histogram<u64>,
 }
 
-impl Default for Snapshot {
-    fn default() -> Self {
-        Snapshot {
-            counts: [0; Outcome::ALL.len()],
-            saved: 0,
-            latency: histogram(),
-        }
+impl Tally {
+    pub fn count(&self, outcome: Outcome) -> u64 {
+        self.counts[outcome.index()]
     }
-}
 
-impl Snapshot {
     pub fn requests(&self) -> u64 {
         self.counts.iter().sum()
     }
@@ -42,7 +37,7 @@ impl Snapshot {
         Outcome::ALL
             .iter()
             .filter(|o| o.is_error())
-            .map(|o| self.counts[o.index()])
+            .map(|&o| self.count(o))
             .sum()
     }
 
@@ -53,16 +48,50 @@ impl Snapshot {
         }
     }
 
+    fn add(&mut self, other: &Tally) {
+        for (total, count) in self.counts.iter_mut().zip(other.counts.iter()) {
+            *total += count;
+        }
+        self.saved += other.saved;
+    }
+}
+
+/// A tally with its latency histogram.
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    pub tally: Tally,
+    pub latency: Histogram<u64>,
+}
+
+impl Default for Snapshot {
+    fn default() -> Self {
+        Snapshot {
+            tally: Tally::default(),
+            latency: histogram(),
+        }
+    }
+}
+
+impl Snapshot {
+    pub fn requests(&self) -> u64 {
+        self.tally.requests()
+    }
+
+    pub fn errors(&self) -> u64 {
+        self.tally.errors()
+    }
+
+    pub fn error_rate(&self) -> f64 {
+        self.tally.error_rate()
+    }
+
     /// A latency quantile in seconds (0 when there were no requests).
     pub fn quantile_secs(&self, q: f64) -> f64 {
         self.latency.value_at_quantile(q) as f64 / 1e6
     }
 
     fn add(&mut self, slice: &Slice) {
-        for (total, count) in self.counts.iter_mut().zip(slice.counts.iter()) {
-            *total += count;
-        }
-        self.saved += slice.saved;
+        self.tally.add(&slice.tally);
         // Same bounds on both sides: adding cannot fail.
         let _ = self.latency.add(&slice.latency);
     }
@@ -71,16 +100,22 @@ impl Snapshot {
 #[derive(Debug)]
 struct Slice {
     index: u64,
-    counts: [u64; Outcome::ALL.len()],
-    saved: u64,
+    tally: Tally,
     latency: Histogram<u64>,
 }
 
 impl Slice {
+    fn new() -> Slice {
+        Slice {
+            index: u64::MAX,
+            tally: Tally::default(),
+            latency: histogram(),
+        }
+    }
+
     fn reset(&mut self, index: u64) {
         self.index = index;
-        self.counts = [0; Outcome::ALL.len()];
-        self.saved = 0;
+        self.tally = Tally::default();
         self.latency.reset();
     }
 }
@@ -93,15 +128,9 @@ pub struct Shard {
 
 impl Default for Shard {
     fn default() -> Self {
-        let slice = || Slice {
-            index: u64::MAX,
-            counts: [0; Outcome::ALL.len()],
-            saved: 0,
-            latency: histogram(),
-        };
         Shard {
-            ring: (0..RING).map(|_| slice()).collect(),
-            totals: slice(),
+            ring: (0..RING).map(|_| Slice::new()).collect(),
+            totals: Slice::new(),
         }
     }
 }
@@ -118,26 +147,38 @@ impl Shard {
     pub fn record(&mut self, index: u64, outcome: Outcome, latency: Duration) {
         let micros = (latency.as_micros() as u64).clamp(1, MAX_LATENCY_MICROS);
         let slice = self.slice(index);
-        slice.counts[outcome.index()] += 1;
+        slice.tally.counts[outcome.index()] += 1;
         slice.latency.saturating_record(micros);
-        self.totals.counts[outcome.index()] += 1;
+        self.totals.tally.counts[outcome.index()] += 1;
         self.totals.latency.saturating_record(micros);
     }
 
     pub fn record_saved(&mut self, index: u64) {
-        self.slice(index).saved += 1;
-        self.totals.saved += 1;
+        self.slice(index).tally.saved += 1;
+        self.totals.tally.saved += 1;
+    }
+
+    fn in_window(&self, first: u64, last: u64) -> impl Iterator<Item = &Slice> {
+        self.ring
+            .iter()
+            .filter(move |s| s.index >= first && s.index <= last)
     }
 
     pub fn merge_into(&self, first: u64, last: u64, into: &mut Snapshot) {
-        for slice in &self.ring {
-            if slice.index >= first && slice.index <= last {
-                into.add(slice);
-            }
-        }
+        self.in_window(first, last)
+            .for_each(|slice| into.add(slice));
+    }
+
+    pub fn tally_into(&self, first: u64, last: u64, into: &mut Tally) {
+        self.in_window(first, last)
+            .for_each(|slice| into.add(&slice.tally));
     }
 
     pub fn merge_totals_into(&self, into: &mut Snapshot) {
         into.add(&self.totals);
+    }
+
+    pub fn tally_totals_into(&self, into: &mut Tally) {
+        into.add(&self.totals.tally);
     }
 }

@@ -51,6 +51,11 @@ impl TestProxy {
         self.proxy.addr
     }
 
+    /// The admin API client on this proxy's socket.
+    pub fn admin(&self) -> AdminClient {
+        AdminClient::new(self.dir.path().join("admin.sock"))
+    }
+
     /// Rewrites the config file (same listen address) for a reload.
     pub fn rewrite(&self, body: &str) {
         let text = full_config(&self.addr().to_string(), self.dir.path(), body);
@@ -381,10 +386,127 @@ pub async fn admin_raw(
     path: &str,
     body: &str,
 ) -> (StatusCode, String) {
-    let (status, bytes) = setup
-        .client()
+    admin_raw_on(&setup.client(), method, path, body).await
+}
+
+/// `(status, body)` of a raw admin request through `client`.
+pub async fn admin_raw_on(
+    client: &AdminClient,
+    method: http::Method,
+    path: &str,
+    body: &str,
+) -> (StatusCode, String) {
+    let (status, bytes) = client
         .raw(method, path, Bytes::from(body.to_string()))
         .await
         .unwrap();
     (status, String::from_utf8_lossy(&bytes).into_owned())
+}
+
+/// Open-loop GETs at about `rps` for at most `max`, in the background.
+pub struct Load {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    tasks: Vec<tokio::task::JoinHandle<LoadResult>>,
+}
+
+/// Requests sent, non-200 replies, and replies retried on stable.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct LoadResult {
+    pub sent: u64,
+    pub failed: u64,
+    pub retried: u64,
+}
+
+impl Load {
+    pub fn start(addr: SocketAddr, rps: u64, max: Duration) -> Load {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let client = client();
+        let workers = 16;
+        let tasks = (0..workers)
+            .map(|_| {
+                let (client, stop) = (client.clone(), stop.clone());
+                tokio::spawn(async move {
+                    let mut tick =
+                        tokio::time::interval(Duration::from_micros(1_000_000 * workers / rps));
+                    let end = Instant::now() + max;
+                    let mut result = LoadResult::default();
+                    while Instant::now() < end && !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        tick.tick().await;
+                        let reply = get(&client, addr, "/", &[]).await;
+                        result.sent += 1;
+                        result.failed += u64::from(reply.status != 200);
+                        result.retried +=
+                            u64::from(reply.headers.contains_key("switchyard-retried-from"));
+                    }
+                    result
+                })
+            })
+            .collect();
+        Load { stop, tasks }
+    }
+
+    /// Stops now and sums up.
+    pub async fn stop(self) -> LoadResult {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.finish().await
+    }
+
+    /// Waits for the load to end by itself and sums up.
+    pub async fn finish(self) -> LoadResult {
+        let mut total = LoadResult::default();
+        for task in self.tasks {
+            let part = task.await.unwrap();
+            total.sent += part.sent;
+            total.failed += part.failed;
+            total.retried += part.retried;
+        }
+        total
+    }
+}
+
+/// Open-loop GETs at about `rps` for `duration`.
+pub async fn load(addr: SocketAddr, rps: u64, duration: Duration) -> LoadResult {
+    Load::start(addr, rps, duration).finish().await
+}
+
+/// An incident as the guard would have recorded it.
+pub fn incident(id: u64, service: &str, summary: &str) -> switchyard::guard::incident::Incident {
+    use switchyard::guard::incident::{Incident, SideReport, UserImpact};
+    let side = |requests, errors| SideReport {
+        requests,
+        errors,
+        error_rate: errors as f64 / requests as f64,
+        p99_ms: 4.0,
+    };
+    Incident {
+        id,
+        service: service.into(),
+        version: "canary".into(),
+        stable: "blue".into(),
+        started: "2024-05-01T12:00:00.000Z".into(),
+        started_ms: 1_714_564_800_000,
+        ended: "2024-05-01T12:00:00.840Z".into(),
+        ended_ms: 1_714_564_800_840,
+        duration_ms: 840,
+        users: UserImpact {
+            canary: side(100, 30),
+            stable: side(900, 0),
+            failed: 2,
+            saved: 28,
+        },
+        cause: None,
+        detection: serde_json::json!({ "rule": "error_rate" }),
+        summary: summary.into(),
+        restored_by: 7 + id,
+    }
+}
+
+/// Writes `incidents` where the proxy keeps them, as an earlier run would have.
+pub fn write_incidents(state_dir: &Path, incidents: &[switchyard::guard::incident::Incident]) {
+    std::fs::create_dir_all(state_dir).unwrap();
+    let lines: String = incidents
+        .iter()
+        .map(|i| serde_json::to_string(i).unwrap() + "\n")
+        .collect();
+    std::fs::write(state_dir.join("incidents.jsonl"), lines).unwrap();
 }

@@ -1,0 +1,207 @@
+//! A rollout's state and the one decision it makes on each look, as a pure function of
+//! what it is shown: the live routing, the guard's verdict and the time.
+
+use crate::control::change::Change;
+use crate::control::record::rfc3339_millis;
+use crate::guard::watch::VersionVerdict;
+use crate::routing::ServiceState;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio::time::Instant;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    Running,
+    Paused,
+    /// The service was cut back (latched) or went away: over, never resumed.
+    Aborted,
+    /// The canary was promoted.
+    Done,
+}
+
+impl Status {
+    pub fn label(self) -> &'static str {
+        match self {
+            Status::Running => "running",
+            Status::Paused => "paused",
+            Status::Aborted => "aborted",
+            Status::Done => "done",
+        }
+    }
+
+    /// Running or paused: the rollout still owns the service's canary weight.
+    pub fn is_active(self) -> bool {
+        matches!(self, Status::Running | Status::Paused)
+    }
+}
+
+/// One service's rollout, as kept in `rollouts.json` and shown in status.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Rollout {
+    pub service: String,
+    pub canary: String,
+    /// The plan it was started with: a reload changes the next rollout, not this one.
+    pub steps: Vec<u32>,
+    pub bake_ms: u64,
+    /// Index into `steps` of the step in force.
+    pub step: usize,
+    pub status: Status,
+    /// When the status or step last changed (RFC 3339, unix ms), and why.
+    pub since: String,
+    pub since_ms: u64,
+    pub note: String,
+    /// The last revision the rollout made.
+    pub revision: Option<u64>,
+}
+
+/// What the rollout should do now.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Decision {
+    /// Nothing; for a running rollout, why it is not advancing.
+    Hold(Option<String>),
+    /// Move to this step (the last one is the promotion).
+    Advance(usize),
+    /// The rollout changes status on its own (aborted, done, or paused), with the reason.
+    Become(Status, String),
+}
+
+impl Rollout {
+    pub fn new(
+        service: &str,
+        canary: &str,
+        steps: &[u32],
+        bake: Duration,
+        note: String,
+    ) -> Rollout {
+        let (since, since_ms) = now();
+        Rollout {
+            service: service.to_string(),
+            canary: canary.to_string(),
+            steps: steps.to_vec(),
+            bake_ms: bake.as_millis() as u64,
+            step: 0,
+            status: Status::Running,
+            since,
+            since_ms,
+            note,
+            revision: None,
+        }
+    }
+
+    pub fn percent(&self) -> u32 {
+        self.steps.get(self.step).copied().unwrap_or(0)
+    }
+
+    /// "step 2/6 (5%)"
+    pub fn position(&self) -> String {
+        format!(
+            "step {}/{} ({}%)",
+            self.step + 1,
+            self.steps.len(),
+            self.percent()
+        )
+    }
+
+    pub fn bake(&self) -> Duration {
+        Duration::from_millis(self.bake_ms)
+    }
+
+    pub fn set(&mut self, status: Status, note: String) {
+        (self.since, self.since_ms) = now();
+        self.status = status;
+        self.note = note;
+    }
+
+    /// The change that puts `step` in force: the canary at its percent and the stable at
+    /// the rest, or the promotion at 100.
+    pub fn change_to(&self, step: usize, stable: &str) -> Change {
+        match self.steps.get(step).copied() {
+            Some(percent) if percent < 100 => Change::Weights(BTreeMap::from([
+                (stable.to_string(), u64::from(100 - percent)),
+                (self.canary.clone(), u64::from(percent)),
+            ])),
+            _ => Change::Promote,
+        }
+    }
+
+    /// True when `routing` sends the current step's share to the canary and the rest to
+    /// stable (in any weight units).
+    pub fn follows(&self, routing: &ServiceState) -> bool {
+        let weight = |v: &str| u128::from(routing.weights.get(v).copied().unwrap_or(0));
+        let total: u128 = routing.weights.values().map(|&w| u128::from(w)).sum();
+        let canary = weight(&self.canary);
+        canary + weight(&routing.stable) == total
+            && canary * 100 == u128::from(self.percent()) * total
+    }
+}
+
+/// The decision for a rollout that has held its step since `step_started`.
+pub fn decide(
+    rollout: &Rollout,
+    step_started: Instant,
+    routing: Option<&ServiceState>,
+    verdict: Option<&VersionVerdict>,
+    now: Instant,
+) -> Decision {
+    if !rollout.status.is_active() {
+        return Decision::Hold(None);
+    }
+    let Some(routing) = routing else {
+        return Decision::Become(Status::Aborted, "the service left the config".into());
+    };
+    let canary = &rollout.canary;
+    if routing.stable == *canary {
+        return Decision::Become(Status::Done, format!("{canary} became stable"));
+    }
+    if routing.latched {
+        return Decision::Become(
+            Status::Aborted,
+            format!(
+                "cut back at {}: all traffic on {} (latched)",
+                rollout.position(),
+                routing.stable
+            ),
+        );
+    }
+    if rollout.status == Status::Paused {
+        return Decision::Hold(None);
+    }
+    if !rollout.follows(routing) {
+        return Decision::Become(
+            Status::Paused,
+            format!(
+                "routing changed outside the rollout ({}); resume returns to {}",
+                crate::control::describe(routing),
+                rollout.position()
+            ),
+        );
+    }
+    if routing.frozen {
+        return Decision::Hold(Some("frozen".into()));
+    }
+    let held = |why: String| Decision::Hold(Some(why));
+    let Some(verdict) = verdict.filter(|v| v.version == *canary) else {
+        return held(format!("waiting for the guard's first verdict on {canary}"));
+    };
+    let Some(healthy_since) = verdict.healthy_since else {
+        return held(format!("guard: {} ({})", verdict.verdict, verdict.detail));
+    };
+    let baked = now.saturating_duration_since(healthy_since.max(step_started));
+    if baked >= rollout.bake() {
+        return Decision::Advance(rollout.step + 1);
+    }
+    held(format!(
+        "baking: healthy for {:.1}s of {:.1}s",
+        baked.as_secs_f64(),
+        rollout.bake().as_secs_f64()
+    ))
+}
+
+fn now() -> (String, u64) {
+    let ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    (rfc3339_millis(ms), ms)
+}

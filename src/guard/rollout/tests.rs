@@ -1,0 +1,387 @@
+//! The rollout driver against a fake proxy, in paused tokio time: bake times are exact.
+
+use super::*;
+use crate::config::{Config, ServiceConfig};
+use crate::control::change::next_state;
+use std::sync::Mutex as StdMutex;
+use tokio::time::advance;
+
+const BAKE: Duration = Duration::from_secs(30);
+const MS: Duration = Duration::from_millis(1);
+
+/// The controller's rules (`next_state`) over one service, with a verdict set by the test.
+struct FakePlant {
+    service: ServiceConfig,
+    routing: StdMutex<ServiceState>,
+    verdict: StdMutex<Option<VersionVerdict>>,
+    changes: StdMutex<Vec<(Change, Origin)>>,
+}
+
+impl Plant for FakePlant {
+    async fn routing(&self, _: &str) -> Option<ServiceState> {
+        Some(self.routing.lock().unwrap().clone())
+    }
+
+    fn verdict(&self, _: &str) -> Option<VersionVerdict> {
+        self.verdict.lock().unwrap().clone()
+    }
+
+    async fn change(&self, _: &str, change: Change, origin: Origin) -> Result<u64, ApiError> {
+        let mut routing = self.routing.lock().unwrap();
+        *routing = next_state(&self.service, &routing, &change, &[])?;
+        let mut changes = self.changes.lock().unwrap();
+        changes.push((change, origin));
+        Ok(100 + changes.len() as u64)
+    }
+}
+
+impl FakePlant {
+    fn new() -> FakePlant {
+        let text = r#"
+[proxy]
+listen = "127.0.0.1:0"
+[services.shop]
+stable = "blue"
+weights = { blue = 100 }
+[services.shop.rollout]
+steps = [10, 50, 100]
+bake = "30s"
+[services.shop.versions.blue]
+endpoints = ["127.0.0.1:1"]
+[services.shop.versions.canary]
+endpoints = ["127.0.0.1:2"]
+"#;
+        let config = Config::parse(std::path::Path::new("test.toml"), text).unwrap();
+        let service = config.services[0].clone();
+        FakePlant {
+            routing: StdMutex::new(ServiceState {
+                stable: "blue".into(),
+                weights: service.weights.clone(),
+                latched: false,
+                frozen: false,
+            }),
+            service,
+            verdict: StdMutex::new(None),
+            changes: StdMutex::new(Vec::new()),
+        }
+    }
+
+    fn plan(&self) -> RolloutSettings {
+        self.service.rollout.clone().unwrap()
+    }
+
+    /// The canary's weight (the stable's is 100 minus it in every step).
+    fn canary(&self) -> u64 {
+        let routing = self.routing.lock().unwrap();
+        routing.weights.get("canary").copied().unwrap_or(0)
+    }
+
+    fn stable(&self) -> String {
+        self.routing.lock().unwrap().stable.clone()
+    }
+
+    fn changes(&self) -> usize {
+        self.changes.lock().unwrap().len()
+    }
+
+    fn last_change(&self) -> (Change, Origin) {
+        self.changes.lock().unwrap().last().unwrap().clone()
+    }
+
+    fn edit(&self, edit: impl FnOnce(&mut ServiceState)) {
+        edit(&mut self.routing.lock().unwrap());
+    }
+
+    fn healthy_since(&self, since: Instant) {
+        *self.verdict.lock().unwrap() = Some(verdict("healthy", Some(since)));
+    }
+
+    fn inconclusive(&self) {
+        *self.verdict.lock().unwrap() = Some(verdict("inconclusive", None));
+    }
+}
+
+fn verdict(verdict: &'static str, healthy_since: Option<Instant>) -> VersionVerdict {
+    VersionVerdict {
+        version: "canary".into(),
+        verdict,
+        detail: "test".into(),
+        log_likelihood_ratio: 0.0,
+        healthy_since,
+    }
+}
+
+async fn started(plant: &FakePlant) -> (tempfile::TempDir, Rollouts) {
+    let dir = tempfile::tempdir().unwrap();
+    let rollouts = Rollouts::open(dir.path());
+    let plan = plant.plan();
+    let origin = Origin::new("alice", "ship it");
+    let status = rollouts
+        .command(plant, "shop", Action::Start, Some(&plan), origin)
+        .await
+        .unwrap();
+    assert_eq!(
+        (status.rollout.status, status.percent),
+        (Status::Running, 10)
+    );
+    (dir, rollouts)
+}
+
+async fn status(rollouts: &Rollouts) -> RolloutStatus {
+    rollouts.status("shop").await.unwrap()
+}
+
+fn held(status: &RolloutStatus) -> String {
+    status.held.clone().unwrap_or_default()
+}
+
+#[tokio::test(start_paused = true)]
+async fn start_puts_the_first_step_in_force_as_a_rollout_revision() {
+    let plant = FakePlant::new();
+    let (dir, rollouts) = started(&plant).await;
+    assert_eq!(plant.canary(), 10);
+    assert_eq!(plant.routing.lock().unwrap().weights["blue"], 90);
+    let (change, origin) = plant.last_change();
+    assert!(matches!(change, Change::Weights(_)));
+    assert_eq!(origin.actor, "rollout");
+    assert!(
+        origin.reason.contains("started by alice: ship it"),
+        "{origin:?}"
+    );
+    assert_eq!(status(&rollouts).await.rollout.revision, Some(101));
+    let saved: Vec<Rollout> =
+        serde_json::from_slice(&std::fs::read(dir.path().join(ROLLOUTS_FILE)).unwrap()).unwrap();
+    assert_eq!(saved, vec![status(&rollouts).await.rollout]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn each_step_waits_a_full_bake_of_healthy_verdicts_and_the_last_promotes() {
+    let plant = FakePlant::new();
+    let (_dir, rollouts) = started(&plant).await;
+    rollouts.tick(&plant).await;
+    assert!(held(&status(&rollouts).await).contains("waiting for the guard"));
+
+    plant.healthy_since(Instant::now());
+    advance(BAKE - MS).await;
+    rollouts.tick(&plant).await;
+    assert_eq!(plant.canary(), 10);
+    assert!(held(&status(&rollouts).await).starts_with("baking: healthy for"));
+    advance(MS).await;
+    rollouts.tick(&plant).await;
+    assert_eq!(plant.canary(), 50);
+    assert_eq!(status(&rollouts).await.rollout.step, 1);
+
+    // The verdict stayed healthy all along, yet the new step bakes from its own start.
+    advance(BAKE - MS).await;
+    rollouts.tick(&plant).await;
+    assert_eq!(plant.canary(), 50);
+    advance(MS).await;
+    rollouts.tick(&plant).await;
+    assert_eq!(plant.stable(), "canary");
+    let (change, origin) = plant.last_change();
+    assert_eq!(
+        (change, origin.actor.as_str()),
+        (Change::Promote, "rollout")
+    );
+    let done = status(&rollouts).await;
+    assert_eq!((done.rollout.status, done.percent), (Status::Done, 100));
+
+    let changes = plant.changes();
+    advance(BAKE * 3).await;
+    rollouts.tick(&plant).await;
+    assert_eq!(
+        plant.changes(),
+        changes,
+        "a finished rollout changed routing"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn inconclusive_holds_and_a_break_in_healthy_restarts_the_bake() {
+    let plant = FakePlant::new();
+    let (_dir, rollouts) = started(&plant).await;
+    plant.healthy_since(Instant::now());
+    advance(BAKE - Duration::from_secs(1)).await;
+    rollouts.tick(&plant).await;
+    plant.inconclusive();
+    for _ in 0..10 {
+        advance(BAKE).await;
+        rollouts.tick(&plant).await;
+        assert_eq!(plant.canary(), 10, "advanced on an inconclusive verdict");
+    }
+    assert!(held(&status(&rollouts).await).contains("inconclusive"));
+
+    plant.healthy_since(Instant::now());
+    advance(BAKE - MS).await;
+    rollouts.tick(&plant).await;
+    assert_eq!(plant.canary(), 10, "healthiness before the break counted");
+    advance(MS).await;
+    rollouts.tick(&plant).await;
+    assert_eq!(plant.canary(), 50);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_freeze_holds_the_step_until_unfrozen() {
+    let plant = FakePlant::new();
+    let (_dir, rollouts) = started(&plant).await;
+    plant.healthy_since(Instant::now());
+    plant.edit(|routing| routing.frozen = true);
+    advance(BAKE * 2).await;
+    rollouts.tick(&plant).await;
+    let frozen = status(&rollouts).await;
+    assert_eq!(
+        (frozen.rollout.status, held(&frozen)),
+        (Status::Running, "frozen".into())
+    );
+    assert_eq!(plant.canary(), 10);
+    plant.edit(|routing| routing.frozen = false);
+    rollouts.tick(&plant).await;
+    assert_eq!(plant.canary(), 50);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_cutback_stops_the_rollout_for_good() {
+    let plant = FakePlant::new();
+    let (_dir, rollouts) = started(&plant).await;
+    plant.healthy_since(Instant::now());
+    advance(BAKE / 2).await;
+    plant.edit(|routing| routing.latched = true);
+    rollouts.tick(&plant).await;
+    let aborted = status(&rollouts).await;
+    assert_eq!(aborted.rollout.status, Status::Aborted);
+    assert!(
+        aborted.rollout.note.contains("cut back at step 1/3"),
+        "{aborted:?}"
+    );
+
+    plant.edit(|routing| routing.latched = false);
+    let changes = plant.changes();
+    advance(BAKE * 2).await;
+    rollouts.tick(&plant).await;
+    assert_eq!(plant.changes(), changes, "an aborted rollout moved on");
+    let resume = rollouts
+        .command(&plant, "shop", Action::Resume, None, Origin::new("bob", ""))
+        .await;
+    assert!(matches!(resume, Err(ApiError::Conflict(m)) if m.contains("nothing to resume")));
+}
+
+#[tokio::test(start_paused = true)]
+async fn pause_holds_and_resume_bakes_the_step_afresh() {
+    let plant = FakePlant::new();
+    let (_dir, rollouts) = started(&plant).await;
+    plant.healthy_since(Instant::now());
+    let pause = |action| rollouts.command(&plant, "shop", action, None, Origin::new("bob", "look"));
+    assert_eq!(
+        pause(Action::Pause).await.unwrap().rollout.status,
+        Status::Paused
+    );
+    assert!(matches!(
+        pause(Action::Pause).await,
+        Err(ApiError::Conflict(_))
+    ));
+    advance(BAKE * 2).await;
+    rollouts.tick(&plant).await;
+    assert_eq!(plant.canary(), 10, "advanced while paused");
+
+    let resumed = pause(Action::Resume).await.unwrap();
+    assert_eq!(resumed.rollout.status, Status::Running);
+    assert!(resumed.rollout.note.contains("resumed by bob: look"));
+    advance(BAKE - MS).await;
+    rollouts.tick(&plant).await;
+    assert_eq!(plant.canary(), 10);
+    advance(MS).await;
+    rollouts.tick(&plant).await;
+    assert_eq!(plant.canary(), 50);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_change_by_hand_pauses_and_resume_returns_to_the_step() {
+    let plant = FakePlant::new();
+    let (_dir, rollouts) = started(&plant).await;
+    let by_hand = [("blue".to_string(), 70), ("canary".to_string(), 30)].into();
+    plant
+        .change("shop", Change::Weights(by_hand), Origin::new("carol", ""))
+        .await
+        .unwrap();
+    rollouts.tick(&plant).await;
+    let paused = status(&rollouts).await;
+    assert_eq!(paused.rollout.status, Status::Paused);
+    assert!(paused
+        .rollout
+        .note
+        .contains("routing changed outside the rollout"));
+    rollouts
+        .command(
+            &plant,
+            "shop",
+            Action::Resume,
+            None,
+            Origin::new("carol", ""),
+        )
+        .await
+        .unwrap();
+    assert_eq!(plant.canary(), 10);
+    let (_, origin) = plant.last_change();
+    assert!(origin.reason.contains("resumed by carol"), "{origin:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn step_and_status_survive_a_restart_and_the_bake_starts_over() {
+    let plant = FakePlant::new();
+    let (dir, rollouts) = started(&plant).await;
+    plant.healthy_since(Instant::now());
+    advance(BAKE).await;
+    rollouts.tick(&plant).await;
+    assert_eq!(plant.canary(), 50);
+    let before = status(&rollouts).await;
+    drop(rollouts);
+
+    let reopened = Rollouts::open(dir.path());
+    assert_eq!(status(&reopened).await.rollout, before.rollout);
+    advance(BAKE - MS).await;
+    reopened.tick(&plant).await;
+    assert_eq!(plant.canary(), 50, "the bake before the restart counted");
+    advance(MS).await;
+    reopened.tick(&plant).await;
+    assert_eq!(plant.stable(), "canary");
+}
+
+#[tokio::test(start_paused = true)]
+async fn start_refuses_what_it_cannot_roll_out_and_changes_nothing() {
+    let plant = FakePlant::new();
+    let dir = tempfile::tempdir().unwrap();
+    let rollouts = Rollouts::open(dir.path());
+    let plan = plant.plan();
+    let start = |plan: Option<&RolloutSettings>| {
+        let plan = plan.cloned();
+        let rollouts = &rollouts;
+        let plant = &plant;
+        async move {
+            let origin = Origin::new("alice", "");
+            rollouts
+                .command(plant, "shop", Action::Start, plan.as_ref(), origin)
+                .await
+        }
+    };
+    let conflict = |result: Result<RolloutStatus, ApiError>, expected: &str| match result {
+        Err(ApiError::Conflict(message)) => assert!(message.contains(expected), "{message}"),
+        other => panic!("expected a conflict about {expected:?}, got {other:?}"),
+    };
+    conflict(start(None).await, "no rollout configured");
+    plant.edit(|routing| routing.latched = true);
+    conflict(start(Some(&plan)).await, "latched");
+    plant.edit(|routing| (routing.latched, routing.frozen) = (false, true));
+    conflict(start(Some(&plan)).await, "frozen");
+    plant.edit(|routing| routing.stable = "canary".into());
+    conflict(start(Some(&plan)).await, "already stable");
+    assert_eq!(plant.changes(), 0);
+    assert!(rollouts.status("shop").await.is_none());
+    assert!(!dir.path().join(ROLLOUTS_FILE).exists());
+
+    plant.edit(|routing| (routing.stable, routing.frozen) = ("blue".into(), false));
+    start(Some(&plan)).await.unwrap();
+    conflict(
+        start(Some(&plan)).await,
+        "already running at step 1/3 (10%)",
+    );
+}
