@@ -1,5 +1,7 @@
 //! Checking a scenario's expectations against what the clients saw.
 
+use crate::incidents::GuardCutback;
+use crate::result::StepRecord;
 use crate::scenario::Expectation;
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -19,6 +21,9 @@ pub struct Evidence<'a> {
     /// The stream an expectation without `load` is about.
     pub default_load: &'a str,
     pub rss_peak_mib: Option<f64>,
+    pub guard_cutbacks: &'a [GuardCutback],
+    /// The steps as performed (a step runs on the harness's next tick after its time).
+    pub steps: &'a [StepRecord],
 }
 
 pub fn check(expectation: &Expectation, evidence: &Evidence) -> Check {
@@ -98,17 +103,41 @@ pub fn check(expectation: &Expectation, evidence: &Evidence) -> Check {
                 format!("{mine} of {all} requests ({})", pct(share)),
             )
         }
-        Expectation::P99 { max, version, .. } => {
+        Expectation::P99 {
+            max,
+            version,
+            from,
+            until,
+            ..
+        } => {
             let limit = max.0.as_secs_f64() * 1e3;
-            let (who, p99) = match version {
-                Some(v) => (v.clone(), load.version(v).map_or(0.0, |r| r.p99_ms)),
-                None => ("all requests".to_string(), load.p99_ms),
-            };
-            (
-                format!("{name}: p99 of {who} below {:?}", max.0),
-                p99 < limit && load.requests > 0,
-                format!("p99 {p99:.2} ms"),
-            )
+            let who = version.as_deref().unwrap_or("all requests");
+            if from.is_none() && until.is_none() {
+                let p99 = match version {
+                    Some(v) => load.version(v).map_or(0.0, |r| r.p99_ms),
+                    None => load.p99_ms,
+                };
+                (
+                    format!("{name}: p99 of {who} below {:?}", max.0),
+                    p99 < limit && load.requests > 0,
+                    format!("p99 {p99:.2} ms"),
+                )
+            } else {
+                let first = from.map_or(0, |d| d.0.as_secs() as usize);
+                let last = until.map_or(usize::MAX, |d| d.0.as_secs() as usize);
+                let worst = worst_second_p99(load, version.as_deref(), first, last);
+                (
+                    format!(
+                        "{name}: p99 of {who} below {:?} in every second from {first}s{}",
+                        max.0,
+                        until.map_or(String::new(), |d| format!(" to {:?}", d.0))
+                    ),
+                    worst.is_some_and(|(_, p99)| p99 < limit),
+                    worst.map_or("no requests in the window".into(), |(second, p99)| {
+                        format!("worst second {second}s-{}s: p99 {p99:.2} ms", second + 1)
+                    }),
+                )
+            }
         }
         Expectation::ThroughputKept {
             baseline,
@@ -137,12 +166,69 @@ pub fn check(expectation: &Expectation, evidence: &Evidence) -> Check {
                 "RSS unknown (binary mode only)".into(),
             ),
         },
+        Expectation::GuardCutback {
+            version,
+            after,
+            within,
+            rule,
+        } => {
+            let (pass, detail) = guard_cutback(evidence, version, after.0, within.0, *rule);
+            (
+                format!(
+                    "guard cut {version} back{} within {:?} of the step at {:?}",
+                    rule.map_or(String::new(), |r| format!(" on {}", r.name())),
+                    within.0,
+                    after.0
+                ),
+                pass,
+                detail,
+            )
+        }
     };
     Check {
         expectation: text,
         pass,
         detail,
     }
+}
+
+/// Whether the guard cut `version` back in time, measured from when the step scheduled
+/// at `after` was actually performed.
+fn guard_cutback(
+    evidence: &Evidence,
+    version: &str,
+    after: Duration,
+    within: Duration,
+    rule: Option<crate::scenario::GuardRule>,
+) -> (bool, String) {
+    let anchor = evidence
+        .steps
+        .iter()
+        .map(|step| step.at_secs)
+        .filter(|&at| at >= after.as_secs_f64())
+        .reduce(f64::min)
+        .unwrap_or(after.as_secs_f64());
+    let Some(cut) = evidence
+        .guard_cutbacks
+        .iter()
+        .find(|cut| cut.version == version)
+    else {
+        return (false, format!("the guard never cut {version} back"));
+    };
+    let delay = cut.at_secs - anchor;
+    let rule_ok = rule.is_none_or(|r| r.name() == cut.rule);
+    let pass = rule_ok && delay >= 0.0 && delay <= within.as_secs_f64();
+    (
+        pass,
+        format!(
+            "revision {} at {:.3}s, {:.0} ms after the step at {anchor:.3}s, on {}: {}",
+            cut.revision,
+            cut.at_secs,
+            delay * 1e3,
+            cut.rule,
+            cut.summary
+        ),
+    )
 }
 
 fn pct(rate: f64) -> String {
@@ -179,6 +265,29 @@ fn window_counts(
     totals
 }
 
+/// The second in [first, last) with the highest p99 (of one version, or of any), and that p99.
+fn worst_second_p99(
+    load: &LoadReport,
+    version: Option<&str>,
+    first: usize,
+    last: usize,
+) -> Option<(usize, f64)> {
+    load.versions
+        .iter()
+        .filter(|report| version.is_none_or(|v| v == report.name))
+        .flat_map(|report| {
+            report
+                .per_second
+                .iter()
+                .enumerate()
+                .take(last)
+                .skip(first)
+                .filter(|(_, second)| second.requests > 0)
+                .map(|(index, second)| (index, second.p99_ms))
+        })
+        .max_by(|a, b| a.1.total_cmp(&b.1))
+}
+
 /// Mean requests per second sent in [from, until).
 fn rate_in(load: &LoadReport, from: Duration, until: Duration) -> f64 {
     let seconds = until.saturating_sub(from).as_secs_f64();
@@ -199,6 +308,7 @@ pub fn last_answer_after(load: &LoadReport, version: &str, after: Duration) -> O
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::scenario::GuardRule;
     use switchyard::config::HumanDuration;
     use switchyard::sample::load::{SecondReport, VersionReport};
 
@@ -231,6 +341,8 @@ mod tests {
                 loads: &loads,
                 default_load: "main",
                 rss_peak_mib: None,
+                guard_cutbacks: &[],
+                steps: &[],
             },
         )
     }
@@ -291,6 +403,84 @@ mod tests {
         let check = evidence_check(kept, load);
         assert!(!check.pass);
         assert!(check.detail.contains("0.50x"), "{}", check.detail);
+    }
+
+    #[test]
+    fn guard_cutbacks_are_timed_from_the_step_as_performed() {
+        let cut = GuardCutback {
+            version: "canary".into(),
+            rule: "error_rate".into(),
+            at_secs: 5.09,
+            revision: 2,
+            summary: "canary error rate 30%".into(),
+            failed: 0,
+            saved: 12,
+        };
+        let steps = [StepRecord {
+            at_secs: 5.04,
+            what: "canary: errors 30%".into(),
+            ok: true,
+            outcome: String::new(),
+        }];
+        let loads = BTreeMap::new();
+        let evidence = Evidence {
+            loads: &loads,
+            default_load: "main",
+            rss_peak_mib: None,
+            guard_cutbacks: std::slice::from_ref(&cut),
+            steps: &steps,
+        };
+        let expect = |within_ms: u64, rule| Expectation::GuardCutback {
+            version: "canary".into(),
+            after: secs(5),
+            within: HumanDuration(Duration::from_millis(within_ms)),
+            rule,
+        };
+        let quick = check(&expect(100, Some(GuardRule::ErrorRate)), &evidence);
+        assert!(quick.pass, "{quick:?}");
+        assert!(quick.detail.contains("50 ms after"), "{}", quick.detail);
+        assert!(!check(&expect(40, None), &evidence).pass);
+        assert!(!check(&expect(100, Some(GuardRule::Latency)), &evidence).pass);
+        let none = Evidence {
+            guard_cutbacks: &[],
+            ..evidence
+        };
+        let missing = check(&expect(1000, None), &none);
+        assert!(
+            !missing.pass && missing.detail.contains("never"),
+            "{missing:?}"
+        );
+    }
+
+    #[test]
+    fn a_windowed_p99_is_the_worst_second_in_the_window() {
+        let mut blue = version("blue", &[10, 10, 10, 10], vec![]);
+        for (second, p99) in blue.per_second.iter_mut().zip([250.0, 9.0, 31.0, 12.0]) {
+            second.p99_ms = p99;
+        }
+        let load = LoadReport {
+            requests: 40,
+            p99_ms: 120.0,
+            versions: vec![blue],
+            ..LoadReport::default()
+        };
+        let expect = |from: Option<u64>, max_ms: u64| Expectation::P99 {
+            max: HumanDuration(Duration::from_millis(max_ms)),
+            version: None,
+            load: None,
+            from: from.map(secs),
+            until: None,
+        };
+        let steady = evidence_check(expect(Some(1), 50), load.clone());
+        assert!(steady.pass, "{steady:?}");
+        assert!(
+            steady.detail.contains("2s-3s: p99 31.00"),
+            "{}",
+            steady.detail
+        );
+        assert!(!evidence_check(expect(Some(1), 30), load.clone()).pass);
+        let whole = evidence_check(expect(None, 100), load);
+        assert!(!whole.pass && whole.detail.contains("120.00"), "{whole:?}");
     }
 
     #[test]

@@ -5,6 +5,7 @@ mod chart;
 mod compare;
 mod configgen;
 mod expect;
+mod incidents;
 mod peers;
 mod proxy;
 mod result;
@@ -13,6 +14,7 @@ mod scenario;
 mod system;
 mod trickle;
 mod upstreams;
+mod verdicts;
 
 use clap::{Parser, Subcommand};
 use result::{ScenarioResult, Verdict};
@@ -42,6 +44,12 @@ enum Command {
     Run { scenario: PathBuf },
     /// Run every scenario in a directory (default: loadtest/scenarios).
     RunAll { dir: Option<PathBuf> },
+    /// Time-to-verdict of the guard's judge, simulated over many seeds (markdown table).
+    Verdicts {
+        /// Runs per kind of canary.
+        #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u64).range(1..=100_000))]
+        seeds: u64,
+    },
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -82,6 +90,10 @@ impl Context {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Command::Verdicts { seeds } = cli.command {
+        print!("{}", verdicts::report(seeds));
+        return ExitCode::SUCCESS;
+    }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(err) => {
@@ -102,6 +114,7 @@ async fn run_cli(cli: Cli) -> Result<Vec<ScenarioResult>, HarnessError> {
     let files = match &cli.command {
         Command::Run { scenario } => vec![scenario.clone()],
         Command::RunAll { dir } => scenario_files(dir.as_deref())?,
+        Command::Verdicts { .. } => return Ok(Vec::new()),
     };
     // Parse everything first: a typo in the last file should not waste the first runs.
     let scenarios = files

@@ -14,7 +14,17 @@ pub struct Peer {
 }
 
 impl Peer {
+    /// SIGTERM and a bounded wait, then SIGKILL. Killing NGINX's master outright would
+    /// orphan its worker, which then keeps running (and holding its port) after the run.
     pub async fn stop(mut self) {
+        if let Some(pid) = self.child.id() {
+            // SAFETY: kill(2) with a pid we spawned and a valid signal number.
+            unsafe { libc::kill(pid as libc::pid_t, libc::SIGTERM) };
+            let exited = tokio::time::timeout(Duration::from_secs(5), self.child.wait()).await;
+            if exited.is_ok() {
+                return;
+            }
+        }
         let _ = self.child.kill().await;
     }
 }

@@ -2,6 +2,7 @@
 
 use crate::compare::{render_table, CompareRow};
 use crate::expect::Check;
+use crate::incidents::GuardCutback;
 use crate::proxy::RevisionMark;
 use crate::scenario::Scenario;
 use crate::trickle::TrickleReport;
@@ -61,6 +62,8 @@ pub struct ScenarioResult {
     pub loads: BTreeMap<String, LoadReport>,
     pub slow_clients: Vec<TrickleReport>,
     pub cutbacks: Vec<Cutback>,
+    /// The guard's cutbacks, from the proxy's incident log.
+    pub guard_cutbacks: Vec<GuardCutback>,
     pub checks: Vec<Check>,
     /// The comparison table (compare scenarios only).
     pub comparison: Vec<CompareRow>,
@@ -100,6 +103,7 @@ impl ScenarioResult {
             loads: BTreeMap::new(),
             slow_clients: Vec::new(),
             cutbacks: Vec::new(),
+            guard_cutbacks: Vec::new(),
             checks: Vec::new(),
             comparison: Vec::new(),
             files: Vec::new(),
@@ -137,6 +141,13 @@ impl ScenarioResult {
                 out,
                 "{} had no traffic from {:.1}s on",
                 cut.version, cut.at_secs
+            );
+        }
+        for cut in &self.guard_cutbacks {
+            let _ = writeln!(
+                out,
+                "guard cut {} back at {:.3}s on {} (revision {}; failed canary requests: {} reached clients, {} answered by stable)",
+                cut.version, cut.at_secs, cut.rule, cut.revision, cut.failed, cut.saved
             );
         }
         for slow in &self.slow_clients {

@@ -9,7 +9,7 @@ use crate::scenario::{LoadStream, Scenario, Step};
 use crate::system::{free_port, open_files_limit};
 use crate::trickle::Trickle;
 use crate::upstreams::{self, Upstreams};
-use crate::{chart, Context, HarnessError};
+use crate::{chart, incidents, Context, HarnessError};
 use std::collections::BTreeMap;
 use std::io::{IsTerminal, Write};
 use std::net::SocketAddr;
@@ -67,6 +67,7 @@ pub async fn run(scenario: &Scenario, context: &Context) -> Result<ScenarioResul
     };
 
     let epoch = Instant::now();
+    let epoch_wall = std::time::SystemTime::now();
     let end = epoch + scenario.duration();
     let mut streams = BTreeMap::new();
     let mut loads = Vec::new();
@@ -121,6 +122,7 @@ pub async fn run(scenario: &Scenario, context: &Context) -> Result<ScenarioResul
     let revisions = proxy.revisions(epoch);
     proxy.stop().await;
     drop(upstreams);
+    let guard_cutbacks = incidents::read(&layout.dir.join("state"), epoch_wall, &revisions);
 
     let loads: BTreeMap<_, _> = streams
         .iter()
@@ -137,6 +139,8 @@ pub async fn run(scenario: &Scenario, context: &Context) -> Result<ScenarioResul
                     loads: &loads,
                     default_load: &main,
                     rss_peak_mib: rss_peak.map(mib),
+                    guard_cutbacks: &guard_cutbacks,
+                    steps: &records,
                 },
             )
         })
@@ -160,6 +164,7 @@ pub async fn run(scenario: &Scenario, context: &Context) -> Result<ScenarioResul
     result.revisions = revisions;
     result.steps = records;
     result.cutbacks = cutbacks(&loads[&main], duration_secs);
+    result.guard_cutbacks = guard_cutbacks;
     result.loads = loads;
     result.slow_clients = slow_clients;
     result.checks = checks;

@@ -197,11 +197,15 @@ pub enum Expectation {
         max: Option<f64>,
         load: Option<String>,
     },
-    /// Whole-run p99 latency below `max` (for one version, or for all requests).
+    /// p99 latency below `max` (for one version, or for all requests): over the whole run,
+    /// or, with `from`/`until`, in every whole second of [from, until) (the worst second's
+    /// p99, per version, counts).
     P99 {
         max: HumanDuration,
         version: Option<String>,
         load: Option<String>,
+        from: Option<HumanDuration>,
+        until: Option<HumanDuration>,
     },
     /// Requests per second during [during) at least `min_ratio` of those during [baseline).
     ThroughputKept {
@@ -212,6 +216,33 @@ pub enum Expectation {
     },
     /// The proxy's peak resident memory (binary mode) at most this many MiB.
     Rss { max_mib: f64 },
+    /// The guard cut `version` back (by `rule`, when given) at most `within` after the step
+    /// scheduled at `after` was performed, as the proxy's incident log and revision say.
+    GuardCutback {
+        version: String,
+        after: HumanDuration,
+        within: HumanDuration,
+        rule: Option<GuardRule>,
+    },
+}
+
+/// The guard's rules, as its incident log names them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GuardRule {
+    ErrorRate,
+    Latency,
+    Unreachable,
+}
+
+impl GuardRule {
+    pub fn name(self) -> &'static str {
+        match self {
+            GuardRule::ErrorRate => "error_rate",
+            GuardRule::Latency => "latency",
+            GuardRule::Unreachable => "unreachable",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -326,6 +357,9 @@ impl Scenario {
             }
         }
         for expectation in &self.expectations {
+            if let Expectation::GuardCutback { version, .. } = expectation {
+                upstream(version, "a guard_cutback expectation")?;
+            }
             if let Some(load) = expectation.load() {
                 if !self.load.iter().any(|s| s.name == load) {
                     return Err(format!(
@@ -346,7 +380,7 @@ impl Expectation {
             | Expectation::Share { load, .. }
             | Expectation::P99 { load, .. }
             | Expectation::ThroughputKept { load, .. } => load.as_deref(),
-            Expectation::Rss { .. } => None,
+            Expectation::Rss { .. } | Expectation::GuardCutback { .. } => None,
         }
     }
 }
@@ -393,6 +427,7 @@ rate = 100
             (&format!("{BASE}[[step]]\nat = \"1s\"\nupstream = \"blue\""), "exactly one"),
             (&format!("{BASE}[[expect]]\nkind = \"errors\"\nmax_rate = 0\nload = \"other\""), "other"),
             (&format!("{BASE}[[expect]]\nkind = \"vibes\""), "vibes"),
+            (&format!("{BASE}[[expect]]\nkind = \"guard_cutback\"\nversion = \"canary\"\nafter = \"1s\"\nwithin = \"1s\"\nrule = \"vibes\""), "vibes"),
             ("duration = \"5s\"\n[upstreams.blue]", "at least one [[load]]"),
             (&BASE.replace("5s", "5 parsecs"), "parsecs"),
         ];
