@@ -143,8 +143,11 @@ fn build_runtime(workers: usize) -> std::io::Result<tokio::runtime::Runtime> {
 fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("SWITCHYARD_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    use std::io::IsTerminal;
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        // Colour only for a person at a terminal: files and `docker logs` get plain text.
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
 }

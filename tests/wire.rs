@@ -285,3 +285,53 @@ async fn slow_clients_that_never_finish_their_headers_are_cut_off() {
     let reply = get(&client(), proxy.addr(), "/", &[]).await;
     assert_eq!(reply.status, 200);
 }
+
+#[tokio::test]
+async fn an_http10_upstream_does_not_downgrade_or_close_the_clients_connection() {
+    // An upstream that speaks HTTP/1.0 and closes after every answer.
+    let listener = tokio::net::TcpListener::bind(LOOPBACK_ANY).await.unwrap();
+    let upstream_addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") && stream.read_exact(&mut byte).await.is_ok() {
+                    head.push(byte[0]);
+                }
+                let _ = stream
+                    .write_all(
+                        b"HTTP/1.0 200 OK\r\nContent-Length: 3\r\nConnection: close\r\n\r\nold",
+                    )
+                    .await;
+            });
+        }
+    });
+    let config = format!(
+        "[services.shop]\nstable = \"blue\"\nweights = {{ blue = 1 }}\n[services.shop.versions.blue]\nendpoints = [\"{upstream_addr}\"]\n"
+    );
+    let proxy = TestProxy::start(&config).await;
+    let mut stream = TcpStream::connect(proxy.addr()).await.unwrap();
+    for round in 0..3 {
+        stream
+            .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
+        let mut reply = Vec::new();
+        let mut byte = [0u8; 1];
+        while !reply.ends_with(b"old") {
+            let read = stream.read(&mut byte).await.unwrap();
+            assert_eq!(
+                read, 1,
+                "round {round}: the proxy closed the client's connection"
+            );
+            reply.push(byte[0]);
+        }
+        let reply = String::from_utf8_lossy(&reply).to_ascii_lowercase();
+        assert!(reply.starts_with("http/1.1 200"), "round {round}: {reply}");
+        assert!(
+            !reply.contains("connection: close"),
+            "round {round}: {reply}"
+        );
+    }
+}

@@ -86,6 +86,7 @@ pub enum CtlCommand {
         #[command(flatten)]
         why: Why,
     },
+    /// Allow traffic increases again.
     Unfreeze {
         service: String,
         #[command(flatten)]

@@ -395,6 +395,10 @@ fn finish_response(
     version: &VersionRoute,
     pick: Pick,
 ) -> Response<ResponseBody> {
+    // The upstream's protocol version is hop-by-hop too: an HTTP/1.0 upstream must not
+    // downgrade (and close) the client's HTTP/1.1 connection. hyper writes the client's
+    // own version for HTTP/2.
+    *response.version_mut() = Version::HTTP_11;
     let switching = response.status() == StatusCode::SWITCHING_PROTOCOLS;
     let headers = response.headers_mut();
     remove_hop_by_hop(headers, switching);

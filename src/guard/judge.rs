@@ -134,9 +134,10 @@ impl ErrorTest {
     }
 }
 
-/// Consecutive judgments that must all find the canary slower before latency condemns it:
-/// one scheduler stall or GC pause must not cut a canary back.
-const LATENCY_PERSISTENCE: u32 = 5;
+/// Consecutive fresh latency readings that must all find the canary slower before latency
+/// condemns it: one scheduler stall or GC pause must not cut a canary back. The live guard
+/// reads latency every 200 ms, so this spans about half a second.
+const LATENCY_PERSISTENCE: u32 = 3;
 
 /// The running state of one canary's judgment.
 #[derive(Debug, Clone)]

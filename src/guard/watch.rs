@@ -78,7 +78,7 @@ impl Board {
 }
 
 /// Latency windows are merged (histograms, the costly part) at most this often.
-const LATENCY_REFRESH: Duration = Duration::from_millis(500);
+const LATENCY_REFRESH: Duration = Duration::from_millis(200);
 
 /// What the guard remembers about one version under judgment.
 struct Watched {
