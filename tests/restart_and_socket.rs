@@ -58,13 +58,7 @@ async fn a_restart_keeps_routing_and_the_abort_latch() {
     let _proxy = Proxy::start(&setup, &[]).await;
     assert_eq!(live_weights(&setup).await["canary"], 50);
     assert!(setup.client().service("shop").await.unwrap().latched);
-    let last = setup
-        .client()
-        .history("shop", 1)
-        .await
-        .unwrap()
-        .revisions
-        .remove(0);
+    let last = last_revision(&setup).await;
     assert_eq!(
         (last.actor.as_str(), last.kind.label()),
         ("startup", "config_edit")
@@ -147,13 +141,7 @@ async fn a_broken_chain_refuses_to_start_unless_accepted() {
         .collect();
     assert_eq!(kept.len(), 1, "the broken journal is kept aside");
     verify_file(&setup.journal()).unwrap();
-    let last = setup
-        .client()
-        .history("shop", 1)
-        .await
-        .unwrap()
-        .revisions
-        .remove(0);
+    let last = last_revision(&setup).await;
     assert_eq!(last.kind.label(), "recovered");
     assert!(last.reason.contains("line 2"), "{}", last.reason);
 }
@@ -204,4 +192,10 @@ async fn the_admin_socket_is_private_and_never_stolen() {
         .expect("must refuse");
     assert!(log.contains("is not a socket"), "{log}");
     assert_eq!(std::fs::read_to_string(&setup.socket).unwrap(), "precious");
+}
+
+/// The service's newest revision.
+async fn last_revision(setup: &Setup) -> switchyard::control::record::RevisionRecord {
+    let mut history = setup.client().history("shop", 1).await.unwrap();
+    history.revisions.remove(0)
 }

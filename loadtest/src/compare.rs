@@ -75,17 +75,8 @@ pub async fn run(
         let listen = free_port().map_err(|e| HarnessError::Io("no free port".into(), e))?;
         let started = match name.as_str() {
             "switchyard" => {
-                let layout = Layout {
-                    listen,
-                    dir: &dir,
-                    workers: scenario.proxy.workers,
-                    upstreams: &addresses,
-                    extra: &scenario.proxy.extra,
-                };
-                let routing = Routing {
-                    stable: scenario.proxy.stable.clone(),
-                    weights: scenario.proxy.weights.clone(),
-                };
+                let layout = Layout::of(scenario, listen, &dir, &addresses);
+                let routing = Routing::of(scenario);
                 ProxyUnderTest::start(
                     scenario.proxy.mode,
                     &context.binary,

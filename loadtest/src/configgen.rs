@@ -26,6 +26,34 @@ pub struct Layout<'a> {
     pub extra: &'a str,
 }
 
+impl<'a> Layout<'a> {
+    /// The layout a scenario asks for, listening on `listen`.
+    pub fn of(
+        scenario: &'a crate::scenario::Scenario,
+        listen: SocketAddr,
+        dir: &'a Path,
+        upstreams: &'a BTreeMap<String, SocketAddr>,
+    ) -> Layout<'a> {
+        Layout {
+            listen,
+            dir,
+            workers: scenario.proxy.workers,
+            upstreams,
+            extra: &scenario.proxy.extra,
+        }
+    }
+}
+
+impl Routing {
+    /// The routing a scenario starts with.
+    pub fn of(scenario: &crate::scenario::Scenario) -> Routing {
+        Routing {
+            stable: scenario.proxy.stable.clone(),
+            weights: scenario.proxy.weights.clone(),
+        }
+    }
+}
+
 pub fn config_text(layout: &Layout, routing: &Routing) -> String {
     let weights: Vec<String> = if routing.weights.is_empty() {
         vec![format!("{} = 100", routing.stable)]

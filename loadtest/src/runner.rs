@@ -38,17 +38,8 @@ pub async fn run(scenario: &Scenario, context: &Context) -> Result<ScenarioResul
         .map_err(|e| HarnessError::Io("cannot start the sample upstreams".into(), e))?;
     let addresses = upstreams.addresses();
     let listen = free_port().map_err(|e| HarnessError::Io("no free port".into(), e))?;
-    let layout = Layout {
-        listen,
-        dir: &dir,
-        workers: scenario.proxy.workers,
-        upstreams: &addresses,
-        extra: &scenario.proxy.extra,
-    };
-    let mut routing = Routing {
-        stable: scenario.proxy.stable.clone(),
-        weights: scenario.proxy.weights.clone(),
-    };
+    let layout = Layout::of(scenario, listen, &dir, &addresses);
+    let mut routing = Routing::of(scenario);
     let config_path = dir.join("switchyard.toml");
     let proxy = match ProxyUnderTest::start(
         scenario.proxy.mode,
