@@ -102,6 +102,39 @@ async fn a_canary_whose_endpoints_all_go_down_is_cut_back_within_100ms() {
     );
 }
 
+/// One failed request is enough: the guard confirms with probes of its own instead of
+/// waiting for more users to reach a dead canary, so low traffic does not slow the cutback.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_canary_that_went_down_is_cut_back_after_one_failed_request() {
+    let _alone = ONE_AT_A_TIME.lock().await;
+    let forced =
+        "[[services.shop.match]]\nheader = \"x-canary\"\nvalue = \"1\"\nversion = \"canary\"";
+    let Pair {
+        proxy,
+        stable: _stable,
+        canary,
+    } = pair("blue", "canary", (90, 10), forced).await;
+    canary.crash();
+    let reply = get(&client(), proxy.addr(), "/", &[("x-canary", "1")]).await;
+    assert_eq!(reply.status, 200, "{reply:?}");
+    assert_eq!(
+        reply.version.as_deref(),
+        Some("blue"),
+        "not saved by stable"
+    );
+    assert!(
+        wait_for_cutback(&proxy, Duration::from_secs(2))
+            .await
+            .is_some(),
+        "one failed request and the probes did not cut the canary back"
+    );
+    let incident = &proxy.proxy.controller.incidents.list(None)[0];
+    assert!(
+        incident.summary.contains("refuses connections"),
+        "{incident:?}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_healthy_canary_is_never_cut_back() {
     let _alone = ONE_AT_A_TIME.lock().await;

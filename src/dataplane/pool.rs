@@ -94,6 +94,15 @@ impl Pool {
             .clear();
     }
 
+    /// Opens and drops a bare TCP connection: does the endpoint accept connections at all?
+    pub async fn accepts(&self) -> bool {
+        let connect = TcpStream::connect(self.addr);
+        matches!(
+            tokio::time::timeout(self.connect_timeout, connect).await,
+            Ok(Ok(_))
+        )
+    }
+
     /// A new connection; `upgrades` keeps the socket usable after a 101 response.
     pub async fn connect(&self, upgrades: bool) -> Result<Sender, ConnectError> {
         let addr = self.addr;

@@ -181,8 +181,8 @@ pub async fn handle(
     Ok(response)
 }
 
-/// Counts the exchange against the version; a connection failure on a non-stable version
-/// rings the guard at once.
+/// Counts the exchange against the version; a refused or reset connection on a non-stable
+/// version rings the guard at once: it may be the first sign that the version went down.
 fn record(
     plane: &DataPlane,
     service: &ServiceRoute,
@@ -197,7 +197,8 @@ fn record(
     service.versions[version]
         .stats
         .record(outcome, started.elapsed(), Instant::now());
-    if outcome == Outcome::ConnectFailed && version != service.stable {
+    let lost_connection = outcome == Outcome::ConnectFailed || outcome == Outcome::Reset;
+    if lost_connection && version != service.stable {
         plane.guard_wake.notify_one();
     }
     outcome

@@ -1,11 +1,13 @@
-//! The guard's loop: every `interval` (and at once when the data plane rings), judge each
-//! version that has traffic but is not stable, and cut a bad one back.
+//! The guard's loop: every `interval` (and at once when the data plane rings or a probe
+//! reports), judge each version that has traffic but is not stable, and cut a bad one back.
 
 use super::incident::{Cause, Cutback};
 use super::judge::{Evidence, Finding, Judge, Side, Verdict};
+use super::probe;
 use crate::control::change::Change;
 use crate::control::record::{ChangeKind, Origin};
 use crate::control::Controller;
+use crate::dataplane::endpoint::Endpoint;
 use crate::dataplane::proxy::DataPlane;
 use crate::routing::{RoutingTable, ServiceRoute, VersionRoute};
 use crate::telemetry::{Outcome, Tally, VersionStats};
@@ -14,7 +16,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 
 /// The latest verdict per service and version, for status, metrics and rollouts.
 #[derive(Debug, Default)]
@@ -88,6 +90,31 @@ struct Watched {
     /// The last moment the evidence was calm (nothing pointing at a problem).
     calm_at: SystemTime,
     healthy_since: Option<tokio::time::Instant>,
+    /// A confirming probe of its endpoints is running (at most one per version).
+    probing: bool,
+    /// Probe rounds that found every endpoint refusing, not yet shown to the judge.
+    probed_refusals: u64,
+}
+
+type VersionKey = (String, String);
+
+/// A version whose endpoints are to be probed, and for how many rounds.
+struct Suspect {
+    key: VersionKey,
+    endpoints: Vec<Arc<Endpoint>>,
+    rounds: u64,
+}
+
+/// One look's outcome: the versions to cut back and those to probe.
+struct Looked<'t> {
+    bad: Vec<(&'t ServiceRoute, &'t VersionRoute, Finding)>,
+    to_probe: Vec<Suspect>,
+}
+
+/// What a confirming probe found in one round.
+struct ProbeReport {
+    key: VersionKey,
+    round: probe::Round,
 }
 
 fn unix_ms(time: SystemTime) -> u64 {
@@ -97,18 +124,43 @@ fn unix_ms(time: SystemTime) -> u64 {
 
 /// Runs until `stop` turns true.
 pub async fn run(controller: Arc<Controller>, mut stop: watch::Receiver<bool>) {
-    let mut watched: HashMap<(String, String), Watched> = HashMap::new();
-    while next_look(&controller.plane, &mut stop).await {
+    let mut watched: HashMap<VersionKey, Watched> = HashMap::new();
+    let (reports, mut probed) = mpsc::unbounded_channel();
+    while let Some(report) = next_look(&controller.plane, &mut stop, &mut probed).await {
+        if let Some(report) = report {
+            if let Some(entry) = watched.get_mut(&report.key) {
+                match report.round {
+                    probe::Round::AllRefused => entry.probed_refusals += 1,
+                    probe::Round::Done => entry.probing = false,
+                }
+            }
+        }
         let table = controller.plane.table.load_full();
-        for (service, version, finding) in judge_all(&table, &controller, &mut watched) {
+        let looked = judge_all(&table, &controller, &mut watched);
+        for suspect in looked.to_probe {
+            let reports = reports.clone();
+            tokio::spawn(async move {
+                probe::probe(&suspect.endpoints, suspect.rounds, |round| {
+                    let key = suspect.key.clone();
+                    let _ = reports.send(ProbeReport { key, round });
+                })
+                .await;
+            });
+        }
+        for (service, version, finding) in looked.bad {
             cut_back(&controller, &table, service, version, finding, &mut watched).await;
         }
     }
 }
 
-/// Waits for the guard's next look: the shortest guard interval of the running table, or
-/// at once when the data plane rings. False once `stop` turns true.
-async fn next_look(plane: &DataPlane, stop: &mut watch::Receiver<bool>) -> bool {
+/// Waits for the guard's next look: the shortest guard interval of the running table, at
+/// once when the data plane rings, or when a probe reports (`Some(Some(report))`). `None`
+/// once `stop` turns true.
+async fn next_look(
+    plane: &DataPlane,
+    stop: &mut watch::Receiver<bool>,
+    probed: &mut mpsc::UnboundedReceiver<ProbeReport>,
+) -> Option<Option<ProbeReport>> {
     let interval = plane
         .table
         .load()
@@ -119,20 +171,23 @@ async fn next_look(plane: &DataPlane, stop: &mut watch::Receiver<bool>) -> bool 
         .min()
         .unwrap_or(Duration::from_secs(1));
     tokio::select! {
-        _ = tokio::time::sleep(interval) => true,
-        _ = plane.guard_wake.notified() => true,
-        _ = stop.wait_for(|&stop| stop) => false,
+        _ = tokio::time::sleep(interval) => Some(None),
+        _ = plane.guard_wake.notified() => Some(None),
+        Some(report) = probed.recv() => Some(Some(report)),
+        _ = stop.wait_for(|&stop| stop) => None,
     }
 }
 
-/// Judges every guarded non-stable version with traffic; returns the bad ones.
+/// Judges every guarded non-stable version with traffic; returns the bad ones, and those
+/// whose connections were just refused, to be probed.
 fn judge_all<'t>(
     table: &'t RoutingTable,
     controller: &Controller,
-    watched: &mut HashMap<(String, String), Watched>,
-) -> Vec<(&'t ServiceRoute, &'t VersionRoute, Finding)> {
+    watched: &mut HashMap<VersionKey, Watched>,
+) -> Looked<'t> {
     let now = Instant::now();
     let mut bad = Vec::new();
+    let mut to_probe = Vec::new();
     let mut live = Vec::new();
     for service in table.services().iter().filter(|s| s.guard.enabled) {
         let guard = &service.guard;
@@ -146,12 +201,15 @@ fn judge_all<'t>(
             let key = (service.name.to_string(), version.name.to_string());
             live.push(key.clone());
             let totals = version.stats.total_tally();
-            let entry = watched.entry(key).or_insert_with(|| Watched {
+            let first_look = !watched.contains_key(&key);
+            let entry = watched.entry(key.clone()).or_insert_with(|| Watched {
                 judge: Judge::new(guard),
                 seen: totals,
                 latency_read: None,
                 calm_at: SystemTime::now(),
                 healthy_since: None,
+                probing: false,
+                probed_refusals: 0,
             });
             let canary_tally = version.stats.window_tally(guard.window, now);
             let judgeable = canary_tally.requests() >= guard.latency_min_samples
@@ -169,11 +227,26 @@ fn judge_all<'t>(
                 }
                 false => (None, None),
             };
-            let refused = Outcome::ConnectFailed;
+            // Lost connections are a reason to probe; on the first look, those of the
+            // recent window too, as they came before the guard started counting.
+            let lost =
+                |tally: &Tally| tally.count(Outcome::ConnectFailed) + tally.count(Outcome::Reset);
+            let newly_refused =
+                totals.count(Outcome::ConnectFailed) - entry.seen.count(Outcome::ConnectFailed);
+            let newly_lost = lost(&totals) - lost(&entry.seen);
+            let suspect = newly_lost > 0 || (first_look && lost(&canary_tally) > 0);
+            if suspect && !entry.probing {
+                entry.probing = true;
+                to_probe.push(Suspect {
+                    key: key.clone(),
+                    endpoints: version.endpoints.to_vec(),
+                    rounds: guard.unreachable_after,
+                });
+            }
             let evidence = Evidence {
                 canary_new_requests: totals.requests() - entry.seen.requests(),
                 canary_new_errors: totals.errors() - entry.seen.errors(),
-                canary_new_unreachable: totals.count(refused) - entry.seen.count(refused),
+                canary_new_unreachable: newly_refused + std::mem::take(&mut entry.probed_refusals),
                 canary_all_refusing: version.endpoints.iter().all(|e| e.is_backing_off(now)),
                 canary_window: side(&canary_tally, canary_p99),
                 stable_window: side(&stable_tally, stable_p99),
@@ -210,7 +283,7 @@ fn judge_all<'t>(
     // Versions that lost their traffic start afresh if they get it back.
     watched.retain(|key, _| live.contains(key));
     controller.board.looks.fetch_add(1, Ordering::Relaxed);
-    bad
+    Looked { bad, to_probe }
 }
 
 fn side(tally: &Tally, p99: Option<Duration>) -> Side {
@@ -233,7 +306,7 @@ async fn cut_back(
     service: &ServiceRoute,
     version: &VersionRoute,
     finding: Finding,
-    watched: &mut HashMap<(String, String), Watched>,
+    watched: &mut HashMap<VersionKey, Watched>,
 ) {
     let evidence = serde_json::to_value(&finding).unwrap_or_default();
     let origin = Origin::new(
