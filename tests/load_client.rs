@@ -67,8 +67,9 @@ async fn closed_loop_measures_from_the_actual_send() {
         .set_latency(Duration::from_millis(50), Duration::ZERO);
     let report = run(spec_for(&slow, 1, None)).await;
     let version = report.version("slow").unwrap();
-    assert!((15..=21).contains(&report.requests), "{report:?}");
-    assert!(version.p99_ms < 100.0, "p99 {} ms", version.p99_ms);
+    // About 20 in the second; fewer only if the machine stalls, never more.
+    assert!((10..=21).contains(&report.requests), "{report:?}");
+    assert!(version.p99_ms < 200.0, "p99 {} ms", version.p99_ms);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
