@@ -128,11 +128,22 @@ async fn a_canary_that_went_down_is_cut_back_after_one_failed_request() {
             .is_some(),
         "one failed request and the probes did not cut the canary back"
     );
-    let incident = &proxy.proxy.controller.incidents.list(None)[0];
+    // The incident is written just after the swap.
+    let incident = wait_for_incident(&proxy).await;
     assert!(
         incident.summary.contains("refuses connections"),
         "{incident:?}"
     );
+}
+
+async fn wait_for_incident(proxy: &TestProxy) -> switchyard::guard::incident::Incident {
+    for _ in 0..2000 {
+        if let Some(incident) = proxy.proxy.controller.incidents.list(None).pop() {
+            return incident;
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    panic!("no incident was recorded");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
