@@ -46,6 +46,10 @@ fn check_lists_every_problem_with_its_line() {
             ],
         ),
         (
+            "[proxy]\nlisten = \"127.0.0.1:1\"\n[services.a]\nstable = \"x\"\nweights = { x = 1 }\n[services.a.versions.x]\nendpoints = [\"no-such-host.invalid:80\"]\n",
+            &[":7: services.a.versions.x endpoint \"no-such-host.invalid:80\" does not resolve"],
+        ),
+        (
             "[proxy]\nlisten = \"127.0.0.1:1\"\n[proxy.timeouts]\nconnect = \"5 parsecs\"\n",
             &[":4: duration \"5 parsecs\""],
         ),

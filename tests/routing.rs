@@ -118,6 +118,23 @@ async fn sticky_cookie_is_handed_out_and_followed() {
 }
 
 #[tokio::test]
+async fn an_endpoint_may_be_a_host_name() {
+    let blue = upstream("blue").await;
+    let canary = upstream("canary").await;
+    let by_name = format!("\"localhost:{}\"", blue.addr.port());
+    let config =
+        two_versions(&blue, &canary, (100, 0), "").replace(&format!("\"{}\"", blue.addr), &by_name);
+    assert!(config.contains(&by_name));
+    let proxy = TestProxy::start(&config).await;
+    let client = client();
+    for _ in 0..20 {
+        let reply = get(&client, proxy.addr(), "/", &[]).await;
+        assert_eq!(reply.status, 200, "{reply:?}");
+        assert_eq!(reply.version.as_deref(), Some("blue"));
+    }
+}
+
+#[tokio::test]
 async fn forced_match_wins_over_weights() {
     let blue = upstream("blue").await;
     let canary = upstream("canary").await;

@@ -2,6 +2,7 @@
 //! validated as a whole, so `check` can list every problem with its line.
 
 mod duration;
+mod endpoint;
 mod guard;
 mod rollout;
 mod validate;

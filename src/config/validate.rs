@@ -81,6 +81,17 @@ impl Checker<'_> {
         }
     }
 
+    /// An upstream endpoint's addresses; see `endpoint::resolve`.
+    fn endpoint_addrs(&mut self, value: &Spanned<String>, what: &str) -> Vec<SocketAddr> {
+        endpoint::resolve(value.get_ref()).unwrap_or_else(|problem| {
+            self.report(
+                value.span(),
+                format!("{what} {:?} {problem}", value.get_ref()),
+            );
+            Vec::new()
+        })
+    }
+
     fn header_name(
         &mut self,
         span: Range<usize>,
@@ -297,16 +308,15 @@ fn check_service(
                 format!("services.{name}.versions.{version_name} has no endpoints"),
             );
         }
-        let endpoints: Vec<SocketAddr> = version
-            .endpoints
-            .iter()
-            .filter_map(|e| {
-                checker.socket_addr(
-                    e,
-                    &format!("services.{name}.versions.{version_name} endpoint"),
-                )
-            })
-            .collect();
+        let mut endpoints: Vec<SocketAddr> = Vec::new();
+        for endpoint in &version.endpoints {
+            let what = format!("services.{name}.versions.{version_name} endpoint");
+            for addr in checker.endpoint_addrs(endpoint, &what) {
+                if !endpoints.contains(&addr) {
+                    endpoints.push(addr);
+                }
+            }
+        }
         versions.push(VersionConfig {
             name: version_name.clone(),
             endpoints,

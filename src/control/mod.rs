@@ -265,7 +265,14 @@ impl Controller {
     /// Re-reads the config file and reconciles live routing with it (see `reconcile`) in
     /// one table swap. An invalid file changes nothing and its problems are returned.
     pub async fn reload(&self, origin: Origin) -> Result<ReloadResponse, ReloadError> {
-        let config = Config::load(&self.config_path)?;
+        // Off the runtime's threads: loading resolves endpoint names, which may block.
+        let path = self.config_path.clone();
+        let config = tokio::task::spawn_blocking(move || Config::load(&path))
+            .await
+            .map_err(|err| ConfigError::Unreadable {
+                path: self.config_path.clone(),
+                reason: err.to_string(),
+            })??;
         let mut state = self.state.lock().await;
         let planned = reconcile::reconcile(&state.services, &state.declared, &config, &origin);
         let records = state.records(planned, &config);
