@@ -110,6 +110,10 @@ impl RunningProxy {
             controller.clone(),
             stop_rx.clone(),
         ));
+        tokio::spawn(crate::control::resolve::run(
+            controller.clone(),
+            stop_rx.clone(),
+        ));
         let server = tokio::spawn(serve(listener, controller.plane.clone(), settings, stop_rx));
         Ok(RunningProxy {
             controller,

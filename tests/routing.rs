@@ -134,6 +134,68 @@ async fn an_endpoint_may_be_a_host_name() {
     }
 }
 
+/// Where the stand-in resolver says every name now is; `None`: lookups fail.
+static NAMES_POINT_TO: std::sync::Mutex<Option<std::net::SocketAddr>> = std::sync::Mutex::new(None);
+
+fn stand_in_resolver(_entry: &str) -> Result<Vec<std::net::SocketAddr>, String> {
+    match *NAMES_POINT_TO.lock().unwrap() {
+        Some(addr) => Ok(vec![addr]),
+        None => Err("does not resolve (stand-in)".into()),
+    }
+}
+
+#[tokio::test]
+async fn endpoint_names_follow_their_addresses_and_a_failed_lookup_keeps_the_last() {
+    let before = upstream("before").await;
+    let after = upstream("after").await;
+    let body = format!(
+        "[services.shop]\nstable = \"blue\"\nweights = {{ blue = 1 }}\n[services.shop.versions.blue]\nendpoints = [\"localhost:{}\"]\n",
+        before.addr.port(),
+    );
+    let proxy = TestProxy::start(&body).await;
+    let controller = &proxy.proxy.controller;
+    let client = client();
+    let served_by = || async {
+        let reply = get(&client, proxy.addr(), "/", &[]).await;
+        assert_eq!(reply.status, 200, "{reply:?}");
+        reply.body
+    };
+    assert_eq!(served_by().await, "version=before\n");
+    let revision = controller.snapshot().await.revision;
+
+    // The name moves, and traffic follows it.
+    *NAMES_POINT_TO.lock().unwrap() = Some(after.addr);
+    let changed = controller.refresh_endpoints(stand_in_resolver).await;
+    assert_eq!(changed, ["shop/blue"]);
+    let table = controller.plane.table.load();
+    let endpoints: Vec<_> = table.services()[0].versions[0]
+        .endpoints
+        .iter()
+        .map(|e| e.addr)
+        .collect();
+    assert_eq!(endpoints, [after.addr]);
+    for _ in 0..20 {
+        assert_eq!(served_by().await, "version=after\n");
+    }
+
+    // The same answer again changes nothing; a failed lookup keeps the last addresses.
+    assert!(controller
+        .refresh_endpoints(stand_in_resolver)
+        .await
+        .is_empty());
+    *NAMES_POINT_TO.lock().unwrap() = None;
+    assert!(controller
+        .refresh_endpoints(stand_in_resolver)
+        .await
+        .is_empty());
+    assert_eq!(served_by().await, "version=after\n");
+    assert_eq!(
+        controller.snapshot().await.revision,
+        revision,
+        "an address change is topology, not a routing revision"
+    );
+}
+
 #[tokio::test]
 async fn forced_match_wins_over_weights() {
     let blue = upstream("blue").await;

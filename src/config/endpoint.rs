@@ -26,6 +26,41 @@ pub fn resolve(text: &str) -> Result<Vec<SocketAddr>, String> {
     }
 }
 
+/// Resolves one endpoint entry: `resolve`, or a stand-in in tests.
+pub type Resolver = fn(&str) -> Result<Vec<SocketAddr>, String>;
+
+/// The addresses of all of a version's entries, in order and without repeats;
+/// `on_problem` hears (by index) about each entry that gave none.
+pub fn resolve_all(
+    entries: &[impl AsRef<str>],
+    resolve: Resolver,
+    mut on_problem: impl FnMut(usize, String),
+) -> Vec<SocketAddr> {
+    let mut all = Vec::new();
+    for (index, entry) in entries.iter().enumerate() {
+        // Only names go to the resolver; an address stands for itself.
+        let entry = entry.as_ref();
+        let addrs = match entry.parse::<SocketAddr>() {
+            Ok(addr) => Ok(vec![addr]),
+            Err(_) => resolve(entry),
+        };
+        match addrs {
+            Ok(addrs) => addrs.into_iter().for_each(|addr| {
+                if !all.contains(&addr) {
+                    all.push(addr);
+                }
+            }),
+            Err(problem) => on_problem(index, problem),
+        }
+    }
+    all
+}
+
+/// True when the entry needs a resolver (a name, not an address).
+pub fn is_name(entry: &str) -> bool {
+    entry.parse::<SocketAddr>().is_err()
+}
+
 /// A DNS host name: dot-separated labels of letters, digits and inner hyphens.
 fn is_host_name(host: &str) -> bool {
     host.len() <= 253
@@ -80,6 +115,29 @@ mod tests {
                 "{bad}: {problem}"
             );
         }
+    }
+
+    #[test]
+    fn only_names_reach_the_resolver_and_repeats_are_dropped() {
+        fn stand_in(entry: &str) -> Result<Vec<SocketAddr>, String> {
+            match entry {
+                "pair:80" => Ok(vec![
+                    "10.0.0.1:80".parse().unwrap(),
+                    "10.0.0.2:80".parse().unwrap(),
+                ]),
+                _ => Err(format!("{entry} is unknown")),
+            }
+        }
+        let mut problems = Vec::new();
+        let addrs = resolve_all(&["10.0.0.2:80", "pair:80", "gone:80"], stand_in, |i, p| {
+            problems.push((i, p))
+        });
+        let expected: Vec<SocketAddr> = vec![
+            "10.0.0.2:80".parse().unwrap(),
+            "10.0.0.1:80".parse().unwrap(),
+        ];
+        assert_eq!(addrs, expected);
+        assert_eq!(problems, [(2, "gone:80 is unknown".to_string())]);
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! validated as a whole, so `check` can list every problem with its line.
 
 mod duration;
-mod endpoint;
+pub mod endpoint;
 mod guard;
 mod rollout;
 mod validate;
@@ -54,6 +54,9 @@ pub struct ProxySection {
     /// Worker threads; 0 means one per available core.
     #[serde(default)]
     pub workers: usize,
+    /// How often endpoint names are resolved again; "0s" only at start and reload.
+    #[serde(default = "default_resolve_every")]
+    pub resolve_every: HumanDuration,
 }
 
 #[derive(Debug, Deserialize)]
@@ -213,6 +216,10 @@ fn default_version_header() -> Spanned<String> {
     Spanned::new(0..0, "switchyard-version".to_string())
 }
 
+fn default_resolve_every() -> HumanDuration {
+    HumanDuration(Duration::from_secs(30))
+}
+
 fn default_max_header_bytes() -> Spanned<usize> {
     Spanned::new(0..0, 64 * 1024)
 }
@@ -231,6 +238,7 @@ pub struct Config {
     pub max_header_bytes: usize,
     pub access_log: bool,
     pub workers: usize,
+    pub resolve_every: Duration,
     pub admin_socket: PathBuf,
     pub admin_listen: Option<SocketAddr>,
     pub admin_token_file: Option<PathBuf>,
@@ -277,7 +285,10 @@ pub enum Sticky {
 #[derive(Debug, Clone)]
 pub struct VersionConfig {
     pub name: String,
+    /// The addresses of `sources`, resolved when the config was loaded or refreshed since.
     pub endpoints: Vec<SocketAddr>,
+    /// The endpoint entries as written: `IP:port` or `name:port`.
+    pub sources: Vec<String>,
     pub release: Release,
 }
 

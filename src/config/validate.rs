@@ -81,17 +81,6 @@ impl Checker<'_> {
         }
     }
 
-    /// An upstream endpoint's addresses; see `endpoint::resolve`.
-    fn endpoint_addrs(&mut self, value: &Spanned<String>, what: &str) -> Vec<SocketAddr> {
-        endpoint::resolve(value.get_ref()).unwrap_or_else(|problem| {
-            self.report(
-                value.span(),
-                format!("{what} {:?} {problem}", value.get_ref()),
-            );
-            Vec::new()
-        })
-    }
-
     fn header_name(
         &mut self,
         span: Range<usize>,
@@ -237,6 +226,7 @@ fn check(checker: &mut Checker, file: FileConfig) -> Option<Config> {
         max_header_bytes,
         access_log: file.proxy.access_log,
         workers: file.proxy.workers,
+        resolve_every: file.proxy.resolve_every.0,
         admin_socket: file.admin.socket,
         admin_listen: admin_listen.flatten(),
         admin_token_file: file.admin.token_file.map(Spanned::into_inner),
@@ -308,18 +298,24 @@ fn check_service(
                 format!("services.{name}.versions.{version_name} has no endpoints"),
             );
         }
-        let mut endpoints: Vec<SocketAddr> = Vec::new();
-        for endpoint in &version.endpoints {
-            let what = format!("services.{name}.versions.{version_name} endpoint");
-            for addr in checker.endpoint_addrs(endpoint, &what) {
-                if !endpoints.contains(&addr) {
-                    endpoints.push(addr);
-                }
-            }
-        }
+        let sources: Vec<String> = version
+            .endpoints
+            .iter()
+            .map(|e| e.get_ref().clone())
+            .collect();
+        let endpoints = endpoint::resolve_all(&sources, endpoint::resolve, |index, problem| {
+            checker.report(
+                version.endpoints[index].span(),
+                format!(
+                    "services.{name}.versions.{version_name} endpoint {:?} {problem}",
+                    sources[index]
+                ),
+            )
+        });
         versions.push(VersionConfig {
             name: version_name.clone(),
             endpoints,
+            sources,
             release: version.release.clone(),
         });
     }

@@ -7,6 +7,7 @@ fn service() -> ServiceConfig {
     let version = |name: &str| VersionConfig {
         name: name.into(),
         endpoints: vec!["127.0.0.1:1".parse().unwrap()],
+        sources: vec!["127.0.0.1:1".into()],
         release: Release::default(),
     };
     ServiceConfig {

@@ -8,6 +8,7 @@ pub mod hooks;
 pub mod journal;
 pub mod reconcile;
 pub mod record;
+pub mod resolve;
 
 use crate::config::{Config, ConfigError};
 use crate::dataplane::endpoint::{EndpointRegistry, EndpointSettings};

@@ -1,0 +1,113 @@
+//! Endpoint names are resolved again every `proxy.resolve_every`, so upstreams that move
+//! (containers recreated, DNS-based discovery) are followed without a reload. A changed
+//! address set rebuilds the table in one swap; that is topology, not routing, so it is
+//! logged but is no revision. A name that does not resolve keeps its last addresses: a DNS
+//! blip never empties a version.
+
+use super::Controller;
+use crate::config::endpoint::{self, Resolver};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+
+/// A version whose endpoint entries name hosts.
+struct Named {
+    service: String,
+    version: String,
+    sources: Vec<String>,
+}
+
+/// Runs until `stop` turns true.
+pub async fn run(controller: Arc<Controller>, mut stop: watch::Receiver<bool>) {
+    loop {
+        let every = controller.state.lock().await.config.resolve_every;
+        // Off ("0s") until a reload turns it on: look again now and then.
+        let wait = if every.is_zero() {
+            Duration::from_secs(5)
+        } else {
+            every
+        };
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = stop.wait_for(|&stop| stop) => return,
+        }
+        if !every.is_zero() {
+            controller.refresh_endpoints(endpoint::resolve).await;
+        }
+    }
+}
+
+impl Controller {
+    /// Resolves every endpoint name again and swaps in a table with the new addresses if
+    /// any changed. Returns the versions that changed, as "service/version".
+    pub async fn refresh_endpoints(&self, resolve: Resolver) -> Vec<String> {
+        let named: Vec<Named> = {
+            let state = self.state.lock().await;
+            state
+                .config
+                .services
+                .iter()
+                .flat_map(|service| {
+                    service
+                        .versions
+                        .iter()
+                        .filter(|v| v.sources.iter().any(|s| endpoint::is_name(s)))
+                        .map(|v| Named {
+                            service: service.name.clone(),
+                            version: v.name.clone(),
+                            sources: v.sources.clone(),
+                        })
+                })
+                .collect()
+        };
+        if named.is_empty() {
+            return Vec::new();
+        }
+        // The resolver may block: off the runtime's threads, and without the lock.
+        let resolved = tokio::task::spawn_blocking(move || {
+            named
+                .into_iter()
+                .map(|named| {
+                    let mut failed = Vec::new();
+                    let addrs = endpoint::resolve_all(&named.sources, resolve, |index, problem| {
+                        failed.push(format!("{:?} {problem}", named.sources[index]))
+                    });
+                    (named, addrs, failed)
+                })
+                .collect::<Vec<_>>()
+        })
+        .await
+        .unwrap_or_default();
+
+        let mut state = self.state.lock().await;
+        let mut changed = Vec::new();
+        for (named, addrs, failed) in resolved {
+            let Some(version) = state
+                .config
+                .services
+                .iter_mut()
+                .find(|s| s.name == named.service)
+                .and_then(|s| s.versions.iter_mut().find(|v| v.name == named.version))
+                // A reload since the lookup decides instead.
+                .filter(|v| v.sources == named.sources)
+            else {
+                continue;
+            };
+            let label = format!("{}/{}", named.service, named.version);
+            if !failed.is_empty() {
+                tracing::warn!(version = %label, problems = %failed.join("; "), "endpoint names did not resolve; keeping the last addresses");
+                continue;
+            }
+            if version.endpoints != addrs {
+                tracing::info!(version = %label, old = ?version.endpoints, new = ?addrs, "endpoint addresses changed");
+                version.endpoints = addrs;
+                changed.push(label);
+            }
+        }
+        if !changed.is_empty() {
+            self.swap(&state);
+            self.endpoints.retain_used();
+        }
+        changed
+    }
+}
