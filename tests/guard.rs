@@ -134,6 +134,19 @@ async fn a_canary_that_went_down_is_cut_back_after_one_failed_request() {
         incident.summary.contains("refuses connections"),
         "{incident:?}"
     );
+
+    // Forced traffic still goes to the dead canary; a request no endpoint took goes to
+    // stable whatever its method, body and all.
+    let mut client = Client::connect(proxy.addr()).await;
+    let order = http::Request::post("/echo")
+        .header("x-canary", "1")
+        .body(http_body_util::Full::new(bytes::Bytes::from("order 42")))
+        .unwrap();
+    let reply = client.send(order).await;
+    assert_eq!(reply.status, 200, "{reply:?}");
+    assert_eq!(reply.version.as_deref(), Some("blue"));
+    assert_eq!(reply.body, "order 42");
+    assert_eq!(reply.headers["switchyard-retried-from"], "canary");
 }
 
 async fn wait_for_incident(proxy: &TestProxy) -> switchyard::guard::incident::Incident {

@@ -3,6 +3,7 @@
 
 pub mod body;
 pub mod endpoint;
+pub mod failure;
 pub mod headers;
 pub mod pool;
 pub mod proxy;

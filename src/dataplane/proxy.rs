@@ -2,6 +2,7 @@
 
 use super::body::{ResponseBody, UpstreamRequestBody, UpstreamResponse};
 use super::endpoint::{pick_endpoint, Endpoint, InFlight};
+use super::failure::{plain, Failed, Failure};
 use super::headers::{add_forwarding, add_via, is_upgrade_request, remove_hop_by_hop};
 use super::pool::Sender;
 use crate::routing::table::sticky_cookie_value;
@@ -40,59 +41,6 @@ pub struct ClientConn {
     pub tls: bool,
 }
 
-/// Why an upstream exchange produced no response.
-#[derive(Debug)]
-enum Failure {
-    NoEndpoint,
-    Connect(String),
-    Reset(String),
-    Timeout,
-}
-
-impl Failure {
-    fn outcome(&self) -> Outcome {
-        match self {
-            Failure::NoEndpoint | Failure::Connect(_) => Outcome::ConnectFailed,
-            Failure::Reset(_) => Outcome::Reset,
-            Failure::Timeout => Outcome::Timeout,
-        }
-    }
-
-    fn response(&self) -> Response<ResponseBody> {
-        let (status, text) = match self {
-            Failure::NoEndpoint => (
-                StatusCode::SERVICE_UNAVAILABLE,
-                "no upstream endpoint available\n",
-            ),
-            Failure::Connect(_) => (StatusCode::BAD_GATEWAY, "upstream refused the connection\n"),
-            Failure::Reset(_) => (StatusCode::BAD_GATEWAY, "upstream failed to answer\n"),
-            Failure::Timeout => (
-                StatusCode::GATEWAY_TIMEOUT,
-                "upstream did not answer in time\n",
-            ),
-        };
-        plain(status, text)
-    }
-
-    fn detail(&self) -> &str {
-        match self {
-            Failure::NoEndpoint => "every endpoint is backing off",
-            Failure::Connect(detail) | Failure::Reset(detail) => detail,
-            Failure::Timeout => "response headers timed out",
-        }
-    }
-}
-
-fn plain(status: StatusCode, text: &'static str) -> Response<ResponseBody> {
-    let mut response = Response::new(ResponseBody::message(text));
-    *response.status_mut() = status;
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
-    response
-}
-
 /// Serves one client request. Never fails: every problem becomes a short error response.
 pub async fn handle(
     plane: Arc<DataPlane>,
@@ -128,42 +76,35 @@ pub async fn handle(
         _ => None,
     };
     let result = match client_upgrade {
-        Some(on_client_upgrade) => {
-            forward_upgrade(
-                &service.versions[chosen],
-                request,
-                on_client_upgrade,
-                timeout,
-                started,
-            )
-            .await
-        }
+        Some(on_client_upgrade) => forward_upgrade(
+            &service.versions[chosen],
+            request,
+            on_client_upgrade,
+            timeout,
+            started,
+        )
+        .await
+        .map_err(Failed::from),
         None => forward(&service.versions[chosen], request, timeout, started).await,
     };
     let outcome = record(&plane, service, chosen, &result, started);
-    let (served, result) = match (retry_head, &service.retry) {
-        (Some(head), Some(retry)) if outcome.is_error() && retry.budget.try_withdraw() => {
+    let (served, result) = match second_try(service, chosen, outcome, result, retry_head) {
+        SecondTry::OnStable(request) => {
             service.versions[chosen].stats.record_saved(Instant::now());
             let stable = service.stable;
-            let retried = forward(
-                &service.versions[stable],
-                Request::from_parts(head, UpstreamRequestBody::Empty),
-                timeout,
-                started,
-            )
-            .await;
+            let retried = forward(&service.versions[stable], request, timeout, started).await;
             record(&plane, service, stable, &retried, started);
             (
                 stable,
                 retried.map(|response| mark_retried(response, &service.versions[chosen])),
             )
         }
-        _ => (chosen, result),
+        SecondTry::None(result) => (chosen, result),
     };
     let version = &service.versions[served];
     let response = match result {
         Ok(response) => finish_response(response, &table, service, version, pick),
-        Err(failure) => {
+        Err(Failed { failure, .. }) => {
             tracing::warn!(service = %service.name, version = %version.name, error = failure.detail(), "upstream failure");
             finish_response(failure.response(), &table, service, version, pick)
         }
@@ -181,18 +122,55 @@ pub async fn handle(
     Ok(response)
 }
 
+enum SecondTry {
+    OnStable(Request<UpstreamRequestBody>),
+    /// The first result stands.
+    None(Result<Response<ResponseBody>, Failed>),
+}
+
+/// What to send to stable after a non-stable version failed a request: the request
+/// itself when it never left the proxy (safe whatever its method: no upstream saw it),
+/// else a copy of an idempotent bodiless one (`retry_head`) within the retry budget.
+fn second_try(
+    service: &ServiceRoute,
+    chosen: usize,
+    outcome: Outcome,
+    result: Result<Response<ResponseBody>, Failed>,
+    retry_head: Option<http::request::Parts>,
+) -> SecondTry {
+    let Some(retry) = &service.retry else {
+        return SecondTry::None(result);
+    };
+    if chosen == service.stable || !outcome.is_error() {
+        return SecondTry::None(result);
+    }
+    match (result, retry_head) {
+        (
+            Err(Failed {
+                unsent: Some(request),
+                ..
+            }),
+            _,
+        ) => SecondTry::OnStable(*request),
+        (_, Some(head)) if retry.budget.try_withdraw() => {
+            SecondTry::OnStable(Request::from_parts(head, UpstreamRequestBody::Empty))
+        }
+        (result, _) => SecondTry::None(result),
+    }
+}
+
 /// Counts the exchange against the version; a refused or reset connection on a non-stable
 /// version rings the guard at once: it may be the first sign that the version went down.
 fn record(
     plane: &DataPlane,
     service: &ServiceRoute,
     version: usize,
-    result: &Result<Response<ResponseBody>, Failure>,
+    result: &Result<Response<ResponseBody>, Failed>,
     started: Instant,
 ) -> Outcome {
     let outcome = match result {
         Ok(response) => Outcome::from_status(response.status()),
-        Err(failure) => failure.outcome(),
+        Err(failed) => failed.failure.outcome(),
     };
     service.versions[version]
         .stats
@@ -268,13 +246,14 @@ fn prepare_upstream_request(
 
 /// Sends a request to one of the version's endpoints. A refused connection or a pooled
 /// connection that turns out closed before the request was written is tried again on
-/// another endpoint: the request has not left the proxy, so this is always safe.
+/// another endpoint: the request has not left the proxy, so this is always safe. When no
+/// endpoint took it, the request comes back with the failure.
 async fn forward(
     version: &VersionRoute,
     mut request: Request<UpstreamRequestBody>,
     timeout: Duration,
     started: Instant,
-) -> Result<Response<ResponseBody>, Failure> {
+) -> Result<Response<ResponseBody>, Failed> {
     let attempts = version.endpoints.len().clamp(1, 3) + 1;
     let mut last_refused: Option<Arc<Endpoint>> = None;
     let mut failure = Failure::NoEndpoint;
@@ -311,12 +290,15 @@ async fn forward(
                     request = unsent;
                     failure = Failure::Reset(err.into_error().to_string());
                 }
-                None if sender.watchdog.expired() => return Err(Failure::Timeout),
-                None => return Err(Failure::Reset(err.into_error().to_string())),
+                None if sender.watchdog.expired() => return Err(Failure::Timeout.into()),
+                None => return Err(Failure::Reset(err.into_error().to_string()).into()),
             },
         }
     }
-    Err(failure)
+    Err(Failed {
+        failure,
+        unsent: Some(Box::new(request)),
+    })
 }
 
 /// With every endpoint backing off, one is still tried: back-off must never turn a

@@ -373,16 +373,25 @@ impl Client {
             .header(header::HOST, "shop.test")
             .body(Full::new(Bytes::new()))
             .unwrap();
+        let reply = self.send(request).await;
+        (reply.status, reply.version.unwrap_or_default())
+    }
+
+    pub async fn send(&mut self, request: Request<Full<Bytes>>) -> Reply {
         self.sender.ready().await.unwrap();
         let response = self.sender.send_request(request).await.unwrap();
         let status = response.status();
-        let version = response
-            .headers()
+        let headers = response.headers().clone();
+        let version = headers
             .get("switchyard-version")
-            .map(|v| v.to_str().unwrap().to_string())
-            .unwrap_or_default();
-        response.into_body().collect().await.unwrap();
-        (status, version)
+            .map(|v| v.to_str().unwrap().to_string());
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        Reply {
+            status,
+            version,
+            headers,
+            body: String::from_utf8_lossy(&body).into_owned(),
+        }
     }
 
     /// How many of `n` requests each version answered.

@@ -1,0 +1,78 @@
+//! Why an upstream exchange produced no response, and the short answer the client gets.
+
+use super::body::{ResponseBody, UpstreamRequestBody};
+use crate::telemetry::Outcome;
+use http::header::{self, HeaderValue};
+use http::{Request, Response, StatusCode};
+
+/// Why an upstream exchange produced no response.
+#[derive(Debug)]
+pub enum Failure {
+    NoEndpoint,
+    Connect(String),
+    Reset(String),
+    Timeout,
+}
+
+impl Failure {
+    pub fn outcome(&self) -> Outcome {
+        match self {
+            Failure::NoEndpoint | Failure::Connect(_) => Outcome::ConnectFailed,
+            Failure::Reset(_) => Outcome::Reset,
+            Failure::Timeout => Outcome::Timeout,
+        }
+    }
+
+    pub fn response(&self) -> Response<ResponseBody> {
+        let (status, text) = match self {
+            Failure::NoEndpoint => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "no upstream endpoint available\n",
+            ),
+            Failure::Connect(_) => (StatusCode::BAD_GATEWAY, "upstream refused the connection\n"),
+            Failure::Reset(_) => (StatusCode::BAD_GATEWAY, "upstream failed to answer\n"),
+            Failure::Timeout => (
+                StatusCode::GATEWAY_TIMEOUT,
+                "upstream did not answer in time\n",
+            ),
+        };
+        plain(status, text)
+    }
+
+    pub fn detail(&self) -> &str {
+        match self {
+            Failure::NoEndpoint => "every endpoint is backing off",
+            Failure::Connect(detail) | Failure::Reset(detail) => detail,
+            Failure::Timeout => "response headers timed out",
+        }
+    }
+}
+
+/// A failed exchange, with the request itself when it never left the proxy: such a
+/// request may go elsewhere whatever its method, since no upstream has seen it.
+#[derive(Debug)]
+pub struct Failed {
+    pub failure: Failure,
+    /// Boxed: failures are rare, and this keeps every `Result` that carries one small.
+    pub unsent: Option<Box<Request<UpstreamRequestBody>>>,
+}
+
+impl From<Failure> for Failed {
+    /// A failure after the request was (or may have been) written.
+    fn from(failure: Failure) -> Failed {
+        Failed {
+            failure,
+            unsent: None,
+        }
+    }
+}
+
+pub fn plain(status: StatusCode, text: &'static str) -> Response<ResponseBody> {
+    let mut response = Response::new(ResponseBody::message(text));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    response
+}
