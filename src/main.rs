@@ -115,7 +115,10 @@ fn main() -> ExitCode {
             let options = switchyard::run::StartOptions {
                 accept_broken_journal,
             };
-            match runtime.block_on(switchyard::run::run(&path, config, workers, options)) {
+            let result = runtime.block_on(switchyard::run::run(&path, config, workers, options));
+            // Drained already; a DNS lookup still running must not hold the exit up.
+            runtime.shutdown_timeout(std::time::Duration::from_millis(100));
+            match result {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(err) => {
                     eprintln!("switchyard: {err}");

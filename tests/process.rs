@@ -50,6 +50,10 @@ fn check_lists_every_problem_with_its_line() {
             &[":7: services.a.versions.x endpoint \"no-such-host.invalid:80\" does not resolve"],
         ),
         (
+            "[proxy]\nlisten = \"127.0.0.1:1\"\nresolve_every = \"10ms\"\n",
+            &[":3: proxy.resolve_every must be \"0s\" (off) or at least 1s"],
+        ),
+        (
             "[proxy]\nlisten = \"127.0.0.1:1\"\n[proxy.timeouts]\nconnect = \"5 parsecs\"\n",
             &[":4: duration \"5 parsecs\""],
         ),

@@ -61,9 +61,18 @@ pub fn is_name(entry: &str) -> bool {
     entry.parse::<SocketAddr>().is_err()
 }
 
-/// A DNS host name: dot-separated labels of letters, digits and inner hyphens.
+/// A DNS host name: dot-separated labels of letters, digits and inner hyphens, whose last
+/// label is not a number (as in the URL standard): "10.0.1" or "017.0.0.1" would reach
+/// the system resolver as other addresses than the one meant, so they stay errors.
 fn is_host_name(host: &str) -> bool {
-    host.len() <= 253
+    let last = host.rsplit('.').next().unwrap_or_default();
+    let numeric = last.bytes().all(|b| b.is_ascii_digit())
+        || last
+            .strip_prefix("0x")
+            .or_else(|| last.strip_prefix("0X"))
+            .is_some_and(|hex| hex.bytes().all(|b| b.is_ascii_hexdigit()));
+    !numeric
+        && host.len() <= 253
         && host.split('.').all(|label| {
             !label.is_empty()
                 && label.len() <= 63
@@ -108,6 +117,9 @@ mod tests {
             "a..b:80",
             "white space:80",
             "http://x:80",
+            "10.0.1:8080",
+            "017.0.0.1:8080",
+            "1.2.3.0x10:80",
         ] {
             let problem = resolve(bad).unwrap_err();
             assert!(

@@ -56,7 +56,7 @@ pub struct ProxySection {
     pub workers: usize,
     /// How often endpoint names are resolved again; "0s" only at start and reload.
     #[serde(default = "default_resolve_every")]
-    pub resolve_every: HumanDuration,
+    pub resolve_every: Spanned<HumanDuration>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -216,8 +216,8 @@ fn default_version_header() -> Spanned<String> {
     Spanned::new(0..0, "switchyard-version".to_string())
 }
 
-fn default_resolve_every() -> HumanDuration {
-    HumanDuration(Duration::from_secs(30))
+fn default_resolve_every() -> Spanned<HumanDuration> {
+    Spanned::new(0..0, HumanDuration(Duration::from_secs(30)))
 }
 
 fn default_max_header_bytes() -> Spanned<usize> {

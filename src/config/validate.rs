@@ -153,6 +153,13 @@ fn check(checker: &mut Checker, file: FileConfig) -> Option<Config> {
             ),
         );
     }
+    let resolve_every = file.proxy.resolve_every.get_ref().0;
+    if !resolve_every.is_zero() && resolve_every < Duration::from_secs(1) {
+        checker.report(
+            file.proxy.resolve_every.span(),
+            "proxy.resolve_every must be \"0s\" (off) or at least 1s",
+        );
+    }
     let admin_listen = file
         .admin
         .listen
@@ -226,7 +233,7 @@ fn check(checker: &mut Checker, file: FileConfig) -> Option<Config> {
         max_header_bytes,
         access_log: file.proxy.access_log,
         workers: file.proxy.workers,
-        resolve_every: file.proxy.resolve_every.0,
+        resolve_every,
         admin_socket: file.admin.socket,
         admin_listen: admin_listen.flatten(),
         admin_token_file: file.admin.token_file.map(Spanned::into_inner),

@@ -44,6 +44,9 @@ pub struct Controller {
     journal: Journal,
     hooks: Hooks,
     state: Mutex<ControlState>,
+    /// Held by a reload or an endpoint-name refresh from its lookups to its swap, so an
+    /// older reading of the file or of DNS never lands after a newer one.
+    topology: Mutex<()>,
 }
 
 /// A consistent copy of the control state, for status pages and metrics.
@@ -215,6 +218,7 @@ impl Controller {
             journal: opened.journal,
             hooks,
             state: Mutex::new(state),
+            topology: Mutex::new(()),
         })
     }
 
@@ -266,6 +270,7 @@ impl Controller {
     /// Re-reads the config file and reconciles live routing with it (see `reconcile`) in
     /// one table swap. An invalid file changes nothing and its problems are returned.
     pub async fn reload(&self, origin: Origin) -> Result<ReloadResponse, ReloadError> {
+        let _topology = self.topology.lock().await;
         // Off the runtime's threads: loading resolves endpoint names, which may block.
         let path = self.config_path.clone();
         let config = tokio::task::spawn_blocking(move || Config::load(&path))

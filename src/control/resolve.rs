@@ -41,6 +41,7 @@ impl Controller {
     /// Resolves every endpoint name again and swaps in a table with the new addresses if
     /// any changed. Returns the versions that changed, as "service/version".
     pub async fn refresh_endpoints(&self, resolve: Resolver) -> Vec<String> {
+        let _topology = self.topology.lock().await;
         let named: Vec<Named> = {
             let state = self.state.lock().await;
             state
@@ -88,7 +89,7 @@ impl Controller {
                 .iter_mut()
                 .find(|s| s.name == named.service)
                 .and_then(|s| s.versions.iter_mut().find(|v| v.name == named.version))
-                // A reload since the lookup decides instead.
+                // A version the lookup did not see (none can come between: `topology`).
                 .filter(|v| v.sources == named.sources)
             else {
                 continue;

@@ -94,13 +94,16 @@ impl Pool {
             .clear();
     }
 
-    /// Opens and drops a bare TCP connection: does the endpoint accept connections at all?
-    pub async fn accepts(&self) -> bool {
+    /// Opens and drops a bare TCP connection: does the endpoint take connections at all?
+    /// `None` when the attempt says nothing about the endpoint (a timeout, or the proxy's
+    /// own trouble such as running out of sockets); only a refusal is a "no".
+    pub async fn accepts(&self) -> Option<bool> {
         let connect = TcpStream::connect(self.addr);
-        matches!(
-            tokio::time::timeout(self.connect_timeout, connect).await,
-            Ok(Ok(_))
-        )
+        match tokio::time::timeout(self.connect_timeout, connect).await {
+            Ok(Ok(_)) => Some(true),
+            Ok(Err(err)) if err.kind() == std::io::ErrorKind::ConnectionRefused => Some(false),
+            _ => None,
+        }
     }
 
     /// A new connection; `upgrades` keeps the socket usable after a 101 response.

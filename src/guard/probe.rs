@@ -1,40 +1,87 @@
 //! Confirming probes. When a request to a guarded version finds its connection refused or
 //! reset, the guard does not wait for more users to be unlucky: it connects to every
-//! endpoint of that version itself, a few rounds a few milliseconds apart. Each round in
+//! endpoint of that version itself, a few rounds `ROUND_SPACING` apart. Each round in
 //! which every endpoint refused counts as one more failed connection for the unreachable
-//! rule, so a canary that went down is cut back within milliseconds even at low traffic,
-//! while a canary that is back up by the next round is not condemned by one refusal.
+//! rule, so a canary that went down is cut back within a few tens of milliseconds even at
+//! low traffic, while one that is back up by the next round is not condemned.
 
 use crate::dataplane::endpoint::Endpoint;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// Time between rounds: long enough that one refusal is not simply counted twice.
-pub const ROUND_SPACING: Duration = Duration::from_millis(5);
+/// Time before each round, the first included: a round right after the user's refusal
+/// would only count that same moment twice. With the default `unreachable_after` of 3,
+/// a version must refuse for about 20 ms (one user request and two rounds) to be cut.
+pub const ROUND_SPACING: Duration = Duration::from_millis(10);
 
 /// What one round found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Round {
     /// Every endpoint refused; more rounds may follow.
     AllRefused,
-    /// The probe is over: an endpoint accepted, or the rounds ran out.
+    /// The probe is over: an endpoint accepted, an attempt was inconclusive (a timeout,
+    /// or the proxy short of sockets), or the rounds ran out.
     Done,
 }
 
+/// One version's probing, as the guard loop keeps it: at most one probe at a time, each
+/// with an id so that a report from an earlier probe (of a version since cut back and
+/// given traffic again) is never taken for the current one's.
+#[derive(Debug, Default)]
+pub struct Probing {
+    running: Option<u64>,
+    /// Connections were lost while a probe ran: probe again once it ends, so a version
+    /// that dies just after a probe found it up is not left to the users to discover.
+    again: bool,
+    /// Rounds in which every endpoint refused, not yet shown to the judge.
+    refused_rounds: u64,
+}
+
+impl Probing {
+    /// At each look, with whether the version lost connections since the last one:
+    /// the id of a probe to start now, if any (`last_id` counts ids across versions).
+    pub fn start(&mut self, lost: bool, last_id: &mut u64) -> Option<u64> {
+        if !(lost || self.again) {
+            return None;
+        }
+        if self.running.is_some() {
+            self.again = true;
+            return None;
+        }
+        self.again = false;
+        *last_id += 1;
+        self.running = Some(*last_id);
+        self.running
+    }
+
+    pub fn report(&mut self, id: u64, round: Round) {
+        if self.running != Some(id) {
+            return;
+        }
+        match round {
+            Round::AllRefused => self.refused_rounds += 1,
+            Round::Done => self.running = None,
+        }
+    }
+
+    /// Refused rounds since the last call.
+    pub fn take_refused_rounds(&mut self) -> u64 {
+        std::mem::take(&mut self.refused_rounds)
+    }
+}
+
 /// Runs up to `rounds` rounds, telling `report` after each; stops at the first round in
-/// which an endpoint accepted. A refusing endpoint is also left out of the rotation,
-/// exactly as if a request had been refused.
+/// which an endpoint did not refuse. A refusing endpoint is also left out of the
+/// rotation, exactly as if a request had been refused.
 pub async fn probe(endpoints: &[Arc<Endpoint>], rounds: u64, mut report: impl FnMut(Round)) {
-    for round in 0..rounds {
+    for _ in 0..rounds {
         if endpoints.is_empty() {
             break;
         }
-        if round > 0 {
-            tokio::time::sleep(ROUND_SPACING).await;
-        }
+        tokio::time::sleep(ROUND_SPACING).await;
         let mut all_refused = true;
         for endpoint in endpoints {
-            if endpoint.pool.accepts().await {
+            if endpoint.pool.accepts().await != Some(false) {
                 all_refused = false;
                 break;
             }
@@ -105,6 +152,34 @@ mod tests {
         ];
         assert_eq!(rounds_of(&endpoints, 3).await, [Round::Done]);
         assert!(!endpoints[1].is_backing_off(Instant::now()));
+    }
+
+    #[test]
+    fn one_probe_at_a_time_and_losses_meanwhile_bring_another() {
+        let mut ids = 0;
+        let mut probing = Probing::default();
+        assert_eq!(probing.start(false, &mut ids), None, "no loss, no probe");
+        assert_eq!(probing.start(true, &mut ids), Some(1));
+        assert_eq!(probing.start(true, &mut ids), None, "one at a time");
+        probing.report(1, Round::AllRefused);
+        probing.report(1, Round::Done);
+        assert_eq!(probing.take_refused_rounds(), 1);
+        assert_eq!(probing.take_refused_rounds(), 0);
+        // The loss seen while probe 1 ran brings probe 2 without a new loss.
+        assert_eq!(probing.start(false, &mut ids), Some(2));
+        probing.report(2, Round::Done);
+        assert_eq!(probing.start(false, &mut ids), None);
+    }
+
+    #[test]
+    fn a_report_from_an_earlier_probe_is_ignored() {
+        let mut ids = 7;
+        let mut probing = Probing::default();
+        assert_eq!(probing.start(true, &mut ids), Some(8));
+        probing.report(3, Round::AllRefused);
+        probing.report(3, Round::Done);
+        assert_eq!(probing.take_refused_rounds(), 0);
+        assert_eq!(probing.start(true, &mut ids), None, "probe 8 still runs");
     }
 
     #[tokio::test]

@@ -90,10 +90,7 @@ struct Watched {
     /// The last moment the evidence was calm (nothing pointing at a problem).
     calm_at: SystemTime,
     healthy_since: Option<tokio::time::Instant>,
-    /// A confirming probe of its endpoints is running (at most one per version).
-    probing: bool,
-    /// Probe rounds that found every endpoint refusing, not yet shown to the judge.
-    probed_refusals: u64,
+    probing: probe::Probing,
 }
 
 type VersionKey = (String, String);
@@ -101,6 +98,7 @@ type VersionKey = (String, String);
 /// A version whose endpoints are to be probed, and for how many rounds.
 struct Suspect {
     key: VersionKey,
+    id: u64,
     endpoints: Vec<Arc<Endpoint>>,
     rounds: u64,
 }
@@ -114,6 +112,7 @@ struct Looked<'t> {
 /// What a confirming probe found in one round.
 struct ProbeReport {
     key: VersionKey,
+    id: u64,
     round: probe::Round,
 }
 
@@ -125,24 +124,26 @@ fn unix_ms(time: SystemTime) -> u64 {
 /// Runs until `stop` turns true.
 pub async fn run(controller: Arc<Controller>, mut stop: watch::Receiver<bool>) {
     let mut watched: HashMap<VersionKey, Watched> = HashMap::new();
+    let mut probe_ids = 0;
     let (reports, mut probed) = mpsc::unbounded_channel();
     while let Some(report) = next_look(&controller.plane, &mut stop, &mut probed).await {
         if let Some(report) = report {
             if let Some(entry) = watched.get_mut(&report.key) {
-                match report.round {
-                    probe::Round::AllRefused => entry.probed_refusals += 1,
-                    probe::Round::Done => entry.probing = false,
-                }
+                entry.probing.report(report.id, report.round);
             }
         }
         let table = controller.plane.table.load_full();
-        let looked = judge_all(&table, &controller, &mut watched);
+        let looked = judge_all(&table, &controller, &mut watched, &mut probe_ids);
         for suspect in looked.to_probe {
             let reports = reports.clone();
             tokio::spawn(async move {
                 probe::probe(&suspect.endpoints, suspect.rounds, |round| {
                     let key = suspect.key.clone();
-                    let _ = reports.send(ProbeReport { key, round });
+                    let _ = reports.send(ProbeReport {
+                        key,
+                        id: suspect.id,
+                        round,
+                    });
                 })
                 .await;
             });
@@ -184,6 +185,7 @@ fn judge_all<'t>(
     table: &'t RoutingTable,
     controller: &Controller,
     watched: &mut HashMap<VersionKey, Watched>,
+    probe_ids: &mut u64,
 ) -> Looked<'t> {
     let now = Instant::now();
     let mut bad = Vec::new();
@@ -208,8 +210,7 @@ fn judge_all<'t>(
                 latency_read: None,
                 calm_at: SystemTime::now(),
                 healthy_since: None,
-                probing: false,
-                probed_refusals: 0,
+                probing: probe::Probing::default(),
             });
             let canary_tally = version.stats.window_tally(guard.window, now);
             let judgeable = canary_tally.requests() >= guard.latency_min_samples
@@ -235,10 +236,10 @@ fn judge_all<'t>(
                 totals.count(Outcome::ConnectFailed) - entry.seen.count(Outcome::ConnectFailed);
             let newly_lost = lost(&totals) - lost(&entry.seen);
             let suspect = newly_lost > 0 || (first_look && lost(&canary_tally) > 0);
-            if suspect && !entry.probing {
-                entry.probing = true;
+            if let Some(id) = entry.probing.start(suspect, probe_ids) {
                 to_probe.push(Suspect {
                     key: key.clone(),
+                    id,
                     endpoints: version.endpoints.to_vec(),
                     rounds: guard.unreachable_after,
                 });
@@ -246,7 +247,7 @@ fn judge_all<'t>(
             let evidence = Evidence {
                 canary_new_requests: totals.requests() - entry.seen.requests(),
                 canary_new_errors: totals.errors() - entry.seen.errors(),
-                canary_new_unreachable: newly_refused + std::mem::take(&mut entry.probed_refusals),
+                canary_new_unreachable: newly_refused + entry.probing.take_refused_rounds(),
                 canary_all_refusing: version.endpoints.iter().all(|e| e.is_backing_off(now)),
                 canary_window: side(&canary_tally, canary_p99),
                 stable_window: side(&stable_tally, stable_p99),
