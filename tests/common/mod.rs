@@ -133,6 +133,23 @@ pub struct Reply {
     pub body: String,
 }
 
+impl Reply {
+    pub async fn read(response: http::Response<hyper::body::Incoming>) -> Reply {
+        let status = response.status();
+        let headers = response.headers().clone();
+        let version = headers
+            .get("switchyard-version")
+            .map(|v| v.to_str().unwrap().to_string());
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        Reply {
+            status,
+            version,
+            headers,
+            body: String::from_utf8_lossy(&body).into_owned(),
+        }
+    }
+}
+
 pub async fn get(
     client: &HttpClient,
     addr: SocketAddr,
@@ -147,18 +164,7 @@ pub async fn get(
         .request(request.body(Empty::new()).unwrap())
         .await
         .unwrap();
-    let status = response.status();
-    let headers = response.headers().clone();
-    let version = headers
-        .get("switchyard-version")
-        .map(|v| v.to_str().unwrap().to_string());
-    let body = response.into_body().collect().await.unwrap().to_bytes();
-    Reply {
-        status,
-        version,
-        headers,
-        body: String::from_utf8_lossy(&body).into_owned(),
-    }
+    Reply::read(response).await
 }
 
 /// A free loopback port for the binary to listen on.
@@ -380,18 +386,7 @@ impl Client {
     pub async fn send(&mut self, request: Request<Full<Bytes>>) -> Reply {
         self.sender.ready().await.unwrap();
         let response = self.sender.send_request(request).await.unwrap();
-        let status = response.status();
-        let headers = response.headers().clone();
-        let version = headers
-            .get("switchyard-version")
-            .map(|v| v.to_str().unwrap().to_string());
-        let body = response.into_body().collect().await.unwrap().to_bytes();
-        Reply {
-            status,
-            version,
-            headers,
-            body: String::from_utf8_lossy(&body).into_owned(),
-        }
+        Reply::read(response).await
     }
 
     /// How many of `n` requests each version answered.
