@@ -104,6 +104,27 @@ fn traffic(snapshot: &ControlSnapshot, table: &RoutingTable) -> String {
     for (labels, _, share) in &totals {
         let _ = writeln!(out, "switchyard_weight_share{{{labels}}} {share}");
     }
+    header(
+        &mut out,
+        "switchyard_endpoint_up",
+        "gauge",
+        "0 while the endpoint is left out after refusing a connection, else 1.",
+    );
+    let now = std::time::Instant::now();
+    for service in table.services() {
+        for version in service.versions.iter() {
+            for endpoint in version.endpoints.iter() {
+                let _ = writeln!(
+                    out,
+                    "switchyard_endpoint_up{{service=\"{}\",version=\"{}\",endpoint=\"{}\"}} {}",
+                    escape(&service.name),
+                    escape(&version.name),
+                    endpoint.addr,
+                    u8::from(!endpoint.is_backing_off(now))
+                );
+            }
+        }
+    }
 
     header(
         &mut out,

@@ -114,6 +114,10 @@ pub struct VersionStatus {
     pub share: f64,
     pub stable: bool,
     pub endpoints: Vec<String>,
+    /// Endpoints left out of the rotation after refusing a connection, until
+    /// `endpoint_backoff` has passed.
+    #[serde(default)]
+    pub refusing: Vec<String>,
     pub requests_per_sec: f64,
     pub errors_per_sec: f64,
     pub error_rate: f64,

@@ -51,6 +51,11 @@ pub fn service(service: &ServiceStatus) -> String {
                 format!("{}{}", v.name, if v.stable { "*" } else { "" }),
                 v.weight.to_string(),
                 format!("{:.1}%", v.share * 100.0),
+                format!(
+                    "{}/{}",
+                    v.endpoints.len().saturating_sub(v.refusing.len()),
+                    v.endpoints.len()
+                ),
                 format!("{:.1}", v.requests_per_sec),
                 format!("{:.2}%", v.error_rate * 100.0),
                 format!("{:.1}", v.p50_ms),
@@ -60,7 +65,7 @@ pub fn service(service: &ServiceStatus) -> String {
         })
         .collect();
     let headers = [
-        "VERSION", "WEIGHT", "SHARE", "REQ/S", "ERRORS", "P50MS", "P99MS", "RELEASE",
+        "VERSION", "WEIGHT", "SHARE", "UP", "REQ/S", "ERRORS", "P50MS", "P99MS", "RELEASE",
     ];
     out.push_str(&indent(&table(&headers, rows)));
     if let Some(guard) = &service.guard {
