@@ -116,8 +116,9 @@ fn main() -> ExitCode {
                 accept_broken_journal,
             };
             let result = runtime.block_on(switchyard::run::run(&path, config, workers, options));
-            // Drained already; a DNS lookup still running must not hold the exit up.
-            runtime.shutdown_timeout(std::time::Duration::from_millis(100));
+            // Drained already. A journal or incident write still running gets a second to
+            // finish; a DNS lookup still running must not hold the exit up longer.
+            runtime.shutdown_timeout(std::time::Duration::from_secs(1));
             match result {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(err) => {

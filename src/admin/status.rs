@@ -68,12 +68,14 @@ fn services(
                         .iter()
                         .map(|e| e.addr.to_string())
                         .collect(),
-                    refusing: version
-                        .endpoints
-                        .iter()
-                        .filter(|e| e.is_backing_off(now))
-                        .map(|e| e.addr.to_string())
-                        .collect(),
+                    refusing: Some(
+                        version
+                            .endpoints
+                            .iter()
+                            .filter(|e| e.is_backing_off(now))
+                            .map(|e| e.addr.to_string())
+                            .collect(),
+                    ),
                     requests_per_sec: window.requests() as f64 / secs,
                     errors_per_sec: window.errors() as f64 / secs,
                     error_rate: window.error_rate(),

@@ -61,10 +61,12 @@ pub fn is_name(entry: &str) -> bool {
     entry.parse::<SocketAddr>().is_err()
 }
 
-/// A DNS host name: dot-separated labels of letters, digits and inner hyphens, whose last
-/// label is not a number (as in the URL standard): "10.0.1" or "017.0.0.1" would reach
-/// the system resolver as other addresses than the one meant, so they stay errors.
+/// A host name: dot-separated labels of letters, digits, inner hyphens and underscores
+/// (Docker Compose names containers `shop_blue_1`), with an optional final dot, whose
+/// last label is not a number (as in the URL standard): "10.0.1" or "017.0.0.1" would
+/// reach the system resolver as other addresses than the one meant, so they stay errors.
 fn is_host_name(host: &str) -> bool {
+    let host = host.strip_suffix('.').unwrap_or(host);
     let last = host.rsplit('.').next().unwrap_or_default();
     let numeric = last.bytes().all(|b| b.is_ascii_digit())
         || last
@@ -80,7 +82,7 @@ fn is_host_name(host: &str) -> bool {
                 && !label.ends_with('-')
                 && label
                     .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
         })
 }
 
@@ -104,6 +106,18 @@ mod tests {
         assert!(addrs
             .iter()
             .all(|a| a.ip().is_loopback() && a.port() == 8080));
+    }
+
+    #[test]
+    fn container_and_fully_qualified_names_are_names() {
+        for name in [
+            "shop_blue_1",
+            "blue-1",
+            "svc.cluster.local.",
+            "3f2a9c1e0b2d",
+        ] {
+            assert!(is_host_name(name), "{name}");
+        }
     }
 
     #[test]

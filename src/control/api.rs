@@ -115,9 +115,9 @@ pub struct VersionStatus {
     pub stable: bool,
     pub endpoints: Vec<String>,
     /// Endpoints left out of the rotation after refusing a connection, until
-    /// `endpoint_backoff` has passed.
-    #[serde(default)]
-    pub refusing: Vec<String>,
+    /// `endpoint_backoff` has passed; absent from a server too old to say.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refusing: Option<Vec<String>>,
     pub requests_per_sec: f64,
     pub errors_per_sec: f64,
     pub error_rate: f64,

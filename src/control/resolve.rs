@@ -10,6 +10,9 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
 
+/// How long a refresh waits for its lookups before keeping the last addresses.
+const LOOKUP_LIMIT: Duration = Duration::from_secs(10);
+
 /// A version whose endpoint entries name hosts.
 struct Named {
     service: String,
@@ -64,8 +67,9 @@ impl Controller {
         if named.is_empty() {
             return Vec::new();
         }
-        // The resolver may block: off the runtime's threads, and without the lock.
-        let resolved = tokio::task::spawn_blocking(move || {
+        // The resolver may block: off the runtime's threads, without the state lock, and
+        // given up after `LOOKUP_LIMIT` so a DNS outage never holds a reload up for long.
+        let lookups = tokio::task::spawn_blocking(move || {
             named
                 .into_iter()
                 .map(|named| {
@@ -76,9 +80,14 @@ impl Controller {
                     (named, addrs, failed)
                 })
                 .collect::<Vec<_>>()
-        })
-        .await
-        .unwrap_or_default();
+        });
+        let resolved = match tokio::time::timeout(LOOKUP_LIMIT, lookups).await {
+            Ok(resolved) => resolved.unwrap_or_default(),
+            Err(_) => {
+                tracing::warn!(limit = ?LOOKUP_LIMIT, "endpoint name lookups took too long; keeping the last addresses");
+                Vec::new()
+            }
+        };
 
         let mut state = self.state.lock().await;
         let mut changed = Vec::new();

@@ -51,11 +51,13 @@ pub fn service(service: &ServiceStatus) -> String {
                 format!("{}{}", v.name, if v.stable { "*" } else { "" }),
                 v.weight.to_string(),
                 format!("{:.1}%", v.share * 100.0),
-                format!(
-                    "{}/{}",
-                    v.endpoints.len().saturating_sub(v.refusing.len()),
-                    v.endpoints.len()
-                ),
+                v.refusing.as_ref().map_or("-".to_string(), |refusing| {
+                    format!(
+                        "{}/{}",
+                        v.endpoints.len().saturating_sub(refusing.len()),
+                        v.endpoints.len()
+                    )
+                }),
                 format!("{:.1}", v.requests_per_sec),
                 format!("{:.2}%", v.error_rate * 100.0),
                 format!("{:.1}", v.p50_ms),

@@ -42,6 +42,26 @@ pub enum ConnectError {
     Handshake(SocketAddr, hyper::Error),
 }
 
+impl ConnectError {
+    /// True when the failure says the endpoint is down or unreachable, so it should leave
+    /// the rotation for a while. The proxy's own trouble (out of file handles or local
+    /// ports) says nothing about the endpoint, and must never make a version look dead.
+    pub fn blames_endpoint(&self) -> bool {
+        use std::io::ErrorKind;
+        match self {
+            ConnectError::Timeout(_) | ConnectError::Handshake(..) => true,
+            ConnectError::Io(_, err) => matches!(
+                err.kind(),
+                ErrorKind::ConnectionRefused
+                    | ErrorKind::ConnectionReset
+                    | ErrorKind::ConnectionAborted
+                    | ErrorKind::HostUnreachable
+                    | ErrorKind::NetworkUnreachable
+            ),
+        }
+    }
+}
+
 impl Pool {
     pub fn new(addr: SocketAddr, connect_timeout: Duration, idle_timeout: Duration) -> Pool {
         Pool {

@@ -272,7 +272,9 @@ async fn forward(
         let mut sender = match endpoint.pool.checkout().await {
             Ok(sender) => sender,
             Err(err) => {
-                endpoint.mark_refused(Instant::now());
+                if err.blames_endpoint() {
+                    endpoint.mark_refused(Instant::now());
+                }
                 failure = Failure::Connect(err.to_string());
                 last_refused = Some(endpoint);
                 continue;
@@ -331,7 +333,9 @@ async fn forward_upgrade(
         .ok_or(Failure::NoEndpoint)?;
     let in_flight = endpoint.start_request();
     let mut sender = endpoint.pool.connect(true).await.map_err(|err| {
-        endpoint.mark_refused(Instant::now());
+        if err.blames_endpoint() {
+            endpoint.mark_refused(Instant::now());
+        }
         Failure::Connect(err.to_string())
     })?;
     sender.watchdog.arm(timeout);

@@ -81,11 +81,19 @@ pub async fn probe(endpoints: &[Arc<Endpoint>], rounds: u64, mut report: impl Fn
         tokio::time::sleep(ROUND_SPACING).await;
         let mut all_refused = true;
         for endpoint in endpoints {
-            if endpoint.pool.accepts().await != Some(false) {
-                all_refused = false;
-                break;
+            match endpoint.pool.accepts().await {
+                Some(false) => endpoint.mark_refused(Instant::now()),
+                Some(true) => {
+                    // Back in the rotation: it is not refusing any more.
+                    endpoint.mark_healthy();
+                    all_refused = false;
+                    break;
+                }
+                None => {
+                    all_refused = false;
+                    break;
+                }
             }
-            endpoint.mark_refused(Instant::now());
         }
         if !all_refused {
             break;
@@ -150,8 +158,12 @@ mod tests {
             registry.get(closed_port().await),
             registry.get(live.local_addr().unwrap()),
         ];
+        endpoints[1].mark_refused(Instant::now());
         assert_eq!(rounds_of(&endpoints, 3).await, [Round::Done]);
-        assert!(!endpoints[1].is_backing_off(Instant::now()));
+        assert!(
+            !endpoints[1].is_backing_off(Instant::now()),
+            "an endpoint seen accepting is back in the rotation"
+        );
     }
 
     #[test]
