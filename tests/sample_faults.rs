@@ -33,6 +33,21 @@ async fn start() -> SampleUpstream {
         .unwrap()
 }
 
+/// A test that stops an upstream and then connects must see a refusal, not a race with
+/// the runtime closing the socket later.
+#[tokio::test]
+async fn a_stop_refuses_the_very_next_connect() {
+    let upstream = start().await;
+    for _ in 0..20 {
+        upstream.stop();
+        let refused = TcpStream::connect(upstream.addr).await.unwrap_err();
+        assert_eq!(refused.kind(), std::io::ErrorKind::ConnectionRefused);
+        upstream.restart().await.unwrap();
+        let mut sender = connect(upstream.addr).await.unwrap();
+        assert_eq!(get(&mut sender).await.unwrap(), "version=canary\n");
+    }
+}
+
 #[tokio::test]
 async fn a_crash_drops_open_connections_and_refuses_new_ones_until_restart() {
     let upstream = start().await;

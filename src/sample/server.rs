@@ -19,12 +19,48 @@ use tokio::task::JoinHandle;
 
 type Body = BoxBody<Bytes, std::io::Error>;
 
+/// The listening socket and the task accepting on it.
+struct Listening {
+    listener: Arc<TcpListener>,
+    task: JoinHandle<()>,
+}
+
+impl Listening {
+    fn start(
+        listener: TcpListener,
+        name: &str,
+        faults: &Arc<Faults>,
+        crashes: &watch::Sender<u64>,
+    ) -> Listening {
+        let listener = Arc::new(listener);
+        let task = tokio::spawn(accept_loop(
+            listener.clone(),
+            name.to_string(),
+            faults.clone(),
+            crashes.subscribe(),
+        ));
+        Listening { listener, task }
+    }
+
+    /// Stops listening before returning, so the very next connect is refused: aborting
+    /// the task alone closes the socket only when the runtime next gets to it.
+    fn stop(self) {
+        use std::os::fd::AsRawFd;
+        // SAFETY: the descriptor is open, as `self.listener` keeps it; shutting a
+        // listening socket down stops it listening (Linux) and touches no memory.
+        unsafe {
+            libc::shutdown(self.listener.as_raw_fd(), libc::SHUT_RDWR);
+        }
+        self.task.abort();
+    }
+}
+
 /// A running sample upstream. Dropping it stops the listener.
 pub struct SampleUpstream {
     pub name: String,
     pub addr: SocketAddr,
     pub faults: Arc<Faults>,
-    accept: Mutex<Option<JoinHandle<()>>>,
+    accept: Mutex<Option<Listening>>,
     /// Bumped by `crash`: every open connection is dropped when it changes.
     crashes: watch::Sender<u64>,
 }
@@ -37,12 +73,7 @@ impl SampleUpstream {
         let faults = Arc::new(Faults::default());
         let name = name.to_string();
         let (crashes, _) = watch::channel(0);
-        let accept = tokio::spawn(accept_loop(
-            listener,
-            name.clone(),
-            faults.clone(),
-            crashes.subscribe(),
-        ));
+        let accept = Listening::start(listener, &name, &faults, &crashes);
         Ok(SampleUpstream {
             name,
             addr,
@@ -54,13 +85,13 @@ impl SampleUpstream {
 
     /// Stops listening: new connections are refused until `restart`.
     pub fn stop(&self) {
-        if let Some(task) = self
+        if let Some(listening) = self
             .accept
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .take()
         {
-            task.abort();
+            listening.stop();
         }
     }
 
@@ -75,13 +106,8 @@ impl SampleUpstream {
     pub async fn restart(&self) -> std::io::Result<()> {
         self.stop();
         let listener = TcpListener::bind(self.addr).await?;
-        let task = tokio::spawn(accept_loop(
-            listener,
-            self.name.clone(),
-            self.faults.clone(),
-            self.crashes.subscribe(),
-        ));
-        *self.accept.lock().unwrap_or_else(PoisonError::into_inner) = Some(task);
+        let listening = Listening::start(listener, &self.name, &self.faults, &self.crashes);
+        *self.accept.lock().unwrap_or_else(PoisonError::into_inner) = Some(listening);
         Ok(())
     }
 }
@@ -93,7 +119,7 @@ impl Drop for SampleUpstream {
 }
 
 async fn accept_loop(
-    listener: TcpListener,
+    listener: Arc<TcpListener>,
     name: String,
     faults: Arc<Faults>,
     crashes: watch::Receiver<u64>,
