@@ -31,6 +31,13 @@ async fn weighted_split_follows_weights() {
     );
 }
 
+/// The version that answers user `user` (sticky by the `x-user-id` header).
+async fn version_for_user(client: &HttpClient, addr: std::net::SocketAddr, user: u32) -> String {
+    let id = user.to_string();
+    let reply = get(client, addr, "/", &[("x-user-id", &id)]).await;
+    reply.version.unwrap()
+}
+
 #[tokio::test]
 async fn sticky_users_stay_put_and_raising_the_canary_keeps_them() {
     let sticky = "sticky = { header = \"x-user-id\" }";
@@ -42,19 +49,12 @@ async fn sticky_users_stay_put_and_raising_the_canary_keeps_them() {
     let client = client();
     let mut first: HashMap<u32, String> = HashMap::new();
     for user in 0..400u32 {
-        let id = user.to_string();
-        let reply = get(&client, proxy.addr(), "/", &[("x-user-id", &id)]).await;
-        first.insert(user, reply.version.unwrap());
+        first.insert(user, version_for_user(&client, proxy.addr(), user).await);
     }
     // Same weights: nobody moves.
     for user in 0..400u32 {
-        let id = user.to_string();
-        let reply = get(&client, proxy.addr(), "/", &[("x-user-id", &id)]).await;
-        assert_eq!(
-            reply.version.as_ref(),
-            first.get(&user),
-            "user {user} moved"
-        );
+        let now = version_for_user(&client, proxy.addr(), user).await;
+        assert_eq!(Some(&now), first.get(&user), "user {user} moved");
     }
     let on_canary = first.values().filter(|v| *v == "canary").count();
     assert!(
@@ -72,11 +72,7 @@ async fn sticky_users_stay_put_and_raising_the_canary_keeps_them() {
         .unwrap();
     let mut joined = 0;
     for user in 0..400u32 {
-        let id = user.to_string();
-        let now = get(&client, proxy.addr(), "/", &[("x-user-id", &id)])
-            .await
-            .version
-            .unwrap();
+        let now = version_for_user(&client, proxy.addr(), user).await;
         if first[&user] == "canary" {
             assert_eq!(now, "canary", "canary user {user} was moved off the canary");
         } else if now == "canary" {

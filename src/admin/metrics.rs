@@ -1,7 +1,7 @@
 //! `GET /metrics`: Prometheus text format, computed from telemetry totals and control state.
 
 use crate::control::{ControlSnapshot, Controller};
-use crate::routing::RoutingTable;
+use crate::routing::{RoutingTable, ServiceState};
 use crate::telemetry::{Outcome, Snapshot};
 use std::fmt::Write;
 
@@ -37,7 +37,12 @@ fn traffic(snapshot: &ControlSnapshot, table: &RoutingTable) -> String {
                 escape(&service.name),
                 escape(&version.name)
             );
-            totals.push((labels, version.stats.totals(), service.share_of(index)));
+            totals.push((
+                labels,
+                version.stats.totals(),
+                service.share_of(index),
+                &version.endpoints,
+            ));
         }
     }
 
@@ -47,7 +52,7 @@ fn traffic(snapshot: &ControlSnapshot, table: &RoutingTable) -> String {
         "counter",
         "Proxied requests by outcome (status class, or how the upstream failed).",
     );
-    for (labels, total, _) in &totals {
+    for (labels, total, _, _) in &totals {
         for outcome in Outcome::ALL {
             let count = total.tally.count(outcome);
             let _ = writeln!(
@@ -63,7 +68,7 @@ fn traffic(snapshot: &ControlSnapshot, table: &RoutingTable) -> String {
         "counter",
         "Requests the version failed, by kind.",
     );
-    for (labels, total, _) in &totals {
+    for (labels, total, _, _) in &totals {
         for outcome in Outcome::ALL.iter().filter(|o| o.is_error()) {
             let count = total.tally.count(*outcome);
             let _ = writeln!(
@@ -79,7 +84,7 @@ fn traffic(snapshot: &ControlSnapshot, table: &RoutingTable) -> String {
         "counter",
         "Failed requests answered by another version instead.",
     );
-    for (labels, total, _) in &totals {
+    for (labels, total, _, _) in &totals {
         let _ = writeln!(
             out,
             "switchyard_saved_total{{{labels}}} {}",
@@ -92,7 +97,7 @@ fn traffic(snapshot: &ControlSnapshot, table: &RoutingTable) -> String {
         "histogram",
         "Time to the response head.",
     );
-    for (labels, total, _) in &totals {
+    for (labels, total, _, _) in &totals {
         histogram(&mut out, labels, total);
     }
     header(
@@ -101,7 +106,7 @@ fn traffic(snapshot: &ControlSnapshot, table: &RoutingTable) -> String {
         "gauge",
         "Share of traffic the data plane sends to the version (0 to 1).",
     );
-    for (labels, _, share) in &totals {
+    for (labels, _, share, _) in &totals {
         let _ = writeln!(out, "switchyard_weight_share{{{labels}}} {share}");
     }
     header(
@@ -111,63 +116,38 @@ fn traffic(snapshot: &ControlSnapshot, table: &RoutingTable) -> String {
         "0 while the endpoint is left out after refusing a connection, else 1.",
     );
     let now = std::time::Instant::now();
-    for service in table.services() {
-        for version in service.versions.iter() {
-            for endpoint in version.endpoints.iter() {
-                let _ = writeln!(
-                    out,
-                    "switchyard_endpoint_up{{service=\"{}\",version=\"{}\",endpoint=\"{}\"}} {}",
-                    escape(&service.name),
-                    escape(&version.name),
-                    endpoint.addr,
-                    u8::from(!endpoint.is_backing_off(now))
-                );
-            }
+    for (labels, _, _, endpoints) in &totals {
+        for endpoint in endpoints.iter() {
+            let up = u8::from(!endpoint.is_backing_off(now));
+            let addr = endpoint.addr;
+            let _ = writeln!(
+                out,
+                "switchyard_endpoint_up{{{labels},endpoint=\"{addr}\"}} {up}"
+            );
         }
     }
 
-    header(
+    per_service(
         &mut out,
-        "switchyard_latched",
-        "gauge",
+        snapshot,
+        ("switchyard_latched", "gauge"),
         "1 while the service is aborted (all traffic on stable until resume).",
+        |_, state| u64::from(state.latched),
     );
-    for (name, state) in &snapshot.services {
-        let _ = writeln!(
-            out,
-            "switchyard_latched{{service=\"{}\"}} {}",
-            escape(name),
-            u8::from(state.latched)
-        );
-    }
-    header(
+    per_service(
         &mut out,
-        "switchyard_frozen",
-        "gauge",
+        snapshot,
+        ("switchyard_frozen", "gauge"),
         "1 while the service is frozen.",
+        |_, state| u64::from(state.frozen),
     );
-    for (name, state) in &snapshot.services {
-        let _ = writeln!(
-            out,
-            "switchyard_frozen{{service=\"{}\"}} {}",
-            escape(name),
-            u8::from(state.frozen)
-        );
-    }
-    header(
+    per_service(
         &mut out,
-        "switchyard_aborts_total",
-        "counter",
+        snapshot,
+        ("switchyard_aborts_total", "counter"),
         "Aborts recorded in the journal (manual and automatic).",
+        |name, _| snapshot.aborts.get(name).copied().unwrap_or(0),
     );
-    for name in snapshot.services.keys() {
-        let aborts = snapshot.aborts.get(name).copied().unwrap_or(0);
-        let _ = writeln!(
-            out,
-            "switchyard_aborts_total{{service=\"{}\"}} {aborts}",
-            escape(name)
-        );
-    }
     out
 }
 
@@ -199,21 +179,14 @@ async fn guard(out: &mut String, controller: &Controller, snapshot: &ControlSnap
         "switchyard_guard_looks_total {}",
         controller.board.looks()
     );
-    header(
-        out,
-        "switchyard_incidents_total",
-        "counter",
-        "Incidents recorded (automatic cutbacks), over the whole incident log.",
-    );
     let incidents = controller.incidents.list(None);
-    for name in snapshot.services.keys() {
-        let count = incidents.iter().filter(|i| i.service == *name).count();
-        let _ = writeln!(
-            out,
-            "switchyard_incidents_total{{service=\"{}\"}} {count}",
-            escape(name)
-        );
-    }
+    per_service(
+        out,
+        snapshot,
+        ("switchyard_incidents_total", "counter"),
+        "Incidents recorded (automatic cutbacks), over the whole incident log.",
+        |name, _| incidents.iter().filter(|i| i.service == name).count() as u64,
+    );
     header(
         out,
         "switchyard_rollout_percent",
@@ -235,6 +208,25 @@ async fn guard(out: &mut String, controller: &Controller, snapshot: &ControlSnap
 
 fn header(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+}
+
+/// A metric with one value per service; `(name, kind)` as in `header`.
+fn per_service(
+    out: &mut String,
+    snapshot: &ControlSnapshot,
+    (name, kind): (&str, &str),
+    help: &str,
+    value: impl Fn(&str, &ServiceState) -> u64,
+) {
+    header(out, name, kind, help);
+    for (service, state) in &snapshot.services {
+        let _ = writeln!(
+            out,
+            "{name}{{service=\"{}\"}} {}",
+            escape(service),
+            value(service, state)
+        );
+    }
 }
 
 fn histogram(out: &mut String, labels: &str, total: &Snapshot) {

@@ -118,21 +118,30 @@ impl Pool {
     /// `None` when the attempt says nothing about the endpoint (a timeout, or the proxy's
     /// own trouble such as running out of sockets); only a refusal is a "no".
     pub async fn accepts(&self) -> Option<bool> {
-        let connect = TcpStream::connect(self.addr);
-        match tokio::time::timeout(self.connect_timeout, connect).await {
-            Ok(Ok(_)) => Some(true),
-            Ok(Err(err)) if err.kind() == std::io::ErrorKind::ConnectionRefused => Some(false),
-            _ => None,
+        match self.open().await {
+            Ok(_) => Some(true),
+            Err(ConnectError::Io(_, err))
+                if err.kind() == std::io::ErrorKind::ConnectionRefused =>
+            {
+                Some(false)
+            }
+            Err(_) => None,
         }
+    }
+
+    /// A TCP connection to the endpoint, within the connect timeout.
+    async fn open(&self) -> Result<TcpStream, ConnectError> {
+        let addr = self.addr;
+        tokio::time::timeout(self.connect_timeout, TcpStream::connect(addr))
+            .await
+            .map_err(|_| ConnectError::Timeout(addr))?
+            .map_err(|err| ConnectError::Io(addr, err))
     }
 
     /// A new connection; `upgrades` keeps the socket usable after a 101 response.
     pub async fn connect(&self, upgrades: bool) -> Result<Sender, ConnectError> {
         let addr = self.addr;
-        let stream = tokio::time::timeout(self.connect_timeout, TcpStream::connect(addr))
-            .await
-            .map_err(|_| ConnectError::Timeout(addr))?
-            .map_err(|err| ConnectError::Io(addr, err))?;
+        let stream = self.open().await?;
         let _ = stream.set_nodelay(true);
         let (requests, connection) = http1::Builder::new()
             .writev(false)
