@@ -7,6 +7,7 @@ use crate::control::record::Origin;
 use crate::control::Controller;
 use crate::dataplane::server::{bind, serve, ServerSettings};
 use crate::dataplane::tls;
+use crate::verify::health::HealthBoard;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
@@ -54,6 +55,8 @@ pub struct RunningProxy {
     /// The address actually bound (useful with port 0).
     pub addr: SocketAddr,
     pub admin: AdminServer,
+    /// What the active health checks last found.
+    pub health: Arc<HealthBoard>,
     stop: watch::Sender<bool>,
     server: JoinHandle<()>,
 }
@@ -114,11 +117,18 @@ impl RunningProxy {
             controller.clone(),
             stop_rx.clone(),
         ));
+        let health = Arc::new(HealthBoard::default());
+        tokio::spawn(crate::verify::health::run(
+            controller.clone(),
+            health.clone(),
+            stop_rx.clone(),
+        ));
         let server = tokio::spawn(serve(listener, controller.plane.clone(), settings, stop_rx));
         Ok(RunningProxy {
             controller,
             addr,
             admin,
+            health,
             stop,
             server,
         })
