@@ -129,6 +129,7 @@ impl RunningProxy {
         self.admin.stop();
         let _ = self.stop.send(true);
         let _ = self.server.await;
+        self.controller.stop().await;
     }
 }
 
