@@ -34,7 +34,7 @@ endpoints = ["{}", "{}"]
 async fn wait_for(proxy: &TestProxy, addr: std::net::SocketAddr, up: bool) {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let board = proxy.proxy.health.snapshot();
+        let board = proxy.proxy.verifier.health.snapshot();
         if board.get(&addr).is_some_and(|h| h.up == up) {
             return;
         }
@@ -63,7 +63,7 @@ async fn a_hung_endpoint_leaves_the_rotation_and_comes_back_when_healed() {
         assert_eq!(reply.status, 200);
         assert_eq!(reply.body, "version=blue-1\n");
     }
-    let health = proxy.proxy.health.snapshot()[&blue[1].addr].clone();
+    let health = proxy.proxy.verifier.health.snapshot()[&blue[1].addr].clone();
     assert_eq!(health.changes, 1);
     assert_eq!(
         health.last_failure.as_deref(),
@@ -83,4 +83,35 @@ async fn a_hung_endpoint_leaves_the_rotation_and_comes_back_when_healed() {
         "the healed endpoint takes traffic again"
     );
     proxy.proxy.shutdown().await;
+}
+
+/// Waits (bounded) until the return point of "shop" was last found `passed`.
+async fn wait_for_return_point(proxy: &TestProxy, passed: bool) -> switchyard::verify::ReturnPoint {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let points = proxy.proxy.verifier.return_point_status();
+        if let Some(point) = points.get("shop").filter(|p| p.last.passed == passed) {
+            return point.clone();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "return point never passed={passed}: {points:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn the_return_point_is_checked_while_a_canary_takes_traffic() {
+    let checks = "checks_every = \"1s\"\n[[services.shop.checks]]\nname = \"home\"\npath = \"/\"\n";
+    let pair = pair("blue", "canary", (95, 5), checks).await;
+    let point = wait_for_return_point(&pair.proxy, true).await;
+    assert_eq!(point.version, "blue");
+    assert!(point.passed.is_some());
+
+    pair.stable.faults.break_path("/");
+    let point = wait_for_return_point(&pair.proxy, false).await;
+    assert_eq!(point.last.failed[0].got, "status 500 (expected 2xx)");
+    assert!(point.passed.is_some(), "when it last passed is kept");
+    pair.proxy.proxy.shutdown().await;
 }
