@@ -60,9 +60,15 @@ async fn an_absolute_form_target_is_the_host_the_upstream_gets() {
     )
     .await;
     assert_eq!(status(&answer), "200", "{answer}");
-    assert!(answer.contains("version: internal") || answer.contains("x-upstream: internal"), "{answer}");
+    assert!(
+        answer.contains("version: internal") || answer.contains("x-upstream: internal"),
+        "{answer}"
+    );
     assert!(answer.contains("host: internal\n"), "{answer}");
-    assert!(!answer.contains("host: shop"), "the client's Host was forwarded: {answer}");
+    assert!(
+        !answer.contains("host: shop"),
+        "the client's Host was forwarded: {answer}"
+    );
 }
 
 #[tokio::test]
@@ -89,9 +95,15 @@ async fn connection_never_strips_host_or_end_to_end_headers() {
     .await;
     assert_eq!(status(&answer), "200", "{answer}");
     assert!(answer.contains("host: internal\n"), "{answer}");
-    assert!(answer.contains("x-forwarded-for: 10.9.9.9, 127.0.0.1\n"), "{answer}");
+    assert!(
+        answer.contains("x-forwarded-for: 10.9.9.9, 127.0.0.1\n"),
+        "{answer}"
+    );
     assert!(answer.contains("cookie: a=b\n"), "{answer}");
-    assert!(!answer.contains("x-hop"), "a Connection-named header was kept: {answer}");
+    assert!(
+        !answer.contains("x-hop"),
+        "a Connection-named header was kept: {answer}"
+    );
 }
 
 #[tokio::test]

@@ -39,8 +39,7 @@ async fn raw(proxy: &TestProxy, bytes: &[u8], close_after: bool) -> String {
 }
 
 async fn metrics(proxy: &TestProxy) -> String {
-    let (status, text) =
-        admin_raw_on(&proxy.admin(), http::Method::GET, "/metrics", "").await;
+    let (status, text) = admin_raw_on(&proxy.admin(), http::Method::GET, "/metrics", "").await;
     assert_eq!(status, 200);
     text
 }
@@ -86,7 +85,12 @@ async fn abandoned_uploads_and_broken_chunking_on_the_canary_never_abort_it() {
         "the guard acted on client faults: {history:?}"
     );
     assert!(
-        proxy.proxy.controller.incidents.list(Some("shop")).is_empty(),
+        proxy
+            .proxy
+            .controller
+            .incidents
+            .list(Some("shop"))
+            .is_empty(),
         "an incident was recorded for client faults"
     );
     let text = metrics(&proxy).await;
@@ -94,12 +98,18 @@ async fn abandoned_uploads_and_broken_chunking_on_the_canary_never_abort_it() {
         &text,
         "switchyard_errors_total{service=\"shop\",version=\"canary\"",
     );
-    assert_eq!(blamed, 0, "client faults were counted against the canary:\n{text}");
+    assert_eq!(
+        blamed, 0,
+        "client faults were counted against the canary:\n{text}"
+    );
     let faults = metric(
         &text,
         "switchyard_client_faults_total{service=\"shop\",version=\"canary\"",
     );
-    assert!(faults >= 10, "client faults not counted ({faults}):\n{text}");
+    assert!(
+        faults >= 10,
+        "client faults not counted ({faults}):\n{text}"
+    );
 
     // The canary is still in the rotation and serves the sticky user.
     let reply = get(&client(), proxy.addr(), "/", &[("cookie", &cookie)]).await;

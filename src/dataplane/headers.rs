@@ -73,9 +73,7 @@ pub fn authority(
     }
     match host {
         Some(host) => valid_authority(host.as_bytes()).map(Some),
-        None if version == http::Version::HTTP_10 || version == http::Version::HTTP_09 => {
-            Ok(None)
-        }
+        None if version == http::Version::HTTP_10 || version == http::Version::HTTP_09 => Ok(None),
         None => Err(AuthorityError::NoHost),
     }
 }
@@ -226,8 +224,14 @@ mod tests {
         let h11 = http::Version::HTTP_11;
         let mut headers = HeaderMap::new();
         let origin: http::Uri = "/x".parse().unwrap();
-        assert_eq!(authority(&origin, h11, &headers), Err(AuthorityError::NoHost));
-        assert_eq!(authority(&origin, http::Version::HTTP_10, &headers), Ok(None));
+        assert_eq!(
+            authority(&origin, h11, &headers),
+            Err(AuthorityError::NoHost)
+        );
+        assert_eq!(
+            authority(&origin, http::Version::HTTP_10, &headers),
+            Ok(None)
+        );
         headers.append(header::HOST, HeaderValue::from_static("shop"));
         assert_eq!(authority(&origin, h11, &headers).unwrap().unwrap(), "shop");
         let absolute: http::Uri = "http://internal:81/x".parse().unwrap();
@@ -236,7 +240,10 @@ mod tests {
             "internal:81"
         );
         headers.append(header::HOST, HeaderValue::from_static("other"));
-        assert_eq!(authority(&origin, h11, &headers), Err(AuthorityError::TwoHosts));
+        assert_eq!(
+            authority(&origin, h11, &headers),
+            Err(AuthorityError::TwoHosts)
+        );
         for bad in ["a b", "user@shop", "shop/x", ""] {
             let mut headers = HeaderMap::new();
             headers.insert(header::HOST, HeaderValue::from_str(bad).unwrap());

@@ -55,7 +55,12 @@ pub async fn handle(
     let table = plane.table.load_full();
     let authority = match authority(request.uri(), request.version(), request.headers()) {
         Ok(authority) => authority,
-        Err(err) => return Ok(ServedBody::plain(plain(StatusCode::BAD_REQUEST, err.text()))),
+        Err(err) => {
+            return Ok(ServedBody::plain(plain(
+                StatusCode::BAD_REQUEST,
+                err.text(),
+            )))
+        }
     };
     let host = authority.as_ref().and_then(|a| a.to_str().ok());
     let Some(service) = table.service_for_host(host) else {
@@ -298,13 +303,16 @@ fn prepare_upstream_request(
     if let Some(host) = &authority {
         parts.headers.insert(header::HOST, host.clone());
     }
-    add_forwarding(&mut parts.headers, &client.ip, client.tls, authority.as_ref());
+    add_forwarding(
+        &mut parts.headers,
+        &client.ip,
+        client.tls,
+        authority.as_ref(),
+    );
     let body = match fault {
-        Some(fault) => UpstreamRequestBody::Client(ClientBody::new(
-            body,
-            fault.clone(),
-            client.idle.clock(),
-        )),
+        Some(fault) => {
+            UpstreamRequestBody::Client(ClientBody::new(body, fault.clone(), client.idle.clock()))
+        }
         None => UpstreamRequestBody::Empty,
     };
     Request::from_parts(parts, body)
@@ -356,7 +364,8 @@ async fn forward(
         match exchange {
             Ok(response) => {
                 let (parts, body) = response.into_parts();
-                let body = UpstreamResponse::new(body, Some(sender), endpoint, in_flight, body_idle);
+                let body =
+                    UpstreamResponse::new(body, Some(sender), endpoint, in_flight, body_idle);
                 return Ok(Response::from_parts(parts, ResponseBody::Upstream(body)));
             }
             Err(mut err) => match err.take_message() {

@@ -58,7 +58,8 @@ impl Watch {
             true => Outcome::Timeout,
             false => Outcome::Reset,
         };
-        self.stats.record(outcome, started.elapsed(), Instant::now());
+        self.stats
+            .record(outcome, started.elapsed(), Instant::now());
     }
 }
 
