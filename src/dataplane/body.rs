@@ -1,5 +1,6 @@
 //! Body types of the proxy: streamed through frame by frame, never collected.
 
+use super::client_body::ClientBody;
 use super::endpoint::{Endpoint, InFlight};
 use super::pool::Sender;
 use bytes::Bytes;
@@ -8,12 +9,13 @@ use hyper::body::Incoming;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 /// What is sent upstream: the client's body as it arrives, or nothing (a retry of a
 /// bodiless request).
 #[derive(Debug)]
 pub enum UpstreamRequestBody {
-    Client(Incoming),
+    Client(ClientBody),
     Empty,
 }
 
@@ -26,7 +28,7 @@ impl Body for UpstreamRequestBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         match self.get_mut() {
-            UpstreamRequestBody::Client(body) => Pin::new(body).poll_frame(cx),
+            UpstreamRequestBody::Client(body) => body.poll_frame(cx),
             UpstreamRequestBody::Empty => Poll::Ready(None),
         }
     }
@@ -54,6 +56,11 @@ pub enum ResponseBody {
 }
 
 impl ResponseBody {
+    /// True when the upstream's body stopped for `upstream_body_idle` and was cut off.
+    pub fn upstream_timed_out(&self) -> bool {
+        matches!(self, ResponseBody::Upstream(upstream) if upstream.timed_out)
+    }
+
     pub fn message(text: &'static str) -> ResponseBody {
         ResponseBody::Message(Some(Bytes::from_static(text.as_bytes())))
     }
@@ -69,6 +76,9 @@ pub struct UpstreamResponse {
     body: Incoming,
     connection: Option<(Sender, Arc<Endpoint>)>,
     _in_flight: InFlight,
+    /// `upstream_body_idle`: the longest wait for the next body bytes.
+    body_idle: Duration,
+    timed_out: bool,
 }
 
 impl UpstreamResponse {
@@ -77,11 +87,26 @@ impl UpstreamResponse {
         sender: Option<Sender>,
         endpoint: Arc<Endpoint>,
         in_flight: InFlight,
+        body_idle: Duration,
     ) -> Self {
         UpstreamResponse {
             body,
             connection: sender.map(|s| (s, endpoint)),
             _in_flight: in_flight,
+            body_idle,
+            timed_out: false,
+        }
+    }
+
+    /// Runs the connection's deadline while the proxy waits on the upstream's body, and
+    /// stops it when bytes come. Done before the connection can go back to the pool.
+    fn watch_idle<T>(&mut self, polled: &Poll<Option<Result<T, hyper::Error>>>) {
+        if let Some((sender, _)) = &self.connection {
+            match polled {
+                Poll::Pending => sender.watchdog.arm(self.body_idle),
+                Poll::Ready(Some(Err(_))) => self.timed_out = sender.watchdog.expired(),
+                Poll::Ready(_) => sender.watchdog.disarm(),
+            }
         }
     }
 
@@ -113,6 +138,7 @@ impl Body for ResponseBody {
             ResponseBody::Message(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
             ResponseBody::Upstream(upstream) => {
                 let polled = Pin::new(&mut upstream.body).poll_frame(cx);
+                upstream.watch_idle(&polled);
                 match &polled {
                     Poll::Ready(None) => upstream.finish(),
                     Poll::Ready(Some(Ok(_))) if upstream.body.is_end_stream() => upstream.finish(),
