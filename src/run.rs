@@ -12,6 +12,7 @@ use crate::dataplane::tls;
 use crate::guard::incident::{IncidentError, IncidentLog};
 use crate::guard::watch::{Board, Guard};
 use crate::rollout::{self, RolloutHandle};
+use crate::verify::gate::Verified;
 use crate::verify::Verifier;
 use std::net::SocketAddr;
 use std::path::Path;
@@ -117,9 +118,17 @@ impl RunningProxy {
         );
         let board = Arc::new(Board::default());
         let (stop, stop_rx) = watch::channel(false);
+        let verifier = Arc::new(Verifier::default());
+        // Operators, rollouts and the guard all change routing through the gate.
+        let verified = Arc::new(Verified {
+            control: controller.clone(),
+            plane: controller.plane.clone(),
+            verifier: verifier.clone(),
+            incidents: incidents.clone(),
+        });
         let rollouts = rollout::spawn(
             &config.state_dir,
-            controller.clone(),
+            verified.clone(),
             board.clone(),
             stop_rx.clone(),
         );
@@ -128,6 +137,7 @@ impl RunningProxy {
             board: board.clone(),
             incidents: incidents.clone(),
             rollouts: rollouts.clone(),
+            verified: verified.clone(),
         };
         let admin = match AdminServer::start(parts, &config, addr).await {
             Ok(admin) => admin,
@@ -139,7 +149,8 @@ impl RunningProxy {
             }
         };
         let guard = Guard {
-            control: controller.clone(),
+            control: verified,
+            verifier: verifier.clone(),
             plane: controller.plane.clone(),
             board: board.clone(),
             incidents: incidents.clone(),
@@ -149,7 +160,6 @@ impl RunningProxy {
             controller.clone(),
             stop_rx.clone(),
         ));
-        let verifier = Arc::new(Verifier::default());
         tokio::spawn(crate::verify::health::run(
             controller.clone(),
             verifier.health.clone(),

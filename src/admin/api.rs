@@ -8,6 +8,7 @@ use crate::control::error::ControlError;
 use crate::control::record::RevisionRecord;
 use crate::guard::incident::Incident;
 use crate::guard::judge::VerdictKind;
+use crate::verify::ReturnPoint;
 use http::{Method, StatusCode};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -66,6 +67,9 @@ pub struct ServiceStatus {
     /// The service's latest rollout, if it ever had one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rollout: Option<RolloutStatus>,
+    /// The stable version's last checks, while another version takes traffic.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub return_point: Option<ReturnPoint>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -158,7 +162,7 @@ impl From<ControlError> for ApiError {
         match err {
             ControlError::NotFound(_) => ApiError::NotFound(message),
             ControlError::Invalid(_) => ApiError::BadRequest(message),
-            ControlError::Refused(_) => ApiError::Conflict(message),
+            ControlError::Refused(_) | ControlError::Moved => ApiError::Conflict(message),
             ControlError::NotRecorded(_) | ControlError::Stopped => ApiError::Internal(message),
         }
     }

@@ -4,6 +4,7 @@ use crate::control::Controller;
 use crate::guard::incident::IncidentLog;
 use crate::guard::watch::Board;
 use crate::rollout::RolloutHandle;
+use crate::verify::gate::Verified;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -14,6 +15,8 @@ pub struct Parts {
     pub board: Arc<Board>,
     pub incidents: Arc<IncidentLog>,
     pub rollouts: RolloutHandle,
+    /// The control plane behind the gate: what operator changes go through.
+    pub verified: Arc<Verified<Controller>>,
 }
 
 /// What every admin request is served with.

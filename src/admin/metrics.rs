@@ -16,7 +16,126 @@ pub async fn render(parts: &Parts) -> String {
     let table = parts.controller.plane.table.load_full();
     let mut out = traffic(&snapshot, &table);
     guard(&mut out, parts, &snapshot).await;
+    verification(&mut out, &parts.verified.verifier);
     out
+}
+
+/// Active health checks, the return points, and the gate.
+fn verification(out: &mut String, verifier: &crate::verify::Verifier) {
+    let health = verifier.health.snapshot();
+    let endpoint_labels = |addr: &std::net::SocketAddr,
+                           h: &crate::verify::health::EndpointHealth| {
+        format!(
+            "service=\"{}\",version=\"{}\",endpoint=\"{addr}\"",
+            escape(&h.service),
+            escape(&h.version)
+        )
+    };
+    header(
+        out,
+        "switchyard_health_up",
+        "gauge",
+        "1 while active health checks keep the endpoint in the rotation.",
+    );
+    for (addr, h) in &health {
+        let _ = writeln!(
+            out,
+            "switchyard_health_up{{{}}} {}",
+            endpoint_labels(addr, h),
+            u8::from(h.up)
+        );
+    }
+    header(
+        out,
+        "switchyard_health_checks_total",
+        "counter",
+        "Active health checks by result.",
+    );
+    for (addr, h) in &health {
+        let labels = endpoint_labels(addr, h);
+        let _ = writeln!(
+            out,
+            "switchyard_health_checks_total{{{labels},result=\"ok\"}} {}",
+            h.checks - h.failures
+        );
+        let _ = writeln!(
+            out,
+            "switchyard_health_checks_total{{{labels},result=\"failed\"}} {}",
+            h.failures
+        );
+    }
+    header(
+        out,
+        "switchyard_health_changes_total",
+        "counter",
+        "Times active health checks took the endpoint out or brought it back.",
+    );
+    for (addr, h) in &health {
+        let _ = writeln!(
+            out,
+            "switchyard_health_changes_total{{{}}} {}",
+            endpoint_labels(addr, h),
+            h.changes
+        );
+    }
+    let points = verifier.return_point_status();
+    header(out, "switchyard_return_point_passing", "gauge", "1 when the stable version passed its last checks (watched while another version takes traffic).");
+    for (service, point) in &points {
+        let labels = format!(
+            "service=\"{}\",version=\"{}\"",
+            escape(service),
+            escape(&point.version)
+        );
+        let _ = writeln!(
+            out,
+            "switchyard_return_point_passing{{{labels}}} {}",
+            u8::from(point.last.passed)
+        );
+    }
+    header(
+        out,
+        "switchyard_return_point_last_passed_seconds",
+        "gauge",
+        "Unix time the stable version last passed its checks.",
+    );
+    for (service, point) in &points {
+        if let Some(ms) = point.passed_ms {
+            let labels = format!(
+                "service=\"{}\",version=\"{}\"",
+                escape(service),
+                escape(&point.version)
+            );
+            let _ = writeln!(
+                out,
+                "switchyard_return_point_last_passed_seconds{{{labels}}} {:.3}",
+                ms as f64 / 1e3
+            );
+        }
+    }
+    header(
+        out,
+        "switchyard_cutback_held",
+        "gauge",
+        "1 while the guard holds a cutback because the return point fails its checks (the alarm).",
+    );
+    for (service, point) in &points {
+        let _ = writeln!(
+            out,
+            "switchyard_cutback_held{{service=\"{}\"}} {}",
+            escape(service),
+            u8::from(point.held.is_some())
+        );
+    }
+    let counters = &verifier.counters;
+    for (name, help, counter) in [
+        ("switchyard_gate_refused_total", "Changes refused because the version they give traffic to failed its checks.", &counters.gate_refused),
+        ("switchyard_gate_forced_total", "Changes forced past failing checks.", &counters.gate_forced),
+        ("switchyard_validations_failed_total", "Validations after an abort, cutback, rollback or switch that found the version taking the traffic failing.", &counters.validations_failed),
+        ("switchyard_cutbacks_held_total", "Cutbacks the guard held because the return point failed its checks.", &counters.cutbacks_held),
+    ] {
+        header(out, name, "counter", help);
+        let _ = writeln!(out, "{name} {}", counter.load(std::sync::atomic::Ordering::Relaxed));
+    }
 }
 
 /// Requests, errors, latency and shares per version; latch, freeze and aborts per service.

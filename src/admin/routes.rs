@@ -131,6 +131,18 @@ async fn route(
                 None => Err(ApiError::NotFound(format!("no service {service:?}"))),
             }
         }
+        ["services", service, "checks"] => {
+            only(&method, &Method::POST)?;
+            // Not a change, but it sends requests to upstreams: a mutation's authority.
+            authorize(context, transport, &request)?;
+            let request: crate::verify::ChecksRequest = read_json(request).await?;
+            let table = controller.plane.table.load_full();
+            let verifier = &parts.verified.verifier;
+            let found =
+                crate::verify::run_checks(controller.as_ref(), &table, verifier, service, &request)
+                    .await?;
+            Ok(json(StatusCode::OK, &found))
+        }
         ["services", service, "history"] => {
             only(&method, &Method::GET)?;
             let limit = history_limit(query.as_deref())?;
@@ -148,7 +160,7 @@ async fn route(
             let body: ChangeRequest = read_json(request).await?;
             let change = api::change(&verb, &body)?;
             let origin = origin(body.actor, body.reason)?.forced(body.force);
-            let record = controller.apply(&service, change, origin).await?;
+            let record = parts.verified.change(&service, change, origin).await?;
             Ok(json(StatusCode::OK, &record))
         }
         _ => Err(ApiError::NotFound(format!(

@@ -5,6 +5,7 @@ use super::context::AdminContext;
 use crate::control::ControlSnapshot;
 use crate::guard::watch::VersionVerdict;
 use crate::routing::RoutingTable;
+use crate::verify::ReturnPoint;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
@@ -18,6 +19,7 @@ pub async fn build(context: &AdminContext) -> StatusResponse {
     let live = Live {
         verdicts: parts.board.all(),
         rollouts: parts.rollouts.all().await,
+        return_points: parts.verified.verifier.return_point_status(),
     };
     StatusResponse {
         revision: table.revision,
@@ -32,6 +34,7 @@ pub async fn build(context: &AdminContext) -> StatusResponse {
 struct Live {
     verdicts: BTreeMap<String, VersionVerdict>,
     rollouts: BTreeMap<String, RolloutStatus>,
+    return_points: BTreeMap<String, ReturnPoint>,
 }
 
 fn services(
@@ -96,6 +99,7 @@ fn services(
             versions,
             guard: live.verdicts.remove(&service.name).map(guard_status),
             rollout: live.rollouts.remove(&service.name),
+            return_point: live.return_points.remove(&service.name),
         });
     }
     services

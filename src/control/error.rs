@@ -17,6 +17,9 @@ pub enum ControlError {
     /// routing is unchanged.
     #[error("{0}")]
     NotRecorded(String),
+    /// The routing moved between a pre-flight gate's checks and the change; nothing changed.
+    #[error("the routing changed while the checks ran; nothing changed, try again")]
+    Moved,
     /// The control plane is stopping.
     #[error("the control plane has stopped")]
     Stopped,

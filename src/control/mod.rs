@@ -171,12 +171,24 @@ impl Controller {
         change: Change,
         origin: Origin,
     ) -> Result<RevisionRecord, ControlError> {
+        self.apply_if(service, change, origin, None).await
+    }
+
+    /// `apply`, but only while the service's routing is still `expect` (else `Moved`).
+    pub async fn apply_if(
+        &self,
+        service: &str,
+        change: Change,
+        origin: Origin,
+        expect: Option<ServiceState>,
+    ) -> Result<RevisionRecord, ControlError> {
         let service = service.to_string();
         self.commands
             .call(|reply| Request::Apply {
                 service,
                 change,
                 origin,
+                expect,
                 reply,
             })
             .await?
@@ -264,6 +276,21 @@ pub trait RoutingControl: Send + Sync {
         change: Change,
         origin: Origin,
     ) -> impl Future<Output = Result<RevisionRecord, ControlError>> + Send;
+    /// `change`, but only while the routing is still `expect` (what a gate checked).
+    fn change_if(
+        &self,
+        service: &str,
+        change: Change,
+        origin: Origin,
+        expect: ServiceState,
+    ) -> impl Future<Output = Result<RevisionRecord, ControlError>> + Send;
+    /// Records a revision that leaves the routing as it is (a validation, an alarm).
+    fn note(
+        &self,
+        service: &str,
+        kind: ChangeKind,
+        origin: Origin,
+    ) -> impl Future<Output = Result<RevisionRecord, ControlError>> + Send;
 }
 
 impl RoutingControl for Controller {
@@ -292,6 +319,33 @@ impl RoutingControl for Controller {
         origin: Origin,
     ) -> Result<RevisionRecord, ControlError> {
         self.apply(service, change, origin).await
+    }
+
+    async fn change_if(
+        &self,
+        service: &str,
+        change: Change,
+        origin: Origin,
+        expect: ServiceState,
+    ) -> Result<RevisionRecord, ControlError> {
+        self.apply_if(service, change, origin, Some(expect)).await
+    }
+
+    async fn note(
+        &self,
+        service: &str,
+        kind: ChangeKind,
+        origin: Origin,
+    ) -> Result<RevisionRecord, ControlError> {
+        let service = service.to_string();
+        self.commands
+            .call(|reply| Request::Note {
+                service,
+                kind,
+                origin,
+                reply,
+            })
+            .await?
     }
 }
 

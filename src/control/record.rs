@@ -2,6 +2,7 @@
 
 use crate::config::{Release, ServiceConfig};
 use crate::routing::ServiceState;
+use crate::verify::smoke::CheckReport;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -28,6 +29,12 @@ pub enum ChangeKind {
     VersionRemoved,
     /// Restarted from a journal whose chain was broken (`--accept-broken-journal`).
     Recovered,
+    /// The checks of the version taking the traffic, run after an abort, cutback,
+    /// rollback or switch (routing unchanged).
+    Validated,
+    /// The guard found a version bad but did not cut back: the return point fails its
+    /// checks (routing unchanged; the alarm).
+    CutbackHeld,
 }
 
 impl ChangeKind {
@@ -46,6 +53,8 @@ impl ChangeKind {
             ChangeKind::ConfigEdit => "config_edit",
             ChangeKind::VersionRemoved => "version_removed",
             ChangeKind::Recovered => "recovered",
+            ChangeKind::Validated => "validated",
+            ChangeKind::CutbackHeld => "cutback_held",
         }
     }
 }
@@ -76,6 +85,8 @@ pub struct Origin {
     pub evidence: Option<serde_json::Value>,
     /// The requester overrode a pre-flight gate (`--force`).
     pub forced: bool,
+    /// The checks that the gate ran before the change, or the validation after one.
+    pub checks: Option<CheckReport>,
 }
 
 impl Origin {
@@ -85,11 +96,17 @@ impl Origin {
             reason: reason.into(),
             evidence: None,
             forced: false,
+            checks: None,
         }
     }
 
     pub fn forced(mut self, forced: bool) -> Origin {
         self.forced = forced;
+        self
+    }
+
+    pub fn with_checks(mut self, checks: CheckReport) -> Origin {
+        self.checks = Some(checks);
         self
     }
 
@@ -125,6 +142,10 @@ pub struct RevisionRecord {
     /// The requester overrode a pre-flight gate (`--force`).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub forced: bool,
+    /// `{version, passed, failed: [{check, endpoint, got}], ms}`: the gate's checks of the
+    /// version the change gave traffic to, or the validation a `validated` revision records.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checks: Option<CheckReport>,
     /// Hash of the previous line (hex); 64 zeros for the first.
     pub prev: String,
     /// SHA-256 (hex) of this line's bytes up to this field.
@@ -182,6 +203,7 @@ impl PlannedRevision {
             declared: self.declared,
             evidence: self.origin.evidence,
             forced: self.origin.forced,
+            checks: self.origin.checks,
             prev: String::new(),
             hash: String::new(),
         }

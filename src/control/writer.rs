@@ -126,6 +126,15 @@ pub(crate) enum Request {
         service: String,
         change: Change,
         origin: Origin,
+        /// Apply only if the routing is still this (what a pre-flight gate checked).
+        expect: Option<ServiceState>,
+        reply: oneshot::Sender<Result<RevisionRecord, ControlError>>,
+    },
+    /// Record a revision that leaves the routing as it is (a validation, an alarm).
+    Note {
+        service: String,
+        kind: ChangeKind,
+        origin: Origin,
         reply: oneshot::Sender<Result<RevisionRecord, ControlError>>,
     },
     Reload {
@@ -193,9 +202,18 @@ impl Writer {
                     service,
                     change,
                     origin,
+                    expect,
                     reply,
                 } => {
-                    let _ = reply.send(self.apply(&service, change, origin).await);
+                    let _ = reply.send(self.apply(&service, change, origin, expect).await);
+                }
+                Request::Note {
+                    service,
+                    kind,
+                    origin,
+                    reply,
+                } => {
+                    let _ = reply.send(self.note(&service, kind, origin).await);
                 }
                 Request::Reload {
                     config,
@@ -221,6 +239,7 @@ impl Writer {
         service: &str,
         change: Change,
         origin: Origin,
+        expect: Option<ServiceState>,
     ) -> Result<RevisionRecord, ControlError> {
         let records = {
             let state = self.shared.lock();
@@ -229,6 +248,9 @@ impl Writer {
                     (Some(config), Some(current)) => (config, current),
                     _ => return Err(unknown_service(&state.config, service)),
                 };
+            if expect.is_some_and(|expected| expected != *current) {
+                return Err(ControlError::Moved);
+            }
             let history: Vec<&RevisionRecord> = state
                 .history
                 .get(service)
@@ -248,6 +270,40 @@ impl Writer {
         let written = self.journal.append(records).await.map_err(|err| {
             ControlError::NotRecorded(format!("change not recorded, routing unchanged: {err}"))
         })?;
+        self.commit(None, &written);
+        written
+            .into_iter()
+            .next()
+            .ok_or_else(|| ControlError::NotRecorded("journal returned no record".into()))
+    }
+
+    async fn note(
+        &self,
+        service: &str,
+        kind: ChangeKind,
+        origin: Origin,
+    ) -> Result<RevisionRecord, ControlError> {
+        let records = {
+            let state = self.shared.lock();
+            let current = state
+                .services
+                .get(service)
+                .ok_or_else(|| unknown_service(&state.config, service))?;
+            let plan = PlannedRevision {
+                service: service.to_string(),
+                kind,
+                old: Some(current.clone()),
+                new: Some(current.clone()),
+                declared: None,
+                origin,
+            };
+            state.records(vec![plan], &state.config)
+        };
+        let written = self
+            .journal
+            .append(records)
+            .await
+            .map_err(|err| ControlError::NotRecorded(format!("not recorded: {err}")))?;
         self.commit(None, &written);
         written
             .into_iter()

@@ -6,6 +6,7 @@ use crate::admin::api::{
 };
 use crate::control::command::Order;
 use crate::control::record::RevisionRecord;
+use crate::verify::{ChecksRequest, ChecksResponse};
 use bytes::Bytes;
 use http::{header, Method, Request, StatusCode};
 use http_body_util::{BodyExt, Full};
@@ -29,6 +30,9 @@ pub enum ClientError {
     Api { status: StatusCode, message: String },
     #[error("unexpected answer from switchyard: {0}")]
     Decode(String),
+    /// The command ran and found failures (e.g. checks); its output, printed as usual.
+    #[error("{0}")]
+    Failed(String),
 }
 
 pub struct AdminClient {
@@ -82,6 +86,17 @@ impl AdminClient {
         let path = format!("/services/{service}/{verb}");
         self.call(api::change_method(verb), &path, Some(request))
             .await
+    }
+
+    /// Runs a version's checks now (none: every version with traffic).
+    pub async fn checks(
+        &self,
+        service: &str,
+        version: Option<String>,
+    ) -> Result<ChecksResponse, ClientError> {
+        let path = format!("/services/{service}/checks");
+        let request = ChecksRequest { version };
+        self.call(Method::POST, &path, Some(&request)).await
     }
 
     /// Incidents, newest first, optionally of one service.

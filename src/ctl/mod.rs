@@ -103,6 +103,12 @@ pub enum CtlCommand {
         #[arg(long, default_value_t = 20)]
         limit: usize,
     },
+    /// Run a version's checks now (default: every version with traffic); exits non-zero
+    /// when any fails.
+    Checks {
+        service: String,
+        version: Option<String>,
+    },
     /// Automatic cutbacks the guard recorded, newest first.
     Incidents { service: Option<String> },
     /// Start, pause or resume the service's progressive rollout ([services.NAME.rollout]).
@@ -142,6 +148,10 @@ pub fn main(args: CtlArgs) -> ExitCode {
         Ok(output) => {
             print!("{output}");
             ExitCode::SUCCESS
+        }
+        Err(ClientError::Failed(output)) => {
+            print!("{output}");
+            ExitCode::FAILURE
         }
         Err(err) => {
             eprintln!("switchyard ctl: {err}");
@@ -186,6 +196,17 @@ async fn run(args: CtlArgs) -> Result<String, ClientError> {
             } else {
                 render::history(&history)
             });
+        }
+        CtlCommand::Checks { service, version } => {
+            let found = client.checks(&service, version).await?;
+            let text = match json {
+                true => as_json(&found),
+                false => render::checks(&found),
+            };
+            return match found.passed {
+                true => Ok(text),
+                false => Err(ClientError::Failed(text)),
+            };
         }
         CtlCommand::Incidents { service } => {
             let incidents = client.incidents(service.as_deref()).await?;

@@ -7,6 +7,8 @@ use crate::admin::api::{
 use crate::control::describe;
 use crate::control::record::RevisionRecord;
 use crate::routing::ServiceState;
+use crate::verify::smoke::CheckReport;
+use crate::verify::ChecksResponse;
 use std::fmt::Write;
 
 pub fn status(status: &StatusResponse) -> String {
@@ -82,6 +84,20 @@ pub fn service(service: &ServiceStatus) -> String {
     if let Some(rollout) = &service.rollout {
         out.push_str(&format!("  {}\n", self::rollout(rollout)));
     }
+    if let Some(point) = &service.return_point {
+        let passed = point.passed.as_deref().unwrap_or("never");
+        out.push_str(&format!(
+            "  return point {}: last checked {}, last passed {passed}: {}\n",
+            point.version,
+            point.checked,
+            point.last.summary()
+        ));
+        if let Some(held) = &point.held {
+            out.push_str(&format!(
+                "  CUTBACK HELD (routing kept, a hotfix is needed): {held}\n"
+            ));
+        }
+    }
     out
 }
 
@@ -135,7 +151,19 @@ pub fn incidents(incidents: &IncidentsResponse) -> String {
         "SUMMARY",
         "RESTORED_BY",
     ];
-    table(&headers, rows)
+    let mut out = table(&headers, rows);
+    for incident in &incidents.incidents {
+        if incident.held {
+            out.push_str(&format!("#{}: cutback HELD, routing kept\n", incident.id));
+        }
+        if let Some(checks) = &incident.checks {
+            out.push_str(&format!("#{}: checks: {}\n", incident.id, checks.summary()));
+        }
+        if let Some(advice) = &incident.advice {
+            out.push_str(&format!("#{}: {advice}\n", incident.id));
+        }
+    }
+    out
 }
 
 pub fn history(history: &HistoryResponse) -> String {
@@ -150,26 +178,84 @@ pub fn history(history: &HistoryResponse) -> String {
                 r.revision.to_string(),
                 r.time.clone(),
                 r.actor.clone(),
-                r.kind.label().to_string(),
+                kind(r),
                 routing(r.new.as_ref()),
+                r.checks.as_ref().map_or("-".to_string(), checks_cell),
                 r.reason.clone(),
             ]
         })
         .collect();
-    table(&["REV", "TIME", "ACTOR", "KIND", "ROUTING", "REASON"], rows)
+    let headers = [
+        "REV", "TIME", "ACTOR", "KIND", "ROUTING", "CHECKS", "REASON",
+    ];
+    table(&headers, rows)
 }
 
 /// One line for an acknowledged change.
 pub fn revision(record: &RevisionRecord) -> String {
-    format!(
+    let mut out = format!(
         "revision {}: {} {} by {}: {} (was {})\n",
         record.revision,
         record.service,
-        record.kind.label(),
+        kind(record),
         record.actor,
         routing(record.new.as_ref()),
         routing(record.old.as_ref()),
-    )
+    );
+    if let Some(checks) = &record.checks {
+        out.push_str(&format!("  checks: {}\n", checks.summary()));
+    }
+    out
+}
+
+/// The kind, marked when the change was forced past its gate.
+fn kind(record: &RevisionRecord) -> String {
+    match record.forced {
+        true => format!("{} (forced)", record.kind.label()),
+        false => record.kind.label().to_string(),
+    }
+}
+
+/// A check report in one short cell: `blue ok 12ms` or the first failure.
+fn checks_cell(report: &CheckReport) -> String {
+    match report.failed.as_slice() {
+        [] => format!("{} ok {}ms", report.version, report.ms),
+        [first, rest @ ..] => {
+            let more = match rest.len() {
+                0 => String::new(),
+                n => format!(" +{n}"),
+            };
+            format!(
+                "{} FAIL {:?}@{}: {}{more}",
+                report.version, first.check, first.endpoint, first.got
+            )
+        }
+    }
+}
+
+/// Each version's checks, one line per check and endpoint.
+pub fn checks(found: &ChecksResponse) -> String {
+    let mut out = String::new();
+    for run in &found.runs {
+        out.push_str(&format!("{}: {}\n", found.service, run.report.summary()));
+        let rows = run
+            .results
+            .iter()
+            .map(|r| {
+                vec![
+                    if r.passed { "ok" } else { "FAIL" }.to_string(),
+                    r.check.clone(),
+                    r.endpoint.clone(),
+                    r.got.clone(),
+                ]
+            })
+            .collect();
+        out.push_str(&indent(&table(
+            &["RESULT", "CHECK", "ENDPOINT", "GOT"],
+            rows,
+        )));
+    }
+    out
 }
 
 pub fn reload(reloaded: &ReloadResponse) -> String {

@@ -11,6 +11,8 @@ use crate::dataplane::endpoint::Endpoint;
 use crate::dataplane::proxy::DataPlane;
 use crate::routing::{RoutingTable, ServiceRoute, VersionRoute};
 use crate::telemetry::{Outcome, Tally, VersionStats};
+use crate::verify::smoke::CheckReport;
+use crate::verify::Verifier;
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -113,6 +115,8 @@ fn unix_ms(time: SystemTime) -> u64 {
 /// plane it watches, and its own verdicts and incidents.
 pub struct Guard<C> {
     pub control: Arc<C>,
+    /// What the checks found: the guard never cuts back into a failing return point.
+    pub verifier: Arc<Verifier>,
     pub plane: Arc<DataPlane>,
     pub board: Arc<Board>,
     pub incidents: Arc<IncidentLog>,
@@ -297,7 +301,8 @@ fn p99(stats: &VersionStats, window: Duration, now: Instant) -> Duration {
     Duration::from_micros(snapshot.latency.value_at_quantile(0.99))
 }
 
-/// All traffic back on stable (one journaled revision, one swap), then the incident.
+/// All traffic back on stable (one journaled revision, one swap), then the incident;
+/// unless the return point fails its checks, in which case the cutback is held.
 async fn cut_back<C: RoutingControl>(
     guard: &Guard<C>,
     table: &RoutingTable,
@@ -306,6 +311,15 @@ async fn cut_back<C: RoutingControl>(
     finding: Finding,
     watched: &mut HashMap<VersionKey, Watched>,
 ) {
+    let key = (service.name.to_string(), version.name.to_string());
+    let stable = &service.versions[service.stable];
+    if let Some(failing) = guard
+        .verifier
+        .failing_return_point(&service.name, &stable.name)
+    {
+        let started = watched.get(&key).map_or(SystemTime::now(), |w| w.calm_at);
+        return hold(guard, table, service, version, &finding, started, failing).await;
+    }
     let evidence = serde_json::to_value(&finding).unwrap_or_default();
     let origin = Origin::new(
         "guard",
@@ -323,7 +337,6 @@ async fn cut_back<C: RoutingControl>(
             return;
         }
     };
-    let key = (service.name.to_string(), version.name.to_string());
     let started = watched
         .remove(&key)
         .map_or(SystemTime::now(), |w| w.calm_at);
@@ -334,16 +347,92 @@ async fn cut_back<C: RoutingControl>(
         "guard cut back: {}",
         finding.summary
     );
+    let cutback = describe(
+        guard,
+        table,
+        service,
+        version,
+        &finding,
+        started,
+        record.time_ms,
+        record.revision,
+    );
+    if let Err(err) = guard.incidents.record(cutback).await {
+        tracing::error!(error = %err, "incident not recorded");
+    }
+}
+
+/// A bad verdict with a failing return point: cutting back would move everyone onto a
+/// version known broken, so the routing is kept and the alarm raised, once per failing
+/// stretch: a `cutback_held` revision (history, webhooks), an incident, status, metric.
+async fn hold<C: RoutingControl>(
+    guard: &Guard<C>,
+    table: &RoutingTable,
+    service: &ServiceRoute,
+    version: &VersionRoute,
+    finding: &Finding,
+    started: SystemTime,
+    failing: CheckReport,
+) {
+    let stable = &service.versions[service.stable];
+    let why = format!(
+        "{} is bad ({}) but the return point {}",
+        version.name,
+        finding.summary,
+        failing.summary()
+    );
+    if !guard.verifier.hold_cutback(&service.name, &why) {
+        return;
+    }
+    let advice = format!(
+        "cutback held, routing kept: {} fails its checks, so rolling back does not fix this; a hotfix is needed",
+        stable.name
+    );
+    tracing::error!(service = %service.name, version = %version.name, "{advice}: {why}");
+    let origin = Origin::new("guard", format!("{advice}: {why}"))
+        .with_evidence(serde_json::to_value(finding).unwrap_or_default())
+        .with_checks(failing.clone());
+    let ended_ms = match guard
+        .control
+        .note(&service.name, ChangeKind::CutbackHeld, origin)
+        .await
+    {
+        Ok(record) => record.time_ms,
+        Err(err) => {
+            tracing::error!(service = %service.name, error = %err, "held cutback not journaled");
+            unix_ms(SystemTime::now())
+        }
+    };
+    let cutback = describe(
+        guard, table, service, version, finding, started, ended_ms, 0,
+    );
+    if let Err(err) = guard.incidents.record_held(cutback, failing, advice).await {
+        tracing::error!(error = %err, "incident not recorded");
+    }
+}
+
+/// The numbers of a cutback (or a held one) for its incident.
+#[allow(clippy::too_many_arguments)]
+fn describe<'a, C: RoutingControl>(
+    guard: &Guard<C>,
+    table: &RoutingTable,
+    service: &'a ServiceRoute,
+    version: &'a VersionRoute,
+    finding: &'a Finding,
+    started: SystemTime,
+    ended_ms: u64,
+    restored_by: u64,
+) -> Cutback<'a> {
     let now = Instant::now();
     let stable = &service.versions[service.stable];
     let window = service.guard.window;
     let canary = version.stats.window_tally(window, now);
-    let cutback = Cutback {
+    Cutback {
         service: &service.name,
         version: &version.name,
         stable: &stable.name,
         started_ms: unix_ms(started),
-        ended_ms: record.time_ms,
+        ended_ms,
         canary: side(&canary, Some(p99(&version.stats, window, now))),
         stable_side: side(
             &stable.stats.window_tally(window, now),
@@ -351,11 +440,8 @@ async fn cut_back<C: RoutingControl>(
         ),
         saved: canary.saved,
         cause: cause(guard.control.as_ref(), &service.name, &version.name, table),
-        finding: &finding,
-        restored_by: record.revision,
-    };
-    if let Err(err) = guard.incidents.record(cutback).await {
-        tracing::error!(error = %err, "incident not recorded");
+        finding,
+        restored_by,
     }
 }
 

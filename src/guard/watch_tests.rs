@@ -32,6 +32,7 @@ endpoints = ["127.0.0.1:2"]
     Guard {
         plane: controller.plane.clone(),
         control: controller,
+        verifier: Arc::default(),
         board: Arc::default(),
         incidents: Arc::new(IncidentLog::open(&dir.join("state")).unwrap()),
     }

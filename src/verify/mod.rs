@@ -8,9 +8,12 @@ pub mod health;
 pub mod request;
 pub mod return_point;
 pub mod smoke;
+pub mod validate;
 
 use crate::config::ServiceConfig;
+use crate::control::error::ControlError;
 use crate::control::record::rfc3339_millis;
+use crate::control::RoutingControl;
 use crate::routing::RoutingTable;
 use health::HealthBoard;
 use serde::Serialize;
@@ -38,14 +41,13 @@ pub struct Counters {
 }
 
 /// The stable version of a service, as its watch last found it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct ReturnPoint {
     pub version: String,
     /// When its checks last ran and last passed (RFC 3339).
     pub checked: String,
     pub checked_ms: u64,
     pub passed: Option<String>,
-    #[serde(skip)]
     pub passed_ms: Option<u64>,
     /// The last run's report.
     pub last: CheckReport,
@@ -163,4 +165,68 @@ fn unix_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// `POST /services/{svc}/checks`: `{"version": ..}`, or `{}` for every version with traffic.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChecksRequest {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+}
+
+/// What `checks` found: every version's run, and whether all passed.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize, Serialize)]
+pub struct ChecksResponse {
+    pub service: String,
+    pub passed: bool,
+    pub runs: Vec<CheckRun>,
+}
+
+/// Runs the checks of one version of `service` now, or of every version with traffic
+/// (stable first). A run of the stable version also refreshes the return point.
+pub async fn run_checks(
+    control: &impl RoutingControl,
+    table: &RoutingTable,
+    verifier: &Verifier,
+    service: &str,
+    request: &ChecksRequest,
+) -> Result<ChecksResponse, ControlError> {
+    let config = control.service(service)?;
+    let routing = control
+        .routing_of(service)
+        .ok_or_else(|| ControlError::NotFound(format!("no service {service:?}")))?;
+    let versions = match &request.version {
+        Some(version) if config.version(version).is_some() => vec![version.clone()],
+        Some(version) => {
+            let names: Vec<&str> = config.versions.iter().map(|v| v.name.as_str()).collect();
+            return Err(ControlError::NotFound(format!(
+                "{service} has no version {version:?} (versions: {})",
+                names.join(", ")
+            )));
+        }
+        None => {
+            let weights = routing.effective_weights();
+            let others = weights
+                .iter()
+                .filter(|(v, &w)| w > 0 && **v != routing.stable)
+                .map(|(v, _)| v.clone());
+            std::iter::once(routing.stable.clone())
+                .chain(others)
+                .collect()
+        }
+    };
+    let mut runs = Vec::new();
+    for version in versions {
+        let run = check_version(&config, table, &version).await;
+        if version == routing.stable {
+            verifier.note_return_point(service, &run.report);
+        }
+        runs.push(run);
+    }
+    Ok(ChecksResponse {
+        service: service.to_string(),
+        passed: runs.iter().all(|r| r.report.passed),
+        runs,
+    })
 }

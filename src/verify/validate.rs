@@ -1,0 +1,104 @@
+//! Validation: after every abort, guard cutback, rollback and switch, the checks of the
+//! version now taking the traffic run, and the result is journaled as a `validated`
+//! revision (so history and webhooks show it) and added to the cutback's incident. When
+//! the version taking the traffic fails too, the record says that rolling back does not
+//! fix this: a hotfix is needed.
+
+use super::check_version;
+use super::gate::Verified;
+use crate::control::record::{ChangeKind, Origin, RevisionRecord};
+use crate::control::RoutingControl;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+/// How long a guard cutback's incident may take to appear (it is written just after the
+/// cutback returns) before the validation gives up on adding itself to it.
+const INCIDENT_WAIT: Duration = Duration::from_secs(5);
+
+/// Whether a revision of `kind` is followed by a validation.
+pub fn follows(kind: ChangeKind) -> bool {
+    matches!(
+        kind,
+        ChangeKind::Abort | ChangeKind::Rollback | ChangeKind::Switch
+    )
+}
+
+/// What an operator must be told when the version taking the traffic fails its checks.
+pub fn advice(kind: ChangeKind, version: &str) -> String {
+    match kind {
+        ChangeKind::Switch => format!(
+            "{version}, now taking all traffic, fails its checks: switch to a version that passes, or fix it"
+        ),
+        _ => format!(
+            "{version}, the version now taking the traffic, fails its checks too: rolling back does not fix this, a hotfix is needed"
+        ),
+    }
+}
+
+/// Validates what `record` put in force; runs in its own task, after the change.
+pub async fn after<C: RoutingControl + 'static>(verified: Verified<C>, record: RevisionRecord) {
+    let Some(routing) = &record.new else { return };
+    let Ok(config) = verified.control.service(&record.service) else {
+        return;
+    };
+    let version = routing.stable.clone();
+    let table = verified.plane.table.load_full();
+    let report = check_version(&config, &table, &version).await.report;
+    verified
+        .verifier
+        .note_return_point(&record.service, &report);
+    let advice = (!report.passed).then(|| advice(record.kind, &version));
+    let mut reason = format!(
+        "checks of {version} after revision {} ({}): {}",
+        record.revision,
+        record.kind.label(),
+        report.summary()
+    );
+    if let Some(advice) = &advice {
+        verified
+            .verifier
+            .counters
+            .validations_failed
+            .fetch_add(1, Ordering::Relaxed);
+        tracing::error!(service = %record.service, revision = record.revision, "{advice}: {}", report.summary());
+        reason = format!("{advice}; {reason}");
+    }
+    let origin = Origin::new("checks", reason).with_checks(report.clone());
+    if let Err(err) = verified
+        .control
+        .note(&record.service, ChangeKind::Validated, origin)
+        .await
+    {
+        tracing::error!(service = %record.service, error = %err, "validation not recorded");
+    }
+    if record.actor == "guard" {
+        attach_to_incident(&verified, &record, report, advice).await;
+    }
+}
+
+/// Adds the validation to the guard's incident for `record`, once the guard has written it.
+async fn attach_to_incident<C>(
+    verified: &Verified<C>,
+    record: &RevisionRecord,
+    report: super::smoke::CheckReport,
+    advice: Option<String>,
+) {
+    let deadline = tokio::time::Instant::now() + INCIDENT_WAIT;
+    loop {
+        match verified
+            .incidents
+            .attach_checks(record.revision, report.clone(), advice.clone())
+            .await
+        {
+            Ok(Some(_)) => return,
+            Ok(None) if tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(20)).await
+            }
+            Ok(None) => return,
+            Err(err) => {
+                tracing::error!(error = %err, "validation not added to the incident");
+                return;
+            }
+        }
+    }
+}
