@@ -310,12 +310,12 @@ async fn bad_checks_requests_get_a_4xx_and_change_nothing() {
 /// Waits (bounded) until the return point of "shop" was last found `passed`.
 async fn wait_for_return_point(proxy: &TestProxy, passed: bool) {
     let deadline = Instant::now() + Duration::from_secs(10);
-    while !proxy
+    while proxy
         .proxy
         .verifier
         .return_point_status()
         .get("shop")
-        .is_some_and(|p| p.last.passed == passed)
+        .is_none_or(|p| p.last.passed != passed)
     {
         assert!(
             Instant::now() < deadline,
