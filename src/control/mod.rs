@@ -11,13 +11,13 @@ pub mod record;
 pub mod resolve;
 
 use crate::config::{Config, ConfigError};
-use crate::dataplane::endpoint::{EndpointRegistry, EndpointSettings};
 use crate::dataplane::proxy::DataPlane;
 use crate::guard::incident::IncidentLog;
 use crate::guard::rollout::Rollouts;
 use crate::guard::watch::Board;
 use crate::routing::{RoutingTable, ServiceState};
 use crate::telemetry::Telemetry;
+use crate::upstream::endpoint::{EndpointRegistry, EndpointSettings};
 use api::{ApiError, ReloadResponse};
 use change::Change;
 use hooks::Hooks;

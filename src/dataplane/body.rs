@@ -1,12 +1,11 @@
 //! Body types of the proxy: streamed through frame by frame, never collected.
 
-use super::endpoint::{Endpoint, InFlight};
-use super::pool::Sender;
+use crate::upstream::endpoint::InFlight;
+use crate::upstream::h1::{self, BodyError};
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::task::{Context, Poll};
 
 /// What is sent upstream: the client's body as it arrives, or nothing (a retry of a
@@ -63,65 +62,33 @@ impl ResponseBody {
     }
 }
 
-/// An upstream response body that hands its connection back to the pool when read to the end.
+/// An upstream response body, counted in flight against its endpoint until dropped.
 #[derive(Debug)]
 pub struct UpstreamResponse {
-    body: Incoming,
-    connection: Option<(Sender, Arc<Endpoint>)>,
+    body: h1::ResponseBody<UpstreamRequestBody>,
     _in_flight: InFlight,
 }
 
 impl UpstreamResponse {
-    pub fn new(
-        body: Incoming,
-        sender: Option<Sender>,
-        endpoint: Arc<Endpoint>,
-        in_flight: InFlight,
-    ) -> Self {
+    pub fn new(body: h1::ResponseBody<UpstreamRequestBody>, in_flight: InFlight) -> Self {
         UpstreamResponse {
             body,
-            connection: sender.map(|s| (s, endpoint)),
             _in_flight: in_flight,
-        }
-    }
-
-    fn finish(&mut self) {
-        if let Some((sender, endpoint)) = self.connection.take() {
-            endpoint.pool.give_back(sender);
-        }
-    }
-}
-
-impl Drop for UpstreamResponse {
-    fn drop(&mut self) {
-        // An empty body (HEAD, 204, Content-Length: 0) may never be polled at all.
-        if self.body.is_end_stream() {
-            self.finish();
         }
     }
 }
 
 impl Body for ResponseBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BodyError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         match self.get_mut() {
             ResponseBody::Message(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
-            ResponseBody::Upstream(upstream) => {
-                let polled = Pin::new(&mut upstream.body).poll_frame(cx);
-                match &polled {
-                    Poll::Ready(None) => upstream.finish(),
-                    Poll::Ready(Some(Ok(_))) if upstream.body.is_end_stream() => upstream.finish(),
-                    // A broken body means a broken connection: it is not returned.
-                    Poll::Ready(Some(Err(_))) => upstream.connection = None,
-                    _ => {}
-                }
-                polled
-            }
+            ResponseBody::Upstream(upstream) => Pin::new(&mut upstream.body).poll_frame(cx),
         }
     }
 

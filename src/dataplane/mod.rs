@@ -2,11 +2,8 @@
 //! request and never waits on the control plane.
 
 pub mod body;
-pub mod endpoint;
 pub mod failure;
 pub mod headers;
-pub mod pool;
 pub mod proxy;
 pub mod server;
 pub mod tls;
-pub mod watchdog;

@@ -1,7 +1,6 @@
 //! The guard: judges each canary against its stable version on live traffic and cuts a
 //! bad one back at once.
 
-pub mod budget;
 pub mod incident;
 pub mod judge;
 pub mod probe;

@@ -9,7 +9,7 @@ mod slices;
 pub use outcome::Outcome;
 pub use slices::{Snapshot, Tally, SLICE};
 
-use crate::guard::budget::RetryBudget;
+use crate::upstream::budget::RetryBudget;
 use slices::Shard;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
