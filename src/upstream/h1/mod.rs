@@ -20,12 +20,11 @@ use http::{HeaderMap, Method, StatusCode, Uri};
 use http_body::Body;
 use request::{RequestFraming, Upload, UploadError};
 use response::{HeadError, Parsed};
-use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
-use tokio::time::{Instant, Sleep};
+use tokio::time::Instant;
 
 /// Head reads start this large; a bigger head grows the buffer up to `MAX_HEAD`.
 const HEAD_READ: usize = 8 * 1024;
@@ -121,7 +120,6 @@ where
         upload_broke: false,
         answered: false,
         deadline,
-        timer: None,
     };
     let answer = std::future::poll_fn(|cx| exchange.poll_head(cx)).await;
     let HeadExchange {
@@ -182,8 +180,6 @@ struct HeadExchange<'a, B> {
     /// Some bytes of an answer arrived (a 1xx counts).
     answered: bool,
     deadline: Instant,
-    /// Armed only once the answer is not there at the first look.
-    timer: Option<Pin<Box<Sleep>>>,
 }
 
 impl<B> HeadExchange<'_, B>
@@ -233,11 +229,7 @@ where
                     }))
                 }
                 Poll::Pending => {
-                    let deadline = self.deadline;
-                    let timer = self
-                        .timer
-                        .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
-                    return match timer.as_mut().poll(cx) {
+                    return match self.connection.poll_deadline(cx, self.deadline) {
                         Poll::Ready(()) => Poll::Ready(Err(HeadFailure::Timeout)),
                         Poll::Pending => Poll::Pending,
                     };
