@@ -7,7 +7,7 @@ use crate::routing::table::sticky_cookie_value;
 use crate::routing::{Pick, RoutingTable, ServiceRoute, VersionRoute};
 use crate::telemetry::Outcome;
 use crate::upstream::endpoint::{pick_endpoint, Endpoint};
-use crate::upstream::h1::{self, Answer, RequestHead, SendError};
+use crate::upstream::h1::{self, Answer, Deadlines, RequestHead, SendError};
 use arc_swap::ArcSwap;
 use http::header::{self, HeaderValue};
 use http::{Request, Response, StatusCode, Uri, Version};
@@ -256,7 +256,7 @@ async fn forward(
     started: Instant,
 ) -> Result<Response<ResponseBody>, Failed> {
     let attempts = version.endpoints.len().clamp(1, 3) + 1;
-    let deadline = tokio::time::Instant::from_std(started + timeout);
+    let deadlines = deadlines(timeout, started);
     let retryable = is_retryable(&request);
     let (parts, mut body) = request.into_parts();
     let mut last_refused: Option<Arc<Endpoint>> = None;
@@ -290,7 +290,7 @@ async fn forward(
             uri: &parts.uri,
             headers: &parts.headers,
         };
-        match h1::send(lease, head, body, deadline, false).await {
+        match h1::send(lease, head, body, deadlines, false).await {
             Ok(Answer::Response(head, body)) => {
                 let body = ResponseBody::Upstream(UpstreamResponse::new(body, in_flight));
                 return Ok(Response::from_parts(head, body));
@@ -314,6 +314,14 @@ async fn forward(
         failure,
         unsent: Some(Box::new(Request::from_parts(parts, body))),
     })
+}
+
+fn deadlines(head: Duration, started: Instant) -> Deadlines {
+    Deadlines {
+        head,
+        started: tokio::time::Instant::from_std(started),
+        body_idle: Duration::from_secs(30),
+    }
 }
 
 /// With every endpoint backing off, one is still tried: back-off must never turn a
@@ -346,8 +354,7 @@ async fn forward_upgrade(
         uri: &parts.uri,
         headers: &parts.headers,
     };
-    let deadline = tokio::time::Instant::from_std(started + timeout);
-    let answer = h1::send(lease, head, body, deadline, true)
+    let answer = h1::send(lease, head, body, deadlines(timeout, started), true)
         .await
         .map_err(|err| match err {
             SendError::Timeout => Failure::Timeout,

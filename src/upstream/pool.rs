@@ -56,11 +56,19 @@ impl Pool {
         &self.workers[worker_index() % self.workers.len()]
     }
 
-    /// A fit idle connection, this worker's own first. `now` may be a little old (the
-    /// request's start): an idle connection then expires a little early, never late.
+    /// A fit idle connection: this worker's own first, then the overflow, then another
+    /// worker's (a request that moved threads must not open a connection while idle ones
+    /// wait elsewhere). `now` may be a little old (the request's start): an idle
+    /// connection then expires a little early, never late.
     pub fn take(&self, now: Instant) -> Option<Connection> {
-        self.take_from(self.own_stack(), now)
+        let own = worker_index() % self.workers.len();
+        self.take_from(&self.workers[own], now)
             .or_else(|| self.take_from(&self.overflow, now))
+            .or_else(|| {
+                (1..self.workers.len())
+                    .map(|step| &self.workers[(own + step) % self.workers.len()])
+                    .find_map(|stack| self.take_from(stack, now))
+            })
     }
 
     fn take_from(&self, stack: &Stack, now: Instant) -> Option<Connection> {

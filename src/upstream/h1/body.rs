@@ -10,6 +10,8 @@ use bytes::{Bytes, BytesMut};
 use http_body::{Body, Frame, SizeHint};
 use std::pin::Pin;
 use std::task::{Context, Poll};
+use std::time::Duration;
+use tokio::time::Instant;
 
 /// Read size for bodies: large enough that a big download takes few reads.
 const BODY_READ: usize = 64 * 1024;
@@ -26,6 +28,8 @@ pub enum BodyError {
     Chunked(#[from] ChunkError),
     #[error("the client's request body failed: {0}")]
     Client(BoxError),
+    #[error("no body bytes from the upstream for {0:?}")]
+    IdleTimeout(Duration),
 }
 
 impl BodyError {
@@ -42,6 +46,10 @@ pub struct ResponseBody<B> {
     framing: Framing,
     upload: Option<Upload<B>>,
     keep_alive: bool,
+    /// `upstream_body_idle`: the longest wait for the next body bytes.
+    idle: Duration,
+    /// When the wait under way gives up; `None` while bytes flow.
+    idle_deadline: Option<Instant>,
 }
 
 impl<B> ResponseBody<B>
@@ -54,12 +62,15 @@ where
         framing: Framing,
         upload: Option<Upload<B>>,
         keep_alive: bool,
+        idle: Duration,
     ) -> ResponseBody<B> {
         let mut body = ResponseBody {
             lease: Some(lease),
             framing,
             upload,
             keep_alive,
+            idle,
+            idle_deadline: None,
         };
         if body.framing == Framing::Empty {
             body.finish();
@@ -184,7 +195,24 @@ where
                         &mut connection.read_buf,
                     );
                     match read {
-                        Poll::Pending => return Poll::Pending,
+                        // An upstream echoing an upload the client paused is not idle.
+                        Poll::Pending
+                            if this.upload.as_ref().is_some_and(|u| u.waiting_on_client) =>
+                        {
+                            this.idle_deadline = None;
+                            return Poll::Pending;
+                        }
+                        Poll::Pending => {
+                            // The clock is read only when the proxy actually has to wait.
+                            let idle = this.idle;
+                            let deadline = *this
+                                .idle_deadline
+                                .get_or_insert_with(|| Instant::now() + idle);
+                            return match connection.poll_deadline(cx, deadline) {
+                                Poll::Ready(()) => this.fail(BodyError::IdleTimeout(idle)),
+                                Poll::Pending => Poll::Pending,
+                            };
+                        }
                         Poll::Ready(Ok(0)) if this.framing == Framing::UntilClose => {
                             this.framing = Framing::Empty;
                             this.keep_alive = false;
@@ -192,7 +220,10 @@ where
                             return Poll::Ready(None);
                         }
                         Poll::Ready(Ok(0)) => return this.fail(BodyError::ClosedEarly),
-                        Poll::Ready(Ok(_)) => continue,
+                        Poll::Ready(Ok(_)) => {
+                            this.idle_deadline = None;
+                            continue;
+                        }
                         Poll::Ready(Err(err)) => return this.fail(BodyError::Io(err)),
                     }
                 }

@@ -22,6 +22,7 @@ use request::{RequestFraming, Upload, UploadError};
 use response::{HeadError, Parsed};
 use std::pin::Pin;
 use std::task::{Context, Poll};
+use std::time::Duration;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
@@ -83,14 +84,25 @@ pub enum SendError<B> {
     Client(BoxError),
 }
 
-/// Sends one request on `lease` and waits for the final response head, at most until
-/// `deadline`. A dropped future closes the connection with the lease: nothing half-done
-/// ever returns to the pool.
+/// How long the upstream may keep the proxy waiting. Time spent waiting on the client
+/// (a slow upload) never counts.
+#[derive(Debug, Clone, Copy)]
+pub struct Deadlines {
+    /// For the response head: from `started`, and again from each piece of request body
+    /// the upstream takes.
+    pub head: Duration,
+    pub started: Instant,
+    /// Between pieces of the response body.
+    pub body_idle: Duration,
+}
+
+/// Sends one request on `lease` and waits for the final response head. A dropped future
+/// closes the connection with the lease: nothing half-done ever returns to the pool.
 pub async fn send<B>(
     mut lease: Lease,
     head: RequestHead<'_>,
     body: B,
-    deadline: Instant,
+    deadlines: Deadlines,
     upgrade: bool,
 ) -> Result<Answer<B>, SendError<B>>
 where
@@ -119,7 +131,8 @@ where
         upload,
         upload_broke: false,
         answered: false,
-        deadline,
+        timeout: deadlines.head,
+        deadline: deadlines.started + deadlines.head,
     };
     let answer = std::future::poll_fn(|cx| exchange.poll_head(cx)).await;
     let HeadExchange {
@@ -158,7 +171,13 @@ where
         ));
     }
     let keep_alive = final_head.keep_alive && !upload_broke;
-    let body = ResponseBody::new(lease, final_head.framing, upload, keep_alive);
+    let body = ResponseBody::new(
+        lease,
+        final_head.framing,
+        upload,
+        keep_alive,
+        deadlines.body_idle,
+    );
     Ok(Answer::Response(final_head.parts, body))
 }
 
@@ -179,6 +198,7 @@ struct HeadExchange<'a, B> {
     upload_broke: bool,
     /// Some bytes of an answer arrived (a 1xx counts).
     answered: bool,
+    timeout: Duration,
     deadline: Instant,
 }
 
@@ -189,7 +209,12 @@ where
 {
     fn poll_head(&mut self, cx: &mut Context<'_>) -> Poll<Result<response::Head, HeadFailure>> {
         if let Some(upload) = self.upload.as_mut() {
-            match upload.poll(cx, &mut self.connection.stream) {
+            let polled = upload.poll(cx, &mut self.connection.stream);
+            if upload.took_some() {
+                // The upstream is taking the body: its clock starts again.
+                self.deadline = Instant::now() + self.timeout;
+            }
+            match polled {
                 Poll::Pending => {}
                 Poll::Ready(Ok(())) => self.upload = None,
                 Poll::Ready(Err(UploadError::Client(err))) => {
@@ -227,6 +252,9 @@ where
                         }
                         _ => HeadFailure::Io(err),
                     }))
+                }
+                Poll::Pending if self.upload.as_ref().is_some_and(|u| u.waiting_on_client) => {
+                    return Poll::Pending
                 }
                 Poll::Pending => {
                     return match self.connection.poll_deadline(cx, self.deadline) {

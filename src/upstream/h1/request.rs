@@ -92,6 +92,11 @@ pub struct Upload<B> {
     suffix: &'static [u8],
     /// The body has ended; what is pending is all that is left.
     ended: bool,
+    /// The last poll waited on the client, not the upstream: the upstream's deadlines
+    /// do not run meanwhile.
+    pub waiting_on_client: bool,
+    /// Bytes went upstream since `took_some` last looked.
+    progressed: bool,
 }
 
 impl<B> Upload<B>
@@ -111,6 +116,8 @@ where
             data: Bytes::new(),
             suffix: b"",
             ended: false,
+            waiting_on_client: false,
+            progressed: false,
         }
     }
 
@@ -144,7 +151,9 @@ where
             if self.ended {
                 return Poll::Ready(Ok(()));
             }
-            match ready!(Pin::new(&mut self.body).poll_frame(cx)) {
+            let polled = Pin::new(&mut self.body).poll_frame(cx);
+            self.waiting_on_client = polled.is_pending();
+            match ready!(polled) {
                 None => self.end(None)?,
                 Some(Err(err)) => return Poll::Ready(Err(UploadError::Client(err))),
                 Some(Ok(frame)) => match frame.into_data() {
@@ -155,7 +164,13 @@ where
         }
     }
 
+    /// True when the upstream took some of the body since the last call.
+    pub fn took_some(&mut self) -> bool {
+        std::mem::take(&mut self.progressed)
+    }
+
     fn advance(&mut self, mut written: usize) {
+        self.progressed = true;
         let prefix = (self.prefix.len() - self.prefix_sent).min(written);
         self.prefix_sent += prefix;
         written -= prefix;
