@@ -100,7 +100,14 @@ impl RunningProxy {
             )
             .await?,
         );
-        let admin = AdminServer::start(controller.clone(), &config, addr).await?;
+        let admin = match AdminServer::start(controller.clone(), &config, addr).await {
+            Ok(admin) => admin,
+            Err(err) => {
+                // Release the journal now, so a corrected start in this process can open it.
+                controller.stop().await;
+                return Err(err.into());
+            }
+        };
         let (stop, stop_rx) = watch::channel(false);
         tokio::spawn(crate::guard::watch::run(
             controller.clone(),
@@ -129,6 +136,7 @@ impl RunningProxy {
         self.admin.stop();
         let _ = self.stop.send(true);
         let _ = self.server.await;
+        self.controller.stop().await;
     }
 }
 

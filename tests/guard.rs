@@ -139,6 +139,7 @@ async fn a_canary_that_went_down_is_cut_back_after_one_failed_request() {
     // stable whatever its method, body and all.
     let mut client = Client::connect(proxy.addr()).await;
     let order = http::Request::post("/echo")
+        .header("host", "shop")
         .header("x-canary", "1")
         .body(http_body_util::Full::new(bytes::Bytes::from("order 42")))
         .unwrap();

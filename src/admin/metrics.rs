@@ -2,7 +2,7 @@
 
 use crate::control::{ControlSnapshot, Controller};
 use crate::routing::{RoutingTable, ServiceState};
-use crate::telemetry::{Outcome, Snapshot};
+use crate::telemetry::{ClientFault, Outcome, Snapshot};
 use std::fmt::Write;
 
 /// Latency histogram bucket bounds, in seconds.
@@ -90,6 +90,26 @@ fn traffic(snapshot: &ControlSnapshot, table: &RoutingTable) -> String {
             "switchyard_saved_total{{{labels}}} {}",
             total.tally.saved
         );
+    }
+    header(
+        &mut out,
+        "switchyard_client_faults_total",
+        "counter",
+        "Exchanges the client made fail (abandoned or malformed body, client gone); never counted against the version.",
+    );
+    for service in table.services() {
+        for version in service.versions.iter() {
+            for fault in ClientFault::ALL {
+                let _ = writeln!(
+                    out,
+                    "switchyard_client_faults_total{{service=\"{}\",version=\"{}\",kind=\"{}\"}} {}",
+                    escape(&service.name),
+                    escape(&version.name),
+                    fault.label(),
+                    version.stats.client_faults(fault)
+                );
+            }
+        }
     }
     header(
         &mut out,

@@ -109,7 +109,9 @@ async fn route(
                         "reload rejected, nothing changed: {}",
                         err.to_string().replace('\n', "; ")
                     )),
-                    ReloadError::Journal(err) => ApiError::Internal(err.to_string()),
+                    ReloadError::Journal(_) | ReloadError::Stopped(_) => {
+                        ApiError::Internal(err.to_string())
+                    }
                 })?;
             Ok(json(StatusCode::OK, &reloaded))
         }

@@ -76,6 +76,11 @@ pub struct TimeoutSection {
     pub upstream_idle: HumanDuration,
     pub tls_handshake: HumanDuration,
     pub drain: HumanDuration,
+    /// No body bytes from the upstream for this long ends the exchange (the version's timeout).
+    pub upstream_body_idle: HumanDuration,
+    /// A client connection whose exchanges wait this long on the client (a body that
+    /// stopped arriving, a response not read, an HTTP/2 stream at window 0) is dropped.
+    pub client_idle: HumanDuration,
     /// How long an endpoint that refused a connection is left out of the rotation.
     pub endpoint_backoff: HumanDuration,
 }
@@ -90,6 +95,8 @@ impl Default for TimeoutSection {
             upstream_idle: secs(50),
             tls_handshake: secs(10),
             drain: secs(30),
+            upstream_body_idle: secs(30),
+            client_idle: secs(30),
             endpoint_backoff: secs(5),
         }
     }

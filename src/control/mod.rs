@@ -1,6 +1,6 @@
 //! Control plane: owns the config and routing state, journals every change, builds tables
-//! and swaps them in. Every change goes through `apply` (or `reload`) under one async lock,
-//! never on the request path: validate, write + fsync the revision, then swap the table.
+//! and swaps them in. Every change is a command to one writer task (see `writer`), never on
+//! the request path: validate, write + fsync the revision, then swap the table.
 
 pub mod api;
 pub mod change;
@@ -9,6 +9,7 @@ pub mod journal;
 pub mod reconcile;
 pub mod record;
 pub mod resolve;
+mod writer;
 
 use crate::config::{Config, ConfigError};
 use crate::dataplane::proxy::DataPlane;
@@ -22,12 +23,12 @@ use api::{ApiError, ReloadResponse};
 use change::Change;
 use hooks::Hooks;
 use journal::{Journal, JournalError};
-use record::{ChangeKind, Declared, Origin, PlannedRevision, RevisionRecord};
+use record::{ChangeKind, Origin, PlannedRevision, RevisionRecord};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::SystemTime;
 use tokio::sync::Mutex;
+use writer::{Command, Commands, ControlState, Shared, Writer};
 
 pub use change::describe;
 
@@ -39,13 +40,12 @@ pub struct Controller {
     pub incidents: IncidentLog,
     /// Progressive rollouts (driven by `guard::rollout::run`).
     pub rollouts: Rollouts,
-    endpoints: EndpointRegistry,
     config_path: PathBuf,
-    journal: Journal,
-    hooks: Hooks,
-    state: Mutex<ControlState>,
-    /// Held by a reload or an endpoint-name refresh from its lookups to its swap, so an
-    /// older reading of the file or of DNS never lands after a newer one.
+    /// The one writer of the control state.
+    commands: Commands,
+    shared: Arc<Shared>,
+    /// Held by a reload or an endpoint-name refresh from its lookups until the writer has
+    /// answered, so an older reading of the file or of DNS never lands after a newer one.
     topology: Mutex<()>,
 }
 
@@ -61,58 +61,6 @@ pub struct ControlSnapshot {
     pub aborts: BTreeMap<String, u64>,
 }
 
-struct ControlState {
-    config: Config,
-    services: BTreeMap<String, ServiceState>,
-    /// What the config file said about each service's routing when it was last loaded.
-    declared: BTreeMap<String, Declared>,
-    revision: u64,
-    /// Each service's revisions, oldest first (kept after removal, for the record).
-    history: BTreeMap<String, Vec<RevisionRecord>>,
-    aborts: BTreeMap<String, u64>,
-}
-
-impl ControlState {
-    /// Takes a journaled revision into the live state.
-    fn absorb(&mut self, record: RevisionRecord) {
-        match &record.new {
-            Some(state) => {
-                self.services.insert(record.service.clone(), state.clone());
-            }
-            None => {
-                self.services.remove(&record.service);
-                self.declared.remove(&record.service);
-            }
-        }
-        if let Some(declared) = &record.declared {
-            self.declared
-                .insert(record.service.clone(), declared.clone());
-        }
-        if record.kind == ChangeKind::Abort {
-            *self.aborts.entry(record.service.clone()).or_default() += 1;
-        }
-        self.revision = self.revision.max(record.revision);
-        self.history
-            .entry(record.service.clone())
-            .or_default()
-            .push(record);
-    }
-
-    fn records(&self, planned: Vec<PlannedRevision>, config: &Config) -> Vec<RevisionRecord> {
-        let now = SystemTime::now();
-        planned
-            .into_iter()
-            .zip(self.revision + 1..)
-            .map(|(plan, revision)| {
-                let service = config
-                    .service(&plan.service)
-                    .or_else(|| self.config.service(&plan.service));
-                plan.into_record(revision, service, now)
-            })
-            .collect()
-    }
-}
-
 /// Why a reload changed nothing.
 #[derive(Debug, thiserror::Error)]
 pub enum ReloadError {
@@ -120,6 +68,8 @@ pub enum ReloadError {
     Config(#[from] ConfigError),
     #[error("reload not recorded, routing unchanged: {0}")]
     Journal(#[from] JournalError),
+    #[error("reload not done: {0}")]
+    Stopped(String),
 }
 
 impl Controller {
@@ -143,14 +93,7 @@ impl Controller {
                 "dropped a torn last journal line (a crash mid-write; that change was never acknowledged)"
             );
         }
-        let mut state = ControlState {
-            config: config.clone(),
-            services: BTreeMap::new(),
-            declared: BTreeMap::new(),
-            revision: 0,
-            history: BTreeMap::new(),
-            aborts: BTreeMap::new(),
-        };
+        let mut state = ControlState::new(config.clone());
         for record in opened.records {
             state.absorb(record);
         }
@@ -207,64 +150,49 @@ impl Controller {
             &telemetry,
             state.revision,
         );
+        let plane = Arc::new(DataPlane::new(table));
+        let shared = Shared::new(state);
+        let commands = Writer {
+            shared: shared.clone(),
+            journal: opened.journal,
+            hooks,
+            plane: plane.clone(),
+            endpoints,
+            telemetry: telemetry.clone(),
+        }
+        .spawn();
         Ok(Controller {
-            plane: Arc::new(DataPlane::new(table)),
+            plane,
             telemetry,
             board: Board::default(),
             incidents,
             rollouts: Rollouts::open(&config.state_dir),
-            endpoints,
             config_path,
-            journal: opened.journal,
-            hooks,
-            state: Mutex::new(state),
+            commands,
+            shared,
             topology: Mutex::new(()),
         })
     }
 
-    /// The one way routing changes: checks `change` against the live state, journals it
-    /// (written and fsynced), then swaps in the new table. Bad input changes nothing.
+    /// The one way routing changes: the writer checks `change` against the live state,
+    /// journals it (written and fsynced), then swaps in the new table. Bad input changes
+    /// nothing. Dropping this future never leaves the change half-done.
     pub async fn apply(
         &self,
         service: &str,
         change: Change,
         origin: Origin,
     ) -> Result<RevisionRecord, ApiError> {
-        let mut state = self.state.lock().await;
-        let (service_config, current) =
-            match (state.config.service(service), state.services.get(service)) {
-                (Some(config), Some(current)) => (config, current),
-                _ => return Err(unknown_service(&state.config, service)),
-            };
-        let history: Vec<&RevisionRecord> = state
-            .history
-            .get(service)
-            .map(|h| h.iter().collect())
-            .unwrap_or_default();
-        let next = change::next_state(service_config, current, &change, &history)?;
-        let plan = PlannedRevision {
-            service: service.to_string(),
-            kind: change.kind(),
-            old: Some(current.clone()),
-            new: Some(next),
-            declared: None,
-            origin,
-        };
-        let records = state.records(vec![plan], &state.config);
-        let written = self.journal.append(records).await.map_err(|err| {
-            ApiError::Internal(format!("change not recorded, routing unchanged: {err}"))
-        })?;
-        for record in &written {
-            state.absorb(record.clone());
-        }
-        self.swap(&state);
-        for record in &written {
-            self.hooks.send(&state.config.hooks, record);
-        }
-        written
-            .into_iter()
-            .next()
-            .ok_or_else(|| ApiError::Internal("journal returned no record".into()))
+        let service = service.to_string();
+        self.commands
+            .call(|reply| Command::Apply {
+                service,
+                change,
+                origin,
+                reply,
+            })
+            .await
+            .map_err(|stopped| ApiError::Internal(stopped.to_string()))?
     }
 
     /// Re-reads the config file and reconciles live routing with it (see `reconcile`) in
@@ -279,45 +207,31 @@ impl Controller {
                 path: self.config_path.clone(),
                 reason: err.to_string(),
             })??;
-        let mut state = self.state.lock().await;
-        let planned = reconcile::reconcile(&state.services, &state.declared, &config, &origin);
-        let records = state.records(planned, &config);
-        let written = match records.is_empty() {
-            true => Vec::new(),
-            false => self.journal.append(records).await?,
-        };
-        state.config = config;
-        for record in &written {
-            state.absorb(record.clone());
-        }
-        self.swap(&state);
-        self.endpoints.retain_used();
-        for record in &written {
-            self.hooks.send(&state.config.hooks, record);
-        }
-        Ok(ReloadResponse {
-            revision: state.revision,
-            changes: written,
-        })
+        let config = Box::new(config);
+        let reloaded = self
+            .commands
+            .call(|reply| Command::Reload {
+                config,
+                origin,
+                reply,
+            })
+            .await
+            .map_err(|stopped| ReloadError::Stopped(stopped.to_string()))?;
+        Ok(reloaded?)
     }
 
-    fn swap(&self, state: &ControlState) {
-        let table = RoutingTable::build(
-            &state.config,
-            &state.services,
-            &self.endpoints,
-            &self.telemetry,
-            state.revision,
-        );
-        self.plane.table.store(Arc::new(table));
+    /// Lets the writer finish the commands already sent, then stops it: the journal is
+    /// released (a new process may open it) and later changes are refused.
+    pub async fn stop(&self) {
+        let _ = self.commands.call(|reply| Command::Stop { reply }).await;
     }
 
     pub async fn config(&self) -> Config {
-        self.state.lock().await.config.clone()
+        self.shared.lock().config.clone()
     }
 
     pub async fn snapshot(&self) -> ControlSnapshot {
-        let state = self.state.lock().await;
+        let state = self.shared.lock();
         ControlSnapshot {
             config: state.config.clone(),
             services: state.services.clone(),
@@ -333,7 +247,7 @@ impl Controller {
 
     /// A service's live routing.
     pub async fn routing(&self, service: &str) -> Option<ServiceState> {
-        self.state.lock().await.services.get(service).cloned()
+        self.shared.lock().services.get(service).cloned()
     }
 
     /// A service's last `limit` revisions, oldest first.
@@ -342,7 +256,7 @@ impl Controller {
         service: &str,
         limit: usize,
     ) -> Result<Vec<RevisionRecord>, ApiError> {
-        let state = self.state.lock().await;
+        let state = self.shared.lock();
         match state.history.get(service) {
             Some(history) => Ok(history[history.len().saturating_sub(limit)..].to_vec()),
             None => Err(unknown_service(&state.config, service)),

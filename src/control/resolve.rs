@@ -4,6 +4,7 @@
 //! logged but is no revision. A name that does not resolve keeps its last addresses: a DNS
 //! blip never empties a version.
 
+use super::writer::{Command, Resolved};
 use super::Controller;
 use crate::config::endpoint::{self, Resolver};
 use std::sync::Arc;
@@ -23,7 +24,7 @@ struct Named {
 /// Runs until `stop` turns true.
 pub async fn run(controller: Arc<Controller>, mut stop: watch::Receiver<bool>) {
     loop {
-        let every = controller.state.lock().await.config.resolve_every;
+        let every = controller.shared.lock().config.resolve_every;
         // Off ("0s") until a reload turns it on: look again now and then.
         let wait = if every.is_zero() {
             Duration::from_secs(5)
@@ -46,7 +47,7 @@ impl Controller {
     pub async fn refresh_endpoints(&self, resolve: Resolver) -> Vec<String> {
         let _topology = self.topology.lock().await;
         let named: Vec<Named> = {
-            let state = self.state.lock().await;
+            let state = self.shared.lock();
             state
                 .config
                 .services
@@ -89,35 +90,25 @@ impl Controller {
             }
         };
 
-        let mut state = self.state.lock().await;
-        let mut changed = Vec::new();
-        for (named, addrs, failed) in resolved {
-            let Some(version) = state
-                .config
-                .services
-                .iter_mut()
-                .find(|s| s.name == named.service)
-                .and_then(|s| s.versions.iter_mut().find(|v| v.name == named.version))
-                // A version the lookup did not see (none can come between: `topology`).
-                .filter(|v| v.sources == named.sources)
-            else {
-                continue;
-            };
-            let label = format!("{}/{}", named.service, named.version);
-            if !failed.is_empty() {
-                tracing::warn!(version = %label, problems = %failed.join("; "), "endpoint names did not resolve; keeping the last addresses");
-                continue;
-            }
-            if version.endpoints != addrs {
-                tracing::info!(version = %label, old = ?version.endpoints, new = ?addrs, "endpoint addresses changed");
-                version.endpoints = addrs;
-                changed.push(label);
-            }
-        }
-        if !changed.is_empty() {
-            self.swap(&state);
-            self.endpoints.retain_used();
-        }
-        changed
+        let resolved = resolved
+            .into_iter()
+            .filter_map(|(named, addrs, failed)| {
+                if !failed.is_empty() {
+                    let label = format!("{}/{}", named.service, named.version);
+                    tracing::warn!(version = %label, problems = %failed.join("; "), "endpoint names did not resolve; keeping the last addresses");
+                    return None;
+                }
+                Some(Resolved {
+                    service: named.service,
+                    version: named.version,
+                    sources: named.sources,
+                    addrs,
+                })
+            })
+            .collect();
+        self.commands
+            .call(|reply| Command::Endpoints { resolved, reply })
+            .await
+            .unwrap_or_default()
     }
 }

@@ -1,10 +1,10 @@
 //! Body types of the proxy: streamed through frame by frame, never collected.
 
+use super::client_body::ClientBody;
 use crate::upstream::endpoint::InFlight;
 use crate::upstream::h1::{self, BodyError};
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
-use hyper::body::Incoming;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
@@ -12,7 +12,7 @@ use std::task::{Context, Poll};
 /// bodiless request).
 #[derive(Debug)]
 pub enum UpstreamRequestBody {
-    Client(Incoming),
+    Client(ClientBody),
     Empty,
 }
 
@@ -25,7 +25,7 @@ impl Body for UpstreamRequestBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         match self.get_mut() {
-            UpstreamRequestBody::Client(body) => Pin::new(body).poll_frame(cx),
+            UpstreamRequestBody::Client(body) => body.poll_frame(cx),
             UpstreamRequestBody::Empty => Poll::Ready(None),
         }
     }

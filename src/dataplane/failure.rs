@@ -1,7 +1,7 @@
 //! Why an upstream exchange produced no response, and the short answer the client gets.
 
 use super::body::{ResponseBody, UpstreamRequestBody};
-use crate::telemetry::Outcome;
+use crate::telemetry::{ClientFault, Outcome};
 use http::header::{self, HeaderValue};
 use http::{Request, Response, StatusCode};
 
@@ -12,6 +12,8 @@ pub enum Failure {
     Connect(String),
     Reset(String),
     Timeout,
+    /// The client broke the exchange: never the version's doing.
+    Client(ClientFault),
 }
 
 impl Failure {
@@ -20,6 +22,8 @@ impl Failure {
             Failure::NoEndpoint | Failure::Connect(_) => Outcome::ConnectFailed,
             Failure::Reset(_) => Outcome::Reset,
             Failure::Timeout => Outcome::Timeout,
+            // Never recorded as a version's outcome; `record` counts it apart.
+            Failure::Client(_) => Outcome::Status4xx,
         }
     }
 
@@ -35,6 +39,10 @@ impl Failure {
                 StatusCode::GATEWAY_TIMEOUT,
                 "upstream did not answer in time\n",
             ),
+            Failure::Client(ClientFault::MalformedBody) => {
+                (StatusCode::BAD_REQUEST, "malformed request body\n")
+            }
+            Failure::Client(_) => (StatusCode::BAD_REQUEST, "request body ended early\n"),
         };
         plain(status, text)
     }
@@ -44,6 +52,7 @@ impl Failure {
             Failure::NoEndpoint => "every endpoint is backing off",
             Failure::Connect(detail) | Failure::Reset(detail) => detail,
             Failure::Timeout => "response headers timed out",
+            Failure::Client(fault) => fault.label(),
         }
     }
 }

@@ -19,6 +19,74 @@ static HOP_BY_HOP: [HeaderName; 9] = [
     header::UPGRADE,
 ];
 
+/// End-to-end headers that a `Connection` option can never remove: the message's
+/// authority, framing and meaning, and what earlier proxies recorded (RFC 9110 7.6.1: a
+/// sender must not list fields meant for every recipient; a receiver need not obey one).
+static END_TO_END: [HeaderName; 13] = [
+    header::HOST,
+    header::CONTENT_LENGTH,
+    header::CONTENT_TYPE,
+    header::CONTENT_ENCODING,
+    header::AUTHORIZATION,
+    header::COOKIE,
+    header::CACHE_CONTROL,
+    header::FORWARDED,
+    header::VIA,
+    header::EXPECT,
+    HeaderName::from_static("x-forwarded-for"),
+    HeaderName::from_static("x-forwarded-proto"),
+    HeaderName::from_static("x-forwarded-host"),
+];
+
+/// Why a request has no single authority (RFC 9112 3.2, RFC 9110 7.2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthorityError {
+    TwoHosts,
+    NoHost,
+    BadHost,
+}
+
+impl AuthorityError {
+    pub fn text(self) -> &'static str {
+        match self {
+            AuthorityError::TwoHosts => "more than one Host header\n",
+            AuthorityError::NoHost => "no Host header\n",
+            AuthorityError::BadHost => "Host is not a valid authority\n",
+        }
+    }
+}
+
+/// The one authority of a request: an absolute-form target or `:authority` wins over
+/// `Host`; else the single `Host`. `None` only for HTTP/1.0 without a Host.
+pub fn authority(
+    uri: &http::Uri,
+    version: http::Version,
+    headers: &HeaderMap,
+) -> Result<Option<HeaderValue>, AuthorityError> {
+    let mut hosts = headers.get_all(header::HOST).iter();
+    let host = hosts.next();
+    if hosts.next().is_some() {
+        return Err(AuthorityError::TwoHosts);
+    }
+    if let Some(target) = uri.authority() {
+        return valid_authority(target.as_str().as_bytes()).map(Some);
+    }
+    match host {
+        Some(host) => valid_authority(host.as_bytes()).map(Some),
+        None if version == http::Version::HTTP_10 || version == http::Version::HTTP_09 => Ok(None),
+        None => Err(AuthorityError::NoHost),
+    }
+}
+
+/// host[:port], nothing else: no user info, no path, no blanks.
+fn valid_authority(bytes: &[u8]) -> Result<HeaderValue, AuthorityError> {
+    let parsed = http::uri::Authority::try_from(bytes).map_err(|_| AuthorityError::BadHost)?;
+    if parsed.as_str().contains('@') || parsed.host().is_empty() {
+        return Err(AuthorityError::BadHost);
+    }
+    HeaderValue::from_bytes(bytes).map_err(|_| AuthorityError::BadHost)
+}
+
 /// Removes hop-by-hop headers, including any the Connection header names. `Upgrade` is
 /// kept (with `Connection: upgrade`) when the exchange is an upgrade being passed through.
 pub fn remove_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
@@ -41,6 +109,7 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
             })
             .filter_map(|token| HeaderName::from_bytes(token.as_bytes()).ok())
             .filter(|name| !(keep_upgrade && name == header::UPGRADE))
+            .filter(|name| !END_TO_END.contains(name))
             .collect();
         for name in named {
             headers.remove(name);
@@ -132,6 +201,58 @@ mod tests {
         remove_hop_by_hop(&mut headers, false);
         assert_eq!(headers.len(), 1);
         assert!(headers.contains_key("x-kept"));
+    }
+
+    #[test]
+    fn connection_never_removes_end_to_end_headers() {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("close, Host, content-length, x-forwarded-for, x-hop"),
+        );
+        headers.insert(header::HOST, HeaderValue::from_static("shop"));
+        headers.insert(header::CONTENT_LENGTH, HeaderValue::from_static("3"));
+        headers.insert(&X_FORWARDED_FOR, HeaderValue::from_static("10.0.0.1"));
+        headers.insert("x-hop", HeaderValue::from_static("1"));
+        remove_hop_by_hop(&mut headers, false);
+        assert_eq!(headers.len(), 3, "{headers:?}");
+        assert!(!headers.contains_key("x-hop"));
+    }
+
+    #[test]
+    fn one_authority_per_request() {
+        let h11 = http::Version::HTTP_11;
+        let mut headers = HeaderMap::new();
+        let origin: http::Uri = "/x".parse().unwrap();
+        assert_eq!(
+            authority(&origin, h11, &headers),
+            Err(AuthorityError::NoHost)
+        );
+        assert_eq!(
+            authority(&origin, http::Version::HTTP_10, &headers),
+            Ok(None)
+        );
+        headers.append(header::HOST, HeaderValue::from_static("shop"));
+        assert_eq!(authority(&origin, h11, &headers).unwrap().unwrap(), "shop");
+        let absolute: http::Uri = "http://internal:81/x".parse().unwrap();
+        assert_eq!(
+            authority(&absolute, h11, &headers).unwrap().unwrap(),
+            "internal:81"
+        );
+        headers.append(header::HOST, HeaderValue::from_static("other"));
+        assert_eq!(
+            authority(&origin, h11, &headers),
+            Err(AuthorityError::TwoHosts)
+        );
+        for bad in ["a b", "user@shop", "shop/x", ""] {
+            let mut headers = HeaderMap::new();
+            headers.insert(header::HOST, HeaderValue::from_str(bad).unwrap());
+            assert_eq!(
+                authority(&origin, h11, &headers),
+                Err(AuthorityError::BadHost),
+                "{bad}"
+            );
+        }
     }
 
     #[test]

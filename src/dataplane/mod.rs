@@ -2,8 +2,11 @@
 //! request and never waits on the control plane.
 
 pub mod body;
+pub mod client_body;
+pub mod client_idle;
 pub mod failure;
 pub mod headers;
 pub mod proxy;
+pub mod served_body;
 pub mod server;
 pub mod tls;

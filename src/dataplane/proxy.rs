@@ -1,11 +1,14 @@
 //! The request path: one table load, pick service, version and endpoint, stream, record.
 
 use super::body::{ResponseBody, UpstreamRequestBody, UpstreamResponse};
+use super::client_body::{ClientBody, FaultSlot};
+use super::client_idle::IdleMonitor;
 use super::failure::{plain, Failed, Failure};
-use super::headers::{add_forwarding, add_via, is_upgrade_request, remove_hop_by_hop};
+use super::headers::{add_forwarding, add_via, authority, is_upgrade_request, remove_hop_by_hop};
+use super::served_body::{ServedBody, Watch};
 use crate::routing::table::sticky_cookie_value;
 use crate::routing::{Pick, RoutingTable, ServiceRoute, VersionRoute};
-use crate::telemetry::Outcome;
+use crate::telemetry::{ClientFault, Outcome, VersionStats};
 use crate::upstream::endpoint::{pick_endpoint, Endpoint};
 use crate::upstream::h1::{self, Answer, Deadlines, RequestHead, SendError};
 use arc_swap::ArcSwap;
@@ -39,6 +42,8 @@ impl DataPlane {
 pub struct ClientConn {
     pub ip: HeaderValue,
     pub tls: bool,
+    /// The connection's `client_idle` watch.
+    pub idle: Arc<IdleMonitor>,
 }
 
 /// Serves one client request. Never fails: every problem becomes a short error response.
@@ -46,24 +51,36 @@ pub async fn handle(
     plane: Arc<DataPlane>,
     client: Arc<ClientConn>,
     mut request: Request<Incoming>,
-) -> Result<Response<ResponseBody>, Infallible> {
+) -> Result<Response<ServedBody>, Infallible> {
     let started = Instant::now();
     let table = plane.table.load_full();
-    let host = request.uri().host().or_else(|| {
-        request
-            .headers()
-            .get(header::HOST)
-            .and_then(|h| h.to_str().ok())
-    });
+    let authority = match authority(request.uri(), request.version(), request.headers()) {
+        Ok(authority) => authority,
+        Err(err) => {
+            return Ok(ServedBody::plain(plain(
+                StatusCode::BAD_REQUEST,
+                err.text(),
+            )))
+        }
+    };
+    let host = authority.as_ref().and_then(|a| a.to_str().ok());
     let Some(service) = table.service_for_host(host) else {
-        return Ok(plain(StatusCode::NOT_FOUND, "no service for this host\n"));
+        return Ok(ServedBody::plain(plain(
+            StatusCode::NOT_FOUND,
+            "no service for this host\n",
+        )));
     };
     let pick = service.pick(request.headers());
     let chosen = pick.version();
     let upgrade = request.version() == Version::HTTP_11 && is_upgrade_request(request.headers());
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut request));
-    let request = prepare_upstream_request(request, &client, upgrade);
+    let http2 = request.version() == Version::HTTP_2;
+    let fault = (!request.body().is_end_stream()).then(FaultSlot::new);
+    let request = prepare_upstream_request(request, &client, upgrade, authority, fault.as_ref());
     let timeout = table.settings.response_headers_timeout;
+    let body_idle = table.settings.upstream_body_idle;
+    // Dropped with this future when the client leaves before the answer.
+    let client_left = ClientLeft(Some(service.versions[chosen].stats.clone()));
 
     if let Some(retry) = &service.retry {
         retry.budget.deposit(retry.ratio);
@@ -75,24 +92,27 @@ pub async fn handle(
         }
         _ => None,
     };
+    let deadlines = (timeout, body_idle);
     let result = match client_upgrade {
         Some(on_client_upgrade) => forward_upgrade(
             &service.versions[chosen],
             request,
             on_client_upgrade,
-            timeout,
+            deadlines,
             started,
         )
         .await
         .map_err(Failed::from),
-        None => forward(&service.versions[chosen], request, timeout, started).await,
+        None => forward(&service.versions[chosen], request, deadlines, started).await,
     };
+    let result = blame_client(result, fault.as_deref());
     let outcome = record(&plane, service, chosen, &result, started);
     let (served, result) = match second_try(service, chosen, outcome, result, retry_head) {
         SecondTry::OnStable(request) => {
             service.versions[chosen].stats.record_saved(Instant::now());
             let stable = service.stable;
-            let retried = forward(&service.versions[stable], request, timeout, started).await;
+            let retried = forward(&service.versions[stable], request, deadlines, started).await;
+            let retried = blame_client(retried, fault.as_deref());
             record(&plane, service, stable, &retried, started);
             (
                 stable,
@@ -101,12 +121,26 @@ pub async fn handle(
         }
         SecondTry::None(result) => (chosen, result),
     };
+    client_left.answered();
     let version = &service.versions[served];
     let response = match result {
-        Ok(response) => finish_response(response, &table, service, version, pick),
+        Ok(response) => {
+            let response = finish_response(response, &table, service, version, pick);
+            // HTTP/1 stalls show on the socket; an HTTP/2 stream at window 0 only here.
+            let stall = http2.then(|| client.idle.clock());
+            let watch = Watch {
+                stall,
+                stats: version.stats.clone(),
+                fault,
+            };
+            response.map(|body| ServedBody::new(body, Some(watch)))
+        }
         Err(Failed { failure, .. }) => {
-            tracing::warn!(service = %service.name, version = %version.name, error = failure.detail(), "upstream failure");
-            finish_response(failure.response(), &table, service, version, pick)
+            if !matches!(failure, Failure::Client(_)) {
+                tracing::warn!(service = %service.name, version = %version.name, error = failure.detail(), "upstream failure");
+            }
+            let response = finish_response(failure.response(), &table, service, version, pick);
+            ServedBody::plain(response)
         }
     };
     if table.settings.access_log {
@@ -122,6 +156,35 @@ pub async fn handle(
     Ok(response)
 }
 
+/// Counts a client that went away before its answer, against nobody.
+struct ClientLeft(Option<Arc<VersionStats>>);
+
+impl ClientLeft {
+    fn answered(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for ClientLeft {
+    fn drop(&mut self) {
+        if let Some(stats) = &self.0 {
+            stats.record_client_fault(ClientFault::Gone);
+        }
+    }
+}
+
+/// An exchange whose client body broke is the client's doing, whatever the upstream
+/// made of it: even an answer is dropped (the client gets a 400 if it is still there).
+fn blame_client(
+    result: Result<Response<ResponseBody>, Failed>,
+    fault: Option<&FaultSlot>,
+) -> Result<Response<ResponseBody>, Failed> {
+    match fault.and_then(FaultSlot::get) {
+        Some(fault) => Err(Failure::Client(fault).into()),
+        None => result,
+    }
+}
+
 enum SecondTry {
     OnStable(Request<UpstreamRequestBody>),
     /// The first result stands.
@@ -134,14 +197,14 @@ enum SecondTry {
 fn second_try(
     service: &ServiceRoute,
     chosen: usize,
-    outcome: Outcome,
+    outcome: Option<Outcome>,
     result: Result<Response<ResponseBody>, Failed>,
     retry_head: Option<http::request::Parts>,
 ) -> SecondTry {
     let Some(retry) = &service.retry else {
         return SecondTry::None(result);
     };
-    if chosen == service.stable || !outcome.is_error() {
+    if chosen == service.stable || !outcome.is_some_and(Outcome::is_error) {
         return SecondTry::None(result);
     }
     match (result, retry_head) {
@@ -159,7 +222,7 @@ fn second_try(
     }
 }
 
-/// Counts the exchange against the version; a refused or reset connection on a non-stable
+/// Counts the exchange against the version (a client fault only as such: `None`); a refused or reset connection on a non-stable
 /// version rings the guard at once: it may be the first sign that the version went down.
 fn record(
     plane: &DataPlane,
@@ -167,9 +230,16 @@ fn record(
     version: usize,
     result: &Result<Response<ResponseBody>, Failed>,
     started: Instant,
-) -> Outcome {
+) -> Option<Outcome> {
     let outcome = match result {
         Ok(response) => Outcome::from_status(response.status()),
+        Err(Failed {
+            failure: Failure::Client(fault),
+            ..
+        }) => {
+            service.versions[version].stats.record_client_fault(*fault);
+            return None;
+        }
         Err(failed) => failed.failure.outcome(),
     };
     service.versions[version]
@@ -179,7 +249,7 @@ fn record(
     if lost_connection && version != service.stable {
         plane.guard_wake.notify_one();
     }
-    outcome
+    Some(outcome)
 }
 
 /// Idempotent and bodiless: safe to send twice (RFC 9110 9.2.2).
@@ -215,33 +285,38 @@ fn mark_retried(
     response
 }
 
-/// Rewrites a client request for the upstream: origin-form URI, Host kept, HTTP/1.1,
-/// hop-by-hop headers out, forwarding headers in.
+/// Rewrites a client request for the upstream: origin-form URI, the request's one
+/// authority as Host, HTTP/1.1, hop-by-hop headers out, forwarding headers in.
 fn prepare_upstream_request(
     request: Request<Incoming>,
     client: &ClientConn,
     upgrade: bool,
+    authority: Option<HeaderValue>,
+    fault: Option<&Arc<FaultSlot>>,
 ) -> Request<UpstreamRequestBody> {
     let (mut parts, body) = request.into_parts();
     if parts.uri.authority().is_some() {
-        // HTTP/2 (or an absolute-form HTTP/1 target): the authority becomes the Host.
-        if !parts.headers.contains_key(header::HOST) {
-            if let Some(host) = parts
-                .uri
-                .authority()
-                .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
-            {
-                parts.headers.insert(header::HOST, host);
-            }
-        }
         let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
         parts.uri = Uri::try_from(path).unwrap_or_else(|_| Uri::from_static("/"));
     }
     parts.version = Version::HTTP_11;
     remove_hop_by_hop(&mut parts.headers, upgrade);
-    let host = parts.headers.get(header::HOST).cloned();
-    add_forwarding(&mut parts.headers, &client.ip, client.tls, host.as_ref());
-    Request::from_parts(parts, UpstreamRequestBody::Client(body))
+    if let Some(host) = &authority {
+        parts.headers.insert(header::HOST, host.clone());
+    }
+    add_forwarding(
+        &mut parts.headers,
+        &client.ip,
+        client.tls,
+        authority.as_ref(),
+    );
+    let body = match fault {
+        Some(fault) => {
+            UpstreamRequestBody::Client(ClientBody::new(body, fault.clone(), client.idle.clock()))
+        }
+        None => UpstreamRequestBody::Empty,
+    };
+    Request::from_parts(parts, body)
 }
 
 /// Sends a request to one of the version's endpoints, in this task. A refused connection,
@@ -252,11 +327,11 @@ fn prepare_upstream_request(
 async fn forward(
     version: &VersionRoute,
     request: Request<UpstreamRequestBody>,
-    timeout: Duration,
+    limits: (Duration, Duration),
     started: Instant,
 ) -> Result<Response<ResponseBody>, Failed> {
     let attempts = version.endpoints.len().clamp(1, 3) + 1;
-    let deadlines = deadlines(timeout, started);
+    let deadlines = deadlines(limits, started);
     let retryable = is_retryable(&request);
     let (parts, mut body) = request.into_parts();
     let mut last_refused: Option<Arc<Endpoint>> = None;
@@ -316,11 +391,12 @@ async fn forward(
     })
 }
 
-fn deadlines(head: Duration, started: Instant) -> Deadlines {
+/// `response_headers` and `upstream_body_idle`, from the request's start.
+fn deadlines((head, body_idle): (Duration, Duration), started: Instant) -> Deadlines {
     Deadlines {
         head,
         started: tokio::time::Instant::from_std(started),
-        body_idle: Duration::from_secs(30),
+        body_idle,
     }
 }
 
@@ -335,7 +411,7 @@ async fn forward_upgrade(
     version: &VersionRoute,
     request: Request<UpstreamRequestBody>,
     on_client_upgrade: hyper::upgrade::OnUpgrade,
-    timeout: Duration,
+    limits: (Duration, Duration),
     started: Instant,
 ) -> Result<Response<ResponseBody>, Failure> {
     let endpoint = pick_endpoint(&version.endpoints, started, None)
@@ -354,7 +430,7 @@ async fn forward_upgrade(
         uri: &parts.uri,
         headers: &parts.headers,
     };
-    let answer = h1::send(lease, head, body, deadlines(timeout, started), true)
+    let answer = h1::send(lease, head, body, deadlines(limits, started), true)
         .await
         .map_err(|err| match err {
             SendError::Timeout => Failure::Timeout,

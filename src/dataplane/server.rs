@@ -1,5 +1,6 @@
 //! The client-facing listener: accept, optional TLS, HTTP/1.1 and HTTP/2, graceful drain.
 
+use super::client_idle::{IdleIo, IdleMonitor};
 use super::proxy::{handle, ClientConn, DataPlane};
 use crate::config::Config;
 use http::HeaderValue;
@@ -23,6 +24,7 @@ pub struct ServerSettings {
     pub client_headers_timeout: Duration,
     pub max_header_bytes: usize,
     pub drain: Duration,
+    pub client_idle: Duration,
 }
 
 impl ServerSettings {
@@ -33,6 +35,7 @@ impl ServerSettings {
             client_headers_timeout: config.timeouts.client_headers.0,
             max_header_bytes: config.max_header_bytes,
             drain: config.timeouts.drain.0,
+            client_idle: config.timeouts.client_idle.0,
         }
     }
 
@@ -84,6 +87,7 @@ pub async fn serve(
         let client = Arc::new(ClientConn {
             ip: client_ip_header(peer),
             tls: settings.tls.is_some(),
+            idle: Arc::new(IdleMonitor::new(settings.client_idle)),
         });
         let connection = Connection {
             plane: plane.clone(),
@@ -138,10 +142,18 @@ impl Connection {
             http,
             graceful,
         } = self;
+        let idle = client.idle.clone();
+        let stream = IdleIo::new(stream, idle.clone());
         let service = service_fn(move |request| handle(plane.clone(), client.clone(), request));
         let connection = http.serve_connection_with_upgrades(TokioIo::new(stream), service);
-        if let Err(err) = graceful.watch(connection.into_owned()).await {
-            tracing::debug!(error = %err, "client connection ended with an error");
+        tokio::select! {
+            served = graceful.watch(connection.into_owned()) => {
+                if let Err(err) = served {
+                    tracing::debug!(error = %err, "client connection ended with an error");
+                }
+            }
+            // Dropping the connection ends its exchanges and frees their upstream connections.
+            () = idle.stalled() => tracing::debug!("client idle too long; connection dropped"),
         }
     }
 }

@@ -17,6 +17,7 @@ pub struct ProxySettings {
     pub version_header: Option<HeaderName>,
     pub access_log: bool,
     pub response_headers_timeout: std::time::Duration,
+    pub upstream_body_idle: std::time::Duration,
 }
 
 #[derive(Debug)]
@@ -147,6 +148,7 @@ impl RoutingTable {
                 version_header: config.version_header.clone(),
                 access_log: config.access_log,
                 response_headers_timeout: config.timeouts.response_headers.0,
+                upstream_body_idle: config.timeouts.upstream_body_idle.0,
             },
             services: services.into_boxed_slice(),
             by_host,

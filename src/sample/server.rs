@@ -206,6 +206,19 @@ async fn respond(
         return Ok(stream_bytes(&name, size));
     }
     match path.as_str() {
+        // An upload handler: reads the whole body before it answers.
+        "/upload" => match request.into_body().collect().await {
+            Ok(body) => Ok(text(
+                &name,
+                StatusCode::OK,
+                format!("version={name} received={}\n", body.to_bytes().len()),
+            )),
+            Err(_) => Ok(text(
+                &name,
+                StatusCode::BAD_REQUEST,
+                format!("version={name} body broken\n"),
+            )),
+        },
         "/echo" => {
             let body = request.into_body().map_err(std::io::Error::other).boxed();
             Ok(with_name(&name, Response::new(body)))

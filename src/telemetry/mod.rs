@@ -6,13 +6,13 @@
 mod outcome;
 mod slices;
 
-pub use outcome::Outcome;
+pub use outcome::{ClientFault, Outcome};
 pub use slices::{Snapshot, Tally, SLICE};
 
 use crate::upstream::budget::RetryBudget;
 use slices::Shard;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -55,6 +55,8 @@ impl Telemetry {
 pub struct VersionStats {
     epoch: Instant,
     shards: Box<[Mutex<Shard>]>,
+    /// Kept out of the slices on purpose: the guard never sees what clients did.
+    client_faults: [AtomicU64; ClientFault::ALL.len()],
 }
 
 thread_local! {
@@ -71,6 +73,7 @@ impl VersionStats {
         VersionStats {
             epoch,
             shards: (0..shards).map(|_| Mutex::new(Shard::default())).collect(),
+            client_faults: Default::default(),
         }
     }
 
@@ -92,6 +95,16 @@ impl VersionStats {
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
         shard.record_saved(slice);
+    }
+
+    /// Counts an exchange the client made fail (rare: one shared counter is enough).
+    pub fn record_client_fault(&self, fault: ClientFault) {
+        self.client_faults[fault.index()].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Client faults of one kind since start, for `/metrics`.
+    pub fn client_faults(&self, fault: ClientFault) -> u64 {
+        self.client_faults[fault.index()].load(Ordering::Relaxed)
     }
 
     fn slice_at(&self, now: Instant) -> u64 {

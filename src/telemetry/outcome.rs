@@ -61,3 +61,35 @@ impl Outcome {
         }
     }
 }
+
+/// How a client made an exchange fail. Never the version's doing: counted apart from
+/// `Outcome`, so it never reaches the guard or a version's error rate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientFault {
+    /// The client's body ended early (connection closed or stream reset mid-upload).
+    AbandonedBody,
+    /// The client's body framing was broken (bad chunk sizes and the like).
+    MalformedBody,
+    /// The client went away (or was dropped for idling) before the exchange finished.
+    Gone,
+}
+
+impl ClientFault {
+    pub const ALL: [ClientFault; 3] = [
+        ClientFault::AbandonedBody,
+        ClientFault::MalformedBody,
+        ClientFault::Gone,
+    ];
+
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
+    pub fn label(self) -> &'static str {
+        match self {
+            ClientFault::AbandonedBody => "abandoned_body",
+            ClientFault::MalformedBody => "malformed_body",
+            ClientFault::Gone => "gone",
+        }
+    }
+}

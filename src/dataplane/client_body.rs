@@ -1,0 +1,95 @@
+//! A client's request body on its way upstream. It tells apart what the client did wrong
+//! (an upload abandoned, broken chunking) from what the upstream did. (The upstream's
+//! deadlines stay off while the proxy waits on the client: the codec sees that itself.)
+
+use super::client_idle::StallClock;
+use crate::telemetry::ClientFault;
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+/// Where the request path learns that the client's body failed.
+#[derive(Debug)]
+pub struct FaultSlot(AtomicU8);
+
+const NO_FAULT: u8 = u8::MAX;
+
+impl FaultSlot {
+    pub fn new() -> Arc<FaultSlot> {
+        Arc::new(FaultSlot(AtomicU8::new(NO_FAULT)))
+    }
+
+    pub fn get(&self) -> Option<ClientFault> {
+        let index = self.0.load(Ordering::Relaxed) as usize;
+        ClientFault::ALL.get(index).copied()
+    }
+
+    fn set(&self, fault: ClientFault) {
+        self.0.store(fault.index() as u8, Ordering::Relaxed);
+    }
+}
+
+#[derive(Debug)]
+pub struct ClientBody {
+    body: Incoming,
+    fault: Arc<FaultSlot>,
+    stall: StallClock,
+}
+
+impl ClientBody {
+    pub fn new(body: Incoming, fault: Arc<FaultSlot>, stall: StallClock) -> ClientBody {
+        ClientBody {
+            body,
+            fault,
+            stall,
+        }
+    }
+
+    pub fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    pub fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+
+    pub fn poll_frame(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let polled = Pin::new(&mut self.body).poll_frame(cx);
+        match &polled {
+            Poll::Pending => self.stall.waiting(),
+            Poll::Ready(Some(Err(err))) => {
+                self.stall.progressing();
+                self.fault.set(classify(err));
+            }
+            Poll::Ready(_) => self.stall.progressing(),
+        }
+        polled
+    }
+}
+
+/// Broken framing is malformed; anything else (closed, reset, cut short) is abandoned.
+fn classify(err: &hyper::Error) -> ClientFault {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    while let Some(cause) = source {
+        if let Some(io) = cause.downcast_ref::<std::io::Error>() {
+            if matches!(
+                io.kind(),
+                std::io::ErrorKind::InvalidData | std::io::ErrorKind::InvalidInput
+            ) {
+                return ClientFault::MalformedBody;
+            }
+        }
+        source = cause.source();
+    }
+    if err.is_parse() {
+        return ClientFault::MalformedBody;
+    }
+    ClientFault::AbandonedBody
+}
