@@ -102,8 +102,13 @@ impl Conn {
 }
 
 async fn proxy_to(upstream: &RawUpstream) -> TestProxy {
+    proxy_with(upstream, "").await
+}
+
+/// `timeouts` goes under `[proxy.timeouts]`.
+async fn proxy_with(upstream: &RawUpstream, timeouts: &str) -> TestProxy {
     let config = format!(
-        "[services.shop]\nstable = \"blue\"\nweights = {{ blue = 1 }}\n[services.shop.versions.blue]\nendpoints = [\"{}\"]\n",
+        "[proxy.timeouts]\n{timeouts}\n[services.shop]\nstable = \"blue\"\nweights = {{ blue = 1 }}\n[services.shop.versions.blue]\nendpoints = [\"{}\"]\n",
         upstream.addr
     );
     TestProxy::start(&config).await
@@ -436,4 +441,37 @@ async fn a_half_read_answer_never_reaches_the_next_user() {
         assert_eq!(body.unwrap(), "for /bob");
     }
     assert_eq!(upstream.connections(), 2);
+}
+
+#[tokio::test]
+async fn an_upstream_body_that_stops_is_cut_off_after_upstream_body_idle_and_counted() {
+    let upstream = RawUpstream::start(|mut conn| async move {
+        if conn.request().await.is_some() {
+            conn.send(b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nhello")
+                .await;
+            // Never the other five bytes; holds the connection open.
+            std::future::pending::<()>().await;
+        }
+    })
+    .await;
+    let proxy = proxy_with(&upstream, "upstream_body_idle = \"300ms\"").await;
+    let started = std::time::Instant::now();
+    let whole = tokio::time::timeout(
+        Duration::from_secs(20),
+        came_back_whole(&client(), &proxy, "/"),
+    )
+    .await
+    .expect("the stalled body was never cut off");
+    assert!(!whole);
+    assert!(started.elapsed() >= Duration::from_millis(300));
+    let (status, text) = admin_raw_on(&proxy.admin(), Method::GET, "/metrics", "").await;
+    assert_eq!(status, 200);
+    assert!(
+        text.lines()
+            .any(|line| line.starts_with("switchyard_requests_total{")
+                && line.contains("outcome=\"timeout\"")
+                && line.ends_with(" 1")),
+        "the cut-off body was not counted as the version's timeout:\n{text}"
+    );
+    assert_eq!(pooled(&proxy), 0);
 }

@@ -42,11 +42,7 @@ pub struct ClientBody {
 
 impl ClientBody {
     pub fn new(body: Incoming, fault: Arc<FaultSlot>, stall: StallClock) -> ClientBody {
-        ClientBody {
-            body,
-            fault,
-            stall,
-        }
+        ClientBody { body, fault, stall }
     }
 
     pub fn is_end_stream(&self) -> bool {

@@ -5,6 +5,7 @@
 use super::chunked::ChunkedDecoder;
 use bytes::{Buf, BytesMut};
 use http::{header, HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Version};
+use std::mem::MaybeUninit;
 
 /// The largest response head accepted.
 pub const MAX_HEAD: usize = 64 * 1024;
@@ -49,7 +50,7 @@ pub enum HeadError {
 }
 
 /// Where one field sits in the buffer, so values can share it once it is frozen.
-#[derive(Clone, Copy, Default)]
+#[derive(Clone, Copy)]
 struct Span {
     name: (usize, usize),
     value: (usize, usize),
@@ -108,9 +109,15 @@ fn parse_length(value: &[u8]) -> Option<u64> {
 
 /// Parses a response head from the front of `buf`, consuming it when complete.
 pub fn parse(buf: &mut BytesMut, method: &Method) -> Result<Parsed, HeadError> {
-    let mut fields = [httparse::EMPTY_HEADER; MAX_FIELDS];
-    let mut response = httparse::Response::new(&mut fields);
-    let length = match response.parse(buf) {
+    // Neither array is zeroed first: at up to 128 fields that would cost more than the parse.
+    let mut fields = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_FIELDS];
+    let mut response = httparse::Response::new(&mut []);
+    let parsed = httparse::ParserConfig::default().parse_response_with_uninit_headers(
+        &mut response,
+        buf,
+        &mut fields,
+    );
+    let length = match parsed {
         Ok(httparse::Status::Complete(length)) => length,
         Ok(httparse::Status::Partial) if buf.len() > MAX_HEAD => return Err(HeadError::TooLarge),
         Ok(httparse::Status::Partial) => return Ok(Parsed::Partial),
@@ -132,13 +139,15 @@ pub fn parse(buf: &mut BytesMut, method: &Method) -> Result<Parsed, HeadError> {
         _ => Version::HTTP_11,
     };
     let base = buf.as_ptr() as usize;
-    let mut spans = [Span::default(); MAX_FIELDS];
+    let mut spans = [const { MaybeUninit::<Span>::uninit() }; MAX_FIELDS];
     let mut facts = Fields::default();
     let count = response.headers.len();
     for (span, field) in spans.iter_mut().zip(response.headers.iter()) {
         facts.note(field.name, field.value);
-        span.name = (field.name.as_ptr() as usize - base, field.name.len());
-        span.value = (field.value.as_ptr() as usize - base, field.value.len());
+        span.write(Span {
+            name: (field.name.as_ptr() as usize - base, field.name.len()),
+            value: (field.value.as_ptr() as usize - base, field.value.len()),
+        });
     }
     if facts.bad_length && !facts.transfer_encoding {
         return Err(HeadError::BadLength);
@@ -146,6 +155,9 @@ pub fn parse(buf: &mut BytesMut, method: &Method) -> Result<Parsed, HeadError> {
     let head = buf.split_to(length).freeze();
     let mut headers = HeaderMap::with_capacity(count);
     for span in &spans[..count] {
+        // SAFETY: the loop above wrote the first `count` spans (`count` is the number of
+        // fields parsed, at most `MAX_FIELDS`, and `zip` visited each of them).
+        let span = unsafe { span.assume_init_ref() };
         let name = HeaderName::from_bytes(&head[span.name.0..span.name.0 + span.name.1])
             .map_err(|_| HeadError::Malformed("bad header name".into()))?;
         if facts.transfer_encoding && name == header::CONTENT_LENGTH {
