@@ -13,3 +13,4 @@ pub mod run;
 pub mod sample;
 pub mod telemetry;
 pub mod upstream;
+pub mod verify;

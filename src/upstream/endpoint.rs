@@ -6,7 +6,7 @@ use super::connection::Connection;
 use super::pool::{Lease, Pool};
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -20,6 +20,8 @@ pub struct Endpoint {
     skip_until_ms: AtomicU64,
     epoch: Instant,
     backoff: Duration,
+    /// Set by the active health checker after `fall` failed checks, cleared after `rise`.
+    checked_down: AtomicBool,
 }
 
 impl Endpoint {
@@ -38,9 +40,9 @@ impl Endpoint {
         Ok(Lease::new(self.connect().await?, None))
     }
 
-    async fn connect(&self) -> Result<Connection, ConnectError> {
+    async fn connect(&self) -> Result<Box<Connection>, ConnectError> {
         let stream = connect::open(self.addr, self.connect_timeout).await?;
-        Ok(Connection::new(stream))
+        Ok(Box::new(Connection::new(stream)))
     }
 
     /// Opens and drops a bare TCP connection: does the endpoint take connections at all?
@@ -54,9 +56,20 @@ impl Endpoint {
         }
     }
 
-    /// True while the endpoint is left out after refusing a connection.
+    /// True while the endpoint is left out of the rotation: after refusing a connection,
+    /// or while active health checks hold it down.
     pub fn is_backing_off(&self, now: Instant) -> bool {
-        self.skip_until_ms.load(Ordering::Relaxed) > self.millis(now)
+        self.is_checked_down() || self.skip_until_ms.load(Ordering::Relaxed) > self.millis(now)
+    }
+
+    /// Active health checks take the endpoint out of the rotation (`false`) or bring it
+    /// back (`true`); passive back-off after refusals applies on top.
+    pub fn set_checked_up(&self, up: bool) {
+        self.checked_down.store(!up, Ordering::Relaxed);
+    }
+
+    pub fn is_checked_down(&self) -> bool {
+        self.checked_down.load(Ordering::Relaxed)
     }
 
     /// Leaves the endpoint out of the rotation for the back-off time.
@@ -166,6 +179,7 @@ impl EndpointRegistry {
                     skip_until_ms: AtomicU64::new(0),
                     epoch: self.epoch,
                     backoff: self.settings.backoff,
+                    checked_down: AtomicBool::new(false),
                 })
             })
             .clone()

@@ -20,7 +20,7 @@ const OVERFLOW: usize = 512;
 
 #[derive(Debug)]
 struct Idle {
-    connection: Connection,
+    connection: Box<Connection>,
     since: Instant,
 }
 
@@ -60,7 +60,7 @@ impl Pool {
     /// worker's (a request that moved threads must not open a connection while idle ones
     /// wait elsewhere). `now` may be a little old (the request's start): an idle
     /// connection then expires a little early, never late.
-    pub fn take(&self, now: Instant) -> Option<Connection> {
+    pub fn take(&self, now: Instant) -> Option<Box<Connection>> {
         let own = worker_index() % self.workers.len();
         self.take_from(&self.workers[own], now)
             .or_else(|| self.take_from(&self.overflow, now))
@@ -71,7 +71,7 @@ impl Pool {
             })
     }
 
-    fn take_from(&self, stack: &Stack, now: Instant) -> Option<Connection> {
+    fn take_from(&self, stack: &Stack, now: Instant) -> Option<Box<Connection>> {
         let mut idle = stack.lock();
         while let Some(entry) = idle.pop_back() {
             if now.saturating_duration_since(entry.since) < self.idle_timeout
@@ -83,7 +83,7 @@ impl Pool {
         None
     }
 
-    fn put(&self, connection: Connection, now: Instant) {
+    fn put(&self, connection: Box<Connection>, now: Instant) {
         let entry = Idle {
             connection,
             since: now,
@@ -141,13 +141,14 @@ fn worker_index() -> usize {
 /// a half-read connection in the pool.
 #[derive(Debug)]
 pub struct Lease {
-    connection: Option<Connection>,
+    /// Boxed: it moves between pool and exchange as a pointer.
+    connection: Option<Box<Connection>>,
     /// Where the connection goes back to; `None` for one that is never reused (upgrades).
     home: Option<Arc<Pool>>,
 }
 
 impl Lease {
-    pub fn new(connection: Connection, home: Option<Arc<Pool>>) -> Lease {
+    pub fn new(connection: Box<Connection>, home: Option<Arc<Pool>>) -> Lease {
         Lease {
             connection: Some(connection),
             home,
@@ -170,7 +171,7 @@ impl Lease {
     }
 
     /// Takes the connection out for good (an upgraded connection becomes a tunnel).
-    pub fn detach(mut self) -> Connection {
+    pub fn detach(mut self) -> Box<Connection> {
         self.connection
             .take()
             .expect("a lease holds its connection until released")

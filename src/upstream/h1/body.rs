@@ -44,7 +44,8 @@ pub struct ResponseBody<B> {
     /// `None` once the exchange is over (connection released or closed).
     lease: Option<Lease>,
     framing: Framing,
-    upload: Option<Upload<B>>,
+    /// Boxed: only requests with a body have one.
+    upload: Option<Box<Upload<B>>>,
     keep_alive: bool,
     /// `upstream_body_idle`: the longest wait for the next body bytes.
     idle: Duration,
@@ -60,7 +61,7 @@ where
     pub(super) fn new(
         lease: Lease,
         framing: Framing,
-        upload: Option<Upload<B>>,
+        upload: Option<Box<Upload<B>>>,
         keep_alive: bool,
         idle: Duration,
     ) -> ResponseBody<B> {

@@ -123,7 +123,7 @@ where
     }
     let (upload, bodiless) = match framing {
         RequestFraming::Empty => (None, Some(body)),
-        framing => (Some(Upload::new(body, framing)), None),
+        framing => (Some(Box::new(Upload::new(body, framing))), None),
     };
     let mut exchange = HeadExchange {
         connection,
@@ -163,7 +163,7 @@ where
             stream,
             mut read_buf,
             ..
-        } = lease.detach();
+        } = *lease.detach();
         let read_ahead = read_buf.split().freeze();
         return Ok(Answer::Upgraded(
             final_head.parts,
@@ -193,7 +193,7 @@ enum HeadFailure {
 struct HeadExchange<'a, B> {
     connection: &'a mut Connection,
     method: &'a Method,
-    upload: Option<Upload<B>>,
+    upload: Option<Box<Upload<B>>>,
     /// The upstream stopped taking the body: whatever it answers, the connection closes.
     upload_broke: bool,
     /// Some bytes of an answer arrived (a 1xx counts).
