@@ -74,7 +74,10 @@ async fn an_upstream_that_stops_mid_body_is_cut_off_and_counted_as_its_timeout()
         "switchyard_errors_total{service=\"shop\",version=\"blue\",kind=\"timeout\"}",
     )
     .await;
-    assert_eq!(timeouts, 1, "the cut-off was not counted as the version's timeout");
+    assert_eq!(
+        timeouts, 1,
+        "the cut-off was not counted as the version's timeout"
+    );
 }
 
 #[tokio::test]

@@ -33,7 +33,11 @@ async fn status_of(head: &str, proxy: &TestProxy) -> String {
     let mut answer = Vec::new();
     let _ = tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut answer)).await;
     let answer = String::from_utf8_lossy(&answer).into_owned();
-    answer.split(' ').nth(1).unwrap_or("(no answer)").to_string()
+    answer
+        .split(' ')
+        .nth(1)
+        .unwrap_or("(no answer)")
+        .to_string()
 }
 
 #[tokio::test]

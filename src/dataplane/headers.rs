@@ -92,7 +92,9 @@ fn valid_authority(bytes: &[u8]) -> Result<HeaderValue, AuthorityError> {
 pub fn head_size<B>(request: &http::Request<B>) -> usize {
     let uri = request.uri();
     let target = uri.scheme_str().map_or(0, |scheme| scheme.len() + 3)
-        + uri.authority().map_or(0, |authority| authority.as_str().len())
+        + uri
+            .authority()
+            .map_or(0, |authority| authority.as_str().len())
         + uri.path_and_query().map_or(1, |path| path.as_str().len());
     let line = request.method().as_str().len() + 1 + target + " HTTP/1.1\r\n".len();
     let fields: usize = request
