@@ -4,6 +4,5 @@
 pub mod incident;
 pub mod judge;
 pub mod probe;
-pub mod rollout;
 pub mod simulate;
 pub mod watch;
