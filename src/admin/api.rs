@@ -323,8 +323,13 @@ mod tests {
             r#"{"command":"change","service":"shop","change":{"action":"weights","weights":{"blue":9}}}"#
         );
         assert_eq!(serde_json::from_str::<Command>(&text).unwrap(), command);
-        let unknown =
-            r#"{"command":"change","service":"shop","change":{"action":"promote","x":1}}"#;
-        assert!(serde_json::from_str::<Command>(unknown).is_err());
+        for bad in [
+            r#"{"command":"change","service":"shop","change":{"action":"weights","weights":{},"x":1}}"#,
+            r#"{"command":"change","service":"shop","x":1,"change":{"action":"promote"}}"#,
+            r#"{"command":"change","service":"shop","change":{"action":"explode"}}"#,
+            r#"{"command":"explode"}"#,
+        ] {
+            assert!(serde_json::from_str::<Command>(bad).is_err(), "{bad}");
+        }
     }
 }
