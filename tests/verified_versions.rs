@@ -405,3 +405,30 @@ async fn the_guard_never_cuts_back_into_a_failing_return_point() {
     );
     proxy.proxy.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rollout_does_not_start_on_a_failing_canary_unless_forced() {
+    let rollout = format!("{CHECKS}[services.shop.rollout]\nsteps = [10, 100]\nbake = \"30s\"\n");
+    let Pair {
+        proxy,
+        stable: _blue,
+        canary,
+    } = pair("blue", "canary", (100, 0), &rollout).await;
+    canary.faults.break_path("/");
+    let before = last_revision(&proxy).await;
+    let (ok, _, stderr) = ctl(&proxy, &["rollout", "shop", "start"]);
+    assert!(!ok);
+    assert!(
+        stderr.contains("refused: canary fails its checks: \"home\""),
+        "{stderr}"
+    );
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert_eq!(last_revision(&proxy).await, before, "nothing changed");
+
+    let (ok, _, stderr) = ctl(&proxy, &["rollout", "shop", "start", "--force"]);
+    assert!(ok, "{stderr}");
+    let step = latest(&proxy, ChangeKind::Weights).await;
+    assert!(step.forced, "{step:?}");
+    assert!(!step.checks.unwrap().passed);
+    proxy.proxy.shutdown().await;
+}

@@ -51,23 +51,30 @@ impl<C: RoutingControl + 'static> Verified<C> {
         change: Change,
         origin: Origin,
     ) -> Result<RevisionRecord, ControlError> {
+        // Abort, rollback, freeze and unfreeze never wait on checks.
+        let may_be_gated = matches!(
+            change.kind(),
+            ChangeKind::Weights | ChangeKind::Switch | ChangeKind::Promote | ChangeKind::Resume
+        );
+        if !may_be_gated {
+            return self.control.change(service, change, origin).await;
+        }
         for _ in 0..ATTEMPTS {
             let config = self.control.service(service)?;
             let Some(current) = self.control.routing_of(service) else {
-                break;
+                return self.control.change(service, change, origin).await;
             };
             let history = self.control.revisions(service);
             let history: Vec<&RevisionRecord> = history.iter().collect();
-            // A change the writer would refuse anyway is not checked: its error says more.
-            let Ok(next) = next_state(&config, &current, &change, &history) else {
-                break;
-            };
+            let next = next_state(&config, &current, &change, &history)?;
             let stepping = origin.actor == "rollout";
             let gated = gated_versions(change.kind(), &current, &next, stepping);
-            if gated.is_empty() {
-                break;
-            }
-            let origin = self.check(&config, &gated, &change, origin.clone()).await?;
+            let origin = match gated.is_empty() {
+                true => origin.clone(),
+                false => self.check(&config, &gated, &change, origin.clone()).await?,
+            };
+            // Only onto the routing planned from: a change that slipped in meanwhile may
+            // have made another version's checks due.
             match self
                 .control
                 .change_if(service, change.clone(), origin, current)
@@ -77,7 +84,7 @@ impl<C: RoutingControl + 'static> Verified<C> {
                 answer => return answer,
             }
         }
-        self.control.change(service, change, origin).await
+        Err(ControlError::Moved)
     }
 
     /// Runs the checks of `versions`: the origin to record them with, or the one-line

@@ -2,7 +2,8 @@
 //! version now taking the traffic run, and the result is journaled as a `validated`
 //! revision (so history and webhooks show it) and added to the cutback's incident. When
 //! the version taking the traffic fails too, the record says that rolling back does not
-//! fix this: a hotfix is needed.
+//! fix this: a hotfix is needed. A service without smoke checks is validated with the
+//! connect check, journaled only when it fails.
 
 use super::check_version;
 use super::gate::Verified;
@@ -63,13 +64,18 @@ pub async fn after<C: RoutingControl + 'static>(verified: Verified<C>, record: R
         tracing::error!(service = %record.service, revision = record.revision, "{advice}: {}", report.summary());
         reason = format!("{advice}; {reason}");
     }
+    // Without smoke checks only "every endpoint accepts a connection" is known: that is
+    // journaled when it fails, not after every abort that went as expected.
+    let worth_a_revision = !config.verify.checks.is_empty() || !report.passed;
     let origin = Origin::new("checks", reason).with_checks(report.clone());
-    if let Err(err) = verified
-        .control
-        .note(&record.service, ChangeKind::Validated, origin)
-        .await
-    {
-        tracing::error!(service = %record.service, error = %err, "validation not recorded");
+    if worth_a_revision {
+        if let Err(err) = verified
+            .control
+            .note(&record.service, ChangeKind::Validated, origin)
+            .await
+        {
+            tracing::error!(service = %record.service, error = %err, "validation not recorded");
+        }
     }
     if record.actor == "guard" {
         attach_to_incident(&verified, &record, report, advice).await;
