@@ -36,6 +36,10 @@ fn demo_runs_by_itself_and_reports_every_version() {
     assert!(summary_requests(&stdout, "blue") > 0, "{stdout}");
     assert!(summary_requests(&stdout, "canary") > 0, "{stdout}");
     assert!(stdout.contains("canary turns bad"), "{stdout}");
+    assert!(
+        stdout.contains("`switch shop green` refused by its checks, routing unchanged: switch refused: green fails its checks: \"home page\""),
+        "{stdout}"
+    );
     assert!(stdout.contains(&report.display().to_string()));
 
     let json: serde_json::Value =

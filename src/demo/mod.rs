@@ -9,8 +9,12 @@ mod stage;
 mod timeline;
 mod view;
 
+use crate::control::command::Change;
+use crate::control::record::Origin;
+use crate::control::RoutingControl;
 use crate::routing::RoutingTable;
 use crate::sample::load::{Load, LoadError, LoadSpec, Recorder};
+use crate::verify::gate::Verified;
 use report::DemoReport;
 use screen::Screen;
 use stage::{Stage, StageError, CANARY};
@@ -80,6 +84,7 @@ pub async fn run(options: DemoOptions, shards: usize) -> Result<PathBuf, DemoErr
     let plane = proxy.controller.plane.clone();
     let mut last_verdict = String::new();
     let mut incident_told = false;
+    let mut validation_told = false;
     let mut watch = RevisionWatch::default();
     let mut script = timeline::script(options.duration).into_iter().peekable();
     let mut canary_bad_since = None;
@@ -90,20 +95,27 @@ pub async fn run(options: DemoOptions, shards: usize) -> Result<PathBuf, DemoErr
         ticker.tick().await;
         let elapsed = epoch.elapsed();
         while let Some(step) = script.next_if(|step| step.at <= elapsed) {
-            let Action::CanaryTurnsBad { error_rate } = step.action;
-            if let Some(canary) = stage.upstream(CANARY) {
-                canary.faults.set_error_rate(error_rate);
+            match step.action {
+                Action::SwitchToBrokenGreen => {
+                    let said = switch_to_broken_green(&stage).await;
+                    tell(&screen, &mut story, elapsed, said);
+                }
+                Action::CanaryTurnsBad { error_rate } => {
+                    if let Some(canary) = stage.upstream(CANARY) {
+                        canary.faults.set_error_rate(error_rate);
+                    }
+                    canary_bad_since = Some(elapsed);
+                    tell(
+                        &screen,
+                        &mut story,
+                        elapsed,
+                        format!(
+                            "canary turns bad: {} of its answers are now 500s",
+                            percent(error_rate)
+                        ),
+                    );
+                }
             }
-            canary_bad_since = Some(elapsed);
-            tell(
-                &screen,
-                &mut story,
-                elapsed,
-                format!(
-                    "canary turns bad: {} of its answers are now 500s",
-                    percent(error_rate)
-                ),
-            );
         }
         let table = plane.table.load();
         if let Some(change) = watch.look(&table) {
@@ -118,6 +130,18 @@ pub async fn run(options: DemoOptions, shards: usize) -> Result<PathBuf, DemoErr
             if said != last_verdict {
                 tell(&screen, &mut story, elapsed, said.clone());
                 last_verdict = said;
+            }
+        }
+        if let (true, false) = (incident_told, validation_told) {
+            let incidents = proxy.incidents.list(Some(stage::SERVICE));
+            if let Some(checks) = incidents.first().and_then(|i| i.checks.as_ref()) {
+                validation_told = true;
+                tell(
+                    &screen,
+                    &mut story,
+                    elapsed,
+                    format!("validation after the cutback: {}", checks.summary()),
+                );
             }
         }
         if !incident_told {
@@ -194,6 +218,37 @@ pub async fn run(options: DemoOptions, shards: usize) -> Result<PathBuf, DemoErr
     println!("Report written to {}", path.display());
     stage.proxy.shutdown().await;
     Ok(path)
+}
+
+/// Breaks green's home page and asks to switch all traffic to it, as an operator would:
+/// the gate runs green's checks and refuses; what it said.
+async fn switch_to_broken_green(stage: &Stage) -> String {
+    let Some(green) = stage.upstream(stage::GREEN) else {
+        return "no green upstream to switch to".to_string();
+    };
+    green.faults.break_path("/");
+    let proxy = &stage.proxy;
+    let verified = Verified {
+        control: proxy.controller.clone(),
+        plane: proxy.controller.plane.clone(),
+        verifier: proxy.verifier.clone(),
+        incidents: proxy.incidents.clone(),
+    };
+    let switch = Change::Switch {
+        version: stage::GREEN.to_string(),
+    };
+    let origin = Origin::new("demo", "try green, whose home page was just broken");
+    let said = match verified.change(stage::SERVICE, switch, origin).await {
+        Err(refused) => {
+            format!("`switch shop green` refused by its checks, routing unchanged: {refused}")
+        }
+        Ok(record) => format!(
+            "`switch shop green` went through (revision {}): its checks passed",
+            record.revision
+        ),
+    };
+    green.faults.heal();
+    said
 }
 
 /// Adds to the story and, on plain output, prints it at once.

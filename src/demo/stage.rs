@@ -12,6 +12,8 @@ use std::time::Duration;
 pub const SERVICE: &str = "shop";
 /// The version the demo turns bad.
 pub const CANARY: &str = "canary";
+/// The standby version the demo tries (and fails) to switch to.
+pub const GREEN: &str = "green";
 
 /// A version on stage: its starting weight and how slow it is (base + random jitter).
 struct Cast {
@@ -31,7 +33,7 @@ const CAST: [Cast; 3] = [
         release: r#"{ version = "1.4.2", notes = "current" }"#,
     },
     Cast {
-        name: "green",
+        name: GREEN,
         weight: 0,
         latency: Duration::from_millis(2),
         jitter: Duration::from_millis(3),
@@ -116,7 +118,10 @@ fn config_text(dir: &Path, upstreams: &[SampleUpstream]) -> String {
          [proxy]\nlisten = \"127.0.0.1:0\"\n\n\
          [admin]\nsocket = {socket:?}\n\n\
          [state]\ndir = {state:?}\n\n\
-         [services.{SERVICE}]\nstable = \"blue\"\nweights = {{ {weights} }}\n",
+         [services.{SERVICE}]\nstable = \"blue\"\nweights = {{ {weights} }}\n\
+         checks_every = \"2s\"\n\n\
+         [services.{SERVICE}.health]\npath = \"/healthz\"\ninterval = \"1s\"\ntimeout = \"500ms\"\n\n\
+         [[services.{SERVICE}.checks]]\nname = \"home page\"\npath = \"/\"\nexpect_body = \"version=\"\nmax_latency = \"500ms\"\n",
         socket = dir.join("admin.sock").display().to_string(),
         state = dir.join("state").display().to_string(),
         weights = weights.join(", "),

@@ -12,6 +12,9 @@ pub const BAD_CANARY_ERROR_RATE: f64 = 0.3;
 /// A scripted action.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Action {
+    /// Green's home page breaks, and the demo tries to switch all traffic to it: the gate
+    /// runs green's checks first and refuses.
+    SwitchToBrokenGreen,
     /// The canary starts answering this fraction of requests with a 500.
     CanaryTurnsBad { error_rate: f64 },
 }
@@ -22,16 +25,22 @@ pub struct Step {
     pub action: Action,
 }
 
-/// The script for a demo of `duration`: the canary turns bad at 8 s, or 40% of the way
-/// through a shorter run, leaving time to see what follows.
+/// The script for a demo of `duration`: a refused switch at 3 s (or 15% of the way), the
+/// canary turns bad at 8 s (or 40% of the way), leaving time to see what follows.
 pub fn script(duration: Duration) -> Vec<Step> {
     let at = Duration::from_secs(8).min(duration.mul_f64(0.4));
-    vec![Step {
-        at,
-        action: Action::CanaryTurnsBad {
-            error_rate: BAD_CANARY_ERROR_RATE,
+    vec![
+        Step {
+            at: Duration::from_secs(3).min(duration.mul_f64(0.15)),
+            action: Action::SwitchToBrokenGreen,
         },
-    }]
+        Step {
+            at,
+            action: Action::CanaryTurnsBad {
+                error_rate: BAD_CANARY_ERROR_RATE,
+            },
+        },
+    ]
 }
 
 /// One line of "what happened".
