@@ -132,7 +132,7 @@ impl Controller {
             true => Vec::new(),
             false => opened.journal.append(records).await?,
         };
-        let hooks = Hooks::default();
+        let hooks = Hooks::new(&config.state_dir, &config.hooks);
         for record in written {
             hooks.send(&config.hooks, &record);
             state.absorb(record);
