@@ -8,6 +8,7 @@ pub mod ctl;
 pub mod dataplane;
 pub mod demo;
 pub mod guard;
+pub mod rollout;
 pub mod routing;
 pub mod run;
 pub mod sample;

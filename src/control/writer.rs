@@ -5,8 +5,9 @@
 //!
 //! Readers see the state through a short synchronous lock that no `.await` ever holds.
 
-use super::api::ApiError;
-use super::change::{self, Change};
+use super::change;
+use super::command::Change;
+use super::error::ControlError;
 use super::hooks::Hooks;
 use super::journal::{Journal, JournalError};
 use super::record::{ChangeKind, Declared, Origin, PlannedRevision, RevisionRecord};
@@ -119,12 +120,13 @@ pub(crate) struct Resolved {
     pub(crate) addrs: Vec<SocketAddr>,
 }
 
-pub(crate) enum Command {
+/// What the writer is asked to do; each carries the oneshot for its answer.
+pub(crate) enum Request {
     Apply {
         service: String,
         change: Change,
         origin: Origin,
-        reply: oneshot::Sender<Result<RevisionRecord, ApiError>>,
+        reply: oneshot::Sender<Result<RevisionRecord, ControlError>>,
     },
     Reload {
         config: Box<Config>,
@@ -141,14 +143,14 @@ pub(crate) enum Command {
 
 /// What sends commands to the writer.
 #[derive(Clone)]
-pub(crate) struct Commands(mpsc::Sender<Command>);
+pub(crate) struct Commands(mpsc::Sender<Request>);
 
 impl Commands {
     /// Sends a command and waits for its answer. Dropping this future before the command
     /// is queued means it never starts; after, it completes and only the answer is lost.
     pub(crate) async fn call<T>(
         &self,
-        command: impl FnOnce(oneshot::Sender<T>) -> Command,
+        command: impl FnOnce(oneshot::Sender<T>) -> Request,
     ) -> Result<T, Stopped> {
         let (reply, answer) = oneshot::channel();
         self.0.send(command(reply)).await.map_err(|_| Stopped)?;
@@ -157,9 +159,14 @@ impl Commands {
 }
 
 /// The writer is gone (the process is stopping).
-#[derive(Debug, Clone, Copy, thiserror::Error)]
-#[error("the control plane has stopped")]
+#[derive(Debug, Clone, Copy)]
 pub(crate) struct Stopped;
+
+impl From<Stopped> for ControlError {
+    fn from(_: Stopped) -> ControlError {
+        ControlError::Stopped
+    }
+}
 
 /// The writer task's own belongings.
 pub(crate) struct Writer {
@@ -179,10 +186,10 @@ impl Writer {
         Commands(commands)
     }
 
-    async fn run(self, mut receiver: mpsc::Receiver<Command>) {
+    async fn run(self, mut receiver: mpsc::Receiver<Request>) {
         while let Some(command) = receiver.recv().await {
             match command {
-                Command::Apply {
+                Request::Apply {
                     service,
                     change,
                     origin,
@@ -190,17 +197,17 @@ impl Writer {
                 } => {
                     let _ = reply.send(self.apply(&service, change, origin).await);
                 }
-                Command::Reload {
+                Request::Reload {
                     config,
                     origin,
                     reply,
                 } => {
                     let _ = reply.send(self.reload(*config, &origin).await);
                 }
-                Command::Endpoints { resolved, reply } => {
+                Request::Endpoints { resolved, reply } => {
                     let _ = reply.send(self.endpoints(resolved));
                 }
-                Command::Stop { reply } => {
+                Request::Stop { reply } => {
                     drop(self);
                     let _ = reply.send(());
                     return;
@@ -214,7 +221,7 @@ impl Writer {
         service: &str,
         change: Change,
         origin: Origin,
-    ) -> Result<RevisionRecord, ApiError> {
+    ) -> Result<RevisionRecord, ControlError> {
         let records = {
             let state = self.shared.lock();
             let (service_config, current) =
@@ -239,13 +246,13 @@ impl Writer {
             state.records(vec![plan], &state.config)
         };
         let written = self.journal.append(records).await.map_err(|err| {
-            ApiError::Internal(format!("change not recorded, routing unchanged: {err}"))
+            ControlError::NotRecorded(format!("change not recorded, routing unchanged: {err}"))
         })?;
         self.commit(None, &written);
         written
             .into_iter()
             .next()
-            .ok_or_else(|| ApiError::Internal("journal returned no record".into()))
+            .ok_or_else(|| ControlError::NotRecorded("journal returned no record".into()))
     }
 
     async fn reload(

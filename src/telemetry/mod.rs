@@ -3,13 +3,14 @@
 //! merge shards off the request path. Retry budgets live here too: per-service runtime
 //! state that must outlive any one routing table.
 
+pub mod budget;
 mod outcome;
 mod slices;
 
 pub use outcome::{ClientFault, Outcome};
 pub use slices::{Snapshot, Tally, SLICE};
 
-use crate::guard::budget::RetryBudget;
+use budget::RetryBudget;
 use slices::Shard;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
