@@ -145,13 +145,13 @@ mod tests {
         s: Option<String>,
     }
 
-    fn problems(text: &str) -> (bool, Vec<String>) {
+    fn problems(text: &str) -> (Option<File>, Vec<String>) {
         let mut found = Vec::new();
         let file = deserialize_all::<File>(text, |span, message| {
             let line = text[..span.start].matches('\n').count() + 1;
             found.push(format!("{line}: {message}"));
         });
-        (file.is_some(), found)
+        (file, found)
     }
 
     #[test]
@@ -165,7 +165,7 @@ mod tests {
                 "{line} {found:?}"
             );
         }
-        assert!(!ok);
+        assert!(ok.is_none());
     }
 
     #[test]
@@ -174,7 +174,9 @@ mod tests {
         assert_eq!(found.len(), 2, "{found:?}");
         let (_, found) = problems("[a]\nn = = 1\n");
         assert_eq!(found.len(), 1, "{found:?}");
-        let (ok, found) = problems("[a]\nn = 1\n");
-        assert!(ok && found.is_empty());
+        let (file, found) = problems("[a]\nn = 1\n");
+        let file = file.expect("a good file reads");
+        assert!(found.is_empty());
+        assert_eq!((file.a.n, file.a.s, file.b.is_none()), (1, None, true));
     }
 }
