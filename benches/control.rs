@@ -17,9 +17,9 @@ use switchyard::config::Config;
 use switchyard::control::command::Change;
 use switchyard::control::record::Origin;
 use switchyard::control::Controller;
-use switchyard::dataplane::endpoint::{EndpointRegistry, EndpointSettings};
 use switchyard::routing::{RoutingTable, ServiceState};
 use switchyard::telemetry::Telemetry;
+use switchyard::upstream::endpoint::{EndpointRegistry, EndpointSettings};
 
 fn config(state_dir: &Path) -> Config {
     let text = format!(

@@ -13,4 +13,5 @@ pub mod routing;
 pub mod run;
 pub mod sample;
 pub mod telemetry;
+pub mod upstream;
 pub mod verify;

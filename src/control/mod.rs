@@ -13,10 +13,10 @@ pub mod resolve;
 mod writer;
 
 use crate::config::{Config, ConfigError, ServiceConfig};
-use crate::dataplane::endpoint::{EndpointRegistry, EndpointSettings};
 use crate::dataplane::proxy::DataPlane;
 use crate::routing::{RoutingTable, ServiceState};
 use crate::telemetry::Telemetry;
+use crate::upstream::endpoint::{EndpointRegistry, EndpointSettings};
 use command::Change;
 use error::ControlError;
 use hooks::Hooks;
