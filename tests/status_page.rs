@@ -119,6 +119,9 @@ async fn the_status_page_shows_weights_history_guard_rollout_and_incidents_in_a_
         "canary error rate 30.00% over 40 requests",
         "0.84 s",
         "2/28",
+        "return point blue: last checked",
+        "last incident #1",
+        "<th>checks</th>",
     ] {
         assert!(
             dom.contains(expected),

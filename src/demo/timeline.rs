@@ -125,9 +125,12 @@ mod tests {
     #[test]
     fn the_canary_turns_bad_with_time_left_to_see_it() {
         let long = script(Duration::from_secs(20));
-        assert_eq!(long[0].at, Duration::from_secs(8));
+        assert_eq!(long[0].at, Duration::from_secs(3));
+        assert_eq!(long[0].action, Action::SwitchToBrokenGreen);
+        assert_eq!(long[1].at, Duration::from_secs(8));
         let short = script(Duration::from_secs(4));
-        assert!(short[0].at < Duration::from_secs(2));
+        assert!(short[0].at < short[1].at);
+        assert!(short[1].at < Duration::from_secs(2));
     }
 
     #[test]
