@@ -499,8 +499,11 @@ fn finish_response(
     // own version for HTTP/2.
     *response.version_mut() = Version::HTTP_11;
     let switching = response.status() == StatusCode::SWITCHING_PROTOCOLS;
+    let hop_by_hop_removed = response.body().hop_by_hop_removed();
     let headers = response.headers_mut();
-    remove_hop_by_hop(headers, switching);
+    if !hop_by_hop_removed {
+        remove_hop_by_hop(headers, switching);
+    }
     add_via(headers);
     if let Some(name) = &table.settings.version_header {
         headers.insert(name.clone(), version.header_value.clone());
