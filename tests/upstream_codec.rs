@@ -512,3 +512,34 @@ async fn an_answers_hop_by_hop_fields_never_reach_the_client() {
     }
     assert_eq!(upstream.connections(), 1);
 }
+
+#[tokio::test]
+async fn an_absolute_form_target_goes_upstream_in_origin_form() {
+    let upstream = RawUpstream::start(|mut conn| async move {
+        while let Some(head) = conn.request().await {
+            let line = head.lines().next().unwrap_or("").to_string();
+            conn.send(
+                format!(
+                    "HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{line}",
+                    line.len()
+                )
+                .as_bytes(),
+            )
+            .await;
+        }
+    })
+    .await;
+    let proxy = proxy_to(&upstream).await;
+    let mut stream = TcpStream::connect(proxy.addr()).await.unwrap();
+    stream
+        .write_all(b"GET http://shop.example/a/b?c=d HTTP/1.1\r\nHost: shop.example\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut answer))
+        .await
+        .unwrap()
+        .unwrap();
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.ends_with("GET /a/b?c=d HTTP/1.1"), "{answer}");
+}
