@@ -7,6 +7,7 @@ pub mod command;
 pub mod error;
 pub mod hooks;
 pub mod journal;
+pub mod pending;
 pub mod reconcile;
 pub mod record;
 pub mod resolve;
@@ -21,14 +22,16 @@ use command::Change;
 use error::ControlError;
 use hooks::Hooks;
 use journal::{Journal, JournalError};
+use pending::PendingFile;
 use record::{ChangeKind, Origin, PlannedRevision, RevisionRecord};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::sync::Mutex;
-use writer::{Commands, ControlState, Request, Shared, Writer};
+use writer::{Commands, ControlState, Outage, Request, Shared, Writer};
 
 pub use change::describe;
 
@@ -54,12 +57,30 @@ pub struct ControlSnapshot {
     pub last_change: BTreeMap<String, u64>,
     /// Aborts recorded per service over the whole journal.
     pub aborts: BTreeMap<String, u64>,
+    /// Set while the journal cannot be written.
+    pub journal: Option<JournalOutage>,
 }
+
+/// The journal cannot be written: aborts apply and wait; other changes are refused.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JournalOutage {
+    /// Since when (unix ms), and the last error.
+    pub since_ms: u64,
+    pub error: String,
+    /// Aborts in force that wait to be journaled.
+    pub pending: usize,
+}
+
+/// How long a reload may spend reading the file and looking up endpoint names.
+const RELOAD_LIMIT: Duration = Duration::from_secs(10);
+/// Problems a rejected reload spells out; the rest are counted (`check` lists them all).
+const PROBLEMS_SHOWN: usize = 3;
 
 /// Why a reload changed nothing.
 #[derive(Debug, thiserror::Error)]
 pub enum ReloadError {
-    #[error(transparent)]
+    /// One line, however many problems the file has.
+    #[error("{}", summary(.0))]
     Config(#[from] ConfigError),
     #[error("reload not recorded, routing unchanged: {0}")]
     Journal(#[from] JournalError),
@@ -88,6 +109,7 @@ impl Controller {
         for record in opened.records {
             state.absorb(record);
         }
+        let (pending_file, recovered) = open_pending(&config, state.revision);
         let mut planned = Vec::new();
         if let Some(broken) = &opened.broken {
             tracing::warn!(
@@ -115,18 +137,44 @@ impl Controller {
         planned.extend(reconcile::reconcile(
             &state.services,
             &state.declared,
+            &state.departed(),
             &config,
             &origin,
         ));
+        // Aborts applied before a restart while the journal could not be written come
+        // first, in their order, with their own time and evidence.
+        for record in &recovered {
+            state.absorb(record.clone());
+        }
         let records = state.records(planned, &config);
+        let reconciled = !records.is_empty();
+        let records: Vec<RevisionRecord> = recovered.iter().cloned().chain(records).collect();
         let written = match records.is_empty() {
             true => Vec::new(),
-            false => opened.journal.append(records).await?,
+            false => match opened.journal.append(records.clone()).await {
+                Ok(written) => written,
+                // Still unwritable: start with the aborts in force and let the writer retry.
+                Err(err) if !reconciled => {
+                    tracing::error!(error = %err, pending = recovered.len(), "the journal cannot be written: aborts from before the restart stay in force and wait to be recorded");
+                    state.pending = recovered;
+                    state.outage = Some(Outage::logged(err.to_string()));
+                    Vec::new()
+                }
+                Err(err) => return Err(err),
+            },
         };
-        let hooks = Hooks::default();
+        let hooks = Hooks::new(&config.state_dir, &config.hooks);
         for record in written {
             hooks.send(&config.hooks, &record);
-            state.absorb(record);
+            match record.revision <= state.revision {
+                true => state.replace(record),
+                false => state.absorb(record),
+            }
+        }
+        if state.pending.is_empty() {
+            if let Some(file) = &pending_file {
+                let _ = file.write(&[]);
+            }
         }
         let endpoints = EndpointRegistry::new(EndpointSettings {
             connect_timeout: config.timeouts.connect.0,
@@ -146,6 +194,7 @@ impl Controller {
         let commands = Writer {
             shared: shared.clone(),
             journal: opened.journal,
+            pending_file,
             hooks,
             plane: plane.clone(),
             endpoints,
@@ -186,14 +235,23 @@ impl Controller {
     /// one table swap. An invalid file changes nothing and its problems are returned.
     pub async fn reload(&self, origin: Origin) -> Result<ReloadResponse, ReloadError> {
         let _topology = self.topology.lock().await;
-        // Off the runtime's threads: loading resolves endpoint names, which may block.
+        // Off the runtime's threads: loading resolves endpoint names, which may block; a
+        // lookup that outlives the limit is left to finish on its own, unheard.
         let path = self.config_path.clone();
-        let config = tokio::task::spawn_blocking(move || Config::load(&path))
+        let unreadable = |reason: String| ConfigError::Unreadable {
+            path: self.config_path.clone(),
+            reason,
+        };
+        let loading = tokio::task::spawn_blocking(move || Config::load(&path));
+        let config = tokio::time::timeout(RELOAD_LIMIT, loading)
             .await
-            .map_err(|err| ConfigError::Unreadable {
-                path: self.config_path.clone(),
-                reason: err.to_string(),
-            })??;
+            .map_err(|_| {
+                unreadable(format!(
+                    "endpoint name lookups did not finish within {}s",
+                    RELOAD_LIMIT.as_secs()
+                ))
+            })?
+            .map_err(|err| unreadable(err.to_string()))??;
         let config = Box::new(config);
         let reloaded = self
             .commands
@@ -229,6 +287,11 @@ impl Controller {
                 .filter_map(|(name, h)| Some((name.clone(), h.last()?.revision)))
                 .collect(),
             aborts: state.aborts.clone(),
+            journal: state.outage.as_ref().map(|outage| JournalOutage {
+                since_ms: outage.since_ms,
+                error: outage.error.clone(),
+                pending: state.pending.len(),
+            }),
         }
     }
 
@@ -247,6 +310,43 @@ impl Controller {
         match state.history.get(service) {
             Some(history) => Ok(history[history.len().saturating_sub(limit)..].to_vec()),
             None => Err(unknown_service(&state.config, service)),
+        }
+    }
+}
+
+/// A rejected file in one line: its first problems, and how many more there are.
+fn summary(err: &ConfigError) -> String {
+    let ConfigError::Invalid { path, problems } = err else {
+        return err.to_string();
+    };
+    let shown: Vec<String> = problems
+        .iter()
+        .take(PROBLEMS_SHOWN)
+        .map(|p| format!("{}:{}: {}", path.display(), p.line, p.message))
+        .collect();
+    match problems.len().saturating_sub(PROBLEMS_SHOWN) {
+        0 => shown.join("; "),
+        more => format!(
+            "{}; and {more} more problems (`switchyard check --config {}` lists them all)",
+            shown.join("; "),
+            path.display()
+        ),
+    }
+}
+
+/// The file of aborts waiting for the journal, and those of them the journal lacks.
+fn open_pending(config: &Config, journaled: u64) -> (Option<PendingFile>, Vec<RevisionRecord>) {
+    match PendingFile::open(&config.state_dir) {
+        Ok((file, records)) => {
+            let missing = records
+                .into_iter()
+                .filter(|r| r.revision > journaled)
+                .collect();
+            (Some(file), missing)
+        }
+        Err(err) => {
+            tracing::error!(dir = %config.state_dir.display(), error = %err, "cannot reserve the file for pending aborts: an abort applied while the journal is unwritable would not survive a restart");
+            (None, Vec::new())
         }
     }
 }
