@@ -1,6 +1,7 @@
 //! The TOML config: typed sections, parsed strictly (unknown keys are errors) and then
 //! validated as a whole, so `check` can list every problem with its line.
 
+pub mod cluster;
 mod duration;
 pub mod endpoint;
 mod guard;
@@ -32,6 +33,7 @@ pub struct FileConfig {
     pub state: StateSection,
     #[serde(default)]
     pub hooks: HooksSection,
+    pub cluster: Option<cluster::ClusterSection>,
     #[serde(default)]
     pub services: BTreeMap<String, Spanned<ServiceSection>>,
 }
@@ -251,6 +253,8 @@ pub struct Config {
     pub admin_token_file: Option<PathBuf>,
     pub state_dir: PathBuf,
     pub hooks: HooksConfig,
+    /// The fleet this instance belongs to, when `[cluster]` is set.
+    pub cluster: Option<cluster::ClusterSettings>,
     pub services: Vec<ServiceConfig>,
 }
 

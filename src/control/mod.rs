@@ -9,11 +9,14 @@ pub mod journal;
 pub mod reconcile;
 pub mod record;
 pub mod resolve;
+mod fleet_link;
 mod writer;
 
 use crate::config::{Config, ConfigError};
 use crate::dataplane::endpoint::{EndpointRegistry, EndpointSettings};
 use crate::dataplane::proxy::DataPlane;
+use crate::fleet::Fleet;
+use fleet_link::FleetLink;
 use crate::guard::incident::IncidentLog;
 use crate::guard::rollout::Rollouts;
 use crate::guard::watch::Board;
@@ -40,6 +43,8 @@ pub struct Controller {
     pub incidents: IncidentLog,
     /// Progressive rollouts (driven by `guard::rollout::run`).
     pub rollouts: Rollouts,
+    /// The fleet this instance shares its routing with (`[cluster]`).
+    pub fleet: Option<Fleet>,
     config_path: PathBuf,
     /// The one writer of the control state.
     commands: Commands,
@@ -67,7 +72,7 @@ pub enum ReloadError {
     #[error(transparent)]
     Config(#[from] ConfigError),
     #[error("reload not recorded, routing unchanged: {0}")]
-    Journal(#[from] JournalError),
+    Journal(String),
     #[error("reload not done: {0}")]
     Stopped(String),
 }
@@ -80,6 +85,18 @@ impl Controller {
         config_path: PathBuf,
         shards: usize,
         accept_broken_journal: bool,
+    ) -> Result<Controller, JournalError> {
+        Controller::open_with(config, config_path, shards, accept_broken_journal, None).await
+    }
+
+    /// `open`, in `fleet` when given: then the local journal is the cache of the fleet's
+    /// log, and the startup reconciliation goes through the log once this instance joins it.
+    pub async fn open_with(
+        config: Config,
+        config_path: PathBuf,
+        shards: usize,
+        accept_broken_journal: bool,
+        fleet: Option<Fleet>,
     ) -> Result<Controller, JournalError> {
         let opened = Journal::open(&config.state_dir, accept_broken_journal)?;
         let incidents = IncidentLog::open(&config.state_dir).map_err(|err| JournalError::Io {
@@ -127,6 +144,9 @@ impl Controller {
             &config,
             &origin,
         ));
+        if fleet.is_some() {
+            planned.clear();
+        }
         let records = state.records(planned, &config);
         let written = match records.is_empty() {
             true => Vec::new(),
@@ -151,6 +171,10 @@ impl Controller {
             state.revision,
         );
         let plane = Arc::new(DataPlane::new(table));
+        let link = fleet
+            .as_ref()
+            .map(|f| FleetLink::new(f.log.clone(), &f.settings.instance, state.revision));
+        let applied = link.as_ref().map(|l| l.applied.subscribe());
         let shared = Shared::new(state);
         let commands = Writer {
             shared: shared.clone(),
@@ -159,14 +183,19 @@ impl Controller {
             plane: plane.clone(),
             endpoints,
             telemetry: telemetry.clone(),
+            fleet: link,
         }
         .spawn();
+        if let (Some(fleet), Some(applied)) = (&fleet, applied) {
+            fleet_link::spawn_follower(fleet, commands.clone(), applied);
+        }
         Ok(Controller {
             plane,
             telemetry,
             board: Board::default(),
             incidents,
             rollouts: Rollouts::open(&config.state_dir),
+            fleet,
             config_path,
             commands,
             shared,
@@ -217,7 +246,7 @@ impl Controller {
             })
             .await
             .map_err(|stopped| ReloadError::Stopped(stopped.to_string()))?;
-        Ok(reloaded?)
+        reloaded.map_err(ReloadError::Journal)
     }
 
     /// Lets the writer finish the commands already sent, then stops it: the journal is

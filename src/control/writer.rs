@@ -7,8 +7,9 @@
 
 use super::api::ApiError;
 use super::change::{self, Change};
+use super::fleet_link::{FleetLink, Recording, MAX_RACES};
 use super::hooks::Hooks;
-use super::journal::{Journal, JournalError};
+use super::journal::Journal;
 use super::record::{ChangeKind, Declared, Origin, PlannedRevision, RevisionRecord};
 use super::{reconcile, unknown_service, ReloadResponse};
 use crate::config::Config;
@@ -129,11 +130,20 @@ pub(crate) enum Command {
     Reload {
         config: Box<Config>,
         origin: Origin,
-        reply: oneshot::Sender<Result<ReloadResponse, JournalError>>,
+        reply: oneshot::Sender<Result<ReloadResponse, String>>,
     },
     Endpoints {
         resolved: Vec<Resolved>,
         reply: oneshot::Sender<Vec<String>>,
+    },
+    /// In a fleet: join the log (check the cache against it, catch up).
+    JoinFleet {
+        reply: oneshot::Sender<Result<(), String>>,
+    },
+    /// In a fleet: revisions read from the log, in order.
+    Logged {
+        entries: Vec<crate::fleet::Entry>,
+        reply: oneshot::Sender<()>,
     },
     /// Finish what came before, release the journal, answer, and take no more commands.
     Stop { reply: oneshot::Sender<()> },
@@ -169,6 +179,8 @@ pub(crate) struct Writer {
     pub(crate) plane: Arc<DataPlane>,
     pub(crate) endpoints: EndpointRegistry,
     pub(crate) telemetry: Arc<Telemetry>,
+    /// Set with `[cluster]`: revisions go through the fleet's log.
+    pub(crate) fleet: Option<FleetLink>,
 }
 
 impl Writer {
@@ -200,6 +212,13 @@ impl Writer {
                 Command::Endpoints { resolved, reply } => {
                     let _ = reply.send(self.endpoints(resolved));
                 }
+                Command::JoinFleet { reply } => {
+                    let _ = reply.send(self.join().await);
+                }
+                Command::Logged { entries, reply } => {
+                    self.logged(entries).await;
+                    let _ = reply.send(());
+                }
                 Command::Stop { reply } => {
                     drop(self);
                     let _ = reply.send(());
@@ -215,6 +234,37 @@ impl Writer {
         change: Change,
         origin: Origin,
     ) -> Result<RevisionRecord, ApiError> {
+        for _ in 0..MAX_RACES {
+            let records = self.plan(service, &change, &origin)?;
+            match self.record(records).await {
+                Ok(written) => {
+                    self.commit(None, &written);
+                    return written
+                        .into_iter()
+                        .next()
+                        .ok_or_else(|| ApiError::Internal("journal returned no record".into()));
+                }
+                // Caught up already: plan again against the state it follows now.
+                Err(Recording::Behind { .. }) => {}
+                Err(Recording::Failed(why)) => {
+                    return Err(ApiError::Internal(format!(
+                        "change not recorded, routing unchanged: {why}"
+                    )))
+                }
+            }
+        }
+        Err(ApiError::Internal(
+            "change not recorded, routing unchanged: the fleet log kept moving on".into(),
+        ))
+    }
+
+    /// The revision `change` makes, planned against the state in force.
+    fn plan(
+        &self,
+        service: &str,
+        change: &Change,
+        origin: &Origin,
+    ) -> Result<Vec<RevisionRecord>, ApiError> {
         let records = {
             let state = self.shared.lock();
             let (service_config, current) =
@@ -227,41 +277,45 @@ impl Writer {
                 .get(service)
                 .map(|h| h.iter().collect())
                 .unwrap_or_default();
-            let next = change::next_state(service_config, current, &change, &history)?;
+            let next = change::next_state(service_config, current, change, &history)?;
             let plan = PlannedRevision {
                 service: service.to_string(),
                 kind: change.kind(),
                 old: Some(current.clone()),
                 new: Some(next),
                 declared: None,
-                origin,
+                origin: origin.clone(),
             };
             state.records(vec![plan], &state.config)
         };
-        let written = self.journal.append(records).await.map_err(|err| {
-            ApiError::Internal(format!("change not recorded, routing unchanged: {err}"))
-        })?;
-        self.commit(None, &written);
-        written
-            .into_iter()
-            .next()
-            .ok_or_else(|| ApiError::Internal("journal returned no record".into()))
+        Ok(records)
     }
 
-    async fn reload(
+    pub(crate) async fn reload(
         &self,
         config: Config,
         origin: &Origin,
-    ) -> Result<ReloadResponse, JournalError> {
-        let records = {
-            let state = self.shared.lock();
-            let planned = reconcile::reconcile(&state.services, &state.declared, &config, origin);
-            state.records(planned, &config)
-        };
-        let written = match records.is_empty() {
-            true => Vec::new(),
-            false => self.journal.append(records).await?,
-        };
+    ) -> Result<ReloadResponse, String> {
+        let mut written = Vec::new();
+        for _ in 0..MAX_RACES {
+            let records = {
+                let state = self.shared.lock();
+                let planned =
+                    reconcile::reconcile(&state.services, &state.declared, &config, origin);
+                state.records(planned, &config)
+            };
+            if records.is_empty() {
+                break;
+            }
+            match self.record(records).await {
+                Ok(done) => {
+                    written.extend(done);
+                    break;
+                }
+                Err(Recording::Behind { written: done }) => written.extend(done),
+                Err(Recording::Failed(why)) => return Err(why),
+            }
+        }
         let revision = self.commit(Some(config), &written);
         self.endpoints.retain_used();
         Ok(ReloadResponse {
@@ -303,13 +357,18 @@ impl Writer {
 
     /// Takes journaled `written` (and a newly loaded `config`) into the state, swaps in the
     /// table built from it and tells the hooks. Returns the revision in force.
-    fn commit(&self, config: Option<Config>, written: &[RevisionRecord]) -> u64 {
+    pub(crate) fn commit(&self, config: Option<Config>, written: &[RevisionRecord]) -> u64 {
         let mut state = self.shared.lock();
         if let Some(config) = config {
             state.config = config;
         }
-        for record in written {
-            state.absorb(record.clone());
+        // A revision is applied once, however often it is handed over.
+        let written: Vec<&RevisionRecord> = written
+            .iter()
+            .filter(|r| r.revision > state.revision)
+            .collect();
+        for record in &written {
+            state.absorb((*record).clone());
         }
         let table = RoutingTable::build(
             &state.config,
@@ -321,6 +380,9 @@ impl Writer {
         self.plane.table.store(Arc::new(table));
         for record in written {
             self.hooks.send(&state.config.hooks, record);
+        }
+        if let Some(fleet) = &self.fleet {
+            fleet.applied.send_replace(state.revision);
         }
         state.revision
     }

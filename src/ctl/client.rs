@@ -88,6 +88,11 @@ impl AdminClient {
         self.call(Method::GET, &path, None::<&()>).await
     }
 
+    /// The fleet this instance shares its routing with.
+    pub async fn fleet(&self) -> Result<crate::fleet::FleetStatus, ClientError> {
+        self.call(Method::GET, "/fleet", None::<&()>).await
+    }
+
     /// `action`: start, pause or resume.
     pub async fn rollout(
         &self,

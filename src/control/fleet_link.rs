@@ -1,0 +1,349 @@
+//! The writer's side of a fleet (`[cluster]`): revisions go to the fleet's shared log first
+//! and this instance applies them from it, so the whole fleet has one gap-free, hash-chained
+//! sequence. The local journal is the cache of what this instance applied: its lines are
+//! the log's lines, byte for byte, so both chains carry the same hashes.
+//!
+//! A change is planned against the state this instance applied, appended with the log's
+//! last revision as its expected predecessor, and journaled and swapped in once the log
+//! holds it. When another instance appended first, the writer catches up from the log and
+//! plans the change again, so a freeze or a latch is always checked against the state the
+//! change will follow.
+
+use super::journal::{self, GENESIS};
+use super::record::{Origin, RevisionRecord};
+use super::writer::{Command, Commands, Writer};
+use crate::fleet::{Entry, Fleet, LogError, RevisionLog};
+use futures_util::StreamExt;
+use std::time::Duration;
+use bytes::Bytes;
+use std::sync::atomic::{AtomicBool, Ordering};
+use tokio::sync::watch;
+
+/// How many times a change is planned again after losing a race for the log.
+pub(crate) const MAX_RACES: usize = 1000;
+
+/// The writer's handle on the fleet.
+pub(crate) struct FleetLink {
+    pub(crate) log: RevisionLog,
+    /// The revision this instance applied last (members announce it).
+    pub(crate) applied: watch::Sender<u64>,
+    /// Set once this instance's cache is known to be a prefix of the log.
+    joined: AtomicBool,
+    /// This instance's name, part of every append's id.
+    instance: String,
+}
+
+/// Why revisions were not recorded.
+pub(crate) enum Recording {
+    /// Another instance appended first; `written` made it before that.
+    Behind { written: Vec<RevisionRecord> },
+    Failed(String),
+}
+
+impl FleetLink {
+    pub(crate) fn new(log: RevisionLog, instance: &str, applied: u64) -> FleetLink {
+        FleetLink {
+            log,
+            applied: watch::channel(applied).0,
+            joined: AtomicBool::new(false),
+            instance: instance.to_string(),
+        }
+    }
+
+    fn refusal(&self, err: &LogError) -> String {
+        format!("change refused, routing unchanged: {err}; the fleet keeps its last routing until NATS is back")
+    }
+}
+
+impl Writer {
+    /// Records `records` where this instance keeps revisions: the local journal alone, or
+    /// the fleet log and then the local cache.
+    pub(crate) async fn record(
+        &self,
+        records: Vec<RevisionRecord>,
+    ) -> Result<Vec<RevisionRecord>, Recording> {
+        let Some(fleet) = &self.fleet else {
+            return self
+                .journal
+                .append(records)
+                .await
+                .map_err(|err| Recording::Failed(err.to_string()));
+        };
+        if !fleet.joined.load(Ordering::Acquire) {
+            return Err(Recording::Failed(
+                "change refused, routing unchanged: this instance has not joined the fleet log yet (NATS unreachable or cache diverged; see its log)".into(),
+            ));
+        }
+        let mut written = Vec::new();
+        for mut record in records {
+            let line = journal::chained_line(&mut record, &self.journal.last_hash())
+                .map_err(|err| Recording::Failed(err.to_string()))?;
+            let id = format!("{}-{}-{:016x}", fleet.instance, record.revision, fastrand::u64(..));
+            let appended = fleet
+                .log
+                .append(record.revision - 1, &id, Bytes::from(line))
+                .await;
+            match appended {
+                Ok(_) => written.extend(self.cache(vec![record]).await),
+                // Another instance appended first, or the answer was lost: the log says
+                // which. If our entry is there it was applied like any other.
+                Err(err @ (LogError::Behind | LogError::Unconfirmed(_))) => {
+                    let caught_up = self.catch_up().await;
+                    let ours = caught_up.iter().position(|(entry_id, _)| *entry_id == id);
+                    let records: Vec<_> = caught_up.into_iter().map(|(_, r)| r).collect();
+                    // In log order: ours so far, then what the log holds after them.
+                    self.commit(None, &written);
+                    self.commit(None, &records);
+                    match ours {
+                        Some(at) => written.push(records[at].clone()),
+                        None => {
+                            return Err(match err {
+                                LogError::Behind => Recording::Behind { written },
+                                err => Recording::Failed(fleet.refusal(&err)),
+                            });
+                        }
+                    }
+                }
+                Err(err) => return Err(Recording::Failed(fleet.refusal(&err))),
+            }
+        }
+        Ok(written)
+    }
+
+    /// Writes revisions the log holds to the local cache. A cache that cannot be written
+    /// does not stop this instance from applying what the fleet applies (it says so).
+    async fn cache(&self, records: Vec<RevisionRecord>) -> Vec<RevisionRecord> {
+        match self.journal.append(records.clone()).await {
+            Ok(written) => written,
+            Err(err) => {
+                tracing::error!(%err, "local cache of the fleet log not written; applying the revision anyway");
+                records
+            }
+        }
+    }
+
+    /// Reads and caches every revision the log holds past the one applied; returns them
+    /// with their append ids, for the caller to commit.
+    pub(crate) async fn catch_up(&self) -> Vec<(String, RevisionRecord)> {
+        let Some(fleet) = &self.fleet else {
+            return Vec::new();
+        };
+        let last = match fleet.log.last().await {
+            Ok(last) => last,
+            Err(err) => {
+                tracing::debug!(%err, "cannot catch up with the fleet log");
+                return Vec::new();
+            }
+        };
+        let mut caught_up = Vec::new();
+        let mut next = self.shared.lock().revision + 1;
+        while next <= last {
+            let taken = match fleet.log.read(next).await {
+                Ok(entry) => self.take(&entry).await,
+                Err(err) => Err(err.to_string()),
+            };
+            match taken {
+                Ok(record) => caught_up.push(record),
+                Err(why) => {
+                    tracing::error!(revision = next, %why, "fleet log revision not applied");
+                    break;
+                }
+            }
+            next += 1;
+        }
+        caught_up
+    }
+
+    /// Checks one log entry against the chain this instance holds and caches it.
+    async fn take(&self, entry: &Entry) -> Result<(String, RevisionRecord), String> {
+        let line = entry.payload.strip_suffix(b"\n").unwrap_or(&entry.payload);
+        let record = journal::decode_line(line)?;
+        if record.revision != entry.sequence {
+            return Err(format!(
+                "entry {} carries revision {}",
+                entry.sequence, record.revision
+            ));
+        }
+        if record.prev != self.journal.last_hash() {
+            return Err(format!(
+                "revision {} does not follow this instance's last revision (cache diverged from the log)",
+                record.revision
+            ));
+        }
+        let mut cached = self.cache(vec![record]).await;
+        let record = cached.pop().ok_or("nothing cached")?;
+        Ok((entry.id.clone(), record))
+    }
+
+    /// Applies entries the follower read from the log, in order; any gap before them is
+    /// read from the log first. Entries already applied are skipped.
+    pub(crate) async fn logged(&self, entries: Vec<Entry>) {
+        let mut applied = Vec::new();
+        for entry in entries {
+            let revision = self.shared.lock().revision + applied.len() as u64;
+            if entry.sequence <= revision {
+                continue;
+            }
+            if entry.sequence > revision + 1 {
+                self.commit(None, &applied);
+                applied.clear();
+                let caught_up: Vec<_> = self.catch_up().await.into_iter().map(|(_, r)| r).collect();
+                self.commit(None, &caught_up);
+                continue;
+            }
+            match self.take(&entry).await {
+                Ok((_, record)) => applied.push(record),
+                Err(why) => {
+                    tracing::error!(revision = entry.sequence, %why, "fleet log revision not applied");
+                    break;
+                }
+            }
+        }
+        self.commit(None, &applied);
+    }
+
+    /// Joins the log once NATS answers: checks that the local cache is a prefix of it (or
+    /// seeds an empty log from the cache), then catches up. Until then changes are refused.
+    pub(crate) async fn join(&self) -> Result<(), String> {
+        let Some(fleet) = &self.fleet else {
+            return Ok(());
+        };
+        if fleet.joined.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        let last = fleet.log.last().await.map_err(|err| err.to_string())?;
+        let (revision, cached) = {
+            let state = self.shared.lock();
+            let mut cached: Vec<RevisionRecord> =
+                state.history.values().flatten().cloned().collect();
+            cached.sort_by_key(|r| r.revision);
+            (state.revision, cached)
+        };
+        if revision > 0 && last == 0 {
+            self.seed(fleet, cached).await?;
+        } else if revision > 0 {
+            let ours = cached.last().map_or(GENESIS.to_string(), |r| r.hash.clone());
+            let theirs = match revision <= last {
+                true => {
+                    let entry = fleet.log.read(revision).await.map_err(|e| e.to_string())?;
+                    let line = entry.payload.strip_suffix(b"\n").unwrap_or(&entry.payload);
+                    journal::decode_line(line)?.hash
+                }
+                false => String::new(),
+            };
+            if ours != theirs {
+                return Err(format!(
+                    "the local cache (revision {revision}) is not part of the fleet log (last revision {last}); this instance serves its cached routing and stays out of the fleet: set {} aside and restart to rejoin",
+                    self.journal.path().display()
+                ));
+            }
+        }
+        fleet.joined.store(true, Ordering::Release);
+        let caught_up: Vec<_> = self.catch_up().await.into_iter().map(|(_, r)| r).collect();
+        self.commit(None, &caught_up);
+        // The startup reconciliation, through the log like any change: a service this
+        // config adds is added for the fleet (once: the others find it done).
+        let config = self.shared.lock().config.clone();
+        self.reload(config, &Origin::new("startup", ""))
+            .await
+            .map(|_| ())
+    }
+
+    /// An empty log (a new NATS cluster) starts from this instance's cache, if no other
+    /// instance seeds it first.
+    async fn seed(&self, fleet: &FleetLink, cached: Vec<RevisionRecord>) -> Result<(), String> {
+        let mut prev = GENESIS.to_string();
+        for mut record in cached {
+            let hash = record.hash.clone();
+            let line = journal::chained_line(&mut record, &prev).map_err(|e| e.to_string())?;
+            if record.hash != hash {
+                return Err(format!(
+                    "the local cache does not re-read as written at revision {}",
+                    record.revision
+                ));
+            }
+            let id = format!("{}-seed-{}", fleet.instance, record.revision);
+            match fleet.log.append(record.revision - 1, &id, Bytes::from(line)).await {
+                Ok(_) => prev = hash,
+                Err(LogError::Behind) => {
+                    return Err("another instance seeded the empty fleet log first; this instance's cache differs from it: set the local journal aside and restart to rejoin".into())
+                }
+                Err(err) => return Err(err.to_string()),
+            }
+        }
+        tracing::info!("the fleet log was empty: seeded it from this instance's cache");
+        Ok(())
+    }
+}
+
+/// Starts the tasks that keep this instance in the fleet: the follower of the log and the
+/// member announcements. Both end when the writer stops.
+pub(crate) fn spawn_follower(fleet: &Fleet, commands: Commands, applied: watch::Receiver<u64>) {
+    tokio::spawn(follow(fleet.log.clone(), commands, applied.clone()));
+    tokio::spawn(fleet.members.clone().run(applied));
+}
+
+/// Joins the log whenever NATS answers, then hands every revision it holds past the one
+/// applied to the writer, in order; after an outage it follows again from there.
+async fn follow(log: RevisionLog, commands: Commands, applied: watch::Receiver<u64>) {
+    let started = tokio::time::Instant::now();
+    let mut said = Said::default();
+    loop {
+        if !log.connected() {
+            if started.elapsed() > Duration::from_secs(2) && !said.unreachable {
+                said.unreachable = true;
+                tracing::warn!("NATS unreachable: serving the routing this instance applied last (its local cache); operator changes are refused until NATS answers");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            continue;
+        }
+        match commands.call(|reply| Command::JoinFleet { reply }).await {
+            Err(_) => return,
+            Ok(Err(why)) => {
+                if said.join_failure.as_deref() != Some(why.as_str()) {
+                    tracing::error!("cannot join the fleet log: {why}");
+                    said.join_failure = Some(why);
+                }
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+            Ok(Ok(())) => {
+                if said.unreachable || said.join_failure.is_some() || !said.joined {
+                    tracing::info!("joined the fleet log");
+                }
+                said = Said {
+                    joined: true,
+                    ..Said::default()
+                };
+            }
+        }
+        let from = *applied.borrow() + 1;
+        match log.follow(from).await {
+            Ok(entries) => {
+                let mut entries = std::pin::pin!(entries);
+                while let Some(entry) = entries.next().await {
+                    let Ok(entry) = entry else { break };
+                    let delivered = commands
+                        .call(|reply| Command::Logged {
+                            entries: vec![entry],
+                            reply,
+                        })
+                        .await;
+                    if delivered.is_err() {
+                        return;
+                    }
+                }
+            }
+            Err(err) => tracing::debug!(%err, "cannot follow the fleet log yet"),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// What the follower has already logged, so each condition is logged once.
+#[derive(Default)]
+struct Said {
+    unreachable: bool,
+    join_failure: Option<String>,
+    joined: bool,
+}
