@@ -135,7 +135,11 @@ async fn a_change_on_one_instance_is_served_by_all_three() {
         let started = Instant::now();
         let record = fleet
             .client(n as usize % 3)
-            .change("shop", "weights", &weights(100 - canary, canary, "propagation"))
+            .change(
+                "shop",
+                "weights",
+                &weights(100 - canary, canary, "propagation"),
+            )
             .await
             .unwrap();
         let took = fleet.wait_revision(record.revision, started).await;
@@ -194,14 +198,21 @@ async fn concurrent_changes_on_two_instances_make_one_gap_free_chain() {
             tasks.push(tokio::spawn(async move {
                 let reason = format!("instance {instance} change {n}");
                 client
-                    .change("shop", "weights", &weights(1000, 1 + instance as u64 * 100 + n, &reason))
+                    .change(
+                        "shop",
+                        "weights",
+                        &weights(1000, 1 + instance as u64 * 100 + n, &reason),
+                    )
                     .await
             }));
         }
     }
     let mut acknowledged = Vec::new();
     for task in tasks {
-        let record = task.await.unwrap().unwrap_or_else(|err| panic!("change refused: {err}"));
+        let record = task
+            .await
+            .unwrap()
+            .unwrap_or_else(|err| panic!("change refused: {err}"));
         acknowledged.push(record.revision);
     }
     acknowledged.sort();

@@ -166,10 +166,12 @@ fn host_name() -> String {
     let name: String = raw
         .trim()
         .chars()
-        .map(|c| match c.is_ascii_alphanumeric() || c == '-' || c == '_' {
-            true => c,
-            false => '-',
-        })
+        .map(
+            |c| match c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                true => c,
+                false => '-',
+            },
+        )
         .take(64)
         .collect();
     match name.is_empty() {
@@ -184,7 +186,11 @@ mod tests {
 
     #[test]
     fn server_addresses() {
-        for good in ["nats://127.0.0.1:4222", "tls://nats.internal:4443", "n1:4222"] {
+        for good in [
+            "nats://127.0.0.1:4222",
+            "tls://nats.internal:4443",
+            "n1:4222",
+        ] {
             assert_eq!(server_problem(good), None, "{good}");
         }
         for bad in [
@@ -208,5 +214,72 @@ mod tests {
             assert!(name_problem(bad).is_some(), "{bad}");
         }
         assert_eq!(name_problem(&host_name()), None);
+    }
+}
+
+#[cfg(test)]
+mod check_tests {
+    use crate::config::Config;
+    use std::path::Path;
+
+    const BASE: &str = "[proxy]\nlisten = \"127.0.0.1:8080\"\n\n[services.shop]\nstable = \"blue\"\nweights = { blue = 1 }\n[services.shop.versions.blue]\nendpoints = [\"127.0.0.1:9001\"]\n";
+
+    fn problems(cluster: &str) -> Vec<String> {
+        let text = format!("{BASE}{cluster}");
+        match Config::parse(Path::new("sy.toml"), &text) {
+            Ok(_) => Vec::new(),
+            Err(err) => err.to_string().lines().map(str::to_string).collect(),
+        }
+    }
+
+    #[test]
+    fn a_good_cluster_section_passes() {
+        let text = format!(
+            "{BASE}[cluster]\nnats = [\"nats://127.0.0.1:4222\", \"n2:4222\"]\nname = \"shop-edge\"\ninstance = \"edge-1\"\ncredentials = \"nats.creds\"\ntls = {{ ca = \"ca.pem\" }}\n"
+        );
+        let config = Config::parse(Path::new("sy.toml"), &text).unwrap();
+        let cluster = config.cluster.unwrap();
+        assert_eq!(cluster.servers.len(), 2);
+        assert_eq!(cluster.instance, "edge-1");
+        assert!(Config::parse(Path::new("sy.toml"), BASE)
+            .unwrap()
+            .cluster
+            .is_none());
+    }
+
+    #[test]
+    fn every_problem_is_listed_with_its_line() {
+        let found = problems(
+            "[cluster]\nnats = [\"http://x:1\", \"nats://h\"]\nname = \"shop.edge\"\ninstance = \"a b\"\ntls = { cert = \"c.pem\" }\n",
+        );
+        assert_eq!(found.len(), 5, "{found:#?}");
+        assert!(
+            found[0].starts_with("sy.toml:10: cluster.nats entry \"http://x:1\""),
+            "{found:#?}"
+        );
+        assert!(
+            found[1].starts_with("sy.toml:10: cluster.nats entry \"nats://h\" has no port"),
+            "{found:#?}"
+        );
+        assert!(
+            found[2].starts_with("sy.toml:11: cluster.name \"shop.edge\""),
+            "{found:#?}"
+        );
+        assert!(
+            found[3].starts_with("sy.toml:12: cluster.instance \"a b\""),
+            "{found:#?}"
+        );
+        assert!(
+            found[4].starts_with("sy.toml:13: cluster.tls needs both"),
+            "{found:#?}"
+        );
+        let found = problems("[cluster]\nnats = []\nname = \"e\"\nbogus = 1\n");
+        assert_eq!(found.len(), 1, "{found:#?}");
+        assert!(found[0].contains("unknown field `bogus`"), "{found:#?}");
+        let found = problems("[cluster]\nnats = []\nname = \"e\"\n");
+        assert!(
+            found[0].starts_with("sy.toml:10: cluster.nats needs at least one server"),
+            "{found:#?}"
+        );
     }
 }

@@ -13,10 +13,10 @@ use super::journal::{self, GENESIS};
 use super::record::{Origin, RevisionRecord};
 use super::writer::{Command, Commands, Writer};
 use crate::fleet::{Entry, Fleet, LogError, RevisionLog};
-use futures_util::StreamExt;
-use std::time::Duration;
 use bytes::Bytes;
+use futures_util::StreamExt;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 use tokio::sync::watch;
 
 /// How many times a change is planned again after losing a race for the log.
@@ -36,7 +36,9 @@ pub(crate) struct FleetLink {
 /// Why revisions were not recorded.
 pub(crate) enum Recording {
     /// Another instance appended first; `written` made it before that.
-    Behind { written: Vec<RevisionRecord> },
+    Behind {
+        written: Vec<RevisionRecord>,
+    },
     Failed(String),
 }
 
@@ -78,7 +80,12 @@ impl Writer {
         for mut record in records {
             let line = journal::chained_line(&mut record, &self.journal.last_hash())
                 .map_err(|err| Recording::Failed(err.to_string()))?;
-            let id = format!("{}-{}-{:016x}", fleet.instance, record.revision, fastrand::u64(..));
+            let id = format!(
+                "{}-{}-{:016x}",
+                fleet.instance,
+                record.revision,
+                fastrand::u64(..)
+            );
             let appended = fleet
                 .log
                 .append(record.revision - 1, &id, Bytes::from(line))
@@ -222,7 +229,9 @@ impl Writer {
         if revision > 0 && last == 0 {
             self.seed(fleet, cached).await?;
         } else if revision > 0 {
-            let ours = cached.last().map_or(GENESIS.to_string(), |r| r.hash.clone());
+            let ours = cached
+                .last()
+                .map_or(GENESIS.to_string(), |r| r.hash.clone());
             let theirs = match revision <= last {
                 true => {
                     let entry = fleet.log.read(revision).await.map_err(|e| e.to_string())?;

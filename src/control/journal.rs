@@ -222,10 +222,7 @@ fn encode_line(record: &mut RevisionRecord) -> serde_json::Result<Vec<u8>> {
 
 /// `record` chained after `prev` as the journal would write it (its `prev` and `hash` set):
 /// the bytes a shared log carries, so every copy of the chain has the same hashes.
-pub(crate) fn chained_line(
-    record: &mut RevisionRecord,
-    prev: &str,
-) -> serde_json::Result<Vec<u8>> {
+pub(crate) fn chained_line(record: &mut RevisionRecord, prev: &str) -> serde_json::Result<Vec<u8>> {
     record.prev = prev.to_string();
     record.hash = String::new();
     encode_line(record)

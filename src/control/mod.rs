@@ -4,19 +4,18 @@
 
 pub mod api;
 pub mod change;
+mod fleet_link;
 pub mod hooks;
 pub mod journal;
 pub mod reconcile;
 pub mod record;
 pub mod resolve;
-mod fleet_link;
 mod writer;
 
 use crate::config::{Config, ConfigError};
 use crate::dataplane::endpoint::{EndpointRegistry, EndpointSettings};
 use crate::dataplane::proxy::DataPlane;
 use crate::fleet::Fleet;
-use fleet_link::FleetLink;
 use crate::guard::incident::IncidentLog;
 use crate::guard::rollout::Rollouts;
 use crate::guard::watch::Board;
@@ -24,6 +23,7 @@ use crate::routing::{RoutingTable, ServiceState};
 use crate::telemetry::Telemetry;
 use api::{ApiError, ReloadResponse};
 use change::Change;
+use fleet_link::FleetLink;
 use hooks::Hooks;
 use journal::{Journal, JournalError};
 use record::{ChangeKind, Origin, PlannedRevision, RevisionRecord};

@@ -130,7 +130,10 @@ pub fn fleet(fleet: &crate::fleet::FleetStatus) -> String {
             ]
         })
         .collect();
-    head + &table(&["INSTANCE", "APPLIED", "LAG", "VERSION", "LAST_SEEN"], rows)
+    head + &table(
+        &["INSTANCE", "APPLIED", "LAG", "VERSION", "LAST_SEEN"],
+        rows,
+    )
 }
 
 pub fn incidents(incidents: &IncidentsResponse) -> String {

@@ -196,11 +196,7 @@ impl RevisionLog {
                 .info()
                 .map_err(|err| LogError::Other(err.to_string()))?
                 .stream_sequence;
-            let id = message
-                .headers
-                .as_ref()
-                .map(message_id)
-                .unwrap_or_default();
+            let id = message.headers.as_ref().map(message_id).unwrap_or_default();
             Ok(Entry {
                 sequence,
                 id,

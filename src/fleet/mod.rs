@@ -45,7 +45,10 @@ impl Fleet {
 
 async fn options(settings: &ClusterSettings) -> Result<async_nats::ConnectOptions, FleetError> {
     let mut options = async_nats::ConnectOptions::new()
-        .name(format!("switchyard {}/{}", settings.name, settings.instance))
+        .name(format!(
+            "switchyard {}/{}",
+            settings.name, settings.instance
+        ))
         .retry_on_initial_connect()
         .max_reconnects(None)
         .connection_timeout(Duration::from_secs(2))
@@ -74,8 +77,7 @@ async fn options(settings: &ClusterSettings) -> Result<async_nats::ConnectOption
 }
 
 /// Logs the loss and the return of NATS once each, not on every reconnect attempt.
-fn log_once(
-) -> impl Fn(async_nats::Event) -> std::future::Ready<()> + Send + Sync + 'static {
+fn log_once() -> impl Fn(async_nats::Event) -> std::future::Ready<()> + Send + Sync + 'static {
     let down = Arc::new(AtomicBool::new(false));
     move |event| {
         match event {

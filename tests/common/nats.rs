@@ -64,7 +64,13 @@ impl NatsNode {
     pub fn cluster() -> Vec<NatsNode> {
         let cluster_ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
         let mut nodes: Vec<NatsNode> = (0..3)
-            .map(|i| NatsNode::new(&format!("n{}", i + 1), Some(cluster_ports[i]), cluster_ports.clone()))
+            .map(|i| {
+                NatsNode::new(
+                    &format!("n{}", i + 1),
+                    Some(cluster_ports[i]),
+                    cluster_ports.clone(),
+                )
+            })
             .collect();
         for node in &mut nodes {
             node.start();
