@@ -13,3 +13,4 @@ pub mod routing;
 pub mod run;
 pub mod sample;
 pub mod telemetry;
+pub mod verify;

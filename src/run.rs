@@ -7,6 +7,7 @@ use crate::control::record::Origin;
 use crate::control::Controller;
 use crate::dataplane::server::{bind, serve, ServerSettings};
 use crate::dataplane::tls;
+use crate::verify::Verifier;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
@@ -56,6 +57,8 @@ pub struct RunningProxy {
     /// The address actually bound (useful with port 0).
     pub addr: SocketAddr,
     pub admin: AdminServer,
+    /// What the health checks and the return point's checks last found.
+    pub verifier: Arc<Verifier>,
     stop: watch::Sender<bool>,
     server: JoinHandle<()>,
 }
@@ -128,11 +131,23 @@ impl RunningProxy {
             controller.clone(),
             stop_rx.clone(),
         ));
+        let verifier = Arc::new(Verifier::default());
+        tokio::spawn(crate::verify::health::run(
+            controller.clone(),
+            verifier.health.clone(),
+            stop_rx.clone(),
+        ));
+        tokio::spawn(crate::verify::return_point::run(
+            verifier.clone(),
+            controller.clone(),
+            stop_rx.clone(),
+        ));
         let server = tokio::spawn(serve(listener, controller.plane.clone(), settings, stop_rx));
         Ok(RunningProxy {
             controller,
             addr,
             admin,
+            verifier,
             stop,
             server,
         })

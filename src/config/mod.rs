@@ -1,15 +1,19 @@
 //! The TOML config: typed sections, parsed strictly (unknown keys are errors) and then
 //! validated as a whole, so `check` can list every problem with its line.
 
+pub mod checks;
 pub mod cluster;
 mod duration;
 pub mod endpoint;
 mod guard;
+pub mod health;
 mod rollout;
 mod validate;
 
+pub use checks::{ExpectStatus, SmokeCheck, VerifySettings};
 pub use duration::{parse_duration, HumanDuration};
 pub use guard::{GuardSection, GuardSettings};
+pub use health::HealthSettings;
 pub use rollout::{RolloutSection, RolloutSettings};
 pub use validate::{ConfigError, Problem};
 
@@ -184,6 +188,10 @@ pub struct ServiceSection {
     pub matches: Vec<Spanned<MatchSection>>,
     pub guard: Option<Spanned<GuardSection>>,
     pub rollout: Option<Spanned<RolloutSection>>,
+    pub health: Option<Spanned<health::HealthSection>>,
+    #[serde(default)]
+    pub checks: Vec<Spanned<checks::CheckSection>>,
+    pub checks_every: Option<Spanned<HumanDuration>>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -285,6 +293,8 @@ pub struct ServiceConfig {
     pub guard: GuardSettings,
     /// The progressive rollout, when the service has a `rollout` section.
     pub rollout: Option<RolloutSettings>,
+    /// Health checks of its endpoints and smoke checks of its versions.
+    pub verify: VerifySettings,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

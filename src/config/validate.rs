@@ -461,6 +461,16 @@ fn check_service(
             .ok()
     });
 
+    let (verify, problems) = checks::verify_settings(
+        name,
+        section.health.as_ref(),
+        &section.checks,
+        section.checks_every.as_ref(),
+    );
+    for (span, problem) in problems {
+        checker.report(span, problem);
+    }
+
     (checker.problems.len() == before).then(|| ServiceConfig {
         name: name.to_string(),
         hosts,
@@ -471,6 +481,7 @@ fn check_service(
         matches,
         guard,
         rollout,
+        verify,
     })
 }
 

@@ -20,6 +20,7 @@ fn service() -> ServiceConfig {
         matches: vec![],
         guard: Default::default(),
         rollout: None,
+        verify: Default::default(),
     }
 }
 

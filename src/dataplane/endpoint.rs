@@ -4,7 +4,7 @@
 use super::pool::Pool;
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -17,12 +17,25 @@ pub struct Endpoint {
     skip_until_ms: AtomicU64,
     epoch: Instant,
     backoff: Duration,
+    /// Set by the active health checker after `fall` failed checks, cleared after `rise`.
+    checked_down: AtomicBool,
 }
 
 impl Endpoint {
-    /// True while the endpoint is left out after refusing a connection.
+    /// True while the endpoint is left out of the rotation: after refusing a connection,
+    /// or while active health checks hold it down.
     pub fn is_backing_off(&self, now: Instant) -> bool {
-        self.skip_until_ms.load(Ordering::Relaxed) > self.millis(now)
+        self.is_checked_down() || self.skip_until_ms.load(Ordering::Relaxed) > self.millis(now)
+    }
+
+    /// Active health checks take the endpoint out of the rotation (`false`) or bring it
+    /// back (`true`); passive back-off after refusals applies on top.
+    pub fn set_checked_up(&self, up: bool) {
+        self.checked_down.store(!up, Ordering::Relaxed);
+    }
+
+    pub fn is_checked_down(&self) -> bool {
+        self.checked_down.load(Ordering::Relaxed)
     }
 
     /// Leaves the endpoint out of the rotation for the back-off time.
@@ -135,6 +148,7 @@ impl EndpointRegistry {
                     skip_until_ms: AtomicU64::new(0),
                     epoch: self.epoch,
                     backoff: self.settings.backoff,
+                    checked_down: AtomicBool::new(false),
                 })
             })
             .clone()

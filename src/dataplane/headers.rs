@@ -87,6 +87,24 @@ fn valid_authority(bytes: &[u8]) -> Result<HeaderValue, AuthorityError> {
     HeaderValue::from_bytes(bytes).map_err(|_| AuthorityError::BadHost)
 }
 
+/// The size of a request head as HTTP/1.1 writes it: request line, `name: value` lines,
+/// the blank line. HTTP/2 heads are measured the same way, so one limit means one thing.
+pub fn head_size<B>(request: &http::Request<B>) -> usize {
+    let uri = request.uri();
+    let target = uri.scheme_str().map_or(0, |scheme| scheme.len() + 3)
+        + uri
+            .authority()
+            .map_or(0, |authority| authority.as_str().len())
+        + uri.path_and_query().map_or(1, |path| path.as_str().len());
+    let line = request.method().as_str().len() + 1 + target + " HTTP/1.1\r\n".len();
+    let fields: usize = request
+        .headers()
+        .iter()
+        .map(|(name, value)| name.as_str().len() + 2 + value.len() + 2)
+        .sum();
+    line + fields + 2
+}
+
 /// Removes hop-by-hop headers, including any the Connection header names. `Upgrade` is
 /// kept (with `Connection: upgrade`) when the exchange is an upgrade being passed through.
 pub fn remove_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {

@@ -5,7 +5,9 @@ use super::client_body::{ClientBody, FaultSlot};
 use super::client_idle::IdleMonitor;
 use super::endpoint::{pick_endpoint, Endpoint};
 use super::failure::{plain, Failed, Failure};
-use super::headers::{add_forwarding, add_via, authority, is_upgrade_request, remove_hop_by_hop};
+use super::headers::{
+    add_forwarding, add_via, authority, head_size, is_upgrade_request, remove_hop_by_hop,
+};
 use super::served_body::{ServedBody, Watch};
 use crate::routing::table::sticky_cookie_value;
 use crate::routing::{Pick, RoutingTable, ServiceRoute, VersionRoute};
@@ -43,6 +45,8 @@ pub struct ClientConn {
     pub tls: bool,
     /// The connection's `client_idle` watch.
     pub idle: Arc<IdleMonitor>,
+    /// `max_header_bytes`, held exactly here (hyper's own bound is a buffer size).
+    pub max_header_bytes: usize,
 }
 
 /// Serves one client request. Never fails: every problem becomes a short error response.
@@ -52,6 +56,12 @@ pub async fn handle(
     mut request: Request<Incoming>,
 ) -> Result<Response<ServedBody>, Infallible> {
     let started = Instant::now();
+    if head_size(&request) > client.max_header_bytes {
+        return Ok(ServedBody::plain(plain(
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            "request head too large\n",
+        )));
+    }
     let table = plane.table.load_full();
     let authority = match authority(request.uri(), request.version(), request.headers()) {
         Ok(authority) => authority,

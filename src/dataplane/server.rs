@@ -16,6 +16,9 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 
+/// How far past `max_header_bytes` an HTTP/2 head is still decoded (to answer 431).
+const H2_HEAD_SLACK: usize = 64 * 1024;
+
 /// Listener settings fixed at start (a reload cannot move the listening socket).
 #[derive(Clone)]
 pub struct ServerSettings {
@@ -53,7 +56,9 @@ impl ServerSettings {
         builder
             .http2()
             .timer(TokioTimer::new())
-            .max_header_list_size(self.max_header_bytes as u32)
+            // Room past the limit, so that a head a little too large is decoded and gets
+            // its 431 from the request path instead of the connection being torn down.
+            .max_header_list_size((self.max_header_bytes + H2_HEAD_SLACK) as u32)
             .max_concurrent_streams(256)
             .keep_alive_interval(Some(Duration::from_secs(30)));
         builder
@@ -88,6 +93,7 @@ pub async fn serve(
             ip: client_ip_header(peer),
             tls: settings.tls.is_some(),
             idle: Arc::new(IdleMonitor::new(settings.client_idle)),
+            max_header_bytes: settings.max_header_bytes,
         });
         let connection = Connection {
             plane: plane.clone(),

@@ -3,6 +3,7 @@
 
 use super::judge::{Finding, Side};
 use crate::config::Release;
+use crate::verify::smoke::CheckReport;
 use serde::{Deserialize, Serialize};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -31,8 +32,18 @@ pub struct Incident {
     /// The rule and its numbers.
     pub detection: serde_json::Value,
     pub summary: String,
-    /// The revision that put all traffic back on stable.
+    /// The revision that put all traffic back on stable (0 when the cutback was held).
     pub restored_by: u64,
+    /// The cutback was held: the return point fails its checks, so routing was kept.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub held: bool,
+    /// The checks of the version that takes the traffic, run right after the cutback
+    /// (or, when it was held, the return point's failing ones).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checks: Option<CheckReport>,
+    /// What the numbers alone do not say, e.g. that rolling back does not fix this.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub advice: Option<String>,
 }
 
 /// What users experienced over the guard's window.
@@ -109,10 +120,20 @@ impl IncidentLog {
     pub fn open(dir: &Path) -> Result<IncidentLog, IncidentError> {
         let path = dir.join(INCIDENTS_FILE);
         let incidents = match std::fs::read_to_string(&path) {
-            Ok(text) => text
-                .lines()
-                .filter_map(|line| serde_json::from_str(line).ok())
-                .collect(),
+            Ok(text) => {
+                // An incident's later line (checks attached) replaces its earlier one.
+                let mut incidents: Vec<Incident> = Vec::new();
+                for incident in text
+                    .lines()
+                    .filter_map(|line| serde_json::from_str::<Incident>(line).ok())
+                {
+                    match incidents.iter_mut().find(|i| i.id == incident.id) {
+                        Some(earlier) => *earlier = incident,
+                        None => incidents.push(incident),
+                    }
+                }
+                incidents
+            }
             Err(err) if err.kind() == std::io::ErrorKind::NotFound => Vec::new(),
             Err(source) => return Err(IncidentError { path, source }),
         };
@@ -132,6 +153,58 @@ impl IncidentLog {
             let id = incidents.last().map_or(1, |last| last.id + 1);
             incident_of(id, cutback)
         };
+        self.write(incident).await
+    }
+
+    /// Records a bad verdict that was not cut back because the return point fails its
+    /// checks: the alarm, with those checks and what to do.
+    pub async fn record_held(
+        &self,
+        cutback: Cutback<'_>,
+        checks: CheckReport,
+        advice: String,
+    ) -> Result<Incident, IncidentError> {
+        let mut incident = {
+            let incidents = self
+                .incidents
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            let id = incidents.last().map_or(1, |last| last.id + 1);
+            incident_of(id, cutback)
+        };
+        incident.held = true;
+        incident.restored_by = 0;
+        incident.checks = Some(checks);
+        incident.advice = Some(advice);
+        self.write(incident).await
+    }
+
+    /// Adds the validation run after the cutback made by revision `restored_by` to its
+    /// incident, if there is one (written again as a later line, which wins on load).
+    pub async fn attach_checks(
+        &self,
+        restored_by: u64,
+        checks: CheckReport,
+        advice: Option<String>,
+    ) -> Result<Option<Incident>, IncidentError> {
+        let found = self
+            .incidents
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .rev()
+            .find(|i| i.restored_by == restored_by && !i.held)
+            .cloned();
+        let Some(mut incident) = found else {
+            return Ok(None);
+        };
+        incident.checks = Some(checks);
+        incident.advice = advice;
+        self.write(incident).await.map(Some)
+    }
+
+    /// Appends `incident` durably, then shows it (replacing an earlier one of its id).
+    async fn write(&self, incident: Incident) -> Result<Incident, IncidentError> {
         let mut line = serde_json::to_vec(&incident).unwrap_or_default();
         line.push(b'\n');
         let path = self.path.clone();
@@ -150,10 +223,14 @@ impl IncidentLog {
             path: self.path.clone(),
             source,
         })?;
-        self.incidents
+        let mut incidents = self
+            .incidents
             .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .push(incident.clone());
+            .unwrap_or_else(PoisonError::into_inner);
+        match incidents.iter_mut().find(|i| i.id == incident.id) {
+            Some(earlier) => *earlier = incident.clone(),
+            None => incidents.push(incident.clone()),
+        }
         Ok(incident)
     }
 
@@ -195,5 +272,8 @@ fn incident_of(id: u64, cutback: Cutback<'_>) -> Incident {
         detection: serde_json::to_value(cutback.finding).unwrap_or_default(),
         summary: cutback.finding.summary.clone(),
         restored_by: cutback.restored_by,
+        held: false,
+        checks: None,
+        advice: None,
     }
 }

@@ -1,6 +1,8 @@
 //! Faults a sample upstream can be told to have, changed at run time.
 
+use arc_swap::ArcSwapOption;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Fault switches, read on every request. Rates are in parts per million.
@@ -16,6 +18,10 @@ pub struct Faults {
     reset: AtomicBool,
     stall: AtomicBool,
     garbage: AtomicBool,
+    /// Paths answered with a 500 whatever else is set (one load per request).
+    broken_paths: ArcSwapOption<Vec<String>>,
+    /// Replaces the usual `version=NAME` body.
+    body: ArcSwapOption<String>,
 }
 
 /// What one request should suffer.
@@ -92,6 +98,33 @@ impl Faults {
         self.garbage.load(Ordering::Relaxed)
     }
 
+    /// Answers exactly `path` with a 500 (other paths are untouched), on top of any
+    /// paths already broken: healthy on `/healthz`, broken on `/`.
+    pub fn break_path(&self, path: &str) {
+        let mut paths = self
+            .broken_paths
+            .load_full()
+            .map_or_else(Vec::new, |p| (*p).clone());
+        paths.push(path.to_string());
+        self.broken_paths.store(Some(Arc::new(paths)));
+    }
+
+    pub fn is_broken_path(&self, path: &str) -> bool {
+        self.broken_paths
+            .load()
+            .as_ref()
+            .is_some_and(|paths| paths.iter().any(|p| p == path))
+    }
+
+    /// Answers the usual routes with `body` instead of `version=NAME` (a wrong page).
+    pub fn set_body(&self, body: &str) {
+        self.body.store(Some(Arc::new(body.to_string())));
+    }
+
+    pub fn body(&self) -> Option<Arc<String>> {
+        self.body.load_full()
+    }
+
     /// Clears every fault.
     pub fn heal(&self) {
         self.set_error_rate(0.0);
@@ -101,6 +134,8 @@ impl Faults {
         self.set_reset(false);
         self.set_stall(false);
         self.set_garbage(false);
+        self.broken_paths.store(None);
+        self.body.store(None);
     }
 
     pub fn delay(&self) -> Duration {

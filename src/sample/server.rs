@@ -196,6 +196,13 @@ async fn respond(
         Fault::None => {}
     }
     let path = request.uri().path().to_string();
+    if faults.is_broken_path(&path) {
+        return Ok(text(
+            &name,
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("version={name} is broken on {path}\n"),
+        ));
+    }
     if request.headers().contains_key(header::UPGRADE) {
         return Ok(upgrade(&name, request));
     }
@@ -234,7 +241,9 @@ async fn respond(
             Ok(text(&name, StatusCode::OK, listing))
         }
         _ => {
-            let body = format!("version={name}\n");
+            let body = faults
+                .body()
+                .map_or_else(|| format!("version={name}\n"), |body| body.to_string());
             match faults.slow_body() {
                 Some((chunks, pause)) => Ok(slow_text(&name, body, chunks, pause)),
                 None => Ok(text(&name, StatusCode::OK, body)),

@@ -520,6 +520,9 @@ pub fn incident(id: u64, service: &str, summary: &str) -> switchyard::guard::inc
         detection: serde_json::json!({ "rule": "error_rate" }),
         summary: summary.into(),
         restored_by: 7 + id,
+        held: false,
+        checks: None,
+        advice: None,
     }
 }
 

@@ -1,0 +1,166 @@
+//! Verified versions: active health checks of every endpoint (`health`), smoke checks of
+//! a version as a whole (`smoke`), both over connections of their own (`request`); the
+//! gate that runs a version's checks before it is given traffic (`gate`), the watch on the
+//! return point (`return_point`), and what all of them last found (`Verifier`).
+
+pub mod gate;
+pub mod health;
+pub mod request;
+pub mod return_point;
+pub mod smoke;
+
+use crate::config::ServiceConfig;
+use crate::control::record::rfc3339_millis;
+use crate::routing::RoutingTable;
+use health::HealthBoard;
+use serde::Serialize;
+use smoke::{CheckReport, CheckRun, Target};
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// What the checks last found, shared by the checkers, the guard, the gate and the admin API.
+#[derive(Debug, Default)]
+pub struct Verifier {
+    pub health: Arc<HealthBoard>,
+    return_points: Mutex<BTreeMap<String, ReturnPoint>>,
+    pub counters: Counters,
+}
+
+/// Counts for `/metrics`.
+#[derive(Debug, Default)]
+pub struct Counters {
+    pub gate_refused: AtomicU64,
+    pub gate_forced: AtomicU64,
+    pub validations_failed: AtomicU64,
+    pub cutbacks_held: AtomicU64,
+}
+
+/// The stable version of a service, as its watch last found it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ReturnPoint {
+    pub version: String,
+    /// When its checks last ran and last passed (RFC 3339).
+    pub checked: String,
+    pub checked_ms: u64,
+    pub passed: Option<String>,
+    #[serde(skip)]
+    pub passed_ms: Option<u64>,
+    /// The last run's report.
+    pub last: CheckReport,
+    /// A bad verdict on another version that was not cut back because this return
+    /// point fails its checks (the alarm stays up until the return point passes).
+    pub held: Option<String>,
+}
+
+impl Verifier {
+    fn return_points(&self) -> MutexGuard<'_, BTreeMap<String, ReturnPoint>> {
+        self.return_points
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Every service's return point as last checked.
+    pub fn return_point_status(&self) -> BTreeMap<String, ReturnPoint> {
+        self.return_points().clone()
+    }
+
+    /// Takes a run of a service's stable version's checks.
+    pub fn note_return_point(&self, service: &str, report: &CheckReport) {
+        let now = unix_ms();
+        let mut points = self.return_points();
+        let previous = points
+            .get(service)
+            .filter(|p| p.version == report.version)
+            .cloned();
+        let (passed, passed_ms) = match report.passed {
+            true => (Some(rfc3339_millis(now)), Some(now)),
+            false => previous
+                .as_ref()
+                .map_or((None, None), |p| (p.passed.clone(), p.passed_ms)),
+        };
+        let held = previous.and_then(|p| p.held).filter(|_| !report.passed);
+        points.insert(
+            service.to_string(),
+            ReturnPoint {
+                version: report.version.clone(),
+                checked: rfc3339_millis(now),
+                checked_ms: now,
+                passed,
+                passed_ms,
+                last: report.clone(),
+                held,
+            },
+        );
+    }
+
+    /// The failing report of `stable`'s last checks, when they failed: the guard must not
+    /// cut back into it.
+    pub fn failing_return_point(&self, service: &str, stable: &str) -> Option<CheckReport> {
+        self.return_points()
+            .get(service)
+            .filter(|p| p.version == stable && !p.last.passed)
+            .map(|p| p.last.clone())
+    }
+
+    /// Records that a cutback was held; true the first time for this failing run, so the
+    /// alarm is raised once, not at every look of the guard.
+    pub fn hold_cutback(&self, service: &str, why: &str) -> bool {
+        let mut points = self.return_points();
+        match points.get_mut(service) {
+            Some(point) if point.held.is_none() => {
+                point.held = Some(why.to_string());
+                self.counters.cutbacks_held.fetch_add(1, Ordering::Relaxed);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Forgets services no longer watched (only their stable takes traffic).
+    pub fn retain_return_points(&self, watched: impl Fn(&str) -> bool) {
+        self.return_points().retain(|service, _| watched(service));
+    }
+}
+
+/// Where `version` of `service` runs, for its checks: its endpoints as the live table has
+/// them, with whether active health checks hold each out of the rotation.
+pub fn target(service: &ServiceConfig, table: &RoutingTable, version: &str) -> Target {
+    let route = table
+        .services()
+        .iter()
+        .find(|s| *s.name == *service.name)
+        .and_then(|s| s.versions.iter().find(|v| *v.name == *version));
+    let endpoints = match route {
+        Some(route) => route
+            .endpoints
+            .iter()
+            .map(|e| (e.addr, !e.is_checked_down()))
+            .collect(),
+        None => service
+            .version(version)
+            .map(|v| v.endpoints.iter().map(|&addr| (addr, true)).collect())
+            .unwrap_or_default(),
+    };
+    Target {
+        version: version.to_string(),
+        host: service.hosts.first().cloned(),
+        endpoints,
+    }
+}
+
+/// Runs `version`'s checks now.
+pub async fn check_version(
+    service: &ServiceConfig,
+    table: &RoutingTable,
+    version: &str,
+) -> CheckRun {
+    smoke::run(&service.verify.checks, &target(service, table, version)).await
+}
+
+fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
