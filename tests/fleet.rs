@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 use switchyard::control::api::ChangeRequest;
 use switchyard::control::journal::verify_file;
+use switchyard::control::record::ChangeKind;
 use switchyard::ctl::client::AdminClient;
 use switchyard::sample::SampleUpstream;
 
@@ -59,8 +60,17 @@ impl Fleet {
 
     /// Waits until every instance runs `revision`; returns how long each took.
     async fn wait_revision(&self, revision: u64, from: Instant) -> Vec<Duration> {
+        self.wait_revision_on(&[0, 1, 2], revision, from).await
+    }
+
+    async fn wait_revision_on(
+        &self,
+        instances: &[usize],
+        revision: u64,
+        from: Instant,
+    ) -> Vec<Duration> {
         let mut took = Vec::new();
-        for i in 0..self.setups.len() {
+        for &i in instances {
             let deadline = Instant::now() + Duration::from_secs(10);
             loop {
                 let status = self.client(i).status().await.unwrap();
@@ -252,4 +262,175 @@ async fn one_nats_node_of_three_down_changes_nothing() {
         fleet.wait_revision(record.revision, Instant::now()).await;
     }
     assert_one_chain(&fleet);
+}
+
+/// Waits (bounded) until `proxy` serves only `version` on a few requests.
+async fn wait_serving(proxy: &Proxy, version: &str) {
+    assert!(
+        serves_within(proxy, version, Duration::from_secs(20)).await,
+        "{} never served only {version}",
+        proxy.addr
+    );
+}
+
+async fn serves_within(proxy: &Proxy, version: &str, limit: Duration) -> bool {
+    let http = common::client();
+    let deadline = Instant::now() + limit;
+    loop {
+        let mut all = true;
+        for _ in 0..10 {
+            let reply = common::get(&http, proxy.addr, "/", &[]).await;
+            assert_eq!(reply.status, 200, "{reply:?}");
+            all &= reply.version.as_deref() == Some(version);
+        }
+        if all {
+            return true;
+        }
+        if Instant::now() > deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nats_down_serves_refuses_changes_and_holds_an_abort_until_it_is_back() {
+    let mut nats = NatsNode::single();
+    let versions = upstreams(&["blue", "canary"]).await;
+    let fleet = Fleet::start(&[&nats], &versions).await;
+    let record = fleet
+        .client(0)
+        .change("shop", "weights", &weights(0, 100, "all to canary"))
+        .await
+        .unwrap();
+    fleet.wait_revision(record.revision, Instant::now()).await;
+    nats.kill();
+
+    // Every instance keeps serving the last routing.
+    for proxy in &fleet.proxies {
+        wait_serving(proxy, "canary").await;
+    }
+    // An operator change is refused with one clear line, and changes nothing.
+    let refused = fleet.setups[0].ctl(&["weights", "shop", "blue=50", "canary=50"]);
+    assert!(!refused.status.success());
+    let line = common::stderr(&refused);
+    assert_eq!(line.trim().lines().count(), 1, "{line}");
+    assert!(line.contains("unreachable"), "{line}");
+    assert_eq!(
+        fleet.client(0).status().await.unwrap().revision,
+        record.revision
+    );
+
+    // An abort applies here at once, with NATS still down.
+    let started = Instant::now();
+    let aborted = fleet.setups[1].ctl(&["abort", "shop", "--reason", "bad canary, NATS down"]);
+    assert!(aborted.status.success(), "{}", common::stderr(&aborted));
+    wait_serving(&fleet.proxies[1], "blue").await;
+    println!(
+        "abort during a NATS outage served locally after {:?}",
+        started.elapsed()
+    );
+    wait_serving(&fleet.proxies[0], "canary").await;
+
+    // NATS back: the abort reaches the log once and every instance applies it.
+    nats.start();
+    nats.wait_listening();
+    for proxy in &fleet.proxies {
+        if !serves_within(proxy, "blue", Duration::from_secs(20)).await {
+            for proxy in &fleet.proxies {
+                eprintln!("---- {}\n{}", proxy.addr, proxy.log_text());
+            }
+            panic!(
+                "{} does not serve the held abort after NATS returned",
+                proxy.addr
+            );
+        }
+    }
+    fleet.wait_members(3).await;
+    let history = fleet.client(2).history("shop", 100).await.unwrap();
+    let aborts: Vec<_> = history
+        .revisions
+        .iter()
+        .filter(|r| r.kind == ChangeKind::Abort)
+        .collect();
+    assert_eq!(aborts.len(), 1, "{aborts:#?}");
+    assert_eq!(aborts[0].reason, "bad canary, NATS down");
+    assert_one_chain(&fleet);
+    // Changes go through again.
+    fleet
+        .client(0)
+        .change("shop", "weights", &weights(90, 10, "after the outage"))
+        .await
+        .unwrap();
+    let log = fleet.proxies[1].log_text();
+    assert_eq!(log.matches("NATS unreachable").count(), 1, "{log}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_instance_started_while_nats_is_down_serves_from_its_cache() {
+    let mut nats = NatsNode::single();
+    let versions = upstreams(&["blue", "canary"]).await;
+    let mut fleet = Fleet::start(&[&nats], &versions).await;
+    let record = fleet
+        .client(0)
+        .change("shop", "weights", &weights(0, 100, "all to canary"))
+        .await
+        .unwrap();
+    fleet.wait_revision(record.revision, Instant::now()).await;
+    fleet.proxies[2].terminate();
+    nats.kill();
+    let restarted = Proxy::start(&fleet.setups[2], &[]).await;
+    wait_serving(&restarted, "canary").await;
+    let status = fleet.client(2).status().await.unwrap();
+    assert_eq!(status.revision, record.revision);
+    let listed = fleet.setups[2].ctl(&["fleet"]);
+    assert!(
+        common::stdout(&listed).contains("NATS unreachable"),
+        "{}",
+        common::stdout(&listed)
+    );
+    fleet.proxies[2] = restarted;
+    nats.start();
+    nats.wait_listening();
+    fleet.wait_members(3).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_of_an_instance_during_changes_loses_no_acknowledged_change() {
+    let nats = NatsNode::single();
+    let versions = upstreams(&["blue", "canary"]).await;
+    let mut fleet = Fleet::start(&[&nats], &versions).await;
+    let client = fleet.client(0);
+    let changes = tokio::spawn(async move {
+        let mut acknowledged = Vec::new();
+        for n in 1..=200u64 {
+            match client
+                .change("shop", "weights", &weights(1000, n, &format!("change {n}")))
+                .await
+            {
+                Ok(record) => acknowledged.push(record.reason),
+                Err(_) => break,
+            }
+        }
+        acknowledged
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    fleet.proxies[0].kill();
+    let acknowledged = changes.await.unwrap();
+    assert!(!acknowledged.is_empty());
+    let last = fleet.client(1).status().await.unwrap().revision;
+    let history = fleet.client(1).history("shop", 1000).await.unwrap();
+    let logged: std::collections::BTreeSet<String> =
+        history.revisions.iter().map(|r| r.reason.clone()).collect();
+    for reason in &acknowledged {
+        assert!(
+            logged.contains(reason),
+            "acknowledged {reason:?} is not in the log"
+        );
+    }
+    fleet.wait_revision_on(&[1, 2], last, Instant::now()).await;
+    println!(
+        "{} changes acknowledged before SIGKILL, all in the log",
+        acknowledged.len()
+    );
 }

@@ -9,13 +9,17 @@
 //! plans the change again, so a freeze or a latch is always checked against the state the
 //! change will follow.
 
+use super::change::Change;
 use super::journal::{self, GENESIS};
-use super::record::{Origin, RevisionRecord};
+use super::record::{ChangeKind, Origin, RevisionRecord};
 use super::writer::{Command, Commands, Writer};
 use crate::fleet::{Entry, Fleet, LogError, RevisionLog};
+use crate::routing::ServiceState;
 use bytes::Bytes;
 use futures_util::StreamExt;
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 use tokio::sync::watch;
 
@@ -31,6 +35,8 @@ pub(crate) struct FleetLink {
     joined: AtomicBool,
     /// This instance's name, part of every append's id.
     instance: String,
+    /// Aborts waiting for the log, oldest first (at most one per service).
+    held: Mutex<Vec<HeldAbort>>,
 }
 
 /// Why revisions were not recorded.
@@ -39,7 +45,18 @@ pub(crate) enum Recording {
     Behind {
         written: Vec<RevisionRecord>,
     },
+    /// The log cannot be reached (or this instance has not joined it yet).
+    Offline(String),
     Failed(String),
+}
+
+/// An abort applied while the log was out of reach: it routes here at once and is
+/// appended to the log when it is back (safety never waits).
+pub(crate) struct HeldAbort {
+    pub(crate) service: String,
+    pub(crate) origin: Origin,
+    /// The routing the abort put in force.
+    pub(crate) state: ServiceState,
 }
 
 impl FleetLink {
@@ -49,11 +66,25 @@ impl FleetLink {
             applied: watch::channel(applied).0,
             joined: AtomicBool::new(false),
             instance: instance.to_string(),
+            held: Mutex::new(Vec::new()),
         }
     }
 
     fn refusal(&self, err: &LogError) -> String {
-        format!("change refused, routing unchanged: {err}; the fleet keeps its last routing until NATS is back")
+        format!("{err}; the fleet keeps its last routing until NATS is back")
+    }
+
+    fn held(&self) -> std::sync::MutexGuard<'_, Vec<HeldAbort>> {
+        self.held.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Puts held aborts over the routing the log says (until the log has them).
+    pub(crate) fn overlay(&self, services: &mut BTreeMap<String, ServiceState>) {
+        for held in self.held().iter() {
+            if services.contains_key(&held.service) {
+                services.insert(held.service.clone(), held.state.clone());
+            }
+        }
     }
 }
 
@@ -72,8 +103,8 @@ impl Writer {
                 .map_err(|err| Recording::Failed(err.to_string()));
         };
         if !fleet.joined.load(Ordering::Acquire) {
-            return Err(Recording::Failed(
-                "change refused, routing unchanged: this instance has not joined the fleet log yet (NATS unreachable or cache diverged; see its log)".into(),
+            return Err(Recording::Offline(
+                "this instance has not joined the fleet log (NATS unreachable since it started, or its cache diverged: see its log)".into(),
             ));
         }
         let mut written = Vec::new();
@@ -86,9 +117,11 @@ impl Writer {
                 record.revision,
                 fastrand::u64(..)
             );
+            // Safety never waits: an abort the log cannot take at once is held instead.
+            let patient = record.kind != ChangeKind::Abort;
             let appended = fleet
                 .log
-                .append(record.revision - 1, &id, Bytes::from(line))
+                .append(record.revision - 1, &id, Bytes::from(line), patient)
                 .await;
             match appended {
                 Ok(_) => written.extend(self.cache(vec![record]).await),
@@ -106,10 +139,13 @@ impl Writer {
                         None => {
                             return Err(match err {
                                 LogError::Behind => Recording::Behind { written },
-                                err => Recording::Failed(fleet.refusal(&err)),
+                                err => Recording::Offline(fleet.refusal(&err)),
                             });
                         }
                     }
+                }
+                Err(err @ LogError::Unreachable(_)) => {
+                    return Err(Recording::Offline(fleet.refusal(&err)))
                 }
                 Err(err) => return Err(Recording::Failed(fleet.refusal(&err))),
             }
@@ -209,6 +245,63 @@ impl Writer {
         self.commit(None, &applied);
     }
 
+    /// Applies an abort the log cannot take now: it routes at once, and is appended when
+    /// the log is back. Returns the revision as planned (its number is the log's to give).
+    pub(crate) fn hold(&self, planned: RevisionRecord, origin: Origin) -> Option<RevisionRecord> {
+        let fleet = self.fleet.as_ref()?;
+        let state = planned.new.clone()?;
+        {
+            let mut held = fleet.held();
+            held.retain(|h| h.service != planned.service);
+            held.push(HeldAbort {
+                service: planned.service.clone(),
+                origin,
+                state,
+            });
+        }
+        tracing::warn!(service = %planned.service, "abort applied here while the fleet log is unreachable; it is appended when NATS is back");
+        self.commit(None, &[]);
+        Some(planned)
+    }
+
+    /// Appends the aborts held during an outage, each planned again against the routing
+    /// the log has now (one that finds the service already aborted is done).
+    async fn flush_held(&self) {
+        let Some(fleet) = &self.fleet else { return };
+        let held = std::mem::take(&mut *fleet.held());
+        if held.is_empty() {
+            return;
+        }
+        {
+            // Plan against the log's routing (the table keeps the abort meanwhile).
+            let mut state = self.shared.lock();
+            for abort in &held {
+                let logged = state
+                    .history
+                    .get(&abort.service)
+                    .and_then(|h| h.last())
+                    .and_then(|r| r.new.clone());
+                if let Some(logged) = logged {
+                    state.services.insert(abort.service.clone(), logged);
+                }
+            }
+        }
+        for abort in held {
+            match self
+                .apply(&abort.service, Change::Abort, abort.origin)
+                .await
+            {
+                Ok(record) => {
+                    tracing::info!(service = %abort.service, revision = record.revision, "held abort appended to the fleet log")
+                }
+                Err(err) => {
+                    tracing::info!(service = %abort.service, %err, "held abort not appended (the log's routing needs none)")
+                }
+            }
+        }
+        self.commit(None, &[]);
+    }
+
     /// Joins the log once NATS answers: checks that the local cache is a prefix of it (or
     /// seeds an empty log from the cache), then catches up. Until then changes are refused.
     pub(crate) async fn join(&self) -> Result<(), String> {
@@ -216,6 +309,10 @@ impl Writer {
             return Ok(());
         };
         if fleet.joined.load(Ordering::Acquire) {
+            // A follower that lost its server may not have noticed yet: read what it missed.
+            let caught_up: Vec<_> = self.catch_up().await.into_iter().map(|(_, r)| r).collect();
+            self.commit(None, &caught_up);
+            self.flush_held().await;
             return Ok(());
         }
         let last = fleet.log.last().await.map_err(|err| err.to_string())?;
@@ -253,9 +350,9 @@ impl Writer {
         // The startup reconciliation, through the log like any change: a service this
         // config adds is added for the fleet (once: the others find it done).
         let config = self.shared.lock().config.clone();
-        self.reload(config, &Origin::new("startup", ""))
-            .await
-            .map(|_| ())
+        self.reload(config, &Origin::new("startup", "")).await?;
+        self.flush_held().await;
+        Ok(())
     }
 
     /// An empty log (a new NATS cluster) starts from this instance's cache, if no other
@@ -272,7 +369,7 @@ impl Writer {
                 ));
             }
             let id = format!("{}-seed-{}", fleet.instance, record.revision);
-            match fleet.log.append(record.revision - 1, &id, Bytes::from(line)).await {
+            match fleet.log.append(record.revision - 1, &id, Bytes::from(line), true).await {
                 Ok(_) => prev = hash,
                 Err(LogError::Behind) => {
                     return Err("another instance seeded the empty fleet log first; this instance's cache differs from it: set the local journal aside and restart to rejoin".into())
@@ -330,14 +427,28 @@ async fn follow(log: RevisionLog, commands: Commands, applied: watch::Receiver<u
         match log.follow(from).await {
             Ok(entries) => {
                 let mut entries = std::pin::pin!(entries);
-                while let Some(entry) = entries.next().await {
-                    let Ok(entry) = entry else { break };
-                    let delivered = commands
-                        .call(|reply| Command::Logged {
-                            entries: vec![entry],
-                            reply,
-                        })
-                        .await;
+                let mut tick = tokio::time::interval(Duration::from_secs(1));
+                loop {
+                    let delivered = tokio::select! {
+                        entry = entries.next() => {
+                            let Some(Ok(entry)) = entry else { break };
+                            commands
+                                .call(|reply| Command::Logged {
+                                    entries: vec![entry],
+                                    reply,
+                                })
+                                .await
+                        }
+                        // Aborts held during an outage go out as soon as the log is back,
+                        // and a consumer that lost its server is made good by a catch-up.
+                        _ = tick.tick() => match log.connected() {
+                            true => commands
+                                .call(|reply| Command::JoinFleet { reply })
+                                .await
+                                .map(|_| ()),
+                            false => Ok(()),
+                        },
+                    };
                     if delivered.is_err() {
                         return;
                     }

@@ -228,7 +228,7 @@ impl Writer {
         }
     }
 
-    async fn apply(
+    pub(crate) async fn apply(
         &self,
         service: &str,
         change: Change,
@@ -236,6 +236,7 @@ impl Writer {
     ) -> Result<RevisionRecord, ApiError> {
         for _ in 0..MAX_RACES {
             let records = self.plan(service, &change, &origin)?;
+            let planned = records.first().cloned();
             match self.record(records).await {
                 Ok(written) => {
                     self.commit(None, &written);
@@ -246,7 +247,17 @@ impl Writer {
                 }
                 // Caught up already: plan again against the state it follows now.
                 Err(Recording::Behind { .. }) => {}
-                Err(Recording::Failed(why)) => {
+                // Safety never waits: an abort routes here now and reaches the log later.
+                Err(Recording::Offline(why)) if change == Change::Abort => {
+                    return planned
+                        .and_then(|p| self.hold(p, origin.clone()))
+                        .ok_or_else(|| {
+                            ApiError::Internal(format!(
+                                "change not recorded, routing unchanged: {why}"
+                            ))
+                        });
+                }
+                Err(Recording::Failed(why) | Recording::Offline(why)) => {
                     return Err(ApiError::Internal(format!(
                         "change not recorded, routing unchanged: {why}"
                     )))
@@ -313,7 +324,7 @@ impl Writer {
                     break;
                 }
                 Err(Recording::Behind { written: done }) => written.extend(done),
-                Err(Recording::Failed(why)) => return Err(why),
+                Err(Recording::Failed(why) | Recording::Offline(why)) => return Err(why),
             }
         }
         let revision = self.commit(Some(config), &written);
@@ -369,6 +380,9 @@ impl Writer {
             .collect();
         for record in &written {
             state.absorb((*record).clone());
+        }
+        if let Some(fleet) = &self.fleet {
+            fleet.overlay(&mut state.services);
         }
         let table = RoutingTable::build(
             &state.config,

@@ -12,8 +12,10 @@ use std::time::Duration;
 
 /// How long one append attempt waits for the stream's acknowledgement.
 const APPEND_TIMEOUT: Duration = Duration::from_secs(2);
-/// How long an append keeps trying through a reconnect or a leader election.
-const APPEND_PATIENCE: Duration = Duration::from_secs(5);
+/// How long an append waits for a lost connection to come back before it gives up.
+const RECONNECT_PATIENCE: Duration = Duration::from_secs(3);
+/// How long an append keeps trying while connected (a stream leader election).
+const ELECTION_PATIENCE: Duration = Duration::from_secs(10);
 
 /// One revision as the log holds it.
 #[derive(Debug, Clone)]
@@ -101,19 +103,31 @@ impl RevisionLog {
     }
 
     /// Appends `payload` as revision `after + 1`, only if the log's last revision is `after`.
-    /// Rides out a reconnect to another server or a stream leader election (one NATS node
-    /// of three going down) by trying again, with the same id, for a few seconds.
-    pub async fn append(&self, after: u64, id: &str, payload: Bytes) -> Result<u64, LogError> {
-        let deadline = tokio::time::Instant::now() + APPEND_PATIENCE;
+    /// Rides out a reconnect to another server (up to 3 s) or a stream leader election (one
+    /// NATS node of three going down; up to 10 s) by trying again with the same id.
+    /// `patient: false` makes one attempt only (for what must not wait).
+    pub async fn append(
+        &self,
+        after: u64,
+        id: &str,
+        payload: Bytes,
+        patient: bool,
+    ) -> Result<u64, LogError> {
+        let started = tokio::time::Instant::now();
         loop {
-            let failed = match self.connected() {
+            let (failed, patience) = match self.connected() {
                 true => match self.append_once(after, id, payload.clone()).await {
-                    Err(err @ (LogError::Unreachable(_) | LogError::Unconfirmed(_))) => err,
+                    Err(err @ (LogError::Unreachable(_) | LogError::Unconfirmed(_))) => {
+                        (err, ELECTION_PATIENCE)
+                    }
                     done => return done,
                 },
-                false => LogError::Unreachable("not connected".into()),
+                false => (
+                    LogError::Unreachable("not connected".into()),
+                    RECONNECT_PATIENCE,
+                ),
             };
-            if tokio::time::Instant::now() >= deadline {
+            if !patient || started.elapsed() >= patience {
                 return Err(failed);
             }
             tokio::time::sleep(Duration::from_millis(100)).await;

@@ -101,25 +101,34 @@ impl Members {
         Ok(())
     }
 
-    /// Every live member, by instance name.
+    /// Every live member, by instance name: the last entry of each key, read straight from
+    /// the bucket's stream (a key listing that follows live updates never ends while
+    /// members keep announcing).
     pub async fn list(&self) -> Result<Vec<Member>, LogError> {
-        let store = self.store().await?;
-        let mut keys = store
-            .keys()
+        // Made on first use, like the bucket itself.
+        self.store().await?;
+        let unreachable = |err: &dyn std::fmt::Display| LogError::Unreachable(err.to_string());
+        let stream = self
+            .js
+            .get_stream(format!("KV_{}", self.bucket))
             .await
-            .map_err(|err| LogError::Unreachable(err.to_string()))?;
+            .map_err(|e| unreachable(&e))?;
+        let mut subjects = stream
+            .info_with_subjects(format!("$KV.{}.>", self.bucket))
+            .await
+            .map_err(|e| unreachable(&e))?;
+        let mut keys = Vec::new();
+        while let Some(subject) = subjects.next().await {
+            keys.push(subject.map_err(|e| unreachable(&e))?.0);
+        }
         let mut members = Vec::new();
-        while let Some(key) = keys.next().await {
-            let key = key.map_err(|err| LogError::Unreachable(err.to_string()))?;
-            let Some(bytes) = store
-                .get(&key)
-                .await
-                .map_err(|err| LogError::Unreachable(err.to_string()))?
-            else {
+        for key in keys {
+            // Gone since the listing (expired): not a member.
+            let Ok(message) = stream.get_last_raw_message_by_subject(&key).await else {
                 continue;
             };
             // An entry that does not read is some other writer's: not a member.
-            if let Ok(member) = serde_json::from_slice::<Member>(&bytes) {
+            if let Ok(member) = serde_json::from_slice::<Member>(&message.payload) {
                 members.push(member);
             }
         }
