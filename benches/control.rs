@@ -14,12 +14,12 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use switchyard::config::Config;
-use switchyard::control::change::Change;
+use switchyard::control::command::Change;
 use switchyard::control::record::Origin;
 use switchyard::control::Controller;
-use switchyard::dataplane::endpoint::{EndpointRegistry, EndpointSettings};
 use switchyard::routing::{RoutingTable, ServiceState};
 use switchyard::telemetry::Telemetry;
+use switchyard::upstream::endpoint::{EndpointRegistry, EndpointSettings};
 
 fn config(state_dir: &Path) -> Config {
     let text = format!(
@@ -35,10 +35,12 @@ fn config(state_dir: &Path) -> Config {
 
 fn weights(i: u64) -> Change {
     let canary = i % 50 + 1;
-    Change::Weights(BTreeMap::from([
-        ("blue".to_string(), 100 - canary),
-        ("canary".to_string(), canary),
-    ]))
+    Change::Weights {
+        weights: BTreeMap::from([
+            ("blue".to_string(), 100 - canary),
+            ("canary".to_string(), canary),
+        ]),
+    }
 }
 
 fn control(c: &mut Criterion) {

@@ -6,7 +6,7 @@ use std::path::Path;
 use std::time::Instant;
 use switchyard::config::Config;
 use switchyard::control::Controller;
-use switchyard::dataplane::endpoint::pick_endpoint;
+use switchyard::upstream::endpoint::pick_endpoint;
 
 const CONFIG: &str = r#"
 [proxy]

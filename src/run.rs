@@ -1,12 +1,17 @@
-//! `switchyard run`: the proxy process, its signals and its shutdown.
+//! `switchyard run`: the proxy process, its signals and its shutdown. This is where the
+//! parts are wired together: the control plane, the guard and the rollout driver (which use
+//! it through `RoutingControl`), the data plane and the admin API.
 
-use crate::admin::{AdminError, AdminServer};
+use crate::admin::{AdminError, AdminServer, Parts};
 use crate::config::Config;
 use crate::control::journal::JournalError;
 use crate::control::record::Origin;
 use crate::control::Controller;
 use crate::dataplane::server::{bind, serve, ServerSettings};
 use crate::dataplane::tls;
+use crate::guard::incident::{IncidentError, IncidentLog};
+use crate::guard::watch::{Board, Guard};
+use crate::rollout::{self, RolloutHandle};
 use crate::verify::Verifier;
 use std::net::SocketAddr;
 use std::path::Path;
@@ -31,6 +36,8 @@ pub enum RunError {
     #[error(transparent)]
     Journal(#[from] JournalError),
     #[error(transparent)]
+    Incidents(#[from] IncidentError),
+    #[error(transparent)]
     Admin(#[from] AdminError),
     #[error(transparent)]
     Fleet(#[from] crate::fleet::FleetError),
@@ -54,6 +61,10 @@ pub fn worker_threads(config: &Config) -> usize {
 /// A proxy serving in this process (used by `run`, `demo`, tests and the load harness).
 pub struct RunningProxy {
     pub controller: Arc<Controller>,
+    /// The guard's latest verdicts, and the incidents it recorded.
+    pub board: Arc<Board>,
+    pub incidents: Arc<IncidentLog>,
+    pub rollouts: RolloutHandle,
     /// The address actually bound (useful with port 0).
     pub addr: SocketAddr,
     pub admin: AdminServer,
@@ -96,6 +107,7 @@ impl RunningProxy {
             source,
         })?;
         let settings = ServerSettings::from_config(&config, tls);
+        let incidents = Arc::new(IncidentLog::open(&config.state_dir)?);
         let fleet = match &config.cluster {
             Some(cluster) => Some(crate::fleet::Fleet::connect(cluster).await?),
             None => None,
@@ -110,23 +122,36 @@ impl RunningProxy {
             )
             .await?,
         );
-        let admin = match AdminServer::start(controller.clone(), &config, addr).await {
+        let board = Arc::new(Board::default());
+        let (stop, stop_rx) = watch::channel(false);
+        let rollouts = rollout::spawn(
+            &config.state_dir,
+            controller.clone(),
+            board.clone(),
+            stop_rx.clone(),
+        );
+        let parts = Parts {
+            controller: controller.clone(),
+            board: board.clone(),
+            incidents: incidents.clone(),
+            rollouts: rollouts.clone(),
+        };
+        let admin = match AdminServer::start(parts, &config, addr).await {
             Ok(admin) => admin,
             Err(err) => {
                 // Release the journal now, so a corrected start in this process can open it.
+                let _ = stop.send(true);
                 controller.stop().await;
                 return Err(err.into());
             }
         };
-        let (stop, stop_rx) = watch::channel(false);
-        tokio::spawn(crate::guard::watch::run(
-            controller.clone(),
-            stop_rx.clone(),
-        ));
-        tokio::spawn(crate::guard::rollout::run(
-            controller.clone(),
-            stop_rx.clone(),
-        ));
+        let guard = Guard {
+            control: controller.clone(),
+            plane: controller.plane.clone(),
+            board: board.clone(),
+            incidents: incidents.clone(),
+        };
+        tokio::spawn(crate::guard::watch::run(guard, stop_rx.clone()));
         tokio::spawn(crate::control::resolve::run(
             controller.clone(),
             stop_rx.clone(),
@@ -145,6 +170,9 @@ impl RunningProxy {
         let server = tokio::spawn(serve(listener, controller.plane.clone(), settings, stop_rx));
         Ok(RunningProxy {
             controller,
+            board,
+            incidents,
+            rollouts,
             addr,
             admin,
             verifier,

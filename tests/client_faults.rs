@@ -85,12 +85,7 @@ async fn abandoned_uploads_and_broken_chunking_on_the_canary_never_abort_it() {
         "the guard acted on client faults: {history:?}"
     );
     assert!(
-        proxy
-            .proxy
-            .controller
-            .incidents
-            .list(Some("shop"))
-            .is_empty(),
+        proxy.proxy.incidents.list(Some("shop")).is_empty(),
         "an incident was recorded for client faults"
     );
     let text = metrics(&proxy).await;

@@ -8,7 +8,7 @@ use common::{Client, Proxy, Setup};
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use switchyard::control::api::ChangeRequest;
+use switchyard::admin::api::ChangeRequest;
 use switchyard::control::journal::verify_file;
 
 const ROUNDS: usize = 20;

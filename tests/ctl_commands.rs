@@ -4,7 +4,7 @@ mod common;
 
 use common::{stderr, stdout, Client, Proxy, Setup};
 use std::collections::BTreeMap;
-use switchyard::control::api::{HistoryResponse, StatusResponse};
+use switchyard::admin::api::{HistoryResponse, StatusResponse};
 use switchyard::routing::ServiceState;
 
 fn ok(output: std::process::Output) -> String {

@@ -7,7 +7,7 @@ use common::nats::{cluster_toml, NatsNode};
 use common::{upstreams, Proxy, Setup};
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
-use switchyard::control::api::ChangeRequest;
+use switchyard::admin::api::ChangeRequest;
 use switchyard::control::journal::verify_file;
 use switchyard::control::record::ChangeKind;
 use switchyard::ctl::client::AdminClient;

@@ -61,7 +61,7 @@ async fn a_canary_failing_one_in_five_is_cut_back_within_a_second_and_users_see_
         "no canary failure was retried, so the test proved nothing"
     );
 
-    let incidents = proxy.proxy.controller.incidents.list(Some("shop"));
+    let incidents = proxy.proxy.incidents.list(Some("shop"));
     assert_eq!(incidents.len(), 1, "{incidents:?}");
     let incident = &incidents[0];
     assert_eq!(incident.version, "canary");
@@ -95,7 +95,7 @@ async fn a_canary_whose_endpoints_all_go_down_is_cut_back_within_100ms() {
         "cutback took {elapsed:?}"
     );
     assert_eq!(failed, 0, "users saw {failed} errors");
-    let incident = &proxy.proxy.controller.incidents.list(None)[0];
+    let incident = &proxy.proxy.incidents.list(None)[0];
     assert!(
         incident.summary.contains("refuses connections"),
         "{incident:?}"
@@ -152,7 +152,7 @@ async fn a_canary_that_went_down_is_cut_back_after_one_failed_request() {
 
 async fn wait_for_incident(proxy: &TestProxy) -> switchyard::guard::incident::Incident {
     for _ in 0..2000 {
-        if let Some(incident) = proxy.proxy.controller.incidents.list(None).pop() {
+        if let Some(incident) = proxy.proxy.incidents.list(None).pop() {
             return incident;
         }
         tokio::time::sleep(Duration::from_millis(1)).await;
@@ -171,9 +171,9 @@ async fn a_healthy_canary_is_never_cut_back() {
     }
     let sent = load(proxy.addr(), 1000, Duration::from_secs(12)).await.sent;
     assert!(sent > 5000, "only {sent} requests");
-    assert!(proxy.proxy.controller.incidents.list(None).is_empty());
-    let verdict = proxy.proxy.controller.board.get("shop").expect("judged");
-    assert_eq!(verdict.verdict, "healthy", "{verdict:?}");
+    assert!(proxy.proxy.incidents.list(None).is_empty());
+    let verdict = proxy.proxy.board.get("shop").expect("judged");
+    assert_eq!(verdict.verdict.label(), "healthy", "{verdict:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -184,8 +184,8 @@ async fn a_canary_at_very_low_traffic_stays_inconclusive() {
     let proxy = TestProxy::start(&two_versions(&stable, &canary, (999, 1), "")).await;
     canary.faults.set_error_rate(0.5);
     load(proxy.addr(), 200, Duration::from_secs(3)).await;
-    assert!(proxy.proxy.controller.incidents.list(None).is_empty());
-    if let Some(verdict) = proxy.proxy.controller.board.get("shop") {
-        assert_eq!(verdict.verdict, "inconclusive", "{verdict:?}");
+    assert!(proxy.proxy.incidents.list(None).is_empty());
+    if let Some(verdict) = proxy.proxy.board.get("shop") {
+        assert_eq!(verdict.verdict.label(), "inconclusive", "{verdict:?}");
     }
 }

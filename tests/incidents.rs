@@ -6,7 +6,7 @@ mod common;
 use common::{admin_raw, incident, stderr, stdout, write_incidents, Proxy, Setup};
 use http::{Method, StatusCode};
 use std::time::{Duration, Instant};
-use switchyard::control::api::{IncidentsResponse, StatusResponse};
+use switchyard::admin::api::{IncidentsResponse, StatusResponse};
 
 /// One-line JSON error with the given status, mentioning `expected`.
 fn refused(reply: (StatusCode, String), status: StatusCode, expected: &str) {
@@ -182,12 +182,12 @@ async fn the_guard_verdict_shows_in_status_ctl_and_metrics() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
     assert_eq!(
-        (guard.version.as_str(), guard.verdict.as_str()),
+        (guard.version.as_str(), guard.verdict.label()),
         ("canary", "inconclusive")
     );
     let json: StatusResponse = serde_json::from_str(&ok(setup.ctl(&["--json", "status"]))).unwrap();
     assert_eq!(
-        json.services[0].guard.as_ref().unwrap().verdict,
+        json.services[0].guard.as_ref().unwrap().verdict.label(),
         "inconclusive"
     );
     let text = ok(setup.ctl(&["status"]));

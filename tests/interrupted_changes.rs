@@ -9,7 +9,7 @@ use common::{Proxy, Setup};
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
-use switchyard::control::api::ChangeRequest;
+use switchyard::admin::api::ChangeRequest;
 use switchyard::control::journal::verify_file;
 use switchyard::control::record::RevisionRecord;
 use tokio::io::AsyncWriteExt;
@@ -183,17 +183,19 @@ async fn check_in_force(proxy: switchyard::run::RunningProxy, setup: &Setup) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dropped_change_futures_complete_or_never_start() {
-    use switchyard::control::change::Change;
+    use switchyard::control::command::Change;
     use switchyard::control::record::Origin;
     let upstreams = common::upstreams(&["blue", "canary"]).await;
     let setup = Setup::new(&upstreams, "{ blue = 95, canary = 5 }", "");
     let proxy = start_in_process(&setup).await;
     for i in 0..200u64 {
         let canary = 1 + i % 90;
-        let change = Change::Weights(BTreeMap::from([
-            ("blue".to_string(), 100 - canary),
-            ("canary".to_string(), canary),
-        ]));
+        let change = Change::Weights {
+            weights: BTreeMap::from([
+                ("blue".to_string(), 100 - canary),
+                ("canary".to_string(), canary),
+            ]),
+        };
         let apply = proxy
             .controller
             .apply("shop", change, Origin::new("test", "dropped"));
@@ -205,10 +207,9 @@ async fn dropped_change_futures_complete_or_never_start() {
         .controller
         .apply(
             "shop",
-            Change::Weights(BTreeMap::from([
-                ("blue".to_string(), 61),
-                ("canary".to_string(), 39),
-            ])),
+            Change::Weights {
+                weights: BTreeMap::from([("blue".to_string(), 61), ("canary".to_string(), 39)]),
+            },
             Origin::new("test", "answered"),
         )
         .await

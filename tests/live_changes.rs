@@ -10,8 +10,8 @@ use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
+use switchyard::admin::api::ChangeRequest;
 use switchyard::config::Config;
-use switchyard::control::api::ChangeRequest;
 use switchyard::run::RunningProxy;
 use tokio::sync::mpsc;
 

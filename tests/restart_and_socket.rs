@@ -6,7 +6,7 @@ mod common;
 use common::{stderr, Client, Proxy, Setup};
 use std::collections::BTreeMap;
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
-use switchyard::control::api::ChangeRequest;
+use switchyard::admin::api::ChangeRequest;
 use switchyard::control::journal::verify_file;
 
 fn weights(pairs: &[(&str, u64)]) -> ChangeRequest {

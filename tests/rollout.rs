@@ -6,8 +6,8 @@ mod common;
 use common::*;
 use http::Method;
 use std::time::{Duration, Instant};
-use switchyard::control::api::{RolloutStatus, ServiceStatus};
-use switchyard::guard::rollout::Status;
+use switchyard::admin::api::{RolloutStatus, ServiceStatus};
+use switchyard::rollout::Status;
 
 const RPS: u64 = 500;
 /// The most a test lets traffic run.
@@ -16,6 +16,9 @@ const MAX: Duration = Duration::from_secs(15);
 const ROLLOUT: &str = r#"
 [services.shop.guard]
 latency_min_samples = 20
+# These tests are about steps and the error-rate cutback: on a loaded machine a healthy
+# canary's p99 over a few hundred requests is noise, so only a gross one counts.
+latency_min_increase = "1s"
 
 [services.shop.rollout]
 steps = [10, 50, 100]
@@ -87,7 +90,7 @@ async fn a_healthy_canary_rolls_out_step_by_step_to_promoted() {
     let halfway = wait_for(&proxy, MAX, |r| r.percent == 50).await;
     let guard = halfway.guard.expect("a verdict at 50%");
     assert_eq!(
-        (guard.version.as_str(), guard.verdict.as_str()),
+        (guard.version.as_str(), guard.verdict.label()),
         ("canary", "healthy")
     );
     let (_, metrics) = admin_raw_on(&proxy.admin(), Method::GET, "/metrics", "").await;
@@ -139,7 +142,7 @@ async fn a_healthy_canary_rolls_out_step_by_step_to_promoted() {
         text.contains("rollout of canary done at step 3/3 (100%)"),
         "{text}"
     );
-    assert!(proxy.proxy.controller.incidents.list(None).is_empty());
+    assert!(proxy.proxy.incidents.list(None).is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -166,7 +169,7 @@ async fn a_canary_that_turns_bad_mid_rollout_is_cut_back_and_the_rollout_aborts(
         "{rollout:?}"
     );
 
-    let incidents = proxy.proxy.controller.incidents.list(Some("shop"));
+    let incidents = proxy.proxy.incidents.list(Some("shop"));
     assert_eq!(incidents.len(), 1, "{incidents:?}");
     let cause = incidents[0].cause.as_ref().expect("a cause");
     assert_eq!(cause.actor, "rollout");

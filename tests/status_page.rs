@@ -5,9 +5,9 @@ mod common;
 use common::Setup;
 use std::process::Command;
 use switchyard::config::Config;
-use switchyard::control::change::Change;
+use switchyard::control::command::{Change, RolloutAction};
 use switchyard::control::record::Origin;
-use switchyard::guard::rollout;
+use switchyard::rollout;
 use switchyard::run::RunningProxy;
 
 const CHROMIUM: &str = "/usr/bin/chromium";
@@ -42,14 +42,16 @@ async fn the_status_page_shows_weights_history_guard_rollout_and_incidents_in_a_
     let proxy = RunningProxy::start(config, &setup.config, 1).await.unwrap();
     // A rollout, then a change by hand: the rollout pauses itself.
     let origin = Origin::new("page-tester", "ramp");
-    rollout::command(&proxy.controller, "shop", rollout::Action::Start, origin)
+    proxy
+        .rollouts
+        .command("shop", RolloutAction::Start, origin)
         .await
         .unwrap();
     let weights = [("blue".to_string(), 70), ("canary".to_string(), 30)].into();
     let origin = Origin::new("page-tester", "page shows this reason");
     proxy
         .controller
-        .apply("shop", Change::Weights(weights), origin)
+        .apply("shop", Change::Weights { weights }, origin)
         .await
         .unwrap();
     proxy
@@ -59,16 +61,8 @@ async fn the_status_page_shows_weights_history_guard_rollout_and_incidents_in_a_
         .unwrap();
 
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-    while proxy
-        .controller
-        .rollouts
-        .status("shop")
-        .await
-        .unwrap()
-        .rollout
-        .status
-        != rollout::Status::Paused
-        || proxy.controller.board.get("shop").is_none()
+    while proxy.rollouts.all().await["shop"].rollout.status != rollout::Status::Paused
+        || proxy.board.get("shop").is_none()
     {
         assert!(
             std::time::Instant::now() < deadline,

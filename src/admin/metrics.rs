@@ -1,6 +1,7 @@
 //! `GET /metrics`: Prometheus text format, computed from telemetry totals and control state.
 
-use crate::control::{ControlSnapshot, Controller};
+use super::context::Parts;
+use crate::control::ControlSnapshot;
 use crate::routing::{RoutingTable, ServiceState};
 use crate::telemetry::{ClientFault, Outcome, Snapshot};
 use std::fmt::Write;
@@ -10,11 +11,11 @@ const BUCKETS: [f64; 13] = [
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
 
-pub async fn render(controller: &Controller) -> String {
-    let snapshot = controller.snapshot().await;
-    let table = controller.plane.table.load_full();
+pub async fn render(parts: &Parts) -> String {
+    let snapshot = parts.controller.snapshot().await;
+    let table = parts.controller.plane.table.load_full();
     let mut out = traffic(&snapshot, &table);
-    guard(&mut out, controller, &snapshot).await;
+    guard(&mut out, parts, &snapshot).await;
     out
 }
 
@@ -172,20 +173,20 @@ fn traffic(snapshot: &ControlSnapshot, table: &RoutingTable) -> String {
 }
 
 /// The guard's verdicts and looks, incidents, and rollouts in progress.
-async fn guard(out: &mut String, controller: &Controller, snapshot: &ControlSnapshot) {
+async fn guard(out: &mut String, parts: &Parts, snapshot: &ControlSnapshot) {
     header(
         out,
         "switchyard_guard_verdict",
         "gauge",
         "The guard's latest verdict on the version it judges: 0 healthy, 1 inconclusive, 2 bad.",
     );
-    for (service, verdict) in controller.board.all() {
+    for (service, verdict) in parts.board.all() {
         let _ = writeln!(
             out,
             "switchyard_guard_verdict{{service=\"{}\",version=\"{}\"}} {}",
             escape(&service),
             escape(&verdict.version),
-            verdict.level()
+            verdict.verdict.level()
         );
     }
     header(
@@ -194,12 +195,8 @@ async fn guard(out: &mut String, controller: &Controller, snapshot: &ControlSnap
         "counter",
         "Times the guard has judged every canary.",
     );
-    let _ = writeln!(
-        out,
-        "switchyard_guard_looks_total {}",
-        controller.board.looks()
-    );
-    let incidents = controller.incidents.list(None);
+    let _ = writeln!(out, "switchyard_guard_looks_total {}", parts.board.looks());
+    let incidents = parts.incidents.list(None);
     per_service(
         out,
         snapshot,
@@ -213,7 +210,7 @@ async fn guard(out: &mut String, controller: &Controller, snapshot: &ControlSnap
         "gauge",
         "The canary's percent at the step in force, for running or paused rollouts.",
     );
-    for (service, rollout) in controller.rollouts.all().await {
+    for (service, rollout) in parts.rollouts.all().await {
         if rollout.rollout.status.is_active() {
             let _ = writeln!(
                 out,

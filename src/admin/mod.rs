@@ -1,10 +1,13 @@
 //! The admin API: HTTP/1.1 + JSON on a Unix socket and optionally TCP, plus `/metrics`
 //! and a self-refreshing status page at `/`.
 
+pub mod api;
+mod context;
 mod metrics;
 mod routes;
 mod server;
 mod status;
 
+pub use context::Parts;
 pub use routes::MAX_BODY_BYTES;
 pub use server::{AdminError, AdminServer, MAX_HEAD_BYTES};

@@ -1,13 +1,11 @@
 //! Admin API routing: paths to handlers, size-bounded JSON bodies, bearer checks on TCP.
 
+use super::api::{self, ApiError, ChangeRequest, ErrorBody, HistoryResponse, IncidentsResponse};
+use super::context::AdminContext;
 use super::{metrics, status};
-use crate::control::api::{
-    ApiError, ChangeRequest, ErrorBody, HistoryResponse, IncidentsResponse, ReloadRequest,
-};
-use crate::control::change::Change;
+use crate::control::command::Change;
 use crate::control::record::Origin;
-use crate::control::{unknown_service, Controller, ReloadError};
-use crate::guard::rollout;
+use crate::control::{ReloadError, RoutingControl};
 use bytes::Bytes;
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
@@ -15,24 +13,13 @@ use hyper::body::Incoming;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use std::convert::Infallible;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use subtle::ConstantTimeEq;
 
 /// Largest request body the admin API reads.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
 const DEFAULT_HISTORY: usize = 50;
-const ACTIONS: [&str; 7] = [
-    "switch", "promote", "abort", "resume", "rollback", "freeze", "unfreeze",
-];
 const PAGE: &str = include_str!("page.html");
-
-pub struct AdminContext {
-    pub controller: Arc<Controller>,
-    pub proxy_addr: SocketAddr,
-    pub admin_addr: Option<SocketAddr>,
-    pub token: Option<Vec<u8>>,
-}
 
 /// Which listener a request came in on: only TCP needs the bearer token for mutations.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -67,7 +54,8 @@ async fn route(
     let method = request.method().clone();
     let path = request.uri().path().to_string();
     let query = request.uri().query().map(str::to_string);
-    let controller = &context.controller;
+    let parts = &context.parts;
+    let controller = &parts.controller;
     let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
     match segments.as_slice() {
         [""] => {
@@ -93,7 +81,7 @@ async fn route(
         }
         ["metrics"] => {
             only(&method, &Method::GET)?;
-            let text = metrics::render(controller).await;
+            let text = metrics::render(parts).await;
             Ok(reply(
                 StatusCode::OK,
                 "text/plain; version=0.0.4",
@@ -103,7 +91,8 @@ async fn route(
         ["reload"] => {
             only(&method, &Method::POST)?;
             authorize(context, transport, &request)?;
-            let body: ReloadRequest = read_json(request).await?;
+            let body: ChangeRequest = read_json(request).await?;
+            only_who_and_why("reload", &body, false)?;
             let origin = origin(body.actor, body.reason)?;
             let reason = match origin.reason.as_str() {
                 "" => format!("reload requested by {}", origin.actor),
@@ -117,7 +106,7 @@ async fn route(
                         "reload rejected, nothing changed: {}",
                         err.to_string().replace('\n', "; ")
                     )),
-                    ReloadError::Journal(_) | ReloadError::Stopped(_) => {
+                    ReloadError::Journal(_) | ReloadError::Stopped => {
                         ApiError::Internal(err.to_string())
                     }
                 })?;
@@ -126,27 +115,20 @@ async fn route(
         ["incidents"] => {
             only(&method, &Method::GET)?;
             let service = query_param(query.as_deref(), "service")?;
-            let incidents = controller.incidents.list(service);
+            let incidents = parts.incidents.list(service);
             if let Some(service) = service.filter(|_| incidents.is_empty()) {
-                let config = controller.config().await;
-                if config.service(service).is_none() {
-                    return Err(unknown_service(&config, service));
-                }
+                controller.service(service)?;
             }
             Ok(json(StatusCode::OK, &IncidentsResponse { incidents }))
         }
         ["services", service, "rollout", action] => {
             only(&method, &Method::POST)?;
             authorize(context, transport, &request)?;
-            let (service, action) = (service.to_string(), rollout::Action::parse(action)?);
+            let (service, action) = (service.to_string(), api::rollout_action(action)?);
             let body: ChangeRequest = read_json(request).await?;
-            if body.weights.is_some() || body.version.is_some() || body.to.is_some() {
-                return Err(ApiError::BadRequest(
-                    "rollout commands take only actor and reason".into(),
-                ));
-            }
-            let origin = origin(body.actor, body.reason)?;
-            let status = rollout::command(controller, &service, action, origin).await?;
+            only_who_and_why("rollout commands", &body, true)?;
+            let origin = origin(body.actor, body.reason)?.forced(body.force);
+            let status = parts.rollouts.command(&service, action, origin).await?;
             Ok(json(StatusCode::OK, &status))
         }
         ["services", service] => {
@@ -167,18 +149,13 @@ async fn route(
                 &HistoryResponse { service, revisions },
             ))
         }
-        ["services", service, action] if *action == "weights" || ACTIONS.contains(action) => {
-            let expected = if *action == "weights" {
-                Method::PUT
-            } else {
-                Method::POST
-            };
-            only(&method, &expected)?;
+        ["services", service, verb] if Change::VERBS.contains(verb) => {
+            only(&method, &api::change_method(verb))?;
             authorize(context, transport, &request)?;
-            let (service, action) = (service.to_string(), action.to_string());
+            let (service, verb) = (service.to_string(), verb.to_string());
             let body: ChangeRequest = read_json(request).await?;
-            let change = Change::from_request(&action, &body)?;
-            let origin = origin(body.actor, body.reason)?;
+            let change = api::change(&verb, &body)?;
+            let origin = origin(body.actor, body.reason)?.forced(body.force);
             let record = controller.apply(&service, change, origin).await?;
             Ok(json(StatusCode::OK, &record))
         }
@@ -248,6 +225,24 @@ async fn read_json<T: DeserializeOwned + Default>(
     }
     serde_json::from_slice(&bytes)
         .map_err(|err| ApiError::BadRequest(format!("bad request body: {err}")))
+}
+
+/// Refuses a body with fields besides actor and reason (and `force`, where a pre-flight
+/// gate may refuse the command).
+fn only_who_and_why(what: &str, body: &ChangeRequest, gated: bool) -> Result<(), ApiError> {
+    let who_and_why = ChangeRequest {
+        actor: body.actor.clone(),
+        reason: body.reason.clone(),
+        force: body.force && gated,
+        ..ChangeRequest::default()
+    };
+    match *body == who_and_why {
+        true => Ok(()),
+        false => Err(ApiError::BadRequest(format!(
+            "{what} take only actor and reason{}",
+            if gated { " (and force)" } else { "" }
+        ))),
+    }
 }
 
 /// Who and why, checked: one line each, so history stays readable.

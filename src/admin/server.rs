@@ -1,9 +1,9 @@
 //! The admin listeners: a Unix socket (mode 0600, never stolen from a live process) and an
 //! optional TCP address where reads are open and mutations need the bearer token.
 
-use super::routes::{handle, AdminContext, Transport};
+use super::context::{AdminContext, Parts};
+use super::routes::{handle, Transport};
 use crate::config::Config;
-use crate::control::Controller;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use std::net::SocketAddr;
@@ -45,7 +45,7 @@ pub struct AdminServer {
 
 impl AdminServer {
     pub async fn start(
-        controller: Arc<Controller>,
+        parts: Parts,
         config: &Config,
         proxy_addr: SocketAddr,
     ) -> Result<AdminServer, AdminError> {
@@ -70,7 +70,7 @@ impl AdminServer {
         };
         let (unix_listener, socket_inode) = bind_unix(&config.admin_socket)?;
         let context = Arc::new(AdminContext {
-            controller,
+            parts,
             proxy_addr,
             admin_addr: tcp,
             token,

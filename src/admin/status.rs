@@ -1,9 +1,7 @@
 //! `GET /status`: every service's routing joined with live per-version telemetry.
 
-use super::routes::AdminContext;
-use crate::control::api::{
-    GuardStatus, RolloutStatus, ServiceStatus, StatusResponse, VersionStatus,
-};
+use super::api::{GuardStatus, RolloutStatus, ServiceStatus, StatusResponse, VersionStatus};
+use super::context::AdminContext;
 use crate::control::ControlSnapshot;
 use crate::guard::watch::VersionVerdict;
 use crate::routing::RoutingTable;
@@ -14,12 +12,12 @@ use std::time::{Duration, Instant};
 pub const WINDOW: Duration = Duration::from_secs(10);
 
 pub async fn build(context: &AdminContext) -> StatusResponse {
-    let controller = &context.controller;
-    let snapshot = controller.snapshot().await;
-    let table = controller.plane.table.load_full();
+    let parts = &context.parts;
+    let snapshot = parts.controller.snapshot().await;
+    let table = parts.controller.plane.table.load_full();
     let live = Live {
-        verdicts: controller.board.all(),
-        rollouts: controller.rollouts.all().await,
+        verdicts: parts.board.all(),
+        rollouts: parts.rollouts.all().await,
     };
     StatusResponse {
         revision: table.revision,
@@ -109,7 +107,7 @@ fn guard_status(verdict: VersionVerdict) -> GuardStatus {
             .healthy_since
             .map(|since| since.elapsed().as_secs_f64()),
         version: verdict.version,
-        verdict: verdict.verdict.to_string(),
+        verdict: verdict.verdict,
         detail: verdict.detail,
         log_likelihood_ratio: verdict.log_likelihood_ratio,
     }

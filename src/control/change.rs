@@ -1,77 +1,11 @@
-//! Operator changes and the rules that turn a service's routing into the next one.
+//! The rules that turn a service's routing into the next one.
 
-use super::api::{ApiError, ChangeRequest};
+use super::command::Change;
+use super::error::ControlError;
 use super::record::{ChangeKind, RevisionRecord};
 use crate::config::ServiceConfig;
 use crate::routing::ServiceState;
 use std::collections::BTreeMap;
-
-/// A change to one service's routing.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Change {
-    /// Replace the weights; versions not named get 0.
-    Weights(BTreeMap<String, u64>),
-    /// All traffic to a version, which becomes stable.
-    Switch(String),
-    /// The one non-stable version with traffic becomes stable at 100%.
-    Promote,
-    /// All traffic to stable now, latched until `Resume`.
-    Abort,
-    Resume,
-    /// Back to the stable+weights of a revision; `None`: before the last routing change.
-    Rollback {
-        to: Option<u64>,
-    },
-    Freeze,
-    Unfreeze,
-}
-
-impl Change {
-    pub fn kind(&self) -> ChangeKind {
-        match self {
-            Change::Weights(_) => ChangeKind::Weights,
-            Change::Switch(_) => ChangeKind::Switch,
-            Change::Promote => ChangeKind::Promote,
-            Change::Abort => ChangeKind::Abort,
-            Change::Resume => ChangeKind::Resume,
-            Change::Rollback { .. } => ChangeKind::Rollback,
-            Change::Freeze => ChangeKind::Freeze,
-            Change::Unfreeze => ChangeKind::Unfreeze,
-        }
-    }
-
-    /// The change an admin endpoint (`weights`, `switch`, ...) asks for.
-    pub fn from_request(action: &str, request: &ChangeRequest) -> Result<Change, ApiError> {
-        let missing = |field: &str| {
-            ApiError::BadRequest(format!("{action} needs a \"{field}\" field in the body"))
-        };
-        let change = match action {
-            "weights" => {
-                Change::Weights(request.weights.clone().ok_or_else(|| missing("weights"))?)
-            }
-            "switch" => Change::Switch(request.version.clone().ok_or_else(|| missing("version"))?),
-            "promote" => Change::Promote,
-            "abort" => Change::Abort,
-            "resume" => Change::Resume,
-            "rollback" => Change::Rollback { to: request.to },
-            "freeze" => Change::Freeze,
-            "unfreeze" => Change::Unfreeze,
-            other => return Err(ApiError::NotFound(format!("no such action {other:?}"))),
-        };
-        let unused = match &change {
-            Change::Weights(_) => request.version.is_some() || request.to.is_some(),
-            Change::Switch(_) => request.weights.is_some() || request.to.is_some(),
-            Change::Rollback { .. } => request.weights.is_some() || request.version.is_some(),
-            _ => request.weights.is_some() || request.version.is_some() || request.to.is_some(),
-        };
-        if unused {
-            return Err(ApiError::BadRequest(format!(
-                "{action} takes only actor and reason besides its own field"
-            )));
-        }
-        Ok(change)
-    }
-}
 
 /// The routing after `change`. `history` is this service's revisions, oldest first.
 /// Refuses bad input, no-ops, and (while frozen) any rise in a non-stable version's share.
@@ -80,15 +14,15 @@ pub fn next_state(
     current: &ServiceState,
     change: &Change,
     history: &[&RevisionRecord],
-) -> Result<ServiceState, ApiError> {
+) -> Result<ServiceState, ControlError> {
     let name = &service.name;
     let mut next = current.clone();
     match change {
-        Change::Weights(weights) => {
+        Change::Weights { weights } => {
             check_weights(service, weights)?;
             next.weights = weights.clone();
         }
-        Change::Switch(version) => {
+        Change::Switch { version } => {
             known_version(service, version)?;
             single_version(&mut next, version);
         }
@@ -102,13 +36,13 @@ pub fn next_state(
             match canaries.as_slice() {
                 [canary] => single_version(&mut next, canary),
                 [] => {
-                    return Err(ApiError::Conflict(format!(
+                    return Err(ControlError::Refused(format!(
                         "{name} has no canary to promote: only {} has traffic",
                         current.stable
                     )))
                 }
                 _ => {
-                    return Err(ApiError::Conflict(format!(
+                    return Err(ControlError::Refused(format!(
                         "{name} has {} non-stable versions with traffic; use switch to pick one",
                         canaries.len()
                     )))
@@ -123,7 +57,7 @@ pub fn next_state(
             let target = rollback_target(name, current, *to, history)?;
             for version in target.weights.keys().chain(std::iter::once(&target.stable)) {
                 if service.version(version).is_none() {
-                    return Err(ApiError::Conflict(format!(
+                    return Err(ControlError::Refused(format!(
                         "that revision routes to version {version:?}, which {name} no longer has"
                     )));
                 }
@@ -133,7 +67,7 @@ pub fn next_state(
         }
     }
     if next == *current {
-        return Err(ApiError::Conflict(format!(
+        return Err(ControlError::Refused(format!(
             "no change: {name} already is {}",
             describe(current)
         )));
@@ -148,28 +82,31 @@ pub fn next_state(
     Ok(next)
 }
 
-fn known_version(service: &ServiceConfig, version: &str) -> Result<(), ApiError> {
+fn known_version(service: &ServiceConfig, version: &str) -> Result<(), ControlError> {
     if service.version(version).is_some() {
         return Ok(());
     }
     let names: Vec<&str> = service.versions.iter().map(|v| v.name.as_str()).collect();
-    Err(ApiError::NotFound(format!(
+    Err(ControlError::NotFound(format!(
         "{} has no version {version:?} (versions: {})",
         service.name,
         names.join(", ")
     )))
 }
 
-fn check_weights(service: &ServiceConfig, weights: &BTreeMap<String, u64>) -> Result<(), ApiError> {
+fn check_weights(
+    service: &ServiceConfig,
+    weights: &BTreeMap<String, u64>,
+) -> Result<(), ControlError> {
     for version in weights.keys() {
         known_version(service, version)?;
     }
     let sum = weights
         .values()
         .try_fold(0u64, |sum, &w| sum.checked_add(w))
-        .ok_or_else(|| ApiError::BadRequest("weights add up past 2^64".into()))?;
+        .ok_or_else(|| ControlError::Invalid("weights add up past 2^64".into()))?;
     if sum == 0 {
-        return Err(ApiError::BadRequest(
+        return Err(ControlError::Invalid(
             "weights are all zero: no version would get traffic".into(),
         ));
     }
@@ -188,7 +125,7 @@ fn rollback_target<'h>(
     current: &ServiceState,
     to: Option<u64>,
     history: &[&'h RevisionRecord],
-) -> Result<&'h ServiceState, ApiError> {
+) -> Result<&'h ServiceState, ControlError> {
     let same_routing =
         |s: &ServiceState| s.stable == current.stable && s.weights == current.weights;
     match to {
@@ -197,10 +134,12 @@ fn rollback_target<'h>(
                 .iter()
                 .find(|r| r.revision == revision)
                 .ok_or_else(|| {
-                    ApiError::NotFound(format!("{name} has no revision {revision} (see history)"))
+                    ControlError::NotFound(format!(
+                        "{name} has no revision {revision} (see history)"
+                    ))
                 })?;
             record.new.as_ref().ok_or_else(|| {
-                ApiError::Conflict(format!(
+                ControlError::Refused(format!(
                     "revision {revision} removed {name}: nothing to return to"
                 ))
             })
@@ -211,7 +150,7 @@ fn rollback_target<'h>(
             .filter_map(|r| r.old.as_ref())
             .find(|old| !same_routing(old))
             .ok_or_else(|| {
-                ApiError::Conflict(format!("{name} has no earlier routing to return to"))
+                ControlError::Refused(format!("{name} has no earlier routing to return to"))
             }),
     }
 }
@@ -229,7 +168,7 @@ fn check_frozen(
     current: &ServiceState,
     next: &ServiceState,
     kind: ChangeKind,
-) -> Result<(), ApiError> {
+) -> Result<(), ControlError> {
     let versions = current
         .weights
         .keys()
@@ -239,7 +178,7 @@ fn check_frozen(
         let (old, old_total) = share(current, version);
         let (new, new_total) = share(next, version);
         if new * old_total > old * new_total {
-            return Err(ApiError::Conflict(format!(
+            return Err(ControlError::Refused(format!(
                 "{name} is frozen: {} would raise {version}'s share of traffic ({:.1}% -> {:.1}%); unfreeze first (abort and rollback still work)",
                 kind.label(),
                 percent(old, old_total),

@@ -34,7 +34,9 @@ fn state(stable: &str, weights: &[(&str, u64)]) -> ServiceState {
 }
 
 fn weights(pairs: &[(&str, u64)]) -> Change {
-    Change::Weights(pairs.iter().map(|(v, w)| (v.to_string(), *w)).collect())
+    Change::Weights {
+        weights: pairs.iter().map(|(v, w)| (v.to_string(), *w)).collect(),
+    }
 }
 
 fn revision(revision: u64, old: Option<ServiceState>, new: ServiceState) -> RevisionRecord {
@@ -82,7 +84,15 @@ fn bad_weights_are_refused() {
 fn switch_and_promote_move_everything_and_clear_the_latch() {
     let mut current = state("blue", &[("blue", 95), ("canary", 5)]);
     current.latched = true;
-    let switched = next_state(&service(), &current, &Change::Switch("green".into()), &[]).unwrap();
+    let switched = next_state(
+        &service(),
+        &current,
+        &Change::Switch {
+            version: "green".into(),
+        },
+        &[],
+    )
+    .unwrap();
     assert_eq!(switched, state("green", &[("green", 100)]));
     let promoted = next_state(&service(), &current, &Change::Promote, &[]).unwrap();
     assert_eq!(promoted, state("canary", &[("canary", 100)]));
@@ -137,8 +147,24 @@ fn frozen_refuses_rises_toward_non_stable_versions_only() {
         &[]
     )
     .is_ok());
-    assert!(next_state(&service, &current, &Change::Switch("canary".into()), &[]).is_err());
-    assert!(next_state(&service, &current, &Change::Switch("blue".into()), &[]).is_ok());
+    assert!(next_state(
+        &service,
+        &current,
+        &Change::Switch {
+            version: "canary".into()
+        },
+        &[]
+    )
+    .is_err());
+    assert!(next_state(
+        &service,
+        &current,
+        &Change::Switch {
+            version: "blue".into()
+        },
+        &[]
+    )
+    .is_ok());
     assert!(next_state(&service, &current, &Change::Promote, &[]).is_err());
     assert!(next_state(&service, &current, &Change::Abort, &[]).is_ok());
     let mut latched = current.clone();
@@ -179,22 +205,7 @@ fn rollback_returns_to_the_routing_before_the_last_change() {
         &refs,
     )
     .unwrap_err();
-    assert!(matches!(err, ApiError::NotFound(_)), "{err}");
+    assert!(matches!(err, ControlError::NotFound(_)), "{err}");
     let err = next_state(&service, &a, &Change::Rollback { to: None }, &refs[..1]).unwrap_err();
     assert!(err.to_string().contains("no earlier routing"), "{err}");
-}
-
-#[test]
-fn requests_map_to_changes() {
-    let request = ChangeRequest {
-        version: Some("green".into()),
-        ..ChangeRequest::default()
-    };
-    assert_eq!(
-        Change::from_request("switch", &request).unwrap(),
-        Change::Switch("green".into())
-    );
-    assert!(Change::from_request("weights", &request).is_err());
-    assert!(Change::from_request("promote", &request).is_err());
-    assert!(Change::from_request("explode", &ChangeRequest::default()).is_err());
 }

@@ -9,10 +9,10 @@
 //! plans the change again, so a freeze or a latch is always checked against the state the
 //! change will follow.
 
-use super::change::Change;
+use super::command::Change;
 use super::journal::{self, GENESIS};
 use super::record::{ChangeKind, Origin, RevisionRecord};
-use super::writer::{Command, Commands, Writer};
+use super::writer::{Commands, Request, Writer};
 use crate::fleet::{Entry, Fleet, LogError, RevisionLog};
 use crate::routing::ServiceState;
 use bytes::Bytes;
@@ -403,7 +403,7 @@ async fn follow(log: RevisionLog, commands: Commands, applied: watch::Receiver<u
             tokio::time::sleep(Duration::from_millis(100)).await;
             continue;
         }
-        match commands.call(|reply| Command::JoinFleet { reply }).await {
+        match commands.call(|reply| Request::JoinFleet { reply }).await {
             Err(_) => return,
             Ok(Err(why)) => {
                 if said.join_failure.as_deref() != Some(why.as_str()) {
@@ -433,7 +433,7 @@ async fn follow(log: RevisionLog, commands: Commands, applied: watch::Receiver<u
                         entry = entries.next() => {
                             let Some(Ok(entry)) = entry else { break };
                             commands
-                                .call(|reply| Command::Logged {
+                                .call(|reply| Request::Logged {
                                     entries: vec![entry],
                                     reply,
                                 })
@@ -443,7 +443,7 @@ async fn follow(log: RevisionLog, commands: Commands, applied: watch::Receiver<u
                         // and a consumer that lost its server is made good by a catch-up.
                         _ = tick.tick() => match log.connected() {
                             true => commands
-                                .call(|reply| Command::JoinFleet { reply })
+                                .call(|reply| Request::JoinFleet { reply })
                                 .await
                                 .map(|_| ()),
                             false => Ok(()),

@@ -2,8 +2,9 @@
 //! and swaps them in. Every change is a command to one writer task (see `writer`), never on
 //! the request path: validate, write + fsync the revision, then swap the table.
 
-pub mod api;
 pub mod change;
+pub mod command;
+pub mod error;
 mod fleet_link;
 pub mod hooks;
 pub mod journal;
@@ -12,37 +13,31 @@ pub mod record;
 pub mod resolve;
 mod writer;
 
-use crate::config::{Config, ConfigError};
-use crate::dataplane::endpoint::{EndpointRegistry, EndpointSettings};
+use crate::config::{Config, ConfigError, ServiceConfig};
 use crate::dataplane::proxy::DataPlane;
 use crate::fleet::Fleet;
-use crate::guard::incident::IncidentLog;
-use crate::guard::rollout::Rollouts;
-use crate::guard::watch::Board;
 use crate::routing::{RoutingTable, ServiceState};
 use crate::telemetry::Telemetry;
-use api::{ApiError, ReloadResponse};
-use change::Change;
+use crate::upstream::endpoint::{EndpointRegistry, EndpointSettings};
+use command::Change;
+use error::ControlError;
 use fleet_link::FleetLink;
 use hooks::Hooks;
 use journal::{Journal, JournalError};
 use record::{ChangeKind, Origin, PlannedRevision, RevisionRecord};
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
+use std::future::Future;
 use std::path::PathBuf;
 use std::sync::Arc;
 use tokio::sync::Mutex;
-use writer::{Command, Commands, ControlState, Shared, Writer};
+use writer::{Commands, ControlState, Request, Shared, Writer};
 
 pub use change::describe;
 
 pub struct Controller {
     pub plane: Arc<DataPlane>,
     pub telemetry: Arc<Telemetry>,
-    /// The guard's latest verdicts and the incidents it recorded.
-    pub board: Board,
-    pub incidents: IncidentLog,
-    /// Progressive rollouts (driven by `guard::rollout::run`).
-    pub rollouts: Rollouts,
     /// The fleet this instance shares its routing with (`[cluster]`).
     pub fleet: Option<Fleet>,
     config_path: PathBuf,
@@ -73,8 +68,8 @@ pub enum ReloadError {
     Config(#[from] ConfigError),
     #[error("reload not recorded, routing unchanged: {0}")]
     Journal(String),
-    #[error("reload not done: {0}")]
-    Stopped(String),
+    #[error("reload not done: the control plane has stopped")]
+    Stopped,
 }
 
 impl Controller {
@@ -99,10 +94,6 @@ impl Controller {
         fleet: Option<Fleet>,
     ) -> Result<Controller, JournalError> {
         let opened = Journal::open(&config.state_dir, accept_broken_journal)?;
-        let incidents = IncidentLog::open(&config.state_dir).map_err(|err| JournalError::Io {
-            path: err.path,
-            source: err.source,
-        })?;
         if let Some(bytes) = opened.torn_bytes {
             tracing::warn!(
                 journal = %opened.journal.path().display(),
@@ -192,9 +183,6 @@ impl Controller {
         Ok(Controller {
             plane,
             telemetry,
-            board: Board::default(),
-            incidents,
-            rollouts: Rollouts::open(&config.state_dir),
             fleet,
             config_path,
             commands,
@@ -211,17 +199,16 @@ impl Controller {
         service: &str,
         change: Change,
         origin: Origin,
-    ) -> Result<RevisionRecord, ApiError> {
+    ) -> Result<RevisionRecord, ControlError> {
         let service = service.to_string();
         self.commands
-            .call(|reply| Command::Apply {
+            .call(|reply| Request::Apply {
                 service,
                 change,
                 origin,
                 reply,
             })
-            .await
-            .map_err(|stopped| ApiError::Internal(stopped.to_string()))?
+            .await?
     }
 
     /// Re-reads the config file and reconciles live routing with it (see `reconcile`) in
@@ -239,20 +226,20 @@ impl Controller {
         let config = Box::new(config);
         let reloaded = self
             .commands
-            .call(|reply| Command::Reload {
+            .call(|reply| Request::Reload {
                 config,
                 origin,
                 reply,
             })
             .await
-            .map_err(|stopped| ReloadError::Stopped(stopped.to_string()))?;
+            .map_err(|_| ReloadError::Stopped)?;
         reloaded.map_err(ReloadError::Journal)
     }
 
     /// Lets the writer finish the commands already sent, then stops it: the journal is
     /// released (a new process may open it) and later changes are refused.
     pub async fn stop(&self) {
-        let _ = self.commands.call(|reply| Command::Stop { reply }).await;
+        let _ = self.commands.call(|reply| Request::Stop { reply }).await;
     }
 
     pub async fn config(&self) -> Config {
@@ -284,7 +271,7 @@ impl Controller {
         &self,
         service: &str,
         limit: usize,
-    ) -> Result<Vec<RevisionRecord>, ApiError> {
+    ) -> Result<Vec<RevisionRecord>, ControlError> {
         let state = self.shared.lock();
         match state.history.get(service) {
             Some(history) => Ok(history[history.len().saturating_sub(limit)..].to_vec()),
@@ -293,9 +280,62 @@ impl Controller {
     }
 }
 
-pub(crate) fn unknown_service(config: &Config, service: &str) -> ApiError {
+/// What the guard and the rollout driver may do with the control plane: read a service's
+/// config, routing and history, and ask the writer for a change.
+pub trait RoutingControl: Send + Sync {
+    fn service(&self, service: &str) -> Result<ServiceConfig, ControlError>;
+    fn routing_of(&self, service: &str) -> Option<ServiceState>;
+    /// The service's revisions, oldest first.
+    fn revisions(&self, service: &str) -> Vec<RevisionRecord>;
+    fn change(
+        &self,
+        service: &str,
+        change: Change,
+        origin: Origin,
+    ) -> impl Future<Output = Result<RevisionRecord, ControlError>> + Send;
+}
+
+impl RoutingControl for Controller {
+    fn service(&self, service: &str) -> Result<ServiceConfig, ControlError> {
+        let state = self.shared.lock();
+        state
+            .config
+            .service(service)
+            .cloned()
+            .ok_or_else(|| unknown_service(&state.config, service))
+    }
+
+    fn routing_of(&self, service: &str) -> Option<ServiceState> {
+        self.shared.lock().services.get(service).cloned()
+    }
+
+    fn revisions(&self, service: &str) -> Vec<RevisionRecord> {
+        let state = self.shared.lock();
+        state.history.get(service).cloned().unwrap_or_default()
+    }
+
+    async fn change(
+        &self,
+        service: &str,
+        change: Change,
+        origin: Origin,
+    ) -> Result<RevisionRecord, ControlError> {
+        self.apply(service, change, origin).await
+    }
+}
+
+/// What a reload did.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReloadResponse {
+    /// The revision the data plane runs after the reload.
+    pub revision: u64,
+    /// Routing revisions the reload recorded (empty when it only changed topology).
+    pub changes: Vec<RevisionRecord>,
+}
+
+pub(crate) fn unknown_service(config: &Config, service: &str) -> ControlError {
     let names: Vec<&str> = config.services.iter().map(|s| s.name.as_str()).collect();
-    ApiError::NotFound(format!(
+    ControlError::NotFound(format!(
         "no service {service:?} (services: {})",
         names.join(", ")
     ))

@@ -74,6 +74,8 @@ pub struct Origin {
     pub actor: String,
     pub reason: String,
     pub evidence: Option<serde_json::Value>,
+    /// The requester overrode a pre-flight gate (`--force`).
+    pub forced: bool,
 }
 
 impl Origin {
@@ -82,7 +84,13 @@ impl Origin {
             actor: actor.into(),
             reason: reason.into(),
             evidence: None,
+            forced: false,
         }
+    }
+
+    pub fn forced(mut self, forced: bool) -> Origin {
+        self.forced = forced;
+        self
     }
 
     pub fn with_evidence(mut self, evidence: serde_json::Value) -> Origin {
@@ -114,6 +122,9 @@ pub struct RevisionRecord {
     pub declared: Option<Declared>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub evidence: Option<serde_json::Value>,
+    /// The requester overrode a pre-flight gate (`--force`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub forced: bool,
     /// Hash of the previous line (hex); 64 zeros for the first.
     pub prev: String,
     /// SHA-256 (hex) of this line's bytes up to this field.
@@ -170,6 +181,7 @@ impl PlannedRevision {
             releases,
             declared: self.declared,
             evidence: self.origin.evidence,
+            forced: self.origin.forced,
             prev: String::new(),
             hash: String::new(),
         }

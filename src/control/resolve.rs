@@ -4,7 +4,7 @@
 //! logged but is no revision. A name that does not resolve keeps its last addresses: a DNS
 //! blip never empties a version.
 
-use super::writer::{Command, Resolved};
+use super::writer::{Request, Resolved};
 use super::Controller;
 use crate::config::endpoint::{self, Resolver};
 use std::sync::Arc;
@@ -107,7 +107,7 @@ impl Controller {
             })
             .collect();
         self.commands
-            .call(|reply| Command::Endpoints { resolved, reply })
+            .call(|reply| Request::Endpoints { resolved, reply })
             .await
             .unwrap_or_default()
     }

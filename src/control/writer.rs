@@ -5,18 +5,19 @@
 //!
 //! Readers see the state through a short synchronous lock that no `.await` ever holds.
 
-use super::api::ApiError;
-use super::change::{self, Change};
+use super::change;
+use super::command::Change;
+use super::error::ControlError;
 use super::fleet_link::{FleetLink, Recording, MAX_RACES};
 use super::hooks::Hooks;
 use super::journal::Journal;
 use super::record::{ChangeKind, Declared, Origin, PlannedRevision, RevisionRecord};
 use super::{reconcile, unknown_service, ReloadResponse};
 use crate::config::Config;
-use crate::dataplane::endpoint::EndpointRegistry;
 use crate::dataplane::proxy::DataPlane;
 use crate::routing::{RoutingTable, ServiceState};
 use crate::telemetry::Telemetry;
+use crate::upstream::endpoint::EndpointRegistry;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -120,12 +121,13 @@ pub(crate) struct Resolved {
     pub(crate) addrs: Vec<SocketAddr>,
 }
 
-pub(crate) enum Command {
+/// What the writer is asked to do; each carries the oneshot for its answer.
+pub(crate) enum Request {
     Apply {
         service: String,
         change: Change,
         origin: Origin,
-        reply: oneshot::Sender<Result<RevisionRecord, ApiError>>,
+        reply: oneshot::Sender<Result<RevisionRecord, ControlError>>,
     },
     Reload {
         config: Box<Config>,
@@ -151,14 +153,14 @@ pub(crate) enum Command {
 
 /// What sends commands to the writer.
 #[derive(Clone)]
-pub(crate) struct Commands(mpsc::Sender<Command>);
+pub(crate) struct Commands(mpsc::Sender<Request>);
 
 impl Commands {
     /// Sends a command and waits for its answer. Dropping this future before the command
     /// is queued means it never starts; after, it completes and only the answer is lost.
     pub(crate) async fn call<T>(
         &self,
-        command: impl FnOnce(oneshot::Sender<T>) -> Command,
+        command: impl FnOnce(oneshot::Sender<T>) -> Request,
     ) -> Result<T, Stopped> {
         let (reply, answer) = oneshot::channel();
         self.0.send(command(reply)).await.map_err(|_| Stopped)?;
@@ -167,9 +169,14 @@ impl Commands {
 }
 
 /// The writer is gone (the process is stopping).
-#[derive(Debug, Clone, Copy, thiserror::Error)]
-#[error("the control plane has stopped")]
+#[derive(Debug, Clone, Copy)]
 pub(crate) struct Stopped;
+
+impl From<Stopped> for ControlError {
+    fn from(_: Stopped) -> ControlError {
+        ControlError::Stopped
+    }
+}
 
 /// The writer task's own belongings.
 pub(crate) struct Writer {
@@ -191,10 +198,10 @@ impl Writer {
         Commands(commands)
     }
 
-    async fn run(self, mut receiver: mpsc::Receiver<Command>) {
+    async fn run(self, mut receiver: mpsc::Receiver<Request>) {
         while let Some(command) = receiver.recv().await {
             match command {
-                Command::Apply {
+                Request::Apply {
                     service,
                     change,
                     origin,
@@ -202,24 +209,24 @@ impl Writer {
                 } => {
                     let _ = reply.send(self.apply(&service, change, origin).await);
                 }
-                Command::Reload {
+                Request::Reload {
                     config,
                     origin,
                     reply,
                 } => {
                     let _ = reply.send(self.reload(*config, &origin).await);
                 }
-                Command::Endpoints { resolved, reply } => {
+                Request::Endpoints { resolved, reply } => {
                     let _ = reply.send(self.endpoints(resolved));
                 }
-                Command::JoinFleet { reply } => {
+                Request::JoinFleet { reply } => {
                     let _ = reply.send(self.join().await);
                 }
-                Command::Logged { entries, reply } => {
+                Request::Logged { entries, reply } => {
                     self.logged(entries).await;
                     let _ = reply.send(());
                 }
-                Command::Stop { reply } => {
+                Request::Stop { reply } => {
                     drop(self);
                     let _ = reply.send(());
                     return;
@@ -233,17 +240,16 @@ impl Writer {
         service: &str,
         change: Change,
         origin: Origin,
-    ) -> Result<RevisionRecord, ApiError> {
+    ) -> Result<RevisionRecord, ControlError> {
         for _ in 0..MAX_RACES {
             let records = self.plan(service, &change, &origin)?;
             let planned = records.first().cloned();
             match self.record(records).await {
                 Ok(written) => {
                     self.commit(None, &written);
-                    return written
-                        .into_iter()
-                        .next()
-                        .ok_or_else(|| ApiError::Internal("journal returned no record".into()));
+                    return written.into_iter().next().ok_or_else(|| {
+                        ControlError::NotRecorded("journal returned no record".into())
+                    });
                 }
                 // Caught up already: plan again against the state it follows now.
                 Err(Recording::Behind { .. }) => {}
@@ -252,19 +258,19 @@ impl Writer {
                     return planned
                         .and_then(|p| self.hold(p, origin.clone()))
                         .ok_or_else(|| {
-                            ApiError::Internal(format!(
+                            ControlError::NotRecorded(format!(
                                 "change not recorded, routing unchanged: {why}"
                             ))
                         });
                 }
                 Err(Recording::Failed(why) | Recording::Offline(why)) => {
-                    return Err(ApiError::Internal(format!(
+                    return Err(ControlError::NotRecorded(format!(
                         "change not recorded, routing unchanged: {why}"
                     )))
                 }
             }
         }
-        Err(ApiError::Internal(
+        Err(ControlError::NotRecorded(
             "change not recorded, routing unchanged: the fleet log kept moving on".into(),
         ))
     }
@@ -275,7 +281,7 @@ impl Writer {
         service: &str,
         change: &Change,
         origin: &Origin,
-    ) -> Result<Vec<RevisionRecord>, ApiError> {
+    ) -> Result<Vec<RevisionRecord>, ControlError> {
         let records = {
             let state = self.shared.lock();
             let (service_config, current) =

@@ -1,9 +1,10 @@
 //! The admin API client over the Unix socket (used by `switchyard ctl` and by tests).
 
-use crate::control::api::{
-    ChangeRequest, ErrorBody, HistoryResponse, IncidentsResponse, ReloadRequest, ReloadResponse,
-    RolloutStatus, ServiceStatus, StatusResponse,
+use crate::admin::api::{
+    self, ChangeRequest, ErrorBody, HistoryResponse, IncidentsResponse, ServiceStatus,
+    StatusResponse,
 };
+use crate::control::command::Order;
 use crate::control::record::RevisionRecord;
 use bytes::Bytes;
 use http::{header, Method, Request, StatusCode};
@@ -63,20 +64,24 @@ impl AdminClient {
         self.call(Method::GET, &path, None::<&()>).await
     }
 
-    /// `action`: `weights` or one of switch, promote, abort, resume, rollback, freeze, unfreeze.
+    /// Sends a command; `T` is its answer: a `RevisionRecord` for a change, a
+    /// `RolloutStatus` for a rollout command, a `ReloadResponse` for a reload.
+    pub async fn send<T: DeserializeOwned>(&self, order: &Order) -> Result<T, ClientError> {
+        let (method, path) = api::route(&order.command);
+        self.call(method, &path, Some(&api::body(order))).await
+    }
+
+    /// A change in its HTTP form. `verb`: `weights` or one of switch, promote, abort,
+    /// resume, rollback, freeze, unfreeze.
     pub async fn change(
         &self,
         service: &str,
-        action: &str,
+        verb: &str,
         request: &ChangeRequest,
     ) -> Result<RevisionRecord, ClientError> {
-        let method = if action == "weights" {
-            Method::PUT
-        } else {
-            Method::POST
-        };
-        let path = format!("/services/{service}/{action}");
-        self.call(method, &path, Some(request)).await
+        let path = format!("/services/{service}/{verb}");
+        self.call(api::change_method(verb), &path, Some(request))
+            .await
     }
 
     /// Incidents, newest first, optionally of one service.
@@ -91,21 +96,6 @@ impl AdminClient {
     /// The fleet this instance shares its routing with.
     pub async fn fleet(&self) -> Result<crate::fleet::FleetStatus, ClientError> {
         self.call(Method::GET, "/fleet", None::<&()>).await
-    }
-
-    /// `action`: start, pause or resume.
-    pub async fn rollout(
-        &self,
-        service: &str,
-        action: &str,
-        request: &ChangeRequest,
-    ) -> Result<RolloutStatus, ClientError> {
-        let path = format!("/services/{service}/rollout/{action}");
-        self.call(Method::POST, &path, Some(request)).await
-    }
-
-    pub async fn reload(&self, request: &ReloadRequest) -> Result<ReloadResponse, ClientError> {
-        self.call(Method::POST, "/reload", Some(request)).await
     }
 
     /// A typed call: a JSON body out, a JSON answer back, or the server's error.

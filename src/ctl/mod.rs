@@ -3,9 +3,11 @@
 pub mod client;
 mod render;
 
+use crate::admin::api::{self, ReloadResponse, RolloutStatus};
 use crate::config::DEFAULT_ADMIN_SOCKET;
-use crate::control::api::{ChangeRequest, ReloadRequest};
-use clap::{Args, Subcommand, ValueEnum};
+use crate::control::command::{Change, Command, Order, RolloutAction};
+use crate::control::record::RevisionRecord;
+use clap::{Args, Subcommand};
 use client::{AdminClient, ClientError};
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -33,6 +35,9 @@ pub struct Why {
     /// Who is changing it [default: the local user name].
     #[arg(long)]
     pub actor: Option<String>,
+    /// Go ahead even where a pre-flight check refuses (recorded in history).
+    #[arg(long)]
+    pub force: bool,
 }
 
 #[derive(Subcommand, Debug)]
@@ -105,6 +110,9 @@ pub enum CtlCommand {
     /// Start, pause or resume the service's progressive rollout ([services.NAME.rollout]).
     Rollout {
         service: String,
+        /// start (the canary at the first step), pause (hold the step), or resume (carry on;
+        /// the step's bake starts over).
+        #[arg(value_name = "start|pause|resume", value_parser = rollout_action)]
         action: RolloutAction,
         #[command(flatten)]
         why: Why,
@@ -116,14 +124,8 @@ pub enum CtlCommand {
     },
 }
 
-#[derive(ValueEnum, Debug, Clone, Copy)]
-pub enum RolloutAction {
-    /// Put the canary at the first step; it advances on healthy verdicts.
-    Start,
-    /// Hold the step in force.
-    Pause,
-    /// Carry on from the step in force (its bake starts over).
-    Resume,
+fn rollout_action(verb: &str) -> Result<RolloutAction, String> {
+    api::rollout_action(verb).map_err(|err| err.to_string())
 }
 
 /// Runs one ctl command; prints the answer, or one line of error and a failure code.
@@ -160,7 +162,7 @@ pub fn default_socket() -> PathBuf {
 async fn run(args: CtlArgs) -> Result<String, ClientError> {
     let client = AdminClient::new(args.socket.clone().unwrap_or_else(default_socket));
     let json = args.json;
-    let (service, action, request) = match args.command {
+    let order = match args.command {
         CtlCommand::Status { service: None } => {
             let status = client.status().await?;
             return Ok(if json {
@@ -207,81 +209,69 @@ async fn run(args: CtlArgs) -> Result<String, ClientError> {
             service,
             action,
             why,
-        } => {
-            let action = match action {
-                RolloutAction::Start => "start",
-                RolloutAction::Pause => "pause",
-                RolloutAction::Resume => "resume",
-            };
-            let status = client
-                .rollout(&service, action, &change_request(why))
-                .await?;
-            return Ok(if json {
-                as_json(&status)
-            } else {
-                format!("{service}: {}\n", render::rollout(&status))
-            });
-        }
-        CtlCommand::Reload { why } => {
-            let request = ReloadRequest {
-                actor: Some(actor(why.actor)),
-                reason: why.reason,
-            };
-            let reloaded = client.reload(&request).await?;
-            return Ok(if json {
-                as_json(&reloaded)
-            } else {
-                render::reload(&reloaded)
-            });
-        }
+        } => order(Command::Rollout { service, action }, why),
+        CtlCommand::Reload { why } => order(Command::Reload, why),
         CtlCommand::Weights {
             service,
             weights,
             why,
         } => {
-            let mut request = change_request(why);
-            request.weights = Some(parse_weights(&weights)?);
-            (service, "weights", request)
+            let weights = parse_weights(&weights)?;
+            change(service, Change::Weights { weights }, why)
         }
         CtlCommand::Switch {
             service,
             version,
             why,
-        } => {
-            let mut request = change_request(why);
-            request.version = Some(version);
-            (service, "switch", request)
-        }
-        CtlCommand::Rollback { service, to, why } => {
-            let mut request = change_request(why);
-            request.to = to;
-            (service, "rollback", request)
-        }
-        CtlCommand::Promote { service, why } => (service, "promote", change_request(why)),
-        CtlCommand::Abort { service, why } => (service, "abort", change_request(why)),
-        CtlCommand::Resume { service, why } => (service, "resume", change_request(why)),
-        CtlCommand::Freeze { service, why } => (service, "freeze", change_request(why)),
-        CtlCommand::Unfreeze { service, why } => (service, "unfreeze", change_request(why)),
+        } => change(service, Change::Switch { version }, why),
+        CtlCommand::Rollback { service, to, why } => change(service, Change::Rollback { to }, why),
+        CtlCommand::Promote { service, why } => change(service, Change::Promote, why),
+        CtlCommand::Abort { service, why } => change(service, Change::Abort, why),
+        CtlCommand::Resume { service, why } => change(service, Change::Resume, why),
+        CtlCommand::Freeze { service, why } => change(service, Change::Freeze, why),
+        CtlCommand::Unfreeze { service, why } => change(service, Change::Unfreeze, why),
     };
-    let record = client.change(&service, action, &request).await?;
-    Ok(if json {
-        as_json(&record)
-    } else {
-        render::revision(&record)
+    Ok(match &order.command {
+        Command::Change { .. } => {
+            let record: RevisionRecord = client.send(&order).await?;
+            match json {
+                true => as_json(&record),
+                false => render::revision(&record),
+            }
+        }
+        Command::Rollout { service, .. } => {
+            let status: RolloutStatus = client.send(&order).await?;
+            match json {
+                true => as_json(&status),
+                false => format!("{service}: {}\n", render::rollout(&status)),
+            }
+        }
+        Command::Reload => {
+            let reloaded: ReloadResponse = client.send(&order).await?;
+            match json {
+                true => as_json(&reloaded),
+                false => render::reload(&reloaded),
+            }
+        }
     })
+}
+
+fn order(command: Command, why: Why) -> Order {
+    Order {
+        command,
+        actor: actor(why.actor),
+        reason: why.reason.unwrap_or_default(),
+        force: why.force,
+    }
+}
+
+fn change(service: String, change: Change, why: Why) -> Order {
+    order(Command::Change { service, change }, why)
 }
 
 /// The server's answer as pretty JSON, for `--json`.
 fn as_json<T: Serialize>(value: &T) -> String {
     serde_json::to_string_pretty(value).unwrap_or_default() + "\n"
-}
-
-fn change_request(why: Why) -> ChangeRequest {
-    ChangeRequest {
-        actor: Some(actor(why.actor)),
-        reason: why.reason,
-        ..ChangeRequest::default()
-    }
 }
 
 /// `VERSION=WEIGHT` pairs; weights are whole numbers of any sum.

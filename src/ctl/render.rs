@@ -1,6 +1,6 @@
 //! Human-readable output of `switchyard ctl`.
 
-use crate::control::api::{
+use crate::admin::api::{
     HistoryResponse, IncidentsResponse, ReloadResponse, RolloutStatus, ServiceStatus,
     StatusResponse,
 };

@@ -1,9 +1,8 @@
 //! A client's request body on its way upstream. It tells apart what the client did wrong
-//! (an upload abandoned, broken chunking) from what the upstream did, and keeps the
-//! upstream's deadline off while the proxy waits on the client.
+//! (an upload abandoned, broken chunking) from what the upstream did. (The upstream's
+//! deadlines stay off while the proxy waits on the client: the codec sees that itself.)
 
 use super::client_idle::StallClock;
-use super::watchdog::Watchdog;
 use crate::telemetry::ClientFault;
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
@@ -12,7 +11,6 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Duration;
 
 /// Where the request path learns that the client's body failed.
 #[derive(Debug)]
@@ -40,24 +38,11 @@ pub struct ClientBody {
     body: Incoming,
     fault: Arc<FaultSlot>,
     stall: StallClock,
-    /// The upstream connection's deadline and its length: off while the client is slow,
-    /// started again on each piece of body the upstream takes.
-    deadline: Option<(Arc<Watchdog>, Duration)>,
 }
 
 impl ClientBody {
     pub fn new(body: Incoming, fault: Arc<FaultSlot>, stall: StallClock) -> ClientBody {
-        ClientBody {
-            body,
-            fault,
-            stall,
-            deadline: None,
-        }
-    }
-
-    /// The upstream connection this body is about to be written to.
-    pub fn watched_by(&mut self, watchdog: Arc<Watchdog>, timeout: Duration) {
-        self.deadline = Some((watchdog, timeout));
+        ClientBody { body, fault, stall }
     }
 
     pub fn is_end_stream(&self) -> bool {
@@ -74,22 +59,12 @@ impl ClientBody {
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         let polled = Pin::new(&mut self.body).poll_frame(cx);
         match &polled {
-            Poll::Pending => {
-                self.stall.waiting();
-                if let Some((watchdog, _)) = &self.deadline {
-                    watchdog.disarm();
-                }
-            }
+            Poll::Pending => self.stall.waiting(),
             Poll::Ready(Some(Err(err))) => {
                 self.stall.progressing();
                 self.fault.set(classify(err));
             }
-            Poll::Ready(_) => {
-                self.stall.progressing();
-                if let Some((watchdog, timeout)) = &self.deadline {
-                    watchdog.arm(*timeout);
-                }
-            }
+            Poll::Ready(_) => self.stall.progressing(),
         }
         polled
     }

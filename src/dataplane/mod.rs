@@ -4,12 +4,9 @@
 pub mod body;
 pub mod client_body;
 pub mod client_idle;
-pub mod endpoint;
 pub mod failure;
 pub mod headers;
-pub mod pool;
 pub mod proxy;
 pub mod served_body;
 pub mod server;
 pub mod tls;
-pub mod watchdog;

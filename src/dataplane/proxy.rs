@@ -3,7 +3,6 @@
 use super::body::{ResponseBody, UpstreamRequestBody, UpstreamResponse};
 use super::client_body::{ClientBody, FaultSlot};
 use super::client_idle::IdleMonitor;
-use super::endpoint::{pick_endpoint, Endpoint};
 use super::failure::{plain, Failed, Failure};
 use super::headers::{
     add_forwarding, add_via, authority, head_size, is_upgrade_request, remove_hop_by_hop,
@@ -12,6 +11,8 @@ use super::served_body::{ServedBody, Watch};
 use crate::routing::table::sticky_cookie_value;
 use crate::routing::{Pick, RoutingTable, ServiceRoute, VersionRoute};
 use crate::telemetry::{ClientFault, Outcome, VersionStats};
+use crate::upstream::endpoint::{pick_endpoint, Endpoint};
+use crate::upstream::h1::{self, Answer, Deadlines, RequestHead, SendError};
 use arc_swap::ArcSwap;
 use http::header::{self, HeaderValue};
 use http::{Request, Response, StatusCode, Uri, Version};
@@ -328,17 +329,21 @@ fn prepare_upstream_request(
     Request::from_parts(parts, body)
 }
 
-/// Sends a request to one of the version's endpoints. A refused connection or a pooled
-/// connection that turns out closed before the request was written is tried again on
-/// another endpoint: the request has not left the proxy, so this is always safe. When no
-/// endpoint took it, the request comes back with the failure.
+/// Sends a request to one of the version's endpoints, in this task. A refused connection,
+/// or a request that never left the proxy, is tried again on another endpoint: no
+/// upstream saw it, so this is always safe. A pooled connection that the upstream closed
+/// just as it was reused gets a bodiless idempotent request once more. When no endpoint
+/// took the request, it comes back with the failure.
 async fn forward(
     version: &VersionRoute,
-    mut request: Request<UpstreamRequestBody>,
-    (timeout, body_idle): (Duration, Duration),
+    request: Request<UpstreamRequestBody>,
+    limits: (Duration, Duration),
     started: Instant,
 ) -> Result<Response<ResponseBody>, Failed> {
     let attempts = version.endpoints.len().clamp(1, 3) + 1;
+    let deadlines = deadlines(limits, started);
+    let retryable = is_retryable(&request);
+    let (parts, mut body) = request.into_parts();
     let mut last_refused: Option<Arc<Endpoint>> = None;
     let mut failure = Failure::NoEndpoint;
     for _ in 0..attempts {
@@ -353,8 +358,8 @@ async fn forward(
             break;
         };
         let in_flight = endpoint.start_request();
-        let mut sender = match endpoint.pool.checkout().await {
-            Ok(sender) => sender,
+        let lease = match endpoint.checkout(started).await {
+            Ok(lease) => lease,
             Err(err) => {
                 if err.blames_endpoint() {
                     endpoint.mark_refused(Instant::now());
@@ -365,34 +370,44 @@ async fn forward(
             }
         };
         endpoint.mark_healthy();
-        if let UpstreamRequestBody::Client(body) = request.body_mut() {
-            body.watched_by(sender.watchdog.clone(), timeout);
-        }
-        sender.watchdog.arm(timeout);
-        let exchange = sender.requests.try_send_request(request).await;
-        sender.watchdog.disarm();
-        match exchange {
-            Ok(response) => {
-                let (parts, body) = response.into_parts();
-                let body =
-                    UpstreamResponse::new(body, Some(sender), endpoint, in_flight, body_idle);
-                return Ok(Response::from_parts(parts, ResponseBody::Upstream(body)));
+        let head = RequestHead {
+            method: &parts.method,
+            uri: &parts.uri,
+            headers: &parts.headers,
+        };
+        match h1::send(lease, head, body, deadlines, false).await {
+            Ok(Answer::Response(head, body)) => {
+                let body = ResponseBody::Upstream(UpstreamResponse::new(body, in_flight));
+                return Ok(Response::from_parts(head, body));
             }
-            Err(mut err) => match err.take_message() {
-                // Not written: the pooled connection was closing. Try again.
-                Some(unsent) => {
-                    request = unsent;
-                    failure = Failure::Reset(err.into_error().to_string());
-                }
-                None if sender.watchdog.expired() => return Err(Failure::Timeout.into()),
-                None => return Err(Failure::Reset(err.into_error().to_string()).into()),
-            },
+            Ok(Answer::Upgraded(..)) => {
+                return Err(Failure::Reset("unasked upgrade".to_string()).into())
+            }
+            Err(SendError::Unsent(unsent, err)) => {
+                body = unsent;
+                failure = Failure::Reset(err.to_string());
+            }
+            Err(SendError::Stale(unsent)) if retryable => {
+                body = unsent;
+                failure = Failure::Reset("pooled connection closed".to_string());
+            }
+            Err(SendError::Timeout) => return Err(Failure::Timeout.into()),
+            Err(err) => return Err(Failure::Reset(err.to_string()).into()),
         }
     }
     Err(Failed {
         failure,
-        unsent: Some(Box::new(request)),
+        unsent: Some(Box::new(Request::from_parts(parts, body))),
     })
+}
+
+/// `response_headers` and `upstream_body_idle`, from the request's start.
+fn deadlines((head, body_idle): (Duration, Duration), started: Instant) -> Deadlines {
+    Deadlines {
+        head,
+        started: tokio::time::Instant::from_std(started),
+        body_idle,
+    }
 }
 
 /// With every endpoint backing off, one is still tried: back-off must never turn a
@@ -406,55 +421,69 @@ async fn forward_upgrade(
     version: &VersionRoute,
     request: Request<UpstreamRequestBody>,
     on_client_upgrade: hyper::upgrade::OnUpgrade,
-    (timeout, body_idle): (Duration, Duration),
+    limits: (Duration, Duration),
     started: Instant,
 ) -> Result<Response<ResponseBody>, Failure> {
     let endpoint = pick_endpoint(&version.endpoints, started, None)
         .or_else(|| pick_any(&version.endpoints))
         .ok_or(Failure::NoEndpoint)?;
     let in_flight = endpoint.start_request();
-    let mut sender = endpoint.pool.connect(true).await.map_err(|err| {
+    let lease = endpoint.checkout_unpooled().await.map_err(|err| {
         if err.blames_endpoint() {
             endpoint.mark_refused(Instant::now());
         }
         Failure::Connect(err.to_string())
     })?;
-    sender.watchdog.arm(timeout);
-    let sent = sender.requests.send_request(request).await;
-    sender.watchdog.disarm();
-    let mut response = sent.map_err(|err| match sender.watchdog.expired() {
-        true => Failure::Timeout,
-        false => Failure::Reset(err.to_string()),
-    })?;
-    if response.status() == StatusCode::SWITCHING_PROTOCOLS {
-        let on_upstream_upgrade = hyper::upgrade::on(&mut response);
-        tokio::spawn(async move {
-            let _in_flight = in_flight;
-            let (client, upstream) = match tokio::try_join!(on_client_upgrade, on_upstream_upgrade)
-            {
-                Ok(both) => both,
-                Err(err) => {
-                    tracing::debug!(error = %err, "upgrade did not complete");
-                    return;
-                }
-            };
-            let mut client = hyper_util::rt::TokioIo::new(client);
-            let mut upstream = hyper_util::rt::TokioIo::new(upstream);
-            if let Err(err) = tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
-                tracing::debug!(error = %err, "upgraded connection ended");
-            }
-        });
-        let (parts, _) = response.into_parts();
-        return Ok(Response::from_parts(parts, ResponseBody::Message(None)));
-    }
-    // The upstream declined the upgrade: an ordinary response on a connection not pooled.
-    let (parts, body) = response.into_parts();
-    Ok(Response::from_parts(
-        parts,
-        ResponseBody::Upstream(UpstreamResponse::new(
-            body, None, endpoint, in_flight, body_idle,
+    let (parts, body) = request.into_parts();
+    let head = RequestHead {
+        method: &parts.method,
+        uri: &parts.uri,
+        headers: &parts.headers,
+    };
+    let answer = h1::send(lease, head, body, deadlines(limits, started), true)
+        .await
+        .map_err(|err| match err {
+            SendError::Timeout => Failure::Timeout,
+            err => Failure::Reset(err.to_string()),
+        })?;
+    match answer {
+        Answer::Upgraded(head, upstream) => {
+            tokio::spawn(async move {
+                let _in_flight = in_flight;
+                tunnel(on_client_upgrade, upstream).await;
+            });
+            Ok(Response::from_parts(head, ResponseBody::Message(None)))
+        }
+        // The upstream declined the upgrade: an ordinary response on a connection not pooled.
+        Answer::Response(head, body) => Ok(Response::from_parts(
+            head,
+            ResponseBody::Upstream(UpstreamResponse::new(body, in_flight)),
         )),
-    ))
+    }
+}
+
+/// Copies both ways between the upgraded client and upstream connections until either
+/// side closes; bytes the upstream sent right behind its 101 go first.
+async fn tunnel(on_client_upgrade: hyper::upgrade::OnUpgrade, upstream: h1::Upgraded) {
+    use tokio::io::AsyncWriteExt;
+    let client = match on_client_upgrade.await {
+        Ok(client) => client,
+        Err(err) => {
+            tracing::debug!(error = %err, "upgrade did not complete");
+            return;
+        }
+    };
+    let mut client = hyper_util::rt::TokioIo::new(client);
+    let mut stream = upstream.stream;
+    if !upstream.read_ahead.is_empty() {
+        if let Err(err) = client.write_all(&upstream.read_ahead).await {
+            tracing::debug!(error = %err, "upgraded connection ended");
+            return;
+        }
+    }
+    if let Err(err) = tokio::io::copy_bidirectional(&mut client, &mut stream).await {
+        tracing::debug!(error = %err, "upgraded connection ended");
+    }
 }
 
 /// Response hygiene plus the headers the proxy adds: version served, sticky cookie.

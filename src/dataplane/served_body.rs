@@ -6,6 +6,7 @@ use super::body::ResponseBody;
 use super::client_body::FaultSlot;
 use super::client_idle::StallClock;
 use crate::telemetry::{Outcome, VersionStats};
+use crate::upstream::h1::BodyError;
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use std::pin::Pin;
@@ -65,12 +66,12 @@ impl Watch {
 
 impl Body for ServedBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BodyError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         let this = self.get_mut();
         let polled = Pin::new(&mut this.body).poll_frame(cx);
         if let Some(watch) = &this.watch {
@@ -82,8 +83,9 @@ impl Body for ServedBody {
                     _ => stall.progressing(),
                 }
             }
-            if let Poll::Ready(Some(Err(_))) = &polled {
-                watch.broke_off(this.body.upstream_timed_out(), this.started);
+            if let Poll::Ready(Some(Err(err))) = &polled {
+                let timed_out = matches!(err, BodyError::IdleTimeout(_));
+                watch.broke_off(timed_out, this.started);
             }
         }
         polled

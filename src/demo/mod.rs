@@ -76,8 +76,8 @@ pub async fn run(options: DemoOptions, shards: usize) -> Result<PathBuf, DemoErr
             stage.config_path.display()
         ),
     );
-    let controller = stage.proxy.controller.clone();
-    let plane = controller.plane.clone();
+    let proxy = &stage.proxy;
+    let plane = proxy.controller.plane.clone();
     let mut last_verdict = String::new();
     let mut incident_told = false;
     let mut watch = RevisionWatch::default();
@@ -110,7 +110,7 @@ pub async fn run(options: DemoOptions, shards: usize) -> Result<PathBuf, DemoErr
             tell(&screen, &mut story, elapsed, change);
         }
         // The guard's verdict on the canary, whenever it changes.
-        if let Some(verdict) = controller.board.get(stage::SERVICE) {
+        if let Some(verdict) = proxy.board.get(stage::SERVICE) {
             let said = format!(
                 "guard: {} is {} ({})",
                 verdict.version, verdict.verdict, verdict.detail
@@ -121,7 +121,7 @@ pub async fn run(options: DemoOptions, shards: usize) -> Result<PathBuf, DemoErr
             }
         }
         if !incident_told {
-            if let Some(incident) = controller.incidents.list(Some(stage::SERVICE)).first() {
+            if let Some(incident) = proxy.incidents.list(Some(stage::SERVICE)).first() {
                 incident_told = true;
                 tell(
                     &screen,

@@ -85,6 +85,50 @@ pub enum Verdict {
     Inconclusive,
 }
 
+impl Verdict {
+    pub fn kind(&self) -> VerdictKind {
+        match self {
+            Verdict::Healthy => VerdictKind::Healthy,
+            Verdict::Bad(_) => VerdictKind::Bad,
+            Verdict::Inconclusive => VerdictKind::Inconclusive,
+        }
+    }
+}
+
+/// A verdict without its evidence: what status, metrics and rollouts are shown.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum VerdictKind {
+    Healthy,
+    Inconclusive,
+    Bad,
+}
+
+impl VerdictKind {
+    pub fn label(self) -> &'static str {
+        match self {
+            VerdictKind::Healthy => "healthy",
+            VerdictKind::Inconclusive => "inconclusive",
+            VerdictKind::Bad => "bad",
+        }
+    }
+
+    /// The verdict as a number for metrics: 0 healthy, 1 inconclusive, 2 bad.
+    pub fn level(self) -> u8 {
+        match self {
+            VerdictKind::Healthy => 0,
+            VerdictKind::Inconclusive => 1,
+            VerdictKind::Bad => 2,
+        }
+    }
+}
+
+impl std::fmt::Display for VerdictKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.label())
+    }
+}
+
 /// The gross margin: a canary failing this much more often than stable is cut back on
 /// a few dozen requests.
 const GROSS_MARGIN: f64 = 0.10;

@@ -1,10 +1,8 @@
 //! The guard: judges each canary against its stable version on live traffic and cuts a
 //! bad one back at once.
 
-pub mod budget;
 pub mod incident;
 pub mod judge;
 pub mod probe;
-pub mod rollout;
 pub mod simulate;
 pub mod watch;

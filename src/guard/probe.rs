@@ -5,7 +5,7 @@
 //! rule, so a canary that went down is cut back within a few tens of milliseconds even at
 //! low traffic, while one that is back up by the next round is not condemned.
 
-use crate::dataplane::endpoint::Endpoint;
+use crate::upstream::endpoint::Endpoint;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -81,7 +81,7 @@ pub async fn probe(endpoints: &[Arc<Endpoint>], rounds: u64, mut report: impl Fn
         tokio::time::sleep(ROUND_SPACING).await;
         let mut all_refused = true;
         for endpoint in endpoints {
-            match endpoint.pool.accepts().await {
+            match endpoint.accepts().await {
                 Some(false) => endpoint.mark_refused(Instant::now()),
                 Some(true) => {
                     // Back in the rotation: it is not refusing any more.
@@ -106,7 +106,7 @@ pub async fn probe(endpoints: &[Arc<Endpoint>], rounds: u64, mut report: impl Fn
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::dataplane::endpoint::{EndpointRegistry, EndpointSettings};
+    use crate::upstream::endpoint::{EndpointRegistry, EndpointSettings};
     use tokio::net::TcpListener;
 
     fn registry() -> EndpointRegistry {

@@ -1,16 +1,16 @@
 //! The guard's loop: every `interval` (and at once when the data plane rings or a probe
 //! reports), judge each version that has traffic but is not stable, and cut a bad one back.
 
-use super::incident::{Cause, Cutback};
-use super::judge::{Evidence, Finding, Judge, Side, Verdict};
+use super::incident::{Cause, Cutback, IncidentLog};
+use super::judge::{Evidence, Finding, Judge, Side, Verdict, VerdictKind};
 use super::probe;
-use crate::control::change::Change;
+use crate::control::command::Change;
 use crate::control::record::{ChangeKind, Origin};
-use crate::control::Controller;
-use crate::dataplane::endpoint::Endpoint;
+use crate::control::RoutingControl;
 use crate::dataplane::proxy::DataPlane;
 use crate::routing::{RoutingTable, ServiceRoute, VersionRoute};
 use crate::telemetry::{Outcome, Tally, VersionStats};
+use crate::upstream::endpoint::Endpoint;
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -29,24 +29,12 @@ pub struct Board {
 #[derive(Debug, Clone, Serialize)]
 pub struct VersionVerdict {
     pub version: String,
-    /// "healthy", "inconclusive" or "bad".
-    pub verdict: &'static str,
+    pub verdict: VerdictKind,
     pub detail: String,
     pub log_likelihood_ratio: f64,
     /// Since when the verdict has been healthy without a break, for bake times.
     #[serde(skip)]
     pub healthy_since: Option<tokio::time::Instant>,
-}
-
-impl VersionVerdict {
-    /// The verdict as a number for metrics: 0 healthy, 1 inconclusive, 2 bad.
-    pub fn level(&self) -> u8 {
-        match self.verdict {
-            "healthy" => 0,
-            "bad" => 2,
-            _ => 1,
-        }
-    }
 }
 
 impl Board {
@@ -121,19 +109,28 @@ fn unix_ms(time: SystemTime) -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
+/// What the guard works with: the control plane (through its narrow interface), the data
+/// plane it watches, and its own verdicts and incidents.
+pub struct Guard<C> {
+    pub control: Arc<C>,
+    pub plane: Arc<DataPlane>,
+    pub board: Arc<Board>,
+    pub incidents: Arc<IncidentLog>,
+}
+
 /// Runs until `stop` turns true.
-pub async fn run(controller: Arc<Controller>, mut stop: watch::Receiver<bool>) {
+pub async fn run<C: RoutingControl>(guard: Guard<C>, mut stop: watch::Receiver<bool>) {
     let mut watched: HashMap<VersionKey, Watched> = HashMap::new();
     let mut probe_ids = 0;
     let (reports, mut probed) = mpsc::unbounded_channel();
-    while let Some(report) = next_look(&controller.plane, &mut stop, &mut probed).await {
+    while let Some(report) = next_look(&guard.plane, &mut stop, &mut probed).await {
         if let Some(report) = report {
             if let Some(entry) = watched.get_mut(&report.key) {
                 entry.probing.report(report.id, report.round);
             }
         }
-        let table = controller.plane.table.load_full();
-        let looked = judge_all(&table, &controller, &mut watched, &mut probe_ids);
+        let table = guard.plane.table.load_full();
+        let looked = judge_all(&table, &guard.board, &mut watched, &mut probe_ids);
         for suspect in looked.to_probe {
             let reports = reports.clone();
             tokio::spawn(async move {
@@ -149,7 +146,7 @@ pub async fn run(controller: Arc<Controller>, mut stop: watch::Receiver<bool>) {
             });
         }
         for (service, version, finding) in looked.bad {
-            cut_back(&controller, &table, service, version, finding, &mut watched).await;
+            cut_back(&guard, &table, service, version, finding, &mut watched).await;
         }
     }
 }
@@ -183,7 +180,7 @@ async fn next_look(
 /// whose connections were just refused, to be probed.
 fn judge_all<'t>(
     table: &'t RoutingTable,
-    controller: &Controller,
+    board: &Board,
     watched: &mut HashMap<VersionKey, Watched>,
     probe_ids: &mut u64,
 ) -> Looked<'t> {
@@ -257,10 +254,10 @@ fn judge_all<'t>(
             if entry.judge.log_likelihood_ratio() <= 0.0 && evidence.canary_new_unreachable == 0 {
                 entry.calm_at = SystemTime::now();
             }
-            let (name, detail) = match &verdict {
-                Verdict::Healthy => ("healthy", "not worse than stable".to_string()),
-                Verdict::Inconclusive => ("inconclusive", "gathering evidence".to_string()),
-                Verdict::Bad(finding) => ("bad", finding.summary.clone()),
+            let detail = match &verdict {
+                Verdict::Healthy => "not worse than stable".to_string(),
+                Verdict::Inconclusive => "gathering evidence".to_string(),
+                Verdict::Bad(finding) => finding.summary.clone(),
             };
             entry.healthy_since = match verdict {
                 Verdict::Healthy => entry
@@ -270,7 +267,7 @@ fn judge_all<'t>(
             };
             shown = Some(VersionVerdict {
                 version: version.name.to_string(),
-                verdict: name,
+                verdict: verdict.kind(),
                 detail,
                 log_likelihood_ratio: entry.judge.log_likelihood_ratio(),
                 healthy_since: entry.healthy_since,
@@ -279,11 +276,11 @@ fn judge_all<'t>(
                 bad.push((service, version, finding));
             }
         }
-        controller.board.set(&service.name, shown);
+        board.set(&service.name, shown);
     }
     // Versions that lost their traffic start afresh if they get it back.
     watched.retain(|key, _| live.contains(key));
-    controller.board.looks.fetch_add(1, Ordering::Relaxed);
+    board.looks.fetch_add(1, Ordering::Relaxed);
     Looked { bad, to_probe }
 }
 
@@ -301,8 +298,8 @@ fn p99(stats: &VersionStats, window: Duration, now: Instant) -> Duration {
 }
 
 /// All traffic back on stable (one journaled revision, one swap), then the incident.
-async fn cut_back(
-    controller: &Controller,
+async fn cut_back<C: RoutingControl>(
+    guard: &Guard<C>,
     table: &RoutingTable,
     service: &ServiceRoute,
     version: &VersionRoute,
@@ -315,7 +312,11 @@ async fn cut_back(
         format!("{} is bad: {}", version.name, finding.summary),
     )
     .with_evidence(evidence);
-    let record = match controller.apply(&service.name, Change::Abort, origin).await {
+    let record = match guard
+        .control
+        .change(&service.name, Change::Abort, origin)
+        .await
+    {
         Ok(record) => record,
         Err(err) => {
             tracing::error!(service = %service.name, version = %version.name, error = %err, "guard could not cut back");
@@ -349,23 +350,23 @@ async fn cut_back(
             Some(p99(&stable.stats, window, now)),
         ),
         saved: canary.saved,
-        cause: cause(controller, &service.name, &version.name, table).await,
+        cause: cause(guard.control.as_ref(), &service.name, &version.name, table),
         finding: &finding,
         restored_by: record.revision,
     };
-    if let Err(err) = controller.incidents.record(cutback).await {
+    if let Err(err) = guard.incidents.record(cutback).await {
         tracing::error!(error = %err, "incident not recorded");
     }
 }
 
 /// The latest revision that raised the version's traffic: what sent users to it.
-async fn cause(
-    controller: &Controller,
+fn cause(
+    control: &impl RoutingControl,
     service: &str,
     version: &str,
     table: &RoutingTable,
 ) -> Option<Cause> {
-    let history = controller.history(service, usize::MAX).await.ok()?;
+    let history = control.revisions(service);
     let weight = |state: &Option<crate::routing::ServiceState>| {
         state
             .as_ref()

@@ -3,9 +3,9 @@
 use super::split::{bucket_of_key, Split};
 use super::state::ServiceState;
 use crate::config::{Config, GuardSettings, MatchRule, Release, Sticky};
-use crate::dataplane::endpoint::{Endpoint, EndpointRegistry};
-use crate::guard::budget::RetryBudget;
 use crate::telemetry::{Telemetry, VersionStats};
+use crate::upstream::budget::RetryBudget;
+use crate::upstream::endpoint::{Endpoint, EndpointRegistry};
 use http::{HeaderMap, HeaderName, HeaderValue};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;

@@ -1,7 +1,7 @@
 //! Per-version request telemetry: outcome counts and latency histograms in short time
 //! slices. Each worker thread records into its own shard, so threads never contend; readers
-//! merge shards off the request path. Retry budgets live here too: per-service runtime
-//! state that must outlive any one routing table.
+//! merge shards off the request path. Each service's retry budget (`upstream::budget`) is
+//! kept here too: per-service runtime state that must outlive any one routing table.
 
 mod outcome;
 mod slices;
@@ -9,7 +9,7 @@ mod slices;
 pub use outcome::{ClientFault, Outcome};
 pub use slices::{Snapshot, Tally, SLICE};
 
-use crate::guard::budget::RetryBudget;
+use crate::upstream::budget::RetryBudget;
 use slices::Shard;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};

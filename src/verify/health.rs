@@ -7,8 +7,8 @@
 use super::request::{self, Probe};
 use crate::config::{Config, HealthSettings};
 use crate::control::Controller;
-use crate::dataplane::endpoint::Endpoint;
 use crate::routing::RoutingTable;
+use crate::upstream::endpoint::Endpoint;
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;

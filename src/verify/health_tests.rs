@@ -2,7 +2,7 @@
 
 use super::*;
 use crate::config::ExpectStatus;
-use crate::dataplane::endpoint::{EndpointRegistry, EndpointSettings};
+use crate::upstream::endpoint::{EndpointRegistry, EndpointSettings};
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
 fn registry() -> EndpointRegistry {

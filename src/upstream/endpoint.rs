@@ -1,7 +1,9 @@
 //! Upstream endpoints: address, keep-alive pool, in-flight count and refusal back-off.
 //! Endpoints outlive routing tables, so pools and health survive every swap.
 
-use super::pool::Pool;
+use super::connect::{self, ConnectError};
+use super::connection::Connection;
+use super::pool::{Lease, Pool};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
@@ -11,7 +13,8 @@ use std::time::{Duration, Instant};
 #[derive(Debug)]
 pub struct Endpoint {
     pub addr: SocketAddr,
-    pub pool: Pool,
+    pub pool: Arc<Pool>,
+    connect_timeout: Duration,
     in_flight: AtomicU32,
     /// Milliseconds since `epoch` until which the endpoint is skipped after a refusal.
     skip_until_ms: AtomicU64,
@@ -22,6 +25,37 @@ pub struct Endpoint {
 }
 
 impl Endpoint {
+    /// A connection for one exchange: an idle pooled one if any is fit, else a new one.
+    /// `now` may be the request's start.
+    pub async fn checkout(&self, now: Instant) -> Result<Lease, ConnectError> {
+        let connection = match self.pool.take(now) {
+            Some(connection) => connection,
+            None => self.connect().await?,
+        };
+        Ok(Lease::new(connection, Some(self.pool.clone())))
+    }
+
+    /// A new connection that never goes back to the pool (an upgrade's tunnel).
+    pub async fn checkout_unpooled(&self) -> Result<Lease, ConnectError> {
+        Ok(Lease::new(self.connect().await?, None))
+    }
+
+    async fn connect(&self) -> Result<Box<Connection>, ConnectError> {
+        let stream = connect::open(self.addr, self.connect_timeout).await?;
+        Ok(Box::new(Connection::new(stream)))
+    }
+
+    /// Opens and drops a bare TCP connection: does the endpoint take connections at all?
+    /// `None` when the attempt says nothing about the endpoint (a timeout, or the proxy's
+    /// own trouble such as running out of sockets); only a refusal is a "no".
+    pub async fn accepts(&self) -> Option<bool> {
+        match connect::open(self.addr, self.connect_timeout).await {
+            Ok(_) => Some(true),
+            Err(err) if err.is_refusal() => Some(false),
+            Err(_) => None,
+        }
+    }
+
     /// True while the endpoint is left out of the rotation: after refusing a connection,
     /// or while active health checks hold it down.
     pub fn is_backing_off(&self, now: Instant) -> bool {
@@ -139,11 +173,8 @@ impl EndpointRegistry {
             .or_insert_with(|| {
                 Arc::new(Endpoint {
                     addr,
-                    pool: Pool::new(
-                        addr,
-                        self.settings.connect_timeout,
-                        self.settings.idle_timeout,
-                    ),
+                    pool: Arc::new(Pool::new(self.settings.idle_timeout)),
+                    connect_timeout: self.settings.connect_timeout,
                     in_flight: AtomicU32::new(0),
                     skip_until_ms: AtomicU64::new(0),
                     epoch: self.epoch,

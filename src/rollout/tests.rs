@@ -3,6 +3,7 @@
 use super::*;
 use crate::config::{Config, ServiceConfig};
 use crate::control::change::next_state;
+use crate::guard::judge::VerdictKind;
 use std::sync::Mutex as StdMutex;
 use tokio::time::advance;
 
@@ -18,7 +19,7 @@ struct FakePlant {
 }
 
 impl Plant for FakePlant {
-    async fn routing(&self, _: &str) -> Option<ServiceState> {
+    fn routing(&self, _: &str) -> Option<ServiceState> {
         Some(self.routing.lock().unwrap().clone())
     }
 
@@ -26,7 +27,7 @@ impl Plant for FakePlant {
         self.verdict.lock().unwrap().clone()
     }
 
-    async fn change(&self, _: &str, change: Change, origin: Origin) -> Result<u64, ApiError> {
+    async fn change(&self, _: &str, change: Change, origin: Origin) -> Result<u64, ControlError> {
         let mut routing = self.routing.lock().unwrap();
         *routing = next_state(&self.service, &routing, &change, &[])?;
         let mut changes = self.changes.lock().unwrap();
@@ -93,15 +94,15 @@ endpoints = ["127.0.0.1:2"]
     }
 
     fn healthy_since(&self, since: Instant) {
-        *self.verdict.lock().unwrap() = Some(verdict("healthy", Some(since)));
+        *self.verdict.lock().unwrap() = Some(verdict(VerdictKind::Healthy, Some(since)));
     }
 
     fn inconclusive(&self) {
-        *self.verdict.lock().unwrap() = Some(verdict("inconclusive", None));
+        *self.verdict.lock().unwrap() = Some(verdict(VerdictKind::Inconclusive, None));
     }
 }
 
-fn verdict(verdict: &'static str, healthy_since: Option<Instant>) -> VersionVerdict {
+fn verdict(verdict: VerdictKind, healthy_since: Option<Instant>) -> VersionVerdict {
     VersionVerdict {
         version: "canary".into(),
         verdict,
@@ -117,7 +118,7 @@ async fn started(plant: &FakePlant) -> (tempfile::TempDir, Rollouts) {
     let plan = plant.plan();
     let origin = Origin::new("alice", "ship it");
     let status = rollouts
-        .command(plant, "shop", Action::Start, Some(&plan), origin)
+        .command(plant, "shop", RolloutAction::Start, Some(&plan), origin)
         .await
         .unwrap();
     assert_eq!(
@@ -128,7 +129,7 @@ async fn started(plant: &FakePlant) -> (tempfile::TempDir, Rollouts) {
 }
 
 async fn status(rollouts: &Rollouts) -> RolloutStatus {
-    rollouts.status("shop").await.unwrap()
+    rollouts.all().await.remove("shop").unwrap()
 }
 
 fn held(status: &RolloutStatus) -> String {
@@ -142,7 +143,7 @@ async fn start_puts_the_first_step_in_force_as_a_rollout_revision() {
     assert_eq!(plant.canary(), 10);
     assert_eq!(plant.routing.lock().unwrap().weights["blue"], 90);
     let (change, origin) = plant.last_change();
-    assert!(matches!(change, Change::Weights(_)));
+    assert!(matches!(change, Change::Weights { .. }));
     assert_eq!(origin.actor, "rollout");
     assert!(
         origin.reason.contains("started by alice: ship it"),
@@ -260,9 +261,15 @@ async fn a_cutback_stops_the_rollout_for_good() {
     rollouts.tick(&plant).await;
     assert_eq!(plant.changes(), changes, "an aborted rollout moved on");
     let resume = rollouts
-        .command(&plant, "shop", Action::Resume, None, Origin::new("bob", ""))
+        .command(
+            &plant,
+            "shop",
+            RolloutAction::Resume,
+            None,
+            Origin::new("bob", ""),
+        )
         .await;
-    assert!(matches!(resume, Err(ApiError::Conflict(m)) if m.contains("nothing to resume")));
+    assert!(matches!(resume, Err(ControlError::Refused(m)) if m.contains("nothing to resume")));
 }
 
 #[tokio::test(start_paused = true)]
@@ -272,18 +279,18 @@ async fn pause_holds_and_resume_bakes_the_step_afresh() {
     plant.healthy_since(Instant::now());
     let pause = |action| rollouts.command(&plant, "shop", action, None, Origin::new("bob", "look"));
     assert_eq!(
-        pause(Action::Pause).await.unwrap().rollout.status,
+        pause(RolloutAction::Pause).await.unwrap().rollout.status,
         Status::Paused
     );
     assert!(matches!(
-        pause(Action::Pause).await,
-        Err(ApiError::Conflict(_))
+        pause(RolloutAction::Pause).await,
+        Err(ControlError::Refused(_))
     ));
     advance(BAKE * 2).await;
     rollouts.tick(&plant).await;
     assert_eq!(plant.canary(), 10, "advanced while paused");
 
-    let resumed = pause(Action::Resume).await.unwrap();
+    let resumed = pause(RolloutAction::Resume).await.unwrap();
     assert_eq!(resumed.rollout.status, Status::Running);
     assert!(resumed.rollout.note.contains("resumed by bob: look"));
     advance(BAKE - MS).await;
@@ -300,7 +307,11 @@ async fn a_change_by_hand_pauses_and_resume_returns_to_the_step() {
     let (_dir, rollouts) = started(&plant).await;
     let by_hand = [("blue".to_string(), 70), ("canary".to_string(), 30)].into();
     plant
-        .change("shop", Change::Weights(by_hand), Origin::new("carol", ""))
+        .change(
+            "shop",
+            Change::Weights { weights: by_hand },
+            Origin::new("carol", ""),
+        )
         .await
         .unwrap();
     rollouts.tick(&plant).await;
@@ -314,7 +325,7 @@ async fn a_change_by_hand_pauses_and_resume_returns_to_the_step() {
         .command(
             &plant,
             "shop",
-            Action::Resume,
+            RolloutAction::Resume,
             None,
             Origin::new("carol", ""),
         )
@@ -359,12 +370,12 @@ async fn start_refuses_what_it_cannot_roll_out_and_changes_nothing() {
         async move {
             let origin = Origin::new("alice", "");
             rollouts
-                .command(plant, "shop", Action::Start, plan.as_ref(), origin)
+                .command(plant, "shop", RolloutAction::Start, plan.as_ref(), origin)
                 .await
         }
     };
-    let conflict = |result: Result<RolloutStatus, ApiError>, expected: &str| match result {
-        Err(ApiError::Conflict(message)) => assert!(message.contains(expected), "{message}"),
+    let conflict = |result: Result<RolloutStatus, ControlError>, expected: &str| match result {
+        Err(ControlError::Refused(message)) => assert!(message.contains(expected), "{message}"),
         other => panic!("expected a conflict about {expected:?}, got {other:?}"),
     };
     conflict(start(None).await, "no rollout configured");
@@ -375,7 +386,7 @@ async fn start_refuses_what_it_cannot_roll_out_and_changes_nothing() {
     plant.edit(|routing| routing.stable = "canary".into());
     conflict(start(Some(&plan)).await, "already stable");
     assert_eq!(plant.changes(), 0);
-    assert!(rollouts.status("shop").await.is_none());
+    assert!(rollouts.all().await.is_empty());
     assert!(!dir.path().join(ROLLOUTS_FILE).exists());
 
     plant.edit(|routing| (routing.stable, routing.frozen) = ("blue".into(), false));

@@ -1,7 +1,7 @@
 //! A rollout's state and the one decision it makes on each look, as a pure function of
 //! what it is shown: the live routing, the guard's verdict and the time.
 
-use crate::control::change::Change;
+use crate::control::command::Change;
 use crate::control::record::rfc3339_millis;
 use crate::guard::watch::VersionVerdict;
 use crate::routing::ServiceState;
@@ -118,10 +118,12 @@ impl Rollout {
     /// the rest, or the promotion at 100.
     pub fn change_to(&self, step: usize, stable: &str) -> Change {
         match self.steps.get(step).copied() {
-            Some(percent) if percent < 100 => Change::Weights(BTreeMap::from([
-                (stable.to_string(), u64::from(100 - percent)),
-                (self.canary.clone(), u64::from(percent)),
-            ])),
+            Some(percent) if percent < 100 => Change::Weights {
+                weights: BTreeMap::from([
+                    (stable.to_string(), u64::from(100 - percent)),
+                    (self.canary.clone(), u64::from(percent)),
+                ]),
+            },
             _ => Change::Promote,
         }
     }

@@ -7,6 +7,10 @@
 //!
 //! State (plan, step, status) survives a restart in `state.dir/rollouts.json` (see `store`).
 //! After a restart or a resume the bake of the step in force starts over.
+//!
+//! One task, the driver, owns the rollouts: operators' commands reach it as messages, so a
+//! requester that goes away never leaves a step made but not recorded. It uses the control
+//! plane only through `RoutingControl`, and reads the guard's verdicts from its `Board`.
 
 mod plan;
 mod store;
@@ -17,27 +21,29 @@ pub use plan::{decide, Decision, Rollout, Status};
 pub use store::ROLLOUTS_FILE;
 
 use crate::config::RolloutSettings;
-use crate::control::api::{ApiError, RolloutStatus};
-use crate::control::change::Change;
+use crate::control::command::{Change, RolloutAction};
+use crate::control::error::ControlError;
 use crate::control::record::Origin;
-use crate::control::Controller;
-use crate::guard::watch::VersionVerdict;
+use crate::control::RoutingControl;
+use crate::guard::watch::{Board, VersionVerdict};
 use crate::routing::ServiceState;
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 use store::Store;
-use tokio::sync::{watch, Mutex};
+use tokio::sync::{mpsc, oneshot, watch, Mutex};
 use tokio::time::Instant;
 
 /// How often running rollouts look at their verdicts.
 const TICK: Duration = Duration::from_millis(100);
 
-/// What the driver needs from the proxy: the controller in production, a fake in tests.
+/// What the driver needs from the proxy: the control plane and the guard's verdicts in
+/// production, a fake in tests.
 pub(crate) trait Plant: Sync {
-    fn routing(&self, service: &str) -> impl Future<Output = Option<ServiceState>> + Send;
+    fn routing(&self, service: &str) -> Option<ServiceState>;
     fn verdict(&self, service: &str) -> Option<VersionVerdict>;
     /// Journals and applies a change; returns its revision.
     fn change(
@@ -45,44 +51,47 @@ pub(crate) trait Plant: Sync {
         service: &str,
         change: Change,
         origin: Origin,
-    ) -> impl Future<Output = Result<u64, ApiError>> + Send;
+    ) -> impl Future<Output = Result<u64, ControlError>> + Send;
 }
 
-impl Plant for Controller {
-    async fn routing(&self, service: &str) -> Option<ServiceState> {
-        Controller::routing(self, service).await
+/// The production plant.
+struct Wired<C> {
+    control: Arc<C>,
+    board: Arc<Board>,
+}
+
+impl<C: RoutingControl> Plant for Wired<C> {
+    fn routing(&self, service: &str) -> Option<ServiceState> {
+        self.control.routing_of(service)
     }
 
     fn verdict(&self, service: &str) -> Option<VersionVerdict> {
         self.board.get(service)
     }
 
-    async fn change(&self, service: &str, change: Change, origin: Origin) -> Result<u64, ApiError> {
-        self.apply(service, change, origin)
+    async fn change(
+        &self,
+        service: &str,
+        change: Change,
+        origin: Origin,
+    ) -> Result<u64, ControlError> {
+        self.control
+            .change(service, change, origin)
             .await
             .map(|record| record.revision)
     }
 }
 
-/// `rollout SERVICE start|pause|resume`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Action {
-    Start,
-    Pause,
-    Resume,
-}
-
-impl Action {
-    pub fn parse(action: &str) -> Result<Action, ApiError> {
-        match action {
-            "start" => Ok(Action::Start),
-            "pause" => Ok(Action::Pause),
-            "resume" => Ok(Action::Resume),
-            other => Err(ApiError::NotFound(format!(
-                "no rollout action {other:?} (start, pause, resume)"
-            ))),
-        }
-    }
+/// A rollout with what the running process knows of it, for status.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RolloutStatus {
+    #[serde(flatten)]
+    pub rollout: Rollout,
+    /// The canary's percent at the step in force.
+    pub percent: u32,
+    /// Why a running rollout is not advancing right now (e.g. "frozen", "baking ...").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub held: Option<String>,
 }
 
 /// A rollout in memory: its record plus what only the running process knows.
@@ -132,10 +141,6 @@ impl Rollouts {
         }
     }
 
-    pub async fn status(&self, service: &str) -> Option<RolloutStatus> {
-        self.live.lock().await.get(service).map(Live::status)
-    }
-
     pub async fn all(&self) -> BTreeMap<String, RolloutStatus> {
         let live = self.live.lock().await;
         live.iter()
@@ -148,31 +153,30 @@ impl Rollouts {
         &self,
         plant: &impl Plant,
         service: &str,
-        action: Action,
+        action: RolloutAction,
         plan: Option<&RolloutSettings>,
         origin: Origin,
-    ) -> Result<RolloutStatus, ApiError> {
+    ) -> Result<RolloutStatus, ControlError> {
         let mut live = self.live.lock().await;
         let routing = plant
             .routing(service)
-            .await
-            .ok_or_else(|| ApiError::NotFound(format!("no service {service:?}")))?;
+            .ok_or_else(|| ControlError::NotFound(format!("no service {service:?}")))?;
         let who = match origin.reason.as_str() {
             "" => origin.actor.clone(),
             why => format!("{}: {why}", origin.actor),
         };
         match (action, live.get_mut(service)) {
-            (Action::Start, Some(entry)) if entry.rollout.status.is_active() => {
-                return Err(ApiError::Conflict(format!(
+            (RolloutAction::Start, Some(entry)) if entry.rollout.status.is_active() => {
+                return Err(ControlError::Refused(format!(
                     "a rollout of {} is already {} at {}; pause or resume it",
                     entry.rollout.canary,
                     entry.rollout.status.label(),
                     entry.rollout.position()
                 )));
             }
-            (Action::Start, _) => {
+            (RolloutAction::Start, _) => {
                 let plan = plan.ok_or_else(|| {
-                    ApiError::Conflict(format!(
+                    ControlError::Refused(format!(
                         "{service} has no rollout configured: add [services.{service}.rollout] with steps and bake"
                     ))
                 })?;
@@ -185,24 +189,24 @@ impl Rollouts {
                     note.clone(),
                 ));
                 check_can_run(service, &entry.rollout, &routing)?;
-                put_in_force(plant, &mut entry, &routing, &note).await?;
+                put_in_force(plant, &mut entry, &routing, &note, origin.forced).await?;
                 live.insert(service.to_string(), entry);
             }
-            (Action::Pause, Some(entry)) if entry.rollout.status == Status::Running => {
+            (RolloutAction::Pause, Some(entry)) if entry.rollout.status == Status::Running => {
                 entry
                     .rollout
                     .set(Status::Paused, format!("paused by {who}"));
                 entry.held = None;
             }
-            (Action::Resume, Some(entry)) if entry.rollout.status == Status::Paused => {
+            (RolloutAction::Resume, Some(entry)) if entry.rollout.status == Status::Paused => {
                 check_can_run(service, &entry.rollout, &routing)?;
                 let note = format!("resumed by {who}");
-                put_in_force(plant, entry, &routing, &note).await?;
+                put_in_force(plant, entry, &routing, &note, origin.forced).await?;
                 entry.rollout.set(Status::Running, note);
                 entry.step_started = Instant::now();
             }
             (action, entry) => {
-                let verb = if action == Action::Pause {
+                let verb = if action == RolloutAction::Pause {
                     "pause"
                 } else {
                     "resume"
@@ -214,7 +218,7 @@ impl Rollouts {
                         entry.rollout.note
                     )
                 });
-                return Err(ApiError::Conflict(format!(
+                return Err(ControlError::Refused(format!(
                     "{service}: nothing to {verb}: {state}"
                 )));
             }
@@ -222,9 +226,9 @@ impl Rollouts {
         let status = live
             .get(service)
             .map(Live::status)
-            .ok_or_else(|| ApiError::Internal("rollout vanished".into()))?;
+            .ok_or_else(|| ControlError::NotRecorded("rollout vanished".into()))?;
         self.save(&live).await.map_err(|err| {
-            ApiError::Internal(format!(
+            ControlError::NotRecorded(format!(
                 "rollout {} in memory but its state was not saved ({}: {err}); it is lost on restart",
                 status.rollout.status.label(),
                 self.store.path().display()
@@ -241,7 +245,7 @@ impl Rollouts {
             if !entry.rollout.status.is_active() {
                 continue;
             }
-            let routing = plant.routing(service).await;
+            let routing = plant.routing(service);
             let verdict = plant.verdict(service);
             let decision = decide(
                 &entry.rollout,
@@ -280,15 +284,19 @@ impl Rollouts {
 }
 
 /// Refuses to run a rollout whose canary is already stable, or on a latched service.
-fn check_can_run(service: &str, rollout: &Rollout, routing: &ServiceState) -> Result<(), ApiError> {
+fn check_can_run(
+    service: &str,
+    rollout: &Rollout,
+    routing: &ServiceState,
+) -> Result<(), ControlError> {
     if routing.stable == rollout.canary {
-        return Err(ApiError::Conflict(format!(
+        return Err(ControlError::Refused(format!(
             "{} is already stable on {service}: nothing to roll out",
             rollout.canary
         )));
     }
     if routing.latched {
-        return Err(ApiError::Conflict(format!(
+        return Err(ControlError::Refused(format!(
             "{service} is latched after an abort (all traffic on {}); lift it with `resume` first",
             routing.stable
         )));
@@ -302,7 +310,8 @@ async fn put_in_force(
     entry: &mut Live,
     routing: &ServiceState,
     why: &str,
-) -> Result<(), ApiError> {
+    forced: bool,
+) -> Result<(), ControlError> {
     if entry.rollout.follows(routing) {
         return Ok(());
     }
@@ -314,7 +323,11 @@ async fn put_in_force(
     );
     let change = rollout.change_to(rollout.step, &routing.stable);
     let revision = plant
-        .change(&rollout.service, change, Origin::new("rollout", reason))
+        .change(
+            &rollout.service,
+            change,
+            Origin::new("rollout", reason).forced(forced),
+        )
         .await?;
     entry.rollout.revision = Some(revision);
     entry.step_started = Instant::now();
@@ -361,32 +374,85 @@ async fn advance(plant: &impl Plant, entry: &mut Live, stable: &str, next: usize
     }
 }
 
-/// `rollout SERVICE start|pause|resume` against the running controller.
-pub async fn command(
-    controller: &Controller,
-    service: &str,
-    action: Action,
+/// An operator's rollout command on its way to the driver.
+struct Order {
+    service: String,
+    action: RolloutAction,
     origin: Origin,
-) -> Result<RolloutStatus, ApiError> {
-    let config = controller.config().await;
-    let plan = config
-        .service(service)
-        .ok_or_else(|| crate::control::unknown_service(&config, service))?
-        .rollout
-        .as_ref();
-    controller
-        .rollouts
-        .command(controller, service, action, plan, origin)
-        .await
+    reply: oneshot::Sender<Result<RolloutStatus, ControlError>>,
 }
 
-/// The driver: looks at every running rollout each `TICK` until `stop` turns true.
-pub async fn run(controller: Arc<Controller>, mut stop: watch::Receiver<bool>) {
-    loop {
-        tokio::select! {
-            _ = tokio::time::sleep(TICK) => {}
-            _ = stop.wait_for(|&stop| stop) => return,
-        }
-        controller.rollouts.tick(controller.as_ref()).await;
+/// What the rest of the proxy holds of the rollouts: their status, and a way to command
+/// the driver.
+#[derive(Clone)]
+pub struct RolloutHandle {
+    rollouts: Arc<Rollouts>,
+    orders: mpsc::Sender<Order>,
+}
+
+impl RolloutHandle {
+    /// Runs `rollout SERVICE start|pause|resume` in the driver and returns its answer.
+    /// Dropping this future never leaves a command half-done.
+    pub async fn command(
+        &self,
+        service: &str,
+        action: RolloutAction,
+        origin: Origin,
+    ) -> Result<RolloutStatus, ControlError> {
+        let (reply, answer) = oneshot::channel();
+        let order = Order {
+            service: service.to_string(),
+            action,
+            origin,
+            reply,
+        };
+        self.orders
+            .send(order)
+            .await
+            .map_err(|_| ControlError::Stopped)?;
+        answer.await.map_err(|_| ControlError::Stopped)?
     }
+
+    /// Every service's latest rollout.
+    pub async fn all(&self) -> BTreeMap<String, RolloutStatus> {
+        self.rollouts.all().await
+    }
+}
+
+/// Starts the driver over the rollouts saved in `dir`: it looks at every running rollout
+/// each `TICK`, and runs operators' commands, until `stop` turns true.
+pub fn spawn<C: RoutingControl + 'static>(
+    dir: &Path,
+    control: Arc<C>,
+    board: Arc<Board>,
+    mut stop: watch::Receiver<bool>,
+) -> RolloutHandle {
+    let rollouts = Arc::new(Rollouts::open(dir));
+    let (orders, mut received) = mpsc::channel::<Order>(64);
+    let driven = rollouts.clone();
+    tokio::spawn(async move {
+        let plant = Wired { control, board };
+        loop {
+            let order = tokio::select! {
+                _ = tokio::time::sleep(TICK) => None,
+                Some(order) = received.recv() => Some(order),
+                _ = stop.wait_for(|&stop| stop) => return,
+            };
+            let Some(order) = order else {
+                driven.tick(&plant).await;
+                continue;
+            };
+            let status = match plant.control.service(&order.service) {
+                Ok(service) => {
+                    let plan = service.rollout.as_ref();
+                    driven
+                        .command(&plant, &order.service, order.action, plan, order.origin)
+                        .await
+                }
+                Err(err) => Err(err),
+            };
+            let _ = order.reply.send(status);
+        }
+    });
+    RolloutHandle { rollouts, orders }
 }

@@ -1,0 +1,331 @@
+//! The admin API on the wire, shared by the server and the `ctl` client: how a `Command`
+//! travels as HTTP (method, path, JSON body), the answers, and the one place where a
+//! refusal becomes an HTTP status.
+
+use crate::config::Release;
+use crate::control::command::{Change, Command, Order, RolloutAction};
+use crate::control::error::ControlError;
+use crate::control::record::RevisionRecord;
+use crate::guard::incident::Incident;
+use crate::guard::judge::VerdictKind;
+use http::{Method, StatusCode};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+pub use crate::control::ReloadResponse;
+pub use crate::rollout::RolloutStatus;
+
+/// Body of every mutating call. Which fields an endpoint needs: `weights` for
+/// `PUT /services/{svc}/weights`, `version` for `switch`, optional `to` for `rollback`;
+/// rollout commands and reload take only actor and reason.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChangeRequest {
+    /// Who asks (a user name, or `guard`); `api` when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub actor: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weights: Option<BTreeMap<String, u64>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to: Option<u64>,
+    /// Go ahead even where a pre-flight gate refuses (recorded in the revision).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub force: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StatusResponse {
+    pub revision: u64,
+    /// The proxy listener actually bound.
+    pub listen: String,
+    /// The admin TCP listener actually bound, when configured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub admin_listen: Option<String>,
+    /// Length of the window the rates and latencies cover.
+    pub window_secs: u64,
+    pub services: Vec<ServiceStatus>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ServiceStatus {
+    pub name: String,
+    pub hosts: Vec<String>,
+    pub stable: String,
+    pub latched: bool,
+    pub frozen: bool,
+    /// The last revision that changed this service.
+    pub revision: u64,
+    pub versions: Vec<VersionStatus>,
+    /// The guard's latest verdict on the version it judges (none: nothing to judge).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub guard: Option<GuardStatus>,
+    /// The service's latest rollout, if it ever had one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<RolloutStatus>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GuardStatus {
+    pub version: String,
+    pub verdict: VerdictKind,
+    pub detail: String,
+    pub log_likelihood_ratio: f64,
+    /// How long the verdict has been healthy without a break.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub healthy_for_secs: Option<f64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct IncidentsResponse {
+    /// Newest first.
+    pub incidents: Vec<Incident>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct VersionStatus {
+    pub name: String,
+    pub release: Release,
+    /// The recorded weight.
+    pub weight: u64,
+    /// Share of traffic the data plane actually sends (0.0..=1.0; all on stable while latched).
+    pub share: f64,
+    pub stable: bool,
+    pub endpoints: Vec<String>,
+    /// Endpoints left out of the rotation after refusing a connection, until
+    /// `endpoint_backoff` has passed; absent from a server too old to say.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refusing: Option<Vec<String>>,
+    pub requests_per_sec: f64,
+    pub errors_per_sec: f64,
+    pub error_rate: f64,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HistoryResponse {
+    pub service: String,
+    /// Oldest first.
+    pub revisions: Vec<RevisionRecord>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    pub error: String,
+}
+
+/// A refused admin request: an HTTP status and one line for the user.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ApiError {
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    Unauthorized(String),
+    #[error("{0}")]
+    TooLarge(String),
+    #[error("{0}")]
+    MethodNotAllowed(String),
+    /// The change was not recorded (journal write failed); routing is unchanged.
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl ApiError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+}
+
+impl From<ControlError> for ApiError {
+    fn from(err: ControlError) -> ApiError {
+        let message = err.to_string();
+        match err {
+            ControlError::NotFound(_) => ApiError::NotFound(message),
+            ControlError::Invalid(_) => ApiError::BadRequest(message),
+            ControlError::Refused(_) => ApiError::Conflict(message),
+            ControlError::NotRecorded(_) | ControlError::Stopped => ApiError::Internal(message),
+        }
+    }
+}
+
+/// The method and path that carry `command`.
+pub fn route(command: &Command) -> (Method, String) {
+    match command {
+        Command::Change { service, change } => (
+            change_method(change.verb()),
+            format!("/services/{service}/{}", change.verb()),
+        ),
+        Command::Rollout { service, action } => (
+            Method::POST,
+            format!("/services/{service}/rollout/{}", action.verb()),
+        ),
+        Command::Reload => (Method::POST, "/reload".to_string()),
+    }
+}
+
+/// The method of a change: PUT for `weights` (it replaces them whole), else POST.
+pub fn change_method(verb: &str) -> Method {
+    match verb {
+        "weights" => Method::PUT,
+        _ => Method::POST,
+    }
+}
+
+/// The body that carries `order` (its command's own fields, who and why).
+pub fn body(order: &Order) -> ChangeRequest {
+    let mut body = ChangeRequest {
+        actor: Some(order.actor.clone()),
+        reason: Some(order.reason.clone()).filter(|r| !r.is_empty()),
+        force: order.force,
+        ..ChangeRequest::default()
+    };
+    if let Command::Change { change, .. } = &order.command {
+        match change {
+            Change::Weights { weights } => body.weights = Some(weights.clone()),
+            Change::Switch { version } => body.version = Some(version.clone()),
+            Change::Rollback { to } => body.to = *to,
+            _ => {}
+        }
+    }
+    body
+}
+
+/// The change `verb` asks for with `body`'s fields; refuses missing and unused ones.
+pub fn change(verb: &str, body: &ChangeRequest) -> Result<Change, ApiError> {
+    let missing =
+        |field: &str| ApiError::BadRequest(format!("{verb} needs a \"{field}\" field in the body"));
+    let change = match verb {
+        "weights" => Change::Weights {
+            weights: body.weights.clone().ok_or_else(|| missing("weights"))?,
+        },
+        "switch" => Change::Switch {
+            version: body.version.clone().ok_or_else(|| missing("version"))?,
+        },
+        "promote" => Change::Promote,
+        "abort" => Change::Abort,
+        "resume" => Change::Resume,
+        "rollback" => Change::Rollback { to: body.to },
+        "freeze" => Change::Freeze,
+        "unfreeze" => Change::Unfreeze,
+        other => return Err(ApiError::NotFound(format!("no such action {other:?}"))),
+    };
+    let unused = match &change {
+        Change::Weights { .. } => body.version.is_some() || body.to.is_some(),
+        Change::Switch { .. } => body.weights.is_some() || body.to.is_some(),
+        Change::Rollback { .. } => body.weights.is_some() || body.version.is_some(),
+        _ => body.weights.is_some() || body.version.is_some() || body.to.is_some(),
+    };
+    if unused {
+        return Err(ApiError::BadRequest(format!(
+            "{verb} takes only actor and reason (and force) besides its own field"
+        )));
+    }
+    Ok(change)
+}
+
+/// The rollout action `verb` names.
+pub fn rollout_action(verb: &str) -> Result<RolloutAction, ApiError> {
+    RolloutAction::ALL
+        .into_iter()
+        .find(|action| action.verb() == verb)
+        .ok_or_else(|| {
+            ApiError::NotFound(format!("no rollout action {verb:?} (start, pause, resume)"))
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bodies_map_to_changes_and_back() {
+        let request = ChangeRequest {
+            version: Some("green".into()),
+            ..ChangeRequest::default()
+        };
+        let switch = Change::Switch {
+            version: "green".into(),
+        };
+        assert_eq!(change("switch", &request).unwrap(), switch);
+        assert!(change("weights", &request).is_err());
+        assert!(change("promote", &request).is_err());
+        assert!(change("explode", &ChangeRequest::default()).is_err());
+        let order = Order {
+            command: Command::Change {
+                service: "shop".into(),
+                change: switch.clone(),
+            },
+            actor: "ann".into(),
+            reason: String::new(),
+            force: true,
+        };
+        let sent = body(&order);
+        assert_eq!(change("switch", &sent).unwrap(), switch);
+        assert!(sent.force);
+        assert_eq!(
+            route(&order.command),
+            (Method::POST, "/services/shop/switch".to_string())
+        );
+    }
+
+    #[test]
+    fn every_verb_routes_to_itself() {
+        for verb in Change::VERBS {
+            let body = ChangeRequest {
+                weights: (verb == "weights").then(|| BTreeMap::from([("blue".into(), 1)])),
+                version: (verb == "switch").then(|| "blue".into()),
+                ..ChangeRequest::default()
+            };
+            let decoded = change(verb, &body).unwrap();
+            assert_eq!(decoded.verb(), verb);
+            let command = Command::Change {
+                service: "shop".into(),
+                change: decoded,
+            };
+            assert_eq!(route(&command).1, format!("/services/shop/{verb}"));
+        }
+        for action in RolloutAction::ALL {
+            assert_eq!(rollout_action(action.verb()).unwrap(), action);
+        }
+    }
+
+    #[test]
+    fn the_command_enum_is_tagged_json() {
+        let command = Command::Change {
+            service: "shop".into(),
+            change: Change::Weights {
+                weights: BTreeMap::from([("blue".into(), 9)]),
+            },
+        };
+        let text = serde_json::to_string(&command).unwrap();
+        assert_eq!(
+            text,
+            r#"{"command":"change","service":"shop","change":{"action":"weights","weights":{"blue":9}}}"#
+        );
+        assert_eq!(serde_json::from_str::<Command>(&text).unwrap(), command);
+        for bad in [
+            r#"{"command":"change","service":"shop","change":{"action":"weights","weights":{},"x":1}}"#,
+            r#"{"command":"change","service":"shop","x":1,"change":{"action":"promote"}}"#,
+            r#"{"command":"change","service":"shop","change":{"action":"explode"}}"#,
+            r#"{"command":"explode"}"#,
+        ] {
+            assert!(serde_json::from_str::<Command>(bad).is_err(), "{bad}");
+        }
+    }
+}

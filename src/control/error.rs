@@ -1,0 +1,23 @@
+//! Why the control plane refused a command: a typed answer that only the admin layer turns
+//! into an HTTP status.
+
+/// A refused command. Nothing changed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ControlError {
+    /// A service, version or revision that does not exist.
+    #[error("{0}")]
+    NotFound(String),
+    /// Input that is wrong whatever the state (weights all zero, ...).
+    #[error("{0}")]
+    Invalid(String),
+    /// Refused by the state it meets: no change, frozen, latched, nothing to promote, ...
+    #[error("{0}")]
+    Refused(String),
+    /// The change could not be recorded (the journal or a state file cannot be written);
+    /// routing is unchanged.
+    #[error("{0}")]
+    NotRecorded(String),
+    /// The control plane is stopping.
+    #[error("the control plane has stopped")]
+    Stopped,
+}

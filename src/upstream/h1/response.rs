@@ -1,0 +1,325 @@
+//! The response head coming down: parsed with httparse from the connection's read
+//! buffer, its values shared with that buffer instead of copied, and its body framing
+//! decided by RFC 9112 6.3.
+
+use super::chunked::ChunkedDecoder;
+use bytes::{Buf, BytesMut};
+use http::{header, HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Version};
+use std::mem::MaybeUninit;
+
+/// The largest response head accepted.
+pub const MAX_HEAD: usize = 64 * 1024;
+const MAX_FIELDS: usize = 128;
+
+/// How the response body is delimited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Framing {
+    /// No body (HEAD, 204, 304, or a body fully read).
+    Empty,
+    Length(u64),
+    Chunked(ChunkedDecoder),
+    /// Until the upstream closes: the connection cannot be reused.
+    UntilClose,
+}
+
+#[derive(Debug)]
+pub struct Head {
+    pub parts: http::response::Parts,
+    pub framing: Framing,
+    /// The connection may carry another exchange after this one.
+    pub keep_alive: bool,
+}
+
+#[derive(Debug)]
+pub enum Parsed {
+    /// The head is not complete yet: read more.
+    Partial,
+    /// A 1xx interim answer (not 101), consumed: the final one follows.
+    Interim,
+    Final(Head),
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum HeadError {
+    #[error("malformed response head: {0}")]
+    Malformed(String),
+    #[error("response head larger than {MAX_HEAD} bytes")]
+    TooLarge,
+    #[error("bad content-length")]
+    BadLength,
+}
+
+/// Where one field sits in the buffer, so values can share it once it is frozen.
+#[derive(Clone, Copy)]
+struct Span {
+    name: (usize, usize),
+    value: (usize, usize),
+}
+
+/// Facts about framing and persistence gathered while walking the fields.
+#[derive(Default)]
+struct Fields {
+    length: Option<u64>,
+    bad_length: bool,
+    transfer_encoding: bool,
+    chunked_last: bool,
+    close: bool,
+    keep_alive: bool,
+}
+
+impl Fields {
+    fn note(&mut self, name: &str, value: &[u8]) {
+        if name.eq_ignore_ascii_case("content-length") {
+            match (parse_length(value), self.length) {
+                (Some(length), None) => self.length = Some(length),
+                (Some(length), Some(seen)) if length == seen => {}
+                _ => self.bad_length = true,
+            }
+        } else if name.eq_ignore_ascii_case("transfer-encoding") {
+            self.transfer_encoding = true;
+            if let Some(last) = value.rsplit(|&b| b == b',').next() {
+                self.chunked_last = last.trim_ascii().eq_ignore_ascii_case(b"chunked");
+            }
+        } else if name.eq_ignore_ascii_case("connection") {
+            for token in value.split(|&b| b == b',') {
+                let token = token.trim_ascii();
+                self.close |= token.eq_ignore_ascii_case(b"close");
+                self.keep_alive |= token.eq_ignore_ascii_case(b"keep-alive");
+            }
+        }
+    }
+}
+
+/// A content-length value: digits only, or a list of one value repeated ("5, 5").
+fn parse_length(value: &[u8]) -> Option<u64> {
+    let mut found = None;
+    for part in value.split(|&b| b == b',') {
+        let part = part.trim_ascii();
+        if part.is_empty() || part.len() > 19 || !part.iter().all(u8::is_ascii_digit) {
+            return None;
+        }
+        let length = std::str::from_utf8(part).ok()?.parse::<u64>().ok()?;
+        match found {
+            Some(seen) if seen != length => return None,
+            _ => found = Some(length),
+        }
+    }
+    found
+}
+
+/// Parses a response head from the front of `buf`, consuming it when complete.
+pub fn parse(buf: &mut BytesMut, method: &Method) -> Result<Parsed, HeadError> {
+    // Neither array is zeroed first: at up to 128 fields that would cost more than the parse.
+    let mut fields = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_FIELDS];
+    let mut response = httparse::Response::new(&mut []);
+    let parsed = httparse::ParserConfig::default().parse_response_with_uninit_headers(
+        &mut response,
+        buf,
+        &mut fields,
+    );
+    let length = match parsed {
+        Ok(httparse::Status::Complete(length)) => length,
+        Ok(httparse::Status::Partial) if buf.len() > MAX_HEAD => return Err(HeadError::TooLarge),
+        Ok(httparse::Status::Partial) => return Ok(Parsed::Partial),
+        Err(err) => return Err(HeadError::Malformed(err.to_string())),
+    };
+    if length > MAX_HEAD {
+        return Err(HeadError::TooLarge);
+    }
+    let code = response.code.unwrap_or(0);
+    if (100..200).contains(&code) && code != 101 {
+        // RFC 9110 15.2: a 1xx answer has no body; the final answer follows.
+        buf.advance(length);
+        return Ok(Parsed::Interim);
+    }
+    let status = StatusCode::from_u16(code)
+        .map_err(|_| HeadError::Malformed(format!("status code {code}")))?;
+    let version = match response.version {
+        Some(0) => Version::HTTP_10,
+        _ => Version::HTTP_11,
+    };
+    let base = buf.as_ptr() as usize;
+    let mut spans = [const { MaybeUninit::<Span>::uninit() }; MAX_FIELDS];
+    let mut facts = Fields::default();
+    let count = response.headers.len();
+    for (span, field) in spans.iter_mut().zip(response.headers.iter()) {
+        facts.note(field.name, field.value);
+        span.write(Span {
+            name: (field.name.as_ptr() as usize - base, field.name.len()),
+            value: (field.value.as_ptr() as usize - base, field.value.len()),
+        });
+    }
+    if facts.bad_length && !facts.transfer_encoding {
+        return Err(HeadError::BadLength);
+    }
+    let head = buf.split_to(length).freeze();
+    let mut headers = HeaderMap::with_capacity(count);
+    for span in &spans[..count] {
+        // SAFETY: the loop above wrote the first `count` spans (`count` is the number of
+        // fields parsed, at most `MAX_FIELDS`, and `zip` visited each of them).
+        let span = unsafe { span.assume_init_ref() };
+        let name = HeaderName::from_bytes(&head[span.name.0..span.name.0 + span.name.1])
+            .map_err(|_| HeadError::Malformed("bad header name".into()))?;
+        if facts.transfer_encoding && name == header::CONTENT_LENGTH {
+            // Transfer-Encoding overrides Content-Length (RFC 9112 6.3 point 3).
+            continue;
+        }
+        let value =
+            HeaderValue::from_maybe_shared(head.slice(span.value.0..span.value.0 + span.value.1))
+                .map_err(|_| HeadError::Malformed("bad header value".into()))?;
+        headers.append(name, value);
+    }
+    let (mut parts, ()) = http::Response::new(()).into_parts();
+    parts.status = status;
+    parts.version = version;
+    parts.headers = headers;
+    let framing = framing(method, status, &facts);
+    let keep_alive = match version {
+        Version::HTTP_10 => facts.keep_alive && !facts.close && !facts.transfer_encoding,
+        _ => !facts.close,
+    } && framing != Framing::UntilClose
+        // Both framings at once smells of smuggling: answer this one, then close.
+        && !(facts.transfer_encoding && facts.length.is_some());
+    Ok(Parsed::Final(Head {
+        parts,
+        framing,
+        keep_alive,
+    }))
+}
+
+fn framing(method: &Method, status: StatusCode, facts: &Fields) -> Framing {
+    if method == Method::HEAD
+        || status == StatusCode::NO_CONTENT
+        || status == StatusCode::NOT_MODIFIED
+        || status == StatusCode::SWITCHING_PROTOCOLS
+    {
+        return Framing::Empty;
+    }
+    if facts.transfer_encoding {
+        return match facts.chunked_last {
+            true => Framing::Chunked(ChunkedDecoder::new()),
+            false => Framing::UntilClose,
+        };
+    }
+    match facts.length {
+        Some(0) => Framing::Empty,
+        Some(length) => Framing::Length(length),
+        None => Framing::UntilClose,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn final_head(wire: &[u8], method: &Method) -> Head {
+        let mut buf = BytesMut::from(wire);
+        match parse(&mut buf, method).unwrap() {
+            Parsed::Final(head) => head,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_head_split_at_every_byte_is_partial_until_whole() {
+        let wire = b"HTTP/1.1 200 OK\r\ncontent-length: 3\r\nx-a: b\r\n\r\nabc";
+        let head_len = wire.len() - 3;
+        for cut in 0..head_len {
+            let mut buf = BytesMut::from(&wire[..cut]);
+            assert!(
+                matches!(parse(&mut buf, &Method::GET), Ok(Parsed::Partial)),
+                "cut {cut}"
+            );
+        }
+        let mut buf = BytesMut::from(&wire[..]);
+        let Parsed::Final(head) = parse(&mut buf, &Method::GET).unwrap() else {
+            panic!()
+        };
+        assert_eq!(head.framing, Framing::Length(3));
+        assert!(head.keep_alive);
+        assert_eq!(head.parts.headers["x-a"], "b");
+        assert_eq!(&buf[..], b"abc");
+    }
+
+    #[test]
+    fn framing_by_rfc_9112() {
+        let get = &Method::GET;
+        let head = final_head(
+            b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\n",
+            &Method::HEAD,
+        );
+        assert_eq!(head.framing, Framing::Empty);
+        assert_eq!(head.parts.headers["content-length"], "10");
+        let head = final_head(
+            b"HTTP/1.1 304 Not Modified\r\ncontent-length: 10\r\n\r\n",
+            get,
+        );
+        assert_eq!(head.framing, Framing::Empty);
+        let head = final_head(b"HTTP/1.1 204 No Content\r\n\r\n", get);
+        assert_eq!(head.framing, Framing::Empty);
+        let head = final_head(b"HTTP/1.1 200 OK\r\n\r\n", get);
+        assert_eq!(head.framing, Framing::UntilClose);
+        assert!(!head.keep_alive);
+        let head = final_head(
+            b"HTTP/1.1 200 OK\r\ntransfer-encoding: gzip, chunked\r\ncontent-length: 4\r\n\r\n",
+            get,
+        );
+        assert!(matches!(head.framing, Framing::Chunked(_)));
+        assert!(!head.parts.headers.contains_key("content-length"));
+        assert!(!head.keep_alive, "both framings: close afterwards");
+        let head = final_head(b"HTTP/1.1 200 OK\r\ntransfer-encoding: gzip\r\n\r\n", get);
+        assert_eq!(head.framing, Framing::UntilClose);
+        let head = final_head(
+            b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\n",
+            get,
+        );
+        assert!(!head.keep_alive);
+        let head = final_head(b"HTTP/1.0 200 OK\r\ncontent-length: 2\r\n\r\n", get);
+        assert!(!head.keep_alive);
+        let head = final_head(
+            b"HTTP/1.0 200 OK\r\ncontent-length: 2\r\nconnection: keep-alive\r\n\r\n",
+            get,
+        );
+        assert!(head.keep_alive);
+        let head = final_head(b"HTTP/1.1 200 OK\r\ncontent-length: 7, 7\r\n\r\n", get);
+        assert_eq!(head.framing, Framing::Length(7));
+    }
+
+    #[test]
+    fn interim_answers_are_consumed() {
+        let mut buf = BytesMut::from(
+            &b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n"[..],
+        );
+        assert!(matches!(parse(&mut buf, &Method::GET), Ok(Parsed::Interim)));
+        assert!(matches!(
+            parse(&mut buf, &Method::GET),
+            Ok(Parsed::Final(_))
+        ));
+        assert!(buf.is_empty());
+    }
+
+    #[test]
+    fn bad_heads_are_errors() {
+        for wire in [
+            &b"HTTP/1.1 200 OK\r\ncontent-length: 3\r\ncontent-length: 4\r\n\r\n"[..],
+            b"HTTP/1.1 200 OK\r\ncontent-length: -3\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\ncontent-length: 3x\r\n\r\n",
+            b"this is not HTTP at all\r\n\r\n",
+            b"HTTP/1.1 abc OK\r\n\r\n",
+        ] {
+            let mut buf = BytesMut::from(wire);
+            assert!(
+                parse(&mut buf, &Method::GET).is_err(),
+                "{:?}",
+                String::from_utf8_lossy(wire)
+            );
+        }
+        let mut huge = b"HTTP/1.1 200 OK\r\nx-filler: ".to_vec();
+        huge.resize(MAX_HEAD + 10, b'a');
+        let mut buf = BytesMut::from(&huge[..]);
+        assert_eq!(
+            parse(&mut buf, &Method::GET).unwrap_err(),
+            HeadError::TooLarge
+        );
+    }
+}

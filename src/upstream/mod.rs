@@ -1,0 +1,12 @@
+//! The upstream side: endpoints, their keep-alive pools, the retry budget, and the HTTP/1
+//! client codec that drives an upstream connection inside the request's own task.
+//!
+//! Below both `routing` and `dataplane`: nothing here imports the request path, the
+//! routing table or the guard.
+
+pub mod budget;
+pub mod connect;
+pub mod connection;
+pub mod endpoint;
+pub mod h1;
+pub mod pool;
