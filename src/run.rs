@@ -197,6 +197,10 @@ pub async fn run(
     workers: usize,
     options: StartOptions,
 ) -> Result<(), RunError> {
+    // A file-size limit (`ulimit -f`) must fail a write as a full disk does, which the
+    // journal survives, rather than kill the proxy.
+    // SAFETY: setting a signal's disposition to SIG_IGN has no preconditions.
+    unsafe { libc::signal(libc::SIGXFSZ, libc::SIG_IGN) };
     let mut hangup = signal(SignalKind::hangup()).map_err(RunError::Signals)?;
     let mut terminate = signal(SignalKind::terminate()).map_err(RunError::Signals)?;
     let mut interrupt = signal(SignalKind::interrupt()).map_err(RunError::Signals)?;

@@ -12,7 +12,7 @@ use http::{Method, StatusCode};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
-pub use crate::control::ReloadResponse;
+pub use crate::control::{JournalOutage, ReloadResponse};
 pub use crate::rollout::RolloutStatus;
 
 /// Body of every mutating call. Which fields an endpoint needs: `weights` for
@@ -47,6 +47,10 @@ pub struct StatusResponse {
     pub admin_listen: Option<String>,
     /// Length of the window the rates and latencies cover.
     pub window_secs: u64,
+    /// Present while the journal cannot be written: aborts still apply and wait to be
+    /// recorded; other changes are refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub journal: Option<JournalOutage>,
     pub services: Vec<ServiceStatus>,
 }
 

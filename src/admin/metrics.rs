@@ -29,6 +29,22 @@ fn traffic(snapshot: &ControlSnapshot, table: &RoutingTable) -> String {
         "Routing revision the data plane runs.",
     );
     let _ = writeln!(out, "switchyard_revision {}", table.revision);
+    header(
+        &mut out,
+        "switchyard_journal_writable",
+        "gauge",
+        "0 while the journal cannot be written (only aborts apply), else 1.",
+    );
+    let writable = u8::from(snapshot.journal.is_none());
+    let _ = writeln!(out, "switchyard_journal_writable {writable}");
+    header(
+        &mut out,
+        "switchyard_journal_pending",
+        "gauge",
+        "Aborts in force that wait to be journaled.",
+    );
+    let pending = snapshot.journal.as_ref().map_or(0, |j| j.pending);
+    let _ = writeln!(out, "switchyard_journal_pending {pending}");
 
     let mut totals = Vec::new();
     for service in table.services() {

@@ -24,6 +24,7 @@ pub async fn build(context: &AdminContext) -> StatusResponse {
         listen: context.proxy_addr.to_string(),
         admin_listen: context.admin_addr.map(|addr| addr.to_string()),
         window_secs: WINDOW.as_secs(),
+        journal: snapshot.journal.clone(),
         services: services(&snapshot, &table, live, Instant::now()),
     }
 }

@@ -10,9 +10,11 @@
 //! change will follow.
 
 use super::command::Change;
+use super::error::ControlError;
 use super::journal::{self, GENESIS};
 use super::record::{ChangeKind, Origin, RevisionRecord};
 use super::writer::{Commands, Request, Writer};
+use crate::config::Config;
 use crate::fleet::{Entry, Fleet, LogError, RevisionLog};
 use crate::routing::ServiceState;
 use bytes::Bytes;
@@ -245,6 +247,66 @@ impl Writer {
         self.commit(None, &applied);
     }
 
+    /// `apply` in a fleet: plan against the state applied, append to the log, and when
+    /// another instance appended first, catch up and plan again.
+    pub(crate) async fn apply_in_fleet(
+        &mut self,
+        service: &str,
+        change: Change,
+        origin: Origin,
+    ) -> Result<RevisionRecord, ControlError> {
+        let refused = |why: &str| {
+            ControlError::NotRecorded(format!("change not recorded, routing unchanged: {why}"))
+        };
+        for _ in 0..MAX_RACES {
+            let records = self.plan(service, &change, &origin)?;
+            let planned = records.first().cloned();
+            match self.record(records).await {
+                Ok(written) => {
+                    self.commit(None, &written);
+                    return written
+                        .into_iter()
+                        .next()
+                        .ok_or_else(|| refused("the log returned no record"));
+                }
+                // Caught up already: plan again against the state it follows now.
+                Err(Recording::Behind { .. }) => {}
+                // Safety never waits: an abort routes here now and reaches the log later.
+                Err(Recording::Offline(why)) if change == Change::Abort => {
+                    return planned
+                        .and_then(|p| self.hold(p, origin.clone()))
+                        .ok_or_else(|| refused(&why));
+                }
+                Err(Recording::Failed(why) | Recording::Offline(why)) => return Err(refused(&why)),
+            }
+        }
+        Err(refused("the fleet log kept moving on"))
+    }
+
+    /// `reload`'s routing changes in a fleet, appended like any change.
+    pub(crate) async fn reconcile_in_fleet(
+        &mut self,
+        config: &Config,
+        origin: &Origin,
+    ) -> Result<Vec<RevisionRecord>, String> {
+        let mut written = Vec::new();
+        for _ in 0..MAX_RACES {
+            let records = self.reconciled(config, origin);
+            if records.is_empty() {
+                break;
+            }
+            match self.record(records).await {
+                Ok(done) => {
+                    written.extend(done);
+                    break;
+                }
+                Err(Recording::Behind { written: done }) => written.extend(done),
+                Err(Recording::Failed(why) | Recording::Offline(why)) => return Err(why),
+            }
+        }
+        Ok(written)
+    }
+
     /// Applies an abort the log cannot take now: it routes at once, and is appended when
     /// the log is back. Returns the revision as planned (its number is the log's to give).
     pub(crate) fn hold(&self, planned: RevisionRecord, origin: Origin) -> Option<RevisionRecord> {
@@ -266,7 +328,7 @@ impl Writer {
 
     /// Appends the aborts held during an outage, each planned again against the routing
     /// the log has now (one that finds the service already aborted is done).
-    async fn flush_held(&self) {
+    async fn flush_held(&mut self) {
         let Some(fleet) = &self.fleet else { return };
         let held = std::mem::take(&mut *fleet.held());
         if held.is_empty() {
@@ -304,7 +366,7 @@ impl Writer {
 
     /// Joins the log once NATS answers: checks that the local cache is a prefix of it (or
     /// seeds an empty log from the cache), then catches up. Until then changes are refused.
-    pub(crate) async fn join(&self) -> Result<(), String> {
+    pub(crate) async fn join(&mut self) -> Result<(), String> {
         let Some(fleet) = &self.fleet else {
             return Ok(());
         };

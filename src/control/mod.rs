@@ -8,6 +8,7 @@ pub mod error;
 mod fleet_link;
 pub mod hooks;
 pub mod journal;
+pub mod pending;
 pub mod reconcile;
 pub mod record;
 pub mod resolve;
@@ -24,6 +25,7 @@ use error::ControlError;
 use fleet_link::FleetLink;
 use hooks::Hooks;
 use journal::{Journal, JournalError};
+use pending::PendingFile;
 use record::{ChangeKind, Origin, PlannedRevision, RevisionRecord};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -31,7 +33,7 @@ use std::future::Future;
 use std::path::PathBuf;
 use std::sync::Arc;
 use tokio::sync::Mutex;
-use writer::{Commands, ControlState, Request, Shared, Writer};
+use writer::{Commands, ControlState, Outage, Request, Shared, Writer};
 
 pub use change::describe;
 
@@ -59,6 +61,18 @@ pub struct ControlSnapshot {
     pub last_change: BTreeMap<String, u64>,
     /// Aborts recorded per service over the whole journal.
     pub aborts: BTreeMap<String, u64>,
+    /// Set while the journal cannot be written.
+    pub journal: Option<JournalOutage>,
+}
+
+/// The journal cannot be written: aborts apply and wait; other changes are refused.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JournalOutage {
+    /// Since when (unix ms), and the last error.
+    pub since_ms: u64,
+    pub error: String,
+    /// Aborts in force that wait to be journaled.
+    pub pending: usize,
 }
 
 /// Why a reload changed nothing.
@@ -105,6 +119,7 @@ impl Controller {
         for record in opened.records {
             state.absorb(record);
         }
+        let (pending_file, recovered) = open_pending(&config, state.revision);
         let mut planned = Vec::new();
         if let Some(broken) = &opened.broken {
             tracing::warn!(
@@ -138,15 +153,40 @@ impl Controller {
         if fleet.is_some() {
             planned.clear();
         }
+        // Aborts applied before a restart while the journal could not be written come
+        // first, in their order, with their own time and evidence.
+        for record in &recovered {
+            state.absorb(record.clone());
+        }
         let records = state.records(planned, &config);
+        let reconciled = !records.is_empty();
+        let records: Vec<RevisionRecord> = recovered.iter().cloned().chain(records).collect();
         let written = match records.is_empty() {
             true => Vec::new(),
-            false => opened.journal.append(records).await?,
+            false => match opened.journal.append(records.clone()).await {
+                Ok(written) => written,
+                // Still unwritable: start with the aborts in force and let the writer retry.
+                Err(err) if !reconciled => {
+                    tracing::error!(error = %err, pending = recovered.len(), "the journal cannot be written: aborts from before the restart stay in force and wait to be recorded");
+                    state.pending = recovered;
+                    state.outage = Some(Outage::logged(err.to_string()));
+                    Vec::new()
+                }
+                Err(err) => return Err(err),
+            },
         };
         let hooks = Hooks::default();
         for record in written {
             hooks.send(&config.hooks, &record);
-            state.absorb(record);
+            match record.revision <= state.revision {
+                true => state.replace(record),
+                false => state.absorb(record),
+            }
+        }
+        if state.pending.is_empty() {
+            if let Some(file) = &pending_file {
+                let _ = file.write(&[]);
+            }
         }
         let endpoints = EndpointRegistry::new(EndpointSettings {
             connect_timeout: config.timeouts.connect.0,
@@ -170,6 +210,7 @@ impl Controller {
         let commands = Writer {
             shared: shared.clone(),
             journal: opened.journal,
+            pending_file,
             hooks,
             plane: plane.clone(),
             endpoints,
@@ -258,6 +299,11 @@ impl Controller {
                 .filter_map(|(name, h)| Some((name.clone(), h.last()?.revision)))
                 .collect(),
             aborts: state.aborts.clone(),
+            journal: state.outage.as_ref().map(|outage| JournalOutage {
+                since_ms: outage.since_ms,
+                error: outage.error.clone(),
+                pending: state.pending.len(),
+            }),
         }
     }
 
@@ -276,6 +322,23 @@ impl Controller {
         match state.history.get(service) {
             Some(history) => Ok(history[history.len().saturating_sub(limit)..].to_vec()),
             None => Err(unknown_service(&state.config, service)),
+        }
+    }
+}
+
+/// The file of aborts waiting for the journal, and those of them the journal lacks.
+fn open_pending(config: &Config, journaled: u64) -> (Option<PendingFile>, Vec<RevisionRecord>) {
+    match PendingFile::open(&config.state_dir) {
+        Ok((file, records)) => {
+            let missing = records
+                .into_iter()
+                .filter(|r| r.revision > journaled)
+                .collect();
+            (Some(file), missing)
+        }
+        Err(err) => {
+            tracing::error!(dir = %config.state_dir.display(), error = %err, "cannot reserve the file for pending aborts: an abort applied while the journal is unwritable would not survive a restart");
+            (None, Vec::new())
         }
     }
 }

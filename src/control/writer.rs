@@ -8,9 +8,10 @@
 use super::change;
 use super::command::Change;
 use super::error::ControlError;
-use super::fleet_link::{FleetLink, Recording, MAX_RACES};
+use super::fleet_link::FleetLink;
 use super::hooks::Hooks;
-use super::journal::Journal;
+use super::journal::{Journal, JournalError};
+use super::pending::PendingFile;
 use super::record::{ChangeKind, Declared, Origin, PlannedRevision, RevisionRecord};
 use super::{reconcile, unknown_service, ReloadResponse};
 use crate::config::Config;
@@ -21,8 +22,9 @@ use crate::upstream::endpoint::EndpointRegistry;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
 
 /// Commands waiting for the writer; a requester past this waits for room (and, if it goes
 /// away meanwhile, its command never starts).
@@ -38,6 +40,10 @@ pub(crate) struct ControlState {
     /// Each service's revisions, oldest first (kept after removal, for the record).
     pub(crate) history: BTreeMap<String, Vec<RevisionRecord>>,
     pub(crate) aborts: BTreeMap<String, u64>,
+    /// Aborts in force but not yet journaled, oldest first.
+    pub(crate) pending: Vec<RevisionRecord>,
+    /// Set while the journal cannot be written.
+    pub(crate) outage: Option<Outage>,
 }
 
 impl ControlState {
@@ -49,6 +55,19 @@ impl ControlState {
             revision: 0,
             history: BTreeMap::new(),
             aborts: BTreeMap::new(),
+            pending: Vec::new(),
+            outage: None,
+        }
+    }
+
+    /// Puts the journaled (chained) copy of a pending revision in its place in history.
+    pub(crate) fn replace(&mut self, record: RevisionRecord) {
+        let kept = self
+            .history
+            .get_mut(&record.service)
+            .and_then(|h| h.iter_mut().rev().find(|r| r.revision == record.revision));
+        if let Some(kept) = kept {
+            *kept = record;
         }
     }
 
@@ -151,9 +170,13 @@ pub(crate) enum Request {
     Stop { reply: oneshot::Sender<()> },
 }
 
-/// What sends commands to the writer.
+/// What sends commands to the writer: aborts on a lane of their own that the writer
+/// serves first, so safety never queues behind operators' changes.
 #[derive(Clone)]
-pub(crate) struct Commands(mpsc::Sender<Request>);
+pub(crate) struct Commands {
+    safety: mpsc::Sender<Request>,
+    others: mpsc::Sender<Request>,
+}
 
 impl Commands {
     /// Sends a command and waits for its answer. Dropping this future before the command
@@ -163,9 +186,64 @@ impl Commands {
         command: impl FnOnce(oneshot::Sender<T>) -> Request,
     ) -> Result<T, Stopped> {
         let (reply, answer) = oneshot::channel();
-        self.0.send(command(reply)).await.map_err(|_| Stopped)?;
+        let request = command(reply);
+        let lane = match &request {
+            Request::Apply {
+                change: Change::Abort,
+                ..
+            } => &self.safety,
+            _ => &self.others,
+        };
+        lane.send(request).await.map_err(|_| Stopped)?;
         answer.await.map_err(|_| Stopped)
     }
+}
+
+/// How often the writer tries again to journal the aborts it applied without the journal.
+const RETRY: Duration = Duration::from_secs(1);
+/// An unwritable journal is logged at most this often.
+const LOG_EVERY: Duration = Duration::from_secs(60);
+
+/// The journal cannot be written: since when, why, and when that was last logged.
+#[derive(Debug, Clone)]
+pub(crate) struct Outage {
+    pub(crate) since_ms: u64,
+    pub(crate) error: String,
+    logged_at: Option<Instant>,
+}
+
+impl Outage {
+    fn new(error: String) -> Outage {
+        Outage {
+            since_ms: unix_ms(SystemTime::now()),
+            error,
+            logged_at: None,
+        }
+    }
+
+    /// An outage found, and logged, at start.
+    pub(crate) fn logged(error: String) -> Outage {
+        Outage {
+            logged_at: Some(Instant::now()),
+            ..Outage::new(error)
+        }
+    }
+
+    /// True when the condition should be logged now (at most once a `LOG_EVERY`).
+    fn log_due(&mut self, now: Instant) -> bool {
+        let due = self
+            .logged_at
+            .is_none_or(|at| now.duration_since(at) >= LOG_EVERY);
+        if due {
+            self.logged_at = Some(now);
+        }
+        due
+    }
+}
+
+fn unix_ms(time: SystemTime) -> u64 {
+    time.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// The writer is gone (the process is stopping).
@@ -182,6 +260,8 @@ impl From<Stopped> for ControlError {
 pub(crate) struct Writer {
     pub(crate) shared: Arc<Shared>,
     pub(crate) journal: Journal,
+    /// Where aborts applied without the journal wait for it (see `pending`).
+    pub(crate) pending_file: Option<PendingFile>,
     pub(crate) hooks: Hooks,
     pub(crate) plane: Arc<DataPlane>,
     pub(crate) endpoints: EndpointRegistry,
@@ -193,14 +273,30 @@ pub(crate) struct Writer {
 impl Writer {
     /// Starts the writer task; it runs until every `Commands` is dropped.
     pub(crate) fn spawn(self) -> Commands {
-        let (commands, receiver) = mpsc::channel(QUEUE);
-        tokio::spawn(self.run(receiver));
-        Commands(commands)
+        let (safety, safety_lane) = mpsc::channel(QUEUE);
+        let (others, other_lane) = mpsc::channel(QUEUE);
+        tokio::spawn(self.run(safety_lane, other_lane));
+        Commands { safety, others }
     }
 
-    async fn run(self, mut receiver: mpsc::Receiver<Request>) {
-        while let Some(command) = receiver.recv().await {
-            match command {
+    async fn run(
+        mut self,
+        mut safety: mpsc::Receiver<Request>,
+        mut others: mpsc::Receiver<Request>,
+    ) {
+        loop {
+            let waiting = !self.shared.lock().pending.is_empty();
+            let request = tokio::select! {
+                biased;
+                Some(request) = safety.recv() => request,
+                Some(request) = others.recv() => request,
+                _ = tokio::time::sleep(RETRY), if waiting => {
+                    let _ = self.flush().await;
+                    continue;
+                }
+                else => return,
+            };
+            match request {
                 Request::Apply {
                     service,
                     change,
@@ -235,48 +331,104 @@ impl Writer {
         }
     }
 
+    /// Journals the aborts applied without the journal, in order. Ok when none is left.
+    async fn flush(&mut self) -> Result<(), JournalError> {
+        let pending = self.shared.lock().pending.clone();
+        if pending.is_empty() {
+            return Ok(());
+        }
+        match self.journal.append(pending).await {
+            Ok(written) => {
+                tracing::warn!(
+                    revisions = written.len(),
+                    "the journal can be written again: aborts applied meanwhile are recorded"
+                );
+                let mut state = self.shared.lock();
+                state.pending.clear();
+                state.outage = None;
+                for record in written {
+                    state.replace(record);
+                }
+                drop(state);
+                self.save_pending();
+                Ok(())
+            }
+            Err(err) => {
+                self.journal_failed(&err);
+                Err(err)
+            }
+        }
+    }
+
+    /// Notes that the journal cannot be written (logged at most once a minute).
+    fn journal_failed(&self, err: &JournalError) {
+        let mut state = self.shared.lock();
+        let pending = state.pending.len();
+        let outage = state
+            .outage
+            .get_or_insert_with(|| Outage::new(err.to_string()));
+        outage.error = err.to_string();
+        if outage.log_due(Instant::now()) {
+            tracing::error!(
+                error = %err,
+                pending,
+                "the journal cannot be written: aborts still apply at once and wait to be recorded; other changes are refused"
+            );
+        }
+    }
+
+    /// Keeps the pending aborts where a restart finds them.
+    fn save_pending(&self) {
+        let Some(file) = &self.pending_file else {
+            return;
+        };
+        let pending = self.shared.lock().pending.clone();
+        if let Err(err) = file.write(&pending) {
+            tracing::error!(file = %file.path().display(), error = %err, "pending aborts not saved: a restart now would forget them");
+        }
+    }
+
     pub(crate) async fn apply(
-        &self,
+        &mut self,
         service: &str,
         change: Change,
         origin: Origin,
     ) -> Result<RevisionRecord, ControlError> {
-        for _ in 0..MAX_RACES {
-            let records = self.plan(service, &change, &origin)?;
-            let planned = records.first().cloned();
-            match self.record(records).await {
-                Ok(written) => {
-                    self.commit(None, &written);
-                    return written.into_iter().next().ok_or_else(|| {
-                        ControlError::NotRecorded("journal returned no record".into())
-                    });
-                }
-                // Caught up already: plan again against the state it follows now.
-                Err(Recording::Behind { .. }) => {}
-                // Safety never waits: an abort routes here now and reaches the log later.
-                Err(Recording::Offline(why)) if change == Change::Abort => {
-                    return planned
-                        .and_then(|p| self.hold(p, origin.clone()))
-                        .ok_or_else(|| {
-                            ControlError::NotRecorded(format!(
-                                "change not recorded, routing unchanged: {why}"
-                            ))
-                        });
-                }
-                Err(Recording::Failed(why) | Recording::Offline(why)) => {
-                    return Err(ControlError::NotRecorded(format!(
-                        "change not recorded, routing unchanged: {why}"
-                    )))
-                }
-            }
+        if self.fleet.is_some() {
+            return self.apply_in_fleet(service, change, origin).await;
         }
-        Err(ControlError::NotRecorded(
-            "change not recorded, routing unchanged: the fleet log kept moving on".into(),
-        ))
+        let is_abort = change == Change::Abort;
+        let flushed = self.flush().await;
+        let records = self.plan(service, &change, &origin)?;
+        let written = match flushed {
+            Ok(()) => self.journal.append(records.clone()).await,
+            Err(err) => Err(err),
+        };
+        let written = match written {
+            Ok(written) => written,
+            Err(err) if is_abort => {
+                // Safety never waits: in force now, journaled as soon as the disk allows.
+                self.journal_failed(&err);
+                self.shared.lock().pending.extend(records.iter().cloned());
+                self.save_pending();
+                records
+            }
+            Err(err) => {
+                self.journal_failed(&err);
+                return Err(ControlError::NotRecorded(format!(
+                    "change not recorded, routing unchanged: {err} (only aborts apply until the journal can be written)"
+                )));
+            }
+        };
+        self.commit(None, &written);
+        written
+            .into_iter()
+            .next()
+            .ok_or_else(|| ControlError::NotRecorded("journal returned no record".into()))
     }
 
     /// The revision `change` makes, planned against the state in force.
-    fn plan(
+    pub(crate) fn plan(
         &self,
         service: &str,
         change: &Change,
@@ -309,36 +461,46 @@ impl Writer {
     }
 
     pub(crate) async fn reload(
-        &self,
+        &mut self,
         config: Config,
         origin: &Origin,
     ) -> Result<ReloadResponse, String> {
-        let mut written = Vec::new();
-        for _ in 0..MAX_RACES {
-            let records = {
-                let state = self.shared.lock();
-                let planned =
-                    reconcile::reconcile(&state.services, &state.declared, &config, origin);
-                state.records(planned, &config)
-            };
-            if records.is_empty() {
-                break;
-            }
-            match self.record(records).await {
-                Ok(done) => {
-                    written.extend(done);
-                    break;
-                }
-                Err(Recording::Behind { written: done }) => written.extend(done),
-                Err(Recording::Failed(why) | Recording::Offline(why)) => return Err(why),
-            }
-        }
+        let written = match self.fleet.is_some() {
+            true => self.reconcile_in_fleet(&config, origin).await?,
+            false => self
+                .reconcile_in_journal(&config, origin)
+                .await
+                .map_err(|err| err.to_string())?,
+        };
         let revision = self.commit(Some(config), &written);
         self.endpoints.retain_used();
         Ok(ReloadResponse {
             revision,
             changes: written,
         })
+    }
+
+    /// Journals the routing changes `config` makes (see `reconcile`).
+    async fn reconcile_in_journal(
+        &mut self,
+        config: &Config,
+        origin: &Origin,
+    ) -> Result<Vec<RevisionRecord>, JournalError> {
+        self.flush().await?;
+        let records = self.reconciled(config, origin);
+        match records.is_empty() {
+            true => Ok(Vec::new()),
+            false => self.journal.append(records).await.inspect_err(|err| {
+                self.journal_failed(err);
+            }),
+        }
+    }
+
+    /// The revisions that bring live routing in line with `config`.
+    pub(crate) fn reconciled(&self, config: &Config, origin: &Origin) -> Vec<RevisionRecord> {
+        let state = self.shared.lock();
+        let planned = reconcile::reconcile(&state.services, &state.declared, config, origin);
+        state.records(planned, config)
     }
 
     /// Takes new addresses for the versions whose entries are still those looked up.
@@ -405,5 +567,32 @@ impl Writer {
             fleet.applied.send_replace(state.revision);
         }
         state.revision
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn an_unwritable_journal_is_logged_at_most_once_a_minute() {
+        let mut outage = Outage::new("No space left on device".into());
+        assert!(
+            outage.log_due(Instant::now()),
+            "the first failure is logged"
+        );
+        for _ in 0..59 {
+            tokio::time::advance(Duration::from_secs(1)).await;
+            assert!(
+                !outage.log_due(Instant::now()),
+                "logged again within a minute"
+            );
+        }
+        tokio::time::advance(Duration::from_secs(1)).await;
+        assert!(
+            outage.log_due(Instant::now()),
+            "a minute on, it is logged again"
+        );
+        assert!(!outage.log_due(Instant::now()));
     }
 }

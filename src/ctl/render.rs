@@ -14,6 +14,14 @@ pub fn status(status: &StatusResponse) -> String {
         "revision {}  proxy {}  (rates over {}s)\n",
         status.revision, status.listen, status.window_secs
     );
+    if let Some(journal) = &status.journal {
+        out.push_str(&format!(
+            "JOURNAL UNWRITABLE since {}: {} ({} abort(s) in force, waiting to be recorded; other changes refused)\n",
+            crate::control::record::rfc3339_millis(journal.since_ms),
+            journal.error,
+            journal.pending
+        ));
+    }
     for service in &status.services {
         out.push('\n');
         out.push_str(&self::service(service));
