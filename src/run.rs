@@ -221,7 +221,7 @@ pub async fn run(
                     changes = reloaded.changes.len(),
                     "config reloaded"
                 ),
-                Err(err) => tracing::error!("reload rejected, routing unchanged:\n{err}"),
+                Err(err) => tracing::error!("reload rejected, routing unchanged: {err}"),
             }
         }
     });

@@ -102,10 +102,9 @@ async fn route(
                 .reload(Origin::new("reload", reason))
                 .await
                 .map_err(|err| match err {
-                    ReloadError::Config(err) => ApiError::BadRequest(format!(
-                        "reload rejected, nothing changed: {}",
-                        err.to_string().replace('\n', "; ")
-                    )),
+                    ReloadError::Config(_) => {
+                        ApiError::BadRequest(format!("reload rejected, nothing changed: {err}"))
+                    }
                     ReloadError::Journal(_) | ReloadError::Stopped => {
                         ApiError::Internal(err.to_string())
                     }

@@ -72,10 +72,9 @@ pub fn next_state(
             describe(current)
         )));
     }
-    let exempt = matches!(
-        change,
-        Change::Abort | Change::Rollback { .. } | Change::Unfreeze
-    );
+    // A rollback is held to the freeze like any change: it may always lower risk, never
+    // raise a non-stable version's share.
+    let exempt = matches!(change, Change::Abort | Change::Unfreeze);
     if current.frozen && !exempt {
         check_frozen(name, current, &next, change.kind())?;
     }
@@ -179,7 +178,7 @@ fn check_frozen(
         let (new, new_total) = share(next, version);
         if new * old_total > old * new_total {
             return Err(ControlError::Refused(format!(
-                "{name} is frozen: {} would raise {version}'s share of traffic ({:.1}% -> {:.1}%); unfreeze first (abort and rollback still work)",
+                "{name} is frozen: {} would raise {version}'s share of traffic ({:.1}% -> {:.1}%); unfreeze first (abort works; so does a rollback that raises no share)",
                 kind.label(),
                 percent(old, old_total),
                 percent(new, new_total),

@@ -209,3 +209,25 @@ fn rollback_returns_to_the_routing_before_the_last_change() {
     let err = next_state(&service, &a, &Change::Rollback { to: None }, &refs[..1]).unwrap_err();
     assert!(err.to_string().contains("no earlier routing"), "{err}");
 }
+
+#[test]
+fn a_frozen_rollback_may_lower_risk_but_never_raise_it() {
+    let ten = state("blue", &[("blue", 90), ("canary", 10)]);
+    let fifty = state("blue", &[("blue", 50), ("canary", 50)]);
+    let mut twenty = state("blue", &[("blue", 80), ("canary", 20)]);
+    twenty.frozen = true;
+    let history = [
+        revision(1, None, ten.clone()),
+        revision(2, Some(ten.clone()), fifty.clone()),
+        revision(3, Some(fifty.clone()), twenty.clone()),
+    ];
+    let refs: Vec<&RevisionRecord> = history.iter().collect();
+    let service = service();
+    let up = Change::Rollback { to: Some(2) };
+    let err = next_state(&service, &twenty, &up, &refs).unwrap_err();
+    assert!(err.to_string().contains("frozen"), "{err}");
+    let down = Change::Rollback { to: Some(1) };
+    let lowered = next_state(&service, &twenty, &down, &refs).unwrap();
+    assert_eq!(lowered.weights, ten.weights);
+    assert!(lowered.frozen);
+}

@@ -32,6 +32,7 @@ use std::collections::BTreeMap;
 use std::future::Future;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::sync::Mutex;
 use writer::{Commands, ControlState, Outage, Request, Shared, Writer};
 
@@ -75,10 +76,16 @@ pub struct JournalOutage {
     pub pending: usize,
 }
 
+/// How long a reload may spend reading the file and looking up endpoint names.
+const RELOAD_LIMIT: Duration = Duration::from_secs(10);
+/// Problems a rejected reload spells out; the rest are counted (`check` lists them all).
+const PROBLEMS_SHOWN: usize = 3;
+
 /// Why a reload changed nothing.
 #[derive(Debug, thiserror::Error)]
 pub enum ReloadError {
-    #[error(transparent)]
+    /// One line, however many problems the file has.
+    #[error("{}", summary(.0))]
     Config(#[from] ConfigError),
     #[error("reload not recorded, routing unchanged: {0}")]
     Journal(String),
@@ -147,6 +154,7 @@ impl Controller {
         planned.extend(reconcile::reconcile(
             &state.services,
             &state.declared,
+            &state.departed(),
             &config,
             &origin,
         ));
@@ -175,7 +183,7 @@ impl Controller {
                 Err(err) => return Err(err),
             },
         };
-        let hooks = Hooks::default();
+        let hooks = Hooks::new(&config.state_dir, &config.hooks);
         for record in written {
             hooks.send(&config.hooks, &record);
             match record.revision <= state.revision {
@@ -256,14 +264,23 @@ impl Controller {
     /// one table swap. An invalid file changes nothing and its problems are returned.
     pub async fn reload(&self, origin: Origin) -> Result<ReloadResponse, ReloadError> {
         let _topology = self.topology.lock().await;
-        // Off the runtime's threads: loading resolves endpoint names, which may block.
+        // Off the runtime's threads: loading resolves endpoint names, which may block; a
+        // lookup that outlives the limit is left to finish on its own, unheard.
         let path = self.config_path.clone();
-        let config = tokio::task::spawn_blocking(move || Config::load(&path))
+        let unreadable = |reason: String| ConfigError::Unreadable {
+            path: self.config_path.clone(),
+            reason,
+        };
+        let loading = tokio::task::spawn_blocking(move || Config::load(&path));
+        let config = tokio::time::timeout(RELOAD_LIMIT, loading)
             .await
-            .map_err(|err| ConfigError::Unreadable {
-                path: self.config_path.clone(),
-                reason: err.to_string(),
-            })??;
+            .map_err(|_| {
+                unreadable(format!(
+                    "endpoint name lookups did not finish within {}s",
+                    RELOAD_LIMIT.as_secs()
+                ))
+            })?
+            .map_err(|err| unreadable(err.to_string()))??;
         let config = Box::new(config);
         let reloaded = self
             .commands
@@ -323,6 +340,26 @@ impl Controller {
             Some(history) => Ok(history[history.len().saturating_sub(limit)..].to_vec()),
             None => Err(unknown_service(&state.config, service)),
         }
+    }
+}
+
+/// A rejected file in one line: its first problems, and how many more there are.
+fn summary(err: &ConfigError) -> String {
+    let ConfigError::Invalid { path, problems } = err else {
+        return err.to_string();
+    };
+    let shown: Vec<String> = problems
+        .iter()
+        .take(PROBLEMS_SHOWN)
+        .map(|p| format!("{}:{}: {}", path.display(), p.line, p.message))
+        .collect();
+    match problems.len().saturating_sub(PROBLEMS_SHOWN) {
+        0 => shown.join("; "),
+        more => format!(
+            "{}; and {more} more problems (`switchyard check --config {}` lists them all)",
+            shown.join("; "),
+            path.display()
+        ),
     }
 }
 

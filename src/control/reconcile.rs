@@ -9,7 +9,9 @@
 //!      (`version_removed`).
 //! Either way the latch and the freeze are kept: an abort is never forgotten by a reload.
 //! A new service gets a first revision (`added`); a service gone from the file is recorded
-//! as `removed`. Topology-only edits record no revision.
+//! as `removed`, and if it comes back (a file cut off at a section boundary and then
+//! repaired does this) it keeps the latch and freeze it had when it left. Topology-only
+//! edits record no revision.
 
 use super::record::{ChangeKind, Declared, Origin, PlannedRevision};
 use crate::config::{Config, ServiceConfig};
@@ -17,9 +19,11 @@ use crate::routing::ServiceState;
 use std::collections::BTreeMap;
 
 /// The revisions that bring live routing in line with `config`.
+/// `departed`: the last routing of services that were removed, by name.
 pub fn reconcile(
     live: &BTreeMap<String, ServiceState>,
     declared: &BTreeMap<String, Declared>,
+    departed: &BTreeMap<String, ServiceState>,
     config: &Config,
     origin: &Origin,
 ) -> Vec<PlannedRevision> {
@@ -38,13 +42,13 @@ pub fn reconcile(
             },
         };
         let Some(current) = live.get(&service.name) else {
-            let new = from_file(service, None);
-            planned.push(plan(
-                ChangeKind::Added,
-                None,
-                new,
-                "service added from the config".into(),
-            ));
+            let before = departed.get(&service.name);
+            let new = from_file(service, before);
+            let detail = match before.filter(|b| b.latched || b.frozen) {
+                Some(_) => "service added back to the config; its latch and freeze are kept",
+                None => "service added from the config",
+            };
+            planned.push(plan(ChangeKind::Added, None, new, detail.into()));
             continue;
         };
         match declared.get(&service.name) {

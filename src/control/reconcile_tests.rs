@@ -36,7 +36,13 @@ fn declared(config: &Config) -> BTreeMap<String, Declared> {
 fn an_unchanged_file_keeps_live_routing() {
     let file = config("{ blue = 95, canary = 5 }", &["blue", "canary"]);
     let live = live("blue", &[("blue", 50), ("canary", 50)], false);
-    let planned = reconcile(&live, &declared(&file), &file, &Origin::new("reload", ""));
+    let planned = reconcile(
+        &live,
+        &declared(&file),
+        &BTreeMap::new(),
+        &file,
+        &Origin::new("reload", ""),
+    );
     assert!(planned.is_empty(), "{planned:?}");
 }
 
@@ -48,6 +54,7 @@ fn an_edited_file_wins_but_keeps_the_latch() {
     let planned = reconcile(
         &live,
         &declared(&before),
+        &BTreeMap::new(),
         &after,
         &Origin::new("reload", "SIGHUP"),
     );
@@ -67,6 +74,7 @@ fn a_removed_version_falls_back_to_the_file() {
     let planned = reconcile(
         &live,
         &declared(&before),
+        &BTreeMap::new(),
         &after,
         &Origin::new("reload", ""),
     );
@@ -81,6 +89,7 @@ fn services_are_added_and_removed() {
     let planned = reconcile(
         &BTreeMap::new(),
         &BTreeMap::new(),
+        &BTreeMap::new(),
         &file,
         &Origin::new("startup", ""),
     );
@@ -91,10 +100,32 @@ fn services_are_added_and_removed() {
     let planned = reconcile(
         &live_services,
         &declared(&file),
+        &BTreeMap::new(),
         &file,
         &Origin::new("reload", ""),
     );
     let kinds: Vec<ChangeKind> = planned.iter().map(|p| p.kind).collect();
     assert_eq!(kinds, [ChangeKind::Added, ChangeKind::Removed]);
     assert!(planned[1].new.is_none());
+}
+
+#[test]
+fn a_service_that_comes_back_keeps_its_latch_and_freeze() {
+    let file = config("{ blue = 95, canary = 5 }", &["blue", "canary"]);
+    let mut before = live("blue", &[("blue", 50), ("canary", 50)], true)
+        .remove("shop")
+        .unwrap();
+    before.frozen = true;
+    let departed = BTreeMap::from([("shop".to_string(), before)]);
+    let planned = reconcile(
+        &BTreeMap::new(),
+        &BTreeMap::new(),
+        &departed,
+        &file,
+        &Origin::new("reload", ""),
+    );
+    assert_eq!(planned[0].kind, ChangeKind::Added);
+    let new = planned[0].new.as_ref().unwrap();
+    assert!(new.latched && new.frozen, "{new:?}");
+    assert_eq!(new.weights["canary"], 5, "the file's routing");
 }

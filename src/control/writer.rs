@@ -60,6 +60,15 @@ impl ControlState {
         }
     }
 
+    /// The last routing of each service that was removed (and is not back).
+    pub(crate) fn departed(&self) -> BTreeMap<String, ServiceState> {
+        self.history
+            .iter()
+            .filter(|(name, _)| !self.services.contains_key(*name))
+            .filter_map(|(name, h)| Some((name.clone(), h.last()?.old.clone()?)))
+            .collect()
+    }
+
     /// Puts the journaled (chained) copy of a pending revision in its place in history.
     pub(crate) fn replace(&mut self, record: RevisionRecord) {
         let kept = self
@@ -499,7 +508,13 @@ impl Writer {
     /// The revisions that bring live routing in line with `config`.
     pub(crate) fn reconciled(&self, config: &Config, origin: &Origin) -> Vec<RevisionRecord> {
         let state = self.shared.lock();
-        let planned = reconcile::reconcile(&state.services, &state.declared, config, origin);
+        let planned = reconcile::reconcile(
+            &state.services,
+            &state.declared,
+            &state.departed(),
+            config,
+            origin,
+        );
         state.records(planned, config)
     }
 
