@@ -13,7 +13,10 @@ fuzz_target!(|data: &[u8]| {
     if let Err(err) = Config::parse(Path::new("fuzz.toml"), text) {
         let lines = text.lines().count().max(1);
         for problem in err.problems() {
-            assert!(problem.line >= 1 && problem.line <= lines + 1, "{problem:?}");
+            assert!(
+                problem.line >= 1 && problem.line <= lines + 1,
+                "{problem:?}"
+            );
             assert!(!problem.message.contains('\n'), "{problem:?}");
         }
     }

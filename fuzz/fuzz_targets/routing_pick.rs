@@ -84,9 +84,13 @@ fuzz_target!(|data: &[u8]| {
     };
     let first = service.pick(&headers).version();
     assert!(first < service.versions.len());
-    let sticky = headers.contains_key("x-user-id") && service.name == "api"
-        || headers.get("x-canary").is_some_and(|v| v == "1") && service.name == "shop";
+    let sticky = headers.contains_key("x-user-id") && &*service.name == "api"
+        || headers.get("x-canary").is_some_and(|v| v == "1") && &*service.name == "shop";
     if sticky {
-        assert_eq!(service.pick(&headers).version(), first, "a sticky pick moved");
+        assert_eq!(
+            service.pick(&headers).version(),
+            first,
+            "a sticky pick moved"
+        );
     }
 });
