@@ -111,6 +111,8 @@ pub enum CtlCommand {
     },
     /// Automatic cutbacks the guard recorded, newest first.
     Incidents { service: Option<String> },
+    /// The instances sharing this routing ([cluster]): applied revision, lag, last seen.
+    Fleet,
     /// Start, pause or resume the service's progressive rollout ([services.NAME.rollout]).
     Rollout {
         service: String,
@@ -207,6 +209,14 @@ async fn run(args: CtlArgs) -> Result<String, ClientError> {
                 true => Ok(text),
                 false => Err(ClientError::Failed(text)),
             };
+        }
+        CtlCommand::Fleet => {
+            let fleet = client.fleet().await?;
+            return Ok(if json {
+                as_json(&fleet)
+            } else {
+                render::fleet(&fleet)
+            });
         }
         CtlCommand::Incidents { service } => {
             let incidents = client.incidents(service.as_deref()).await?;
