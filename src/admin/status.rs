@@ -14,13 +14,15 @@ pub const WINDOW: Duration = Duration::from_secs(10);
 
 pub async fn build(context: &AdminContext) -> StatusResponse {
     let parts = &context.parts;
-    let snapshot = parts.controller.snapshot().await;
-    let table = parts.controller.plane.table.load_full();
+    // The rollouts are read before the routing: a rollout marks a step done only after
+    // the writer applied it, so this order never shows a step done on older routing.
     let live = Live {
         verdicts: parts.board.all(),
         rollouts: parts.rollouts.all().await,
         return_points: parts.verified.verifier.return_point_status(),
     };
+    let snapshot = parts.controller.snapshot().await;
+    let table = parts.controller.plane.table.load_full();
     StatusResponse {
         revision: table.revision,
         listen: context.proxy_addr.to_string(),
