@@ -475,3 +475,71 @@ async fn an_upstream_body_that_stops_is_cut_off_after_upstream_body_idle_and_cou
     );
     assert_eq!(pooled(&proxy), 0);
 }
+
+#[tokio::test]
+async fn an_answers_hop_by_hop_fields_never_reach_the_client() {
+    let upstream = RawUpstream::start(|mut conn| async move {
+        while let Some(head) = conn.request().await {
+            match Conn::path(&head).as_str() {
+                // Connection names nothing but keep-alive: the codec drops the fields itself.
+                "/plain" => {
+                    conn.send(b"HTTP/1.1 200 OK\r\nconnection: keep-alive\r\nkeep-alive: timeout=5\r\nproxy-connection: keep-alive\r\nx-kept: 1\r\ncontent-length: 2\r\n\r\nok")
+                        .await
+                }
+                // Connection names another field: the proxy's own pass removes it too.
+                _ => {
+                    conn.send(b"HTTP/1.1 200 OK\r\nconnection: keep-alive, x-secret\r\nx-secret: 1\r\nx-kept: 1\r\ntransfer-encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n")
+                        .await
+                }
+            }
+        }
+    })
+    .await;
+    let proxy = proxy_to(&upstream).await;
+    let client = client();
+    for path in ["/plain", "/named"] {
+        let (status, headers, body) = fetch(&client, &proxy, Method::GET, path).await;
+        assert_eq!(status, StatusCode::OK, "{path}");
+        assert_eq!(body.unwrap(), "ok", "{path}");
+        assert_eq!(headers["x-kept"], "1", "{path}");
+        for hop in ["keep-alive", "proxy-connection", "x-secret"] {
+            assert!(
+                !headers.contains_key(hop),
+                "{path}: {hop} reached the client"
+            );
+        }
+        assert_eq!(headers["via"], "1.1 switchyard", "{path}");
+    }
+    assert_eq!(upstream.connections(), 1);
+}
+
+#[tokio::test]
+async fn an_absolute_form_target_goes_upstream_in_origin_form() {
+    let upstream = RawUpstream::start(|mut conn| async move {
+        while let Some(head) = conn.request().await {
+            let line = head.lines().next().unwrap_or("").to_string();
+            conn.send(
+                format!(
+                    "HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{line}",
+                    line.len()
+                )
+                .as_bytes(),
+            )
+            .await;
+        }
+    })
+    .await;
+    let proxy = proxy_to(&upstream).await;
+    let mut stream = TcpStream::connect(proxy.addr()).await.unwrap();
+    stream
+        .write_all(b"GET http://shop.example/a/b?c=d HTTP/1.1\r\nHost: shop.example\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut answer))
+        .await
+        .unwrap()
+        .unwrap();
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.ends_with("GET /a/b?c=d HTTP/1.1"), "{answer}");
+}

@@ -7,6 +7,7 @@ pub mod endpoint;
 mod guard;
 pub mod health;
 mod rollout;
+mod salvage;
 mod validate;
 
 pub use checks::{ExpectStatus, SmokeCheck, VerifySettings};
@@ -48,11 +49,14 @@ pub struct ProxySection {
     /// Response header naming the version that served; "" turns it off.
     #[serde(default = "default_version_header")]
     pub version_header: Spanned<String>,
-    #[serde(default)]
-    pub timeouts: TimeoutSection,
+    #[serde(default = "default_timeouts")]
+    pub timeouts: Spanned<TimeoutSection>,
     /// Largest request head (request line plus headers) a client may send.
     #[serde(default = "default_max_header_bytes")]
     pub max_header_bytes: Spanned<usize>,
+    /// Client connections open at once; past it new ones are refused (503 and closed).
+    #[serde(default = "default_max_connections")]
+    pub max_connections: Spanned<usize>,
     #[serde(default)]
     pub access_log: bool,
     /// Worker threads; 0 means one per available core.
@@ -239,6 +243,14 @@ fn default_max_header_bytes() -> Spanned<usize> {
     Spanned::new(0..0, 64 * 1024)
 }
 
+fn default_timeouts() -> Spanned<TimeoutSection> {
+    Spanned::new(0..0, TimeoutSection::default())
+}
+
+fn default_max_connections() -> Spanned<usize> {
+    Spanned::new(0..0, 100_000)
+}
+
 fn default_admin_socket() -> PathBuf {
     PathBuf::from(DEFAULT_ADMIN_SOCKET)
 }
@@ -251,6 +263,7 @@ pub struct Config {
     pub version_header: Option<http::HeaderName>,
     pub timeouts: TimeoutSection,
     pub max_header_bytes: usize,
+    pub max_connections: usize,
     pub access_log: bool,
     pub workers: usize,
     pub resolve_every: Duration,

@@ -109,20 +109,10 @@ pub(super) fn parse_and_validate(path: &Path, text: &str) -> Result<Config, Conf
         text,
         problems: Vec::new(),
     };
-    let file: FileConfig = match toml::from_str(text) {
-        Ok(file) => file,
-        Err(err) => {
-            // toml's messages may span lines; a problem is always one line.
-            let message = err
-                .message()
-                .split_whitespace()
-                .collect::<Vec<_>>()
-                .join(" ");
-            checker.report(err.span().unwrap_or(0..0), message);
-            return Err(invalid(checker.problems));
-        }
-    };
-    let config = check(&mut checker, file);
+    let file: Option<FileConfig> =
+        salvage::deserialize_all(text, |span, message| checker.report(span, message));
+    // The rest is checked even after problems were cut out, so every one is listed.
+    let config = file.and_then(|file| check(&mut checker, file));
     match config {
         Some(config) if checker.problems.is_empty() => Ok(config),
         _ => {
@@ -153,6 +143,14 @@ fn check(checker: &mut Checker, file: FileConfig) -> Option<Config> {
             ),
         );
     }
+    let max_connections = *file.proxy.max_connections.get_ref();
+    if !(1..=10_000_000).contains(&max_connections) {
+        checker.report(
+            file.proxy.max_connections.span(),
+            format!("proxy.max_connections must be between 1 and 10000000, not {max_connections}"),
+        );
+    }
+    check_timeouts(checker, &file.proxy.timeouts);
     let resolve_every = file.proxy.resolve_every.get_ref().0;
     if !resolve_every.is_zero() && resolve_every < Duration::from_secs(1) {
         checker.report(
@@ -229,8 +227,9 @@ fn check(checker: &mut Checker, file: FileConfig) -> Option<Config> {
             key: tls.key.into_inner(),
         }),
         version_header: version_header?,
-        timeouts: file.proxy.timeouts,
+        timeouts: file.proxy.timeouts.into_inner(),
         max_header_bytes,
+        max_connections,
         access_log: file.proxy.access_log,
         workers: file.proxy.workers,
         resolve_every,
@@ -241,6 +240,21 @@ fn check(checker: &mut Checker, file: FileConfig) -> Option<Config> {
         hooks,
         services,
     })
+}
+
+fn check_timeouts(checker: &mut Checker, timeouts: &Spanned<TimeoutSection>) {
+    let section = timeouts.get_ref();
+    for (name, value) in [
+        ("upstream_body_idle", section.upstream_body_idle),
+        ("client_idle", section.client_idle),
+    ] {
+        if value.0.is_zero() {
+            checker.report(
+                timeouts.span(),
+                format!("proxy.timeouts.{name} must be more than 0"),
+            );
+        }
+    }
 }
 
 fn check_hooks(checker: &mut Checker, hooks: &HooksSection) -> HooksConfig {

@@ -1,7 +1,14 @@
-//! Event hooks: each revision is POSTed as a small JSON event to every configured webhook.
-//! Each webhook has its own background task and bounded queue, and a change only ever
-//! `try_send`s: a slow or dead hook delays only its own later events, never a change.
+//! Event hooks: each revision is POSTed as a small JSON event to every configured webhook,
+//! at least once and in order, straight from the journal.
+//!
+//! Each webhook has a deliverer task that tails the journal file on its own and keeps a
+//! cursor (the last revision the hook acknowledged with a 2xx) in `STATE/hooks/`. A hook
+//! that is down is retried until it answers, from where it stopped, across restarts of the
+//! proxy; every event carries its revision and hash, so a receiver can drop a repeat.
+//! The controller only rings a bell after each journaled change (`send`): a slow or dead
+//! hook never delays a change.
 
+use super::journal::JOURNAL_FILE;
 use super::record::RevisionRecord;
 use crate::config::HooksConfig;
 use crate::routing::ServiceState;
@@ -10,20 +17,27 @@ use http::{header, Request, Uri};
 use http_body_util::Full;
 use hyper_util::rt::TokioIo;
 use serde::Serialize;
+use sha2::{Digest, Sha256};
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::io::{Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 use tokio::net::TcpStream;
-use tokio::sync::mpsc;
+use tokio::sync::watch;
 
-/// Events waiting for delivery per hook; past this, new events are dropped with a warning.
-const QUEUE: usize = 256;
+/// A deliverer looks at the journal this often even without a bell (belt and braces).
+const LOOK_EVERY: Duration = Duration::from_secs(5);
+/// The longest pause between two tries at a hook that is down.
+const MAX_RETRY_PAUSE: Duration = Duration::from_secs(30);
 
 /// What a webhook receives.
 #[derive(Debug, Serialize)]
 pub struct HookEvent<'r> {
     pub event: &'static str,
     pub revision: u64,
+    /// The journal line's hash: with `revision`, what a receiver deduplicates on.
+    pub hash: &'r str,
     pub time: &'r str,
     pub service: &'r str,
     pub kind: &'static str,
@@ -34,29 +48,131 @@ pub struct HookEvent<'r> {
     pub routing: Option<&'r ServiceState>,
 }
 
-struct Delivery {
-    body: Bytes,
-    revision: u64,
-    timeout: Duration,
-    attempts: u32,
-}
-
-/// The delivery queues, one per webhook URL, created on first use.
-#[derive(Default)]
+/// The deliverers, one per webhook URL, and the bell they listen to.
 pub struct Hooks {
-    queues: Mutex<HashMap<Uri, mpsc::Sender<Arc<Delivery>>>>,
+    state_dir: PathBuf,
+    /// The hooks settings in force; every change rings it.
+    bell: watch::Sender<HooksConfig>,
+    running: Mutex<HashMap<Uri, tokio::task::JoinHandle<()>>>,
 }
 
 impl Hooks {
-    /// Queues the event of `record` for every hook in `hooks`; never waits. Needs a tokio
-    /// runtime (a hook's first event starts its task).
-    pub fn send(&self, hooks: &HooksConfig, record: &RevisionRecord) {
-        if hooks.webhooks.is_empty() {
-            return;
+    /// Resumes every configured hook that has a cursor (it may have missed revisions while
+    /// the proxy was down). Needs a tokio runtime.
+    pub fn new(state_dir: &Path, hooks: &HooksConfig) -> Hooks {
+        let this = Hooks {
+            state_dir: state_dir.to_path_buf(),
+            bell: watch::Sender::new(hooks.clone()),
+            running: Mutex::new(HashMap::new()),
+        };
+        for url in &hooks.webhooks {
+            if let Some(cursor) = read_cursor(&cursor_path(state_dir, url)) {
+                this.start(url, cursor);
+            }
         }
+        this
+    }
+
+    /// Tells the deliverers that `record` is in the journal; never waits. A hook seen for
+    /// the first time starts with this record.
+    pub fn send(&self, hooks: &HooksConfig, record: &RevisionRecord) {
+        self.bell.send_replace(hooks.clone());
+        let mut running = self.running.lock().unwrap_or_else(PoisonError::into_inner);
+        running.retain(|_, task| !task.is_finished());
+        for url in &hooks.webhooks {
+            if running.contains_key(url) {
+                continue;
+            }
+            let path = cursor_path(&self.state_dir, url);
+            let cursor = read_cursor(&path).unwrap_or_else(|| {
+                let cursor = record.revision.saturating_sub(1);
+                save_cursor(&path, url, cursor);
+                cursor
+            });
+            running.insert(url.clone(), self.spawn(url, cursor));
+        }
+    }
+
+    fn start(&self, url: &Uri, cursor: u64) {
+        let task = self.spawn(url, cursor);
+        self.running
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(url.clone(), task);
+    }
+
+    fn spawn(&self, url: &Uri, cursor: u64) -> tokio::task::JoinHandle<()> {
+        let deliverer = Deliverer {
+            url: url.clone(),
+            cursor,
+            cursor_path: cursor_path(&self.state_dir, url),
+            journal: JournalTail::new(self.state_dir.join(JOURNAL_FILE)),
+            bell: self.bell.subscribe(),
+        };
+        tokio::spawn(deliverer.run())
+    }
+}
+
+impl Drop for Hooks {
+    fn drop(&mut self) {
+        for task in self
+            .running
+            .get_mut()
+            .unwrap_or_else(PoisonError::into_inner)
+            .values()
+        {
+            task.abort();
+        }
+    }
+}
+
+/// One hook's delivery: journal revisions after `cursor`, one at a time, until acknowledged.
+struct Deliverer {
+    url: Uri,
+    cursor: u64,
+    cursor_path: PathBuf,
+    journal: JournalTail,
+    bell: watch::Receiver<HooksConfig>,
+}
+
+impl Deliverer {
+    async fn run(mut self) {
+        loop {
+            if !self.configured() {
+                return;
+            }
+            let records = match self.journal.read_new() {
+                Ok(records) => records,
+                Err(err) => {
+                    tracing::warn!(url = %self.url, error = %err, "webhook: cannot read the journal");
+                    Vec::new()
+                }
+            };
+            let delivered = self.cursor;
+            for record in records.iter().filter(|r| r.revision > delivered) {
+                if !self.deliver(record).await {
+                    return;
+                }
+                self.cursor = record.revision;
+                save_cursor(&self.cursor_path, &self.url, self.cursor);
+            }
+            tokio::select! {
+                changed = self.bell.changed() => if changed.is_err() { return },
+                () = tokio::time::sleep(LOOK_EVERY) => {}
+            }
+        }
+    }
+
+    fn configured(&self) -> bool {
+        self.bell.borrow().webhooks.contains(&self.url)
+    }
+
+    /// Tries until the hook answers 2xx; false if the hook was removed meanwhile.
+    async fn deliver(&mut self, record: &RevisionRecord) -> bool {
         let event = HookEvent {
             event: "revision",
             revision: record.revision,
+            hash: &record.hash,
             time: &record.time,
             service: &record.service,
             kind: record.kind.label(),
@@ -65,49 +181,108 @@ impl Hooks {
             routing: record.new.as_ref(),
         };
         let Ok(body) = serde_json::to_vec(&event) else {
-            return;
+            return true;
         };
-        let delivery = Arc::new(Delivery {
-            body: Bytes::from(body),
-            revision: record.revision,
-            timeout: hooks.timeout,
-            attempts: hooks.attempts.max(1),
-        });
-        let mut queues = self.queues.lock().unwrap_or_else(PoisonError::into_inner);
-        for url in &hooks.webhooks {
-            let queue = queues.entry(url.clone()).or_insert_with(|| {
-                let (queue, receiver) = mpsc::channel(QUEUE);
-                tokio::spawn(deliver_all(url.clone(), receiver));
-                queue
-            });
-            if queue.try_send(delivery.clone()).is_err() {
-                tracing::warn!(%url, revision = record.revision, "webhook queue full: event dropped");
+        let body = Bytes::from(body);
+        let mut attempt = 0u32;
+        loop {
+            let (timeout, quick_tries) = {
+                let hooks = self.bell.borrow();
+                (hooks.timeout, hooks.attempts.max(1))
+            };
+            attempt += 1;
+            let result = tokio::time::timeout(timeout, post(&self.url, body.clone()))
+                .await
+                .unwrap_or_else(|_| Err("timed out".to_string()));
+            let err = match result {
+                Ok(()) if attempt > quick_tries => {
+                    tracing::info!(url = %self.url, revision = record.revision, "webhook answers again; delivering what it missed");
+                    return true;
+                }
+                Ok(()) => return true,
+                Err(err) => err,
+            };
+            if attempt == quick_tries {
+                tracing::warn!(url = %self.url, revision = record.revision, error = %err, "webhook down; retrying until it answers");
+            } else {
+                tracing::debug!(url = %self.url, attempt, error = %err, "webhook failed; retrying");
+            }
+            tokio::time::sleep(retry_pause(attempt, quick_tries)).await;
+            if !self.configured() {
+                return false;
             }
         }
     }
 }
 
-async fn deliver_all(url: Uri, mut receiver: mpsc::Receiver<Arc<Delivery>>) {
-    while let Some(delivery) = receiver.recv().await {
-        deliver(&url, &delivery).await;
+/// 200 ms, 400 ms, ... for the quick tries, then doubling from 1 s up to 30 s.
+fn retry_pause(attempt: u32, quick_tries: u32) -> Duration {
+    if attempt < quick_tries {
+        return Duration::from_millis(200) * attempt;
+    }
+    let doublings = (attempt - quick_tries).min(5);
+    (Duration::from_secs(1) * (1 << doublings)).min(MAX_RETRY_PAUSE)
+}
+
+/// Reads the journal from where it stopped: complete lines only, oldest first.
+struct JournalTail {
+    path: PathBuf,
+    offset: u64,
+}
+
+impl JournalTail {
+    fn new(path: PathBuf) -> JournalTail {
+        JournalTail { path, offset: 0 }
+    }
+
+    fn read_new(&mut self) -> std::io::Result<Vec<RevisionRecord>> {
+        let mut file = match std::fs::File::open(&self.path) {
+            Ok(file) => file,
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(err) => return Err(err),
+        };
+        // A journal set aside and begun anew is shorter: read it from the start.
+        if file.metadata()?.len() < self.offset {
+            self.offset = 0;
+        }
+        file.seek(SeekFrom::Start(self.offset))?;
+        let mut bytes = Vec::new();
+        file.read_to_end(&mut bytes)?;
+        let complete = bytes.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+        self.offset += complete as u64;
+        Ok(bytes[..complete]
+            .split(|&b| b == b'\n')
+            .filter(|line| !line.is_empty())
+            .filter_map(|line| serde_json::from_slice(line).ok())
+            .collect())
     }
 }
 
-async fn deliver(url: &Uri, delivery: &Delivery) {
-    for attempt in 1..=delivery.attempts {
-        let result = tokio::time::timeout(delivery.timeout, post(url, delivery.body.clone()))
-            .await
-            .unwrap_or_else(|_| Err("timed out".to_string()));
-        match result {
-            Ok(()) => return,
-            Err(err) if attempt == delivery.attempts => {
-                tracing::warn!(%url, revision = delivery.revision, error = %err, "webhook gave up");
-            }
-            Err(err) => {
-                tracing::debug!(%url, attempt, error = %err, "webhook failed; retrying");
-                tokio::time::sleep(Duration::from_millis(200) * attempt).await;
-            }
+fn cursor_path(state_dir: &Path, url: &Uri) -> PathBuf {
+    let digest = Sha256::digest(url.to_string().as_bytes());
+    let name: String = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
+    state_dir.join("hooks").join(format!("{name}.cursor"))
+}
+
+/// The cursor file: `REVISION URL`, one line (the URL for whoever looks).
+fn read_cursor(path: &Path) -> Option<u64> {
+    let text = std::fs::read_to_string(path).ok()?;
+    text.split_whitespace().next()?.parse().ok()
+}
+
+/// Written to a temporary file and renamed, so a crash leaves the old cursor or the new.
+/// A cursor that is lost or late only means a repeat, never a gap.
+fn save_cursor(path: &Path, url: &Uri, revision: u64) {
+    let write = || -> std::io::Result<()> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)?;
         }
+        let temporary = path.with_extension("cursor.tmp");
+        std::fs::write(&temporary, format!("{revision} {url}\n"))?;
+        std::fs::rename(&temporary, path)
+    };
+    if let Err(err) = write() {
+        tracing::warn!(%url, error = %err, "webhook: cannot save the cursor");
     }
 }
 
@@ -139,5 +314,29 @@ async fn post(url: &Uri, body: Bytes) -> Result<(), String> {
         Ok(())
     } else {
         Err(format!("answered {}", response.status()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retries_are_quick_at_first_then_back_off_to_30s() {
+        assert_eq!(retry_pause(1, 3), Duration::from_millis(200));
+        assert_eq!(retry_pause(2, 3), Duration::from_millis(400));
+        assert_eq!(retry_pause(3, 3), Duration::from_secs(1));
+        assert_eq!(retry_pause(4, 3), Duration::from_secs(2));
+        assert_eq!(retry_pause(100, 3), MAX_RETRY_PAUSE);
+    }
+
+    #[test]
+    fn a_cursor_reads_back_and_a_missing_one_is_none() {
+        let dir = tempfile::tempdir().unwrap();
+        let url: Uri = "http://127.0.0.1:9/hook".parse().unwrap();
+        let path = cursor_path(dir.path(), &url);
+        assert_eq!(read_cursor(&path), None);
+        save_cursor(&path, &url, 42);
+        assert_eq!(read_cursor(&path), Some(42));
     }
 }

@@ -163,7 +163,7 @@ impl Controller {
                 Err(err) => return Err(err),
             },
         };
-        let hooks = Hooks::default();
+        let hooks = Hooks::new(&config.state_dir, &config.hooks);
         for record in written {
             hooks.send(&config.hooks, &record);
             match record.revision <= state.revision {

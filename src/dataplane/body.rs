@@ -53,6 +53,11 @@ pub enum ResponseBody {
 }
 
 impl ResponseBody {
+    /// True when the codec already left the upstream head's hop-by-hop fields out.
+    pub fn hop_by_hop_removed(&self) -> bool {
+        matches!(self, ResponseBody::Upstream(upstream) if upstream.body.hop_by_hop_removed)
+    }
+
     pub fn message(text: &'static str) -> ResponseBody {
         ResponseBody::Message(Some(Bytes::from_static(text.as_bytes())))
     }

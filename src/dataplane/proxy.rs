@@ -15,7 +15,7 @@ use crate::upstream::endpoint::{pick_endpoint, Endpoint};
 use crate::upstream::h1::{self, Answer, Deadlines, RequestHead, SendError};
 use arc_swap::ArcSwap;
 use http::header::{self, HeaderValue};
-use http::{Request, Response, StatusCode, Uri, Version};
+use http::{Request, Response, StatusCode, Version};
 use http_body::Body as _;
 use hyper::body::Incoming;
 use std::convert::Infallible;
@@ -295,7 +295,7 @@ fn mark_retried(
     response
 }
 
-/// Rewrites a client request for the upstream: origin-form URI, the request's one
+/// Rewrites a client request for the upstream: the request's one
 /// authority as Host, HTTP/1.1, hop-by-hop headers out, forwarding headers in.
 fn prepare_upstream_request(
     request: Request<Incoming>,
@@ -304,13 +304,13 @@ fn prepare_upstream_request(
     authority: Option<HeaderValue>,
     fault: Option<&Arc<FaultSlot>>,
 ) -> Request<UpstreamRequestBody> {
+    // The target stays as it came (absolute-form, or HTTP/2's parts): the codec writes
+    // its path and query in origin-form without building a new URI.
     let (mut parts, body) = request.into_parts();
-    if parts.uri.authority().is_some() {
-        let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
-        parts.uri = Uri::try_from(path).unwrap_or_else(|_| Uri::from_static("/"));
-    }
     parts.version = Version::HTTP_11;
     remove_hop_by_hop(&mut parts.headers, upgrade);
+    // Room for Host and the forwarding headers, so the map grows at most once.
+    parts.headers.reserve(5);
     if let Some(host) = &authority {
         parts.headers.insert(header::HOST, host.clone());
     }
@@ -499,8 +499,11 @@ fn finish_response(
     // own version for HTTP/2.
     *response.version_mut() = Version::HTTP_11;
     let switching = response.status() == StatusCode::SWITCHING_PROTOCOLS;
+    let hop_by_hop_removed = response.body().hop_by_hop_removed();
     let headers = response.headers_mut();
-    remove_hop_by_hop(headers, switching);
+    if !hop_by_hop_removed {
+        remove_hop_by_hop(headers, switching);
+    }
     add_via(headers);
     if let Some(name) = &table.settings.version_header {
         headers.insert(name.clone(), version.header_value.clone());

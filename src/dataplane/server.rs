@@ -12,8 +12,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{watch, Semaphore};
 use tokio_rustls::TlsAcceptor;
 
 /// How far past `max_header_bytes` an HTTP/2 head is still decoded (to answer 431).
@@ -28,6 +28,7 @@ pub struct ServerSettings {
     pub max_header_bytes: usize,
     pub drain: Duration,
     pub client_idle: Duration,
+    pub max_connections: usize,
 }
 
 impl ServerSettings {
@@ -39,6 +40,7 @@ impl ServerSettings {
             max_header_bytes: config.max_header_bytes,
             drain: config.timeouts.drain.0,
             client_idle: config.timeouts.client_idle.0,
+            max_connections: config.max_connections,
         }
     }
 
@@ -74,6 +76,9 @@ pub async fn serve(
 ) {
     let http = Arc::new(settings.http());
     let graceful = GracefulShutdown::new();
+    let slots = Arc::new(Semaphore::new(settings.max_connections));
+    let mut backoff = AcceptBackoff::default();
+    let mut refusing = false;
     loop {
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
@@ -82,12 +87,27 @@ pub async fn serve(
         let (stream, peer) = match accepted {
             Ok(accepted) => accepted,
             Err(err) => {
-                // Out of file descriptors and the like: wait a moment, never stop accepting.
-                tracing::warn!(error = %err, "accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
+                // Out of file handles and the like: back off, never stop accepting.
+                let pause = backoff.failed(&err);
+                tokio::select! {
+                    () = tokio::time::sleep(pause) => continue,
+                    _ = stop.wait_for(|&stop| stop) => break,
+                }
             }
         };
+        backoff.succeeded();
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            if !refusing {
+                tracing::warn!(
+                    max = settings.max_connections,
+                    "at proxy.max_connections: refusing new connections"
+                );
+                refusing = true;
+            }
+            refuse(stream, settings.tls.is_some());
+            continue;
+        };
+        refusing = false;
         let _ = stream.set_nodelay(true);
         let client = Arc::new(ClientConn {
             ip: client_ip_header(peer),
@@ -103,12 +123,16 @@ pub async fn serve(
         };
         match &settings.tls {
             None => {
-                tokio::spawn(connection.serve(stream));
+                tokio::spawn(async move {
+                    let _slot = slot;
+                    connection.serve(stream).await
+                });
             }
             Some(acceptor) => {
                 let acceptor = acceptor.clone();
                 let handshake_timeout = settings.tls_handshake_timeout;
                 tokio::spawn(async move {
+                    let _slot = slot;
                     match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
                         Ok(Ok(tls)) => connection.serve(tls).await,
                         Ok(Err(err)) => {
@@ -127,6 +151,48 @@ pub async fn serve(
         .is_err()
     {
         tracing::warn!("drain deadline passed with connections still open; closing them");
+    }
+}
+
+/// A connection past `max_connections`: a plain client is told why (503, closed); a TLS
+/// one is closed before its handshake. Nothing waits: the answer fits a fresh socket.
+fn refuse(stream: TcpStream, tls: bool) {
+    const REFUSAL: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\nContent-Type: text/plain\r\nContent-Length: 21\r\nRetry-After: 1\r\n\r\ntoo many connections\n";
+    if !tls {
+        let _ = stream.try_write(REFUSAL);
+    }
+    if let Ok(stream) = stream.into_std() {
+        let _ = stream.shutdown(std::net::Shutdown::Write);
+    }
+}
+
+/// How long the accept loop pauses after a failed accept: 10 ms doubling to 1 s, so a
+/// proxy out of file handles keeps serving what it has and logs once, not 20 times a second.
+#[derive(Default)]
+struct AcceptBackoff {
+    pause: Option<Duration>,
+}
+
+impl AcceptBackoff {
+    const FIRST: Duration = Duration::from_millis(10);
+    const MAX: Duration = Duration::from_secs(1);
+
+    fn failed(&mut self, err: &std::io::Error) -> Duration {
+        let pause = match self.pause {
+            None => {
+                tracing::warn!(error = %err, "accept failed; backing off until it works again");
+                Self::FIRST
+            }
+            Some(pause) => (pause * 2).min(Self::MAX),
+        };
+        self.pause = Some(pause);
+        pause
+    }
+
+    fn succeeded(&mut self) {
+        if self.pause.take().is_some() {
+            tracing::info!("accepting connections again");
+        }
     }
 }
 

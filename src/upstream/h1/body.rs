@@ -51,6 +51,8 @@ pub struct ResponseBody<B> {
     idle: Duration,
     /// When the wait under way gives up; `None` while bytes flow.
     idle_deadline: Option<Instant>,
+    /// The head's hop-by-hop fields were left out as it was parsed (none named others).
+    pub hop_by_hop_removed: bool,
 }
 
 impl<B> ResponseBody<B>
@@ -72,6 +74,7 @@ where
             keep_alive,
             idle,
             idle_deadline: None,
+            hop_by_hop_removed: false,
         };
         if body.framing == Framing::Empty {
             body.finish();

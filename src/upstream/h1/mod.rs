@@ -16,6 +16,7 @@ pub use body::{BodyError, BoxError, ResponseBody};
 use crate::upstream::connection::Connection;
 use crate::upstream::pool::Lease;
 use bytes::Bytes;
+use http::header::{self, HeaderName};
 use http::{HeaderMap, Method, StatusCode, Uri};
 use http_body::Body;
 use request::{RequestFraming, Upload, UploadError};
@@ -26,6 +27,19 @@ use std::time::Duration;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
+
+/// Headers that describe one connection, not the message (RFC 9110 7.6.1).
+pub static HOP_BY_HOP: [HeaderName; 9] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+];
 
 /// Head reads start this large; a bigger head grows the buffer up to `MAX_HEAD`.
 const HEAD_READ: usize = 8 * 1024;
@@ -171,13 +185,14 @@ where
         ));
     }
     let keep_alive = final_head.keep_alive && !upload_broke;
-    let body = ResponseBody::new(
+    let mut body = ResponseBody::new(
         lease,
         final_head.framing,
         upload,
         keep_alive,
         deadlines.body_idle,
     );
+    body.hop_by_hop_removed = final_head.hop_by_hop_removed;
     Ok(Answer::Response(final_head.parts, body))
 }
 

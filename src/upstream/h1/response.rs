@@ -28,6 +28,9 @@ pub struct Head {
     pub framing: Framing,
     /// The connection may carry another exchange after this one.
     pub keep_alive: bool,
+    /// The hop-by-hop fields were left out of `parts` (they named no other field, and
+    /// this is no 101): the proxy need not look for them again.
+    pub hop_by_hop_removed: bool,
 }
 
 #[derive(Debug)]
@@ -65,6 +68,8 @@ struct Fields {
     chunked_last: bool,
     close: bool,
     keep_alive: bool,
+    /// `Connection` names fields besides keep-alive and close.
+    names_fields: bool,
 }
 
 impl Fields {
@@ -83,8 +88,11 @@ impl Fields {
         } else if name.eq_ignore_ascii_case("connection") {
             for token in value.split(|&b| b == b',') {
                 let token = token.trim_ascii();
-                self.close |= token.eq_ignore_ascii_case(b"close");
-                self.keep_alive |= token.eq_ignore_ascii_case(b"keep-alive");
+                let close = token.eq_ignore_ascii_case(b"close");
+                let keep_alive = token.eq_ignore_ascii_case(b"keep-alive");
+                self.close |= close;
+                self.keep_alive |= keep_alive;
+                self.names_fields |= !(close || keep_alive || token.is_empty());
             }
         }
     }
@@ -153,7 +161,9 @@ pub fn parse(buf: &mut BytesMut, method: &Method) -> Result<Parsed, HeadError> {
         return Err(HeadError::BadLength);
     }
     let head = buf.split_to(length).freeze();
-    let mut headers = HeaderMap::with_capacity(count);
+    let strip = !facts.names_fields && status != StatusCode::SWITCHING_PROTOCOLS;
+    // Room for what the proxy adds (via, version, cookie), so the map never grows.
+    let mut headers = HeaderMap::with_capacity(count + 4);
     for span in &spans[..count] {
         // SAFETY: the loop above wrote the first `count` spans (`count` is the number of
         // fields parsed, at most `MAX_FIELDS`, and `zip` visited each of them).
@@ -162,6 +172,9 @@ pub fn parse(buf: &mut BytesMut, method: &Method) -> Result<Parsed, HeadError> {
             .map_err(|_| HeadError::Malformed("bad header name".into()))?;
         if facts.transfer_encoding && name == header::CONTENT_LENGTH {
             // Transfer-Encoding overrides Content-Length (RFC 9112 6.3 point 3).
+            continue;
+        }
+        if strip && super::HOP_BY_HOP.contains(&name) {
             continue;
         }
         let value =
@@ -184,6 +197,7 @@ pub fn parse(buf: &mut BytesMut, method: &Method) -> Result<Parsed, HeadError> {
         parts,
         framing,
         keep_alive,
+        hop_by_hop_removed: strip,
     }))
 }
 
@@ -239,6 +253,26 @@ mod tests {
         assert!(head.keep_alive);
         assert_eq!(head.parts.headers["x-a"], "b");
         assert_eq!(&buf[..], b"abc");
+    }
+
+    #[test]
+    fn hop_by_hop_fields_are_left_out_unless_connection_names_others() {
+        let head = final_head(
+            b"HTTP/1.1 200 OK\r\nconnection: keep-alive\r\nkeep-alive: timeout=5\r\nx-a: b\r\ncontent-length: 0\r\n\r\n",
+            &Method::GET,
+        );
+        assert!(head.hop_by_hop_removed);
+        let names: Vec<&str> = head.parts.headers.keys().map(|n| n.as_str()).collect();
+        assert_eq!(names, ["x-a", "content-length"]);
+        let head = final_head(
+            b"HTTP/1.1 200 OK\r\nconnection: x-secret\r\nx-secret: 1\r\ncontent-length: 0\r\n\r\n",
+            &Method::GET,
+        );
+        assert!(
+            !head.hop_by_hop_removed,
+            "the proxy's own pass must see Connection"
+        );
+        assert!(head.parts.headers.contains_key("connection"));
     }
 
     #[test]

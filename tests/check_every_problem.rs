@@ -1,0 +1,59 @@
+//! `switchyard check` lists every problem in a file, unknown keys and bad values alike,
+//! each as FILE:LINE: message, and exits non-zero.
+
+mod common;
+use common::*;
+use std::process::Command;
+
+#[test]
+fn check_lists_every_unknown_key_and_bad_value_with_its_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("switchyard.toml");
+    let lines = [
+        "[proxy]",                             // 1
+        "listen = \"127.0.0.1:8080\"",         // 2
+        "lisen = \"127.0.0.1:8081\"",          // 3 unknown key
+        "max_connections = 0",                 // 4 bad value
+        "",                                    // 5
+        "[proxy.timeouts]",                    // 6
+        "connect = \"10 parsecs\"",            // 7 bad duration
+        "response_header = \"5s\"",            // 8 unknown key
+        "",                                    // 9
+        "[services.shop]",                     // 10
+        "stable = \"blue\"",                   // 11
+        "weights = { blue = 95, canary = 5 }", // 12 canary not defined
+        "stikcy = { cookie = \"sy_user\" }",   // 13 unknown key
+        "",                                    // 14
+        "[services.shop.versions.blue]",       // 15
+        "endpoints = [\"127.0.0.1:9001\"]",    // 16
+        "relase = { version = \"1.4.2\" }",    // 17 unknown key
+        "",                                    // 18
+        "[services.shop.gaurd]",               // 19 unknown table
+        "max_error_rate = 0.05",               // 20
+    ];
+    std::fs::write(&path, lines.join("\n")).unwrap();
+    let out = Command::new(BIN)
+        .args(["check", "--config", path.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let text = format!("{}{}", stdout(&out), stderr(&out));
+    let file = path.display().to_string();
+    for (line, word) in [
+        (3, "lisen"),
+        (4, "max_connections"),
+        (7, "parsecs"),
+        (8, "response_header"),
+        (12, "canary"),
+        (13, "stikcy"),
+        (17, "relase"),
+        (19, "gaurd"),
+    ] {
+        let prefix = format!("{file}:{line}: ");
+        assert!(
+            text.lines()
+                .any(|l| l.starts_with(&prefix) && l.contains(word)),
+            "no problem reported at line {line} ({word}):\n{text}"
+        );
+    }
+}
