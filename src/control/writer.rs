@@ -561,7 +561,7 @@ mod tests {
             shared: shared.clone(),
             journal: opened.journal,
             pending_file: None,
-            hooks: Hooks::default(),
+            hooks: Hooks::new(dir, &config.hooks),
             plane: Arc::new(DataPlane::new(table)),
             endpoints,
             telemetry,
