@@ -7,6 +7,7 @@ pub mod control;
 pub mod ctl;
 pub mod dataplane;
 pub mod demo;
+pub mod fleet;
 pub mod guard;
 pub mod rollout;
 pub mod routing;

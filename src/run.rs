@@ -39,6 +39,8 @@ pub enum RunError {
     Incidents(#[from] IncidentError),
     #[error(transparent)]
     Admin(#[from] AdminError),
+    #[error(transparent)]
+    Fleet(#[from] crate::fleet::FleetError),
 }
 
 /// Choices made on the command line rather than in the config.
@@ -106,12 +108,17 @@ impl RunningProxy {
         })?;
         let settings = ServerSettings::from_config(&config, tls);
         let incidents = Arc::new(IncidentLog::open(&config.state_dir)?);
+        let fleet = match &config.cluster {
+            Some(cluster) => Some(crate::fleet::Fleet::connect(cluster).await?),
+            None => None,
+        };
         let controller = Arc::new(
-            Controller::open(
+            Controller::open_with(
                 config.clone(),
                 config_path.to_path_buf(),
                 shards,
                 options.accept_broken_journal,
+                fleet,
             )
             .await?,
         );

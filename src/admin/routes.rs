@@ -71,6 +71,14 @@ async fn route(
             let status = status::build(context).await;
             Ok(json(StatusCode::OK, &status))
         }
+        ["fleet"] => {
+            only(&method, &Method::GET)?;
+            let fleet = controller.fleet.as_ref().ok_or_else(|| {
+                ApiError::NotFound("this instance is not in a fleet (no [cluster] section)".into())
+            })?;
+            let applied = controller.snapshot().await.revision;
+            Ok(json(StatusCode::OK, &fleet.status(applied).await))
+        }
         ["metrics"] => {
             only(&method, &Method::GET)?;
             let text = metrics::render(parts).await;

@@ -2,6 +2,7 @@
 //! validated as a whole, so `check` can list every problem with its line.
 
 pub mod checks;
+pub mod cluster;
 mod duration;
 pub mod endpoint;
 mod guard;
@@ -37,6 +38,7 @@ pub struct FileConfig {
     pub state: StateSection,
     #[serde(default)]
     pub hooks: HooksSection,
+    pub cluster: Option<cluster::ClusterSection>,
     #[serde(default)]
     pub services: BTreeMap<String, Spanned<ServiceSection>>,
 }
@@ -272,6 +274,8 @@ pub struct Config {
     pub admin_token_file: Option<PathBuf>,
     pub state_dir: PathBuf,
     pub hooks: HooksConfig,
+    /// The fleet this instance belongs to, when `[cluster]` is set.
+    pub cluster: Option<cluster::ClusterSettings>,
     pub services: Vec<ServiceConfig>,
 }
 

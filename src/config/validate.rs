@@ -65,6 +65,12 @@ impl Checker<'_> {
         });
     }
 
+    fn report_all(&mut self, problems: Vec<(Range<usize>, String)>) {
+        for (span, message) in problems {
+            self.report(span, message);
+        }
+    }
+
     fn socket_addr(&mut self, value: &Spanned<String>, what: &str) -> Option<SocketAddr> {
         match value.get_ref().parse::<SocketAddr>() {
             Ok(addr) => Some(addr),
@@ -170,6 +176,12 @@ fn check(checker: &mut Checker, file: FileConfig) -> Option<Config> {
         );
     }
     let hooks = check_hooks(checker, &file.hooks);
+    let cluster = file.cluster.as_ref().and_then(|section| {
+        section
+            .settings()
+            .map_err(|problems| checker.report_all(problems))
+            .ok()
+    });
     if file.services.is_empty() {
         checker.report(
             0..0,
@@ -238,6 +250,7 @@ fn check(checker: &mut Checker, file: FileConfig) -> Option<Config> {
         admin_token_file: file.admin.token_file.map(Spanned::into_inner),
         state_dir: file.state.dir,
         hooks,
+        cluster,
         services,
     })
 }
@@ -455,15 +468,11 @@ fn check_service(
         guard: &guard,
     };
     let rollout = section.rollout.as_ref().and_then(|rollout| {
-        match rollout.get_ref().settings(rollout.span(), &facts) {
-            Ok(settings) => Some(settings),
-            Err(problems) => {
-                for (span, problem) in problems {
-                    checker.report(span, problem);
-                }
-                None
-            }
-        }
+        rollout
+            .get_ref()
+            .settings(rollout.span(), &facts)
+            .map_err(|problems| checker.report_all(problems))
+            .ok()
     });
 
     let (verify, problems) = checks::verify_settings(

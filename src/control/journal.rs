@@ -144,6 +144,13 @@ impl Journal {
         Faults(self.writer.clone())
     }
 
+    /// The hash of the last line written (`GENESIS` when empty): what the next line's
+    /// `prev` will be.
+    pub(crate) fn last_hash(&self) -> String {
+        let writer = self.writer.lock().unwrap_or_else(PoisonError::into_inner);
+        writer.last_hash.clone()
+    }
+
     /// Chains, writes and fsyncs `records` as one write; returns them with `prev`/`hash`
     /// set. On failure nothing counts as written (the file is cut back).
     pub async fn append(
@@ -241,8 +248,16 @@ fn encode_line(record: &mut RevisionRecord) -> serde_json::Result<Vec<u8>> {
     Ok(line)
 }
 
+/// `record` chained after `prev` as the journal would write it (its `prev` and `hash` set):
+/// the bytes a shared log carries, so every copy of the chain has the same hashes.
+pub(crate) fn chained_line(record: &mut RevisionRecord, prev: &str) -> serde_json::Result<Vec<u8>> {
+    record.prev = prev.to_string();
+    record.hash = String::new();
+    encode_line(record)
+}
+
 /// Checks one line's own hash and parses it.
-fn decode_line(line: &[u8]) -> Result<RevisionRecord, String> {
+pub(crate) fn decode_line(line: &[u8]) -> Result<RevisionRecord, String> {
     let record: RevisionRecord =
         serde_json::from_slice(line).map_err(|err| format!("not a revision record: {err}"))?;
     if line.len() < HASH_SUFFIX_LEN

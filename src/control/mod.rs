@@ -5,6 +5,7 @@
 pub mod change;
 pub mod command;
 pub mod error;
+mod fleet_link;
 pub mod hooks;
 pub mod journal;
 pub mod pending;
@@ -15,11 +16,13 @@ mod writer;
 
 use crate::config::{Config, ConfigError, ServiceConfig};
 use crate::dataplane::proxy::DataPlane;
+use crate::fleet::Fleet;
 use crate::routing::{RoutingTable, ServiceState};
 use crate::telemetry::Telemetry;
 use crate::upstream::endpoint::{EndpointRegistry, EndpointSettings};
 use command::Change;
 use error::ControlError;
+use fleet_link::FleetLink;
 use hooks::Hooks;
 use journal::{Journal, JournalError};
 use pending::PendingFile;
@@ -38,6 +41,8 @@ pub use change::describe;
 pub struct Controller {
     pub plane: Arc<DataPlane>,
     pub telemetry: Arc<Telemetry>,
+    /// The fleet this instance shares its routing with (`[cluster]`).
+    pub fleet: Option<Fleet>,
     config_path: PathBuf,
     /// The one writer of the control state.
     commands: Commands,
@@ -83,7 +88,7 @@ pub enum ReloadError {
     #[error("{}", summary(.0))]
     Config(#[from] ConfigError),
     #[error("reload not recorded, routing unchanged: {0}")]
-    Journal(#[from] JournalError),
+    Journal(String),
     #[error("reload not done: the control plane has stopped")]
     Stopped,
 }
@@ -96,6 +101,18 @@ impl Controller {
         config_path: PathBuf,
         shards: usize,
         accept_broken_journal: bool,
+    ) -> Result<Controller, JournalError> {
+        Controller::open_with(config, config_path, shards, accept_broken_journal, None).await
+    }
+
+    /// `open`, in `fleet` when given: then the local journal is the cache of the fleet's
+    /// log, and the startup reconciliation goes through the log once this instance joins it.
+    pub async fn open_with(
+        config: Config,
+        config_path: PathBuf,
+        shards: usize,
+        accept_broken_journal: bool,
+        fleet: Option<Fleet>,
     ) -> Result<Controller, JournalError> {
         let opened = Journal::open(&config.state_dir, accept_broken_journal)?;
         if let Some(bytes) = opened.torn_bytes {
@@ -141,6 +158,9 @@ impl Controller {
             &config,
             &origin,
         ));
+        if fleet.is_some() {
+            planned.clear();
+        }
         // Aborts applied before a restart while the journal could not be written come
         // first, in their order, with their own time and evidence.
         for record in &recovered {
@@ -190,6 +210,10 @@ impl Controller {
             state.revision,
         );
         let plane = Arc::new(DataPlane::new(table));
+        let link = fleet
+            .as_ref()
+            .map(|f| FleetLink::new(f.log.clone(), &f.settings.instance, state.revision));
+        let applied = link.as_ref().map(|l| l.applied.subscribe());
         let shared = Shared::new(state);
         let commands = Writer {
             shared: shared.clone(),
@@ -199,11 +223,16 @@ impl Controller {
             plane: plane.clone(),
             endpoints,
             telemetry: telemetry.clone(),
+            fleet: link,
         }
         .spawn();
+        if let (Some(fleet), Some(applied)) = (&fleet, applied) {
+            fleet_link::spawn_follower(fleet, commands.clone(), applied);
+        }
         Ok(Controller {
             plane,
             telemetry,
+            fleet,
             config_path,
             commands,
             shared,
@@ -262,7 +291,7 @@ impl Controller {
             })
             .await
             .map_err(|_| ReloadError::Stopped)?;
-        Ok(reloaded?)
+        reloaded.map_err(ReloadError::Journal)
     }
 
     /// Lets the writer finish the commands already sent, then stops it: the journal is

@@ -8,6 +8,7 @@
 use super::change;
 use super::command::Change;
 use super::error::ControlError;
+use super::fleet_link::FleetLink;
 use super::hooks::Hooks;
 use super::journal::{Journal, JournalError};
 use super::pending::PendingFile;
@@ -159,11 +160,20 @@ pub(crate) enum Request {
     Reload {
         config: Box<Config>,
         origin: Origin,
-        reply: oneshot::Sender<Result<ReloadResponse, JournalError>>,
+        reply: oneshot::Sender<Result<ReloadResponse, String>>,
     },
     Endpoints {
         resolved: Vec<Resolved>,
         reply: oneshot::Sender<Vec<String>>,
+    },
+    /// In a fleet: join the log (check the cache against it, catch up).
+    JoinFleet {
+        reply: oneshot::Sender<Result<(), String>>,
+    },
+    /// In a fleet: revisions read from the log, in order.
+    Logged {
+        entries: Vec<crate::fleet::Entry>,
+        reply: oneshot::Sender<()>,
     },
     /// Finish what came before, release the journal, answer, and take no more commands.
     Stop { reply: oneshot::Sender<()> },
@@ -265,6 +275,8 @@ pub(crate) struct Writer {
     pub(crate) plane: Arc<DataPlane>,
     pub(crate) endpoints: EndpointRegistry,
     pub(crate) telemetry: Arc<Telemetry>,
+    /// Set with `[cluster]`: revisions go through the fleet's log.
+    pub(crate) fleet: Option<FleetLink>,
 }
 
 impl Writer {
@@ -311,6 +323,13 @@ impl Writer {
                 }
                 Request::Endpoints { resolved, reply } => {
                     let _ = reply.send(self.endpoints(resolved));
+                }
+                Request::JoinFleet { reply } => {
+                    let _ = reply.send(self.join().await);
+                }
+                Request::Logged { entries, reply } => {
+                    self.logged(entries).await;
+                    let _ = reply.send(());
                 }
                 Request::Stop { reply } => {
                     drop(self);
@@ -378,37 +397,18 @@ impl Writer {
         }
     }
 
-    async fn apply(
+    pub(crate) async fn apply(
         &mut self,
         service: &str,
         change: Change,
         origin: Origin,
     ) -> Result<RevisionRecord, ControlError> {
+        if self.fleet.is_some() {
+            return self.apply_in_fleet(service, change, origin).await;
+        }
         let is_abort = change == Change::Abort;
         let flushed = self.flush().await;
-        let records = {
-            let state = self.shared.lock();
-            let (service_config, current) =
-                match (state.config.service(service), state.services.get(service)) {
-                    (Some(config), Some(current)) => (config, current),
-                    _ => return Err(unknown_service(&state.config, service)),
-                };
-            let history: Vec<&RevisionRecord> = state
-                .history
-                .get(service)
-                .map(|h| h.iter().collect())
-                .unwrap_or_default();
-            let next = change::next_state(service_config, current, &change, &history)?;
-            let plan = PlannedRevision {
-                service: service.to_string(),
-                kind: change.kind(),
-                old: Some(current.clone()),
-                new: Some(next),
-                declared: None,
-                origin,
-            };
-            state.records(vec![plan], &state.config)
-        };
+        let records = self.plan(service, &change, &origin)?;
         let written = match flushed {
             Ok(()) => self.journal.append(records.clone()).await,
             Err(err) => Err(err),
@@ -436,28 +436,50 @@ impl Writer {
             .ok_or_else(|| ControlError::NotRecorded("journal returned no record".into()))
     }
 
-    async fn reload(
+    /// The revision `change` makes, planned against the state in force.
+    pub(crate) fn plan(
+        &self,
+        service: &str,
+        change: &Change,
+        origin: &Origin,
+    ) -> Result<Vec<RevisionRecord>, ControlError> {
+        let records = {
+            let state = self.shared.lock();
+            let (service_config, current) =
+                match (state.config.service(service), state.services.get(service)) {
+                    (Some(config), Some(current)) => (config, current),
+                    _ => return Err(unknown_service(&state.config, service)),
+                };
+            let history: Vec<&RevisionRecord> = state
+                .history
+                .get(service)
+                .map(|h| h.iter().collect())
+                .unwrap_or_default();
+            let next = change::next_state(service_config, current, change, &history)?;
+            let plan = PlannedRevision {
+                service: service.to_string(),
+                kind: change.kind(),
+                old: Some(current.clone()),
+                new: Some(next),
+                declared: None,
+                origin: origin.clone(),
+            };
+            state.records(vec![plan], &state.config)
+        };
+        Ok(records)
+    }
+
+    pub(crate) async fn reload(
         &mut self,
         config: Config,
         origin: &Origin,
-    ) -> Result<ReloadResponse, JournalError> {
-        self.flush().await?;
-        let records = {
-            let state = self.shared.lock();
-            let planned = reconcile::reconcile(
-                &state.services,
-                &state.declared,
-                &state.departed(),
-                &config,
-                origin,
-            );
-            state.records(planned, &config)
-        };
-        let written = match records.is_empty() {
-            true => Vec::new(),
-            false => self.journal.append(records).await.inspect_err(|err| {
-                self.journal_failed(err);
-            })?,
+    ) -> Result<ReloadResponse, String> {
+        let written = match self.fleet.is_some() {
+            true => self.reconcile_in_fleet(&config, origin).await?,
+            false => self
+                .reconcile_in_journal(&config, origin)
+                .await
+                .map_err(|err| err.to_string())?,
         };
         let revision = self.commit(Some(config), &written);
         self.endpoints.retain_used();
@@ -465,6 +487,35 @@ impl Writer {
             revision,
             changes: written,
         })
+    }
+
+    /// Journals the routing changes `config` makes (see `reconcile`).
+    async fn reconcile_in_journal(
+        &mut self,
+        config: &Config,
+        origin: &Origin,
+    ) -> Result<Vec<RevisionRecord>, JournalError> {
+        self.flush().await?;
+        let records = self.reconciled(config, origin);
+        match records.is_empty() {
+            true => Ok(Vec::new()),
+            false => self.journal.append(records).await.inspect_err(|err| {
+                self.journal_failed(err);
+            }),
+        }
+    }
+
+    /// The revisions that bring live routing in line with `config`.
+    pub(crate) fn reconciled(&self, config: &Config, origin: &Origin) -> Vec<RevisionRecord> {
+        let state = self.shared.lock();
+        let planned = reconcile::reconcile(
+            &state.services,
+            &state.declared,
+            &state.departed(),
+            config,
+            origin,
+        );
+        state.records(planned, config)
     }
 
     /// Takes new addresses for the versions whose entries are still those looked up.
@@ -500,13 +551,21 @@ impl Writer {
 
     /// Takes journaled `written` (and a newly loaded `config`) into the state, swaps in the
     /// table built from it and tells the hooks. Returns the revision in force.
-    fn commit(&self, config: Option<Config>, written: &[RevisionRecord]) -> u64 {
+    pub(crate) fn commit(&self, config: Option<Config>, written: &[RevisionRecord]) -> u64 {
         let mut state = self.shared.lock();
         if let Some(config) = config {
             state.config = config;
         }
-        for record in written {
-            state.absorb(record.clone());
+        // A revision is applied once, however often it is handed over.
+        let written: Vec<&RevisionRecord> = written
+            .iter()
+            .filter(|r| r.revision > state.revision)
+            .collect();
+        for record in &written {
+            state.absorb((*record).clone());
+        }
+        if let Some(fleet) = &self.fleet {
+            fleet.overlay(&mut state.services);
         }
         let table = RoutingTable::build(
             &state.config,
@@ -518,6 +577,9 @@ impl Writer {
         self.plane.table.store(Arc::new(table));
         for record in written {
             self.hooks.send(&state.config.hooks, record);
+        }
+        if let Some(fleet) = &self.fleet {
+            fleet.applied.send_replace(state.revision);
         }
         state.revision
     }
@@ -561,6 +623,7 @@ mod tests {
             shared: shared.clone(),
             journal: opened.journal,
             pending_file: None,
+            fleet: None,
             hooks: Hooks::new(dir, &config.hooks),
             plane: Arc::new(DataPlane::new(table)),
             endpoints,

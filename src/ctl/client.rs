@@ -93,6 +93,11 @@ impl AdminClient {
         self.call(Method::GET, &path, None::<&()>).await
     }
 
+    /// The fleet this instance shares its routing with.
+    pub async fn fleet(&self) -> Result<crate::fleet::FleetStatus, ClientError> {
+        self.call(Method::GET, "/fleet", None::<&()>).await
+    }
+
     /// A typed call: a JSON body out, a JSON answer back, or the server's error.
     pub async fn call<T: DeserializeOwned, B: Serialize>(
         &self,

@@ -105,6 +105,8 @@ pub enum CtlCommand {
     },
     /// Automatic cutbacks the guard recorded, newest first.
     Incidents { service: Option<String> },
+    /// The instances sharing this routing ([cluster]): applied revision, lag, last seen.
+    Fleet,
     /// Start, pause or resume the service's progressive rollout ([services.NAME.rollout]).
     Rollout {
         service: String,
@@ -185,6 +187,14 @@ async fn run(args: CtlArgs) -> Result<String, ClientError> {
                 as_json(&history)
             } else {
                 render::history(&history)
+            });
+        }
+        CtlCommand::Fleet => {
+            let fleet = client.fleet().await?;
+            return Ok(if json {
+                as_json(&fleet)
+            } else {
+                render::fleet(&fleet)
             });
         }
         CtlCommand::Incidents { service } => {

@@ -113,6 +113,37 @@ pub fn rollout(status: &RolloutStatus) -> String {
     line
 }
 
+pub fn fleet(fleet: &crate::fleet::FleetStatus) -> String {
+    let log = match (fleet.connected, fleet.log_revision) {
+        (true, Some(revision)) => format!("log at revision {revision}"),
+        _ => "NATS unreachable from this instance".to_string(),
+    };
+    let head = format!(
+        "fleet {}: {} member(s), {log}; this is {} (applied {})\n",
+        fleet.fleet,
+        fleet.members.len(),
+        fleet.instance,
+        fleet.applied
+    );
+    let rows = fleet
+        .members
+        .iter()
+        .map(|m| {
+            vec![
+                m.instance.clone(),
+                m.applied.to_string(),
+                m.lag.to_string(),
+                m.version.clone(),
+                format!("{:.1}s ago", m.last_seen_ms_ago as f64 / 1e3),
+            ]
+        })
+        .collect();
+    head + &table(
+        &["INSTANCE", "APPLIED", "LAG", "VERSION", "LAST_SEEN"],
+        rows,
+    )
+}
+
 pub fn incidents(incidents: &IncidentsResponse) -> String {
     if incidents.incidents.is_empty() {
         return "no incidents\n".to_string();

@@ -535,3 +535,4 @@ pub fn write_incidents(state_dir: &Path, incidents: &[switchyard::guard::inciden
         .collect();
     std::fs::write(state_dir.join("incidents.jsonl"), lines).unwrap();
 }
+pub mod nats;

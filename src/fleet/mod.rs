@@ -1,0 +1,107 @@
+//! Fleet: several instances that share one routing through NATS JetStream (`[cluster]`).
+//! The revision log (`log`) is the fleet's one sequence of revisions; members (`members`)
+//! announce what they applied. This module speaks NATS; the control plane decides what a
+//! revision means and applies it through its one writer.
+
+pub mod log;
+pub mod members;
+
+use crate::config::cluster::ClusterSettings;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use log::{Entry, LogError, RevisionLog};
+pub use members::{FleetStatus, Member, MemberStatus, Members};
+
+/// The connection to the fleet's NATS cluster and what lives there.
+#[derive(Clone)]
+pub struct Fleet {
+    pub settings: ClusterSettings,
+    pub log: RevisionLog,
+    pub members: Members,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("cluster: {0}")]
+pub struct FleetError(String);
+
+impl Fleet {
+    /// Connects in the background: an unreachable NATS does not stop a start (the instance
+    /// serves from its local cache and joins when NATS answers).
+    pub async fn connect(settings: &ClusterSettings) -> Result<Fleet, FleetError> {
+        let client = options(settings)
+            .await?
+            .connect(settings.servers.clone())
+            .await
+            .map_err(|err| FleetError(err.to_string()))?;
+        Ok(Fleet {
+            log: RevisionLog::new(client.clone(), &settings.name),
+            members: Members::new(client, settings),
+            settings: settings.clone(),
+        })
+    }
+}
+
+async fn options(settings: &ClusterSettings) -> Result<async_nats::ConnectOptions, FleetError> {
+    let mut options = async_nats::ConnectOptions::new()
+        .name(format!(
+            "switchyard {}/{}",
+            settings.name, settings.instance
+        ))
+        .retry_on_initial_connect()
+        .max_reconnects(None)
+        .connection_timeout(Duration::from_secs(2))
+        .reconnect_delay_callback(|attempt| {
+            Duration::from_millis((attempt as u64 * 250).min(2_000))
+        })
+        .event_callback(log_once());
+    if let Some(path) = &settings.credentials {
+        options = options.credentials_file(path).await.map_err(|err| {
+            FleetError(format!(
+                "cannot read credentials file {}: {err}",
+                path.display()
+            ))
+        })?;
+    }
+    if let Some(tls) = &settings.tls {
+        options = options.require_tls(true);
+        if let Some(ca) = &tls.ca {
+            options = options.add_root_certificates(ca.clone());
+        }
+        if let Some((cert, key)) = &tls.client {
+            options = options.add_client_certificate(cert.clone(), key.clone());
+        }
+    }
+    Ok(options)
+}
+
+/// Logs the loss and the return of NATS once each, not on every reconnect attempt.
+fn log_once() -> impl Fn(async_nats::Event) -> std::future::Ready<()> + Send + Sync + 'static {
+    let down = Arc::new(AtomicBool::new(false));
+    move |event| {
+        match event {
+            async_nats::Event::Disconnected => {
+                if !down.swap(true, Ordering::Relaxed) {
+                    tracing::warn!("NATS unreachable: serving the last routing; operator changes are refused until it is back");
+                }
+            }
+            async_nats::Event::Connected => {
+                if down.swap(false, Ordering::Relaxed) {
+                    tracing::info!("NATS reachable again: catching up with the fleet log");
+                }
+            }
+            other => tracing::debug!(event = %other, "NATS event"),
+        }
+        std::future::ready(())
+    }
+}
+
+/// Replicas for what this fleet keeps in JetStream: three in a NATS cluster (so one node
+/// down changes nothing), one on a single server.
+fn replicas(client: &async_nats::Client) -> usize {
+    match client.server_info().cluster {
+        Some(_) => 3,
+        None => 1,
+    }
+}
