@@ -68,6 +68,8 @@ struct Writer {
     last_hash: String,
     len: u64,
     poisoned: Option<String>,
+    #[cfg(test)]
+    full: bool,
 }
 
 fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> JournalError + '_ {
@@ -122,6 +124,8 @@ impl Journal {
                     last_hash,
                     len,
                     poisoned: None,
+                    #[cfg(test)]
+                    full: false,
                 })),
             },
             records,
@@ -132,6 +136,12 @@ impl Journal {
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// A switch that makes this journal's writes fail as on a full disk.
+    #[cfg(test)]
+    pub(crate) fn faults(&self) -> Faults {
+        Faults(self.writer.clone())
     }
 
     /// The hash of the last line written (`GENESIS` when empty): what the next line's
@@ -187,6 +197,13 @@ impl Writer {
             bytes.extend_from_slice(&line);
             prev = record.hash.clone();
         }
+        #[cfg(test)]
+        if self.full {
+            return Err(JournalError::Io {
+                path: path.to_path_buf(),
+                source: std::io::Error::from_raw_os_error(libc::ENOSPC),
+            });
+        }
         let written = self
             .file
             .write_all(&bytes)
@@ -204,6 +221,17 @@ impl Writer {
         self.len += bytes.len() as u64;
         self.last_hash = prev;
         Ok(records)
+    }
+}
+
+/// Test seam: every write fails as on a full disk (ENOSPC) until healed.
+#[cfg(test)]
+pub(crate) struct Faults(Arc<Mutex<Writer>>);
+
+#[cfg(test)]
+impl Faults {
+    pub(crate) fn set_full(&self, full: bool) {
+        self.0.lock().unwrap().full = full;
     }
 }
 
