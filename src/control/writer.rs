@@ -697,6 +697,7 @@ mod tests {
                 service: "shop".into(),
                 change,
                 origin: Origin::new("test", ""),
+                expect: None,
                 reply,
             })
             .await
