@@ -1,0 +1,120 @@
+use super::*;
+use crate::upstream::endpoint::EndpointSettings;
+
+/// A writer over a fresh journal in `dir`, with service "shop" at blue 90 / canary 10.
+fn writer(dir: &std::path::Path) -> (Commands, Arc<Shared>, super::super::journal::Faults) {
+    let text = format!(
+        "[proxy]\nlisten = \"127.0.0.1:0\"\n[state]\ndir = \"{}\"\n\
+         [services.shop]\nstable = \"blue\"\nweights = {{ blue = 90, canary = 10 }}\n\
+         [services.shop.versions.blue]\nendpoints = [\"127.0.0.1:1\"]\n\
+         [services.shop.versions.canary]\nendpoints = [\"127.0.0.1:2\"]\n",
+        dir.display()
+    );
+    let config = Config::parse(&dir.join("switchyard.toml"), &text).unwrap();
+    let opened = Journal::open(dir, false).unwrap();
+    let faults = opened.journal.faults();
+    let mut state = ControlState::new(config.clone());
+    let service = config.service("shop").unwrap();
+    let routing = ServiceState {
+        stable: service.stable.clone(),
+        weights: service.weights.clone(),
+        latched: false,
+        frozen: false,
+    };
+    state.services.insert("shop".into(), routing);
+    let endpoints = EndpointRegistry::new(EndpointSettings {
+        connect_timeout: Duration::from_secs(1),
+        idle_timeout: Duration::from_secs(1),
+        backoff: Duration::from_secs(1),
+    });
+    let telemetry = Arc::new(Telemetry::new(1));
+    let table = RoutingTable::build(&config, &state.services, &endpoints, &telemetry, 0);
+    let shared = Shared::new(state);
+    let commands = Writer {
+        shared: shared.clone(),
+        journal: opened.journal,
+        pending_file: None,
+        fleet: None,
+        hooks: Hooks::new(dir, &config.hooks),
+        plane: Arc::new(DataPlane::new(table)),
+        endpoints,
+        telemetry,
+    }
+    .spawn();
+    (commands, shared, faults)
+}
+
+async fn apply(commands: &Commands, change: Change) -> Result<RevisionRecord, ControlError> {
+    commands
+        .call(|reply| Request::Apply {
+            service: "shop".into(),
+            change,
+            origin: Origin::new("test", ""),
+            expect: None,
+            reply,
+        })
+        .await
+        .unwrap()
+}
+
+fn journaled(dir: &std::path::Path) -> usize {
+    std::fs::read_to_string(dir.join(super::super::journal::JOURNAL_FILE))
+        .unwrap()
+        .lines()
+        .count()
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_abort_waits_for_the_journal_and_is_written_on_the_next_retry() {
+    let dir = tempfile::tempdir().unwrap();
+    let (commands, shared, faults) = writer(dir.path());
+    faults.set_full(true);
+    let abort = apply(&commands, Change::Abort).await.unwrap();
+    assert_eq!(abort.revision, 1);
+    assert!(shared.lock().services["shop"].latched, "in force at once");
+    assert_eq!(shared.lock().pending.len(), 1);
+    let refused = apply(&commands, Change::Resume).await.unwrap_err();
+    assert!(matches!(refused, ControlError::NotRecorded(_)), "{refused}");
+
+    // Writes work again; nothing is written before the retry is due.
+    faults.set_full(false);
+    tokio::time::advance(RETRY - Duration::from_millis(1)).await;
+    for _ in 0..20 {
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(journaled(dir.path()), 0, "retried before its time");
+    tokio::time::advance(Duration::from_millis(1)).await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while !shared.lock().pending.is_empty() {
+        assert!(std::time::Instant::now() < deadline, "never retried");
+        tokio::task::yield_now().await;
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    assert_eq!(journaled(dir.path()), 1);
+    assert!(shared.lock().outage.is_none());
+    let chained = shared.lock().history["shop"][0].clone();
+    assert_eq!((chained.revision, chained.hash.len()), (1, 64));
+    assert_eq!(apply(&commands, Change::Resume).await.unwrap().revision, 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_unwritable_journal_is_logged_at_most_once_a_minute() {
+    let mut outage = Outage::new("No space left on device".into());
+    assert!(
+        outage.log_due(Instant::now()),
+        "the first failure is logged"
+    );
+    for _ in 0..59 {
+        tokio::time::advance(Duration::from_secs(1)).await;
+        assert!(
+            !outage.log_due(Instant::now()),
+            "logged again within a minute"
+        );
+    }
+    tokio::time::advance(Duration::from_secs(1)).await;
+    assert!(
+        outage.log_due(Instant::now()),
+        "a minute on, it is logged again"
+    );
+    assert!(!outage.log_due(Instant::now()));
+}
