@@ -252,6 +252,8 @@ async fn one_nats_node_of_three_down_changes_nothing() {
         let refs: Vec<&NatsNode> = nodes.iter().collect();
         Fleet::start(&refs, &versions).await
     };
+    // The fleet is formed (every instance applied the seeded routing) before a node goes.
+    fleet.wait_revision(1, Instant::now()).await;
     nodes[1].kill();
     for n in 0..10u64 {
         let record = fleet
