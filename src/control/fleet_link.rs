@@ -180,6 +180,7 @@ impl Writer {
                 return Vec::new();
             }
         };
+        self.log_reaches(last);
         let mut caught_up = Vec::new();
         let mut next = self.shared.lock().revision + 1;
         while next <= last {
@@ -197,6 +198,21 @@ impl Writer {
             next += 1;
         }
         caught_up
+    }
+
+    /// Notes that this instance joined the log, caught up and reconciled its config with
+    /// it: from now on a service it does not know is one the fleet does not have.
+    fn caught_up(&self) {
+        if let Some(log) = &mut self.shared.lock().log {
+            log.joined = true;
+        }
+    }
+
+    /// Notes that the fleet's log holds at least `last` revisions (for "not caught up").
+    fn log_reaches(&self, last: u64) {
+        if let Some(log) = &mut self.shared.lock().log {
+            log.last = Some(log.last.map_or(last, |known| known.max(last)));
+        }
     }
 
     /// Checks one log entry against the chain this instance holds and caches it.
@@ -225,6 +241,7 @@ impl Writer {
     pub(crate) async fn logged(&self, entries: Vec<Entry>) {
         let mut applied = Vec::new();
         for entry in entries {
+            self.log_reaches(entry.sequence);
             let revision = self.shared.lock().revision + applied.len() as u64;
             if entry.sequence <= revision {
                 continue;
@@ -374,6 +391,7 @@ impl Writer {
             // A follower that lost its server may not have noticed yet: read what it missed.
             let caught_up: Vec<_> = self.catch_up().await.into_iter().map(|(_, r)| r).collect();
             self.commit(None, &caught_up);
+            self.caught_up();
             self.flush_held().await;
             return Ok(());
         }
@@ -407,12 +425,14 @@ impl Writer {
             }
         }
         fleet.joined.store(true, Ordering::Release);
+        self.log_reaches(last);
         let caught_up: Vec<_> = self.catch_up().await.into_iter().map(|(_, r)| r).collect();
         self.commit(None, &caught_up);
         // The startup reconciliation, through the log like any change: a service this
         // config adds is added for the fleet (once: the others find it done).
         let config = self.shared.lock().config.clone();
         self.reload(config, &Origin::new("startup", "")).await?;
+        self.caught_up();
         self.flush_held().await;
         Ok(())
     }

@@ -14,7 +14,8 @@ pub struct Fleet {
 
 impl Fleet {
     /// Three instances, `weights` as the config's starting routing, `extra(i)` more TOML
-    /// for instance `i` (0-based).
+    /// for instance `i` (0-based), written inside `[admin]` (start it with a table header
+    /// for anything else).
     pub async fn start_with(
         nodes: &[&NatsNode],
         upstreams: &[SampleUpstream],
@@ -24,7 +25,7 @@ impl Fleet {
         let setups: Vec<Setup> = (0..3)
             .map(|i| {
                 let cluster = cluster_toml(nodes, "edge", &format!("edge-{}", i + 1));
-                Setup::new(upstreams, weights, &format!("{cluster}{}", extra(i)))
+                Setup::new(upstreams, weights, &format!("{}{cluster}", extra(i)))
             })
             .collect();
         let mut proxies = Vec::new();
