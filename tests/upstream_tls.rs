@@ -85,13 +85,15 @@ impl Issued {
     }
 }
 
+/// Per handshake: the SNI sent, and whether the session was resumed.
+type Handshake = (Option<String>, bool);
+
 /// A TLS upstream: answers every request with "tls <sni>" (and whether the client showed
 /// a certificate), counting the handshakes it completed.
 struct TlsUpstream {
     addr: SocketAddr,
     handshakes: Arc<AtomicUsize>,
-    /// Per handshake: the SNI sent, and whether the session was resumed.
-    names: Arc<Mutex<Vec<(Option<String>, bool)>>>,
+    names: Arc<Mutex<Vec<Handshake>>>,
     task: tokio::task::JoinHandle<()>,
 }
 
