@@ -173,8 +173,13 @@ async fn a_healthy_canary_judged_by_the_fleet_is_never_cut_back() {
         side.faults
             .set_latency(Duration::from_millis(1), Duration::from_millis(2));
     }
+    // The error rule is the statistical test whose false-abort bound pooling must keep. The
+    // latency rule is a threshold on p99s, and three proxies, their upstreams and the load
+    // on two loaded cores stall now and then for tens of ms: here it only judges gross
+    // slowness, so a stall is not taken for a slow canary.
+    let relaxed = "\n[services.shop.guard]\nlatency_min_increase = \"250ms\"\n";
     let fleet = Fleet::start_with(&[&nats], &versions, "{ blue = 90, canary = 10 }", |_| {
-        String::new()
+        relaxed.to_string()
     })
     .await;
     let clients: Vec<AdminClient> = (0..3).map(|i| fleet.client(i)).collect();
@@ -185,6 +190,7 @@ async fn a_healthy_canary_judged_by_the_fleet_is_never_cut_back() {
     )
     .await;
     let run = Duration::from_secs(20);
+    let tap = Tap::start(&nats).await;
     let loads = fleet
         .proxies
         .iter()
@@ -196,6 +202,7 @@ async fn a_healthy_canary_judged_by_the_fleet_is_never_cut_back() {
         users.sent += part.sent;
         users.failed += part.failed;
     }
+    tap.report(run).await;
     let mut looks = 0.0;
     let mut canary_requests = 0.0;
     for (client, before) in clients.iter().zip(looks_before) {
@@ -208,7 +215,11 @@ async fn a_healthy_canary_judged_by_the_fleet_is_never_cut_back() {
             .await;
         }
         let status = client.service("shop").await.unwrap();
-        assert!(!status.latched, "cut back: {status:?}");
+        assert!(
+            !status.latched,
+            "cut back: {:#?}\n{status:?}",
+            aborts(client).await
+        );
         let guard = status.guard.expect("the canary was judged");
         assert_eq!(guard.verdict.label(), "healthy", "{guard:?}");
     }
@@ -221,6 +232,66 @@ async fn a_healthy_canary_judged_by_the_fleet_is_never_cut_back() {
     assert_eq!(false_aborts, 0);
     for client in &clients {
         assert!(client.incidents(None).await.unwrap().incidents.is_empty());
+    }
+}
+
+/// Everything NATS carries on the fleet's account (a subscriber to `>`), by kind.
+struct Tap {
+    stop: tokio::sync::oneshot::Sender<()>,
+    counted: tokio::task::JoinHandle<std::collections::BTreeMap<&'static str, (u64, u64)>>,
+}
+
+impl Tap {
+    async fn start(nats: &NatsNode) -> Tap {
+        let client = async_nats::connect(nats.url()).await.unwrap();
+        let mut all = client.subscribe(">").await.unwrap();
+        client.flush().await.unwrap();
+        let (stop, mut stopped) = tokio::sync::oneshot::channel();
+        let counted = tokio::spawn(async move {
+            let _client = client;
+            let mut counted = std::collections::BTreeMap::new();
+            loop {
+                let message = tokio::select! {
+                    _ = &mut stopped => return counted,
+                    message = futures_util::StreamExt::next(&mut all) => match message {
+                        Some(message) => message,
+                        None => return counted,
+                    },
+                };
+                let subject = message.subject.as_str();
+                let kind = match subject {
+                    "switchyard.edge.evidence" => "evidence (core NATS)",
+                    "switchyard.edge.revisions" => "revision log appends",
+                    s if s.starts_with("$KV.") => "member announcements (KV puts)",
+                    s if s.starts_with("$JS.API.") => "JetStream API requests",
+                    s if s.starts_with("_INBOX.") => "replies and log deliveries",
+                    // One per API request, from the server; delivered only to a subscriber.
+                    s if s.starts_with("$JS.EVENT.") => "JetStream advisories",
+                    _ => "other",
+                };
+                let entry: &mut (u64, u64) = counted.entry(kind).or_default();
+                entry.0 += 1;
+                entry.1 += message.payload.len() as u64;
+            }
+        });
+        Tap { stop, counted }
+    }
+
+    /// Prints what NATS carried per second over `run`, by kind.
+    async fn report(self, run: Duration) {
+        let _ = self.stop.send(());
+        let counted = self.counted.await.unwrap();
+        let secs = run.as_secs_f64();
+        for (kind, (messages, bytes)) in &counted {
+            println!(
+                "NATS, fleet of 3 under load: {kind}: {:.1} msg/s, {:.0} payload bytes/s ({:.0} bytes each)",
+                *messages as f64 / secs,
+                *bytes as f64 / secs,
+                *bytes as f64 / (*messages).max(1) as f64
+            );
+        }
+        let evidence = counted.get("evidence (core NATS)").map_or(0, |c| c.0);
+        assert!(evidence > 0, "no evidence was published: {counted:?}");
     }
 }
 
