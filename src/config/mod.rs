@@ -5,6 +5,7 @@ pub mod checks;
 pub mod cluster;
 mod duration;
 pub mod endpoint;
+pub mod grpc;
 mod guard;
 pub mod health;
 mod rollout;
@@ -196,6 +197,9 @@ pub struct ServiceSection {
     #[serde(default)]
     pub checks: Vec<Spanned<checks::CheckSection>>,
     pub checks_every: Option<Spanned<HumanDuration>>,
+    /// gRPC status codes that count as the version's failure (default: UNKNOWN,
+    /// DEADLINE_EXCEEDED, INTERNAL, UNAVAILABLE, DATA_LOSS).
+    pub grpc_error_codes: Option<Spanned<Vec<grpc::GrpcCodeEntry>>>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -211,6 +215,35 @@ pub struct VersionSection {
     pub endpoints: Vec<Spanned<String>>,
     #[serde(default)]
     pub release: Release,
+    /// "http1" (the default), "h2c" or "h2".
+    pub protocol: Option<Spanned<String>>,
+}
+
+/// How the proxy talks to a version's endpoints.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum UpstreamProtocol {
+    /// HTTP/1.1 in clear, with the proxy's own codec.
+    #[default]
+    Http1,
+    /// HTTP/2 in clear with prior knowledge.
+    H2c,
+    /// HTTP/2 over TLS, chosen by ALPN.
+    H2,
+}
+
+impl UpstreamProtocol {
+    pub fn parse(text: &str) -> Option<UpstreamProtocol> {
+        match text {
+            "http1" => Some(UpstreamProtocol::Http1),
+            "h2c" => Some(UpstreamProtocol::H2c),
+            "h2" => Some(UpstreamProtocol::H2),
+            _ => None,
+        }
+    }
+
+    pub fn is_http2(self) -> bool {
+        self != UpstreamProtocol::Http1
+    }
 }
 
 /// What was deployed as a version; carried into history and incidents.
@@ -308,6 +341,7 @@ pub struct ServiceConfig {
     pub rollout: Option<RolloutSettings>,
     /// Health checks of its endpoints and smoke checks of its versions.
     pub verify: VerifySettings,
+    pub grpc_error_codes: grpc::GrpcCodes,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -324,6 +358,7 @@ pub struct VersionConfig {
     /// The endpoint entries as written: `IP:port` or `name:port`.
     pub sources: Vec<String>,
     pub release: Release,
+    pub protocol: UpstreamProtocol,
 }
 
 #[derive(Debug, Clone)]

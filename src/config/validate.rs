@@ -346,11 +346,18 @@ fn check_service(
                 ),
             )
         });
+        let protocol = version
+            .protocol
+            .as_ref()
+            .map_or_else(Default::default, |protocol| {
+                check_protocol(checker, name, version_name, protocol)
+            });
         versions.push(VersionConfig {
             name: version_name.clone(),
             endpoints,
             sources,
             release: version.release.clone(),
+            protocol,
         });
     }
 
@@ -485,6 +492,24 @@ fn check_service(
         checker.report(span, problem);
     }
 
+    let grpc_error_codes =
+        section
+            .grpc_error_codes
+            .as_ref()
+            .map_or_else(grpc::GrpcCodes::default, |entries| {
+                let mut codes = Vec::new();
+                for entry in entries.get_ref() {
+                    match entry.code() {
+                        Ok(code) => codes.push(code),
+                        Err(problem) => checker.report(
+                            entries.span(),
+                            format!("services.{name}.grpc_error_codes: {problem}"),
+                        ),
+                    }
+                }
+                grpc::GrpcCodes::of(&codes)
+            });
+
     (checker.problems.len() == before).then(|| ServiceConfig {
         name: name.to_string(),
         hosts,
@@ -496,7 +521,39 @@ fn check_service(
         guard,
         rollout,
         verify,
+        grpc_error_codes,
     })
+}
+
+/// The version's protocol; `"h2"` needs TLS to upstreams, which this build does not
+/// speak yet.
+fn check_protocol(
+    checker: &mut Checker,
+    service: &str,
+    version: &str,
+    protocol: &Spanned<String>,
+) -> UpstreamProtocol {
+    let key = format!("services.{service}.versions.{version}.protocol");
+    match UpstreamProtocol::parse(protocol.get_ref()) {
+        Some(UpstreamProtocol::H2) => {
+            checker.report(
+                protocol.span(),
+                format!("{key} \"h2\" needs TLS to upstreams, which this build does not have yet; use \"h2c\" for HTTP/2 in clear"),
+            );
+            UpstreamProtocol::H2
+        }
+        Some(known) => known,
+        None => {
+            checker.report(
+                protocol.span(),
+                format!(
+                    "{key} must be \"http1\", \"h2c\" or \"h2\", not {:?}",
+                    protocol.get_ref()
+                ),
+            );
+            UpstreamProtocol::default()
+        }
+    }
 }
 
 fn is_cookie_name(name: &str) -> bool {

@@ -9,6 +9,7 @@ fn service() -> ServiceConfig {
         endpoints: vec!["127.0.0.1:1".parse().unwrap()],
         sources: vec!["127.0.0.1:1".into()],
         release: Release::default(),
+        protocol: Default::default(),
     };
     ServiceConfig {
         name: "shop".into(),
@@ -21,6 +22,7 @@ fn service() -> ServiceConfig {
         guard: Default::default(),
         rollout: None,
         verify: Default::default(),
+        grpc_error_codes: Default::default(),
     }
 }
 

@@ -3,6 +3,7 @@
 
 use super::connect::{self, ConnectError};
 use super::connection::Connection;
+use super::h2::{H2ConnectError, H2Pool, StreamSlot};
 use super::pool::{Lease, Pool};
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -14,6 +15,8 @@ use std::time::{Duration, Instant};
 pub struct Endpoint {
     pub addr: SocketAddr,
     pub pool: Arc<Pool>,
+    /// Shared HTTP/2 connections, used when a version speaks HTTP/2 to this address.
+    pub h2: H2Pool,
     connect_timeout: Duration,
     in_flight: AtomicU32,
     /// Milliseconds since `epoch` until which the endpoint is skipped after a refusal.
@@ -38,6 +41,13 @@ impl Endpoint {
     /// A new connection that never goes back to the pool (an upgrade's tunnel).
     pub async fn checkout_unpooled(&self) -> Result<Lease, ConnectError> {
         Ok(Lease::new(self.connect().await?, None))
+    }
+
+    /// A stream on one of the endpoint's HTTP/2 connections (h2c: HTTP/2 in clear).
+    pub async fn h2_stream(&self) -> Result<StreamSlot, H2ConnectError> {
+        self.h2
+            .stream(|| connect::open(self.addr, self.connect_timeout))
+            .await
     }
 
     async fn connect(&self) -> Result<Box<Connection>, ConnectError> {
@@ -174,6 +184,7 @@ impl EndpointRegistry {
                 Arc::new(Endpoint {
                     addr,
                     pool: Arc::new(Pool::new(self.settings.idle_timeout)),
+                    h2: H2Pool::new(self.settings.idle_timeout),
                     connect_timeout: self.settings.connect_timeout,
                     in_flight: AtomicU32::new(0),
                     skip_until_ms: AtomicU64::new(0),
