@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 /// shape (handed back unsent by a connection that was closing).
 enum Pending {
     Ours(http::request::Parts, UpstreamRequestBody),
-    Hyper(Box<Request<H2Body>>),
+    Hyper(Request<H2Body>),
 }
 
 /// Like the HTTP/1 path: a refused connection, or a request a closing connection handed
@@ -68,7 +68,7 @@ pub(super) async fn forward_h2(
         endpoint.mark_healthy();
         let request = match pending {
             Pending::Ours(parts, body) => into_h2(parts, body, endpoint.addr),
-            Pending::Hyper(request) => *request,
+            Pending::Hyper(request) => request,
         };
         match tokio::time::timeout_at(deadline, slot.send(request)).await {
             Err(_) => return Err(Failure::Timeout.into()),
@@ -80,7 +80,7 @@ pub(super) async fn forward_h2(
                 return Ok(response);
             }
             Ok(Err(SendFailure::Unsent(request))) => {
-                pending = Pending::Hyper(request);
+                pending = Pending::Hyper(*request);
                 failure = Failure::Reset("upstream connection closing".to_string());
             }
             Ok(Err(SendFailure::Failed(err))) => return Err(Failure::Reset(err.to_string()).into()),
