@@ -109,3 +109,39 @@ fn check_reports_bad_upstream_protocols_and_grpc_codes_with_their_lines() {
         .unwrap();
     assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
 }
+
+#[test]
+fn check_reports_a_protocol_that_disagrees_with_tls() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("switchyard.toml");
+    let lines = [
+        "[proxy]",                              // 1
+        "listen = \"127.0.0.1:8080\"",          // 2
+        "[services.api]",                       // 3
+        "stable = \"blue\"",                    // 4
+        "weights = { blue = 90, canary = 10 }", // 5
+        "[services.api.versions.blue]",         // 6
+        "endpoints = [\"127.0.0.1:9001\"]",     // 7
+        "protocol = \"h2\"",                    // 8 TLS protocol, no tls table
+        "[services.api.versions.canary]",       // 9
+        "endpoints = [\"127.0.0.1:9002\"]",     // 10
+        "tls = {}",                             // 11
+        "protocol = \"h2c\"",                   // 12 clear protocol, with tls
+    ];
+    std::fs::write(&path, lines.join("\n")).unwrap();
+    let out = Command::new(BIN)
+        .args(["check", "--config", path.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let text = format!("{}{}", stdout(&out), stderr(&out));
+    let file = path.display().to_string();
+    for (line, words) in [(8, "needs a tls table"), (12, "use \"h2\"")] {
+        let prefix = format!("{file}:{line}: ");
+        assert!(
+            text.lines()
+                .any(|l| l.starts_with(&prefix) && l.contains(words)),
+            "no problem reported at line {line} ({words}):\n{text}"
+        );
+    }
+}

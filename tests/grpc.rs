@@ -32,8 +32,20 @@ struct GrpcServer {
 
 impl GrpcServer {
     fn start(name: &str, fail: Option<(&str, f64)>) -> GrpcServer {
+        GrpcServer::start_with(name, fail, None)
+    }
+
+    /// With `tls` (certificate and key files), the server speaks TLS only.
+    fn start_with(
+        name: &str,
+        fail: Option<(&str, f64)>,
+        tls: Option<(&Path, &Path)>,
+    ) -> GrpcServer {
         let mut command = Command::new(PYTHON);
         command.arg(script("server.py")).args(["--name", name]);
+        if let Some((cert, key)) = tls {
+            command.arg("--cert").arg(cert).arg("--key").arg(key);
+        }
         if let Some((code, ratio)) = fail {
             command.args(["--fail-code", code, "--fail-ratio", &ratio.to_string()]);
         }
@@ -119,7 +131,68 @@ async fn all_four_call_kinds_pass_with_metadata_and_trailers() {
     );
     let proxy = TestProxy::start(&body).await;
     let out = client(proxy.addr(), &["calls"]).await;
+    assert_calls(&out);
 
+    let text = metrics(&proxy).await;
+    let line = "switchyard_grpc_calls_total{service=\"api\",version=\"blue\",status=\"OK\"} 4";
+    assert!(text.contains(line), "{text}");
+    let status = proxy.admin().service("api").await.unwrap();
+    assert_eq!(status.versions[0].grpc.get("OK"), Some(&4), "{status:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn all_four_call_kinds_pass_over_tls_to_the_upstream() {
+    // protocol = "h2": HTTP/2 over TLS (ALPN h2) to a gRPC server with a certificate
+    // for "localhost" from a CA of the test's own; the client side stays h2c.
+    let dir = tempfile::tempdir().unwrap();
+    let (ca, cert, key) = certificates(dir.path());
+    let blue = GrpcServer::start_with("blue", None, Some((&cert, &key)));
+    let body = config(
+        &[("blue", blue.addr)],
+        "{ blue = 100 }",
+        "sticky = { cookie = \"sy\" }",
+    )
+    .replace(
+        "protocol = \"h2c\"",
+        &format!(
+            "protocol = \"h2\"\ntls = {{ ca = \"{}\", server_name = \"localhost\" }}",
+            ca.display()
+        ),
+    );
+    let proxy = TestProxy::start(&body).await;
+    let out = client(proxy.addr(), &["calls"]).await;
+    assert_calls(&out);
+}
+
+/// A CA, and a server certificate and key it signed for "localhost": their files.
+fn certificates(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf, std::path::PathBuf) {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair, KeyUsagePurpose};
+    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    params
+        .distinguished_name
+        .push(DnType::CommonName, "test CA");
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    params.key_usages = vec![KeyUsagePurpose::KeyCertSign];
+    let ca_key = KeyPair::generate().unwrap();
+    let ca = params.self_signed(&ca_key).unwrap();
+    let key = KeyPair::generate().unwrap();
+    let cert = CertificateParams::new(vec!["localhost".to_string()])
+        .unwrap()
+        .signed_by(&key, &ca, &ca_key)
+        .unwrap();
+    let paths = (
+        dir.join("ca.pem"),
+        dir.join("server.pem"),
+        dir.join("server.key"),
+    );
+    std::fs::write(&paths.0, ca.pem()).unwrap();
+    std::fs::write(&paths.1, cert.pem()).unwrap();
+    std::fs::write(&paths.2, key.serialize_pem()).unwrap();
+    paths
+}
+
+/// The four call kinds of `client.py calls` all answered by "blue", with everything intact.
+fn assert_calls(out: &Value) {
     let expected = [
         ("unary", "response", Value::from("blue:ping")),
         (
@@ -150,12 +223,6 @@ async fn all_four_call_kinds_pass_with_metadata_and_trailers() {
         let cookie = call["initial"]["set-cookie"].as_str().unwrap_or_default();
         assert!(cookie.starts_with("sy="), "{kind}: {call}");
     }
-
-    let text = metrics(&proxy).await;
-    let line = "switchyard_grpc_calls_total{service=\"api\",version=\"blue\",status=\"OK\"} 4";
-    assert!(text.contains(line), "{text}");
-    let status = proxy.admin().service("api").await.unwrap();
-    assert_eq!(status.versions[0].grpc.get("OK"), Some(&4), "{status:?}");
 }
 
 async fn cut_back(proxy: &TestProxy) -> bool {
@@ -188,6 +255,11 @@ async fn a_canary_answering_unavailable_is_cut_back_and_one_answering_not_found_
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     load.abort();
+    // The incident is written just after the routing change.
+    let end = Instant::now() + Duration::from_secs(5);
+    while proxy.proxy.incidents.list(Some("api")).is_empty() && Instant::now() < end {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     let incidents = proxy.proxy.incidents.list(Some("api"));
     assert_eq!(incidents.len(), 1, "{incidents:?}");
     assert_eq!(incidents[0].version, "canary");

@@ -10,6 +10,7 @@ mod guard;
 pub mod health;
 mod rollout;
 mod salvage;
+pub mod upstream_tls;
 mod validate;
 
 pub use checks::{ExpectStatus, SmokeCheck, VerifySettings};
@@ -215,6 +216,8 @@ pub struct VersionSection {
     pub endpoints: Vec<Spanned<String>>,
     #[serde(default)]
     pub release: Release,
+    /// TLS to the endpoints; `tls = {}` verifies them against the system's CAs.
+    pub tls: Option<Spanned<upstream_tls::VersionTlsSection>>,
     /// "http1" (the default), "h2c" or "h2".
     pub protocol: Option<Spanned<String>>,
 }
@@ -358,6 +361,8 @@ pub struct VersionConfig {
     /// The endpoint entries as written: `IP:port` or `name:port`.
     pub sources: Vec<String>,
     pub release: Release,
+    /// TLS to the endpoints, built at load.
+    pub tls: Option<std::sync::Arc<crate::upstream::tls::UpstreamTls>>,
     pub protocol: UpstreamProtocol,
 }
 

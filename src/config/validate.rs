@@ -346,17 +346,24 @@ fn check_service(
                 ),
             )
         });
+        let tls = version.tls.as_ref().and_then(|tls| {
+            let label = format!("services.{name}.versions.{version_name}");
+            upstream_tls::check(&label, tls, &sources)
+                .map_err(|problems| checker.report_all(problems))
+                .ok()
+        });
         let protocol = version
             .protocol
             .as_ref()
             .map_or_else(Default::default, |protocol| {
-                check_protocol(checker, name, version_name, protocol)
+                check_protocol(checker, name, version_name, protocol, version.tls.is_some())
             });
         versions.push(VersionConfig {
             name: version_name.clone(),
             endpoints,
             sources,
             release: version.release.clone(),
+            tls,
             protocol,
         });
     }
@@ -525,35 +532,38 @@ fn check_service(
     })
 }
 
-/// The version's protocol; `"h2"` needs TLS to upstreams, which this build does not
-/// speak yet.
+/// The version's protocol, which must agree with its TLS: `"h2"` is HTTP/2 over TLS,
+/// `"h2c"` HTTP/2 in clear.
 fn check_protocol(
     checker: &mut Checker,
     service: &str,
     version: &str,
     protocol: &Spanned<String>,
+    has_tls: bool,
 ) -> UpstreamProtocol {
     let key = format!("services.{service}.versions.{version}.protocol");
-    match UpstreamProtocol::parse(protocol.get_ref()) {
-        Some(UpstreamProtocol::H2) => {
-            checker.report(
-                protocol.span(),
-                format!("{key} \"h2\" needs TLS to upstreams, which this build does not have yet; use \"h2c\" for HTTP/2 in clear"),
-            );
-            UpstreamProtocol::H2
-        }
-        Some(known) => known,
-        None => {
-            checker.report(
-                protocol.span(),
-                format!(
-                    "{key} must be \"http1\", \"h2c\" or \"h2\", not {:?}",
-                    protocol.get_ref()
-                ),
-            );
-            UpstreamProtocol::default()
-        }
+    let Some(parsed) = UpstreamProtocol::parse(protocol.get_ref()) else {
+        checker.report(
+            protocol.span(),
+            format!(
+                "{key} must be \"http1\", \"h2c\" or \"h2\", not {:?}",
+                protocol.get_ref()
+            ),
+        );
+        return UpstreamProtocol::default();
+    };
+    match (parsed, has_tls) {
+        (UpstreamProtocol::H2, false) => checker.report(
+            protocol.span(),
+            format!("{key} \"h2\" is HTTP/2 over TLS and needs a tls table (tls = {{}} verifies against the system's CAs); \"h2c\" is HTTP/2 in clear"),
+        ),
+        (UpstreamProtocol::H2c, true) => checker.report(
+            protocol.span(),
+            format!("{key} \"h2c\" is HTTP/2 in clear, but the version has tls: use \"h2\" for HTTP/2 over TLS"),
+        ),
+        _ => {}
     }
+    parsed
 }
 
 fn is_cookie_name(name: &str) -> bool {

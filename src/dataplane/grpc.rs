@@ -74,6 +74,7 @@ pub fn failure_code(failure: &Failure) -> (u8, &'static str) {
     match failure {
         Failure::NoEndpoint => (codes::UNAVAILABLE, "no upstream endpoint available"),
         Failure::Connect(_) => (codes::UNAVAILABLE, "upstream refused the connection"),
+        Failure::Tls(_) => (codes::UNAVAILABLE, "upstream TLS handshake failed"),
         Failure::Reset(_) => (codes::UNAVAILABLE, "upstream failed to answer"),
         Failure::Timeout => (
             codes::DEADLINE_EXCEEDED,

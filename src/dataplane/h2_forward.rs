@@ -7,7 +7,7 @@ use super::failure::{Failed, Failure};
 use super::proxy::pick_any;
 use crate::routing::VersionRoute;
 use crate::upstream::endpoint::{pick_endpoint, Endpoint};
-use crate::upstream::h2::{H2Body, H2ResponseBody, SendFailure};
+use crate::upstream::h2::{H2Body, H2ConnectError, H2ResponseBody, SendFailure};
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{header, Request, Response, Uri, Version};
 use http_body_util::BodyExt;
@@ -54,20 +54,23 @@ pub(super) async fn forward_h2(
             Ok(Ok(slot)) => slot,
             Ok(Err(err)) => {
                 let blames = match &err {
-                    crate::upstream::h2::H2ConnectError::Connect(err) => err.blames_endpoint(),
+                    H2ConnectError::Connect(err) => err.blames_endpoint(),
                     _ => true,
                 };
                 if blames {
                     endpoint.mark_refused(Instant::now());
                 }
-                failure = Failure::Connect(err.to_string());
+                failure = match err {
+                    H2ConnectError::Connect(err) => Failure::from(err),
+                    err => Failure::Connect(err.to_string()),
+                };
                 last_refused = Some(endpoint);
                 continue;
             }
         };
         endpoint.mark_healthy();
         let request = match pending {
-            Pending::Ours(parts, body) => into_h2(parts, body, endpoint.addr),
+            Pending::Ours(parts, body) => into_h2(parts, body, &endpoint),
             Pending::Hyper(request) => request,
         };
         match tokio::time::timeout_at(deadline, slot.send(request)).await {
@@ -101,13 +104,18 @@ fn give_back(failure: Failure, pending: Pending) -> Failed {
     }
 }
 
-/// The prepared request in HTTP/2's shape: the authority (from Host) and path in the
-/// target, no Host field.
+/// The prepared request in HTTP/2's shape: scheme, authority (from Host) and path in
+/// the target, no Host field.
 fn into_h2(
     mut parts: http::request::Parts,
     body: UpstreamRequestBody,
-    addr: std::net::SocketAddr,
+    endpoint: &Endpoint,
 ) -> Request<H2Body> {
+    let addr = endpoint.addr;
+    let scheme = match endpoint.tls {
+        Some(_) => Scheme::HTTPS,
+        None => Scheme::HTTP,
+    };
     let authority = parts
         .headers
         .remove(header::HOST)
@@ -118,7 +126,7 @@ fn into_h2(
         .path_and_query()
         .cloned()
         .unwrap_or_else(|| PathAndQuery::from_static("/"));
-    let mut uri = Uri::builder().scheme(Scheme::HTTP).path_and_query(path);
+    let mut uri = Uri::builder().scheme(scheme).path_and_query(path);
     if let Some(authority) = authority {
         uri = uri.authority(authority);
     }

@@ -170,7 +170,7 @@ pub async fn handle(
             response.map(|body| ServedBody::new(body, Some(watch)))
         }
         Err(Failed { failure, .. }) => {
-            if !matches!(failure, Failure::Client(_)) {
+            if !matches!(failure, Failure::Client(_) | Failure::Tls(_)) {
                 tracing::warn!(service = %service.name, version = %version.name, error = failure.detail(), "upstream failure");
             }
             let answer = match grpc_call {
@@ -417,7 +417,7 @@ async fn forward(
                 if err.blames_endpoint() {
                     endpoint.mark_refused(Instant::now());
                 }
-                failure = Failure::Connect(err.to_string());
+                failure = Failure::from(err);
                 last_refused = Some(endpoint);
                 continue;
             }
@@ -445,7 +445,13 @@ async fn forward(
                 failure = Failure::Reset("pooled connection closed".to_string());
             }
             Err(SendError::Timeout) => return Err(Failure::Timeout.into()),
-            Err(err) => return Err(Failure::Reset(err.to_string()).into()),
+            Err(err) => match err.tls_refusal() {
+                Some(reason) => {
+                    endpoint.refused_tls(&reason, Instant::now());
+                    return Err(Failure::Tls(reason).into());
+                }
+                None => return Err(Failure::Reset(err.to_string()).into()),
+            },
         }
     }
     Err(Failed {
@@ -485,7 +491,7 @@ async fn forward_upgrade(
         if err.blames_endpoint() {
             endpoint.mark_refused(Instant::now());
         }
-        Failure::Connect(err.to_string())
+        Failure::from(err)
     })?;
     let (parts, body) = request.into_parts();
     let head = RequestHead {

@@ -25,6 +25,8 @@ def main():
     parser.add_argument("--name", required=True)
     parser.add_argument("--fail-code", default=None, help="a grpc.StatusCode name")
     parser.add_argument("--fail-ratio", type=float, default=0.0)
+    parser.add_argument("--cert", help="PEM certificate: serve TLS (ALPN h2)")
+    parser.add_argument("--key", help="PEM private key of --cert")
     args = parser.parse_args()
 
     fail_code = getattr(grpc.StatusCode, args.fail_code) if args.fail_code else None
@@ -85,7 +87,12 @@ def main():
     )
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=32))
     server.add_generic_rpc_handlers((handler,))
-    port = server.add_insecure_port("127.0.0.1:0")
+    if args.cert:
+        with open(args.key, "rb") as key, open(args.cert, "rb") as cert:
+            credentials = grpc.ssl_server_credentials([(key.read(), cert.read())])
+        port = server.add_secure_port("127.0.0.1:0", credentials)
+    else:
+        port = server.add_insecure_port("127.0.0.1:0")
     server.start()
     print(f"PORT {port}", flush=True)
     # Ends when the test kills it, or when its stdin closes (the test died).
