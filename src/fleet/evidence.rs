@@ -8,7 +8,7 @@
 //! A report is postcard (varints), latency values delta-encoded: about 20 bytes plus, per
 //! version with traffic, its names, counts and two or three bytes per latency bucket used.
 
-use crate::telemetry::{sparse, SparseLatency, Tally, Telemetry};
+use crate::telemetry::{sparse, Outcome, SparseLatency, Tally, Telemetry};
 use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
@@ -16,8 +16,10 @@ use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
 /// The wire format's number: a report of another format is not read (a fleet mid-upgrade
-/// then judges each instance's own evidence until all run the same format).
+/// then judges each instance's own evidence until all run the same format). A change to
+/// the outcomes (`Outcome::ALL`) is a change of format.
 const FORMAT: u8 = 1;
+const OUTCOMES: usize = Outcome::ALL.len();
 /// Slices left behind by a stalled publisher that are still sent (older ones are dropped).
 const CATCH_UP_SLICES: u64 = 4;
 /// Past the end of a slice, so requests finishing at its edge are in it.
@@ -39,7 +41,8 @@ struct Report {
 struct VersionSlice {
     service: String,
     version: String,
-    counts: [u64; 7],
+    /// Per outcome, in `Outcome::ALL` order.
+    counts: [u64; OUTCOMES],
     saved: u64,
     /// `(value - previous value, count)` per recorded latency bucket, in microseconds.
     latency: Vec<(u64, u64)>,

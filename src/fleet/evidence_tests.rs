@@ -108,7 +108,7 @@ fn reports_a_stranger_could_send_change_nothing() {
     file(&receiver, stranger, now);
     assert!(receiver.find("shop", "nobody").is_none());
     let mut huge = good;
-    huge.versions[0].counts = [u64::MAX; 7];
+    huge.versions[0].counts = [u64::MAX; OUTCOMES];
     huge.versions[0].latency = vec![(u64::MAX, u64::MAX), (u64::MAX, 1)];
     file(&receiver, huge.clone(), now);
     file(&receiver, huge, now);
