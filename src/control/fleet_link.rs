@@ -35,6 +35,9 @@ pub(crate) struct FleetLink {
     pub(crate) applied: watch::Sender<u64>,
     /// Set once this instance's cache is known to be a prefix of the log.
     joined: AtomicBool,
+    /// Set once the startup reconciliation went through the log (it is tried again on
+    /// every join until it does).
+    reconciled: AtomicBool,
     /// This instance's name, part of every append's id.
     instance: String,
     /// Aborts waiting for the log, oldest first (at most one per service).
@@ -67,6 +70,7 @@ impl FleetLink {
             log,
             applied: watch::channel(applied).0,
             joined: AtomicBool::new(false),
+            reconciled: AtomicBool::new(false),
             instance: instance.to_string(),
             held: Mutex::new(Vec::new()),
         }
@@ -391,9 +395,9 @@ impl Writer {
             // A follower that lost its server may not have noticed yet: read what it missed.
             let caught_up: Vec<_> = self.catch_up().await.into_iter().map(|(_, r)| r).collect();
             self.commit(None, &caught_up);
-            self.caught_up();
+            let reconciled = self.reconcile_once().await;
             self.flush_held().await;
-            return Ok(());
+            return reconciled;
         }
         let last = fleet.log.last().await.map_err(|err| err.to_string())?;
         let (revision, cached) = {
@@ -428,12 +432,27 @@ impl Writer {
         self.log_reaches(last);
         let caught_up: Vec<_> = self.catch_up().await.into_iter().map(|(_, r)| r).collect();
         self.commit(None, &caught_up);
-        // The startup reconciliation, through the log like any change: a service this
-        // config adds is added for the fleet (once: the others find it done).
-        let config = self.shared.lock().config.clone();
-        self.reload(config, &Origin::new("startup", "")).await?;
-        self.caught_up();
+        self.reconcile_once().await?;
         self.flush_held().await;
+        Ok(())
+    }
+
+    /// The startup reconciliation, through the log like any change: a service this config
+    /// adds is added for the fleet (once: the others find it done). Until it went through,
+    /// this instance has not caught up.
+    async fn reconcile_once(&mut self) -> Result<(), String> {
+        let done = self
+            .fleet
+            .as_ref()
+            .is_none_or(|f| f.reconciled.load(Ordering::Acquire));
+        if !done {
+            let config = self.shared.lock().config.clone();
+            self.reload(config, &Origin::new("startup", "")).await?;
+            if let Some(fleet) = &self.fleet {
+                fleet.reconciled.store(true, Ordering::Release);
+            }
+        }
+        self.caught_up();
         Ok(())
     }
 
