@@ -658,3 +658,60 @@ async fn a_reload_with_a_bad_tls_file_is_refused_with_its_line_and_changes_nothi
     assert_eq!(get(&mut client, "shop.test").await.0, StatusCode::OK);
     assert_eq!(upstream.handshakes.load(Ordering::SeqCst), 1);
 }
+
+/// A canary deployed with a certificate that does not verify is as unreachable as one
+/// that is down: the user is served by stable, and the guard cuts the canary back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_canary_whose_certificate_does_not_verify_is_cut_back_and_users_are_served_by_stable() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Ca::new("test CA");
+    let ca_path = ca.write(dir.path(), "ca.pem");
+    let stable = upstream("blue").await;
+    let canary = TlsUpstream::start(&ca.issue(&["api.internal"], false, true), None).await;
+    let config = format!(
+        r#"
+[services.shop]
+stable = "blue"
+weights = {{ blue = 90, canary = 10 }}
+
+[[services.shop.match]]
+header = "x-canary"
+value = "1"
+version = "canary"
+
+[services.shop.versions.blue]
+endpoints = ["{}"]
+
+[services.shop.versions.canary]
+endpoints = ["{}"]
+tls = {{ ca = "{}", server_name = "api.internal" }}
+"#,
+        stable.addr,
+        canary.addr,
+        ca_path.display()
+    );
+    let proxy = TestProxy::start(&config).await;
+    let mut client = Client::connect(proxy.addr()).await;
+    let request = Request::get("/")
+        .header(header::HOST, "shop.test")
+        .header("x-canary", "1")
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let reply = client.send(request).await;
+    assert_eq!(reply.status, StatusCode::OK, "{reply:?}");
+    assert_eq!(reply.version.as_deref(), Some("blue"));
+    assert_eq!(reply.headers["switchyard-retried-from"], "canary");
+
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let incident = loop {
+        if let Some(incident) = proxy.proxy.incidents.list(None).pop() {
+            break incident;
+        }
+        assert!(Instant::now() < deadline, "the canary was not cut back");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    };
+    assert_eq!(incident.version, "canary", "{incident:?}");
+    let table = proxy.proxy.controller.plane.table.load();
+    let service = &table.services()[0];
+    assert_eq!(service.share_of(service.stable), 1.0);
+}
