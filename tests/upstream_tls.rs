@@ -10,7 +10,7 @@ use common::*;
 use bytes::Bytes;
 use http::{header, Method, Request, Response, StatusCode};
 use http_body_util::Full;
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
     KeyUsagePurpose,
@@ -104,8 +104,15 @@ impl Drop for TlsUpstream {
 }
 
 impl TlsUpstream {
-    /// Serves `issued`; requires a client certificate signed by `client_ca` when given.
+    /// Serves `issued` over HTTP/1.1; requires a client certificate signed by
+    /// `client_ca` when given.
     async fn start(issued: &Issued, client_ca: Option<&Ca>) -> TlsUpstream {
+        TlsUpstream::start_with(issued, client_ca, &[b"http/1.1"]).await
+    }
+
+    /// Serves `issued`, offering `alpn`: HTTP/2 on connections that chose "h2", else
+    /// HTTP/1.1 (the answer then names the protocol: "tls h2 <sni> ...").
+    async fn start_with(issued: &Issued, client_ca: Option<&Ca>, alpn: &[&[u8]]) -> TlsUpstream {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
             .with_safe_default_protocol_versions()
@@ -127,7 +134,7 @@ impl TlsUpstream {
         let chain = vec![CertificateDer::from_pem_slice(issued.cert_pem.as_bytes()).unwrap()];
         let key = PrivateKeyDer::from_pem_slice(issued.key_pem.as_bytes()).unwrap();
         let mut config = builder.with_single_cert(chain, key).unwrap();
-        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
         let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
         let listener = TcpListener::bind(LOOPBACK_ANY).await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -147,8 +154,12 @@ impl TlsUpstream {
                     let client_cert = session.peer_certificates().is_some();
                     let resumed = session.handshake_kind() == Some(HandshakeKind::Resumed);
                     named.lock().unwrap().push((sni.clone(), resumed));
-                    let answer =
-                        format!("tls {} client-cert={client_cert}", sni.unwrap_or_default());
+                    let h2 = session.alpn_protocol() == Some(b"h2");
+                    let answer = format!(
+                        "tls {}{} client-cert={client_cert}",
+                        if h2 { "h2 " } else { "" },
+                        sni.unwrap_or_default()
+                    );
                     // "/close" answers with `connection: close`, so every request needs a
                     // new connection (and handshake).
                     let service = hyper::service::service_fn(move |request: Request<_>| {
@@ -160,9 +171,19 @@ impl TlsUpstream {
                         }
                         async move { Ok::<_, std::convert::Infallible>(response) }
                     });
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(tls), service)
-                        .await;
+                    let io = TokioIo::new(tls);
+                    let _ = match h2 {
+                        true => {
+                            hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                                .serve_connection(io, service)
+                                .await
+                        }
+                        false => {
+                            hyper::server::conn::http1::Builder::new()
+                                .serve_connection(io, service)
+                                .await
+                        }
+                    };
                 });
             }
         });
@@ -714,4 +735,40 @@ tls = {{ ca = "{}", server_name = "api.internal" }}
     let table = proxy.proxy.controller.plane.table.load();
     let service = &table.services()[0];
     assert_eq!(service.share_of(service.stable), 1.0);
+}
+
+#[tokio::test]
+async fn an_upstream_that_speaks_only_h2_refuses_an_http1_version_with_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Ca::new("test CA");
+    let ca_path = ca.write(dir.path(), "ca.pem");
+    let upstream =
+        TlsUpstream::start_with(&ca.issue(&["api.internal"], false, false), None, &[b"h2"]).await;
+    let tls = format!(
+        "{{ ca = \"{}\", server_name = \"api.internal\" }}",
+        ca_path.display()
+    );
+    let proxy = TestProxy::start(&service(
+        "shop",
+        "shop.test",
+        &upstream.addr.to_string(),
+        &tls,
+    ))
+    .await;
+    let table = proxy.proxy.controller.plane.table.load();
+    let endpoint = table.services()[0].versions[0].endpoints[0].clone();
+    let err = endpoint.checkout(Instant::now()).await.unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "TLS to {} (name \"api.internal\") refused: the upstream speaks none of the application protocols offered (ALPN)",
+            upstream.addr
+        )
+    );
+    let mut client = Client::connect(proxy.addr()).await;
+    let (status, body) = get(&mut client, "shop.test").await;
+    assert_eq!(
+        (status, body.as_str()),
+        (StatusCode::BAD_GATEWAY, "upstream TLS handshake failed\n")
+    );
 }
