@@ -772,3 +772,87 @@ async fn an_upstream_that_speaks_only_h2_refuses_an_http1_version_with_a_clear_e
         (StatusCode::BAD_GATEWAY, "upstream TLS handshake failed\n")
     );
 }
+
+/// `protocol = "h2"`: HTTP/2 over TLS chosen by ALPN, for requests and for health and
+/// smoke checks alike; an upstream that does not choose h2 is refused with the reason.
+#[tokio::test]
+async fn h2_over_tls_serves_requests_and_checks_and_an_upstream_without_h2_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Ca::new("test CA");
+    let ca_path = ca.write(dir.path(), "ca.pem");
+    let issued = ca.issue(&["api.internal"], false, false);
+    // h2 only, as gRPC servers are; HTTP/1.1 only; no ALPN at all.
+    let h2 = TlsUpstream::start_with(&issued, None, &[b"h2"]).await;
+    let http1 = TlsUpstream::start_with(&issued, None, &[b"http/1.1"]).await;
+    let silent = TlsUpstream::start_with(&issued, None, &[]).await;
+    let tls = format!(
+        "{{ ca = \"{}\", server_name = \"api.internal\" }}",
+        ca_path.display()
+    );
+    let h2_service = |name: &str, addr: SocketAddr, extra: &str| {
+        format!(
+            "\n[services.{name}]\nhosts = [\"{name}.test\"]\nstable = \"v1\"\nweights = {{ v1 = 1 }}\n{extra}\n\
+             [services.{name}.versions.v1]\nendpoints = [\"{addr}\"]\nprotocol = \"h2\"\ntls = {tls}\n"
+        )
+    };
+    let checked = "\n[services.good.health]\npath = \"/healthz\"\ninterval = \"100ms\"\ntimeout = \"100ms\"\n\n\
+                   [[services.good.checks]]\nname = \"home\"\npath = \"/\"\nexpect_body = \"tls h2 api.internal\"\n";
+    let config = h2_service("good", h2.addr, checked)
+        + &h2_service("bare", h2.addr, "")
+        + &h2_service("http1", http1.addr, "")
+        + &h2_service("silent", silent.addr, "");
+    let proxy = TestProxy::start(&config).await;
+    let mut client = Client::connect(proxy.addr()).await;
+    for _ in 0..3 {
+        let (status, body) = get(&mut client, "good.test").await;
+        assert_eq!(
+            (status, body.as_str()),
+            (StatusCode::OK, "tls h2 api.internal client-cert=false")
+        );
+    }
+
+    // Health checks and smoke checks speak HTTP/2 over TLS too; the bare connect check
+    // (a service without smoke checks) completes the handshake.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let board = proxy.proxy.verifier.health.snapshot();
+        match board.get(&h2.addr) {
+            Some(health) if health.checks >= 2 => {
+                assert!(health.up && health.failures == 0, "{health:?}");
+                break;
+            }
+            _ if Instant::now() > deadline => panic!("no health checks: {board:?}"),
+            _ => tokio::time::sleep(Duration::from_millis(20)).await,
+        }
+    }
+    let admin = proxy.admin();
+    for service in ["good", "bare"] {
+        let run = admin.checks(service, None).await.unwrap();
+        assert!(run.passed, "{run:?}");
+    }
+
+    for (name, upstream, reason) in [
+        (
+            "http1",
+            &http1,
+            "the upstream speaks none of the application protocols offered (ALPN)",
+        ),
+        ("silent", &silent, "the upstream did not choose h2 (ALPN)"),
+    ] {
+        let (status, body) = get(&mut client, &format!("{name}.test")).await;
+        assert_eq!(status, StatusCode::BAD_GATEWAY, "{name}: {body}");
+        let table = proxy.proxy.controller.plane.table.load();
+        let service = table.services().iter().find(|s| &*s.name == name).unwrap();
+        let err = service.versions[0].endpoints[0]
+            .h2_stream()
+            .await
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "TLS to {} (name \"api.internal\") refused: {reason}",
+                upstream.addr
+            )
+        );
+    }
+}
