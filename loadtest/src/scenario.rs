@@ -59,6 +59,10 @@ pub struct ProxySpec {
     /// Raw TOML appended to the generated config (guard, rollout, timeouts sections).
     #[serde(default)]
     pub extra: String,
+    /// How the proxy talks to every version: "http1" (default) or "h2c" (the sample
+    /// upstreams speak both; gRPC calls need "h2c").
+    #[serde(default)]
+    pub upstream_protocol: Option<String>,
 }
 
 impl Default for ProxySpec {
@@ -69,6 +73,7 @@ impl Default for ProxySpec {
             stable: blue(),
             weights: BTreeMap::new(),
             extra: String::new(),
+            upstream_protocol: None,
         }
     }
 }
