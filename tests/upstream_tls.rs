@@ -631,7 +631,13 @@ fn check_lists_each_bad_tls_setting_with_its_line() {
                 other_key.display()
             ),
         ), // 15-17
-        version("e", "{ server_name = \"not a name!\" }".to_string()), // 18-20
+        version(
+            "e",
+            format!(
+                "{{ ca = \"{}\", server_name = \"not a name!\" }}",
+                ca_path.display()
+            ),
+        ), // 18-20
         version("f", "{ sni = \"api.internal\" }".to_string()), // 21-23
     ];
     let path = dir.path().join("switchyard.toml");
@@ -897,4 +903,60 @@ async fn h2_over_tls_serves_requests_and_checks_and_an_upstream_without_h2_is_re
             )
         );
     }
+}
+
+/// `tls = {}` verifies against the system's CA certificates, as found by the platform's
+/// rules: here the real binary with `SSL_CERT_FILE` naming the test CA as the system store.
+#[tokio::test]
+async fn an_empty_tls_table_verifies_against_the_system_roots() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Ca::new("test CA");
+    let ca_path = ca.write(dir.path(), "system-ca.pem");
+    let upstream = TlsUpstream::start(&ca.issue(&["127.0.0.1"], false, false), None).await;
+    let socket = dir.path().join("admin.sock");
+    let config = dir.path().join("switchyard.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[proxy]\nlisten = \"127.0.0.1:0\"\n\n[admin]\nsocket = \"{}\"\n\n[state]\ndir = \"{}\"\n{}",
+            socket.display(),
+            dir.path().join("state").display(),
+            service("shop", "shop.test", &upstream.addr.to_string(), "{}")
+        ),
+    )
+    .unwrap();
+    let log = dir.path().join("run.log");
+    let mut child = std::process::Command::new(BIN)
+        .args(["run", "--config", config.to_str().unwrap()])
+        .env("SSL_CERT_FILE", &ca_path)
+        .env_remove("SSL_CERT_DIR")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let admin = switchyard::ctl::client::AdminClient::new(&socket);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let status = loop {
+        if let Ok(status) = admin.status().await {
+            break status;
+        }
+        let exited = child.try_wait().unwrap();
+        if exited.is_some() || Instant::now() > deadline {
+            let _ = child.kill();
+            panic!(
+                "switchyard did not start:\n{}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    let mut client = Client::connect(status.listen.parse().unwrap()).await;
+    let (code, body) = get(&mut client, "shop.test").await;
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(
+        (code, body.as_str()),
+        (StatusCode::OK, "tls  client-cert=false")
+    );
 }
