@@ -91,8 +91,8 @@ async fn an_instance_that_has_not_caught_up_says_so_in_one_line() {
         WEIGHTS,
         &cluster_toml(&[&nats], "edge", "edge-1"),
     );
-    let _first = Proxy::start(&first, &[]).await;
-    wait_serving_shop(&first).await;
+    let first_proxy = Proxy::start(&first, &[]).await;
+    wait_serving_shop(&first, &first_proxy).await;
     for canary in ["canary=10", "canary=20", "canary=30"] {
         let output = first.ctl(&["weights", "shop", "blue=90", canary]);
         assert!(output.status.success(), "{}", common::stderr(&output));
@@ -104,7 +104,7 @@ async fn an_instance_that_has_not_caught_up_says_so_in_one_line() {
         WEIGHTS,
         &cluster_toml(&[&nats], "edge", "edge-2"),
     );
-    let _late = Proxy::start(&late, &[]).await;
+    let late_proxy = Proxy::start(&late, &[]).await;
     let expected = "this instance has not caught up with the fleet's log yet (applied 0; the fleet's log has not been reached since this instance started); try again or ask another instance";
     for args in [
         &["weights", "shop", "blue=50", "canary=50"][..],
@@ -126,7 +126,7 @@ async fn an_instance_that_has_not_caught_up_says_so_in_one_line() {
     // NATS back: it joins, catches up, and answers for the fleet's routing.
     nats.start();
     nats.wait_listening();
-    let text = wait_serving_shop(&late).await;
+    let text = wait_serving_shop(&late, &late_proxy).await;
     assert!(
         text.contains("shop  stable=blue  last change: revision 4"),
         "{text}"
@@ -135,7 +135,7 @@ async fn an_instance_that_has_not_caught_up_says_so_in_one_line() {
 
 /// Waits (bounded) until the instance answers `ctl status shop` (it joined the fleet's log
 /// and caught up); returns the answer.
-async fn wait_serving_shop(setup: &Setup) -> String {
+async fn wait_serving_shop(setup: &Setup, proxy: &Proxy) -> String {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let output = setup.ctl(&["status", "shop"]);
@@ -143,8 +143,12 @@ async fn wait_serving_shop(setup: &Setup) -> String {
             return common::stdout(&output);
         }
         let line = common::stderr(&output);
-        assert!(line.contains("has not caught up"), "{line}");
-        assert!(Instant::now() < deadline, "{line}");
+        assert!(
+            line.contains("has not caught up"),
+            "{line}\n{}",
+            proxy.log_text()
+        );
+        assert!(Instant::now() < deadline, "{line}\n{}", proxy.log_text());
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }

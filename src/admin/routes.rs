@@ -132,11 +132,8 @@ async fn route(
         }
         ["services", service] => {
             only(&method, &Method::GET)?;
-            let status = status::build(context).await;
-            match status.services.into_iter().find(|s| s.name == *service) {
-                Some(found) => Ok(json(StatusCode::OK, &found)),
-                None => Err(controller.no_service(service).into()),
-            }
+            let found = status::service(context, service).await?;
+            Ok(json(StatusCode::OK, &found))
         }
         ["services", service, "checks"] => {
             only(&method, &Method::POST)?;

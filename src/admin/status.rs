@@ -3,6 +3,7 @@
 use super::api::{GuardStatus, RolloutStatus, ServiceStatus, StatusResponse, VersionStatus};
 use super::context::AdminContext;
 use crate::config::grpc::code_name;
+use crate::control::error::ControlError;
 use crate::control::ControlSnapshot;
 use crate::guard::watch::VersionVerdict;
 use crate::routing::RoutingTable;
@@ -15,6 +16,20 @@ use std::time::{Duration, Instant};
 pub const WINDOW: Duration = Duration::from_secs(10);
 
 pub async fn build(context: &AdminContext) -> StatusResponse {
+    build_with_snapshot(context).await.0
+}
+
+/// One service's status, or why it has none (judged on the same snapshot).
+pub async fn service(context: &AdminContext, name: &str) -> Result<ServiceStatus, ControlError> {
+    let (status, snapshot) = build_with_snapshot(context).await;
+    status
+        .services
+        .into_iter()
+        .find(|s| s.name == name)
+        .ok_or_else(|| snapshot.no_service(name))
+}
+
+async fn build_with_snapshot(context: &AdminContext) -> (StatusResponse, ControlSnapshot) {
     let parts = &context.parts;
     // The rollouts are read before the routing: a rollout marks a step done only after
     // the writer applied it, so this order never shows a step done on older routing.
@@ -29,7 +44,7 @@ pub async fn build(context: &AdminContext) -> StatusResponse {
         Some(fleet) => Some(fleet_status(fleet, snapshot.revision).await),
         None => None,
     };
-    StatusResponse {
+    let status = StatusResponse {
         revision: table.revision,
         listen: context.proxy_addr.to_string(),
         admin_listen: context.admin_addr.map(|addr| addr.to_string()),
@@ -37,7 +52,8 @@ pub async fn build(context: &AdminContext) -> StatusResponse {
         journal: snapshot.journal.clone(),
         fleet,
         services: services(&snapshot, &table, live, Instant::now()),
-    }
+    };
+    (status, snapshot)
 }
 
 /// How long status waits for NATS to list the members: status answers, whatever NATS does.

@@ -64,6 +64,20 @@ pub struct ControlSnapshot {
     pub aborts: BTreeMap<String, u64>,
     /// Set while the journal cannot be written.
     pub journal: Option<JournalOutage>,
+    /// In a fleet, while this instance has not caught up with the fleet's log: why it
+    /// cannot answer for a service it does not know.
+    pub not_caught_up: Option<ControlError>,
+}
+
+impl ControlSnapshot {
+    /// Why `service` is not in this snapshot (judged on the snapshot itself, so a member
+    /// catching up meanwhile is never reported as lacking the service).
+    pub fn no_service(&self, service: &str) -> ControlError {
+        match &self.not_caught_up {
+            Some(behind) => behind.clone(),
+            None => no_such_service(&self.config, service),
+        }
+    }
 }
 
 /// The journal cannot be written: aborts apply and wait; other changes are refused.
@@ -336,13 +350,8 @@ impl Controller {
                 error: outage.error.clone(),
                 pending: state.pending.len(),
             }),
+            not_caught_up: state.not_caught_up(),
         }
-    }
-
-    /// Why `service` cannot be found here: it does not exist, or this fleet member has not
-    /// caught up with the fleet's log yet.
-    pub fn no_service(&self, service: &str) -> ControlError {
-        unknown_service(&self.shared.lock(), service)
     }
 
     /// A service's live routing.
@@ -499,15 +508,14 @@ pub struct ReloadResponse {
 /// A service this instance does not route: unknown, or (in a fleet) perhaps only not known
 /// *yet*, when this instance has not caught up with the fleet's log.
 pub(crate) fn unknown_service(state: &ControlState, service: &str) -> ControlError {
-    if let Some(behind) = state.not_caught_up() {
-        return behind;
+    match state.not_caught_up() {
+        Some(behind) => behind,
+        None => no_such_service(&state.config, service),
     }
-    let names: Vec<&str> = state
-        .config
-        .services
-        .iter()
-        .map(|s| s.name.as_str())
-        .collect();
+}
+
+fn no_such_service(config: &Config, service: &str) -> ControlError {
+    let names: Vec<&str> = config.services.iter().map(|s| s.name.as_str()).collect();
     ControlError::NotFound(format!(
         "no service {service:?} (services: {})",
         names.join(", ")
