@@ -1,8 +1,9 @@
 //! Fleet: several instances that share one routing through NATS JetStream (`[cluster]`).
 //! The revision log (`log`) is the fleet's one sequence of revisions; members (`members`)
-//! announce what they applied. This module speaks NATS; the control plane decides what a
+//! announce what they applied; `evidence` pools what each member's proxy sees, for the guard. This module speaks NATS; the control plane decides what a
 //! revision means and applies it through its one writer.
 
+pub mod evidence;
 pub mod log;
 pub mod members;
 
@@ -20,6 +21,8 @@ pub struct Fleet {
     pub settings: ClusterSettings,
     pub log: RevisionLog,
     pub members: Members,
+    /// The members' pooled evidence for the guard.
+    pub evidence: evidence::Evidence,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -37,6 +40,7 @@ impl Fleet {
             .map_err(|err| FleetError(err.to_string()))?;
         Ok(Fleet {
             log: RevisionLog::new(client.clone(), &settings.name),
+            evidence: evidence::Evidence::new(client.clone(), &settings.name, &settings.instance),
             members: Members::new(client, settings),
             settings: settings.clone(),
         })
