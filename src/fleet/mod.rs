@@ -3,16 +3,22 @@
 //! announce what they applied. This module speaks NATS; the control plane decides what a
 //! revision means and applies it through its one writer.
 
+mod bucket;
+pub mod lease;
 pub mod log;
 pub mod members;
+pub mod records;
 
 use crate::config::cluster::ClusterSettings;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+pub use bucket::key_part;
+pub use lease::{Claim, Lease, Leases};
 pub use log::{Entry, LogError, RevisionLog};
 pub use members::{FleetStatus, Member, MemberStatus, Members};
+pub use records::{Records, Written};
 
 /// The connection to the fleet's NATS cluster and what lives there.
 #[derive(Clone)]
@@ -20,6 +26,10 @@ pub struct Fleet {
     pub settings: ClusterSettings,
     pub log: RevisionLog,
     pub members: Members,
+    /// One holder at a time: a service's rollout driver, a webhook's deliverer.
+    pub leases: Leases,
+    /// Shared state: rollouts and webhook cursors.
+    pub records: Records,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -37,6 +47,8 @@ impl Fleet {
             .map_err(|err| FleetError(err.to_string()))?;
         Ok(Fleet {
             log: RevisionLog::new(client.clone(), &settings.name),
+            leases: Leases::new(&client, &settings.name, &settings.instance),
+            records: Records::new(&client, &settings.name),
             members: Members::new(client, settings),
             settings: settings.clone(),
         })

@@ -396,3 +396,37 @@ async fn start_refuses_what_it_cannot_roll_out_and_changes_nothing() {
         "already running at step 1/3 (10%)",
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_restart_mid_bake_continues_the_bake_where_it_was_saved() {
+    let plant = FakePlant::new();
+    let (dir, rollouts) = started(&plant).await;
+    plant.healthy_since(Instant::now());
+    advance(BAKE / 2).await;
+    rollouts.tick(&plant).await;
+    assert_eq!(status(&rollouts).await.rollout.baked_ms, 15_000);
+    drop(rollouts);
+
+    let reopened = Rollouts::open(dir.path());
+    advance(BAKE / 2 - MS).await;
+    reopened.tick(&plant).await;
+    assert_eq!(plant.canary(), 10, "advanced before the bake was done");
+    advance(MS).await;
+    reopened.tick(&plant).await;
+    assert_eq!(plant.canary(), 50, "the bake before the restart did not count");
+    assert_eq!(status(&reopened).await.rollout.baked_ms, 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_broken_bake_is_saved_as_starting_over() {
+    let plant = FakePlant::new();
+    let (dir, rollouts) = started(&plant).await;
+    plant.healthy_since(Instant::now());
+    advance(BAKE / 2).await;
+    rollouts.tick(&plant).await;
+    plant.inconclusive();
+    rollouts.tick(&plant).await;
+    drop(rollouts);
+    let reopened = Rollouts::open(dir.path());
+    assert_eq!(status(&reopened).await.rollout.baked_ms, 0);
+}

@@ -535,4 +535,5 @@ pub fn write_incidents(state_dir: &Path, incidents: &[switchyard::guard::inciden
         .collect();
     std::fs::write(state_dir.join("incidents.jsonl"), lines).unwrap();
 }
+pub mod fleet;
 pub mod nats;
