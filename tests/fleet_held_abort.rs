@@ -24,7 +24,11 @@ async fn a_held_abort_survives_a_restart_during_the_outage_and_reaches_the_log_o
         reason: Some("all to canary".into()),
         ..ChangeRequest::default()
     };
-    fleet.client(0).change("shop", "weights", &all_canary).await.unwrap();
+    fleet
+        .client(0)
+        .change("shop", "weights", &all_canary)
+        .await
+        .unwrap();
     for proxy in &fleet.proxies {
         assert!(serves_only(proxy.addr, "canary", SOON).await);
     }
@@ -72,5 +76,12 @@ async fn a_held_abort_survives_a_restart_during_the_outage_and_reaches_the_log_o
     fleet.proxies[1] = Proxy::start(&fleet.setups[1], &[]).await;
     fleet.wait_members(3).await;
     let history = fleet.client(1).history("shop", 100).await.unwrap();
-    assert_eq!(history.revisions.iter().filter(|r| r.kind == ChangeKind::Abort).count(), 1);
+    assert_eq!(
+        history
+            .revisions
+            .iter()
+            .filter(|r| r.kind == ChangeKind::Abort)
+            .count(),
+        1
+    );
 }

@@ -74,7 +74,13 @@ fn start(fleet: &Fleet, i: usize) {
 async fn one_instance_of_three_drives_a_rollout_one_revision_per_step() {
     let nats = NatsNode::single();
     let versions = upstreams(&["blue", "canary"]).await;
-    let fleet = Fleet::start(&[&nats], &versions, "{ blue = 100, canary = 0 }", &rollout_toml("1s")).await;
+    let fleet = Fleet::start(
+        &[&nats],
+        &versions,
+        "{ blue = 100, canary = 0 }",
+        &rollout_toml("1s"),
+    )
+    .await;
     let loads: Vec<Load> = fleet
         .proxies
         .iter()
@@ -83,7 +89,10 @@ async fn one_instance_of_three_drives_a_rollout_one_revision_per_step() {
     start(&fleet, 1);
     // Every instance shows the same rollout, and it ends done.
     for i in 0..3 {
-        wait_for(&fleet, i, Duration::from_secs(45), |s| s.rollout.status == Status::Done).await;
+        wait_for(&fleet, i, Duration::from_secs(45), |s| {
+            s.rollout.status == Status::Done
+        })
+        .await;
     }
     for load in loads {
         assert_eq!(load.stop().await.failed, 0);
@@ -96,7 +105,12 @@ async fn one_instance_of_three_drives_a_rollout_one_revision_per_step() {
     let drivers: Vec<usize> = (0..3)
         .filter(|&i| fleet.proxies[i].log_text().contains("took the lease"))
         .collect();
-    assert_eq!(drivers, [1], "the rollout had other drivers:\n{}", fleet.logs());
+    assert_eq!(
+        drivers,
+        [1],
+        "the rollout had other drivers:\n{}",
+        fleet.logs()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -104,7 +118,13 @@ async fn sigkill_of_the_driver_mid_bake_hands_the_rollout_over_with_its_bake() {
     const BAKE: Duration = Duration::from_secs(8);
     let nats = NatsNode::single();
     let versions = upstreams(&["blue", "canary"]).await;
-    let mut fleet = Fleet::start(&[&nats], &versions, "{ blue = 100, canary = 0 }", &rollout_toml("8s")).await;
+    let mut fleet = Fleet::start(
+        &[&nats],
+        &versions,
+        "{ blue = 100, canary = 0 }",
+        &rollout_toml("8s"),
+    )
+    .await;
     let mut loads: Vec<Load> = fleet
         .proxies
         .iter()
@@ -125,7 +145,9 @@ async fn sigkill_of_the_driver_mid_bake_hands_the_rollout_over_with_its_bake() {
     let advanced = loop {
         let mut stepped = None;
         for i in 1..3 {
-            let Some(status) = rollout(&fleet.client(i)).await else { continue };
+            let Some(status) = rollout(&fleet.client(i)).await else {
+                continue;
+            };
             if status.rollout.step > 0 {
                 stepped = Some(killed.elapsed());
                 break;
@@ -136,14 +158,23 @@ async fn sigkill_of_the_driver_mid_bake_hands_the_rollout_over_with_its_bake() {
                 before.rollout.baked_ms,
                 status.rollout.baked_ms
             );
-            if took_over.is_none() && status.held.as_deref().is_some_and(|h| h.starts_with("baking")) {
+            if took_over.is_none()
+                && status
+                    .held
+                    .as_deref()
+                    .is_some_and(|h| h.starts_with("baking"))
+            {
                 took_over = Some(killed.elapsed());
             }
         }
         if let Some(at) = stepped {
             break at;
         }
-        assert!(killed.elapsed() < Duration::from_secs(30), "no other instance advanced the rollout\n{}", fleet.logs());
+        assert!(
+            killed.elapsed() < Duration::from_secs(30),
+            "no other instance advanced the rollout\n{}",
+            fleet.logs()
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     let took_over = took_over.expect("no instance was seen driving before the step");
@@ -161,7 +192,10 @@ async fn sigkill_of_the_driver_mid_bake_hands_the_rollout_over_with_its_bake() {
         advanced < took_over + left + Duration::from_secs(3),
         "the step's bake started over: taken over after {took_over:?}, stepped after {advanced:?}"
     );
-    wait_for(&fleet, 1, Duration::from_secs(45), |s| s.rollout.status == Status::Done).await;
+    wait_for(&fleet, 1, Duration::from_secs(45), |s| {
+        s.rollout.status == Status::Done
+    })
+    .await;
     for load in loads {
         assert_eq!(load.stop().await.failed, 0);
     }

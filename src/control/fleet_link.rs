@@ -357,7 +357,10 @@ impl Writer {
                 forced: abort.forced,
                 checks: abort.checks.clone(),
             };
-            match self.apply(&abort.service, Change::Abort, origin, None).await {
+            match self
+                .apply(&abort.service, Change::Abort, origin, None)
+                .await
+            {
                 Ok(record) => {
                     tracing::info!(service = %abort.service, revision = record.revision, "held abort appended to the fleet log")
                 }

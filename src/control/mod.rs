@@ -209,9 +209,9 @@ impl Controller {
             backoff: config.timeouts.endpoint_backoff.0,
         });
         let telemetry = Arc::new(Telemetry::new(shards));
-        let link = fleet.as_ref().map(|f| {
-            FleetLink::new(f.log.clone(), &f.settings.instance, state.revision, held)
-        });
+        let link = fleet
+            .as_ref()
+            .map(|f| FleetLink::new(f.log.clone(), &f.settings.instance, state.revision, held));
         if let Some(link) = &link {
             link.overlay(&mut state.services);
         }

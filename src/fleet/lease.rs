@@ -36,7 +36,11 @@ pub enum Claim {
 impl Leases {
     pub(crate) fn new(client: &async_nats::Client, fleet: &str, instance: &str) -> Leases {
         Leases {
-            bucket: Bucket::new(client, format!("switchyard-{fleet}-leases"), Keep::Expiring(TTL)),
+            bucket: Bucket::new(
+                client,
+                format!("switchyard-{fleet}-leases"),
+                Keep::Expiring(TTL),
+            ),
             instance: instance.to_string(),
         }
     }
@@ -48,9 +52,9 @@ impl Leases {
         let us = Bytes::from(self.instance.clone());
         let entry = store.entry(key).await.map_err(|e| unreachable(&e))?;
         match entry {
-            Some(entry) if entry.operation == Operation::Put && entry.value != us => {
-                Ok(Claim::Theirs(String::from_utf8_lossy(&entry.value).into_owned()))
-            }
+            Some(entry) if entry.operation == Operation::Put && entry.value != us => Ok(
+                Claim::Theirs(String::from_utf8_lossy(&entry.value).into_owned()),
+            ),
             Some(entry) if entry.operation == Operation::Put => {
                 match store.update(key, us, entry.revision).await {
                     Ok(_) => Ok(Claim::Ours),
@@ -85,7 +89,9 @@ impl Leases {
         };
         if let Ok(Some(entry)) = store.entry(key).await {
             if entry.operation == Operation::Put && entry.value == self.instance.as_bytes() {
-                let _ = store.delete_expect_revision(key, Some(entry.revision)).await;
+                let _ = store
+                    .delete_expect_revision(key, Some(entry.revision))
+                    .await;
             }
         }
     }

@@ -1,9 +1,9 @@
 //! Members: each instance announces itself (applied revision, binary version, start time)
 //! in a KV bucket whose entries expire, so an instance that stops announcing drops out.
 
+use super::bucket::{Bucket, Keep};
 use super::LogError;
 use crate::config::cluster::ClusterSettings;
-use super::bucket::{Bucket, Keep};
 use async_nats::jetstream::kv;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::watch;

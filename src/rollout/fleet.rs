@@ -128,7 +128,9 @@ impl FleetRollouts {
             return Ok(());
         }
         Err(match &lease.holder {
-            Some(holder) => format!("the rollout is driven by {holder} just now; try again in a few seconds"),
+            Some(holder) => {
+                format!("the rollout is driven by {holder} just now; try again in a few seconds")
+            }
             None => "the rollout lease cannot be taken: fleet unreachable (NATS)".into(),
         })
     }
@@ -138,8 +140,13 @@ impl FleetRollouts {
     pub(super) async fn push(&self, entry: &mut Live) -> Result<Pushed, LogError> {
         let key = key(&entry.rollout.service);
         for _ in 0..3 {
-            let bytes = serde_json::to_vec(&entry.rollout).map_err(|e| LogError::Other(e.to_string()))?;
-            match self.records.put(&key, Bytes::from(bytes), entry.shared_revision).await? {
+            let bytes =
+                serde_json::to_vec(&entry.rollout).map_err(|e| LogError::Other(e.to_string()))?;
+            match self
+                .records
+                .put(&key, Bytes::from(bytes), entry.shared_revision)
+                .await?
+            {
                 Written::At(revision) => {
                     entry.shared_revision = revision;
                     entry.dirty = false;
@@ -151,7 +158,8 @@ impl FleetRollouts {
                 entry.shared_revision = 0;
                 continue;
             };
-            let theirs: Rollout = serde_json::from_slice(&bytes).map_err(|e| LogError::Other(e.to_string()))?;
+            let theirs: Rollout =
+                serde_json::from_slice(&bytes).map_err(|e| LogError::Other(e.to_string()))?;
             let driving = entry.lease.as_ref().is_some_and(Lease::held);
             if !driving {
                 entry.take(theirs, revision);
@@ -166,7 +174,9 @@ impl FleetRollouts {
             }
             entry.shared_revision = revision;
         }
-        Err(LogError::Other("the shared rollout record kept moving".into()))
+        Err(LogError::Other(
+            "the shared rollout record kept moving".into(),
+        ))
     }
 }
 

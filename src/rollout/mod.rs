@@ -30,12 +30,12 @@ use crate::control::record::Origin;
 use crate::control::RoutingControl;
 use crate::guard::watch::{Board, VersionVerdict};
 use crate::routing::ServiceState;
+use fleet::{FleetRollouts, Pushed};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::path::Path;
 use std::sync::Arc;
-use fleet::{FleetRollouts, Pushed};
 use std::time::Duration;
 use store::Store;
 use tokio::sync::{mpsc, oneshot, watch, Mutex};
@@ -153,7 +153,8 @@ impl Live {
         let Some(verdict) = verdict.filter(|v| v.version == self.rollout.canary) else {
             return;
         };
-        let baked_ms = baked(self.step_started, Some(verdict), now).map_or(0, |d| d.as_millis() as u64);
+        let baked_ms =
+            baked(self.step_started, Some(verdict), now).map_or(0, |d| d.as_millis() as u64);
         let broken = baked_ms == 0 && self.rollout.baked_ms != 0;
         let due = baked_ms > 0 && now.saturating_duration_since(self.bake_saved) >= BAKE_SLICE;
         if broken || due {
@@ -307,12 +308,10 @@ impl Rollouts {
         if let Some(fleet) = &self.fleet {
             match fleet.push(entry).await {
                 Ok(Pushed::Stored) => {}
-                Ok(Pushed::Theirs) => {
-                    return Err(ControlError::Refused(format!(
-                        "{service}: the rollout changed on another instance meanwhile ({}): look again",
-                        entry.rollout.note
-                    )))
-                }
+                Ok(Pushed::Theirs) => return Err(ControlError::Refused(format!(
+                    "{service}: the rollout changed on another instance meanwhile ({}): look again",
+                    entry.rollout.note
+                ))),
                 Err(err) => {
                     entry.dirty = true;
                     tracing::warn!(%service, %err, "rollout not written to the fleet's shared state yet");
@@ -368,14 +367,11 @@ impl Rollouts {
                 }
                 // `decide` advances only on live routing; a driver whose lease ran out
                 // since it last looked leaves the step to the next.
-                Decision::Advance(next) => match (routing, entry.still_driving()) {
-                    (Some(routing), true) => {
-                        if advance(plant, entry, &routing.stable, next).await {
-                            entry.dirty = true;
-                        }
+                Decision::Advance(next) => {
+                    if let (Some(routing), true) = (routing, entry.still_driving()) {
+                        entry.dirty |= advance(plant, entry, &routing.stable, next).await;
                     }
-                    _ => {}
-                },
+                }
                 Decision::Become(status, note) => {
                     tracing::warn!(service = %service, status = status.label(), "rollout {}", note);
                     entry.rollout.set(status, note);
@@ -405,9 +401,10 @@ impl Rollouts {
     /// In a fleet, takes the service's rollout lease for an operator's start or resume here.
     async fn claim(&self, entry: &mut Live) -> Result<(), ControlError> {
         match &self.fleet {
-            Some(fleet) => fleet.claim(entry).await.map_err(|why| {
-                ControlError::Refused(format!("{}: {why}", entry.rollout.service))
-            }),
+            Some(fleet) => fleet
+                .claim(entry)
+                .await
+                .map_err(|why| ControlError::Refused(format!("{}: {why}", entry.rollout.service))),
             None => Ok(()),
         }
     }

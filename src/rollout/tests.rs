@@ -413,7 +413,11 @@ async fn a_restart_mid_bake_continues_the_bake_where_it_was_saved() {
     assert_eq!(plant.canary(), 10, "advanced before the bake was done");
     advance(MS).await;
     reopened.tick(&plant).await;
-    assert_eq!(plant.canary(), 50, "the bake before the restart did not count");
+    assert_eq!(
+        plant.canary(),
+        50,
+        "the bake before the restart did not count"
+    );
     assert_eq!(status(&reopened).await.rollout.baked_ms, 0);
 }
 
