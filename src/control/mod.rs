@@ -190,7 +190,11 @@ impl Controller {
                 Err(err) => return Err(err),
             },
         };
-        let hooks = Hooks::new(&config.state_dir, &config.hooks);
+        let hooks = Hooks::new_in(
+            &config.state_dir,
+            &config.hooks,
+            fleet.as_ref().map(|f| (f, state.revision)),
+        );
         for record in written {
             hooks.send(&config.hooks, &record);
             match record.revision <= state.revision {

@@ -156,3 +156,23 @@ impl Lease {
         self.tried = None;
     }
 }
+
+/// Keeps `key` for as long as the returned receiver (or a clone of it) lives: claims it
+/// when it is free, renews it while held, and says whether this instance holds it. The
+/// lease is given up when the last receiver is dropped.
+pub fn keep(leases: &Leases, key: String) -> tokio::sync::watch::Receiver<bool> {
+    let (held, receiver) = tokio::sync::watch::channel(false);
+    let mut lease = Lease::new(leases, key);
+    tokio::spawn(async move {
+        loop {
+            let holds = lease.hold().await;
+            held.send_if_modified(|was| std::mem::replace(was, holds) != holds);
+            tokio::select! {
+                _ = tokio::time::sleep(RENEW_EVERY) => {}
+                _ = held.closed() => break,
+            }
+        }
+        lease.release().await;
+    });
+    receiver
+}

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use bucket::key_part;
-pub use lease::{Claim, Lease, Leases};
+pub use lease::{keep, Claim, Lease, Leases};
 pub use log::{Entry, LogError, RevisionLog};
 pub use members::{FleetStatus, Member, MemberStatus, Members};
 pub use records::{Records, Written};
