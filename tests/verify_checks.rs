@@ -7,6 +7,7 @@ use common::*;
 use std::time::Duration;
 use switchyard::config::{ExpectStatus, HealthSettings, SmokeCheck};
 use switchyard::sample::SampleUpstream;
+use switchyard::upstream::connect::Dial;
 use switchyard::verify::health::http_check;
 use switchyard::verify::smoke::{self, CheckFailure, Target};
 
@@ -38,7 +39,10 @@ fn target(version: &str, upstreams: &[&SampleUpstream]) -> Target {
     Target {
         version: version.into(),
         host: Some("shop.example.com".into()),
-        endpoints: upstreams.iter().map(|u| (u.addr, true)).collect(),
+        endpoints: upstreams
+            .iter()
+            .map(|u| (Dial::plain(u.addr), true))
+            .collect(),
     }
 }
 
@@ -138,7 +142,7 @@ async fn healthy_on_healthz_but_broken_on_home_fails_the_smoke_check_only() {
     green.faults.break_path("/");
     let health = HealthSettings::default();
     assert_eq!(
-        http_check(green.addr, "shop.example.com", &health).await,
+        http_check(&Dial::plain(green.addr), "shop.example.com", &health).await,
         Ok(())
     );
     let run = smoke::run(&shop_checks("green"), &target("green", &[&green])).await;
@@ -148,7 +152,7 @@ async fn healthy_on_healthz_but_broken_on_home_fails_the_smoke_check_only() {
     );
     green.faults.break_path("/healthz");
     assert_eq!(
-        http_check(green.addr, "shop.example.com", &health).await,
+        http_check(&Dial::plain(green.addr), "shop.example.com", &health).await,
         Err("status 500 (expected 2xx)".to_string())
     );
 }

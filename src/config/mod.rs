@@ -9,6 +9,7 @@ mod guard;
 pub mod health;
 mod rollout;
 mod salvage;
+pub mod upstream_tls;
 mod validate;
 
 pub use checks::{ExpectStatus, SmokeCheck, VerifySettings};
@@ -211,6 +212,8 @@ pub struct VersionSection {
     pub endpoints: Vec<Spanned<String>>,
     #[serde(default)]
     pub release: Release,
+    /// TLS to the endpoints; `tls = {}` verifies them against the system's CAs.
+    pub tls: Option<Spanned<upstream_tls::VersionTlsSection>>,
 }
 
 /// What was deployed as a version; carried into history and incidents.
@@ -324,6 +327,8 @@ pub struct VersionConfig {
     /// The endpoint entries as written: `IP:port` or `name:port`.
     pub sources: Vec<String>,
     pub release: Release,
+    /// TLS to the endpoints, built at load.
+    pub tls: Option<std::sync::Arc<crate::upstream::tls::UpstreamTls>>,
 }
 
 #[derive(Debug, Clone)]

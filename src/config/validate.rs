@@ -346,11 +346,18 @@ fn check_service(
                 ),
             )
         });
+        let tls = version.tls.as_ref().and_then(|tls| {
+            let label = format!("services.{name}.versions.{version_name}");
+            upstream_tls::check(&label, tls, &sources)
+                .map_err(|problems| checker.report_all(problems))
+                .ok()
+        });
         versions.push(VersionConfig {
             name: version_name.clone(),
             endpoints,
             sources,
             release: version.release.clone(),
+            tls,
         });
     }
 

@@ -9,6 +9,7 @@ fn service() -> ServiceConfig {
         endpoints: vec!["127.0.0.1:1".parse().unwrap()],
         sources: vec!["127.0.0.1:1".into()],
         release: Release::default(),
+        tls: None,
     };
     ServiceConfig {
         name: "shop".into(),

@@ -2,6 +2,7 @@
 
 use super::body::{ResponseBody, UpstreamRequestBody};
 use crate::telemetry::{ClientFault, Outcome};
+use crate::upstream::connect::ConnectError;
 use http::header::{self, HeaderValue};
 use http::{Request, Response, StatusCode};
 
@@ -10,6 +11,9 @@ use http::{Request, Response, StatusCode};
 pub enum Failure {
     NoEndpoint,
     Connect(String),
+    /// The endpoint's certificate did not verify, or it refused our TLS. The endpoint
+    /// logs it once per change, so the request path does not.
+    Tls(String),
     Reset(String),
     Timeout,
     /// The client broke the exchange: never the version's doing.
@@ -19,7 +23,7 @@ pub enum Failure {
 impl Failure {
     pub fn outcome(&self) -> Outcome {
         match self {
-            Failure::NoEndpoint | Failure::Connect(_) => Outcome::ConnectFailed,
+            Failure::NoEndpoint | Failure::Connect(_) | Failure::Tls(_) => Outcome::ConnectFailed,
             Failure::Reset(_) => Outcome::Reset,
             Failure::Timeout => Outcome::Timeout,
             // Never recorded as a version's outcome; `record` counts it apart.
@@ -34,6 +38,7 @@ impl Failure {
                 "no upstream endpoint available\n",
             ),
             Failure::Connect(_) => (StatusCode::BAD_GATEWAY, "upstream refused the connection\n"),
+            Failure::Tls(_) => (StatusCode::BAD_GATEWAY, "upstream TLS handshake failed\n"),
             Failure::Reset(_) => (StatusCode::BAD_GATEWAY, "upstream failed to answer\n"),
             Failure::Timeout => (
                 StatusCode::GATEWAY_TIMEOUT,
@@ -50,9 +55,18 @@ impl Failure {
     pub fn detail(&self) -> &str {
         match self {
             Failure::NoEndpoint => "every endpoint is backing off",
-            Failure::Connect(detail) | Failure::Reset(detail) => detail,
+            Failure::Connect(detail) | Failure::Tls(detail) | Failure::Reset(detail) => detail,
             Failure::Timeout => "response headers timed out",
             Failure::Client(fault) => fault.label(),
+        }
+    }
+}
+
+impl From<ConnectError> for Failure {
+    fn from(err: ConnectError) -> Failure {
+        match err {
+            ConnectError::Tls { .. } => Failure::Tls(err.to_string()),
+            err => Failure::Connect(err.to_string()),
         }
     }
 }

@@ -146,7 +146,7 @@ pub async fn handle(
             response.map(|body| ServedBody::new(body, Some(watch)))
         }
         Err(Failed { failure, .. }) => {
-            if !matches!(failure, Failure::Client(_)) {
+            if !matches!(failure, Failure::Client(_) | Failure::Tls(_)) {
                 tracing::warn!(service = %service.name, version = %version.name, error = failure.detail(), "upstream failure");
             }
             let response = finish_response(failure.response(), &table, service, version, pick);
@@ -364,7 +364,7 @@ async fn forward(
                 if err.blames_endpoint() {
                     endpoint.mark_refused(Instant::now());
                 }
-                failure = Failure::Connect(err.to_string());
+                failure = Failure::from(err);
                 last_refused = Some(endpoint);
                 continue;
             }
@@ -392,7 +392,13 @@ async fn forward(
                 failure = Failure::Reset("pooled connection closed".to_string());
             }
             Err(SendError::Timeout) => return Err(Failure::Timeout.into()),
-            Err(err) => return Err(Failure::Reset(err.to_string()).into()),
+            Err(err) => match err.tls_refusal() {
+                Some(reason) => {
+                    endpoint.refused_tls(&reason, Instant::now());
+                    return Err(Failure::Tls(reason).into());
+                }
+                None => return Err(Failure::Reset(err.to_string()).into()),
+            },
         }
     }
     Err(Failed {
@@ -432,7 +438,7 @@ async fn forward_upgrade(
         if err.blames_endpoint() {
             endpoint.mark_refused(Instant::now());
         }
-        Failure::Connect(err.to_string())
+        Failure::from(err)
     })?;
     let (parts, body) = request.into_parts();
     let head = RequestHead {

@@ -106,6 +106,7 @@ pub async fn probe(endpoints: &[Arc<Endpoint>], rounds: u64, mut report: impl Fn
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::upstream::connect::Dial;
     use crate::upstream::endpoint::{EndpointRegistry, EndpointSettings};
     use tokio::net::TcpListener;
 
@@ -133,8 +134,8 @@ mod tests {
     async fn every_round_in_which_all_endpoints_refuse_is_reported_and_they_back_off() {
         let registry = registry();
         let endpoints = [
-            registry.get(closed_port().await),
-            registry.get(closed_port().await),
+            registry.get(Dial::plain(closed_port().await)),
+            registry.get(Dial::plain(closed_port().await)),
         ];
         let seen = rounds_of(&endpoints, 3).await;
         assert_eq!(
@@ -155,8 +156,8 @@ mod tests {
         let registry = registry();
         let live = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let endpoints = [
-            registry.get(closed_port().await),
-            registry.get(live.local_addr().unwrap()),
+            registry.get(Dial::plain(closed_port().await)),
+            registry.get(Dial::plain(live.local_addr().unwrap())),
         ];
         endpoints[1].mark_refused(Instant::now());
         assert_eq!(rounds_of(&endpoints, 3).await, [Round::Done]);

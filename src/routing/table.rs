@@ -123,7 +123,7 @@ impl RoutingTable {
                     endpoints: version
                         .endpoints
                         .iter()
-                        .map(|&addr| endpoints.get(addr))
+                        .map(|&addr| endpoints.get(version.dial(addr)))
                         .collect(),
                     stats: telemetry.version(&service.name, &version.name),
                 })

@@ -1,10 +1,10 @@
 //! One open connection to an upstream, with the buffers it keeps between exchanges.
 
+use super::stream::UpstreamStream;
 use bytes::BytesMut;
 use std::future::Future;
 use std::pin::Pin;
-use std::task::{Context, Poll, Waker};
-use tokio::net::TcpStream;
+use std::task::{Context, Poll};
 use tokio::time::{Instant, Sleep};
 
 /// Bytes read ahead of the parser; grows only for heads or chunks that need more.
@@ -12,7 +12,7 @@ const READ_BUFFER: usize = 8 * 1024;
 
 #[derive(Debug)]
 pub struct Connection {
-    pub stream: TcpStream,
+    pub stream: UpstreamStream,
     /// Bytes read from the upstream and not yet handed on.
     pub read_buf: BytesMut,
     /// The request head being written; kept to reuse its allocation.
@@ -27,7 +27,7 @@ pub struct Connection {
 }
 
 impl Connection {
-    pub fn new(stream: TcpStream) -> Connection {
+    pub fn new(stream: UpstreamStream) -> Connection {
         Connection {
             stream,
             read_buf: BytesMut::with_capacity(READ_BUFFER),
@@ -48,21 +48,9 @@ impl Connection {
         timer.as_mut().poll(cx)
     }
 
-    /// True when an idle connection may carry a new exchange: the peer neither closed it
-    /// nor sent anything unasked. Costs no system call unless the socket turned readable
-    /// while idle (the runtime clears readiness when a read drains the socket).
+    /// True when an idle connection may carry a new exchange: nothing unread is left,
+    /// and the peer neither closed it nor sent anything unasked.
     pub fn is_fit(&self) -> bool {
-        if !self.read_buf.is_empty() {
-            return false;
-        }
-        let mut cx = Context::from_waker(Waker::noop());
-        match self.stream.poll_read_ready(&mut cx) {
-            Poll::Pending => true,
-            Poll::Ready(Err(_)) => false,
-            Poll::Ready(Ok(())) => {
-                let mut probe = [0u8; 1];
-                matches!(self.stream.try_read(&mut probe), Err(err) if err.kind() == std::io::ErrorKind::WouldBlock)
-            }
-        }
+        self.read_buf.is_empty() && self.stream.is_idle_fit()
     }
 }

@@ -1,7 +1,7 @@
 //! Upstream endpoints: address, keep-alive pool, in-flight count and refusal back-off.
 //! Endpoints outlive routing tables, so pools and health survive every swap.
 
-use super::connect::{self, ConnectError};
+use super::connect::{self, ConnectError, Dial, TlsTarget, ALPN_HTTP1};
 use super::connection::Connection;
 use super::pool::{Lease, Pool};
 use std::collections::HashMap;
@@ -13,6 +13,11 @@ use std::time::{Duration, Instant};
 #[derive(Debug)]
 pub struct Endpoint {
     pub addr: SocketAddr,
+    /// TLS settings and the name to verify, when the endpoint's version has `tls`.
+    pub tls: Option<TlsTarget>,
+    /// The TLS failure last logged; each change is logged once, never every request.
+    tls_trouble: Mutex<Option<String>>,
+    tls_troubled: AtomicBool,
     pub pool: Arc<Pool>,
     connect_timeout: Duration,
     in_flight: AtomicU32,
@@ -41,19 +46,72 @@ impl Endpoint {
     }
 
     async fn connect(&self) -> Result<Box<Connection>, ConnectError> {
-        let stream = connect::open(self.addr, self.connect_timeout).await?;
-        Ok(Box::new(Connection::new(stream)))
+        let opened = connect::open(
+            self.addr,
+            self.tls.as_ref(),
+            ALPN_HTTP1,
+            self.connect_timeout,
+        )
+        .await;
+        match &opened {
+            Err(ConnectError::Tls { reason, .. }) => self.note_tls_trouble(Some(reason)),
+            Ok(_) if self.tls_troubled.load(Ordering::Relaxed) => self.note_tls_trouble(None),
+            _ => {}
+        }
+        Ok(Box::new(Connection::new(opened?)))
     }
 
-    /// Opens and drops a bare TCP connection: does the endpoint take connections at all?
-    /// `None` when the attempt says nothing about the endpoint (a timeout, or the proxy's
-    /// own trouble such as running out of sockets); only a refusal is a "no".
+    /// How health and smoke checks reach this endpoint: as requests do.
+    pub fn dial(&self) -> Dial {
+        Dial {
+            addr: self.addr,
+            tls: self.tls.clone(),
+        }
+    }
+
+    /// Opens and drops a connection (with its TLS handshake): does the endpoint take
+    /// connections at all? `None` when the attempt says nothing about the endpoint (a
+    /// timeout, or the proxy's own trouble such as running out of sockets); only a
+    /// refusal is a "no".
     pub async fn accepts(&self) -> Option<bool> {
-        match connect::open(self.addr, self.connect_timeout).await {
+        match self.connect().await {
             Ok(_) => Some(true),
             Err(err) if err.is_refusal() => Some(false),
             Err(_) => None,
         }
+    }
+
+    /// The upstream refused our TLS after the handshake looked done (with TLS 1.3, a
+    /// client certificate it does not accept): out of the rotation, as a refused connect.
+    pub fn refused_tls(&self, reason: &str, now: Instant) {
+        self.mark_refused(now);
+        self.note_tls_trouble(Some(reason));
+    }
+
+    /// Logs a TLS failure, or the end of one, once per change.
+    fn note_tls_trouble(&self, reason: Option<&str>) {
+        let mut last = self
+            .tls_trouble
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if last.as_deref() == reason {
+            return;
+        }
+        let name = self.tls.as_ref().map(|t| t.name.to_str().into_owned());
+        match reason {
+            Some(reason) => tracing::warn!(
+                endpoint = %self.addr,
+                name = name.unwrap_or_default(),
+                "TLS to the endpoint refused: {reason}; out of the rotation"
+            ),
+            None => tracing::info!(
+                endpoint = %self.addr,
+                name = name.unwrap_or_default(),
+                "TLS to the endpoint works again"
+            ),
+        }
+        *last = reason.map(str::to_string);
+        self.tls_troubled.store(last.is_some(), Ordering::Relaxed);
     }
 
     /// True while the endpoint is left out of the rotation: after refusing a connection,
@@ -146,12 +204,21 @@ pub struct EndpointSettings {
     pub backoff: Duration,
 }
 
-/// Every endpoint by address, so a new table reuses the same endpoint objects.
+/// What makes two endpoints the same: the address, and for TLS the settings' digest and
+/// the name verified. A plain and a TLS version at one address never share a pool.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct EndpointKey {
+    addr: SocketAddr,
+    tls: Option<([u8; 32], String)>,
+}
+
+/// Every endpoint by address and transport, so a new table reuses the same endpoint
+/// objects (and their pools, back-off and health).
 #[derive(Debug)]
 pub struct EndpointRegistry {
     settings: EndpointSettings,
     epoch: Instant,
-    endpoints: Mutex<HashMap<SocketAddr, Arc<Endpoint>>>,
+    endpoints: Mutex<HashMap<EndpointKey, Arc<Endpoint>>>,
 }
 
 impl EndpointRegistry {
@@ -163,16 +230,26 @@ impl EndpointRegistry {
         }
     }
 
-    pub fn get(&self, addr: SocketAddr) -> Arc<Endpoint> {
+    pub fn get(&self, dial: Dial) -> Arc<Endpoint> {
+        let key = EndpointKey {
+            addr: dial.addr,
+            tls: dial
+                .tls
+                .as_ref()
+                .map(|t| (t.tls.digest(), t.name.to_str().into_owned())),
+        };
         let mut endpoints = self
             .endpoints
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
         endpoints
-            .entry(addr)
+            .entry(key)
             .or_insert_with(|| {
                 Arc::new(Endpoint {
-                    addr,
+                    addr: dial.addr,
+                    tls: dial.tls,
+                    tls_trouble: Mutex::new(None),
+                    tls_troubled: AtomicBool::new(false),
                     pool: Arc::new(Pool::new(self.settings.idle_timeout)),
                     connect_timeout: self.settings.connect_timeout,
                     in_flight: AtomicU32::new(0),

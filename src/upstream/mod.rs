@@ -1,5 +1,6 @@
-//! The upstream side: endpoints, their keep-alive pools, the retry budget, and the HTTP/1
-//! client codec that drives an upstream connection inside the request's own task.
+//! The upstream side: endpoints, their keep-alive pools, the retry budget, connections
+//! (plain or TLS) and the HTTP/1 client codec that drives an upstream connection inside
+//! the request's own task.
 //!
 //! Below both `routing` and `dataplane`: nothing here imports the request path, the
 //! routing table or the guard.
@@ -10,3 +11,5 @@ pub mod connection;
 pub mod endpoint;
 pub mod h1;
 pub mod pool;
+pub mod stream;
+pub mod tls;

@@ -8,6 +8,7 @@ use super::request::{self, Probe};
 use crate::config::{Config, HealthSettings};
 use crate::control::Controller;
 use crate::routing::RoutingTable;
+use crate::upstream::connect::Dial;
 use crate::upstream::endpoint::Endpoint;
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap};
@@ -175,11 +176,7 @@ pub async fn watch_endpoint<F, Fut>(
 }
 
 /// One health check over HTTP: `path` answered with an expected status.
-pub async fn http_check(
-    addr: SocketAddr,
-    host: &str,
-    settings: &HealthSettings,
-) -> Result<(), String> {
+pub async fn http_check(dial: &Dial, host: &str, settings: &HealthSettings) -> Result<(), String> {
     let probe = Probe {
         method: &http::Method::GET,
         path: &settings.path,
@@ -188,7 +185,7 @@ pub async fn http_check(
         body: "",
         body_limit: 0,
     };
-    let reply = request::send(addr, &probe, settings.timeout)
+    let reply = request::send(dial, &probe, settings.timeout)
         .await
         .map_err(|err| err.to_string())?;
     match settings.expect.accepts(reply.status) {
@@ -234,14 +231,16 @@ impl Checkers {
             }
             let endpoint = watched.endpoint.clone();
             let (host, check_settings) = (watched.host.clone(), settings.clone());
+            let dial = endpoint.dial();
             let task = tokio::spawn(watch_endpoint(
                 watched,
                 settings.clone(),
                 offset,
                 board.clone(),
                 move || {
-                    let (host, settings) = (host.clone(), check_settings.clone());
-                    async move { http_check(addr, &host, &settings).await }
+                    let (host, settings, dial) =
+                        (host.clone(), check_settings.clone(), dial.clone());
+                    async move { http_check(&dial, &host, &settings).await }
                 },
             ));
             self.running.insert(

@@ -2,6 +2,7 @@
 
 use super::*;
 use crate::config::ExpectStatus;
+use crate::upstream::connect::Dial;
 use crate::upstream::endpoint::{EndpointRegistry, EndpointSettings};
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
@@ -97,7 +98,7 @@ async fn at(start: Instant, millis: u64) {
 #[tokio::test(start_paused = true)]
 async fn leaves_after_fall_checks_and_returns_after_rise() {
     let registry = registry();
-    let endpoint = registry.get("127.0.0.1:9".parse().unwrap());
+    let endpoint = registry.get(Dial::plain("127.0.0.1:9".parse().unwrap()));
     let script = Arc::new(Script::default());
     let t0 = Instant::now();
     let (board, task) = start(&script, endpoint.clone(), Duration::ZERO);
@@ -133,7 +134,7 @@ async fn leaves_after_fall_checks_and_returns_after_rise() {
 #[tokio::test(start_paused = true)]
 async fn a_check_that_never_answers_fails_at_the_timeout() {
     let registry = registry();
-    let endpoint = registry.get("127.0.0.1:9".parse().unwrap());
+    let endpoint = registry.get(Dial::plain("127.0.0.1:9".parse().unwrap()));
     let script = Arc::new(Script::default());
     script.hanging.store(true, Ordering::SeqCst);
     let t0 = Instant::now();
@@ -154,7 +155,7 @@ async fn a_check_that_never_answers_fails_at_the_timeout() {
 #[tokio::test(start_paused = true)]
 async fn flapping_endpoint_stays_in_and_logs_nothing() {
     let registry = registry();
-    let endpoint = registry.get("127.0.0.1:9".parse().unwrap());
+    let endpoint = registry.get(Dial::plain("127.0.0.1:9".parse().unwrap()));
     let script = Arc::new(Script::default());
     let t0 = Instant::now();
     let (board, task) = start(&script, endpoint.clone(), Duration::ZERO);
@@ -172,7 +173,7 @@ async fn flapping_endpoint_stays_in_and_logs_nothing() {
 #[tokio::test(start_paused = true)]
 async fn first_check_waits_for_its_offset() {
     let registry = registry();
-    let endpoint = registry.get("127.0.0.1:9".parse().unwrap());
+    let endpoint = registry.get(Dial::plain("127.0.0.1:9".parse().unwrap()));
     let script = Arc::new(Script::default());
     let t0 = Instant::now();
     let (_board, task) = start(&script, endpoint, Duration::from_millis(700));
@@ -207,7 +208,7 @@ async fn endpoints_are_spread_over_the_interval_and_released_when_unchecked() {
     let board = Arc::new(HealthBoard::default());
     let mut checkers = Checkers::default();
     checkers.reconcile(&config, &table, &board);
-    let third = registry.get("127.0.0.1:3".parse().unwrap());
+    let third = registry.get(Dial::plain("127.0.0.1:3".parse().unwrap()));
     third.set_checked_up(false);
     let without = Config::parse(
         std::path::Path::new("t.toml"),

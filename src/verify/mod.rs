@@ -138,11 +138,16 @@ pub fn target(service: &ServiceConfig, table: &RoutingTable, version: &str) -> T
         Some(route) => route
             .endpoints
             .iter()
-            .map(|e| (e.addr, !e.is_checked_down()))
+            .map(|e| (e.dial(), !e.is_checked_down()))
             .collect(),
         None => service
             .version(version)
-            .map(|v| v.endpoints.iter().map(|&addr| (addr, true)).collect())
+            .map(|v| {
+                v.endpoints
+                    .iter()
+                    .map(|&addr| (v.dial(addr), true))
+                    .collect()
+            })
             .unwrap_or_default(),
     };
     Target {

@@ -1,14 +1,14 @@
 //! One HTTP/1.1 exchange on a connection of its own, for health and smoke checks: never a
 //! user's pooled connection, closed after the answer, everything under one deadline.
 
+use crate::upstream::connect::{refused_after_handshake, ConnectError, Dial, ALPN_HTTP1};
+use crate::upstream::stream::UpstreamStream;
 use bytes::{Bytes, BytesMut};
 use http::header::{CONNECTION, HOST, USER_AGENT};
 use http::{HeaderName, HeaderValue, Method, Request};
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
-use std::net::SocketAddr;
 use std::time::Duration;
-use tokio::net::TcpStream;
 use tokio::task::JoinHandle;
 use tokio::time::{timeout, Instant};
 
@@ -42,19 +42,18 @@ pub enum ProbeError {
     Refused,
     #[error("cannot connect: {0}")]
     Connect(String),
+    /// The certificate did not verify, or the upstream refused our TLS.
+    #[error("TLS refused: {0}")]
+    Tls(String),
     #[error("{0}")]
     Exchange(String),
 }
 
-/// Sends `probe` to `addr` on a new connection; the whole exchange (connect, answer and
-/// the body's first bytes) must fit in `deadline`.
-pub async fn send(
-    addr: SocketAddr,
-    probe: &Probe<'_>,
-    deadline: Duration,
-) -> Result<Reply, ProbeError> {
+/// Sends `probe` to an endpoint on a new connection (TLS when its version has `tls`);
+/// the whole exchange (connect, answer and the body's first bytes) must fit in `deadline`.
+pub async fn send(dial: &Dial, probe: &Probe<'_>, deadline: Duration) -> Result<Reply, ProbeError> {
     let started = Instant::now();
-    let mut reply = timeout(deadline, exchange(addr, probe))
+    let mut reply = timeout(deadline, exchange(dial, probe, deadline))
         .await
         .map_err(|_| ProbeError::Timeout(deadline))??;
     reply.elapsed = started.elapsed();
@@ -70,14 +69,22 @@ impl Drop for Driver {
     }
 }
 
-async fn exchange(addr: SocketAddr, probe: &Probe<'_>) -> Result<Reply, ProbeError> {
-    let stream = TcpStream::connect(addr)
+/// Opens a connection as requests do; a failure in the words a failed check shows.
+pub async fn open(dial: &Dial, deadline: Duration) -> Result<UpstreamStream, ProbeError> {
+    dial.open(ALPN_HTTP1, deadline)
         .await
-        .map_err(|err| match err.kind() {
-            std::io::ErrorKind::ConnectionRefused => ProbeError::Refused,
-            _ => ProbeError::Connect(err.to_string()),
-        })?;
-    let _ = stream.set_nodelay(true);
+        .map_err(|err| match err {
+            ConnectError::Timeout(_) => ProbeError::Timeout(deadline),
+            ConnectError::Io(_, err) if err.kind() == std::io::ErrorKind::ConnectionRefused => {
+                ProbeError::Refused
+            }
+            ConnectError::Io(_, err) => ProbeError::Connect(err.to_string()),
+            ConnectError::Tls { reason, .. } => ProbeError::Tls(reason),
+        })
+}
+
+async fn exchange(dial: &Dial, probe: &Probe<'_>, deadline: Duration) -> Result<Reply, ProbeError> {
+    let stream = open(dial, deadline).await?;
     let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
         .map_err(exchange_error)?;
@@ -123,6 +130,9 @@ async fn exchange(addr: SocketAddr, probe: &Probe<'_>) -> Result<Reply, ProbeErr
 }
 
 fn exchange_error(err: hyper::Error) -> ProbeError {
+    if let Some(reason) = refused_after_handshake(&err) {
+        return ProbeError::Tls(reason);
+    }
     if err.is_incomplete_message() {
         return ProbeError::Exchange("connection closed before a complete answer".into());
     }

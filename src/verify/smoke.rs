@@ -4,8 +4,8 @@
 
 use super::request::{self, Probe, ProbeError};
 use crate::config::{ExpectStatus, SmokeCheck};
+use crate::upstream::connect::Dial;
 use serde::{Deserialize, Serialize};
-use std::net::SocketAddr;
 use std::time::Duration;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
@@ -58,7 +58,7 @@ pub struct Target {
     pub host: Option<String>,
     /// Each endpoint, and whether it is in the rotation (active health checks may hold
     /// it out; such an endpoint takes no traffic, so it is not checked).
-    pub endpoints: Vec<(SocketAddr, bool)>,
+    pub endpoints: Vec<(Dial, bool)>,
 }
 
 impl CheckReport {
@@ -85,17 +85,17 @@ impl CheckReport {
 /// every check at once.
 pub async fn run(checks: &[SmokeCheck], target: &Target) -> CheckRun {
     let started = Instant::now();
-    let up: Vec<SocketAddr> = target
+    let up: Vec<&Dial> = target
         .endpoints
         .iter()
         .filter(|(_, up)| *up)
-        .map(|(addr, _)| *addr)
+        .map(|(dial, _)| dial)
         .collect();
     let mut results = Vec::new();
     if up.is_empty() {
-        results.extend(target.endpoints.iter().map(|(addr, _)| CheckResult {
+        results.extend(target.endpoints.iter().map(|(dial, _)| CheckResult {
             check: "health".to_string(),
-            endpoint: addr.to_string(),
+            endpoint: dial.addr.to_string(),
             passed: false,
             got: "no endpoint up: active health checks hold every endpoint out".to_string(),
             ms: 0,
@@ -112,14 +112,15 @@ pub async fn run(checks: &[SmokeCheck], target: &Target) -> CheckRun {
     }
     // Keyed by (check, endpoint) so results come out in the config's order.
     let mut running = JoinSet::new();
-    for (e, &addr) in up.iter().enumerate() {
-        let host = target.host.clone().unwrap_or_else(|| addr.to_string());
+    for (e, &dial) in up.iter().enumerate() {
+        let host = target.host.clone().unwrap_or_else(|| dial.addr.to_string());
         if checks.is_empty() {
-            running.spawn(async move { ((0, e), connect(addr).await) });
+            let dial = dial.clone();
+            running.spawn(async move { ((0, e), connect(&dial).await) });
         }
         for (c, check) in checks.iter().enumerate() {
-            let (check, host) = (check.clone(), host.clone());
-            running.spawn(async move { ((c, e), run_one(&check, addr, &host).await) });
+            let (check, host, dial) = (check.clone(), host.clone(), dial.clone());
+            running.spawn(async move { ((c, e), run_one(&check, &dial, &host).await) });
         }
     }
     let mut ordered: Vec<((usize, usize), CheckResult)> = Vec::new();
@@ -150,29 +151,26 @@ pub async fn run(checks: &[SmokeCheck], target: &Target) -> CheckRun {
     }
 }
 
-async fn connect(addr: SocketAddr) -> CheckResult {
+/// The connect check: the endpoint takes a connection (and completes the TLS handshake
+/// when its version has `tls`).
+async fn connect(dial: &Dial) -> CheckResult {
     let started = Instant::now();
-    let outcome =
-        tokio::time::timeout(CONNECT_DEADLINE, tokio::net::TcpStream::connect(addr)).await;
+    let outcome = request::open(dial, CONNECT_DEADLINE).await;
     let ms = started.elapsed().as_millis() as u64;
     let (passed, got) = match outcome {
-        Ok(Ok(_)) => (true, format!("accepted in {ms} ms")),
-        Ok(Err(err)) if err.kind() == std::io::ErrorKind::ConnectionRefused => {
-            (false, ProbeError::Refused.to_string())
-        }
-        Ok(Err(err)) => (false, ProbeError::Connect(err.to_string()).to_string()),
-        Err(_) => (false, ProbeError::Timeout(CONNECT_DEADLINE).to_string()),
+        Ok(_) => (true, format!("accepted in {ms} ms")),
+        Err(err) => (false, err.to_string()),
     };
     CheckResult {
         check: CONNECT_CHECK.to_string(),
-        endpoint: addr.to_string(),
+        endpoint: dial.addr.to_string(),
         passed,
         got,
         ms,
     }
 }
 
-async fn run_one(check: &SmokeCheck, addr: SocketAddr, host: &str) -> CheckResult {
+async fn run_one(check: &SmokeCheck, dial: &Dial, host: &str) -> CheckResult {
     let probe = Probe {
         method: &check.method,
         path: &check.path,
@@ -185,7 +183,7 @@ async fn run_one(check: &SmokeCheck, addr: SocketAddr, host: &str) -> CheckResul
             0
         },
     };
-    let outcome = request::send(addr, &probe, check.deadline()).await;
+    let outcome = request::send(dial, &probe, check.deadline()).await;
     let (passed, got, ms) = match outcome {
         Err(ProbeError::Timeout(deadline)) if check.max_latency.is_some() => (
             false,
@@ -203,7 +201,7 @@ async fn run_one(check: &SmokeCheck, addr: SocketAddr, host: &str) -> CheckResul
     };
     CheckResult {
         check: check.name.clone(),
-        endpoint: addr.to_string(),
+        endpoint: dial.addr.to_string(),
         passed,
         got,
         ms,

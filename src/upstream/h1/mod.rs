@@ -13,8 +13,10 @@ pub mod response;
 
 pub use body::{BodyError, BoxError, ResponseBody};
 
+use crate::upstream::connect::refused_after_handshake;
 use crate::upstream::connection::Connection;
 use crate::upstream::pool::Lease;
+use crate::upstream::stream::UpstreamStream;
 use bytes::Bytes;
 use http::header::{self, HeaderName};
 use http::{HeaderMap, Method, StatusCode, Uri};
@@ -25,7 +27,6 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::io::AsyncWriteExt;
-use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 /// Headers that describe one connection, not the message (RFC 9110 7.6.1).
@@ -61,7 +62,7 @@ pub enum Answer<B> {
 
 #[derive(Debug)]
 pub struct Upgraded {
-    pub stream: TcpStream,
+    pub stream: UpstreamStream,
     /// Bytes the upstream sent after its 101 head, already read.
     pub read_ahead: Bytes,
 }
@@ -98,6 +99,17 @@ pub enum SendError<B> {
     Client(BoxError),
 }
 
+impl<B> SendError<B> {
+    /// The TLS alert the upstream sent instead of an answer, if that is what ended the
+    /// exchange (with TLS 1.3 a refused client certificate shows only here).
+    pub fn tls_refusal(&self) -> Option<String> {
+        match self {
+            SendError::Upstream(UpstreamError::Io(err)) => refused_after_handshake(err),
+            _ => None,
+        }
+    }
+}
+
 /// How long the upstream may keep the proxy waiting. Time spent waiting on the client
 /// (a slow upload) never counts.
 #[derive(Debug, Clone, Copy)]
@@ -132,7 +144,11 @@ where
         head.headers,
         framing,
     );
-    if let Err(err) = connection.stream.write_all(&connection.write_buf).await {
+    let written = match connection.stream.write_all(&connection.write_buf).await {
+        Ok(()) => connection.stream.flush().await,
+        Err(err) => Err(err),
+    };
+    if let Err(err) = written {
         return Err(SendError::Unsent(body, err));
     }
     let (upload, bodiless) = match framing {

@@ -1,6 +1,7 @@
 //! The request going up: its head written straight into a reused buffer, and its body
 //! streamed frame by frame in the framing the head announced.
 
+use crate::upstream::stream::UpstreamStream;
 use bytes::{Buf, Bytes};
 use http::{header, HeaderMap, Method, Uri};
 use http_body::Body;
@@ -8,7 +9,6 @@ use std::io::IoSlice;
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 use tokio::io::AsyncWrite;
-use tokio::net::TcpStream;
 
 /// How the request body travels.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -130,7 +130,7 @@ where
     pub fn poll(
         &mut self,
         cx: &mut Context<'_>,
-        stream: &mut TcpStream,
+        stream: &mut UpstreamStream,
     ) -> Poll<Result<(), UploadError<B::Error>>> {
         loop {
             while self.pending() {
@@ -148,6 +148,8 @@ where
                 }
                 self.advance(written);
             }
+            // TLS may hold written bytes back in its session: out before anything waits.
+            ready!(Pin::new(&mut *stream).poll_flush(cx)).map_err(UploadError::Upstream)?;
             if self.ended {
                 return Poll::Ready(Ok(()));
             }
