@@ -14,7 +14,10 @@ use switchyard::admin::api::ChangeRequest;
 
 fn weights(green: u64, reason: &str) -> ChangeRequest {
     ChangeRequest {
-        weights: Some(BTreeMap::from([("blue".into(), 100), ("green".into(), green)])),
+        weights: Some(BTreeMap::from([
+            ("blue".into(), 100),
+            ("green".into(), green),
+        ])),
         reason: Some(reason.into()),
         ..ChangeRequest::default()
     }
@@ -42,9 +45,15 @@ async fn each_revision_reaches_a_hook_once_from_the_fleet_and_survives_its_deliv
         last = record.revision;
     }
     let events = until_revision(&mut received, last).await;
-    let revisions: Vec<u64> = events.iter().filter_map(|e| e["revision"].as_u64()).collect();
+    let revisions: Vec<u64> = events
+        .iter()
+        .filter_map(|e| e["revision"].as_u64())
+        .collect();
     let from = revisions.first().copied().unwrap_or(first);
-    assert!(from <= first + 1, "revisions missing at the start: {revisions:?}");
+    assert!(
+        from <= first + 1,
+        "revisions missing at the start: {revisions:?}"
+    );
     assert_eq!(
         revisions,
         (from..=last).collect::<Vec<_>>(),
@@ -56,7 +65,11 @@ async fn each_revision_reaches_a_hook_once_from_the_fleet_and_survives_its_deliv
 
     // Kill the deliverer: the others carry on from the shared cursor.
     let deliverers: Vec<usize> = (0..3)
-        .filter(|&i| fleet.proxies[i].log_text().contains("took the lease lease=hook."))
+        .filter(|&i| {
+            fleet.proxies[i]
+                .log_text()
+                .contains("took the lease lease=hook.")
+        })
         .collect();
     assert_eq!(deliverers.len(), 1, "not one deliverer:\n{}", fleet.logs());
     let dead = deliverers[0];

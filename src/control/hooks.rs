@@ -76,11 +76,7 @@ impl Hooks {
     /// `new`, in a fleet when given: every configured hook gets a deliverer at once, which
     /// delivers while it holds the hook's lease, from the shared cursor (or, for a hook new
     /// to the fleet, from the revision after `applied`).
-    pub fn new_in(
-        state_dir: &Path,
-        hooks: &HooksConfig,
-        fleet: Option<(&Fleet, u64)>,
-    ) -> Hooks {
+    pub fn new_in(state_dir: &Path, hooks: &HooksConfig, fleet: Option<(&Fleet, u64)>) -> Hooks {
         let this = Hooks {
             state_dir: state_dir.to_path_buf(),
             fleet: fleet.map(|(f, _)| (f.leases.clone(), f.records.clone())),
@@ -271,7 +267,11 @@ impl Deliverer {
             return true;
         };
         let value = Bytes::from(format!("{revision} {}\n", self.url));
-        match shared.records.put(&shared.key, value, shared.revision).await {
+        match shared
+            .records
+            .put(&shared.key, value, shared.revision)
+            .await
+        {
             Ok(Written::At(kv_revision)) => {
                 shared.revision = kv_revision;
                 *shared.held.borrow()

@@ -64,13 +64,22 @@ impl NatsServer {
             .and_then(|()| std::fs::File::create(self.dir.join("nats.log")))
             .map_err(|err| DemoError::Nats(format!("{}: {err}", self.dir.display())))?;
         let child = Command::new(&self.binary)
-            .args(["-js", "-a", "127.0.0.1", "-p", &self.port.to_string(), "-sd"])
+            .args([
+                "-js",
+                "-a",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-sd",
+            ])
             .arg(self.dir.join("js"))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
-            .map_err(|err| DemoError::Nats(format!("cannot start {}: {err}", self.binary.display())))?;
+            .map_err(|err| {
+                DemoError::Nats(format!("cannot start {}: {err}", self.binary.display()))
+            })?;
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(10);
         while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
@@ -239,7 +248,13 @@ pub async fn run(options: DemoOptions, shards: usize) -> Result<PathBuf, DemoErr
         if elapsed >= next_frame || done {
             let table = instances[0].proxy.controller.plane.table.load();
             screen.show(
-                &view::gather(&table, &recorder.report(), elapsed, options.duration, Instant::now()),
+                &view::gather(
+                    &table,
+                    &recorder.report(),
+                    elapsed,
+                    options.duration,
+                    Instant::now(),
+                ),
                 &story,
             );
             next_frame += Duration::from_secs(1);
@@ -286,7 +301,10 @@ async fn wait_formed(instances: &[Instance]) -> Result<u64, DemoError> {
             Some(fleet) => fleet.status(revision).await.members.len(),
             None => 0,
         };
-        if revision > 0 && members == instances.len() && instances.iter().all(|i| i.revision() == revision) {
+        if revision > 0
+            && members == instances.len()
+            && instances.iter().all(|i| i.revision() == revision)
+        {
             return Ok(revision);
         }
         if Instant::now() > deadline {
@@ -423,7 +441,8 @@ async fn perform(
         }
         Act::StopNats => {
             nats.stop();
-            let revisions: Vec<String> = instances.iter().map(|i| i.revision().to_string()).collect();
+            let revisions: Vec<String> =
+                instances.iter().map(|i| i.revision().to_string()).collect();
             Said {
                 text: format!(
                     "NATS stopped: every instance keeps serving its last routing (revisions {}); operator changes are refused until it is back",

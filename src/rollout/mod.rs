@@ -308,10 +308,12 @@ impl Rollouts {
         if let Some(fleet) = &self.fleet {
             match fleet.push(entry).await {
                 Ok(Pushed::Stored) => {}
-                Ok(Pushed::Theirs) => return Err(ControlError::Refused(format!(
+                Ok(Pushed::Theirs) => {
+                    return Err(ControlError::Refused(format!(
                     "{service}: the rollout changed on another instance meanwhile ({}): look again",
                     entry.rollout.note
-                ))),
+                )))
+                }
                 Err(err) => {
                     entry.dirty = true;
                     tracing::warn!(%service, %err, "rollout not written to the fleet's shared state yet");

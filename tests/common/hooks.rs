@@ -94,4 +94,3 @@ pub fn assert_in_order(events: &[serde_json::Value], after: u64) {
         assert_eq!(hash.len(), 64, "no hash to deduplicate on: {event}");
     }
 }
-
