@@ -13,10 +13,9 @@ use crate::control::command::Change;
 use crate::control::record::{ChangeKind, Origin};
 use crate::run::RunningProxy;
 use crate::sample::load::{Load, LoadSpec, Recorder};
+use crate::sample::nats::{NatsError, NatsServer};
 use std::collections::BTreeMap;
-use std::net::TcpStream;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -24,89 +23,6 @@ use std::time::{Duration, Instant};
 const RATE: f64 = 300.0;
 const INSTANCES: usize = 3;
 const TICK: Duration = Duration::from_millis(50);
-
-/// A `nats-server -js` on a loopback port, stopped (by PID) and started again at will.
-struct NatsServer {
-    binary: PathBuf,
-    port: u16,
-    dir: PathBuf,
-    child: Option<Child>,
-}
-
-impl NatsServer {
-    /// Finds `nats-server` on PATH, or says what to install.
-    fn find(dir: &Path) -> Result<NatsServer, DemoError> {
-        let binary = std::env::var_os("PATH")
-            .iter()
-            .flat_map(std::env::split_paths)
-            .map(|dir| dir.join("nats-server"))
-            .find(|path| path.is_file())
-            .ok_or(DemoError::NatsMissing)?;
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map_err(|source| DemoError::Nats(format!("no free port: {source}")))?
-            .port();
-        Ok(NatsServer {
-            binary,
-            port,
-            dir: dir.join("nats"),
-            child: None,
-        })
-    }
-
-    fn url(&self) -> String {
-        format!("nats://127.0.0.1:{}", self.port)
-    }
-
-    /// Starts it (again, on the same port and storage) and waits until it listens.
-    async fn start(&mut self) -> Result<(), DemoError> {
-        let log = std::fs::create_dir_all(&self.dir)
-            .and_then(|()| std::fs::File::create(self.dir.join("nats.log")))
-            .map_err(|err| DemoError::Nats(format!("{}: {err}", self.dir.display())))?;
-        let child = Command::new(&self.binary)
-            .args([
-                "-js",
-                "-a",
-                "127.0.0.1",
-                "-p",
-                &self.port.to_string(),
-                "-sd",
-            ])
-            .arg(self.dir.join("js"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .map_err(|err| {
-                DemoError::Nats(format!("cannot start {}: {err}", self.binary.display()))
-            })?;
-        self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            if Instant::now() > deadline {
-                return Err(DemoError::Nats(format!(
-                    "nats-server did not listen within 10s (see {})",
-                    self.dir.join("nats.log").display()
-                )));
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        Ok(())
-    }
-
-    fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-impl Drop for NatsServer {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
 
 /// One instance of the fleet: its config and, while it runs, the proxy.
 struct Instance {
@@ -156,7 +72,7 @@ pub async fn run(options: DemoOptions, shards: usize) -> Result<PathBuf, DemoErr
         path: dir.clone(),
         source,
     })?;
-    let mut nats = NatsServer::find(&dir)?;
+    let mut nats = NatsServer::find(&dir.join("nats"))?;
     nats.start().await?;
     let upstreams = stage::cast().await?;
     let mut instances = Vec::new();
@@ -308,9 +224,9 @@ async fn wait_formed(instances: &[Instance]) -> Result<u64, DemoError> {
             return Ok(revision);
         }
         if Instant::now() > deadline {
-            return Err(DemoError::Nats(format!(
+            return Err(DemoError::Nats(NatsError::Other(format!(
                 "the fleet did not form within 20s ({members} member(s) at revision {revision})"
-            )));
+            ))));
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -453,7 +369,9 @@ async fn perform(
         }
         Act::Restart => {
             let Some(mut last) = instances.pop() else {
-                return Err(DemoError::Nats("no instance to restart".into()));
+                return Err(DemoError::Nats(NatsError::Other(
+                    "no instance to restart".into(),
+                )));
             };
             // The balancer knows it by its address: it comes back on the same one.
             last.config.listen = last.proxy.addr;

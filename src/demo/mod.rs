@@ -55,10 +55,8 @@ pub enum DemoError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("--fleet needs `nats-server` (NATS with JetStream, 2.9 or later), which is not on PATH: install it with `apt-get install nats-server` (Debian, Ubuntu) or from https://nats.io/download")]
-    NatsMissing,
     #[error("--fleet: {0}")]
-    Nats(String),
+    Nats(#[from] crate::sample::nats::NatsError),
 }
 
 /// Runs the demo for `options.duration`; returns where the report was written.

@@ -110,6 +110,13 @@ struct Live {
     held: Option<String>,
     /// When the bake was last saved.
     bake_saved: Instant,
+    /// When this process took the bake over (the step began, or it was credited with a
+    /// saved bake at a restart or a takeover).
+    credited_at: Instant,
+    /// Since then: the guard called the canary healthy, and then something else (a break
+    /// that ends the credit).
+    seen_healthy: bool,
+    credit_broken: bool,
     /// Changed since last written where it is kept.
     dirty: bool,
     /// In a fleet: whether this instance drives it (holds its lease); always alone.
@@ -128,6 +135,9 @@ impl Live {
             step_started: Instant::now(),
             held: None,
             bake_saved: Instant::now(),
+            credited_at: Instant::now(),
+            seen_healthy: false,
+            credit_broken: false,
             dirty: false,
             driving: true,
             took_over: false,
@@ -145,6 +155,34 @@ impl Live {
             .checked_sub(Duration::from_millis(self.rollout.baked_ms))
             .unwrap_or(now);
         self.bake_saved = now;
+        self.credited_at = now;
+        self.seen_healthy = false;
+        self.credit_broken = false;
+    }
+
+    /// The verdict as the bake counts it. The bake saved before this process took it over
+    /// (a restart, a new driver) stands until the guard breaks its healthy streak: a guard
+    /// healthy since before the takeover continues it, and a first healthy streak after it
+    /// (a fresh guard gathering evidence) adds to it; after a break the bake starts over.
+    fn credited(&mut self, verdict: Option<VersionVerdict>) -> Option<VersionVerdict> {
+        let mut verdict = verdict?;
+        if verdict.version != self.rollout.canary {
+            return Some(verdict);
+        }
+        match verdict.healthy_since {
+            Some(_) => self.seen_healthy = true,
+            None => self.credit_broken |= self.seen_healthy,
+        }
+        let credit = self
+            .credited_at
+            .saturating_duration_since(self.step_started);
+        if let (Some(since), false) = (verdict.healthy_since, self.credit_broken) {
+            verdict.healthy_since = Some(match since <= self.credited_at {
+                true => self.step_started,
+                false => since.checked_sub(credit).unwrap_or(since),
+            });
+        }
+        Some(verdict)
     }
 
     /// Keeps the bake so far for a restart or a new driver: every `BAKE_SLICE`, and at once
@@ -351,7 +389,7 @@ impl Rollouts {
                     entry.recognise_step_made(routing);
                 }
             }
-            let verdict = plant.verdict(service);
+            let verdict = entry.credited(plant.verdict(service));
             let now = Instant::now();
             let decision = decide(
                 &entry.rollout,

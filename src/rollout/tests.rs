@@ -434,3 +434,28 @@ async fn a_broken_bake_is_saved_as_starting_over() {
     let reopened = Rollouts::open(dir.path());
     assert_eq!(status(&reopened).await.rollout.baked_ms, 0);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_fresh_guard_after_a_restart_adds_to_the_saved_bake_until_it_breaks() {
+    let plant = FakePlant::new();
+    let (dir, rollouts) = started(&plant).await;
+    plant.healthy_since(Instant::now());
+    advance(BAKE / 2).await;
+    rollouts.tick(&plant).await;
+    drop(rollouts);
+
+    // The restarted guard gathers evidence first, then calls the canary healthy.
+    let reopened = Rollouts::open(dir.path());
+    *plant.verdict.lock().unwrap() = None;
+    reopened.tick(&plant).await;
+    plant.inconclusive();
+    advance(BAKE / 10).await;
+    reopened.tick(&plant).await;
+    plant.healthy_since(Instant::now());
+    advance(BAKE / 2 - MS).await;
+    reopened.tick(&plant).await;
+    assert_eq!(plant.canary(), 10, "advanced before the bake was done");
+    advance(MS).await;
+    reopened.tick(&plant).await;
+    assert_eq!(plant.canary(), 50, "the saved bake did not count");
+}
