@@ -112,6 +112,9 @@ pub struct VersionStatus {
     pub error_rate: f64,
     pub p50_ms: f64,
     pub p99_ms: f64,
+    /// gRPC calls since start by final status name; empty for a version with none.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub grpc: std::collections::BTreeMap<String, u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -1,6 +1,7 @@
 //! `GET /metrics`: Prometheus text format, computed from telemetry totals and control state.
 
 use super::context::Parts;
+use crate::config::grpc::code_name;
 use crate::control::ControlSnapshot;
 use crate::routing::{RoutingTable, ServiceState};
 use crate::telemetry::{ClientFault, Outcome, Snapshot};
@@ -212,6 +213,29 @@ fn traffic(snapshot: &ControlSnapshot, table: &RoutingTable) -> String {
                 "switchyard_errors_total{{{labels},kind=\"{}\"}} {count}",
                 outcome.label()
             );
+        }
+    }
+    header(
+        &mut out,
+        "switchyard_grpc_calls_total",
+        "counter",
+        "gRPC calls by final status (grpc-status), for versions that served any.",
+    );
+    for service in table.services() {
+        for version in service.versions.iter() {
+            let statuses = version.stats.grpc_statuses();
+            if statuses.iter().all(|&count| count == 0) {
+                continue;
+            }
+            for (code, count) in statuses.iter().enumerate() {
+                let _ = writeln!(
+                    out,
+                    "switchyard_grpc_calls_total{{service=\"{}\",version=\"{}\",status=\"{}\"}} {count}",
+                    escape(&service.name),
+                    escape(&version.name),
+                    code_name(code as u8)
+                );
+            }
         }
     }
     header(

@@ -2,9 +2,11 @@
 
 use super::api::{GuardStatus, RolloutStatus, ServiceStatus, StatusResponse, VersionStatus};
 use super::context::AdminContext;
+use crate::config::grpc::code_name;
 use crate::control::ControlSnapshot;
 use crate::guard::watch::VersionVerdict;
 use crate::routing::RoutingTable;
+use crate::telemetry::VersionStats;
 use crate::verify::ReturnPoint;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -85,6 +87,7 @@ fn services(
                     error_rate: window.error_rate(),
                     p50_ms: window.quantile_secs(0.5) * 1e3,
                     p99_ms: window.quantile_secs(0.99) * 1e3,
+                    grpc: grpc_statuses(&version.stats),
                 }
             })
             .collect();
@@ -106,6 +109,17 @@ fn services(
         });
     }
     services
+}
+
+/// Non-zero gRPC status counts by name.
+fn grpc_statuses(stats: &VersionStats) -> BTreeMap<String, u64> {
+    stats
+        .grpc_statuses()
+        .iter()
+        .enumerate()
+        .filter(|(_, &count)| count > 0)
+        .map(|(code, &count)| (code_name(code as u8).to_string(), count))
+        .collect()
 }
 
 fn guard_status(verdict: VersionVerdict) -> GuardStatus {

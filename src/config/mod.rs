@@ -5,6 +5,7 @@ pub mod checks;
 pub mod cluster;
 mod duration;
 pub mod endpoint;
+pub mod grpc;
 mod guard;
 pub mod health;
 mod rollout;
@@ -197,6 +198,9 @@ pub struct ServiceSection {
     #[serde(default)]
     pub checks: Vec<Spanned<checks::CheckSection>>,
     pub checks_every: Option<Spanned<HumanDuration>>,
+    /// gRPC status codes that count as the version's failure (default: UNKNOWN,
+    /// DEADLINE_EXCEEDED, INTERNAL, UNAVAILABLE, DATA_LOSS).
+    pub grpc_error_codes: Option<Spanned<Vec<grpc::GrpcCodeEntry>>>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -214,6 +218,35 @@ pub struct VersionSection {
     pub release: Release,
     /// TLS to the endpoints; `tls = {}` verifies them against the system's CAs.
     pub tls: Option<Spanned<upstream_tls::VersionTlsSection>>,
+    /// "http1" (the default), "h2c" or "h2".
+    pub protocol: Option<Spanned<String>>,
+}
+
+/// How the proxy talks to a version's endpoints.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum UpstreamProtocol {
+    /// HTTP/1.1 in clear, with the proxy's own codec.
+    #[default]
+    Http1,
+    /// HTTP/2 in clear with prior knowledge.
+    H2c,
+    /// HTTP/2 over TLS, chosen by ALPN.
+    H2,
+}
+
+impl UpstreamProtocol {
+    pub fn parse(text: &str) -> Option<UpstreamProtocol> {
+        match text {
+            "http1" => Some(UpstreamProtocol::Http1),
+            "h2c" => Some(UpstreamProtocol::H2c),
+            "h2" => Some(UpstreamProtocol::H2),
+            _ => None,
+        }
+    }
+
+    pub fn is_http2(self) -> bool {
+        self != UpstreamProtocol::Http1
+    }
 }
 
 /// What was deployed as a version; carried into history and incidents.
@@ -311,6 +344,7 @@ pub struct ServiceConfig {
     pub rollout: Option<RolloutSettings>,
     /// Health checks of its endpoints and smoke checks of its versions.
     pub verify: VerifySettings,
+    pub grpc_error_codes: grpc::GrpcCodes,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -329,6 +363,7 @@ pub struct VersionConfig {
     pub release: Release,
     /// TLS to the endpoints, built at load.
     pub tls: Option<std::sync::Arc<crate::upstream::tls::UpstreamTls>>,
+    pub protocol: UpstreamProtocol,
 }
 
 #[derive(Debug, Clone)]

@@ -352,12 +352,19 @@ fn check_service(
                 .map_err(|problems| checker.report_all(problems))
                 .ok()
         });
+        let protocol = version
+            .protocol
+            .as_ref()
+            .map_or_else(Default::default, |protocol| {
+                check_protocol(checker, name, version_name, protocol, version.tls.is_some())
+            });
         versions.push(VersionConfig {
             name: version_name.clone(),
             endpoints,
             sources,
             release: version.release.clone(),
             tls,
+            protocol,
         });
     }
 
@@ -492,6 +499,24 @@ fn check_service(
         checker.report(span, problem);
     }
 
+    let grpc_error_codes =
+        section
+            .grpc_error_codes
+            .as_ref()
+            .map_or_else(grpc::GrpcCodes::default, |entries| {
+                let mut codes = Vec::new();
+                for entry in entries.get_ref() {
+                    match entry.code() {
+                        Ok(code) => codes.push(code),
+                        Err(problem) => checker.report(
+                            entries.span(),
+                            format!("services.{name}.grpc_error_codes: {problem}"),
+                        ),
+                    }
+                }
+                grpc::GrpcCodes::of(&codes)
+            });
+
     (checker.problems.len() == before).then(|| ServiceConfig {
         name: name.to_string(),
         hosts,
@@ -503,7 +528,42 @@ fn check_service(
         guard,
         rollout,
         verify,
+        grpc_error_codes,
     })
+}
+
+/// The version's protocol, which must agree with its TLS: `"h2"` is HTTP/2 over TLS,
+/// `"h2c"` HTTP/2 in clear.
+fn check_protocol(
+    checker: &mut Checker,
+    service: &str,
+    version: &str,
+    protocol: &Spanned<String>,
+    has_tls: bool,
+) -> UpstreamProtocol {
+    let key = format!("services.{service}.versions.{version}.protocol");
+    let Some(parsed) = UpstreamProtocol::parse(protocol.get_ref()) else {
+        checker.report(
+            protocol.span(),
+            format!(
+                "{key} must be \"http1\", \"h2c\" or \"h2\", not {:?}",
+                protocol.get_ref()
+            ),
+        );
+        return UpstreamProtocol::default();
+    };
+    match (parsed, has_tls) {
+        (UpstreamProtocol::H2, false) => checker.report(
+            protocol.span(),
+            format!("{key} \"h2\" is HTTP/2 over TLS and needs a tls table (tls = {{}} verifies against the system's CAs); \"h2c\" is HTTP/2 in clear"),
+        ),
+        (UpstreamProtocol::H2c, true) => checker.report(
+            protocol.span(),
+            format!("{key} \"h2c\" is HTTP/2 in clear, but the version has tls: use \"h2\" for HTTP/2 over TLS"),
+        ),
+        _ => {}
+    }
+    parsed
 }
 
 fn is_cookie_name(name: &str) -> bool {

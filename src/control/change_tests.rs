@@ -10,6 +10,7 @@ fn service() -> ServiceConfig {
         sources: vec!["127.0.0.1:1".into()],
         release: Release::default(),
         tls: None,
+        protocol: Default::default(),
     };
     ServiceConfig {
         name: "shop".into(),
@@ -22,6 +23,7 @@ fn service() -> ServiceConfig {
         guard: Default::default(),
         rollout: None,
         verify: Default::default(),
+        grpc_error_codes: Default::default(),
     }
 }
 

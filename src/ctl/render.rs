@@ -80,6 +80,18 @@ pub fn service(service: &ServiceStatus) -> String {
         "VERSION", "WEIGHT", "SHARE", "UP", "REQ/S", "ERRORS", "P50MS", "P99MS", "RELEASE",
     ];
     out.push_str(&indent(&table(&headers, rows)));
+    for version in service.versions.iter().filter(|v| !v.grpc.is_empty()) {
+        let counts: Vec<String> = version
+            .grpc
+            .iter()
+            .map(|(status, count)| format!("{status} {count}"))
+            .collect();
+        out.push_str(&format!(
+            "  grpc {} since start: {}\n",
+            version.name,
+            counts.join(", ")
+        ));
+    }
     if let Some(guard) = &service.guard {
         let healthy_for = guard
             .healthy_for_secs

@@ -3,6 +3,7 @@
 use super::client_body::ClientBody;
 use crate::upstream::endpoint::InFlight;
 use crate::upstream::h1::{self, BodyError};
+use crate::upstream::h2::H2ResponseBody;
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use std::pin::Pin;
@@ -49,6 +50,8 @@ impl Body for UpstreamRequestBody {
 #[derive(Debug)]
 pub enum ResponseBody {
     Upstream(UpstreamResponse),
+    /// From an HTTP/2 upstream.
+    Http2(UpstreamH2Response),
     Message(Option<Bytes>),
 }
 
@@ -83,6 +86,22 @@ impl UpstreamResponse {
     }
 }
 
+/// An HTTP/2 upstream's response body, counted in flight against its endpoint until dropped.
+#[derive(Debug)]
+pub struct UpstreamH2Response {
+    body: H2ResponseBody,
+    _in_flight: InFlight,
+}
+
+impl UpstreamH2Response {
+    pub fn new(body: H2ResponseBody, in_flight: InFlight) -> Self {
+        UpstreamH2Response {
+            body,
+            _in_flight: in_flight,
+        }
+    }
+}
+
 impl Body for ResponseBody {
     type Data = Bytes;
     type Error = BodyError;
@@ -94,6 +113,7 @@ impl Body for ResponseBody {
         match self.get_mut() {
             ResponseBody::Message(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
             ResponseBody::Upstream(upstream) => Pin::new(&mut upstream.body).poll_frame(cx),
+            ResponseBody::Http2(upstream) => Pin::new(&mut upstream.body).poll_frame(cx),
         }
     }
 
@@ -101,6 +121,7 @@ impl Body for ResponseBody {
         match self {
             ResponseBody::Message(bytes) => bytes.is_none(),
             ResponseBody::Upstream(upstream) => upstream.body.is_end_stream(),
+            ResponseBody::Http2(upstream) => upstream.body.is_end_stream(),
         }
     }
 
@@ -109,6 +130,7 @@ impl Body for ResponseBody {
             ResponseBody::Message(Some(bytes)) => SizeHint::with_exact(bytes.len() as u64),
             ResponseBody::Message(None) => SizeHint::with_exact(0),
             ResponseBody::Upstream(upstream) => upstream.body.size_hint(),
+            ResponseBody::Http2(upstream) => upstream.body.size_hint(),
         }
     }
 }

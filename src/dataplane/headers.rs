@@ -142,6 +142,19 @@ pub fn is_upgrade_request(headers: &HeaderMap) -> bool {
             .any(|token| token.trim().eq_ignore_ascii_case("upgrade"))
 }
 
+/// True when the request's `TE` lists `trailers`.
+pub fn accepts_trailers(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::TE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|token| {
+            let name = token.split(';').next().unwrap_or_default();
+            name.trim().eq_ignore_ascii_case("trailers")
+        })
+}
+
 /// Appends the client to X-Forwarded-For and sets the other forwarding headers.
 pub fn add_forwarding(
     headers: &mut HeaderMap,

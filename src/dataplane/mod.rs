@@ -5,6 +5,8 @@ pub mod body;
 pub mod client_body;
 pub mod client_idle;
 pub mod failure;
+pub mod grpc;
+mod h2_forward;
 pub mod headers;
 pub mod proxy;
 pub mod served_body;

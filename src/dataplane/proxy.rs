@@ -4,10 +4,13 @@ use super::body::{ResponseBody, UpstreamRequestBody, UpstreamResponse};
 use super::client_body::{ClientBody, FaultSlot};
 use super::client_idle::IdleMonitor;
 use super::failure::{plain, Failed, Failure};
+use super::grpc;
+use super::h2_forward::forward_h2;
 use super::headers::{
-    add_forwarding, add_via, authority, head_size, is_upgrade_request, remove_hop_by_hop,
+    accepts_trailers, add_forwarding, add_via, authority, head_size, is_upgrade_request,
+    remove_hop_by_hop,
 };
-use super::served_body::{ServedBody, Watch};
+use super::served_body::{GrpcCall, ServedBody, Watch};
 use crate::routing::table::sticky_cookie_value;
 use crate::routing::{Pick, RoutingTable, ServiceRoute, VersionRoute};
 use crate::telemetry::{ClientFault, Outcome, VersionStats};
@@ -74,20 +77,31 @@ pub async fn handle(
         }
     };
     let host = authority.as_ref().and_then(|a| a.to_str().ok());
+    let grpc_call = grpc::is_grpc(request.headers());
     let Some(service) = table.service_for_host(host) else {
-        return Ok(ServedBody::plain(plain(
-            StatusCode::NOT_FOUND,
-            "no service for this host\n",
-        )));
+        return Ok(ServedBody::plain(match grpc_call {
+            true => grpc::answer(
+                crate::config::grpc::UNIMPLEMENTED,
+                "no service for this host",
+            ),
+            false => plain(StatusCode::NOT_FOUND, "no service for this host\n"),
+        }));
     };
     let pick = service.pick(request.headers());
     let chosen = pick.version();
-    let upgrade = request.version() == Version::HTTP_11 && is_upgrade_request(request.headers());
+    // Upgrades pass only to HTTP/1 versions; for HTTP/2 ones the request goes as it is.
+    let upgrade = request.version() == Version::HTTP_11
+        && is_upgrade_request(request.headers())
+        && !service.versions[chosen].protocol.is_http2();
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut request));
     let http2 = request.version() == Version::HTTP_2;
     let fault = (!request.body().is_end_stream()).then(FaultSlot::new);
     let request = prepare_upstream_request(request, &client, upgrade, authority, fault.as_ref());
-    let timeout = table.settings.response_headers_timeout;
+    // A gRPC client's deadline replaces the response head timeout: it said how long it waits.
+    let grpc_deadline = grpc_call
+        .then(|| grpc::timeout(request.headers()))
+        .flatten();
+    let timeout = grpc_deadline.unwrap_or(table.settings.response_headers_timeout);
     let body_idle = table.settings.upstream_body_idle;
     // Dropped with this future when the client leaves before the answer.
     let client_left = ClientLeft(Some(service.versions[chosen].stats.clone()));
@@ -116,14 +130,14 @@ pub async fn handle(
         None => forward(&service.versions[chosen], request, deadlines, started).await,
     };
     let result = blame_client(result, fault.as_deref());
-    let outcome = record(&plane, service, chosen, &result, started);
+    let outcome = record(&plane, service, chosen, &result, started, grpc_call);
     let (served, result) = match second_try(service, chosen, outcome, result, retry_head) {
         SecondTry::OnStable(request) => {
             service.versions[chosen].stats.record_saved(Instant::now());
             let stable = service.stable;
             let retried = forward(&service.versions[stable], request, deadlines, started).await;
             let retried = blame_client(retried, fault.as_deref());
-            record(&plane, service, stable, &retried, started);
+            record(&plane, service, stable, &retried, started, grpc_call);
             (
                 stable,
                 retried.map(|response| mark_retried(response, &service.versions[chosen])),
@@ -138,10 +152,20 @@ pub async fn handle(
             let response = finish_response(response, &table, service, version, pick);
             // HTTP/1 stalls show on the socket; an HTTP/2 stream at window 0 only here.
             let stall = http2.then(|| client.idle.clock());
+            // A gRPC call whose status comes in the trailers is recorded when they do.
+            let grpc = (grpc_call && grpc::status_pending(response.headers())).then(|| {
+                GrpcCall::new(
+                    version.stats.clone(),
+                    service.grpc_errors,
+                    started,
+                    grpc_deadline,
+                )
+            });
             let watch = Watch {
                 stall,
                 stats: version.stats.clone(),
                 fault,
+                grpc,
             };
             response.map(|body| ServedBody::new(body, Some(watch)))
         }
@@ -149,7 +173,14 @@ pub async fn handle(
             if !matches!(failure, Failure::Client(_) | Failure::Tls(_)) {
                 tracing::warn!(service = %service.name, version = %version.name, error = failure.detail(), "upstream failure");
             }
-            let response = finish_response(failure.response(), &table, service, version, pick);
+            let answer = match grpc_call {
+                true => {
+                    let (code, message) = grpc::failure_code(&failure);
+                    grpc::answer(code, message)
+                }
+                false => failure.response(),
+            };
+            let response = finish_response(answer, &table, service, version, pick);
             ServedBody::plain(response)
         }
     };
@@ -240,21 +271,32 @@ fn record(
     version: usize,
     result: &Result<Response<ResponseBody>, Failed>,
     started: Instant,
+    grpc_call: bool,
 ) -> Option<Outcome> {
+    let stats = &service.versions[version].stats;
     let outcome = match result {
+        Ok(response) if grpc_call && grpc::is_grpc(response.headers()) => {
+            // No status in the head: the call goes on, and ends in the served body.
+            let code = grpc::status(response.headers())?;
+            stats.record_grpc_status(code);
+            grpc::outcome(code, response.status(), service.grpc_errors)
+        }
         Ok(response) => Outcome::from_status(response.status()),
         Err(Failed {
             failure: Failure::Client(fault),
             ..
         }) => {
-            service.versions[version].stats.record_client_fault(*fault);
+            stats.record_client_fault(*fault);
             return None;
         }
-        Err(failed) => failed.failure.outcome(),
+        Err(failed) => {
+            if grpc_call {
+                stats.record_grpc_status(grpc::failure_code(&failed.failure).0);
+            }
+            failed.failure.outcome()
+        }
     };
-    service.versions[version]
-        .stats
-        .record(outcome, started.elapsed(), Instant::now());
+    stats.record(outcome, started.elapsed(), Instant::now());
     let lost_connection = outcome == Outcome::ConnectFailed || outcome == Outcome::Reset;
     if lost_connection && version != service.stable {
         plane.guard_wake.notify_one();
@@ -308,7 +350,15 @@ fn prepare_upstream_request(
     // its path and query in origin-form without building a new URI.
     let (mut parts, body) = request.into_parts();
     parts.version = Version::HTTP_11;
+    let trailers = accepts_trailers(&parts.headers);
     remove_hop_by_hop(&mut parts.headers, upgrade);
+    // "The client takes trailers" holds end to end when both hops carry them (gRPC needs
+    // it): both upstream codecs pass trailers through.
+    if trailers {
+        parts
+            .headers
+            .insert(header::TE, HeaderValue::from_static("trailers"));
+    }
     // Room for Host and the forwarding headers, so the map grows at most once.
     parts.headers.reserve(5);
     if let Some(host) = &authority {
@@ -340,6 +390,9 @@ async fn forward(
     limits: (Duration, Duration),
     started: Instant,
 ) -> Result<Response<ResponseBody>, Failed> {
+    if version.protocol.is_http2() {
+        return forward_h2(version, request, started + limits.0, limits.1, started).await;
+    }
     let attempts = version.endpoints.len().clamp(1, 3) + 1;
     let deadlines = deadlines(limits, started);
     let retryable = is_retryable(&request);
@@ -418,7 +471,7 @@ fn deadlines((head, body_idle): (Duration, Duration), started: Instant) -> Deadl
 
 /// With every endpoint backing off, one is still tried: back-off must never turn a
 /// recovered upstream into a permanent outage.
-fn pick_any(endpoints: &[Arc<Endpoint>]) -> Option<Arc<Endpoint>> {
+pub(super) fn pick_any(endpoints: &[Arc<Endpoint>]) -> Option<Arc<Endpoint>> {
     (!endpoints.is_empty()).then(|| endpoints[fastrand::usize(..endpoints.len())].clone())
 }
 

@@ -5,14 +5,18 @@
 use super::body::ResponseBody;
 use super::client_body::FaultSlot;
 use super::client_idle::StallClock;
-use crate::telemetry::{Outcome, VersionStats};
+use super::grpc;
+use crate::config::grpc::{GrpcCodes, DEADLINE_EXCEEDED, UNKNOWN};
+use crate::telemetry::{ClientFault, Outcome, VersionStats};
 use crate::upstream::h1::BodyError;
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Instant;
+use std::time::{Duration, Instant};
+use tokio::time::Sleep;
 
 #[derive(Debug)]
 pub struct ServedBody {
@@ -30,6 +34,82 @@ pub struct Watch {
     pub stats: Arc<VersionStats>,
     /// Set when the request had a body: if it broke, the break is the client's doing.
     pub fault: Option<Arc<FaultSlot>>,
+    /// A gRPC call whose status is still to come.
+    pub grpc: Option<GrpcCall>,
+}
+
+/// A gRPC call under way: its outcome is recorded when its status arrives in the
+/// trailers, and its deadline (`grpc-timeout`) ends it with DEADLINE_EXCEEDED.
+#[derive(Debug)]
+pub struct GrpcCall {
+    stats: Arc<VersionStats>,
+    errors: GrpcCodes,
+    started: Instant,
+    deadline: Option<Pin<Box<Sleep>>>,
+    /// No status yet: a call dropped now was left by its client.
+    open: bool,
+}
+
+impl GrpcCall {
+    pub fn new(
+        stats: Arc<VersionStats>,
+        errors: GrpcCodes,
+        started: Instant,
+        timeout: Option<Duration>,
+    ) -> GrpcCall {
+        let deadline = timeout.map(|timeout| {
+            Box::pin(tokio::time::sleep_until(tokio::time::Instant::from_std(
+                started + timeout,
+            )))
+        });
+        GrpcCall {
+            stats,
+            errors,
+            started,
+            deadline,
+            open: true,
+        }
+    }
+
+    fn end(&mut self, code: u8) {
+        if std::mem::take(&mut self.open) {
+            self.stats.record_grpc_status(code);
+            let outcome = grpc::outcome(code, http::StatusCode::OK, self.errors);
+            self.stats
+                .record(outcome, self.started.elapsed(), Instant::now());
+        }
+    }
+
+    fn deadline_passed(&mut self, cx: &mut Context<'_>) -> bool {
+        self.open
+            && self
+                .deadline
+                .as_mut()
+                .is_some_and(|deadline| deadline.as_mut().poll(cx).is_ready())
+    }
+
+    /// Follows the answer: trailers carry the status; an answer without one ended
+    /// wrongly (UNKNOWN, as the client reads it); a broken one was recorded as such.
+    fn follow(&mut self, polled: &Poll<Option<Result<Frame<Bytes>, BodyError>>>) {
+        match polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(trailers) = frame.trailers_ref() {
+                    self.end(grpc::status(trailers).unwrap_or(UNKNOWN));
+                }
+            }
+            Poll::Ready(None) => self.end(UNKNOWN),
+            Poll::Ready(Some(Err(_))) => self.open = false,
+            Poll::Pending => {}
+        }
+    }
+}
+
+impl Drop for GrpcCall {
+    fn drop(&mut self) {
+        if self.open {
+            self.stats.record_client_fault(ClientFault::Gone);
+        }
+    }
 }
 
 impl ServedBody {
@@ -73,8 +153,16 @@ impl Body for ServedBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         let this = self.get_mut();
+        if let Some(call) = this.watch.as_mut().and_then(|watch| watch.grpc.as_mut()) {
+            if call.deadline_passed(cx) {
+                call.end(DEADLINE_EXCEEDED);
+                // Dropping the upstream body resets its stream: the upstream stops too.
+                this.body = ResponseBody::Message(None);
+                return Poll::Ready(Some(Ok(Frame::trailers(grpc::deadline_trailers()))));
+            }
+        }
         let polled = Pin::new(&mut this.body).poll_frame(cx);
-        if let Some(watch) = &this.watch {
+        if let Some(watch) = &mut this.watch {
             if let Some(stall) = &watch.stall {
                 match &polled {
                     // The client has data it has not taken.
@@ -86,6 +174,9 @@ impl Body for ServedBody {
             if let Poll::Ready(Some(Err(err))) = &polled {
                 let timed_out = matches!(err, BodyError::IdleTimeout(_));
                 watch.broke_off(timed_out, this.started);
+            }
+            if let Some(call) = &mut watch.grpc {
+                call.follow(&polled);
             }
         }
         polled

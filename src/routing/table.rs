@@ -2,7 +2,8 @@
 
 use super::split::{bucket_of_key, Split};
 use super::state::ServiceState;
-use crate::config::{Config, GuardSettings, MatchRule, Release, Sticky};
+use crate::config::grpc::GrpcCodes;
+use crate::config::{Config, GuardSettings, MatchRule, Release, Sticky, UpstreamProtocol};
 use crate::telemetry::{Telemetry, VersionStats};
 use crate::upstream::budget::RetryBudget;
 use crate::upstream::endpoint::{Endpoint, EndpointRegistry};
@@ -40,6 +41,8 @@ pub struct ServiceRoute {
     /// Failed idempotent requests to a non-stable version are retried on stable.
     pub retry: Option<Retry>,
     pub guard: GuardSettings,
+    /// gRPC status codes counted as the version's failure.
+    pub grpc_errors: GrpcCodes,
 }
 
 #[derive(Debug)]
@@ -57,6 +60,7 @@ pub struct VersionRoute {
     pub release: Release,
     pub endpoints: Box<[Arc<Endpoint>]>,
     pub stats: Arc<VersionStats>,
+    pub protocol: UpstreamProtocol,
 }
 
 /// How a version was chosen: sticky picks may need to hand the client a cookie.
@@ -126,6 +130,7 @@ impl RoutingTable {
                         .map(|&addr| endpoints.get(version.dial(addr)))
                         .collect(),
                     stats: telemetry.version(&service.name, &version.name),
+                    protocol: version.protocol,
                 })
                 .collect();
             services.push(ServiceRoute {
@@ -140,6 +145,7 @@ impl RoutingTable {
                     ratio: service.guard.retry_budget,
                 }),
                 guard: service.guard.clone(),
+                grpc_errors: service.grpc_error_codes,
             });
         }
         RoutingTable {

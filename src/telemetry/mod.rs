@@ -57,7 +57,12 @@ pub struct VersionStats {
     shards: Box<[Mutex<Shard>]>,
     /// Kept out of the slices on purpose: the guard never sees what clients did.
     client_faults: [AtomicU64; ClientFault::ALL.len()],
+    /// gRPC calls by final status code (0 to 16; anything else counts as UNKNOWN).
+    grpc_codes: [AtomicU64; GRPC_CODES],
 }
+
+/// The canonical gRPC status codes, 0 to 16.
+pub const GRPC_CODES: usize = 17;
 
 thread_local! {
     static SHARD_INDEX: usize = next_shard_index();
@@ -74,6 +79,7 @@ impl VersionStats {
             epoch,
             shards: (0..shards).map(|_| Mutex::new(Shard::default())).collect(),
             client_faults: Default::default(),
+            grpc_codes: Default::default(),
         }
     }
 
@@ -105,6 +111,20 @@ impl VersionStats {
     /// Client faults of one kind since start, for `/metrics`.
     pub fn client_faults(&self, fault: ClientFault) -> u64 {
         self.client_faults[fault.index()].load(Ordering::Relaxed)
+    }
+
+    /// Counts a gRPC call's final status (its outcome is recorded apart, by `record`).
+    pub fn record_grpc_status(&self, code: u8) {
+        let index = match code as usize {
+            index if index < GRPC_CODES => index,
+            _ => 2, // UNKNOWN, as gRPC clients read codes they do not know
+        };
+        self.grpc_codes[index].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// gRPC calls that ended with each status code since start, by code.
+    pub fn grpc_statuses(&self) -> [u64; GRPC_CODES] {
+        std::array::from_fn(|code| self.grpc_codes[code].load(Ordering::Relaxed))
     }
 
     fn slice_at(&self, now: Instant) -> u64 {

@@ -15,10 +15,13 @@ pub enum Outcome {
     Reset,
     /// The upstream did not answer in time.
     Timeout,
+    /// A gRPC call ended with a status the service counts as the server's failure
+    /// (`grpc_error_codes`), whatever the HTTP status.
+    GrpcError,
 }
 
 impl Outcome {
-    pub const ALL: [Outcome; 7] = [
+    pub const ALL: [Outcome; 8] = [
         Outcome::Status2xx,
         Outcome::Status3xx,
         Outcome::Status4xx,
@@ -26,6 +29,7 @@ impl Outcome {
         Outcome::ConnectFailed,
         Outcome::Reset,
         Outcome::Timeout,
+        Outcome::GrpcError,
     ];
 
     pub fn from_status(status: http::StatusCode) -> Outcome {
@@ -41,7 +45,11 @@ impl Outcome {
     pub fn is_error(self) -> bool {
         matches!(
             self,
-            Outcome::Status5xx | Outcome::ConnectFailed | Outcome::Reset | Outcome::Timeout
+            Outcome::Status5xx
+                | Outcome::ConnectFailed
+                | Outcome::Reset
+                | Outcome::Timeout
+                | Outcome::GrpcError
         )
     }
 
@@ -58,6 +66,7 @@ impl Outcome {
             Outcome::ConnectFailed => "connect_failed",
             Outcome::Reset => "reset",
             Outcome::Timeout => "timeout",
+            Outcome::GrpcError => "grpc_error",
         }
     }
 }

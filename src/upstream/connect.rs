@@ -11,6 +11,8 @@ use tokio::net::TcpStream;
 
 /// ALPN offered on connections that carry HTTP/1.1.
 pub const ALPN_HTTP1: &[&[u8]] = &[b"http/1.1"];
+/// ALPN offered on connections that carry HTTP/2 (`protocol = "h2"`).
+pub const ALPN_H2: &[&[u8]] = &[b"h2"];
 
 /// TLS to one endpoint: the version's client config and the name its certificate must carry.
 #[derive(Debug, Clone)]

@@ -1,9 +1,11 @@
 //! Upstream endpoints: address, keep-alive pool, in-flight count and refusal back-off.
 //! Endpoints outlive routing tables, so pools and health survive every swap.
 
-use super::connect::{self, ConnectError, Dial, TlsTarget, ALPN_HTTP1};
+use super::connect::{self, ConnectError, Dial, TlsTarget, ALPN_H2, ALPN_HTTP1};
 use super::connection::Connection;
+use super::h2::{H2ConnectError, H2Pool, StreamSlot};
 use super::pool::{Lease, Pool};
+use super::stream::UpstreamStream;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
@@ -19,6 +21,8 @@ pub struct Endpoint {
     tls_trouble: Mutex<Option<String>>,
     tls_troubled: AtomicBool,
     pub pool: Arc<Pool>,
+    /// Shared HTTP/2 connections, used when a version speaks HTTP/2 to this address.
+    pub h2: H2Pool,
     connect_timeout: Duration,
     in_flight: AtomicU32,
     /// Milliseconds since `epoch` until which the endpoint is skipped after a refusal.
@@ -45,20 +49,46 @@ impl Endpoint {
         Ok(Lease::new(self.connect().await?, None))
     }
 
+    /// A stream on one of the endpoint's HTTP/2 connections: in clear (`h2c`), or over
+    /// TLS where the upstream chose `h2` by ALPN (`h2`).
+    pub async fn h2_stream(&self) -> Result<StreamSlot, H2ConnectError> {
+        self.h2.stream(|| self.open_h2()).await
+    }
+
+    async fn open_h2(&self) -> Result<UpstreamStream, ConnectError> {
+        let stream = self.open(ALPN_H2).await?;
+        if stream.is_tls() && stream.alpn() != Some(b"h2") {
+            let reason = "the upstream did not choose HTTP/2 (ALPN h2)".to_string();
+            self.note_tls_trouble(Some(&reason));
+            return Err(ConnectError::Tls {
+                addr: self.addr,
+                name: self.tls_name(),
+                reason,
+            });
+        }
+        Ok(stream)
+    }
+
     async fn connect(&self) -> Result<Box<Connection>, ConnectError> {
-        let opened = connect::open(
-            self.addr,
-            self.tls.as_ref(),
-            ALPN_HTTP1,
-            self.connect_timeout,
-        )
-        .await;
+        Ok(Box::new(Connection::new(self.open(ALPN_HTTP1).await?)))
+    }
+
+    /// A connection offering `alpn` over TLS; TLS failures are logged once per change.
+    async fn open(&self, alpn: &[&[u8]]) -> Result<UpstreamStream, ConnectError> {
+        let opened = connect::open(self.addr, self.tls.as_ref(), alpn, self.connect_timeout).await;
         match &opened {
             Err(ConnectError::Tls { reason, .. }) => self.note_tls_trouble(Some(reason)),
             Ok(_) if self.tls_troubled.load(Ordering::Relaxed) => self.note_tls_trouble(None),
             _ => {}
         }
-        Ok(Box::new(Connection::new(opened?)))
+        opened
+    }
+
+    fn tls_name(&self) -> String {
+        self.tls
+            .as_ref()
+            .map(|t| t.name.to_str().into_owned())
+            .unwrap_or_default()
     }
 
     /// How health and smoke checks reach this endpoint: as requests do.
@@ -97,16 +127,16 @@ impl Endpoint {
         if last.as_deref() == reason {
             return;
         }
-        let name = self.tls.as_ref().map(|t| t.name.to_str().into_owned());
+        let name = self.tls_name();
         match reason {
             Some(reason) => tracing::warn!(
                 endpoint = %self.addr,
-                name = name.unwrap_or_default(),
+                name,
                 "TLS to the endpoint refused: {reason}; out of the rotation"
             ),
             None => tracing::info!(
                 endpoint = %self.addr,
-                name = name.unwrap_or_default(),
+                name,
                 "TLS to the endpoint works again"
             ),
         }
@@ -251,6 +281,7 @@ impl EndpointRegistry {
                     tls_trouble: Mutex::new(None),
                     tls_troubled: AtomicBool::new(false),
                     pool: Arc::new(Pool::new(self.settings.idle_timeout)),
+                    h2: H2Pool::new(self.settings.idle_timeout),
                     connect_timeout: self.settings.connect_timeout,
                     in_flight: AtomicU32::new(0),
                     skip_until_ms: AtomicU64::new(0),

@@ -30,6 +30,8 @@ pub enum BodyError {
     Client(BoxError),
     #[error("no body bytes from the upstream for {0:?}")]
     IdleTimeout(Duration),
+    #[error("upstream HTTP/2 stream failed: {0}")]
+    Http2(hyper::Error),
 }
 
 impl BodyError {

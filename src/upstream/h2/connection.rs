@@ -1,0 +1,172 @@
+//! One HTTP/2 connection to an upstream, shared by many requests: hyper's client drives
+//! it in a task of its own (HTTP/2 multiplexes, so no one request can own it), and a
+//! count of open streams keeps it within the peer's `SETTINGS_MAX_CONCURRENT_STREAMS`.
+
+use super::H2Body;
+use http::{Request, Response};
+use hyper::body::Incoming;
+use hyper::client::conn::http2::{self, SendRequest};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use std::future::{poll_fn, Future};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::task::Poll;
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite};
+
+/// Set in `streams` once the connection takes no new stream (idle-closed or ended).
+const CLOSED: u32 = 1 << 31;
+/// Streams assumed allowed before a peer's first SETTINGS arrive, when no other
+/// connection to it told its limit (RFC 9113 suggests at least 100).
+pub const DEFAULT_MAX_STREAMS: u32 = 100;
+
+#[derive(Debug)]
+pub struct H2Connection {
+    sender: SendRequest<H2Body>,
+    /// Streams open on the connection, plus `CLOSED` once it takes no more.
+    streams: AtomicU32,
+    /// The peer's current limit, refreshed by the connection task.
+    max_streams: AtomicU32,
+    /// Streams ever opened: the connection task tells an idle connection by it.
+    opened: AtomicU64,
+}
+
+/// A request's claim on one stream of a connection, held until its response is done.
+#[derive(Debug)]
+pub struct StreamSlot {
+    connection: Arc<H2Connection>,
+}
+
+/// Why a request got no response.
+#[derive(Debug)]
+pub enum SendFailure {
+    /// The connection was closing (GOAWAY, or closed) before the request went out: it
+    /// may go on another connection as it is.
+    Unsent(Box<Request<H2Body>>),
+    Failed(hyper::Error),
+}
+
+impl H2Connection {
+    /// Runs the HTTP/2 handshake on `io` and starts the connection's task; an idle
+    /// connection closes after `idle_timeout` without a stream. Until the peer's SETTINGS
+    /// arrive, it is assumed to allow `max_streams` (hyper queues any excess).
+    pub async fn open<IO>(
+        io: IO,
+        idle_timeout: Duration,
+        max_streams: u32,
+    ) -> Result<Arc<H2Connection>, hyper::Error>
+    where
+        IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let (sender, mut connection) = http2::Builder::new(TokioExecutor::new())
+            .initial_max_send_streams(max_streams as usize)
+            .handshake(TokioIo::new(io))
+            .await?;
+        let shared = Arc::new(H2Connection {
+            sender,
+            streams: AtomicU32::new(0),
+            max_streams: AtomicU32::new(max_streams),
+            opened: AtomicU64::new(0),
+        });
+        let state = shared.clone();
+        tokio::spawn(async move {
+            let start = tokio::time::Instant::now() + idle_timeout;
+            let mut idle_check = tokio::time::interval_at(start, idle_timeout);
+            let mut opened_at_last_check = 0;
+            let ended = poll_fn(|cx| {
+                let polled = Pin::new(&mut connection).poll(cx);
+                let max = connection
+                    .current_max_send_streams()
+                    .min(CLOSED as usize - 1);
+                state.max_streams.store(max as u32, Ordering::Relaxed);
+                if let Poll::Ready(result) = polled {
+                    return Poll::Ready(result);
+                }
+                while idle_check.poll_tick(cx).is_ready() {
+                    let opened = state.opened.load(Ordering::Relaxed);
+                    let unused = opened == opened_at_last_check;
+                    opened_at_last_check = opened;
+                    if unused && state.close_if_idle() {
+                        return Poll::Ready(Ok(()));
+                    }
+                }
+                Poll::Pending
+            })
+            .await;
+            state.streams.fetch_or(CLOSED, Ordering::Relaxed);
+            if let Err(err) = ended {
+                tracing::debug!(error = %err, "upstream HTTP/2 connection ended");
+            }
+        });
+        Ok(shared)
+    }
+
+    /// A stream on this connection, if it is open and below the peer's limit.
+    pub fn try_stream(self: &Arc<Self>) -> Option<StreamSlot> {
+        if self.sender.is_closed() {
+            return None;
+        }
+        let max = self.max_streams.load(Ordering::Relaxed);
+        let mut streams = self.streams.load(Ordering::Relaxed);
+        loop {
+            if streams & CLOSED != 0 || streams >= max {
+                return None;
+            }
+            match self.streams.compare_exchange_weak(
+                streams,
+                streams + 1,
+                Ordering::Acquire,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => break,
+                Err(now) => streams = now,
+            }
+        }
+        self.opened.fetch_add(1, Ordering::Relaxed);
+        Some(StreamSlot {
+            connection: self.clone(),
+        })
+    }
+
+    /// True once the connection takes no new stream.
+    pub fn is_closed(&self) -> bool {
+        self.streams.load(Ordering::Relaxed) & CLOSED != 0 || self.sender.is_closed()
+    }
+
+    /// Marks an idle connection closed; fails when a stream was opened meanwhile.
+    fn close_if_idle(&self) -> bool {
+        self.streams
+            .compare_exchange(0, CLOSED, Ordering::AcqRel, Ordering::Relaxed)
+            .is_ok()
+    }
+
+    /// The peer's stream limit as last seen.
+    pub fn max_streams(&self) -> u32 {
+        self.max_streams.load(Ordering::Relaxed)
+    }
+}
+
+impl StreamSlot {
+    /// Sends the request on this slot's connection. The future may be dropped at any
+    /// point: hyper then resets the stream, and the connection carries on.
+    pub async fn send(&self, request: Request<H2Body>) -> Result<Response<Incoming>, SendFailure> {
+        let mut sender = self.connection.sender.clone();
+        sender.try_send_request(request).await.map_err(|mut err| {
+            match err.take_message() {
+                Some(request) => {
+                    // Closing: no other request should try this connection again.
+                    self.connection.streams.fetch_or(CLOSED, Ordering::Relaxed);
+                    SendFailure::Unsent(Box::new(request))
+                }
+                None => SendFailure::Failed(err.into_error()),
+            }
+        })
+    }
+}
+
+impl Drop for StreamSlot {
+    fn drop(&mut self) {
+        self.connection.streams.fetch_sub(1, Ordering::Release);
+    }
+}
