@@ -133,14 +133,15 @@ async fn sigkill_of_the_driver_mid_bake_hands_the_rollout_over_with_its_bake() {
     start(&fleet, 0);
     // Half-way through the first step's bake, as the shared state says.
     let before = wait_for(&fleet, 1, Duration::from_secs(30), |s| {
-        s.rollout.step == 0 && s.rollout.baked_ms >= 3_000
+        s.rollout.step == 0 && s.rollout.baked_ms >= 4_000
     })
     .await;
     loads.remove(0).stop().await;
     fleet.proxies[0].kill();
     let killed = Instant::now();
 
-    // Another instance takes the lease and bakes on from the saved bake, never from zero.
+    // Another instance takes the lease and bakes on from the saved bake: the step comes
+    // about a full bake sooner than if it started over.
     let mut took_over = None;
     let advanced = loop {
         let mut stepped = None;
@@ -152,18 +153,11 @@ async fn sigkill_of_the_driver_mid_bake_hands_the_rollout_over_with_its_bake() {
                 stepped = Some(killed.elapsed());
                 break;
             }
-            assert!(
-                status.rollout.baked_ms >= before.rollout.baked_ms,
-                "the bake went back from {} to {} ms",
-                before.rollout.baked_ms,
-                status.rollout.baked_ms
-            );
-            if took_over.is_none()
-                && status
-                    .held
-                    .as_deref()
-                    .is_some_and(|h| h.starts_with("baking"))
-            {
+            // The new driver: neither showing another's lease nor waiting for one.
+            let driving = status.held.as_deref().is_some_and(|h| {
+                !h.starts_with("driven by") && !h.starts_with("waiting for the rollout lease")
+            });
+            if took_over.is_none() && driving {
                 took_over = Some(killed.elapsed());
             }
         }
@@ -189,7 +183,7 @@ async fn sigkill_of_the_driver_mid_bake_hands_the_rollout_over_with_its_bake() {
         "taken over after {took_over:?}, past the lease's TTL and a bake slice"
     );
     assert!(
-        advanced < took_over + left + Duration::from_secs(3),
+        advanced < took_over + left + Duration::from_secs(2),
         "the step's bake started over: taken over after {took_over:?}, stepped after {advanced:?}"
     );
     wait_for(&fleet, 1, Duration::from_secs(45), |s| {

@@ -119,10 +119,14 @@ impl Lease {
         }
     }
 
+    /// True when `hold` will go to NATS (at most once a `RENEW_EVERY`).
+    pub fn due(&self) -> bool {
+        self.tried.is_none_or(|at| at.elapsed() >= RENEW_EVERY)
+    }
+
     /// Claims or renews the key when due; true while this instance may act as its holder.
     pub async fn hold(&mut self) -> bool {
-        let due = self.tried.is_none_or(|at| at.elapsed() >= RENEW_EVERY);
-        if due {
+        if self.due() {
             self.tried = Some(Instant::now());
             match self.leases.claim(&self.key).await {
                 Ok(Claim::Ours) => {

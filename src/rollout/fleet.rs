@@ -98,6 +98,23 @@ impl FleetRollouts {
                 entry.driving = false;
                 continue;
             }
+            // About to try for a free lease: first make sure the rollout still runs (the
+            // last driver writes its final record before it lets the lease go).
+            if !entry.driving && lease.due() {
+                if let Ok(Some((bytes, revision))) = self.records.get(&key(service)).await {
+                    if revision != entry.shared_revision {
+                        if let Ok(theirs) = serde_json::from_slice::<Rollout>(&bytes) {
+                            entry.take(theirs, revision);
+                        }
+                    }
+                }
+                if entry.rollout.status != Status::Running {
+                    continue;
+                }
+            }
+            let lease = entry
+                .lease
+                .get_or_insert_with(|| Lease::new(&self.leases, key(service)));
             let was = entry.driving;
             entry.driving = lease.hold().await;
             match (was, entry.driving) {
