@@ -104,3 +104,22 @@ fn bad_load_specs_are_refused() {
     spec.path = "not a path".into();
     assert!(Load::start(spec, recorder).is_err());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_calls_count_by_their_grpc_status() {
+    // The sample upstream answers gRPC calls as a gRPC server would: OK in the trailers,
+    // an injected failure as a trailers-only UNAVAILABLE (HTTP 200 all the same).
+    let blue = SampleUpstream::start("blue", loopback()).await.unwrap();
+    let mut spec = spec_for(&blue, 2, Some(100.0));
+    spec.protocol = Protocol::Grpc;
+    let report = run(spec.clone()).await;
+    assert_eq!(report.requests, 100, "{report:?}");
+    assert_eq!(report.errors, 0, "{report:?}");
+    blue.faults.set_error_rate(1.0);
+    let report = run(spec).await;
+    assert_eq!(report.requests, 100, "{report:?}");
+    assert_eq!(
+        report.errors, 100,
+        "UNAVAILABLE calls are errors: {report:?}"
+    );
+}

@@ -10,7 +10,7 @@ use common::*;
 use bytes::Bytes;
 use http::{header, Method, Request, Response, StatusCode};
 use http_body_util::Full;
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
     KeyUsagePurpose,
@@ -104,8 +104,15 @@ impl Drop for TlsUpstream {
 }
 
 impl TlsUpstream {
-    /// Serves `issued`; requires a client certificate signed by `client_ca` when given.
+    /// Serves `issued` over HTTP/1.1; requires a client certificate signed by
+    /// `client_ca` when given.
     async fn start(issued: &Issued, client_ca: Option<&Ca>) -> TlsUpstream {
+        TlsUpstream::start_with(issued, client_ca, &[b"http/1.1"]).await
+    }
+
+    /// Serves `issued`, offering `alpn`: HTTP/2 on connections that chose "h2", else
+    /// HTTP/1.1 (the answer then names the protocol: "tls h2 <sni> ...").
+    async fn start_with(issued: &Issued, client_ca: Option<&Ca>, alpn: &[&[u8]]) -> TlsUpstream {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
             .with_safe_default_protocol_versions()
@@ -127,7 +134,7 @@ impl TlsUpstream {
         let chain = vec![CertificateDer::from_pem_slice(issued.cert_pem.as_bytes()).unwrap()];
         let key = PrivateKeyDer::from_pem_slice(issued.key_pem.as_bytes()).unwrap();
         let mut config = builder.with_single_cert(chain, key).unwrap();
-        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
         let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
         let listener = TcpListener::bind(LOOPBACK_ANY).await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -147,8 +154,12 @@ impl TlsUpstream {
                     let client_cert = session.peer_certificates().is_some();
                     let resumed = session.handshake_kind() == Some(HandshakeKind::Resumed);
                     named.lock().unwrap().push((sni.clone(), resumed));
-                    let answer =
-                        format!("tls {} client-cert={client_cert}", sni.unwrap_or_default());
+                    let h2 = session.alpn_protocol() == Some(b"h2");
+                    let answer = format!(
+                        "tls {}{} client-cert={client_cert}",
+                        if h2 { "h2 " } else { "" },
+                        sni.unwrap_or_default()
+                    );
                     // "/close" answers with `connection: close`, so every request needs a
                     // new connection (and handshake).
                     let service = hyper::service::service_fn(move |request: Request<_>| {
@@ -160,9 +171,19 @@ impl TlsUpstream {
                         }
                         async move { Ok::<_, std::convert::Infallible>(response) }
                     });
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(tls), service)
-                        .await;
+                    let io = TokioIo::new(tls);
+                    let _ = match h2 {
+                        true => {
+                            hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                                .serve_connection(io, service)
+                                .await
+                        }
+                        false => {
+                            hyper::server::conn::http1::Builder::new()
+                                .serve_connection(io, service)
+                                .await
+                        }
+                    };
                 });
             }
         });
@@ -657,4 +678,181 @@ async fn a_reload_with_a_bad_tls_file_is_refused_with_its_line_and_changes_nothi
     // The running config is untouched: the same pooled connection still serves.
     assert_eq!(get(&mut client, "shop.test").await.0, StatusCode::OK);
     assert_eq!(upstream.handshakes.load(Ordering::SeqCst), 1);
+}
+
+/// A canary deployed with a certificate that does not verify is as unreachable as one
+/// that is down: the user is served by stable, and the guard cuts the canary back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_canary_whose_certificate_does_not_verify_is_cut_back_and_users_are_served_by_stable() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Ca::new("test CA");
+    let ca_path = ca.write(dir.path(), "ca.pem");
+    let stable = upstream("blue").await;
+    let canary = TlsUpstream::start(&ca.issue(&["api.internal"], false, true), None).await;
+    let config = format!(
+        r#"
+[services.shop]
+stable = "blue"
+weights = {{ blue = 90, canary = 10 }}
+
+[[services.shop.match]]
+header = "x-canary"
+value = "1"
+version = "canary"
+
+[services.shop.versions.blue]
+endpoints = ["{}"]
+
+[services.shop.versions.canary]
+endpoints = ["{}"]
+tls = {{ ca = "{}", server_name = "api.internal" }}
+"#,
+        stable.addr,
+        canary.addr,
+        ca_path.display()
+    );
+    let proxy = TestProxy::start(&config).await;
+    let mut client = Client::connect(proxy.addr()).await;
+    let request = Request::get("/")
+        .header(header::HOST, "shop.test")
+        .header("x-canary", "1")
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let reply = client.send(request).await;
+    assert_eq!(reply.status, StatusCode::OK, "{reply:?}");
+    assert_eq!(reply.version.as_deref(), Some("blue"));
+    assert_eq!(reply.headers["switchyard-retried-from"], "canary");
+
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let incident = loop {
+        if let Some(incident) = proxy.proxy.incidents.list(None).pop() {
+            break incident;
+        }
+        assert!(Instant::now() < deadline, "the canary was not cut back");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    };
+    assert_eq!(incident.version, "canary", "{incident:?}");
+    let table = proxy.proxy.controller.plane.table.load();
+    let service = &table.services()[0];
+    assert_eq!(service.share_of(service.stable), 1.0);
+}
+
+#[tokio::test]
+async fn an_upstream_that_speaks_only_h2_refuses_an_http1_version_with_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Ca::new("test CA");
+    let ca_path = ca.write(dir.path(), "ca.pem");
+    let upstream =
+        TlsUpstream::start_with(&ca.issue(&["api.internal"], false, false), None, &[b"h2"]).await;
+    let tls = format!(
+        "{{ ca = \"{}\", server_name = \"api.internal\" }}",
+        ca_path.display()
+    );
+    let proxy = TestProxy::start(&service(
+        "shop",
+        "shop.test",
+        &upstream.addr.to_string(),
+        &tls,
+    ))
+    .await;
+    let table = proxy.proxy.controller.plane.table.load();
+    let endpoint = table.services()[0].versions[0].endpoints[0].clone();
+    let err = endpoint.checkout(Instant::now()).await.unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "TLS to {} (name \"api.internal\") refused: the upstream speaks none of the application protocols offered (ALPN)",
+            upstream.addr
+        )
+    );
+    let mut client = Client::connect(proxy.addr()).await;
+    let (status, body) = get(&mut client, "shop.test").await;
+    assert_eq!(
+        (status, body.as_str()),
+        (StatusCode::BAD_GATEWAY, "upstream TLS handshake failed\n")
+    );
+}
+
+/// `protocol = "h2"`: HTTP/2 over TLS chosen by ALPN, for requests and for health and
+/// smoke checks alike; an upstream that does not choose h2 is refused with the reason.
+#[tokio::test]
+async fn h2_over_tls_serves_requests_and_checks_and_an_upstream_without_h2_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Ca::new("test CA");
+    let ca_path = ca.write(dir.path(), "ca.pem");
+    let issued = ca.issue(&["api.internal"], false, false);
+    // h2 only, as gRPC servers are; HTTP/1.1 only; no ALPN at all.
+    let h2 = TlsUpstream::start_with(&issued, None, &[b"h2"]).await;
+    let http1 = TlsUpstream::start_with(&issued, None, &[b"http/1.1"]).await;
+    let silent = TlsUpstream::start_with(&issued, None, &[]).await;
+    let tls = format!(
+        "{{ ca = \"{}\", server_name = \"api.internal\" }}",
+        ca_path.display()
+    );
+    let h2_service = |name: &str, addr: SocketAddr, extra: &str| {
+        format!(
+            "\n[services.{name}]\nhosts = [\"{name}.test\"]\nstable = \"v1\"\nweights = {{ v1 = 1 }}\n{extra}\n\
+             [services.{name}.versions.v1]\nendpoints = [\"{addr}\"]\nprotocol = \"h2\"\ntls = {tls}\n"
+        )
+    };
+    let checked = "\n[services.good.health]\npath = \"/healthz\"\ninterval = \"100ms\"\ntimeout = \"100ms\"\n\n\
+                   [[services.good.checks]]\nname = \"home\"\npath = \"/\"\nexpect_body = \"tls h2 api.internal\"\n";
+    let config = h2_service("good", h2.addr, checked)
+        + &h2_service("bare", h2.addr, "")
+        + &h2_service("http1", http1.addr, "")
+        + &h2_service("silent", silent.addr, "");
+    let proxy = TestProxy::start(&config).await;
+    let mut client = Client::connect(proxy.addr()).await;
+    for _ in 0..3 {
+        let (status, body) = get(&mut client, "good.test").await;
+        assert_eq!(
+            (status, body.as_str()),
+            (StatusCode::OK, "tls h2 api.internal client-cert=false")
+        );
+    }
+
+    // Health checks and smoke checks speak HTTP/2 over TLS too; the bare connect check
+    // (a service without smoke checks) completes the handshake.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let board = proxy.proxy.verifier.health.snapshot();
+        match board.get(&h2.addr) {
+            Some(health) if health.checks >= 2 => {
+                assert!(health.up && health.failures == 0, "{health:?}");
+                break;
+            }
+            _ if Instant::now() > deadline => panic!("no health checks: {board:?}"),
+            _ => tokio::time::sleep(Duration::from_millis(20)).await,
+        }
+    }
+    let admin = proxy.admin();
+    for service in ["good", "bare"] {
+        let run = admin.checks(service, None).await.unwrap();
+        assert!(run.passed, "{run:?}");
+    }
+
+    for (name, upstream, reason) in [
+        (
+            "http1",
+            &http1,
+            "the upstream speaks none of the application protocols offered (ALPN)",
+        ),
+        ("silent", &silent, "the upstream did not choose h2 (ALPN)"),
+    ] {
+        let (status, body) = get(&mut client, &format!("{name}.test")).await;
+        assert_eq!(status, StatusCode::BAD_GATEWAY, "{name}: {body}");
+        let table = proxy.proxy.controller.plane.table.load();
+        let service = table.services().iter().find(|s| &*s.name == name).unwrap();
+        let err = service.versions[0].endpoints[0]
+            .h2_stream()
+            .await
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "TLS to {} (name \"api.internal\") refused: {reason}",
+                upstream.addr
+            )
+        );
+    }
 }

@@ -43,6 +43,7 @@ fn target(version: &str, upstreams: &[&SampleUpstream]) -> Target {
             .iter()
             .map(|u| (Dial::plain(u.addr), true))
             .collect(),
+        http2: false,
     }
 }
 
@@ -142,7 +143,7 @@ async fn healthy_on_healthz_but_broken_on_home_fails_the_smoke_check_only() {
     green.faults.break_path("/");
     let health = HealthSettings::default();
     assert_eq!(
-        http_check(&Dial::plain(green.addr), "shop.example.com", &health).await,
+        http_check(&Dial::plain(green.addr), false, "shop.example.com", &health).await,
         Ok(())
     );
     let run = smoke::run(&shop_checks("green"), &target("green", &[&green])).await;
@@ -152,7 +153,7 @@ async fn healthy_on_healthz_but_broken_on_home_fails_the_smoke_check_only() {
     );
     green.faults.break_path("/healthz");
     assert_eq!(
-        http_check(&Dial::plain(green.addr), "shop.example.com", &health).await,
+        http_check(&Dial::plain(green.addr), false, "shop.example.com", &health).await,
         Err("status 500 (expected 2xx)".to_string())
     );
 }

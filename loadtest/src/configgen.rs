@@ -24,6 +24,8 @@ pub struct Layout<'a> {
     pub upstreams: &'a BTreeMap<String, SocketAddr>,
     /// Raw TOML from the scenario, appended as is.
     pub extra: &'a str,
+    /// Every version's `protocol`, when the scenario names one.
+    pub upstream_protocol: Option<&'a str>,
 }
 
 impl<'a> Layout<'a> {
@@ -40,6 +42,7 @@ impl<'a> Layout<'a> {
             workers: scenario.proxy.workers,
             upstreams,
             extra: &scenario.proxy.extra,
+            upstream_protocol: scenario.proxy.upstream_protocol.as_deref(),
         }
     }
 }
@@ -82,6 +85,9 @@ pub fn config_text(layout: &Layout, routing: &Routing) -> String {
             text,
             "\n[services.{SERVICE}.versions.{name}]\nendpoints = [\"{addr}\"]\n"
         );
+        if let Some(protocol) = layout.upstream_protocol {
+            let _ = writeln!(text, "protocol = {protocol:?}");
+        }
     }
     if !layout.extra.trim().is_empty() {
         let _ = write!(text, "\n{}\n", layout.extra.trim());
@@ -109,6 +115,7 @@ mod tests {
             workers: 1,
             upstreams: &upstreams,
             extra: "[proxy.timeouts]\nclient_headers = \"5s\"",
+            upstream_protocol: Some("h2c"),
         };
         let routing = Routing {
             stable: "blue".into(),
@@ -119,6 +126,7 @@ mod tests {
         let service = config.service(SERVICE).unwrap();
         assert_eq!(service.weights.get("canary"), Some(&10));
         assert_eq!(service.versions.len(), 2);
+        assert!(service.versions.iter().all(|v| v.protocol.is_http2()));
         assert_eq!(config.timeouts.client_headers.0.as_secs(), 5);
     }
 }

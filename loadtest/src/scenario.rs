@@ -63,6 +63,10 @@ pub struct ProxySpec {
     /// `nats-server`); every load stream is spread evenly over them.
     #[serde(default = "one")]
     pub instances: usize,
+    /// How the proxy talks to every version: "http1" (default) or "h2c" (the sample
+    /// upstreams speak both; gRPC calls need "h2c").
+    #[serde(default)]
+    pub upstream_protocol: Option<String>,
 }
 
 impl Default for ProxySpec {
@@ -74,6 +78,7 @@ impl Default for ProxySpec {
             weights: BTreeMap::new(),
             extra: String::new(),
             instances: 1,
+            upstream_protocol: None,
         }
     }
 }

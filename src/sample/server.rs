@@ -183,9 +183,11 @@ async fn respond(
     if !delay.is_zero() {
         tokio::time::sleep(delay).await;
     }
+    let grpc = is_grpc(&request);
     match faults.draw() {
         Fault::Stall => std::future::pending::<()>().await,
         Fault::Reset => return Err(InjectedReset),
+        Fault::Error if grpc => return Ok(grpc_unavailable(&name)),
         Fault::Error => {
             return Ok(text(
                 &name,
@@ -202,6 +204,9 @@ async fn respond(
             StatusCode::INTERNAL_SERVER_ERROR,
             format!("version={name} is broken on {path}\n"),
         ));
+    }
+    if grpc {
+        return Ok(grpc_answer(&name));
     }
     if request.headers().contains_key(header::UPGRADE) {
         return Ok(upgrade(&name, request));
@@ -250,6 +255,53 @@ async fn respond(
             }
         }
     }
+}
+
+fn is_grpc(request: &Request<Incoming>) -> bool {
+    request
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|kind| kind.as_bytes().starts_with(b"application/grpc"))
+}
+
+/// A gRPC call's answer: one message naming the version, then trailers `grpc-status: 0`.
+fn grpc_answer(name: &str) -> Response<Body> {
+    let message = format!("version={name}");
+    let mut framed = vec![0u8];
+    framed.extend_from_slice(&(message.len() as u32).to_be_bytes());
+    framed.extend_from_slice(message.as_bytes());
+    let mut trailers = http::HeaderMap::new();
+    trailers.insert("grpc-status", http::HeaderValue::from_static("0"));
+    let body = Full::new(Bytes::from(framed))
+        .with_trailers(std::future::ready(Some(Ok(trailers))))
+        .map_err(|never| match never {})
+        .boxed();
+    let mut response = Response::new(body);
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/grpc"),
+    );
+    with_name(name, response)
+}
+
+/// An injected failure, as a gRPC server reports one: trailers-only UNAVAILABLE (HTTP 200).
+fn grpc_unavailable(name: &str) -> Response<Body> {
+    let mut response = Response::new(
+        Full::new(Bytes::new())
+            .map_err(|never| match never {})
+            .boxed(),
+    );
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/grpc"),
+    );
+    headers.insert("grpc-status", http::HeaderValue::from_static("14"));
+    headers.insert(
+        "grpc-message",
+        http::HeaderValue::from_static("injected by the sample upstream"),
+    );
+    with_name(name, response)
 }
 
 fn with_name(name: &str, mut response: Response<Body>) -> Response<Body> {

@@ -13,6 +13,8 @@ use tokio::net::TcpStream;
 pub const ALPN_HTTP1: &[&[u8]] = &[b"http/1.1"];
 /// ALPN offered on connections that carry HTTP/2 (`protocol = "h2"`).
 pub const ALPN_H2: &[&[u8]] = &[b"h2"];
+/// ALPN offered where any HTTP will do (a bare connect check, the guard's probes).
+pub const ALPN_ANY: &[&[u8]] = &[b"h2", b"http/1.1"];
 
 /// TLS to one endpoint: the version's client config and the name its certificate must carry.
 #[derive(Debug, Clone)]
@@ -116,15 +118,26 @@ async fn open_within(
         return Ok(UpstreamStream::Plain(stream));
     };
     let connector = tokio_rustls::TlsConnector::from(target.tls.config().clone());
-    let alpn = alpn.iter().map(|p| p.to_vec()).collect();
-    match connector
-        .with_alpn(alpn)
+    let offered: Vec<Vec<u8>> = alpn.iter().map(|p| p.to_vec()).collect();
+    let tls = connector
+        .with_alpn(offered)
         .connect(target.name.clone(), stream)
         .await
-    {
-        Ok(tls) => Ok(UpstreamStream::Tls(Box::new(tls))),
-        Err(err) => Err(tls_failure(addr, target, err)),
+        .map_err(|err| tls_failure(addr, target, err))?;
+    // Without ALPN the protocol is HTTP/1.1 (RFC 7301): an offer that leaves it out
+    // needs the upstream to choose one of its protocols.
+    if tls.get_ref().1.alpn_protocol().is_none() && !alpn.contains(&b"http/1.1".as_slice()) {
+        let names: Vec<String> = alpn
+            .iter()
+            .map(|p| String::from_utf8_lossy(p).into_owned())
+            .collect();
+        return Err(ConnectError::Tls {
+            addr,
+            name: target.name.to_str().into_owned(),
+            reason: format!("the upstream did not choose {} (ALPN)", names.join(" or ")),
+        });
     }
+    Ok(UpstreamStream::Tls(Box::new(tls)))
 }
 
 fn tls_failure(addr: SocketAddr, target: &TlsTarget, err: std::io::Error) -> ConnectError {

@@ -1,7 +1,7 @@
 //! Upstream endpoints: address, keep-alive pool, in-flight count and refusal back-off.
 //! Endpoints outlive routing tables, so pools and health survive every swap.
 
-use super::connect::{self, ConnectError, Dial, TlsTarget, ALPN_H2, ALPN_HTTP1};
+use super::connect::{self, ConnectError, Dial, TlsTarget, ALPN_ANY, ALPN_H2, ALPN_HTTP1};
 use super::connection::Connection;
 use super::h2::{H2ConnectError, H2Pool, StreamSlot};
 use super::pool::{Lease, Pool};
@@ -52,21 +52,7 @@ impl Endpoint {
     /// A stream on one of the endpoint's HTTP/2 connections: in clear (`h2c`), or over
     /// TLS where the upstream chose `h2` by ALPN (`h2`).
     pub async fn h2_stream(&self) -> Result<StreamSlot, H2ConnectError> {
-        self.h2.stream(|| self.open_h2()).await
-    }
-
-    async fn open_h2(&self) -> Result<UpstreamStream, ConnectError> {
-        let stream = self.open(ALPN_H2).await?;
-        if stream.is_tls() && stream.alpn() != Some(b"h2") {
-            let reason = "the upstream did not choose HTTP/2 (ALPN h2)".to_string();
-            self.note_tls_trouble(Some(&reason));
-            return Err(ConnectError::Tls {
-                addr: self.addr,
-                name: self.tls_name(),
-                reason,
-            });
-        }
-        Ok(stream)
+        self.h2.stream(|| self.open(ALPN_H2)).await
     }
 
     async fn connect(&self) -> Result<Box<Connection>, ConnectError> {
@@ -104,7 +90,8 @@ impl Endpoint {
     /// timeout, or the proxy's own trouble such as running out of sockets); only a
     /// refusal is a "no".
     pub async fn accepts(&self) -> Option<bool> {
-        match self.connect().await {
+        // Whatever HTTP its versions speak: any protocol the upstream chooses will do.
+        match self.open(ALPN_ANY).await {
             Ok(_) => Some(true),
             Err(err) if err.is_refusal() => Some(false),
             Err(_) => None,

@@ -256,14 +256,15 @@ fn system_roots() -> Result<Arc<RootCertStore>, String> {
 pub fn tls_error_text(err: &rustls::Error) -> String {
     match err {
         rustls::Error::InvalidCertificate(cert) => certificate_text(cert),
+        rustls::Error::AlertReceived(rustls::AlertDescription::NoApplicationProtocol)
+        | rustls::Error::NoApplicationProtocol => {
+            "the upstream speaks none of the application protocols offered (ALPN)".to_string()
+        }
         rustls::Error::AlertReceived(alert) => {
             format!("the upstream refused the handshake (alert: {alert:?})")
         }
         rustls::Error::InvalidMessage(_) => "the endpoint does not speak TLS".to_string(),
         rustls::Error::InconsistentKeys(_) => "the key is not the certificate's".to_string(),
-        rustls::Error::NoApplicationProtocol => {
-            "the upstream offers none of the application protocols asked for (ALPN)".to_string()
-        }
         other => other.to_string(),
     }
 }

@@ -7,7 +7,7 @@
 use super::request::{self, Probe};
 use crate::config::{Config, HealthSettings};
 use crate::control::Controller;
-use crate::routing::RoutingTable;
+use crate::routing::{RoutingTable, VersionRoute};
 use crate::upstream::connect::Dial;
 use crate::upstream::endpoint::Endpoint;
 use serde::Serialize;
@@ -122,6 +122,8 @@ pub struct Watched {
     pub version: String,
     /// The Host the check sends.
     pub host: String,
+    /// The check speaks HTTP/2, as the version does.
+    pub http2: bool,
 }
 
 /// Checks one endpoint for ever: the first check `offset` after the start, then one
@@ -176,7 +178,12 @@ pub async fn watch_endpoint<F, Fut>(
 }
 
 /// One health check over HTTP: `path` answered with an expected status.
-pub async fn http_check(dial: &Dial, host: &str, settings: &HealthSettings) -> Result<(), String> {
+pub async fn http_check(
+    dial: &Dial,
+    http2: bool,
+    host: &str,
+    settings: &HealthSettings,
+) -> Result<(), String> {
     let probe = Probe {
         method: &http::Method::GET,
         path: &settings.path,
@@ -185,7 +192,7 @@ pub async fn http_check(dial: &Dial, host: &str, settings: &HealthSettings) -> R
         body: "",
         body_limit: 0,
     };
-    let reply = request::send(dial, &probe, settings.timeout)
+    let reply = request::send(dial, http2, &probe, settings.timeout)
         .await
         .map_err(|err| err.to_string())?;
     match settings.expect.accepts(reply.status) {
@@ -231,7 +238,7 @@ impl Checkers {
             }
             let endpoint = watched.endpoint.clone();
             let (host, check_settings) = (watched.host.clone(), settings.clone());
-            let dial = endpoint.dial();
+            let (dial, http2) = (endpoint.dial(), watched.http2);
             let task = tokio::spawn(watch_endpoint(
                 watched,
                 settings.clone(),
@@ -240,7 +247,7 @@ impl Checkers {
                 move || {
                     let (host, settings, dial) =
                         (host.clone(), check_settings.clone(), dial.clone());
-                    async move { http_check(&dial, &host, &settings).await }
+                    async move { http_check(&dial, http2, &host, &settings).await }
                 },
             ));
             self.running.insert(
@@ -275,10 +282,10 @@ fn wanted(
         let Some(settings) = &service.verify.health else {
             continue;
         };
-        let mut endpoints: Vec<(&str, &Arc<Endpoint>)> = route
+        let mut endpoints: Vec<(&VersionRoute, &Arc<Endpoint>)> = route
             .versions
             .iter()
-            .flat_map(|v| v.endpoints.iter().map(move |e| (&*v.name, e)))
+            .flat_map(|v| v.endpoints.iter().map(move |e| (v, e)))
             .collect();
         endpoints.sort_by_key(|(_, e)| e.addr);
         endpoints.dedup_by_key(|(_, e)| e.addr);
@@ -293,8 +300,9 @@ fn wanted(
             let watched = Watched {
                 endpoint: endpoint.clone(),
                 service: service.name.clone(),
-                version: version.to_string(),
+                version: version.name.to_string(),
                 host,
+                http2: version.protocol.is_http2(),
             };
             wanted
                 .entry(endpoint.addr)

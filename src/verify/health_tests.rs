@@ -66,6 +66,7 @@ fn start(
         service: "shop".into(),
         version: "blue".into(),
         host: "shop".into(),
+        http2: false,
     };
     let script = script.clone();
     let task = tokio::spawn(watch_endpoint(

@@ -134,14 +134,19 @@ pub fn target(service: &ServiceConfig, table: &RoutingTable, version: &str) -> T
         .iter()
         .find(|s| *s.name == *service.name)
         .and_then(|s| s.versions.iter().find(|v| *v.name == *version));
+    let config = service.version(version);
+    let http2 = match (route, config) {
+        (Some(route), _) => route.protocol.is_http2(),
+        (None, Some(config)) => config.protocol.is_http2(),
+        (None, None) => false,
+    };
     let endpoints = match route {
         Some(route) => route
             .endpoints
             .iter()
             .map(|e| (e.dial(), !e.is_checked_down()))
             .collect(),
-        None => service
-            .version(version)
+        None => config
             .map(|v| {
                 v.endpoints
                     .iter()
@@ -154,6 +159,7 @@ pub fn target(service: &ServiceConfig, table: &RoutingTable, version: &str) -> T
         version: version.to_string(),
         host: service.hosts.first().cloned(),
         endpoints,
+        http2,
     }
 }
 

@@ -59,6 +59,8 @@ pub struct Target {
     /// Each endpoint, and whether it is in the rotation (active health checks may hold
     /// it out; such an endpoint takes no traffic, so it is not checked).
     pub endpoints: Vec<(Dial, bool)>,
+    /// The checks speak HTTP/2, as the version does (`h2c`, or `h2` over TLS).
+    pub http2: bool,
 }
 
 impl CheckReport {
@@ -120,7 +122,8 @@ pub async fn run(checks: &[SmokeCheck], target: &Target) -> CheckRun {
         }
         for (c, check) in checks.iter().enumerate() {
             let (check, host, dial) = (check.clone(), host.clone(), dial.clone());
-            running.spawn(async move { ((c, e), run_one(&check, &dial, &host).await) });
+            let http2 = target.http2;
+            running.spawn(async move { ((c, e), run_one(&check, &dial, http2, &host).await) });
         }
     }
     let mut ordered: Vec<((usize, usize), CheckResult)> = Vec::new();
@@ -155,10 +158,10 @@ pub async fn run(checks: &[SmokeCheck], target: &Target) -> CheckRun {
 /// when its version has `tls`).
 async fn connect(dial: &Dial) -> CheckResult {
     let started = Instant::now();
-    let outcome = request::open(dial, CONNECT_DEADLINE).await;
+    let outcome = request::connect(dial, CONNECT_DEADLINE).await;
     let ms = started.elapsed().as_millis() as u64;
     let (passed, got) = match outcome {
-        Ok(_) => (true, format!("accepted in {ms} ms")),
+        Ok(()) => (true, format!("accepted in {ms} ms")),
         Err(err) => (false, err.to_string()),
     };
     CheckResult {
@@ -170,7 +173,7 @@ async fn connect(dial: &Dial) -> CheckResult {
     }
 }
 
-async fn run_one(check: &SmokeCheck, dial: &Dial, host: &str) -> CheckResult {
+async fn run_one(check: &SmokeCheck, dial: &Dial, http2: bool, host: &str) -> CheckResult {
     let probe = Probe {
         method: &check.method,
         path: &check.path,
@@ -183,7 +186,7 @@ async fn run_one(check: &SmokeCheck, dial: &Dial, host: &str) -> CheckResult {
             0
         },
     };
-    let outcome = request::send(dial, &probe, check.deadline()).await;
+    let outcome = request::send(dial, http2, &probe, check.deadline()).await;
     let (passed, got, ms) = match outcome {
         Err(ProbeError::Timeout(deadline)) if check.max_latency.is_some() => (
             false,

@@ -5,7 +5,7 @@ use super::record::{Ending, Recorder, Sample};
 use super::{LoadError, LoadSpec, Protocol};
 use bytes::Bytes;
 use http::{header, HeaderValue, Request, Uri};
-use http_body_util::{BodyExt, Empty};
+use http_body_util::{BodyExt, Full};
 use hyper::client::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use std::sync::Arc;
@@ -25,7 +25,9 @@ impl Shared {
     pub fn new(spec: LoadSpec, recorder: Arc<Recorder>) -> Result<Shared, LoadError> {
         let uri = match spec.protocol {
             Protocol::Http1 => spec.path.parse::<Uri>(),
-            Protocol::H2 => format!("http://{}{}", spec.host, spec.path).parse::<Uri>(),
+            Protocol::H2 | Protocol::Grpc => {
+                format!("http://{}{}", spec.host, spec.path).parse::<Uri>()
+            }
         }
         .map_err(|_| LoadError::BadPath(spec.path.clone()))?;
         let host =
@@ -38,9 +40,20 @@ impl Shared {
         })
     }
 
-    fn request(&self) -> Request<Empty<Bytes>> {
-        let mut request = Request::new(Empty::new());
+    fn request(&self) -> Request<Full<Bytes>> {
+        let mut request = Request::new(Full::default());
         *request.uri_mut() = self.uri.clone();
+        if self.spec.protocol == Protocol::Grpc {
+            // One empty message: no compression flag, length 0.
+            *request.body_mut() = Full::new(Bytes::from_static(&[0; 5]));
+            *request.method_mut() = http::Method::POST;
+            let headers = request.headers_mut();
+            headers.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/grpc"),
+            );
+            headers.insert(header::TE, HeaderValue::from_static("trailers"));
+        }
         let headers = request.headers_mut();
         if self.spec.protocol == Protocol::Http1 {
             headers.insert(header::HOST, self.host.clone());
@@ -106,8 +119,8 @@ impl Schedule {
 }
 
 enum Sender {
-    Http1(http1::SendRequest<Empty<Bytes>>),
-    H2(http2::SendRequest<Empty<Bytes>>),
+    Http1(http1::SendRequest<Full<Bytes>>),
+    H2(http2::SendRequest<Full<Bytes>>),
 }
 
 impl Sender {
@@ -122,7 +135,7 @@ impl Sender {
                     tokio::spawn(connection);
                     Some(Sender::Http1(sender))
                 }
-                Protocol::H2 => {
+                Protocol::H2 | Protocol::Grpc => {
                     let (sender, connection) =
                         http2::handshake(TokioExecutor::new(), io).await.ok()?;
                     tokio::spawn(connection);
@@ -148,7 +161,7 @@ impl Sender {
 pub(super) async fn connection(shared: Arc<Shared>, index: usize) {
     let mut schedule = Schedule::new(&shared, index);
     let mut sender: Option<Sender> = None;
-    let overlap = shared.spec.protocol == Protocol::H2 && shared.spec.rate.is_some();
+    let overlap = shared.spec.protocol.is_http2() && shared.spec.rate.is_some();
     let mut in_flight = JoinSet::new();
     while let Some(due) = schedule.next_send(&shared.recorder) {
         tokio::time::sleep_until(due.into()).await;
@@ -177,7 +190,7 @@ pub(super) async fn connection(shared: Arc<Shared>, index: usize) {
             }
             Some(current) => {
                 let (ending, version) = exchange(&shared, current).await;
-                if !matches!(ending, Ending::Status(_)) {
+                if !matches!(ending, Ending::Status(_) | Ending::Grpc(_)) {
                     // The connection's state is unknown after a failure: start afresh.
                     sender = None;
                 }
@@ -211,15 +224,31 @@ async fn exchange(shared: &Shared, sender: &mut Sender) -> (Ending, Option<Heade
         };
         let status = response.status().as_u16();
         let version = response.headers().get(&shared.spec.version_header).cloned();
+        let mut grpc_status = grpc_status(response.headers());
         let mut body = response.into_body();
         while let Some(frame) = body.frame().await {
-            if frame.is_err() {
-                return (Ending::Broken, version);
+            match frame {
+                Err(_) => return (Ending::Broken, version),
+                Ok(frame) => {
+                    if let Some(trailers) = frame.trailers_ref() {
+                        grpc_status = grpc_status.or(self::grpc_status(trailers));
+                    }
+                }
             }
         }
-        (Ending::Status(status), version)
+        match shared.spec.protocol {
+            // An answer without a status is UNKNOWN to a gRPC client.
+            Protocol::Grpc if status == 200 => (Ending::Grpc(grpc_status.unwrap_or(2)), version),
+            _ => (Ending::Status(status), version),
+        }
     };
     tokio::time::timeout(shared.spec.timeout, whole)
         .await
         .unwrap_or((Ending::Timeout, None))
+}
+
+/// The `grpc-status` of a head or trailers.
+fn grpc_status(headers: &http::HeaderMap) -> Option<u8> {
+    let value = headers.get("grpc-status")?;
+    Some(value.to_str().ok()?.parse().unwrap_or(2))
 }

@@ -26,6 +26,15 @@ pub enum Protocol {
     Http1,
     /// HTTP/2 with prior knowledge (cleartext): open-loop requests overlap on a connection.
     H2,
+    /// Unary gRPC calls over HTTP/2 (prior knowledge): POST `application/grpc` with an
+    /// empty message; the call's `grpc-status` decides how it ended.
+    Grpc,
+}
+
+impl Protocol {
+    fn is_http2(self) -> bool {
+        self != Protocol::Http1
+    }
 }
 
 /// One stream of load.

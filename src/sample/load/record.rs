@@ -1,6 +1,7 @@
 //! What a load run saw, per version: counts, errors and latency, for the whole run, per
 //! second (with latency) and per 100 ms (counts only, to time a share change finely).
 
+use crate::config::grpc::{code_name, GrpcCodes};
 use hdrhistogram::Histogram;
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -28,12 +29,20 @@ pub enum Ending {
     /// The connection broke mid-exchange, or the reply was not HTTP.
     Broken,
     Timeout,
+    /// A gRPC call's final status.
+    Grpc(u8),
 }
 
 impl Ending {
-    /// What a user would call a failure: a 5xx or no answer at all.
+    /// What a user would call a failure: a 5xx or no answer at all; for gRPC calls, a
+    /// status that is the server's failure by default (UNKNOWN, DEADLINE_EXCEEDED,
+    /// INTERNAL, UNAVAILABLE, DATA_LOSS).
     pub fn is_error(self) -> bool {
-        !matches!(self, Ending::Status(status) if status < 500)
+        match self {
+            Ending::Status(status) => status >= 500,
+            Ending::Grpc(code) => GrpcCodes::default().contains(code),
+            _ => true,
+        }
     }
 
     fn label(self) -> String {
@@ -42,6 +51,7 @@ impl Ending {
             Ending::ConnectFailed => "connect_failed".into(),
             Ending::Broken => "broken".into(),
             Ending::Timeout => "timeout".into(),
+            Ending::Grpc(code) => format!("grpc_{}", code_name(code)),
         }
     }
 }
