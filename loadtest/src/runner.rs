@@ -85,6 +85,7 @@ pub async fn run(scenario: &Scenario, context: &Context) -> Result<ScenarioResul
             workers: scenario.proxy.workers,
             upstreams: &addresses,
             extra,
+            upstream_protocol: scenario.proxy.upstream_protocol.as_deref(),
         });
     }
     let mut routing = Routing::of(scenario);
