@@ -13,6 +13,10 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
 
 # ---- run: a slim Debian of the same release as the builder (same glibc) ----
 FROM debian:bookworm-slim
+# The system's CA certificates: what `tls = {}` to an upstream verifies against.
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends ca-certificates \
+    && rm -rf /var/lib/apt/lists/*
 RUN groupadd --system --gid 10001 switchyard \
     && useradd --system --uid 10001 --gid switchyard --no-create-home \
        --home-dir /var/lib/switchyard --shell /usr/sbin/nologin switchyard \

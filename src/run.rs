@@ -164,6 +164,16 @@ impl RunningProxy {
             incidents: incidents.clone(),
         };
         tokio::spawn(crate::guard::watch::run(guard, stop_rx.clone()));
+        // In a fleet the guard's evidence is pooled: this instance's slices go out, the
+        // other members' come into its telemetry (the guard reads them from there).
+        if let Some(fleet) = &controller.fleet {
+            tokio::spawn(
+                fleet
+                    .evidence
+                    .clone()
+                    .run(controller.telemetry.clone(), stop_rx.clone()),
+            );
+        }
         tokio::spawn(crate::control::resolve::run(
             controller.clone(),
             stop_rx.clone(),

@@ -177,6 +177,11 @@ async fn a_change_on_one_instance_is_served_by_all_three() {
         percentile(&propagation, 0.99),
         propagation.last().unwrap()
     );
+    // The aim is 100 ms; a loaded two-core machine is only held to a generous bound.
+    assert!(
+        percentile(&propagation, 0.99) < Duration::from_secs(2),
+        "{propagation:?}"
+    );
     fleet.wait_members(3).await;
     let listed = fleet.client(2).fleet().await.unwrap();
     assert_eq!(

@@ -18,7 +18,10 @@ const SOON: Duration = Duration::from_secs(20);
 async fn a_held_abort_survives_a_restart_during_the_outage_and_reaches_the_log_once() {
     let mut nats = NatsNode::single();
     let versions = upstreams(&["blue", "canary"]).await;
-    let mut fleet = Fleet::start(&[&nats], &versions, "{ blue = 100, canary = 0 }", "").await;
+    let mut fleet = Fleet::start_with(&[&nats], &versions, "{ blue = 100, canary = 0 }", |_| {
+        String::new()
+    })
+    .await;
     let all_canary = ChangeRequest {
         weights: Some(BTreeMap::from([("blue".into(), 0), ("canary".into(), 100)])),
         reason: Some("all to canary".into()),

@@ -74,12 +74,9 @@ fn start(fleet: &Fleet, i: usize) {
 async fn one_instance_of_three_drives_a_rollout_one_revision_per_step() {
     let nats = NatsNode::single();
     let versions = upstreams(&["blue", "canary"]).await;
-    let fleet = Fleet::start(
-        &[&nats],
-        &versions,
-        "{ blue = 100, canary = 0 }",
-        &rollout_toml("1s"),
-    )
+    let fleet = Fleet::start_with(&[&nats], &versions, "{ blue = 100, canary = 0 }", |_| {
+        rollout_toml("1s")
+    })
     .await;
     let loads: Vec<Load> = fleet
         .proxies
@@ -118,12 +115,9 @@ async fn sigkill_of_the_driver_mid_bake_hands_the_rollout_over_with_its_bake() {
     const BAKE: Duration = Duration::from_secs(8);
     let nats = NatsNode::single();
     let versions = upstreams(&["blue", "canary"]).await;
-    let mut fleet = Fleet::start(
-        &[&nats],
-        &versions,
-        "{ blue = 100, canary = 0 }",
-        &rollout_toml("8s"),
-    )
+    let mut fleet = Fleet::start_with(&[&nats], &versions, "{ blue = 100, canary = 0 }", |_| {
+        rollout_toml("8s")
+    })
     .await;
     let mut loads: Vec<Load> = fleet
         .proxies

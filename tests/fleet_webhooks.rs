@@ -31,7 +31,10 @@ async fn each_revision_reaches_a_hook_once_from_the_fleet_and_survives_its_deliv
     let (mut receiver, mut received) = Receiver::new(hook);
     receiver.start().await;
     let hooks = format!("[hooks]\nwebhooks = [\"http://{hook}/hook\"]\ntimeout = \"500ms\"\n");
-    let mut fleet = Fleet::start(&[&nats], &versions, "{ blue = 100, green = 0 }", &hooks).await;
+    let mut fleet = Fleet::start_with(&[&nats], &versions, "{ blue = 100, green = 0 }", |_| {
+        hooks.clone()
+    })
+    .await;
 
     // Steady: N changes from all three instances, each revision delivered exactly once.
     let first = fleet.client(0).status().await.unwrap().revision;

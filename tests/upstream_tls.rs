@@ -23,6 +23,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
 /// A CA that signs certificates for the tests.
@@ -162,12 +163,27 @@ impl TlsUpstream {
                     );
                     // "/close" answers with `connection: close`, so every request needs a
                     // new connection (and handshake).
-                    let service = hyper::service::service_fn(move |request: Request<_>| {
+                    // An `upgrade: echo` request becomes a tunnel that echoes every byte.
+                    let service = hyper::service::service_fn(move |mut request: Request<_>| {
                         let mut response = Response::new(Full::new(Bytes::from(answer.clone())));
                         if request.uri().path() == "/close" {
                             response
                                 .headers_mut()
                                 .insert(header::CONNECTION, "close".parse().unwrap());
+                        }
+                        if request.headers().contains_key(header::UPGRADE) {
+                            let upgrade = hyper::upgrade::on(&mut request);
+                            tokio::spawn(async move {
+                                let Ok(upgraded) = upgrade.await else { return };
+                                let (mut read, mut write) =
+                                    tokio::io::split(TokioIo::new(upgraded));
+                                let _ = tokio::io::copy(&mut read, &mut write).await;
+                            });
+                            *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+                            *response.body_mut() = Full::default();
+                            let headers = response.headers_mut();
+                            headers.insert(header::CONNECTION, "upgrade".parse().unwrap());
+                            headers.insert(header::UPGRADE, "echo".parse().unwrap());
                         }
                         async move { Ok::<_, std::convert::Infallible>(response) }
                     });
@@ -181,6 +197,7 @@ impl TlsUpstream {
                         false => {
                             hyper::server::conn::http1::Builder::new()
                                 .serve_connection(io, service)
+                                .with_upgrades()
                                 .await
                         }
                     };
@@ -214,7 +231,8 @@ fn service(name: &str, host: &str, endpoint: &str, tls: &str) -> String {
 }
 
 #[tokio::test]
-async fn a_certificate_signed_by_the_configured_ca_works_and_connections_are_reused() {
+async fn a_certificate_signed_by_the_configured_ca_works_connections_are_reused_and_sessions_resumed(
+) {
     let dir = tempfile::tempdir().unwrap();
     let ca = Ca::new("test CA");
     let ca_path = ca.write(dir.path(), "ca.pem");
@@ -239,8 +257,32 @@ async fn a_certificate_signed_by_the_configured_ca_works_and_connections_are_reu
     // One handshake served all twenty: the pooled TLS connection was reused.
     assert_eq!(upstream.handshakes.load(Ordering::SeqCst), 1);
 
-    // A new connection resumes the TLS session instead of a full handshake.
-    for path in ["/close", "/close", "/"] {
+    // An upgrade becomes a tunnel through a TLS connection of its own.
+    let mut tunnel = tokio::net::TcpStream::connect(proxy.addr()).await.unwrap();
+    tunnel
+        .write_all(
+            b"GET /ws HTTP/1.1\r\nhost: shop.test\r\nconnection: upgrade\r\nupgrade: echo\r\n\r\n",
+        )
+        .await
+        .unwrap();
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let mut byte = [0u8; 1];
+        assert_eq!(tunnel.read(&mut byte).await.unwrap(), 1, "{head:?}");
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&head);
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    tunnel.write_all(b"ping through TLS").await.unwrap();
+    let mut echoed = [0u8; 16];
+    tunnel.read_exact(&mut echoed).await.unwrap();
+    assert_eq!(&echoed, b"ping through TLS");
+    drop(tunnel);
+    assert_eq!(upstream.handshakes.load(Ordering::SeqCst), 2);
+
+    // New connections (the tunnel's, and the one after a `connection: close`) resume
+    // the TLS session instead of a full handshake.
+    for path in ["/close", "/"] {
         let request = Request::get(path)
             .header(header::HOST, "shop.test")
             .body(Full::new(Bytes::new()))
@@ -589,7 +631,13 @@ fn check_lists_each_bad_tls_setting_with_its_line() {
                 other_key.display()
             ),
         ), // 15-17
-        version("e", "{ server_name = \"not a name!\" }".to_string()), // 18-20
+        version(
+            "e",
+            format!(
+                "{{ ca = \"{}\", server_name = \"not a name!\" }}",
+                ca_path.display()
+            ),
+        ), // 18-20
         version("f", "{ sni = \"api.internal\" }".to_string()), // 21-23
     ];
     let path = dir.path().join("switchyard.toml");
@@ -855,4 +903,60 @@ async fn h2_over_tls_serves_requests_and_checks_and_an_upstream_without_h2_is_re
             )
         );
     }
+}
+
+/// `tls = {}` verifies against the system's CA certificates, as found by the platform's
+/// rules: here the real binary with `SSL_CERT_FILE` naming the test CA as the system store.
+#[tokio::test]
+async fn an_empty_tls_table_verifies_against_the_system_roots() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Ca::new("test CA");
+    let ca_path = ca.write(dir.path(), "system-ca.pem");
+    let upstream = TlsUpstream::start(&ca.issue(&["127.0.0.1"], false, false), None).await;
+    let socket = dir.path().join("admin.sock");
+    let config = dir.path().join("switchyard.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[proxy]\nlisten = \"127.0.0.1:0\"\n\n[admin]\nsocket = \"{}\"\n\n[state]\ndir = \"{}\"\n{}",
+            socket.display(),
+            dir.path().join("state").display(),
+            service("shop", "shop.test", &upstream.addr.to_string(), "{}")
+        ),
+    )
+    .unwrap();
+    let log = dir.path().join("run.log");
+    let mut child = std::process::Command::new(BIN)
+        .args(["run", "--config", config.to_str().unwrap()])
+        .env("SSL_CERT_FILE", &ca_path)
+        .env_remove("SSL_CERT_DIR")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let admin = switchyard::ctl::client::AdminClient::new(&socket);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let status = loop {
+        if let Ok(status) = admin.status().await {
+            break status;
+        }
+        let exited = child.try_wait().unwrap();
+        if exited.is_some() || Instant::now() > deadline {
+            let _ = child.kill();
+            panic!(
+                "switchyard did not start:\n{}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    let mut client = Client::connect(status.listen.parse().unwrap()).await;
+    let (code, body) = get(&mut client, "shop.test").await;
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(
+        (code, body.as_str()),
+        (StatusCode::OK, "tls  client-cert=false")
+    );
 }

@@ -52,6 +52,9 @@ pub struct StatusResponse {
     /// recorded; other changes are refused.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub journal: Option<JournalOutage>,
+    /// In a fleet: the members that share this routing and what each applied.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fleet: Option<crate::fleet::FleetStatus>,
     pub services: Vec<ServiceStatus>,
 }
 
@@ -147,6 +150,9 @@ pub enum ApiError {
     /// The change was not recorded (journal write failed); routing is unchanged.
     #[error("{0}")]
     Internal(String),
+    /// This instance cannot answer now; another may (a fleet member not caught up).
+    #[error("{0}")]
+    Unavailable(String),
 }
 
 impl ApiError {
@@ -159,6 +165,7 @@ impl ApiError {
             ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 }
@@ -171,6 +178,7 @@ impl From<ControlError> for ApiError {
             ControlError::Invalid(_) => ApiError::BadRequest(message),
             ControlError::Refused(_) | ControlError::Moved => ApiError::Conflict(message),
             ControlError::NotRecorded(_) | ControlError::Stopped => ApiError::Internal(message),
+            ControlError::NotCaughtUp(_) => ApiError::Unavailable(message),
         }
     }
 }

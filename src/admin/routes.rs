@@ -135,7 +135,7 @@ async fn route(
             let status = status::build(context).await;
             match status.services.into_iter().find(|s| s.name == *service) {
                 Some(found) => Ok(json(StatusCode::OK, &found)),
-                None => Err(ApiError::NotFound(format!("no service {service:?}"))),
+                None => Err(controller.no_service(service).into()),
             }
         }
         ["services", service, "checks"] => {

@@ -25,13 +25,39 @@ pub async fn build(context: &AdminContext) -> StatusResponse {
     };
     let snapshot = parts.controller.snapshot().await;
     let table = parts.controller.plane.table.load_full();
+    let fleet = match &parts.controller.fleet {
+        Some(fleet) => Some(fleet_status(fleet, snapshot.revision).await),
+        None => None,
+    };
     StatusResponse {
         revision: table.revision,
         listen: context.proxy_addr.to_string(),
         admin_listen: context.admin_addr.map(|addr| addr.to_string()),
         window_secs: WINDOW.as_secs(),
         journal: snapshot.journal.clone(),
+        fleet,
         services: services(&snapshot, &table, live, Instant::now()),
+    }
+}
+
+/// How long status waits for NATS to list the members: status answers, whatever NATS does.
+const FLEET_LIMIT: Duration = Duration::from_secs(1);
+
+async fn fleet_status(fleet: &crate::fleet::Fleet, applied: u64) -> crate::fleet::FleetStatus {
+    match tokio::time::timeout(FLEET_LIMIT, fleet.status(applied)).await {
+        Ok(status) => status,
+        Err(_) => crate::fleet::FleetStatus {
+            fleet: fleet.settings.name.clone(),
+            instance: fleet.settings.instance.clone(),
+            connected: fleet.log.connected(),
+            log_revision: None,
+            applied,
+            members: Vec::new(),
+            problem: Some(format!(
+                "NATS did not list the members within {}s",
+                FLEET_LIMIT.as_secs()
+            )),
+        },
     }
 }
 

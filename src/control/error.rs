@@ -20,6 +20,10 @@ pub enum ControlError {
     /// The routing moved between a pre-flight gate's checks and the change; nothing changed.
     #[error("the routing changed while the checks ran; nothing changed, try again")]
     Moved,
+    /// In a fleet: this instance has not applied the fleet's log as far as it goes (just
+    /// started, or NATS out of reach since it started), so it cannot answer for it.
+    #[error("{0}")]
+    NotCaughtUp(String),
     /// The control plane is stopping.
     #[error("the control plane has stopped")]
     Stopped,

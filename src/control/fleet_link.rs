@@ -35,6 +35,9 @@ pub(crate) struct FleetLink {
     pub(crate) applied: watch::Sender<u64>,
     /// Set once this instance's cache is known to be a prefix of the log.
     joined: AtomicBool,
+    /// Set once the startup reconciliation went through the log (it is tried again on
+    /// every join until it does).
+    reconciled: AtomicBool,
     /// This instance's name, part of every append's id.
     instance: String,
     /// Aborts waiting for the log, oldest first (at most one per service), as planned;
@@ -71,6 +74,7 @@ impl FleetLink {
             log,
             applied: watch::channel(applied).0,
             joined: AtomicBool::new(false),
+            reconciled: AtomicBool::new(false),
             instance: instance.to_string(),
             held: Mutex::new(held),
         }
@@ -184,6 +188,7 @@ impl Writer {
                 return Vec::new();
             }
         };
+        self.log_reaches(last);
         let mut caught_up = Vec::new();
         let mut next = self.shared.lock().revision + 1;
         while next <= last {
@@ -201,6 +206,21 @@ impl Writer {
             next += 1;
         }
         caught_up
+    }
+
+    /// Notes that this instance joined the log, caught up and reconciled its config with
+    /// it: from now on a service it does not know is one the fleet does not have.
+    fn caught_up(&self) {
+        if let Some(log) = &mut self.shared.lock().log {
+            log.joined = true;
+        }
+    }
+
+    /// Notes that the fleet's log holds at least `last` revisions (for "not caught up").
+    fn log_reaches(&self, last: u64) {
+        if let Some(log) = &mut self.shared.lock().log {
+            log.last = Some(log.last.map_or(last, |known| known.max(last)));
+        }
     }
 
     /// Checks one log entry against the chain this instance holds and caches it.
@@ -229,6 +249,7 @@ impl Writer {
     pub(crate) async fn logged(&self, entries: Vec<Entry>) {
         let mut applied = Vec::new();
         for entry in entries {
+            self.log_reaches(entry.sequence);
             let revision = self.shared.lock().revision + applied.len() as u64;
             if entry.sequence <= revision {
                 continue;
@@ -395,8 +416,9 @@ impl Writer {
             // A follower that lost its server may not have noticed yet: read what it missed.
             let caught_up: Vec<_> = self.catch_up().await.into_iter().map(|(_, r)| r).collect();
             self.commit(None, &caught_up);
+            let reconciled = self.reconcile_once().await;
             self.flush_held().await;
-            return Ok(());
+            return reconciled;
         }
         let last = fleet.log.last().await.map_err(|err| err.to_string())?;
         let (revision, cached) = {
@@ -428,13 +450,30 @@ impl Writer {
             }
         }
         fleet.joined.store(true, Ordering::Release);
+        self.log_reaches(last);
         let caught_up: Vec<_> = self.catch_up().await.into_iter().map(|(_, r)| r).collect();
         self.commit(None, &caught_up);
-        // The startup reconciliation, through the log like any change: a service this
-        // config adds is added for the fleet (once: the others find it done).
-        let config = self.shared.lock().config.clone();
-        self.reload(config, &Origin::new("startup", "")).await?;
+        self.reconcile_once().await?;
         self.flush_held().await;
+        Ok(())
+    }
+
+    /// The startup reconciliation, through the log like any change: a service this config
+    /// adds is added for the fleet (once: the others find it done). Until it went through,
+    /// this instance has not caught up.
+    async fn reconcile_once(&mut self) -> Result<(), String> {
+        let done = self
+            .fleet
+            .as_ref()
+            .is_none_or(|f| f.reconciled.load(Ordering::Acquire));
+        if !done {
+            let config = self.shared.lock().config.clone();
+            self.reload(config, &Origin::new("startup", "")).await?;
+            if let Some(fleet) = &self.fleet {
+                fleet.reconciled.store(true, Ordering::Release);
+            }
+        }
+        self.caught_up();
         Ok(())
     }
 

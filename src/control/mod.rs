@@ -123,6 +123,9 @@ impl Controller {
             );
         }
         let mut state = ControlState::new(config.clone());
+        if fleet.is_some() {
+            state.log = Some(writer::LogProgress::default());
+        }
         for record in opened.records {
             state.absorb(record);
         }
@@ -350,6 +353,12 @@ impl Controller {
         }
     }
 
+    /// Why `service` cannot be found here: it does not exist, or this fleet member has not
+    /// caught up with the fleet's log yet.
+    pub fn no_service(&self, service: &str) -> ControlError {
+        unknown_service(&self.shared.lock(), service)
+    }
+
     /// A service's live routing.
     pub async fn routing(&self, service: &str) -> Option<ServiceState> {
         self.shared.lock().services.get(service).cloned()
@@ -364,7 +373,7 @@ impl Controller {
         let state = self.shared.lock();
         match state.history.get(service) {
             Some(history) => Ok(history[history.len().saturating_sub(limit)..].to_vec()),
-            None => Err(unknown_service(&state.config, service)),
+            None => Err(unknown_service(&state, service)),
         }
     }
 }
@@ -443,7 +452,7 @@ impl RoutingControl for Controller {
             .config
             .service(service)
             .cloned()
-            .ok_or_else(|| unknown_service(&state.config, service))
+            .ok_or_else(|| unknown_service(&state, service))
     }
 
     fn routing_of(&self, service: &str) -> Option<ServiceState> {
@@ -501,8 +510,18 @@ pub struct ReloadResponse {
     pub changes: Vec<RevisionRecord>,
 }
 
-pub(crate) fn unknown_service(config: &Config, service: &str) -> ControlError {
-    let names: Vec<&str> = config.services.iter().map(|s| s.name.as_str()).collect();
+/// A service this instance does not route: unknown, or (in a fleet) perhaps only not known
+/// *yet*, when this instance has not caught up with the fleet's log.
+pub(crate) fn unknown_service(state: &ControlState, service: &str) -> ControlError {
+    if let Some(behind) = state.not_caught_up() {
+        return behind;
+    }
+    let names: Vec<&str> = state
+        .config
+        .services
+        .iter()
+        .map(|s| s.name.as_str())
+        .collect();
     ControlError::NotFound(format!(
         "no service {service:?} (services: {})",
         names.join(", ")

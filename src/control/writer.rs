@@ -44,6 +44,17 @@ pub(crate) struct ControlState {
     pub(crate) pending: Vec<RevisionRecord>,
     /// Set while the journal cannot be written.
     pub(crate) outage: Option<Outage>,
+    /// In a fleet: how far this instance knows the fleet's log to go.
+    pub(crate) log: Option<LogProgress>,
+}
+
+/// What a fleet member knows of the fleet's log, to tell whether it has caught up.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct LogProgress {
+    /// Its cache is known to be part of the log.
+    pub(crate) joined: bool,
+    /// The log's last revision when last read (`None` before it was ever reached).
+    pub(crate) last: Option<u64>,
 }
 
 impl ControlState {
@@ -57,7 +68,29 @@ impl ControlState {
             aborts: BTreeMap::new(),
             pending: Vec::new(),
             outage: None,
+            log: None,
         }
+    }
+
+    /// In a fleet, unless this instance applied the log as far as it is known to go: why
+    /// it cannot answer for the fleet's routing yet.
+    pub(crate) fn not_caught_up(&self) -> Option<ControlError> {
+        let log = self.log?;
+        let of = match log.last {
+            Some(last) if log.joined && last <= self.revision => return None,
+            Some(last) if log.joined => format!("applied {} of {last}", self.revision),
+            Some(last) => format!(
+                "applied {} of {last}, and not joined to the log",
+                self.revision
+            ),
+            None => format!(
+                "applied {}; the fleet's log has not been reached since this instance started",
+                self.revision
+            ),
+        };
+        Some(ControlError::NotCaughtUp(format!(
+            "this instance has not caught up with the fleet's log yet ({of}); try again or ask another instance"
+        )))
     }
 
     /// The last routing of each service that was removed (and is not back).
@@ -474,7 +507,7 @@ impl Writer {
                 let current = state
                     .services
                     .get(service)
-                    .ok_or_else(|| unknown_service(&state.config, service))?;
+                    .ok_or_else(|| unknown_service(&state, service))?;
                 let plan = PlannedRevision {
                     service: service.to_string(),
                     kind,
@@ -516,7 +549,7 @@ impl Writer {
             let (service_config, current) =
                 match (state.config.service(service), state.services.get(service)) {
                     (Some(config), Some(current)) => (config, current),
-                    _ => return Err(unknown_service(&state.config, service)),
+                    _ => return Err(unknown_service(&state, service)),
                 };
             let history: Vec<&RevisionRecord> = state
                 .history

@@ -118,3 +118,40 @@ async fn an_unwritable_journal_is_logged_at_most_once_a_minute() {
     );
     assert!(!outage.log_due(Instant::now()));
 }
+
+#[test]
+fn a_fleet_member_says_it_has_not_caught_up_until_it_applied_the_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = format!(
+        "[proxy]\nlisten = \"127.0.0.1:0\"\n[state]\ndir = \"{}\"\n\
+         [services.shop]\nstable = \"blue\"\nweights = {{ blue = 100 }}\n\
+         [services.shop.versions.blue]\nendpoints = [\"127.0.0.1:1\"]\n",
+        dir.path().display()
+    );
+    let config = Config::parse(&dir.path().join("switchyard.toml"), &text).unwrap();
+    let mut state = ControlState::new(config);
+    // Without a fleet: never.
+    assert_eq!(state.not_caught_up(), None);
+    state.log = Some(LogProgress::default());
+    let said = |state: &ControlState| state.not_caught_up().map(|e| e.to_string());
+    assert_eq!(
+        said(&state).unwrap(),
+        "this instance has not caught up with the fleet's log yet (applied 0; the fleet's log has not been reached since this instance started); try again or ask another instance"
+    );
+    state.log = Some(LogProgress {
+        joined: true,
+        last: Some(12),
+    });
+    state.revision = 3;
+    assert!(said(&state).unwrap().contains("(applied 3 of 12)"));
+    state.revision = 12;
+    assert_eq!(said(&state), None);
+    // A cache that is not part of the log never counts as caught up.
+    state.log = Some(LogProgress {
+        joined: false,
+        last: Some(12),
+    });
+    assert!(said(&state)
+        .unwrap()
+        .contains("(applied 12 of 12, and not joined to the log)"));
+}

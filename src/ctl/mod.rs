@@ -1,6 +1,7 @@
 //! `switchyard ctl`: the admin API's command-line client.
 
 pub mod client;
+mod fleet;
 mod render;
 
 use crate::admin::api::{self, ReloadResponse, RolloutStatus};
@@ -13,6 +14,7 @@ use serde::Serialize;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 #[derive(Args, Debug)]
 pub struct CtlArgs {
@@ -26,7 +28,8 @@ pub struct CtlArgs {
     pub command: CtlCommand,
 }
 
-/// Who asks for a change, and why (recorded in the revision).
+/// Who asks for a change, and why (recorded in the revision); and whether to wait for the
+/// fleet.
 #[derive(Args, Debug, Clone)]
 pub struct Why {
     /// Why this change (recorded in history).
@@ -38,6 +41,10 @@ pub struct Why {
     /// Go ahead even where a pre-flight check refuses (recorded in history).
     #[arg(long)]
     pub force: bool,
+    /// In a fleet: after the acknowledgement, also wait until every live member has
+    /// applied it (at most LIMIT, default 10s; then name the members that lag and fail).
+    #[arg(long, value_name = "LIMIT", num_args = 0..=1, default_missing_value = "10s", value_parser = crate::config::parse_duration)]
+    pub wait_fleet: Option<Duration>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -130,6 +137,25 @@ pub enum CtlCommand {
     },
 }
 
+impl CtlCommand {
+    /// Who and why, for the commands that change something.
+    fn why(&self) -> Option<&Why> {
+        match self {
+            CtlCommand::Weights { why, .. }
+            | CtlCommand::Switch { why, .. }
+            | CtlCommand::Promote { why, .. }
+            | CtlCommand::Abort { why, .. }
+            | CtlCommand::Resume { why, .. }
+            | CtlCommand::Rollback { why, .. }
+            | CtlCommand::Freeze { why, .. }
+            | CtlCommand::Unfreeze { why, .. }
+            | CtlCommand::Rollout { why, .. }
+            | CtlCommand::Reload { why } => Some(why),
+            _ => None,
+        }
+    }
+}
+
 fn rollout_action(verb: &str) -> Result<RolloutAction, String> {
     api::rollout_action(verb).map_err(|err| err.to_string())
 }
@@ -172,6 +198,7 @@ pub fn default_socket() -> PathBuf {
 async fn run(args: CtlArgs) -> Result<String, ClientError> {
     let client = AdminClient::new(args.socket.clone().unwrap_or_else(default_socket));
     let json = args.json;
+    let wait_fleet = args.command.why().and_then(|why| why.wait_fleet);
     let order = match args.command {
         CtlCommand::Status { service: None } => {
             let status = client.status().await?;
@@ -252,7 +279,7 @@ async fn run(args: CtlArgs) -> Result<String, ClientError> {
         CtlCommand::Freeze { service, why } => change(service, Change::Freeze, why),
         CtlCommand::Unfreeze { service, why } => change(service, Change::Unfreeze, why),
     };
-    Ok(match &order.command {
+    let output = match &order.command {
         Command::Change { .. } => {
             let record: RevisionRecord = client.send(&order).await?;
             match json {
@@ -274,7 +301,17 @@ async fn run(args: CtlArgs) -> Result<String, ClientError> {
                 false => render::reload(&reloaded),
             }
         }
-    })
+    };
+    match wait_fleet {
+        None => Ok(output),
+        Some(limit) => match fleet::wait(&client, limit).await {
+            Ok(line) => Ok(output + &line),
+            Err(ClientError::Failed(line)) => Err(ClientError::Failed(output + &line)),
+            Err(err) => Err(ClientError::Failed(format!(
+                "{output}--wait-fleet: {err}\n"
+            ))),
+        },
+    }
 }
 
 fn order(command: Command, why: Why) -> Order {

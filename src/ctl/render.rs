@@ -16,6 +16,9 @@ pub fn status(status: &StatusResponse) -> String {
         "revision {}  proxy {}  (rates over {}s)\n",
         status.revision, status.listen, status.window_secs
     );
+    if let Some(fleet) = &status.fleet {
+        out.push_str(&fleet_summary(fleet));
+    }
     if let Some(journal) = &status.journal {
         out.push_str(&format!(
             "JOURNAL UNWRITABLE since {}: {} ({} abort(s) in force, waiting to be recorded; other changes refused)\n",
@@ -139,6 +142,41 @@ pub fn rollout(status: &RolloutStatus) -> String {
         line.push_str(&format!(" (last revision {revision})"));
     }
     line
+}
+
+/// For `status`: how many live members share this routing, and what each applied.
+fn fleet_summary(fleet: &crate::fleet::FleetStatus) -> String {
+    let mut out = match (&fleet.problem, fleet.connected) {
+        (_, false) => format!(
+            "fleet {}: NATS UNREACHABLE from {}: serving the routing it applied last (revision {}); changes refused\n",
+            fleet.fleet, fleet.instance, fleet.applied
+        ),
+        (Some(problem), true) => format!(
+            "fleet {}: members not listed ({problem}); this is {} (applied {})\n",
+            fleet.fleet, fleet.instance, fleet.applied
+        ),
+        (None, true) => {
+            let members: Vec<String> = fleet
+                .members
+                .iter()
+                .map(|m| format!("{} at {}", m.instance, m.applied))
+                .collect();
+            format!(
+                "fleet {}: {} live member(s) share this routing ({}); this is {}\n",
+                fleet.fleet,
+                fleet.members.len(),
+                members.join(", "),
+                fleet.instance
+            )
+        }
+    };
+    if let Some(last) = fleet.log_revision.filter(|&last| last > fleet.applied) {
+        out.push_str(&format!(
+            "THIS INSTANCE HAS NOT CAUGHT UP with the fleet's log: applied {} of {last}\n",
+            fleet.applied
+        ));
+    }
+    out
 }
 
 pub fn fleet(fleet: &crate::fleet::FleetStatus) -> String {

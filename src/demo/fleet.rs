@@ -280,7 +280,7 @@ impl Waiting {
             Waiting::Incident => instances.iter().find_map(|i| {
                 let incident = i.proxy.incidents.list(Some(SERVICE)).into_iter().next()?;
                 Some(format!(
-                    "the guard on {} decided (judging the traffic it serves): incident #{}: {}",
+                    "the guard on {} decided, judged on the pooled traffic of {INSTANCES} instances: incident #{}: {}",
                     i.name, incident.id, incident.summary
                 ))
             }),
@@ -349,7 +349,7 @@ async fn perform(
             }
             Said {
                 text: format!(
-                    "canary turns bad: {} of its answers are now 500s (each instance sees a third of its traffic)",
+                    "canary turns bad: {} of its answers are now 500s (each instance serves a third of its traffic; every guard judges the pooled traffic of the {INSTANCES} instances)",
                     percent(BAD_CANARY_ERROR_RATE)
                 ),
                 then: vec![Waiting::CutBack { since }, Waiting::Incident],

@@ -1,9 +1,10 @@
 //! Fleet: several instances that share one routing through NATS JetStream (`[cluster]`).
 //! The revision log (`log`) is the fleet's one sequence of revisions; members (`members`)
-//! announce what they applied. This module speaks NATS; the control plane decides what a
+//! announce what they applied; `evidence` pools what each member's proxy sees, for the guard. This module speaks NATS; the control plane decides what a
 //! revision means and applies it through its one writer.
 
 mod bucket;
+pub mod evidence;
 pub mod lease;
 pub mod log;
 pub mod members;
@@ -30,6 +31,8 @@ pub struct Fleet {
     pub leases: Leases,
     /// Shared state: rollouts and webhook cursors.
     pub records: Records,
+    /// The members' pooled evidence for the guard.
+    pub evidence: evidence::Evidence,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -49,6 +52,7 @@ impl Fleet {
             log: RevisionLog::new(client.clone(), &settings.name),
             leases: Leases::new(&client, &settings.name, &settings.instance),
             records: Records::new(&client, &settings.name),
+            evidence: evidence::Evidence::new(client.clone(), &settings.name, &settings.instance),
             members: Members::new(client, settings),
             settings: settings.clone(),
         })

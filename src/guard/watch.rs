@@ -1,5 +1,11 @@
 //! The guard's loop: every `interval` (and at once when the data plane rings or a probe
 //! reports), judge each version that has traffic but is not stable, and cut a bad one back.
+//!
+//! In a fleet the judge is shown the pooled evidence (this instance's slices plus those the
+//! live members reported, `VersionStats::pooled_*`), so it judges the fleet's traffic as one;
+//! connection failures and probes, which say whether *this* instance reaches the canary,
+//! stay local. Without a fleet, or while NATS is away, the pool is empty and the guard
+//! judges on its own traffic.
 
 use super::incident::{Cause, Cutback, IncidentLog};
 use super::judge::{Evidence, Finding, Judge, Side, Verdict, VerdictKind};
@@ -9,7 +15,7 @@ use crate::control::record::{ChangeKind, Origin};
 use crate::control::RoutingControl;
 use crate::dataplane::proxy::DataPlane;
 use crate::routing::{RoutingTable, ServiceRoute, VersionRoute};
-use crate::telemetry::{Outcome, Tally, VersionStats};
+use crate::telemetry::{Outcome, Snapshot, Tally};
 use crate::upstream::endpoint::Endpoint;
 use crate::verify::smoke::CheckReport;
 use crate::verify::Verifier;
@@ -75,7 +81,10 @@ const LATENCY_REFRESH: Duration = Duration::from_millis(200);
 /// What the guard remembers about one version under judgment.
 struct Watched {
     judge: Judge,
+    /// This instance's totals at the last look (for connection failures)...
     seen: Tally,
+    /// ...and the pooled ones (for the judge's new outcomes).
+    seen_pooled: Tally,
     latency_read: Option<Instant>,
     /// The last moment the evidence was calm (nothing pointing at a problem).
     calm_at: SystemTime,
@@ -195,7 +204,7 @@ fn judge_all<'t>(
     for service in table.services().iter().filter(|s| s.guard.enabled) {
         let guard = &service.guard;
         let stable = &service.versions[service.stable];
-        let stable_tally = stable.stats.window_tally(guard.window, now);
+        let stable_tally = stable.stats.pooled_window_tally(guard.window, now);
         let mut shown = None;
         for (index, version) in service.versions.iter().enumerate() {
             if index == service.stable || service.share_of(index) == 0.0 {
@@ -204,16 +213,18 @@ fn judge_all<'t>(
             let key = (service.name.to_string(), version.name.to_string());
             live.push(key.clone());
             let totals = version.stats.total_tally();
+            let pooled = version.stats.pooled_total_tally();
             let first_look = !watched.contains_key(&key);
             let entry = watched.entry(key.clone()).or_insert_with(|| Watched {
                 judge: Judge::new(guard),
                 seen: totals,
+                seen_pooled: pooled,
                 latency_read: None,
                 calm_at: SystemTime::now(),
                 healthy_since: None,
                 probing: probe::Probing::default(),
             });
-            let canary_tally = version.stats.window_tally(guard.window, now);
+            let canary_tally = version.stats.pooled_window_tally(guard.window, now);
             let judgeable = canary_tally.requests() >= guard.latency_min_samples
                 && stable_tally.requests() >= guard.latency_min_samples;
             let due = entry
@@ -223,8 +234,8 @@ fn judge_all<'t>(
                 true => {
                     entry.latency_read = Some(now);
                     (
-                        Some(p99(&version.stats, guard.window, now)),
-                        Some(p99(&stable.stats, guard.window, now)),
+                        Some(p99(version.stats.pooled_window(guard.window, now))),
+                        Some(p99(stable.stats.pooled_window(guard.window, now))),
                     )
                 }
                 false => (None, None),
@@ -236,7 +247,8 @@ fn judge_all<'t>(
             let newly_refused =
                 totals.count(Outcome::ConnectFailed) - entry.seen.count(Outcome::ConnectFailed);
             let newly_lost = lost(&totals) - lost(&entry.seen);
-            let suspect = newly_lost > 0 || (first_look && lost(&canary_tally) > 0);
+            let suspect = newly_lost > 0
+                || (first_look && lost(&version.stats.window_tally(guard.window, now)) > 0);
             if let Some(id) = entry.probing.start(suspect, probe_ids) {
                 to_probe.push(Suspect {
                     key: key.clone(),
@@ -246,14 +258,15 @@ fn judge_all<'t>(
                 });
             }
             let evidence = Evidence {
-                canary_new_requests: totals.requests() - entry.seen.requests(),
-                canary_new_errors: totals.errors() - entry.seen.errors(),
+                canary_new_requests: pooled.requests() - entry.seen_pooled.requests(),
+                canary_new_errors: pooled.errors() - entry.seen_pooled.errors(),
                 canary_new_unreachable: newly_refused + entry.probing.take_refused_rounds(),
                 canary_all_refusing: version.endpoints.iter().all(|e| e.is_backing_off(now)),
                 canary_window: side(&canary_tally, canary_p99),
                 stable_window: side(&stable_tally, stable_p99),
             };
             entry.seen = totals;
+            entry.seen_pooled = pooled;
             let verdict = entry.judge.observe(&evidence);
             if entry.judge.log_likelihood_ratio() <= 0.0 && evidence.canary_new_unreachable == 0 {
                 entry.calm_at = SystemTime::now();
@@ -296,8 +309,7 @@ fn side(tally: &Tally, p99: Option<Duration>) -> Side {
     }
 }
 
-fn p99(stats: &VersionStats, window: Duration, now: Instant) -> Duration {
-    let snapshot = stats.window(window, now);
+fn p99(snapshot: Snapshot) -> Duration {
     Duration::from_micros(snapshot.latency.value_at_quantile(0.99))
 }
 
@@ -332,6 +344,18 @@ async fn cut_back<C: RoutingControl>(
         .await
     {
         Ok(record) => record,
+        // In a fleet another member may have decided first: its abort is in the log and
+        // applied here, so this verdict has nothing left to do (no second abort).
+        Err(_)
+            if guard
+                .control
+                .routing_of(&service.name)
+                .is_some_and(|r| r.latched) =>
+        {
+            tracing::info!(service = %service.name, version = %version.name, "already cut back (another member of the fleet decided first)");
+            watched.remove(&key);
+            return;
+        }
         Err(err) => {
             tracing::error!(service = %service.name, version = %version.name, error = %err, "guard could not cut back");
             return;
@@ -426,6 +450,7 @@ fn describe<'a, C: RoutingControl>(
     let now = Instant::now();
     let stable = &service.versions[service.stable];
     let window = service.guard.window;
+    // This instance's users: in a fleet, each instance's incident tells of its own.
     let canary = version.stats.window_tally(window, now);
     Cutback {
         service: &service.name,
@@ -433,10 +458,10 @@ fn describe<'a, C: RoutingControl>(
         stable: &stable.name,
         started_ms: unix_ms(started),
         ended_ms,
-        canary: side(&canary, Some(p99(&version.stats, window, now))),
+        canary: side(&canary, Some(p99(version.stats.window(window, now)))),
         stable_side: side(
             &stable.stats.window_tally(window, now),
-            Some(p99(&stable.stats, window, now)),
+            Some(p99(stable.stats.window(window, now))),
         ),
         saved: canary.saved,
         cause: cause(guard.control.as_ref(), &service.name, &version.name, table),

@@ -2,14 +2,20 @@
 //! slices. Each worker thread records into its own shard, so threads never contend; readers
 //! merge shards off the request path. Each service's retry budget (`upstream::budget`) is
 //! kept here too: per-service runtime state that must outlive any one routing table.
+//!
+//! In a fleet, each version also keeps the other members' slices (`pool`): the guard reads
+//! the pooled views, everything else (status, metrics) this instance's own.
 
 mod outcome;
+mod pool;
 mod slices;
 
 pub use outcome::{ClientFault, Outcome};
+pub use pool::{sparse, SparseLatency, SILENT_AFTER_SLICES};
 pub use slices::{Snapshot, Tally, SLICE};
 
 use crate::upstream::budget::RetryBudget;
+use pool::{Heard, Pool};
 use slices::Shard;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -23,6 +29,8 @@ pub struct Telemetry {
     shards: usize,
     versions: Mutex<HashMap<(String, String), Arc<VersionStats>>>,
     budgets: Mutex<HashMap<String, Arc<RetryBudget>>>,
+    /// When each other member of the fleet last reported.
+    heard: Arc<Heard>,
 }
 
 impl Telemetry {
@@ -32,7 +40,18 @@ impl Telemetry {
             shards: shards.max(1),
             versions: Mutex::new(HashMap::new()),
             budgets: Mutex::new(HashMap::new()),
+            heard: Arc::default(),
         }
+    }
+
+    /// The slice `now` falls in (the same numbering for every version).
+    pub fn slice_at(&self, now: Instant) -> u64 {
+        slice_at(self.epoch, now)
+    }
+
+    /// When slice `index` begins.
+    pub fn slice_start(&self, index: u64) -> Instant {
+        self.epoch + Duration::from_millis(index.saturating_mul(SLICE.as_millis() as u64))
     }
 
     /// A service's retry budget, kept across table swaps like its stats.
@@ -46,9 +65,43 @@ impl Telemetry {
         let mut versions = self.versions.lock().unwrap_or_else(PoisonError::into_inner);
         versions
             .entry((service.to_string(), version.to_string()))
-            .or_insert_with(|| Arc::new(VersionStats::new(self.epoch, self.shards)))
+            .or_insert_with(|| {
+                Arc::new(VersionStats::new(
+                    self.epoch,
+                    self.shards,
+                    self.heard.clone(),
+                ))
+            })
             .clone()
     }
+
+    /// The stats of one version, only if some routing table has made them.
+    pub fn find(&self, service: &str, version: &str) -> Option<Arc<VersionStats>> {
+        let versions = self.versions.lock().unwrap_or_else(PoisonError::into_inner);
+        versions
+            .get(&(service.to_string(), version.to_string()))
+            .cloned()
+    }
+
+    /// Every version's stats, by (service, version).
+    pub fn versions(&self) -> Vec<((String, String), Arc<VersionStats>)> {
+        let versions = self.versions.lock().unwrap_or_else(PoisonError::into_inner);
+        versions
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
+    }
+
+    /// Notes that fleet member `member` reported at `now`; `None` when it is one too many
+    /// members to keep.
+    pub fn heard(&self, member: &str, now: Instant) -> Option<Arc<str>> {
+        self.heard.heard(member, self.slice_at(now))
+    }
+}
+
+fn slice_at(epoch: Instant, now: Instant) -> u64 {
+    // u64 arithmetic: a u128 division on every request shows in profiles.
+    now.saturating_duration_since(epoch).as_millis() as u64 / SLICE.as_millis() as u64
 }
 
 #[derive(Debug)]
@@ -59,6 +112,9 @@ pub struct VersionStats {
     client_faults: [AtomicU64; ClientFault::ALL.len()],
     /// gRPC calls by final status code (0 to 16; anything else counts as UNKNOWN).
     grpc_codes: [AtomicU64; GRPC_CODES],
+    /// The other fleet members' slices of this version.
+    pool: Mutex<Pool>,
+    heard: Arc<Heard>,
 }
 
 /// The canonical gRPC status codes, 0 to 16.
@@ -74,12 +130,14 @@ fn next_shard_index() -> usize {
 }
 
 impl VersionStats {
-    fn new(epoch: Instant, shards: usize) -> VersionStats {
+    fn new(epoch: Instant, shards: usize, heard: Arc<Heard>) -> VersionStats {
         VersionStats {
             epoch,
             shards: (0..shards).map(|_| Mutex::new(Shard::default())).collect(),
             client_faults: Default::default(),
             grpc_codes: Default::default(),
+            pool: Mutex::default(),
+            heard,
         }
     }
 
@@ -128,8 +186,7 @@ impl VersionStats {
     }
 
     fn slice_at(&self, now: Instant) -> u64 {
-        // u64 arithmetic: a u128 division on every request shows in profiles.
-        now.saturating_duration_since(self.epoch).as_millis() as u64 / SLICE.as_millis() as u64
+        slice_at(self.epoch, now)
     }
 
     /// The slices that end within `window` before `now` (the current, unfinished one included).
@@ -179,5 +236,51 @@ impl VersionStats {
             shard.merge_totals_into(&mut merged);
         }
         merged
+    }
+
+    /// This instance's stats of one slice (what it reports to the fleet).
+    pub fn slice(&self, index: u64) -> Snapshot {
+        let mut merged = Snapshot::default();
+        for shard in self.shards.iter() {
+            let shard = shard.lock().unwrap_or_else(PoisonError::into_inner);
+            shard.merge_into(index, index, &mut merged);
+        }
+        merged
+    }
+
+    /// Files a slice another fleet member (named as `Telemetry::heard` returned it)
+    /// reported, as arrived at `now`.
+    pub fn pool(&self, member: Arc<str>, tally: Tally, latency: SparseLatency, now: Instant) {
+        let index = self.slice_at(now);
+        self.pooled().add(member, index, tally, latency);
+    }
+
+    fn pooled(&self) -> std::sync::MutexGuard<'_, Pool> {
+        self.pool.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// `window`, with the slices of the fleet's live members added: what the guard judges.
+    pub fn pooled_window(&self, window: Duration, now: Instant) -> Snapshot {
+        let mut merged = self.window(window, now);
+        let (first, last) = self.slice_range(window, now);
+        let live = self.heard.live(last);
+        self.pooled().merge_into(&live, first, last, &mut merged);
+        merged
+    }
+
+    /// `window_tally`, with the slices of the fleet's live members added.
+    pub fn pooled_window_tally(&self, window: Duration, now: Instant) -> Tally {
+        let mut tally = self.window_tally(window, now);
+        let (first, last) = self.slice_range(window, now);
+        let live = self.heard.live(last);
+        self.pooled().tally_into(&live, first, last, &mut tally);
+        tally
+    }
+
+    /// `total_tally`, with everything the fleet's members reported added (only grows).
+    pub fn pooled_total_tally(&self) -> Tally {
+        let mut tally = self.total_tally();
+        tally.add(&self.pooled().totals());
+        tally
     }
 }

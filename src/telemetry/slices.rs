@@ -7,7 +7,7 @@ use std::time::Duration;
 /// Length of one slice.
 pub const SLICE: Duration = Duration::from_millis(250);
 /// Slices kept: one minute of history.
-const RING: usize = 240;
+pub(super) const RING: usize = 240;
 /// Latency is kept in microseconds, 1 µs to 100 s, two significant digits.
 const MAX_LATENCY_MICROS: u64 = 100_000_000;
 
@@ -30,7 +30,7 @@ impl Tally {
     }
 
     pub fn requests(&self) -> u64 {
-        self.counts.iter().sum()
+        self.counts.iter().fold(0, |sum, &n| sum.saturating_add(n))
     }
 
     pub fn errors(&self) -> u64 {
@@ -38,7 +38,7 @@ impl Tally {
             .iter()
             .filter(|o| o.is_error())
             .map(|&o| self.count(o))
-            .sum()
+            .fold(0, u64::saturating_add)
     }
 
     pub fn error_rate(&self) -> f64 {
@@ -48,11 +48,12 @@ impl Tally {
         }
     }
 
-    fn add(&mut self, other: &Tally) {
+    /// Saturating: pooled counts come from other instances.
+    pub(super) fn add(&mut self, other: &Tally) {
         for (total, count) in self.counts.iter_mut().zip(other.counts.iter()) {
-            *total += count;
+            *total = total.saturating_add(*count);
         }
-        self.saved += other.saved;
+        self.saved = self.saved.saturating_add(other.saved);
     }
 }
 

@@ -1,4 +1,4 @@
-//! Three real switchyard processes sharing one routing through real `nats-server`s.
+//! Three real switchyard processes of one fleet ("edge") over real `nats-server` processes.
 
 use super::nats::{cluster_toml, NatsNode};
 use super::{Proxy, Setup};
@@ -6,24 +6,26 @@ use std::time::{Duration, Instant};
 use switchyard::ctl::client::AdminClient;
 use switchyard::sample::SampleUpstream;
 
-/// Instances `edge-1..=edge-3` of fleet "edge", each in its own temp dir.
+/// Instances of fleet "edge" (edge-1, edge-2, ...) in their own temp dirs, started and joined.
 pub struct Fleet {
     pub setups: Vec<Setup>,
     pub proxies: Vec<Proxy>,
 }
 
 impl Fleet {
-    /// Starts three instances with `extra` TOML each and waits until they have joined.
-    pub async fn start(
+    /// Three instances, `weights` as the config's starting routing, `extra(i)` more TOML
+    /// for instance `i` (0-based), written inside `[admin]` (start it with a table header
+    /// for anything else).
+    pub async fn start_with(
         nodes: &[&NatsNode],
         upstreams: &[SampleUpstream],
         weights: &str,
-        extra: &str,
+        extra: impl Fn(usize) -> String,
     ) -> Fleet {
-        let setups: Vec<Setup> = (1..=3)
+        let setups: Vec<Setup> = (0..3)
             .map(|i| {
-                let cluster = cluster_toml(nodes, "edge", &format!("edge-{i}"));
-                Setup::new(upstreams, weights, &format!("{cluster}\n{extra}"))
+                let cluster = cluster_toml(nodes, "edge", &format!("edge-{}", i + 1));
+                Setup::new(upstreams, weights, &format!("{}{cluster}", extra(i)))
             })
             .collect();
         let mut proxies = Vec::new();
@@ -57,14 +59,41 @@ impl Fleet {
         }
     }
 
+    /// Waits until instance `i` runs at least `revision` (bounded); returns when.
+    pub async fn wait_revision_on(&self, i: usize, revision: u64) -> Instant {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let status = self.client(i).status().await.unwrap();
+            if status.revision >= revision {
+                return Instant::now();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "instance {i} stuck at {} (wanted {revision})",
+                status.revision
+            );
+            tokio::time::sleep(Duration::from_micros(500)).await;
+        }
+    }
+
     /// Every instance's log, for a failure message.
     pub fn logs(&self) -> String {
         self.proxies
             .iter()
-            .zip(1..)
-            .map(|(p, i)| format!("---- edge-{i}\n{}", p.log_text()))
+            .enumerate()
+            .map(|(i, p)| format!("---- edge-{}\n{}", i + 1, p.log_text()))
             .collect()
     }
+}
+
+/// A counter from an instance's `/metrics` (0 when absent).
+pub async fn metric(client: &AdminClient, line_start: &str) -> f64 {
+    let (_, body) = super::admin_raw_on(client, http::Method::GET, "/metrics", "").await;
+    body.lines()
+        .find(|l| l.starts_with(line_start))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
 }
 
 /// True once `addr` serves only `version` on ten requests in a row (bounded by `limit`).
