@@ -197,6 +197,8 @@ pub async fn run(scenario: &Scenario, context: &Context) -> Result<ScenarioResul
         .flat_map(|l| incidents::read(&l.dir.join("state"), epoch_wall, &revisions))
         .collect();
     guard_cutbacks.sort_by(|a, b| a.at_secs.total_cmp(&b.at_secs));
+    // A cutback another guard also recorded (pooled judgment, the same moment) once.
+    guard_cutbacks.dedup_by(|a, b| a.revision == b.revision);
     let fleet_cutbacks = applied.map_or_else(Vec::new, |applied| {
         applied.cutbacks(epoch, instances, guard_cutbacks.iter().map(|c| c.revision))
     });
