@@ -66,7 +66,7 @@ fn demo_fleet_shows_three_instances_one_routing_a_cutback_on_all_and_a_restart_d
     let dir = tempfile::tempdir().unwrap();
     let report = dir.path().join("report.json");
     let output = Command::new(env!("CARGO_BIN_EXE_switchyard"))
-        .args(["demo", "--fleet", "--duration", "20", "--report"])
+        .args(["demo", "--fleet", "--duration", "30", "--report"])
         .arg(&report)
         .output()
         .unwrap();
