@@ -960,3 +960,43 @@ async fn an_empty_tls_table_verifies_against_the_system_roots() {
         (StatusCode::OK, "tls  client-cert=false")
     );
 }
+
+/// A reload reads the TLS files again: a CA file replaced in place takes effect, with
+/// new connections (the endpoint with the old settings is not reused).
+#[tokio::test]
+async fn a_reload_reads_a_replaced_ca_file_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let old_ca = Ca::new("old CA");
+    let new_ca = Ca::new("new CA");
+    let ca_path = old_ca.write(dir.path(), "ca.pem");
+    let upstream = TlsUpstream::start(&new_ca.issue(&["api.internal"], false, false), None).await;
+    let config = service(
+        "shop",
+        "shop.test",
+        &upstream.addr.to_string(),
+        &format!(
+            "{{ ca = \"{}\", server_name = \"api.internal\" }}",
+            ca_path.display()
+        ),
+    );
+    let proxy = TestProxy::start(&config).await;
+    let mut client = Client::connect(proxy.addr()).await;
+    assert_eq!(
+        get(&mut client, "shop.test").await.0,
+        StatusCode::BAD_GATEWAY
+    );
+
+    new_ca.write(dir.path(), "ca.pem");
+    proxy.rewrite(&config);
+    let (status, body) = proxy
+        .admin()
+        .raw(Method::POST, "/reload", Bytes::new())
+        .await
+        .unwrap();
+    assert_eq!(status, StatusCode::OK, "{}", String::from_utf8_lossy(&body));
+    let (status, body) = get(&mut client, "shop.test").await;
+    assert_eq!(
+        (status, body.as_str()),
+        (StatusCode::OK, "tls api.internal client-cert=false")
+    );
+}
