@@ -47,6 +47,9 @@ enum Command {
         /// Where to write the JSON report (default: in the demo's temporary directory).
         #[arg(long)]
         report: Option<PathBuf>,
+        /// Three proxies sharing one routing through NATS (needs `nats-server`).
+        #[arg(long)]
+        fleet: bool,
     },
 }
 
@@ -75,13 +78,24 @@ fn main() -> ExitCode {
             }
         },
         Command::Ctl(args) => switchyard::ctl::main(args),
-        Command::Demo { duration, report } => {
+        Command::Demo {
+            duration,
+            report,
+            fleet,
+        } => {
             let workers = 2;
             let result = build_runtime(workers)
                 .map_err(|err| err.to_string())
                 .and_then(|runtime| {
                     runtime
-                        .block_on(demo::run(DemoOptions { duration, report }, workers))
+                        .block_on(demo::run(
+                            DemoOptions {
+                                duration,
+                                report,
+                                fleet,
+                            },
+                            workers,
+                        ))
                         .map_err(|err| err.to_string())
                 });
             match result {

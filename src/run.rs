@@ -135,6 +135,7 @@ impl RunningProxy {
         });
         let rollouts = rollout::spawn(
             &config.state_dir,
+            controller.fleet.as_ref(),
             verified.clone(),
             board.clone(),
             stop_rx.clone(),

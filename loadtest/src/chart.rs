@@ -171,7 +171,7 @@ fn legend(svg: &mut String, names: &[&str]) {
     }
     let _ = writeln!(
         svg,
-        "<text x=\"{}\" y=\"87\" fill=\"#777\">dashed grey: scenario step · purple: routing revision · red: version cut to 0%</text>",
+        "<text x=\"{}\" y=\"87\" fill=\"#777\">dashed grey: scenario step · purple: routing revision · red: version cut to 0% (dashed: on every instance of a fleet)</text>",
         at + 10.0
     );
 }
@@ -264,6 +264,18 @@ fn marks(svg: &mut String, result: &ScenarioResult, height: f64, x: &dyn Fn(f64)
             format!("{} to 0%", cut.version),
             "#d62728",
             "none",
+        ));
+    }
+    for cut in &result.fleet_cutbacks {
+        all.push((
+            cut.all_secs,
+            format!(
+                "cut back on all {} instances (+{:.0} ms)",
+                result.instances,
+                (cut.all_secs - cut.first_secs) * 1e3
+            ),
+            "#b00020",
+            "8,2",
         ));
     }
     all.sort_by(|a, b| a.0.total_cmp(&b.0));

@@ -5,6 +5,7 @@ mod chart;
 mod compare;
 mod configgen;
 mod expect;
+mod fleet;
 mod incidents;
 mod peers;
 mod proxy;

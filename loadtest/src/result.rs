@@ -64,6 +64,11 @@ pub struct ScenarioResult {
     pub cutbacks: Vec<Cutback>,
     /// The guard's cutbacks, from the proxy's incident log.
     pub guard_cutbacks: Vec<GuardCutback>,
+    /// Instances of the proxy (a fleet when more than one).
+    pub instances: usize,
+    /// In a fleet: when the first and the last instance ran each guard cutback.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub fleet_cutbacks: Vec<crate::fleet::FleetCutback>,
     pub checks: Vec<Check>,
     /// The comparison table (compare scenarios only).
     pub comparison: Vec<CompareRow>,
@@ -104,6 +109,8 @@ impl ScenarioResult {
             slow_clients: Vec::new(),
             cutbacks: Vec::new(),
             guard_cutbacks: Vec::new(),
+            instances: scenario.proxy.instances,
+            fleet_cutbacks: Vec::new(),
             checks: Vec::new(),
             comparison: Vec::new(),
             files: Vec::new(),
@@ -148,6 +155,17 @@ impl ScenarioResult {
                 out,
                 "guard cut {} back at {:.3}s on {} (revision {}; failed canary requests: {} reached clients, {} answered by stable)",
                 cut.version, cut.at_secs, cut.rule, cut.revision, cut.failed, cut.saved
+            );
+        }
+        for cut in &self.fleet_cutbacks {
+            let _ = writeln!(
+                out,
+                "fleet of {}: cutback revision {} ran on the first instance at {:.3}s, on all at {:.3}s (+{:.0} ms)",
+                self.instances,
+                cut.revision,
+                cut.first_secs,
+                cut.all_secs,
+                (cut.all_secs - cut.first_secs) * 1e3
             );
         }
         for slow in &self.slow_clients {

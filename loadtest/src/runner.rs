@@ -3,6 +3,7 @@
 
 use crate::configgen::{config_text, Layout, Routing};
 use crate::expect::{self, Evidence};
+use crate::fleet;
 use crate::proxy::{ProxyError, ProxyUnderTest};
 use crate::result::{cutbacks, ScenarioResult, StepRecord, Verdict};
 use crate::scenario::{LoadStream, Scenario, Step};
@@ -13,9 +14,11 @@ use crate::{chart, incidents, Context, HarnessError};
 use std::collections::BTreeMap;
 use std::io::{IsTerminal, Write};
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use switchyard::sample::load::{Load, LoadSpec, Recorder};
+use switchyard::sample::nats::NatsServer;
 
 const TICK: Duration = Duration::from_millis(50);
 
@@ -37,24 +40,85 @@ pub async fn run(scenario: &Scenario, context: &Context) -> Result<ScenarioResul
         .await
         .map_err(|e| HarnessError::Io("cannot start the sample upstreams".into(), e))?;
     let addresses = upstreams.addresses();
-    let listen = free_port().map_err(|e| HarnessError::Io("no free port".into(), e))?;
-    let layout = Layout::of(scenario, listen, &dir, &addresses);
+    let instances = scenario.proxy.instances.max(1);
+    let nats = match instances {
+        1 => None,
+        _ => match NatsServer::find(&dir.join("nats")) {
+            Ok(mut server) => {
+                server
+                    .start()
+                    .await
+                    .map_err(|e| HarnessError::Setup(e.to_string()))?;
+                Some(server)
+            }
+            Err(err) => {
+                let why = format!("a fleet scenario {err}");
+                return Ok(ScenarioResult::empty(scenario, Verdict::Blocked(why)));
+            }
+        },
+    };
+    // One home per instance (the run's directory itself when alone).
+    let homes: Vec<PathBuf> = (1..=instances)
+        .map(|n| match nats {
+            None => dir.clone(),
+            Some(_) => dir.join(format!("edge-{n}")),
+        })
+        .collect();
+    let extras: Vec<String> = (1..=instances)
+        .map(|n| match &nats {
+            None => scenario.proxy.extra.clone(),
+            Some(server) => format!(
+                "{}\n{}",
+                scenario.proxy.extra,
+                fleet::cluster_toml(&server.url(), n)
+            ),
+        })
+        .collect();
+    let mut layouts = Vec::new();
+    for (home, extra) in homes.iter().zip(&extras) {
+        std::fs::create_dir_all(home)
+            .map_err(|e| HarnessError::Io(home.display().to_string(), e))?;
+        let listen = free_port().map_err(|e| HarnessError::Io("no free port".into(), e))?;
+        layouts.push(Layout {
+            listen,
+            dir: home,
+            workers: scenario.proxy.workers,
+            upstreams: &addresses,
+            extra,
+            upstream_protocol: scenario.proxy.upstream_protocol.as_deref(),
+        });
+    }
     let mut routing = Routing::of(scenario);
-    let config_path = dir.join("switchyard.toml");
-    let proxy = match ProxyUnderTest::start(
-        scenario.proxy.mode,
-        &context.binary,
-        &config_path,
-        &config_text(&layout, &routing),
-    )
-    .await
-    {
-        Ok(proxy) => proxy,
-        Err(ProxyError::Refused(why)) => {
-            let why = format!("the proxy refused the scenario's config: {why}");
-            return Ok(ScenarioResult::empty(scenario, Verdict::Blocked(why)));
+    let mut proxies = Vec::new();
+    for layout in &layouts {
+        let config_path = layout.dir.join("switchyard.toml");
+        match ProxyUnderTest::start(
+            scenario.proxy.mode,
+            &context.binary,
+            &config_path,
+            &config_text(layout, &routing),
+        )
+        .await
+        {
+            Ok(proxy) => proxies.push(proxy),
+            Err(ProxyError::Refused(why)) => {
+                let why = format!("the proxy refused the scenario's config: {why}");
+                return Ok(ScenarioResult::empty(scenario, Verdict::Blocked(why)));
+            }
+            Err(err) => return Err(HarnessError::Proxy(err)),
         }
-        Err(err) => return Err(HarnessError::Proxy(err)),
+    }
+    let (layout, proxy, listen) = (&layouts[0], &proxies[0], layouts[0].listen);
+    let config_path = layout.dir.join("switchyard.toml");
+    let sockets: Vec<PathBuf> = layouts.iter().map(|l| l.dir.join("admin.sock")).collect();
+    let watched = match nats {
+        Some(_) => {
+            fleet::wait_formed(&sockets)
+                .await
+                .map_err(HarnessError::Setup)?;
+            Some(fleet::Applied::watch(sockets))
+        }
+        None => None,
     };
 
     let epoch = Instant::now();
@@ -64,8 +128,13 @@ pub async fn run(scenario: &Scenario, context: &Context) -> Result<ScenarioResul
     let mut loads = Vec::new();
     for stream in &scenario.load {
         let recorder = Arc::new(Recorder::new(epoch));
-        let spec = load_spec(stream, listen, scenario.duration());
-        loads.push(Load::start(spec, recorder.clone()).map_err(HarnessError::Load)?);
+        // Spread over the instances, as an L4 balancer would.
+        for layout in &layouts {
+            let mut spec = load_spec(stream, layout.listen, scenario.duration());
+            spec.rate = stream.rate.map(|rate| rate / instances as f64);
+            spec.connections = stream.connections.div_ceil(instances);
+            loads.push(Load::start(spec, recorder.clone()).map_err(HarnessError::Load)?);
+        }
         streams.insert(stream.name.clone(), recorder);
     }
     let trickles: Vec<Trickle> = scenario
@@ -89,7 +158,7 @@ pub async fn run(scenario: &Scenario, context: &Context) -> Result<ScenarioResul
         tokio::time::sleep(TICK).await;
         let elapsed = epoch.elapsed();
         while let Some(step) = steps.next_if(|s| s.at.0 <= elapsed) {
-            let record = perform(&step, &upstreams, &proxy, &layout, &mut routing, elapsed).await;
+            let record = perform(&step, &upstreams, proxy, layout, &mut routing, elapsed).await;
             progress.note(&record);
             records.push(record);
         }
@@ -110,10 +179,29 @@ pub async fn run(scenario: &Scenario, context: &Context) -> Result<ScenarioResul
     }
     progress.done();
     let rss_end = proxy.rss_kib();
-    let revisions = proxy.revisions(epoch);
-    proxy.stop().await;
+    let (revisions, applied) = match watched {
+        Some((applied, stop)) => {
+            drop(stop);
+            (applied.marks(epoch, instances), Some(applied))
+        }
+        None => (proxy.revisions(epoch), None),
+    };
+    for proxy in proxies {
+        proxy.stop().await;
+    }
+    drop(nats);
     drop(upstreams);
-    let guard_cutbacks = incidents::read(&layout.dir.join("state"), epoch_wall, &revisions);
+    // Each cutback is in the incident log of the instance whose guard decided.
+    let mut guard_cutbacks: Vec<_> = layouts
+        .iter()
+        .flat_map(|l| incidents::read(&l.dir.join("state"), epoch_wall, &revisions))
+        .collect();
+    guard_cutbacks.sort_by(|a, b| a.at_secs.total_cmp(&b.at_secs));
+    // A cutback another guard also recorded (pooled judgment, the same moment) once.
+    guard_cutbacks.dedup_by(|a, b| a.revision == b.revision);
+    let fleet_cutbacks = applied.map_or_else(Vec::new, |applied| {
+        applied.cutbacks(epoch, instances, guard_cutbacks.iter().map(|c| c.revision))
+    });
 
     let loads: BTreeMap<_, _> = streams
         .iter()
@@ -156,6 +244,7 @@ pub async fn run(scenario: &Scenario, context: &Context) -> Result<ScenarioResul
     result.steps = records;
     result.cutbacks = cutbacks(&loads[&main], duration_secs);
     result.guard_cutbacks = guard_cutbacks;
+    result.fleet_cutbacks = fleet_cutbacks;
     result.loads = loads;
     result.slow_clients = slow_clients;
     result.checks = checks;

@@ -59,6 +59,10 @@ pub struct ProxySpec {
     /// Raw TOML appended to the generated config (guard, rollout, timeouts sections).
     #[serde(default)]
     pub extra: String,
+    /// Instances sharing one routing through a NATS server the harness starts (needs
+    /// `nats-server`); every load stream is spread evenly over them.
+    #[serde(default = "one")]
+    pub instances: usize,
     /// How the proxy talks to every version: "http1" (default) or "h2c" (the sample
     /// upstreams speak both; gRPC calls need "h2c").
     #[serde(default)]
@@ -73,6 +77,7 @@ impl Default for ProxySpec {
             stable: blue(),
             weights: BTreeMap::new(),
             extra: String::new(),
+            instances: 1,
             upstream_protocol: None,
         }
     }

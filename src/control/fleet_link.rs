@@ -40,8 +40,9 @@ pub(crate) struct FleetLink {
     reconciled: AtomicBool,
     /// This instance's name, part of every append's id.
     instance: String,
-    /// Aborts waiting for the log, oldest first (at most one per service).
-    held: Mutex<Vec<HeldAbort>>,
+    /// Aborts waiting for the log, oldest first (at most one per service), as planned;
+    /// kept in `pending.jsonl` too, so a restart during the outage keeps them.
+    held: Mutex<Vec<RevisionRecord>>,
 }
 
 /// Why revisions were not recorded.
@@ -55,24 +56,27 @@ pub(crate) enum Recording {
     Failed(String),
 }
 
-/// An abort applied while the log was out of reach: it routes here at once and is
-/// appended to the log when it is back (safety never waits).
-pub(crate) struct HeldAbort {
-    pub(crate) service: String,
-    pub(crate) origin: Origin,
-    /// The routing the abort put in force.
-    pub(crate) state: ServiceState,
-}
-
 impl FleetLink {
-    pub(crate) fn new(log: RevisionLog, instance: &str, applied: u64) -> FleetLink {
+    /// `held`: aborts an earlier run held for the log (from `pending.jsonl`).
+    pub(crate) fn new(
+        log: RevisionLog,
+        instance: &str,
+        applied: u64,
+        held: Vec<RevisionRecord>,
+    ) -> FleetLink {
+        if !held.is_empty() {
+            tracing::warn!(
+                aborts = held.len(),
+                "aborts held for the fleet log before the restart are in force here; they are appended when NATS answers"
+            );
+        }
         FleetLink {
             log,
             applied: watch::channel(applied).0,
             joined: AtomicBool::new(false),
             reconciled: AtomicBool::new(false),
             instance: instance.to_string(),
-            held: Mutex::new(Vec::new()),
+            held: Mutex::new(held),
         }
     }
 
@@ -80,15 +84,15 @@ impl FleetLink {
         format!("{err}; the fleet keeps its last routing until NATS is back")
     }
 
-    fn held(&self) -> std::sync::MutexGuard<'_, Vec<HeldAbort>> {
+    fn held(&self) -> std::sync::MutexGuard<'_, Vec<RevisionRecord>> {
         self.held.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Puts held aborts over the routing the log says (until the log has them).
     pub(crate) fn overlay(&self, services: &mut BTreeMap<String, ServiceState>) {
         for held in self.held().iter() {
-            if services.contains_key(&held.service) {
-                services.insert(held.service.clone(), held.state.clone());
+            if let (true, Some(state)) = (services.contains_key(&held.service), &held.new) {
+                services.insert(held.service.clone(), state.clone());
             }
         }
     }
@@ -295,7 +299,7 @@ impl Writer {
                 // Safety never waits: an abort routes here now and reaches the log later.
                 Err(Recording::Offline(why)) if change == Change::Abort => {
                     return planned
-                        .and_then(|p| self.hold(p, origin.clone()))
+                        .and_then(|p| self.hold(p))
                         .ok_or_else(|| refused(&why));
                 }
                 Err(Recording::Failed(why) | Recording::Offline(why)) => return Err(refused(&why)),
@@ -330,18 +334,15 @@ impl Writer {
 
     /// Applies an abort the log cannot take now: it routes at once, and is appended when
     /// the log is back. Returns the revision as planned (its number is the log's to give).
-    pub(crate) fn hold(&self, planned: RevisionRecord, origin: Origin) -> Option<RevisionRecord> {
+    pub(crate) fn hold(&self, planned: RevisionRecord) -> Option<RevisionRecord> {
         let fleet = self.fleet.as_ref()?;
-        let state = planned.new.clone()?;
+        planned.new.as_ref()?;
         {
             let mut held = fleet.held();
             held.retain(|h| h.service != planned.service);
-            held.push(HeldAbort {
-                service: planned.service.clone(),
-                origin,
-                state,
-            });
+            held.push(planned.clone());
         }
+        self.save_held();
         tracing::warn!(service = %planned.service, "abort applied here while the fleet log is unreachable; it is appended when NATS is back");
         self.commit(None, &[]);
         Some(planned)
@@ -370,8 +371,15 @@ impl Writer {
             }
         }
         for abort in held {
+            let origin = Origin {
+                actor: abort.actor.clone(),
+                reason: abort.reason.clone(),
+                evidence: abort.evidence.clone(),
+                forced: abort.forced,
+                checks: abort.checks.clone(),
+            };
             match self
-                .apply(&abort.service, Change::Abort, abort.origin, None)
+                .apply(&abort.service, Change::Abort, origin, None)
                 .await
             {
                 Ok(record) => {
@@ -382,7 +390,20 @@ impl Writer {
                 }
             }
         }
+        // What is still held (NATS lost again meanwhile) is held anew; the rest is done.
+        self.save_held();
         self.commit(None, &[]);
+    }
+
+    /// Keeps the held aborts in `pending.jsonl`, where a restart finds them.
+    fn save_held(&self) {
+        let (Some(fleet), Some(file)) = (&self.fleet, &self.pending_file) else {
+            return;
+        };
+        let held = fleet.held().clone();
+        if let Err(err) = file.write(&held) {
+            tracing::error!(file = %file.path().display(), error = %err, "held aborts not saved: a restart during the outage would forget them");
+        }
     }
 
     /// Joins the log once NATS answers: checks that the local cache is a prefix of it (or

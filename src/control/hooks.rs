@@ -7,10 +7,18 @@
 //! proxy; every event carries its revision and hash, so a receiver can drop a repeat.
 //! The controller only rings a bell after each journaled change (`send`): a slow or dead
 //! hook never delays a change.
+//!
+//! In a fleet (`[cluster]`) each revision goes to each hook once from the fleet, not once
+//! per instance: every instance runs a deliverer per hook, but only the holder of the
+//! hook's lease (`hook.DIGEST` in the leases bucket) delivers, and the cursor is shared
+//! (`hook.DIGEST` in the fleet's state bucket, written compare-and-set). When the
+//! deliverer dies its lease expires and another instance carries on from the shared
+//! cursor (the revision in flight may come twice: at least once, in order).
 
 use super::journal::JOURNAL_FILE;
 use super::record::RevisionRecord;
 use crate::config::HooksConfig;
+use crate::fleet::{self, Fleet, Leases, Records, Written};
 use crate::routing::ServiceState;
 use bytes::Bytes;
 use http::{header, Request, Uri};
@@ -51,6 +59,8 @@ pub struct HookEvent<'r> {
 /// The deliverers, one per webhook URL, and the bell they listen to.
 pub struct Hooks {
     state_dir: PathBuf,
+    /// In a fleet: the leases and the shared cursors.
+    fleet: Option<(Leases, Records)>,
     /// The hooks settings in force; every change rings it.
     bell: watch::Sender<HooksConfig>,
     running: Mutex<HashMap<Uri, tokio::task::JoinHandle<()>>>,
@@ -60,13 +70,25 @@ impl Hooks {
     /// Resumes every configured hook that has a cursor (it may have missed revisions while
     /// the proxy was down). Needs a tokio runtime.
     pub fn new(state_dir: &Path, hooks: &HooksConfig) -> Hooks {
+        Hooks::new_in(state_dir, hooks, None)
+    }
+
+    /// `new`, in a fleet when given: every configured hook gets a deliverer at once, which
+    /// delivers while it holds the hook's lease, from the shared cursor (or, for a hook new
+    /// to the fleet, from the revision after `applied`).
+    pub fn new_in(state_dir: &Path, hooks: &HooksConfig, fleet: Option<(&Fleet, u64)>) -> Hooks {
         let this = Hooks {
             state_dir: state_dir.to_path_buf(),
+            fleet: fleet.map(|(f, _)| (f.leases.clone(), f.records.clone())),
             bell: watch::Sender::new(hooks.clone()),
             running: Mutex::new(HashMap::new()),
         };
         for url in &hooks.webhooks {
-            if let Some(cursor) = read_cursor(&cursor_path(state_dir, url)) {
+            let cursor = match fleet {
+                Some((_, applied)) => Some(applied),
+                None => read_cursor(&cursor_path(state_dir, url)),
+            };
+            if let Some(cursor) = cursor {
                 this.start(url, cursor);
             }
         }
@@ -84,11 +106,15 @@ impl Hooks {
                 continue;
             }
             let path = cursor_path(&self.state_dir, url);
-            let cursor = read_cursor(&path).unwrap_or_else(|| {
-                let cursor = record.revision.saturating_sub(1);
-                save_cursor(&path, url, cursor);
-                cursor
-            });
+            let cursor = match self.fleet {
+                // Where the fleet's cursor is, unless the hook is new to the fleet.
+                Some(_) => record.revision.saturating_sub(1),
+                None => read_cursor(&path).unwrap_or_else(|| {
+                    let cursor = record.revision.saturating_sub(1);
+                    save_cursor(&path, url, cursor);
+                    cursor
+                }),
+            };
             running.insert(url.clone(), self.spawn(url, cursor));
         }
     }
@@ -108,6 +134,12 @@ impl Hooks {
             cursor_path: cursor_path(&self.state_dir, url),
             journal: JournalTail::new(self.state_dir.join(JOURNAL_FILE)),
             bell: self.bell.subscribe(),
+            shared: self.fleet.as_ref().map(|(leases, records)| SharedCursor {
+                held: fleet::keep(leases, format!("hook.{}", url_key(url))),
+                records: records.clone(),
+                key: format!("hook.{}", url_key(url)),
+                revision: 0,
+            }),
         };
         tokio::spawn(deliverer.run())
     }
@@ -133,6 +165,18 @@ struct Deliverer {
     cursor_path: PathBuf,
     journal: JournalTail,
     bell: watch::Receiver<HooksConfig>,
+    /// In a fleet: the hook's lease and its shared cursor.
+    shared: Option<SharedCursor>,
+}
+
+/// A hook's cursor as the fleet shares it.
+struct SharedCursor {
+    /// Whether this instance holds the hook's lease (kept by `fleet::keep`).
+    held: watch::Receiver<bool>,
+    records: Records,
+    key: String,
+    /// The cursor's KV revision as last read or written.
+    revision: u64,
 }
 
 impl Deliverer {
@@ -141,23 +185,36 @@ impl Deliverer {
             if !self.configured() {
                 return;
             }
-            let records = match self.journal.read_new() {
-                Ok(records) => records,
-                Err(err) => {
-                    tracing::warn!(url = %self.url, error = %err, "webhook: cannot read the journal");
-                    Vec::new()
+            if self.follow_shared_cursor().await {
+                let records = match self.journal.read_new() {
+                    Ok(records) => records,
+                    Err(err) => {
+                        tracing::warn!(url = %self.url, error = %err, "webhook: cannot read the journal");
+                        Vec::new()
+                    }
+                };
+                let delivered = self.cursor;
+                for record in records.iter().filter(|r| r.revision > delivered) {
+                    if !self.deliver(record).await || !self.save_cursor(record.revision).await {
+                        // The rest is read again when this instance delivers again.
+                        self.journal.rewind();
+                        break;
+                    }
+                }
+            }
+            let (bell, shared) = (&mut self.bell, &mut self.shared);
+            let lease_moved = async {
+                let moved = match shared {
+                    Some(shared) => shared.held.changed().await.is_ok(),
+                    None => false,
+                };
+                if !moved {
+                    std::future::pending::<()>().await;
                 }
             };
-            let delivered = self.cursor;
-            for record in records.iter().filter(|r| r.revision > delivered) {
-                if !self.deliver(record).await {
-                    return;
-                }
-                self.cursor = record.revision;
-                save_cursor(&self.cursor_path, &self.url, self.cursor);
-            }
             tokio::select! {
-                changed = self.bell.changed() => if changed.is_err() { return },
+                changed = bell.changed() => if changed.is_err() { return },
+                () = lease_moved => {}
                 () = tokio::time::sleep(LOOK_EVERY) => {}
             }
         }
@@ -167,7 +224,73 @@ impl Deliverer {
         self.bell.borrow().webhooks.contains(&self.url)
     }
 
-    /// Tries until the hook answers 2xx; false if the hook was removed meanwhile.
+    /// Alone: true. In a fleet: true while this instance holds the hook's lease, with the
+    /// cursor read from the fleet (made from this instance's when the fleet has none).
+    async fn follow_shared_cursor(&mut self) -> bool {
+        let Some(shared) = &mut self.shared else {
+            return true;
+        };
+        if !*shared.held.borrow_and_update() {
+            return false;
+        }
+        let read = match shared.records.get(&shared.key).await {
+            Ok(Some((bytes, revision))) => std::str::from_utf8(&bytes)
+                .ok()
+                .and_then(|text| text.split_whitespace().next()?.parse::<u64>().ok())
+                .map(|cursor| (cursor, revision)),
+            Ok(None) => Some((self.cursor, 0)),
+            Err(err) => {
+                tracing::debug!(url = %self.url, %err, "webhook: shared cursor not read");
+                return false;
+            }
+        };
+        let Some((cursor, revision)) = read else {
+            tracing::warn!(url = %self.url, key = %shared.key, "webhook: the shared cursor does not read; delivering from this instance's");
+            return true;
+        };
+        if cursor < self.cursor {
+            // Behind what this deliverer sent already: read the journal from the start.
+            self.journal.rewind();
+        }
+        self.cursor = cursor;
+        shared.revision = revision;
+        true
+    }
+
+    /// Moves the cursor past `revision`: the local file alone, or the fleet's shared
+    /// cursor (false when another deliverer moved it meanwhile or the fleet is out of
+    /// reach: this one stops and reads it again).
+    async fn save_cursor(&mut self, revision: u64) -> bool {
+        self.cursor = revision;
+        let Some(shared) = &mut self.shared else {
+            save_cursor(&self.cursor_path, &self.url, revision);
+            return true;
+        };
+        let value = Bytes::from(format!("{revision} {}\n", self.url));
+        match shared
+            .records
+            .put(&shared.key, value, shared.revision)
+            .await
+        {
+            Ok(Written::At(kv_revision)) => {
+                shared.revision = kv_revision;
+                *shared.held.borrow()
+            }
+            Ok(Written::Conflict) => false,
+            Err(err) => {
+                tracing::debug!(url = %self.url, %err, "webhook: shared cursor not written");
+                false
+            }
+        }
+    }
+
+    /// False once another instance may deliver this hook (this one's lease is gone).
+    fn holds(&self) -> bool {
+        self.shared.as_ref().is_none_or(|s| *s.held.borrow())
+    }
+
+    /// Tries until the hook answers 2xx; false if the hook was removed (or, in a fleet,
+    /// this instance lost its lease) meanwhile.
     async fn deliver(&mut self, record: &RevisionRecord) -> bool {
         let event = HookEvent {
             event: "revision",
@@ -208,7 +331,7 @@ impl Deliverer {
                 tracing::debug!(url = %self.url, attempt, error = %err, "webhook failed; retrying");
             }
             tokio::time::sleep(retry_pause(attempt, quick_tries)).await;
-            if !self.configured() {
+            if !self.configured() || !self.holds() {
                 return false;
             }
         }
@@ -235,6 +358,11 @@ impl JournalTail {
         JournalTail { path, offset: 0 }
     }
 
+    /// Reads from the start again next time.
+    fn rewind(&mut self) {
+        self.offset = 0;
+    }
+
     fn read_new(&mut self) -> std::io::Result<Vec<RevisionRecord>> {
         let mut file = match std::fs::File::open(&self.path) {
             Ok(file) => file,
@@ -258,10 +386,16 @@ impl JournalTail {
     }
 }
 
-fn cursor_path(state_dir: &Path, url: &Uri) -> PathBuf {
+/// A short digest of the URL: the cursor's file name, and its key in a fleet.
+fn url_key(url: &Uri) -> String {
     let digest = Sha256::digest(url.to_string().as_bytes());
-    let name: String = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
-    state_dir.join("hooks").join(format!("{name}.cursor"))
+    digest[..8].iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn cursor_path(state_dir: &Path, url: &Uri) -> PathBuf {
+    state_dir
+        .join("hooks")
+        .join(format!("{}.cursor", url_key(url)))
 }
 
 /// The cursor file: `REVISION URL`, one line (the URL for whoever looks).

@@ -143,7 +143,14 @@ impl Controller {
         for record in opened.records {
             state.absorb(record);
         }
-        let (pending_file, recovered) = open_pending(&config, state.revision);
+        // In a fleet the file holds aborts waiting for the fleet log (whose numbers the log
+        // gives): they are held again, never written to the local cache.
+        let journaled = if fleet.is_some() { 0 } else { state.revision };
+        let (pending_file, mut recovered) = open_pending(&config, journaled);
+        let held = match fleet.is_some() {
+            true => std::mem::take(&mut recovered),
+            false => Vec::new(),
+        };
         let mut planned = Vec::new();
         if let Some(broken) = &opened.broken {
             tracing::warn!(
@@ -200,7 +207,11 @@ impl Controller {
                 Err(err) => return Err(err),
             },
         };
-        let hooks = Hooks::new(&config.state_dir, &config.hooks);
+        let hooks = Hooks::new_in(
+            &config.state_dir,
+            &config.hooks,
+            fleet.as_ref().map(|f| (f, state.revision)),
+        );
         for record in written {
             hooks.send(&config.hooks, &record);
             match record.revision <= state.revision {
@@ -208,7 +219,7 @@ impl Controller {
                 false => state.absorb(record),
             }
         }
-        if state.pending.is_empty() {
+        if state.pending.is_empty() && held.is_empty() {
             if let Some(file) = &pending_file {
                 let _ = file.write(&[]);
             }
@@ -219,6 +230,12 @@ impl Controller {
             backoff: config.timeouts.endpoint_backoff.0,
         });
         let telemetry = Arc::new(Telemetry::new(shards));
+        let link = fleet
+            .as_ref()
+            .map(|f| FleetLink::new(f.log.clone(), &f.settings.instance, state.revision, held));
+        if let Some(link) = &link {
+            link.overlay(&mut state.services);
+        }
         let table = RoutingTable::build(
             &config,
             &state.services,
@@ -227,9 +244,6 @@ impl Controller {
             state.revision,
         );
         let plane = Arc::new(DataPlane::new(table));
-        let link = fleet
-            .as_ref()
-            .map(|f| FleetLink::new(f.log.clone(), &f.settings.instance, state.revision));
         let applied = link.as_ref().map(|l| l.applied.subscribe());
         let shared = Shared::new(state);
         let commands = Writer {

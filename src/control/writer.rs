@@ -8,7 +8,7 @@
 use super::change;
 use super::command::Change;
 use super::error::ControlError;
-use super::fleet_link::FleetLink;
+use super::fleet_link::{FleetLink, Recording};
 use super::hooks::Hooks;
 use super::journal::{Journal, JournalError};
 use super::pending::PendingFile;
@@ -493,38 +493,48 @@ impl Writer {
             .ok_or_else(|| ControlError::NotRecorded("journal returned no record".into()))
     }
 
+    /// In a fleet the note goes through the log like any revision (so every instance's
+    /// cache stays the log, line for line).
     async fn note(
         &self,
         service: &str,
         kind: ChangeKind,
         origin: Origin,
     ) -> Result<RevisionRecord, ControlError> {
-        let records = {
-            let state = self.shared.lock();
-            let current = state
-                .services
-                .get(service)
-                .ok_or_else(|| unknown_service(&state, service))?;
-            let plan = PlannedRevision {
-                service: service.to_string(),
-                kind,
-                old: Some(current.clone()),
-                new: Some(current.clone()),
-                declared: None,
-                origin,
+        for _ in 0..super::fleet_link::MAX_RACES {
+            let records = {
+                let state = self.shared.lock();
+                let current = state
+                    .services
+                    .get(service)
+                    .ok_or_else(|| unknown_service(&state, service))?;
+                let plan = PlannedRevision {
+                    service: service.to_string(),
+                    kind,
+                    old: Some(current.clone()),
+                    new: Some(current.clone()),
+                    declared: None,
+                    origin: origin.clone(),
+                };
+                state.records(vec![plan], &state.config)
             };
-            state.records(vec![plan], &state.config)
-        };
-        let written = self
-            .journal
-            .append(records)
-            .await
-            .map_err(|err| ControlError::NotRecorded(format!("not recorded: {err}")))?;
-        self.commit(None, &written);
-        written
-            .into_iter()
-            .next()
-            .ok_or_else(|| ControlError::NotRecorded("journal returned no record".into()))
+            match self.record(records).await {
+                Ok(written) => {
+                    self.commit(None, &written);
+                    return written.into_iter().next().ok_or_else(|| {
+                        ControlError::NotRecorded("journal returned no record".into())
+                    });
+                }
+                // Caught up already: number it again after what the log holds now.
+                Err(Recording::Behind { .. }) => {}
+                Err(Recording::Offline(why) | Recording::Failed(why)) => {
+                    return Err(ControlError::NotRecorded(format!("not recorded: {why}")))
+                }
+            }
+        }
+        Err(ControlError::NotRecorded(
+            "not recorded: the fleet log kept moving on".into(),
+        ))
     }
 
     /// The revision `change` makes, planned against the state in force.

@@ -3,6 +3,7 @@
 //! rates, errors and latency per version; turns the canary bad part-way and shows what
 //! the proxy does about it; exits by itself and leaves a report.
 
+mod fleet;
 mod report;
 mod screen;
 mod stage;
@@ -16,7 +17,7 @@ use crate::routing::RoutingTable;
 use crate::sample::load::{Load, LoadError, LoadSpec, Recorder};
 use crate::verify::gate::Verified;
 use report::DemoReport;
-use screen::Screen;
+pub(crate) use screen::Screen;
 use stage::{Stage, StageError, CANARY};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -34,6 +35,8 @@ pub struct DemoOptions {
     pub duration: Duration,
     /// Where to write the JSON report; default: the demo's temporary directory.
     pub report: Option<PathBuf>,
+    /// Three proxies in a fleet through a NATS server (`demo --fleet`).
+    pub fleet: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -52,10 +55,15 @@ pub enum DemoError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error("--fleet: {0}")]
+    Nats(#[from] crate::sample::nats::NatsError),
 }
 
 /// Runs the demo for `options.duration`; returns where the report was written.
 pub async fn run(options: DemoOptions, shards: usize) -> Result<PathBuf, DemoError> {
+    if options.fleet {
+        return fleet::run(options, shards).await;
+    }
     let dir = std::env::temp_dir().join(format!("switchyard-demo-{}", std::process::id()));
     std::fs::create_dir_all(&dir).map_err(|source| DemoError::Dir {
         path: dir.clone(),

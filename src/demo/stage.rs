@@ -75,25 +75,8 @@ pub enum StageError {
 impl Stage {
     /// Starts the upstreams and the proxy; the config and state live in `dir`.
     pub async fn start(dir: &Path, shards: usize) -> Result<Stage, StageError> {
-        let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
-        let mut upstreams = Vec::new();
-        for cast in &CAST {
-            let upstream = SampleUpstream::start(cast.name, loopback)
-                .await
-                .map_err(|source| StageError::Upstream {
-                    name: cast.name,
-                    source,
-                })?;
-            upstream.faults.set_latency(cast.latency, cast.jitter);
-            upstreams.push(upstream);
-        }
-        let config_path = dir.join("demo.toml");
-        let text = config_text(dir, &upstreams);
-        std::fs::write(&config_path, &text).map_err(|source| StageError::WriteConfig {
-            path: config_path.clone(),
-            source,
-        })?;
-        let config = Config::parse(&config_path, &text)?;
+        let upstreams = cast().await?;
+        let (config_path, config) = write_config(dir, &upstreams, "")?;
         let proxy = RunningProxy::start(config, &config_path, shards).await?;
         Ok(Stage {
             upstreams,
@@ -105,6 +88,39 @@ impl Stage {
     pub fn upstream(&self, name: &str) -> Option<&SampleUpstream> {
         self.upstreams.iter().find(|u| u.name == name)
     }
+}
+
+/// The sample upstreams (blue, green, canary) on loopback, slow as the cast says.
+pub async fn cast() -> Result<Vec<SampleUpstream>, StageError> {
+    let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
+    let mut upstreams = Vec::new();
+    for cast in &CAST {
+        let upstream = SampleUpstream::start(cast.name, loopback)
+            .await
+            .map_err(|source| StageError::Upstream {
+                name: cast.name,
+                source,
+            })?;
+        upstream.faults.set_latency(cast.latency, cast.jitter);
+        upstreams.push(upstream);
+    }
+    Ok(upstreams)
+}
+
+/// Writes the demo config (with `extra` TOML at its end) in `dir`, state in `dir/state`.
+pub fn write_config(
+    dir: &Path,
+    upstreams: &[SampleUpstream],
+    extra: &str,
+) -> Result<(PathBuf, Config), StageError> {
+    let config_path = dir.join("demo.toml");
+    let text = config_text(dir, upstreams) + extra;
+    std::fs::write(&config_path, &text).map_err(|source| StageError::WriteConfig {
+        path: config_path.clone(),
+        source,
+    })?;
+    let config = Config::parse(&config_path, &text)?;
+    Ok((config_path, config))
 }
 
 /// The demo config, as a user would write it.

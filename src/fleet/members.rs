@@ -1,11 +1,10 @@
 //! Members: each instance announces itself (applied revision, binary version, start time)
 //! in a KV bucket whose entries expire, so an instance that stops announcing drops out.
 
+use super::bucket::{Bucket, Keep};
 use super::LogError;
 use crate::config::cluster::ClusterSettings;
-use async_nats::jetstream::{self, kv};
-
-use futures_util::StreamExt;
+use async_nats::jetstream::kv;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::watch;
 
@@ -26,9 +25,7 @@ pub struct Member {
 
 #[derive(Clone)]
 pub struct Members {
-    js: jetstream::Context,
-    client: async_nats::Client,
-    bucket: String,
+    bucket: Bucket,
     instance: String,
     started_ms: u64,
 }
@@ -42,45 +39,18 @@ pub fn now_ms() -> u64 {
 impl Members {
     pub fn new(client: async_nats::Client, settings: &ClusterSettings) -> Members {
         Members {
-            js: jetstream::new(client.clone()),
-            client,
-            bucket: format!("switchyard-{}-members", settings.name),
+            bucket: Bucket::new(
+                &client,
+                format!("switchyard-{}-members", settings.name),
+                Keep::Expiring(TTL),
+            ),
             instance: settings.instance.clone(),
             started_ms: now_ms(),
         }
     }
 
     async fn store(&self) -> Result<kv::Store, LogError> {
-        if self.client.connection_state() != async_nats::connection::State::Connected {
-            return Err(LogError::Unreachable("not connected".into()));
-        }
-        if let Ok(store) = self.js.get_key_value(&self.bucket).await {
-            return Ok(store);
-        }
-        // The bucket's stream, made by hand as a KV bucket is: the client's own
-        // `create_key_value` first reads the account info, which it cannot parse from the
-        // 2.9 servers Debian ships.
-        self.js
-            .get_or_create_stream(jetstream::stream::Config {
-                name: format!("KV_{}", self.bucket),
-                subjects: vec![format!("$KV.{}.>", self.bucket)],
-                max_messages_per_subject: 1,
-                max_age: TTL,
-                duplicate_window: TTL,
-                storage: jetstream::stream::StorageType::Memory,
-                num_replicas: super::replicas(&self.client),
-                allow_rollup: true,
-                deny_delete: true,
-                allow_direct: true,
-                discard: jetstream::stream::DiscardPolicy::New,
-                ..Default::default()
-            })
-            .await
-            .map_err(|err| LogError::Unreachable(err.to_string()))?;
-        self.js
-            .get_key_value(&self.bucket)
-            .await
-            .map_err(|err| LogError::Unreachable(err.to_string()))
+        self.bucket.store().await
     }
 
     /// Writes this instance's entry.
@@ -105,22 +75,13 @@ impl Members {
     /// the bucket's stream (a key listing that follows live updates never ends while
     /// members keep announcing).
     pub async fn list(&self) -> Result<Vec<Member>, LogError> {
-        // Made on first use, like the bucket itself.
-        self.store().await?;
-        let unreachable = |err: &dyn std::fmt::Display| LogError::Unreachable(err.to_string());
+        let keys = self.bucket.subjects("").await?;
         let stream = self
-            .js
-            .get_stream(format!("KV_{}", self.bucket))
+            .bucket
+            .js()
+            .get_stream(self.bucket.stream_name())
             .await
-            .map_err(|e| unreachable(&e))?;
-        let mut subjects = stream
-            .info_with_subjects(format!("$KV.{}.>", self.bucket))
-            .await
-            .map_err(|e| unreachable(&e))?;
-        let mut keys = Vec::new();
-        while let Some(subject) = subjects.next().await {
-            keys.push(subject.map_err(|e| unreachable(&e))?.0);
-        }
+            .map_err(|err| LogError::Unreachable(err.to_string()))?;
         let mut members = Vec::new();
         for key in keys {
             // Gone since the listing (expired): not a member.

@@ -3,17 +3,23 @@
 //! announce what they applied; `evidence` pools what each member's proxy sees, for the guard. This module speaks NATS; the control plane decides what a
 //! revision means and applies it through its one writer.
 
+mod bucket;
 pub mod evidence;
+pub mod lease;
 pub mod log;
 pub mod members;
+pub mod records;
 
 use crate::config::cluster::ClusterSettings;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+pub use bucket::key_part;
+pub use lease::{keep, Claim, Lease, Leases};
 pub use log::{Entry, LogError, RevisionLog};
 pub use members::{FleetStatus, Member, MemberStatus, Members};
+pub use records::{Records, Written};
 
 /// The connection to the fleet's NATS cluster and what lives there.
 #[derive(Clone)]
@@ -21,6 +27,10 @@ pub struct Fleet {
     pub settings: ClusterSettings,
     pub log: RevisionLog,
     pub members: Members,
+    /// One holder at a time: a service's rollout driver, a webhook's deliverer.
+    pub leases: Leases,
+    /// Shared state: rollouts and webhook cursors.
+    pub records: Records,
     /// The members' pooled evidence for the guard.
     pub evidence: evidence::Evidence,
 }
@@ -40,6 +50,8 @@ impl Fleet {
             .map_err(|err| FleetError(err.to_string()))?;
         Ok(Fleet {
             log: RevisionLog::new(client.clone(), &settings.name),
+            leases: Leases::new(&client, &settings.name, &settings.instance),
+            records: Records::new(&client, &settings.name),
             evidence: evidence::Evidence::new(client.clone(), &settings.name, &settings.instance),
             members: Members::new(client, settings),
             settings: settings.clone(),

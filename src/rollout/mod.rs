@@ -5,19 +5,22 @@
 //! step is a journaled revision with actor `rollout`; a change of routing by anyone else
 //! pauses the rollout rather than fighting it.
 //!
-//! State (plan, step, status) survives a restart in `state.dir/rollouts.json` (see `store`).
-//! After a restart or a resume the bake of the step in force starts over.
+//! State (plan, step, status, bake so far) survives a restart in `state.dir/rollouts.json`
+//! (see `store`): after a restart the bake of the step in force goes on from what was saved
+//! last (at most a `BAKE_SLICE` is lost); after a resume it starts over. In a fleet the
+//! state is shared and one instance drives each rollout (see `fleet`).
 //!
 //! One task, the driver, owns the rollouts: operators' commands reach it as messages, so a
 //! requester that goes away never leaves a step made but not recorded. It uses the control
 //! plane only through `RoutingControl`, and reads the guard's verdicts from its `Board`.
 
+mod fleet;
 mod plan;
 mod store;
 #[cfg(test)]
 mod tests;
 
-pub use plan::{decide, Decision, Rollout, Status};
+pub use plan::{baked, decide, Decision, Rollout, Status};
 pub use store::ROLLOUTS_FILE;
 
 use crate::config::RolloutSettings;
@@ -27,6 +30,7 @@ use crate::control::record::Origin;
 use crate::control::RoutingControl;
 use crate::guard::watch::{Board, VersionVerdict};
 use crate::routing::ServiceState;
+use fleet::{FleetRollouts, Pushed};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -39,6 +43,9 @@ use tokio::time::Instant;
 
 /// How often running rollouts look at their verdicts.
 const TICK: Duration = Duration::from_millis(100);
+/// How often the bake of a step is saved while it runs: what a restart or a new driver
+/// may have to bake again.
+pub const BAKE_SLICE: Duration = Duration::from_secs(1);
 
 /// What the driver needs from the proxy: the control plane and the guard's verdicts in
 /// production, a fake in tests.
@@ -101,15 +108,104 @@ struct Live {
     step_started: Instant,
     /// Why a running rollout is not advancing, as of its last look.
     held: Option<String>,
+    /// When the bake was last saved.
+    bake_saved: Instant,
+    /// When this process took the bake over (the step began, or it was credited with a
+    /// saved bake at a restart or a takeover).
+    credited_at: Instant,
+    /// Since then: the guard called the canary healthy, and then something else (a break
+    /// that ends the credit).
+    seen_healthy: bool,
+    credit_broken: bool,
+    /// Changed since last written where it is kept.
+    dirty: bool,
+    /// In a fleet: whether this instance drives it (holds its lease); always alone.
+    driving: bool,
+    /// This instance just began driving it.
+    took_over: bool,
+    /// In a fleet: its lease, and the KV revision of its shared record as last read or written.
+    lease: Option<crate::fleet::Lease>,
+    shared_revision: u64,
 }
 
 impl Live {
     fn new(rollout: Rollout) -> Live {
-        Live {
+        let mut live = Live {
             rollout,
             step_started: Instant::now(),
             held: None,
+            bake_saved: Instant::now(),
+            credited_at: Instant::now(),
+            seen_healthy: false,
+            credit_broken: false,
+            dirty: false,
+            driving: true,
+            took_over: false,
+            lease: None,
+            shared_revision: 0,
+        };
+        live.credit_bake();
+        live
+    }
+
+    /// The step counts as in force since long enough ago to carry the bake saved last.
+    fn credit_bake(&mut self) {
+        let now = Instant::now();
+        self.step_started = now
+            .checked_sub(Duration::from_millis(self.rollout.baked_ms))
+            .unwrap_or(now);
+        self.bake_saved = now;
+        self.credited_at = now;
+        self.seen_healthy = false;
+        self.credit_broken = false;
+    }
+
+    /// The verdict as the bake counts it. The bake saved before this process took it over
+    /// (a restart, a new driver) stands until the guard breaks its healthy streak: a guard
+    /// healthy since before the takeover continues it, and a first healthy streak after it
+    /// (a fresh guard gathering evidence) adds to it; after a break the bake starts over.
+    fn credited(&mut self, verdict: Option<VersionVerdict>) -> Option<VersionVerdict> {
+        let mut verdict = verdict?;
+        if verdict.version != self.rollout.canary {
+            return Some(verdict);
         }
+        match verdict.healthy_since {
+            Some(_) => self.seen_healthy = true,
+            None => self.credit_broken |= self.seen_healthy,
+        }
+        let credit = self
+            .credited_at
+            .saturating_duration_since(self.step_started);
+        if let (Some(since), false) = (verdict.healthy_since, self.credit_broken) {
+            verdict.healthy_since = Some(match since <= self.credited_at {
+                true => self.step_started,
+                false => since.checked_sub(credit).unwrap_or(since),
+            });
+        }
+        Some(verdict)
+    }
+
+    /// Keeps the bake so far for a restart or a new driver: every `BAKE_SLICE`, and at once
+    /// when the guard stops calling the canary healthy (the bake starts over).
+    fn note_bake(&mut self, verdict: Option<&VersionVerdict>, now: Instant) {
+        let Some(verdict) = verdict.filter(|v| v.version == self.rollout.canary) else {
+            return;
+        };
+        let baked_ms =
+            baked(self.step_started, Some(verdict), now).map_or(0, |d| d.as_millis() as u64);
+        let broken = baked_ms == 0 && self.rollout.baked_ms != 0;
+        let due = baked_ms > 0 && now.saturating_duration_since(self.bake_saved) >= BAKE_SLICE;
+        if broken || due {
+            self.rollout.baked_ms = baked_ms;
+            self.bake_saved = now;
+            self.dirty = true;
+        }
+    }
+
+    /// The step in force starts its bake now.
+    fn step_begins(&mut self) {
+        self.rollout.baked_ms = 0;
+        self.credit_bake();
     }
 
     fn status(&self) -> RolloutStatus {
@@ -125,19 +221,31 @@ impl Live {
 pub struct Rollouts {
     store: Store,
     live: Mutex<BTreeMap<String, Live>>,
+    /// Set in a fleet: the shared records and the leases.
+    fleet: Option<FleetRollouts>,
 }
 
 impl Rollouts {
     /// Loads the rollouts an earlier run left in `dir`; running ones carry on.
     pub fn open(dir: &Path) -> Rollouts {
+        Rollouts::open_in(dir, None)
+    }
+
+    /// `open`, in `fleet` when given: the shared records win over the local file once read.
+    pub fn open_in(dir: &Path, fleet: Option<&crate::fleet::Fleet>) -> Rollouts {
         let (store, saved) = Store::open(dir);
         let live = saved
             .into_iter()
-            .map(|rollout| (rollout.service.clone(), Live::new(rollout)))
+            .map(|rollout| {
+                let mut entry = Live::new(rollout);
+                entry.driving = fleet.is_none();
+                (entry.rollout.service.clone(), entry)
+            })
             .collect();
         Rollouts {
             store,
             live: Mutex::new(live),
+            fleet: fleet.map(FleetRollouts::new),
         }
     }
 
@@ -158,6 +266,9 @@ impl Rollouts {
         origin: Origin,
     ) -> Result<RolloutStatus, ControlError> {
         let mut live = self.live.lock().await;
+        if let Some(fleet) = &self.fleet {
+            fleet.pull(&mut live, true).await;
+        }
         let routing = plant
             .routing(service)
             .ok_or_else(|| ControlError::NotFound(format!("no service {service:?}")))?;
@@ -189,6 +300,11 @@ impl Rollouts {
                     note.clone(),
                 ));
                 check_can_run(service, &entry.rollout, &routing)?;
+                if let Some(old) = live.get_mut(service) {
+                    entry.lease = old.lease.take();
+                    entry.shared_revision = old.shared_revision;
+                }
+                self.claim(&mut entry).await?;
                 put_in_force(plant, &mut entry, &routing, &note, origin.forced).await?;
                 live.insert(service.to_string(), entry);
             }
@@ -200,10 +316,11 @@ impl Rollouts {
             }
             (RolloutAction::Resume, Some(entry)) if entry.rollout.status == Status::Paused => {
                 check_can_run(service, &entry.rollout, &routing)?;
+                self.claim(entry).await?;
                 let note = format!("resumed by {who}");
                 put_in_force(plant, entry, &routing, &note, origin.forced).await?;
                 entry.rollout.set(Status::Running, note);
-                entry.step_started = Instant::now();
+                entry.step_begins();
             }
             (action, entry) => {
                 let verb = if action == RolloutAction::Pause {
@@ -223,10 +340,25 @@ impl Rollouts {
                 )));
             }
         }
-        let status = live
-            .get(service)
-            .map(Live::status)
+        let entry = live
+            .get_mut(service)
             .ok_or_else(|| ControlError::NotRecorded("rollout vanished".into()))?;
+        if let Some(fleet) = &self.fleet {
+            match fleet.push(entry).await {
+                Ok(Pushed::Stored) => {}
+                Ok(Pushed::Theirs) => {
+                    return Err(ControlError::Refused(format!(
+                    "{service}: the rollout changed on another instance meanwhile ({}): look again",
+                    entry.rollout.note
+                )))
+                }
+                Err(err) => {
+                    entry.dirty = true;
+                    tracing::warn!(%service, %err, "rollout not written to the fleet's shared state yet");
+                }
+            }
+        }
+        let status = entry.status();
         self.save(&live).await.map_err(|err| {
             ControlError::NotRecorded(format!(
                 "rollout {} in memory but its state was not saved ({}: {err}); it is lost on restart",
@@ -240,40 +372,80 @@ impl Rollouts {
     /// One look at every active rollout: advance, hold, or change status.
     pub(crate) async fn tick(&self, plant: &impl Plant) {
         let mut live = self.live.lock().await;
+        if let Some(fleet) = &self.fleet {
+            fleet.pull(&mut live, false).await;
+            fleet.lead(&mut live).await;
+        }
         let mut changed = false;
         for (service, entry) in live.iter_mut() {
-            if !entry.rollout.status.is_active() {
+            let status = entry.rollout.status;
+            // Another instance drives it (a paused one anyone may mark aborted or done).
+            if !status.is_active() || (status == Status::Running && !entry.driving) {
                 continue;
             }
             let routing = plant.routing(service);
-            let verdict = plant.verdict(service);
+            if std::mem::take(&mut entry.took_over) {
+                if let Some(routing) = &routing {
+                    entry.recognise_step_made(routing);
+                }
+            }
+            let verdict = entry.credited(plant.verdict(service));
+            let now = Instant::now();
             let decision = decide(
                 &entry.rollout,
                 entry.step_started,
                 routing.as_ref(),
                 verdict.as_ref(),
-                Instant::now(),
+                now,
             );
             match decision {
-                Decision::Hold(held) => entry.held = held,
+                Decision::Hold(held) => {
+                    entry.held = held;
+                    if status == Status::Running {
+                        entry.note_bake(verdict.as_ref(), now);
+                    }
+                }
+                // `decide` advances only on live routing; a driver whose lease ran out
+                // since it last looked leaves the step to the next.
                 Decision::Advance(next) => {
-                    // `decide` advances only on live routing.
-                    if let Some(routing) = routing {
-                        changed |= advance(plant, entry, &routing.stable, next).await;
+                    if let (Some(routing), true) = (routing, entry.still_driving()) {
+                        entry.dirty |= advance(plant, entry, &routing.stable, next).await;
                     }
                 }
                 Decision::Become(status, note) => {
                     tracing::warn!(service = %service, status = status.label(), "rollout {}", note);
                     entry.rollout.set(status, note);
                     entry.held = None;
-                    changed = true;
+                    entry.dirty = true;
                 }
             }
+            changed |= entry.dirty;
         }
         if changed {
             if let Err(err) = self.save(&live).await {
                 tracing::error!(file = %self.store.path().display(), error = %err, "rollout state not saved");
             }
+        }
+        match &self.fleet {
+            Some(fleet) => {
+                for entry in live.values_mut().filter(|e| e.dirty) {
+                    if let Err(err) = fleet.push(entry).await {
+                        tracing::debug!(service = %entry.rollout.service, %err, "rollout not written to the fleet's shared state yet");
+                    }
+                }
+            }
+            None => live.values_mut().for_each(|e| e.dirty = false),
+        }
+    }
+
+    /// In a fleet, takes the service's rollout lease for an operator's start or resume here.
+    async fn claim(&self, entry: &mut Live) -> Result<(), ControlError> {
+        match &self.fleet {
+            Some(fleet) => fleet
+                .claim(entry)
+                .await
+                .map_err(|why| ControlError::Refused(format!("{}: {why}", entry.rollout.service))),
+            None => Ok(()),
         }
     }
 
@@ -330,7 +502,7 @@ async fn put_in_force(
         )
         .await?;
     entry.rollout.revision = Some(revision);
-    entry.step_started = Instant::now();
+    entry.step_begins();
     Ok(())
 }
 
@@ -361,7 +533,7 @@ async fn advance(plant: &impl Plant, entry: &mut Live, stable: &str, next: usize
             rollout.revision = Some(revision);
             let status = if last { Status::Done } else { Status::Running };
             rollout.set(status, reason);
-            entry.step_started = Instant::now();
+            entry.step_begins();
             entry.held = None;
             tracing::info!(service = %service, revision, "{}", entry.rollout.note);
             true
@@ -419,15 +591,16 @@ impl RolloutHandle {
     }
 }
 
-/// Starts the driver over the rollouts saved in `dir`: it looks at every running rollout
+/// Starts the driver over the rollouts saved in `dir` (and, in a fleet, shared): it looks at every running rollout
 /// each `TICK`, and runs operators' commands, until `stop` turns true.
 pub fn spawn<C: RoutingControl + 'static>(
     dir: &Path,
+    fleet: Option<&crate::fleet::Fleet>,
     control: Arc<C>,
     board: Arc<Board>,
     mut stop: watch::Receiver<bool>,
 ) -> RolloutHandle {
-    let rollouts = Arc::new(Rollouts::open(dir));
+    let rollouts = Arc::new(Rollouts::open_in(dir, fleet));
     let (orders, mut received) = mpsc::channel::<Order>(64);
     let driven = rollouts.clone();
     tokio::spawn(async move {

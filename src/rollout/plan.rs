@@ -54,6 +54,10 @@ pub struct Rollout {
     pub note: String,
     /// The last revision the rollout made.
     pub revision: Option<u64>,
+    /// How long the step in force had baked (healthy without a break) when last saved:
+    /// a restarted or new driver continues the bake from here.
+    #[serde(default)]
+    pub baked_ms: u64,
 }
 
 /// What the rollout should do now.
@@ -87,6 +91,7 @@ impl Rollout {
             since_ms,
             note,
             revision: None,
+            baked_ms: 0,
         }
     }
 
@@ -187,10 +192,9 @@ pub fn decide(
     let Some(verdict) = verdict.filter(|v| v.version == *canary) else {
         return held(format!("waiting for the guard's first verdict on {canary}"));
     };
-    let Some(healthy_since) = verdict.healthy_since else {
+    let Some(baked) = baked(step_started, Some(verdict), now) else {
         return held(format!("guard: {} ({})", verdict.verdict, verdict.detail));
     };
-    let baked = now.saturating_duration_since(healthy_since.max(step_started));
     if baked >= rollout.bake() {
         return Decision::Advance(rollout.step + 1);
     }
@@ -199,6 +203,17 @@ pub fn decide(
         baked.as_secs_f64(),
         rollout.bake().as_secs_f64()
     ))
+}
+
+/// How long the step in force has baked: healthy without a break since it took effect;
+/// `None` while the guard does not call the canary healthy.
+pub fn baked(
+    step_started: Instant,
+    verdict: Option<&VersionVerdict>,
+    now: Instant,
+) -> Option<Duration> {
+    let healthy_since = verdict?.healthy_since?;
+    Some(now.saturating_duration_since(healthy_since.max(step_started)))
 }
 
 fn now() -> (String, u64) {

@@ -396,3 +396,66 @@ async fn start_refuses_what_it_cannot_roll_out_and_changes_nothing() {
         "already running at step 1/3 (10%)",
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_restart_mid_bake_continues_the_bake_where_it_was_saved() {
+    let plant = FakePlant::new();
+    let (dir, rollouts) = started(&plant).await;
+    plant.healthy_since(Instant::now());
+    advance(BAKE / 2).await;
+    rollouts.tick(&plant).await;
+    assert_eq!(status(&rollouts).await.rollout.baked_ms, 15_000);
+    drop(rollouts);
+
+    let reopened = Rollouts::open(dir.path());
+    advance(BAKE / 2 - MS).await;
+    reopened.tick(&plant).await;
+    assert_eq!(plant.canary(), 10, "advanced before the bake was done");
+    advance(MS).await;
+    reopened.tick(&plant).await;
+    assert_eq!(
+        plant.canary(),
+        50,
+        "the bake before the restart did not count"
+    );
+    assert_eq!(status(&reopened).await.rollout.baked_ms, 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_broken_bake_is_saved_as_starting_over() {
+    let plant = FakePlant::new();
+    let (dir, rollouts) = started(&plant).await;
+    plant.healthy_since(Instant::now());
+    advance(BAKE / 2).await;
+    rollouts.tick(&plant).await;
+    plant.inconclusive();
+    rollouts.tick(&plant).await;
+    drop(rollouts);
+    let reopened = Rollouts::open(dir.path());
+    assert_eq!(status(&reopened).await.rollout.baked_ms, 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_fresh_guard_after_a_restart_adds_to_the_saved_bake_until_it_breaks() {
+    let plant = FakePlant::new();
+    let (dir, rollouts) = started(&plant).await;
+    plant.healthy_since(Instant::now());
+    advance(BAKE / 2).await;
+    rollouts.tick(&plant).await;
+    drop(rollouts);
+
+    // The restarted guard gathers evidence first, then calls the canary healthy.
+    let reopened = Rollouts::open(dir.path());
+    *plant.verdict.lock().unwrap() = None;
+    reopened.tick(&plant).await;
+    plant.inconclusive();
+    advance(BAKE / 10).await;
+    reopened.tick(&plant).await;
+    plant.healthy_since(Instant::now());
+    advance(BAKE / 2 - MS).await;
+    reopened.tick(&plant).await;
+    assert_eq!(plant.canary(), 10, "advanced before the bake was done");
+    advance(MS).await;
+    reopened.tick(&plant).await;
+    assert_eq!(plant.canary(), 50, "the saved bake did not count");
+}

@@ -7,6 +7,7 @@
 
 mod faults;
 pub mod load;
+pub mod nats;
 mod server;
 
 pub use faults::{Fault, Faults};

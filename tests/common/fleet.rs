@@ -95,3 +95,24 @@ pub async fn metric(client: &AdminClient, line_start: &str) -> f64 {
         .and_then(|v| v.parse().ok())
         .unwrap_or(0.0)
 }
+
+/// True once `addr` serves only `version` on ten requests in a row (bounded by `limit`).
+pub async fn serves_only(addr: std::net::SocketAddr, version: &str, limit: Duration) -> bool {
+    let http = super::client();
+    let deadline = Instant::now() + limit;
+    loop {
+        let mut all = true;
+        for _ in 0..10 {
+            let reply = super::get(&http, addr, "/", &[]).await;
+            assert_eq!(reply.status, 200, "{reply:?}");
+            all &= reply.version.as_deref() == Some(version);
+        }
+        if all {
+            return true;
+        }
+        if Instant::now() > deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

@@ -536,4 +536,5 @@ pub fn write_incidents(state_dir: &Path, incidents: &[switchyard::guard::inciden
     std::fs::write(state_dir.join("incidents.jsonl"), lines).unwrap();
 }
 pub mod fleet;
+pub mod hooks;
 pub mod nats;
