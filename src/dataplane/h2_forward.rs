@@ -4,9 +4,9 @@
 
 use super::body::{ResponseBody, UpstreamH2Response, UpstreamRequestBody};
 use super::failure::{Failed, Failure};
-use super::proxy::pick_any;
+use super::proxy::next_endpoint;
 use crate::routing::VersionRoute;
-use crate::upstream::endpoint::{pick_endpoint, Endpoint};
+use crate::upstream::endpoint::Endpoint;
 use crate::upstream::h2::{H2Body, H2ConnectError, H2ResponseBody, SendFailure};
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{header, Request, Response, Uri, Version};
@@ -38,13 +38,7 @@ pub(super) async fn forward_h2(
     let mut failure = Failure::NoEndpoint;
     let deadline = tokio::time::Instant::from_std(head_deadline);
     for _ in 0..attempts {
-        let Some(endpoint) = pick_endpoint(&version.endpoints, started, last_refused.as_ref())
-            .or_else(|| {
-                last_refused
-                    .is_none()
-                    .then(|| pick_any(&version.endpoints))
-                    .flatten()
-            })
+        let Some(endpoint) = next_endpoint(&version.endpoints, started, last_refused.as_ref())
         else {
             break;
         };

@@ -400,13 +400,7 @@ async fn forward(
     let mut last_refused: Option<Arc<Endpoint>> = None;
     let mut failure = Failure::NoEndpoint;
     for _ in 0..attempts {
-        let Some(endpoint) = pick_endpoint(&version.endpoints, started, last_refused.as_ref())
-            .or_else(|| {
-                last_refused
-                    .is_none()
-                    .then(|| pick_any(&version.endpoints))
-                    .flatten()
-            })
+        let Some(endpoint) = next_endpoint(&version.endpoints, started, last_refused.as_ref())
         else {
             break;
         };
@@ -469,10 +463,18 @@ fn deadlines((head, body_idle): (Duration, Duration), started: Instant) -> Deadl
     }
 }
 
-/// With every endpoint backing off, one is still tried: back-off must never turn a
-/// recovered upstream into a permanent outage.
-pub(super) fn pick_any(endpoints: &[Arc<Endpoint>]) -> Option<Arc<Endpoint>> {
-    (!endpoints.is_empty()).then(|| endpoints[fastrand::usize(..endpoints.len())].clone())
+/// The endpoint for the next attempt: one not backing off (nor the one that just refused).
+/// On a first attempt with every endpoint backing off, one is still tried: back-off must
+/// never turn a recovered upstream into a permanent outage.
+pub(super) fn next_endpoint(
+    endpoints: &[Arc<Endpoint>],
+    started: Instant,
+    last_refused: Option<&Arc<Endpoint>>,
+) -> Option<Arc<Endpoint>> {
+    pick_endpoint(endpoints, started, last_refused).or_else(|| {
+        (last_refused.is_none() && !endpoints.is_empty())
+            .then(|| endpoints[fastrand::usize(..endpoints.len())].clone())
+    })
 }
 
 /// Passes an upgrade (WebSocket and the like) through on a connection of its own.
@@ -483,9 +485,7 @@ async fn forward_upgrade(
     limits: (Duration, Duration),
     started: Instant,
 ) -> Result<Response<ResponseBody>, Failure> {
-    let endpoint = pick_endpoint(&version.endpoints, started, None)
-        .or_else(|| pick_any(&version.endpoints))
-        .ok_or(Failure::NoEndpoint)?;
+    let endpoint = next_endpoint(&version.endpoints, started, None).ok_or(Failure::NoEndpoint)?;
     let in_flight = endpoint.start_request();
     let lease = endpoint.checkout_unpooled().await.map_err(|err| {
         if err.blames_endpoint() {

@@ -7,7 +7,7 @@
 
 use super::stage::{self, CANARY, SERVICE};
 use super::timeline::{percent, Story, BAD_CANARY_ERROR_RATE};
-use super::{report, share_of, tell, view, DemoError, DemoOptions, Screen};
+use super::{publish, report, share_of, tell, view, DemoError, DemoOptions, Screen};
 use crate::config::Config;
 use crate::control::command::Change;
 use crate::control::record::{ChangeKind, Origin};
@@ -194,13 +194,7 @@ pub async fn run(options: DemoOptions, shards: usize) -> Result<PathBuf, DemoErr
         versions: report::summarise(&table, &recorder.report()),
         events: story.events,
     };
-    println!("{}", report::render(&report));
-    let path = options.report.unwrap_or_else(|| dir.join("report.json"));
-    report::write(&report, &path).map_err(|source| DemoError::Report {
-        path: path.clone(),
-        source,
-    })?;
-    println!("Report written to {}", path.display());
+    let path = publish(&report, options.report, &dir)?;
     for instance in instances {
         instance.proxy.shutdown().await;
     }

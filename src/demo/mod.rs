@@ -217,13 +217,7 @@ pub async fn run(options: DemoOptions, shards: usize) -> Result<PathBuf, DemoErr
         versions: report::summarise(&table, &client),
         events: story.events,
     };
-    println!("{}", report::render(&report));
-    let path = options.report.unwrap_or_else(|| dir.join("report.json"));
-    report::write(&report, &path).map_err(|source| DemoError::Report {
-        path: path.clone(),
-        source,
-    })?;
-    println!("Report written to {}", path.display());
+    let path = publish(&report, options.report, &dir)?;
     stage.proxy.shutdown().await;
     Ok(path)
 }
@@ -260,6 +254,22 @@ async fn switch_to_broken_green(stage: &Stage) -> String {
 }
 
 /// Adds to the story and, on plain output, prints it at once.
+/// Prints the report and writes it to `chosen`, or to `report.json` in the demo's folder.
+fn publish(
+    report: &DemoReport,
+    chosen: Option<PathBuf>,
+    dir: &std::path::Path,
+) -> Result<PathBuf, DemoError> {
+    println!("{}", report::render(report));
+    let path = chosen.unwrap_or_else(|| dir.join("report.json"));
+    report::write(report, &path).map_err(|source| DemoError::Report {
+        path: path.clone(),
+        source,
+    })?;
+    println!("Report written to {}", path.display());
+    Ok(path)
+}
+
 fn tell(screen: &Screen, story: &mut Story, at: Duration, text: String) {
     screen.event(story.tell(at, text));
 }
