@@ -3,91 +3,41 @@
 
 mod common;
 
-use common::nats::{cluster_toml, NatsNode};
-use common::{upstreams, Proxy, Setup};
+use common::fleet::Fleet;
+use common::nats::NatsNode;
+use common::{upstreams, Proxy};
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 use switchyard::admin::api::ChangeRequest;
 use switchyard::control::journal::verify_file;
 use switchyard::control::record::ChangeKind;
-use switchyard::ctl::client::AdminClient;
 use switchyard::sample::SampleUpstream;
 
-/// Three instances of fleet "edge" in their own temp dirs, all started and joined.
-struct Fleet {
-    setups: Vec<Setup>,
-    proxies: Vec<Proxy>,
+/// Three instances of fleet "edge", blue serving all, started and joined.
+async fn start_fleet(nodes: &[&NatsNode], upstreams: &[SampleUpstream]) -> Fleet {
+    Fleet::start_with(nodes, upstreams, "{ blue = 100, canary = 0 }", |_| {
+        String::new()
+    })
+    .await
 }
 
-impl Fleet {
-    async fn start(nodes: &[&NatsNode], upstreams: &[SampleUpstream]) -> Fleet {
-        let setups: Vec<Setup> = (1..=3)
-            .map(|i| {
-                let extra = cluster_toml(nodes, "edge", &format!("edge-{i}"));
-                Setup::new(upstreams, "{ blue = 100, canary = 0 }", &extra)
-            })
-            .collect();
-        let mut proxies = Vec::new();
-        for setup in &setups {
-            proxies.push(Proxy::start(setup, &[]).await);
-        }
-        let fleet = Fleet { setups, proxies };
-        fleet.wait_members(3).await;
-        fleet
+/// Waits until each of `instances` runs `revision`; returns how long each took from `from`.
+async fn wait_revision_on(
+    fleet: &Fleet,
+    instances: &[usize],
+    revision: u64,
+    from: Instant,
+) -> Vec<Duration> {
+    let mut took = Vec::new();
+    for &i in instances {
+        took.push(fleet.wait_revision_on(i, revision).await - from);
     }
+    took
+}
 
-    fn client(&self, i: usize) -> AdminClient {
-        self.setups[i].client()
-    }
-
-    /// Waits (bounded) until instance 0 lists `n` members, all at the log's revision.
-    async fn wait_members(&self, n: usize) {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Ok(fleet) = self.client(0).fleet().await {
-                let settled = fleet.log_revision.is_some()
-                    && fleet.members.len() == n
-                    && fleet.members.iter().all(|m| m.lag == 0);
-                if settled {
-                    return;
-                }
-                assert!(Instant::now() < deadline, "fleet did not settle: {fleet:?}");
-            }
-            assert!(Instant::now() < deadline, "fleet did not answer");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    /// Waits until every instance runs `revision`; returns how long each took.
-    async fn wait_revision(&self, revision: u64, from: Instant) -> Vec<Duration> {
-        self.wait_revision_on(&[0, 1, 2], revision, from).await
-    }
-
-    async fn wait_revision_on(
-        &self,
-        instances: &[usize],
-        revision: u64,
-        from: Instant,
-    ) -> Vec<Duration> {
-        let mut took = Vec::new();
-        for &i in instances {
-            let deadline = Instant::now() + Duration::from_secs(10);
-            loop {
-                let status = self.client(i).status().await.unwrap();
-                if status.revision >= revision {
-                    took.push(from.elapsed());
-                    break;
-                }
-                assert!(
-                    Instant::now() < deadline,
-                    "instance {i} stuck at {} (wanted {revision})",
-                    status.revision
-                );
-                tokio::time::sleep(Duration::from_micros(500)).await;
-            }
-        }
-        took
-    }
+/// Waits until every instance runs `revision`; returns how long each took from `from`.
+async fn wait_revision(fleet: &Fleet, revision: u64, from: Instant) -> Vec<Duration> {
+    wait_revision_on(fleet, &[0, 1, 2], revision, from).await
 }
 
 fn weights(blue: u64, canary: u64, reason: &str) -> ChangeRequest {
@@ -136,7 +86,7 @@ fn assert_one_chain(fleet: &Fleet) -> usize {
 async fn a_change_on_one_instance_is_served_by_all_three() {
     let nats = NatsNode::single();
     let versions = upstreams(&["blue", "canary"]).await;
-    let fleet = Fleet::start(&[&nats], &versions).await;
+    let fleet = start_fleet(&[&nats], &versions).await;
     let http = common::client();
 
     let mut propagation = Vec::new();
@@ -152,7 +102,7 @@ async fn a_change_on_one_instance_is_served_by_all_three() {
             )
             .await
             .unwrap();
-        let took = fleet.wait_revision(record.revision, started).await;
+        let took = wait_revision(&fleet, record.revision, started).await;
         propagation.push(*took.iter().max().unwrap());
     }
     // What each instance serves now is the last change (canary at 0).
@@ -165,7 +115,7 @@ async fn a_change_on_one_instance_is_served_by_all_three() {
         .change("shop", "weights", &weights(0, 100, "all to canary"))
         .await
         .unwrap();
-    fleet.wait_revision(record.revision, Instant::now()).await;
+    wait_revision(&fleet, record.revision, Instant::now()).await;
     for proxy in &fleet.proxies {
         let reply = common::get(&http, proxy.addr, "/", &[]).await;
         assert_eq!(reply.version.as_deref(), Some("canary"), "{reply:?}");
@@ -204,7 +154,7 @@ async fn a_change_on_one_instance_is_served_by_all_three() {
 async fn concurrent_changes_on_two_instances_make_one_gap_free_chain() {
     let nats = NatsNode::single();
     let versions = upstreams(&["blue", "canary"]).await;
-    let fleet = Fleet::start(&[&nats], &versions).await;
+    let fleet = start_fleet(&[&nats], &versions).await;
     let before = fleet.client(0).status().await.unwrap().revision;
     let mut tasks = Vec::new();
     for instance in 0..2 {
@@ -235,7 +185,7 @@ async fn concurrent_changes_on_two_instances_make_one_gap_free_chain() {
     assert_eq!(acknowledged.len(), 200, "two changes got the same revision");
     let last = *acknowledged.last().unwrap();
     assert_eq!(last, before + 200, "revisions are not contiguous");
-    fleet.wait_revision(last, Instant::now()).await;
+    wait_revision(&fleet, last, Instant::now()).await;
     fleet.wait_members(3).await;
     assert_eq!(assert_one_chain(&fleet) as u64, last);
     // Every acknowledged change is in the history once.
@@ -255,10 +205,10 @@ async fn one_nats_node_of_three_down_changes_nothing() {
     let versions = upstreams(&["blue", "canary"]).await;
     let fleet = {
         let refs: Vec<&NatsNode> = nodes.iter().collect();
-        Fleet::start(&refs, &versions).await
+        start_fleet(&refs, &versions).await
     };
     // The fleet is formed (every instance applied the seeded routing) before a node goes.
-    fleet.wait_revision(1, Instant::now()).await;
+    wait_revision(&fleet, 1, Instant::now()).await;
     nodes[1].kill();
     for n in 0..10u64 {
         let record = fleet
@@ -266,7 +216,7 @@ async fn one_nats_node_of_three_down_changes_nothing() {
             .change("shop", "weights", &weights(90, 10 + n, "one node down"))
             .await
             .unwrap_or_else(|err| panic!("change refused with one NATS node down: {err}"));
-        fleet.wait_revision(record.revision, Instant::now()).await;
+        wait_revision(&fleet, record.revision, Instant::now()).await;
     }
     assert_one_chain(&fleet);
 }
@@ -304,13 +254,13 @@ async fn serves_within(proxy: &Proxy, version: &str, limit: Duration) -> bool {
 async fn nats_down_serves_refuses_changes_and_holds_an_abort_until_it_is_back() {
     let mut nats = NatsNode::single();
     let versions = upstreams(&["blue", "canary"]).await;
-    let fleet = Fleet::start(&[&nats], &versions).await;
+    let fleet = start_fleet(&[&nats], &versions).await;
     let record = fleet
         .client(0)
         .change("shop", "weights", &weights(0, 100, "all to canary"))
         .await
         .unwrap();
-    fleet.wait_revision(record.revision, Instant::now()).await;
+    wait_revision(&fleet, record.revision, Instant::now()).await;
     nats.kill();
 
     // Every instance keeps serving the last routing.
@@ -377,13 +327,13 @@ async fn nats_down_serves_refuses_changes_and_holds_an_abort_until_it_is_back() 
 async fn an_instance_started_while_nats_is_down_serves_from_its_cache() {
     let mut nats = NatsNode::single();
     let versions = upstreams(&["blue", "canary"]).await;
-    let mut fleet = Fleet::start(&[&nats], &versions).await;
+    let mut fleet = start_fleet(&[&nats], &versions).await;
     let record = fleet
         .client(0)
         .change("shop", "weights", &weights(0, 100, "all to canary"))
         .await
         .unwrap();
-    fleet.wait_revision(record.revision, Instant::now()).await;
+    wait_revision(&fleet, record.revision, Instant::now()).await;
     fleet.proxies[2].terminate();
     nats.kill();
     let restarted = Proxy::start(&fleet.setups[2], &[]).await;
@@ -406,7 +356,7 @@ async fn an_instance_started_while_nats_is_down_serves_from_its_cache() {
 async fn sigkill_of_an_instance_during_changes_loses_no_acknowledged_change() {
     let nats = NatsNode::single();
     let versions = upstreams(&["blue", "canary"]).await;
-    let mut fleet = Fleet::start(&[&nats], &versions).await;
+    let mut fleet = start_fleet(&[&nats], &versions).await;
     let client = fleet.client(0);
     let changes = tokio::spawn(async move {
         let mut acknowledged = Vec::new();
@@ -435,7 +385,7 @@ async fn sigkill_of_an_instance_during_changes_loses_no_acknowledged_change() {
             "acknowledged {reason:?} is not in the log"
         );
     }
-    fleet.wait_revision_on(&[1, 2], last, Instant::now()).await;
+    wait_revision_on(&fleet, &[1, 2], last, Instant::now()).await;
     println!(
         "{} changes acknowledged before SIGKILL, all in the log",
         acknowledged.len()
