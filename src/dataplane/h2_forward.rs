@@ -4,9 +4,8 @@
 
 use super::body::{ResponseBody, UpstreamH2Response, UpstreamRequestBody};
 use super::failure::{Failed, Failure};
-use super::proxy::next_endpoint;
 use crate::routing::VersionRoute;
-use crate::upstream::endpoint::Endpoint;
+use crate::upstream::endpoint::{next_endpoint, Endpoint};
 use crate::upstream::h2::{H2Body, H2ConnectError, H2ResponseBody, SendFailure};
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{header, Request, Response, Uri, Version};

@@ -14,7 +14,7 @@ use super::served_body::{GrpcCall, ServedBody, Watch};
 use crate::routing::table::sticky_cookie_value;
 use crate::routing::{Pick, RoutingTable, ServiceRoute, VersionRoute};
 use crate::telemetry::{ClientFault, Outcome, VersionStats};
-use crate::upstream::endpoint::{pick_endpoint, Endpoint};
+use crate::upstream::endpoint::{next_endpoint, Endpoint};
 use crate::upstream::h1::{self, Answer, Deadlines, RequestHead, SendError};
 use arc_swap::ArcSwap;
 use http::header::{self, HeaderValue};
@@ -461,20 +461,6 @@ fn deadlines((head, body_idle): (Duration, Duration), started: Instant) -> Deadl
         started: tokio::time::Instant::from_std(started),
         body_idle,
     }
-}
-
-/// The endpoint for the next attempt: one not backing off (nor the one that just refused).
-/// On a first attempt with every endpoint backing off, one is still tried: back-off must
-/// never turn a recovered upstream into a permanent outage.
-pub(super) fn next_endpoint(
-    endpoints: &[Arc<Endpoint>],
-    started: Instant,
-    last_refused: Option<&Arc<Endpoint>>,
-) -> Option<Arc<Endpoint>> {
-    pick_endpoint(endpoints, started, last_refused).or_else(|| {
-        (last_refused.is_none() && !endpoints.is_empty())
-            .then(|| endpoints[fastrand::usize(..endpoints.len())].clone())
-    })
 }
 
 /// Passes an upgrade (WebSocket and the like) through on a connection of its own.

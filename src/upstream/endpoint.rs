@@ -213,6 +213,20 @@ pub fn pick_endpoint(
     }
 }
 
+/// The endpoint for the next attempt: one not backing off (nor the one that just refused).
+/// On a first attempt with every endpoint backing off, one is still tried: back-off must
+/// never turn a recovered upstream into a permanent outage.
+pub fn next_endpoint(
+    endpoints: &[Arc<Endpoint>],
+    started: Instant,
+    last_refused: Option<&Arc<Endpoint>>,
+) -> Option<Arc<Endpoint>> {
+    pick_endpoint(endpoints, started, last_refused).or_else(|| {
+        (last_refused.is_none() && !endpoints.is_empty())
+            .then(|| endpoints[fastrand::usize(..endpoints.len())].clone())
+    })
+}
+
 /// Settings every endpoint's pool shares.
 #[derive(Debug, Clone, Copy)]
 pub struct EndpointSettings {
