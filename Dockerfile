@@ -6,10 +6,11 @@ FROM rust:1-bookworm AS builder
 WORKDIR /src
 # The whole workspace: cargo reads every member's manifest and every declared target.
 COPY . .
+# An explicit --target-dir: the binary is in the cache mount, whatever CARGO_TARGET_DIR says.
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
-    cargo build --release --locked -p switchyard \
-    && install -m 0755 target/release/switchyard /usr/local/bin/switchyard
+    cargo build --release --locked -p switchyard --target-dir /src/target \
+    && install -m 0755 /src/target/release/switchyard /usr/local/bin/switchyard
 
 # ---- run: a slim Debian of the same release as the builder (same glibc) ----
 FROM debian:bookworm-slim

@@ -10,6 +10,10 @@ shift || true
 targets=("$@")
 [ ${#targets[@]} -gt 0 ] || targets=(config_parse admin_decode journal_replay routing_pick)
 host=$(rustc -vV | sed -n 's/^host: //p')
+# A target directory of its own, whatever CARGO_TARGET_DIR says: the instrumented
+# RUSTFLAGS would otherwise thrash a shared cache against the normal builds, and the
+# targets are run from where this script knows they are.
+export CARGO_TARGET_DIR="$PWD/target"
 # An explicit --target keeps the flags off build scripts and proc macros.
 export RUSTFLAGS="-Cpasses=sancov-module -Cllvm-args=-sanitizer-coverage-level=4 \
 -Cllvm-args=-sanitizer-coverage-inline-8bit-counters -Cllvm-args=-sanitizer-coverage-pc-table \
@@ -18,6 +22,6 @@ cargo build --release --target "$host" --bins
 for target in "${targets[@]}"; do
   mkdir -p "corpus/$target" "artifacts/$target"
   echo "== $target: ${seconds}s"
-  "target/$host/release/$target" -max_total_time="$seconds" -print_final_stats=1 \
+  "$CARGO_TARGET_DIR/$host/release/$target" -max_total_time="$seconds" -print_final_stats=1 \
     -artifact_prefix="artifacts/$target/" "corpus/$target" "seeds/$target"
 done

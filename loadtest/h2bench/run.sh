@@ -5,9 +5,17 @@
 # 127.0.0.1. Pinned like peerbench: each proxy on CPU 1, h2load and the upstream on CPU 0.
 # Prints req/s and the proxy's own CPU time per request (user + system from /proc).
 #
-#   loadtest/h2bench/run.sh path/to/release/switchyard   [ROUNDS=3 CONNS="64 256" STREAMS=10 SECS=10]
+#   loadtest/h2bench/run.sh [path/to/switchyard]   [ROUNDS=3 CONNS="64 256" STREAMS=10 SECS=10]
+# Without a path: the release binary wherever cargo puts it (CARGO_TARGET_DIR included).
 set -euo pipefail
-bin=${1:?usage: run.sh SWITCHYARD_BINARY}
+if [ $# -gt 0 ]; then
+  bin=$1
+else
+  target_dir=$(cargo metadata --format-version 1 --no-deps \
+    | python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')
+  bin=$target_dir/release/switchyard
+fi
+[ -x "$bin" ] || { echo "no switchyard binary at $bin: cargo build --release first" >&2; exit 1; }
 rounds=${ROUNDS:-3}; conns=${CONNS:-"64 256"}; streams=${STREAMS:-10}; secs=${SECS:-10}
 here=$(cd "$(dirname "$0")" && pwd)
 run=$(mktemp -d /tmp/h2bench.XXXXXX)
