@@ -10,6 +10,7 @@ mod guard;
 pub mod health;
 mod rollout;
 mod salvage;
+pub mod shadow;
 pub mod upstream_tls;
 mod validate;
 
@@ -201,6 +202,7 @@ pub struct ServiceSection {
     /// gRPC status codes that count as the version's failure (default: UNKNOWN,
     /// DEADLINE_EXCEEDED, INTERNAL, UNAVAILABLE, DATA_LOSS).
     pub grpc_error_codes: Option<Spanned<Vec<grpc::GrpcCodeEntry>>>,
+    pub shadow: Option<Spanned<shadow::ShadowSection>>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -345,6 +347,8 @@ pub struct ServiceConfig {
     /// Health checks of its endpoints and smoke checks of its versions.
     pub verify: VerifySettings,
     pub grpc_error_codes: grpc::GrpcCodes,
+    /// Copies of stable's requests to another version, compared (`[shadow]`).
+    pub shadow: Option<shadow::ShadowSettings>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

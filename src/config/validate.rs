@@ -517,6 +517,17 @@ fn check_service(
                 grpc::GrpcCodes::of(&codes)
             });
 
+    let shadow = section.shadow.as_ref().and_then(|shadow| {
+        let names: Vec<&str> = section.versions.keys().map(String::as_str).collect();
+        let mut problems = Vec::new();
+        let settings =
+            shadow
+                .get_ref()
+                .settings(name, stable, &names, shadow.span(), &mut problems);
+        checker.report_all(problems);
+        settings
+    });
+
     (checker.problems.len() == before).then(|| ServiceConfig {
         name: name.to_string(),
         hosts,
@@ -529,6 +540,7 @@ fn check_service(
         rollout,
         verify,
         grpc_error_codes,
+        shadow,
     })
 }
 

@@ -11,4 +11,5 @@ pub mod headers;
 pub mod proxy;
 pub mod served_body;
 pub mod server;
+pub mod shadow;
 pub mod tls;

@@ -11,6 +11,7 @@ use super::headers::{
     remove_hop_by_hop,
 };
 use super::served_body::{GrpcCall, ServedBody, Watch};
+use super::shadow;
 use crate::routing::table::sticky_cookie_value;
 use crate::routing::{Pick, RoutingTable, ServiceRoute, VersionRoute};
 use crate::telemetry::{ClientFault, Outcome, VersionStats};
@@ -97,6 +98,10 @@ pub async fn handle(
     let http2 = request.version() == Version::HTTP_2;
     let fault = (!request.body().is_end_stream()).then(FaultSlot::new);
     let request = prepare_upstream_request(request, &client, upgrade, authority, fault.as_ref());
+    let mirror = match (&service.shadow, client_upgrade.is_some()) {
+        (Some(shadow_route), false) if chosen == service.stable => shadow::plan(shadow_route, &request),
+        _ => None,
+    };
     // A gRPC client's deadline replaces the response head timeout: it said how long it waits.
     let grpc_deadline = grpc_call
         .then(|| grpc::timeout(request.headers()))
@@ -149,6 +154,10 @@ pub async fn handle(
     let version = &service.versions[served];
     let response = match result {
         Ok(response) => {
+            // A copy is compared with stable's own answer only, never a retried one.
+            let tap = mirror
+                .filter(|_| served == chosen)
+                .and_then(|mirror| mirror.start(&response, table.clone(), service_index(&table, service)));
             let response = finish_response(response, &table, service, version, pick);
             // HTTP/1 stalls show on the socket; an HTTP/2 stream at window 0 only here.
             let stall = http2.then(|| client.idle.clock());
@@ -166,6 +175,7 @@ pub async fn handle(
                 stats: version.stats.clone(),
                 fault,
                 grpc,
+                tap,
             };
             response.map(|body| ServedBody::new(body, Some(watch)))
         }
@@ -195,6 +205,15 @@ pub async fn handle(
         );
     }
     Ok(response)
+}
+
+/// Where `service` stands in `table` (for a task that outlives this borrow of it).
+fn service_index(table: &RoutingTable, service: &ServiceRoute) -> usize {
+    table
+        .services()
+        .iter()
+        .position(|s| std::ptr::eq(s, service))
+        .unwrap_or(usize::MAX)
 }
 
 /// Counts a client that went away before its answer, against nobody.
@@ -384,7 +403,7 @@ fn prepare_upstream_request(
 /// upstream saw it, so this is always safe. A pooled connection that the upstream closed
 /// just as it was reused gets a bodiless idempotent request once more. When no endpoint
 /// took the request, it comes back with the failure.
-async fn forward(
+pub(super) async fn forward(
     version: &VersionRoute,
     request: Request<UpstreamRequestBody>,
     limits: (Duration, Duration),

@@ -6,6 +6,7 @@ use super::body::ResponseBody;
 use super::client_body::FaultSlot;
 use super::client_idle::StallClock;
 use super::grpc;
+use super::shadow::Tap;
 use crate::config::grpc::{GrpcCodes, DEADLINE_EXCEEDED, UNKNOWN};
 use crate::telemetry::{ClientFault, Outcome, VersionStats};
 use crate::upstream::h1::BodyError;
@@ -36,6 +37,8 @@ pub struct Watch {
     pub fault: Option<Arc<FaultSlot>>,
     /// A gRPC call whose status is still to come.
     pub grpc: Option<GrpcCall>,
+    /// Stable's answer, wanted by a shadow copy for comparison.
+    pub tap: Option<Tap>,
 }
 
 /// A gRPC call under way: its outcome is recorded when its status arrives in the
@@ -177,6 +180,21 @@ impl Body for ServedBody {
             }
             if let Some(call) = &mut watch.grpc {
                 call.follow(&polled);
+            }
+            if let Some(tap) = &mut watch.tap {
+                match &polled {
+                    Poll::Ready(Some(Ok(frame))) => {
+                        if let Some(data) = frame.data_ref() {
+                            tap.data(data);
+                        }
+                        // A body of known length may never be polled to its end.
+                        if this.body.is_end_stream() {
+                            tap.end();
+                        }
+                    }
+                    Poll::Ready(None) => tap.end(),
+                    _ => {}
+                }
             }
         }
         polled

@@ -4,11 +4,14 @@ use super::split::{bucket_of_key, Split};
 use super::state::ServiceState;
 use crate::config::grpc::GrpcCodes;
 use crate::config::{Config, GuardSettings, MatchRule, Release, Sticky, UpstreamProtocol};
+use crate::config::shadow::ShadowSettings;
+use crate::telemetry::shadow::{ShadowStats, VerdictBounds};
 use crate::telemetry::{Telemetry, VersionStats};
 use crate::upstream::budget::RetryBudget;
 use crate::upstream::endpoint::{Endpoint, EndpointRegistry};
 use http::{HeaderMap, HeaderName, HeaderValue};
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 
 /// Settings of the request path that a reload may change; carried in the table so a
@@ -43,6 +46,19 @@ pub struct ServiceRoute {
     pub guard: GuardSettings,
     /// gRPC status codes counted as the version's failure.
     pub grpc_errors: GrpcCodes,
+    /// Copies of stable's requests to another version (`[shadow]`).
+    pub shadow: Option<ShadowRoute>,
+}
+
+/// A service's shadow: which version gets the copies, and what they found so far.
+#[derive(Debug)]
+pub struct ShadowRoute {
+    pub settings: Arc<ShadowSettings>,
+    /// Index of the shadow version in the service's versions.
+    pub version: usize,
+    pub stats: Arc<ShadowStats>,
+    /// Copies under way, held to `max_in_flight` (kept across table swaps with the stats).
+    pub in_flight: Arc<AtomicUsize>,
 }
 
 #[derive(Debug)]
@@ -61,6 +77,17 @@ pub struct VersionRoute {
     pub endpoints: Box<[Arc<Endpoint>]>,
     pub stats: Arc<VersionStats>,
     pub protocol: UpstreamProtocol,
+}
+
+impl ShadowRoute {
+    /// The bounds its verdict is judged against.
+    pub fn bounds(&self) -> VerdictBounds {
+        VerdictBounds {
+            min_samples: self.settings.min_samples,
+            max_extra_diff: self.settings.max_extra_diff,
+            learns_noise: self.settings.noise_percent > 0.0,
+        }
+    }
 }
 
 /// How a version was chosen: sticky picks may need to hand the client a cookie.
@@ -146,6 +173,15 @@ impl RoutingTable {
                 }),
                 guard: service.guard.clone(),
                 grpc_errors: service.grpc_error_codes,
+                shadow: service.shadow.as_ref().and_then(|settings| {
+                    let stats = telemetry.shadow(&service.name, &settings.version);
+                    Some(ShadowRoute {
+                        version: index_of(&settings.version)?,
+                        settings: Arc::new(settings.clone()),
+                        in_flight: stats.in_flight.clone(),
+                        stats,
+                    })
+                }),
             });
         }
         RoutingTable {

@@ -8,6 +8,7 @@
 
 mod outcome;
 mod pool;
+pub mod shadow;
 mod slices;
 
 pub use outcome::{ClientFault, Outcome};
@@ -29,6 +30,8 @@ pub struct Telemetry {
     shards: usize,
     versions: Mutex<HashMap<(String, String), Arc<VersionStats>>>,
     budgets: Mutex<HashMap<String, Arc<RetryBudget>>>,
+    /// What shadowing found, by (service, shadow version).
+    shadows: Mutex<HashMap<(String, String), Arc<shadow::ShadowStats>>>,
     /// When each other member of the fleet last reported.
     heard: Arc<Heard>,
 }
@@ -40,6 +43,7 @@ impl Telemetry {
             shards: shards.max(1),
             versions: Mutex::new(HashMap::new()),
             budgets: Mutex::new(HashMap::new()),
+            shadows: Mutex::new(HashMap::new()),
             heard: Arc::default(),
         }
     }
@@ -58,6 +62,16 @@ impl Telemetry {
     pub fn retry_budget(&self, service: &str) -> Arc<RetryBudget> {
         let mut budgets = self.budgets.lock().unwrap_or_else(PoisonError::into_inner);
         budgets.entry(service.to_string()).or_default().clone()
+    }
+
+    /// What shadowing `version` of `service` found, kept across table swaps; created on
+    /// first use.
+    pub fn shadow(&self, service: &str, version: &str) -> Arc<shadow::ShadowStats> {
+        let mut shadows = self.shadows.lock().unwrap_or_else(PoisonError::into_inner);
+        shadows
+            .entry((service.to_string(), version.to_string()))
+            .or_default()
+            .clone()
     }
 
     /// The stats of one version, created on first use.
