@@ -152,7 +152,9 @@ async fn route(
             controller.service(service)?;
             let table = controller.plane.table.load_full();
             let report = crate::dataplane::shadow::report(&table, service).ok_or_else(|| {
-                ApiError::NotFound(format!("{service} has no [services.{service}.shadow] section"))
+                ApiError::NotFound(format!(
+                    "{service} has no [services.{service}.shadow] section"
+                ))
             })?;
             Ok(json(StatusCode::OK, &report))
         }

@@ -81,7 +81,9 @@ pub enum BodyCompare {
     Off,
     Bytes,
     /// As JSON documents, field by field, leaving out the ignored paths.
-    Json { ignore: Vec<JsonPath> },
+    Json {
+        ignore: Vec<JsonPath>,
+    },
 }
 
 /// A JSON path as written in `ignore`: `$.now`, `$.items[*].id`, `$.list[0]`.
@@ -169,12 +171,18 @@ impl ShadowSection {
         if !versions.contains(&version.as_str()) {
             problems.push((
                 self.version.span(),
-                format!("{}: no version {version:?} in services.{service}.versions", key("version")),
+                format!(
+                    "{}: no version {version:?} in services.{service}.versions",
+                    key("version")
+                ),
             ));
         } else if version == stable {
             problems.push((
                 self.version.span(),
-                format!("{}: {version:?} is the stable version: it cannot shadow itself", key("version")),
+                format!(
+                    "{}: {version:?} is the stable version: it cannot shadow itself",
+                    key("version")
+                ),
             ));
         }
         let percent = share(&self.percent, 10.0, &key("percent"), problems);
@@ -185,8 +193,14 @@ impl ShadowSection {
         let min_samples = positive(&self.min_samples, 200, &key("min_samples"), problems);
         let max_extra_diff = self.max_extra_diff.as_ref().map_or(1.0, |d| *d.get_ref());
         if !(0.0..=100.0).contains(&max_extra_diff) {
-            let span = self.max_extra_diff.as_ref().map_or(span.clone(), Spanned::span);
-            problems.push((span, format!("{} must be 0 to 100 (points)", key("max_extra_diff"))));
+            let span = self
+                .max_extra_diff
+                .as_ref()
+                .map_or(span.clone(), Spanned::span);
+            problems.push((
+                span,
+                format!("{} must be 0 to 100 (points)", key("max_extra_diff")),
+            ));
         }
         let (status, headers, body) = self.compare(&key("compare"), problems);
         (problems.len() == before).then(|| ShadowSettings {
@@ -244,7 +258,10 @@ impl ShadowSection {
         for name in &compare.headers {
             match http::HeaderName::from_bytes(name.as_bytes()) {
                 Ok(header) => headers.push(header),
-                Err(_) => problems.push((span.clone(), format!("{key}.headers: {name:?} is not a header name"))),
+                Err(_) => problems.push((
+                    span.clone(),
+                    format!("{key}.headers: {name:?} is not a header name"),
+                )),
             }
         }
         let mut ignore = Vec::new();
@@ -263,7 +280,10 @@ impl ShadowSection {
                 BodyCompare::Bytes
             }
             Some(other) => {
-                problems.push((span, format!("{key}.body: {other:?} is not one of \"json\", \"bytes\", \"off\"")));
+                problems.push((
+                    span,
+                    format!("{key}.body: {other:?} is not one of \"json\", \"bytes\", \"off\""),
+                ));
                 BodyCompare::Off
             }
         };
@@ -271,7 +291,12 @@ impl ShadowSection {
     }
 }
 
-fn share(value: &Option<Spanned<f64>>, default: f64, key: &str, problems: &mut Vec<SpannedProblem>) -> f64 {
+fn share(
+    value: &Option<Spanned<f64>>,
+    default: f64,
+    key: &str,
+    problems: &mut Vec<SpannedProblem>,
+) -> f64 {
     let Some(value) = value else { return default };
     let share = *value.get_ref();
     if !(0.0..=100.0).contains(&share) {
@@ -280,7 +305,12 @@ fn share(value: &Option<Spanned<f64>>, default: f64, key: &str, problems: &mut V
     share
 }
 
-fn positive(value: &Option<Spanned<i64>>, default: u64, key: &str, problems: &mut Vec<SpannedProblem>) -> u64 {
+fn positive(
+    value: &Option<Spanned<i64>>,
+    default: u64,
+    key: &str,
+    problems: &mut Vec<SpannedProblem>,
+) -> u64 {
     let Some(value) = value else { return default };
     match u64::try_from(*value.get_ref()) {
         Ok(n) if n > 0 => n,
@@ -298,10 +328,16 @@ mod tests {
     #[test]
     fn paths_parse_and_cover() {
         let path = JsonPath::parse("$.items[*].id").expect("valid path");
-        let at = [PathStep::Key("items".into()), PathStep::Index(3), PathStep::Key("id".into())];
+        let at = [
+            PathStep::Key("items".into()),
+            PathStep::Index(3),
+            PathStep::Key("id".into()),
+        ];
         assert!(path.covers(&at));
         assert!(!path.covers(&at[..2]));
-        assert!(JsonPath::parse("$.now").expect("valid").covers(&[PathStep::Key("now".into())]));
+        assert!(JsonPath::parse("$.now")
+            .expect("valid")
+            .covers(&[PathStep::Key("now".into())]));
         for bad in ["now", "$..a", "$.a[", "$.a[x]", "$a"] {
             assert_eq!(JsonPath::parse(bad), None, "{bad}");
         }

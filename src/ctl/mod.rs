@@ -4,11 +4,11 @@ pub mod client;
 mod fleet;
 mod render;
 
-use crate::telemetry::shadow::ShadowVerdict;
 use crate::admin::api::{self, ReloadResponse, RolloutStatus};
 use crate::config::DEFAULT_ADMIN_SOCKET;
 use crate::control::command::{Change, Command, Order, RolloutAction};
 use crate::control::record::RevisionRecord;
+use crate::telemetry::shadow::ShadowVerdict;
 use clap::{Args, Subcommand};
 use client::{AdminClient, ClientError};
 use serde::Serialize;

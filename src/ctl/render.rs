@@ -386,7 +386,14 @@ pub fn shadow(service: &str, found: &ShadowReport) -> String {
         })
         .collect();
     out.push_str(&indent(&table(
-        &["FIELD", "DIFFERS", "NOISE", "E.G. REQUEST", "STABLE", "SHADOW"],
+        &[
+            "FIELD",
+            "DIFFERS",
+            "NOISE",
+            "E.G. REQUEST",
+            "STABLE",
+            "SHADOW",
+        ],
         rows,
     )));
     out

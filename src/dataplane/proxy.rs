@@ -99,7 +99,9 @@ pub async fn handle(
     let fault = (!request.body().is_end_stream()).then(FaultSlot::new);
     let request = prepare_upstream_request(request, &client, upgrade, authority, fault.as_ref());
     let mirror = match (&service.shadow, client_upgrade.is_some()) {
-        (Some(shadow_route), false) if chosen == service.stable => shadow::plan(shadow_route, &request),
+        (Some(shadow_route), false) if chosen == service.stable => {
+            shadow::plan(shadow_route, &request)
+        }
         _ => None,
     };
     // A gRPC client's deadline replaces the response head timeout: it said how long it waits.
@@ -155,9 +157,9 @@ pub async fn handle(
     let response = match result {
         Ok(response) => {
             // A copy is compared with stable's own answer only, never a retried one.
-            let tap = mirror
-                .filter(|_| served == chosen)
-                .and_then(|mirror| mirror.start(&response, table.clone(), service_index(&table, service)));
+            let tap = mirror.filter(|_| served == chosen).and_then(|mirror| {
+                mirror.start(&response, table.clone(), service_index(&table, service))
+            });
             let response = finish_response(response, &table, service, version, pick);
             // HTTP/1 stalls show on the socket; an HTTP/2 stream at window 0 only here.
             let stall = http2.then(|| client.idle.clock());

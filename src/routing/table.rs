@@ -3,8 +3,8 @@
 use super::split::{bucket_of_key, Split};
 use super::state::ServiceState;
 use crate::config::grpc::GrpcCodes;
-use crate::config::{Config, GuardSettings, MatchRule, Release, Sticky, UpstreamProtocol};
 use crate::config::shadow::ShadowSettings;
+use crate::config::{Config, GuardSettings, MatchRule, Release, Sticky, UpstreamProtocol};
 use crate::telemetry::shadow::{ShadowStats, VerdictBounds};
 use crate::telemetry::{Telemetry, VersionStats};
 use crate::upstream::budget::RetryBudget;

@@ -182,7 +182,10 @@ impl ShadowStats {
         let tallies = self.tallies();
         if tallies.compared < bounds.min_samples {
             return ShadowVerdict::Inconclusive {
-                reason: format!("{} of {} compared requests", tallies.compared, bounds.min_samples),
+                reason: format!(
+                    "{} of {} compared requests",
+                    tallies.compared, bounds.min_samples
+                ),
             };
         }
         if bounds.learns_noise && tallies.noise_compared < MIN_NOISE_SAMPLES {
@@ -201,7 +204,10 @@ impl ShadowStats {
         match worst {
             Some((name, tally, excess)) if excess > bounds.max_extra_diff => {
                 let sample = tally.sample.as_ref().map_or(String::new(), |s| {
-                    format!("; e.g. {}: stable {}, shadow {}", s.request, s.stable, s.shadow)
+                    format!(
+                        "; e.g. {}: stable {}, shadow {}",
+                        s.request, s.stable, s.shadow
+                    )
                 });
                 ShadowVerdict::Fail {
                     summary: format!(
@@ -240,7 +246,12 @@ impl ShadowStats {
             noise_differing: tallies.noise_differing,
             skipped: Skip::ALL
                 .iter()
-                .map(|&skip| (skip.name().to_string(), self.skipped[skip as usize].load(Ordering::Relaxed)))
+                .map(|&skip| {
+                    (
+                        skip.name().to_string(),
+                        self.skipped[skip as usize].load(Ordering::Relaxed),
+                    )
+                })
                 .collect(),
             fields,
             verdict,
@@ -302,16 +313,25 @@ mod tests {
     fn a_field_that_differs_only_in_the_shadow_fails() {
         let stats = ShadowStats::default();
         for i in 0..200 {
-            stats.compared("GET /item", &if i % 25 == 0 { diff("$.price") } else { vec![] });
+            stats.compared(
+                "GET /item",
+                &if i % 25 == 0 { diff("$.price") } else { vec![] },
+            );
         }
-        assert!(matches!(stats.verdict(BOUNDS), ShadowVerdict::Inconclusive { .. }));
+        assert!(matches!(
+            stats.verdict(BOUNDS),
+            ShadowVerdict::Inconclusive { .. }
+        ));
         for _ in 0..20 {
             stats.noise(&[]);
         }
         let ShadowVerdict::Fail { summary } = stats.verdict(BOUNDS) else {
             panic!("a 4% difference with no noise must fail")
         };
-        assert!(summary.starts_with("$.price differs in 4.0% of 200"), "{summary}");
+        assert!(
+            summary.starts_with("$.price differs in 4.0% of 200"),
+            "{summary}"
+        );
     }
 
     #[test]

@@ -10,12 +10,12 @@ pub mod return_point;
 pub mod smoke;
 pub mod validate;
 
-use crate::telemetry::shadow::ShadowVerdict;
 use crate::config::ServiceConfig;
 use crate::control::error::ControlError;
 use crate::control::record::rfc3339_millis;
 use crate::control::RoutingControl;
 use crate::routing::RoutingTable;
+use crate::telemetry::shadow::ShadowVerdict;
 use health::HealthBoard;
 use serde::Serialize;
 use smoke::{CheckReport, CheckRun, Target};

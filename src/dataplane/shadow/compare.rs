@@ -186,8 +186,12 @@ mod tests {
     fn json_fields_differ_by_path_and_ignored_ones_do_not() {
         let settings = json_settings(&["$.now"]);
         let a = answer(r#"{"now": 1, "items": [{"price": 5}, {"price": 6}], "ok": true}"#);
-        let b = answer(r#"{"now": 2, "items": [{"price": 5}, {"price": 7}], "extra": 1, "ok": true}"#);
-        let fields: Vec<String> = compare(&settings, &a, &b).into_iter().map(|d| d.field).collect();
+        let b =
+            answer(r#"{"now": 2, "items": [{"price": 5}, {"price": 7}], "extra": 1, "ok": true}"#);
+        let fields: Vec<String> = compare(&settings, &a, &b)
+            .into_iter()
+            .map(|d| d.field)
+            .collect();
         assert_eq!(fields, ["$.items[*].price", "$.extra"]);
     }
 
@@ -197,7 +201,10 @@ mod tests {
         let mut a = answer("plain");
         let mut b = answer("plain!");
         b.status = StatusCode::INTERNAL_SERVER_ERROR;
-        a.headers.insert(http::header::CONTENT_TYPE, "text/plain".parse().expect("value"));
+        a.headers.insert(
+            http::header::CONTENT_TYPE,
+            "text/plain".parse().expect("value"),
+        );
         let diffs = compare(&settings, &a, &b);
         let fields: Vec<&str> = diffs.iter().map(|d| d.field.as_str()).collect();
         assert_eq!(fields, ["status", "header content-type", "body"]);

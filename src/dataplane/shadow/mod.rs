@@ -30,8 +30,7 @@ const COPY_DEADLINE: Duration = Duration::from_secs(60);
 /// so, it has no body, and there is room.
 pub fn plan(shadow: &ShadowRoute, request: &Request<UpstreamRequestBody>) -> Option<Mirror> {
     let settings = &shadow.settings;
-    if !settings.methods.contains(request.method()) || fastrand::f64() * 100.0 >= settings.percent
-    {
+    if !settings.methods.contains(request.method()) || fastrand::f64() * 100.0 >= settings.percent {
         return None;
     }
     if !matches!(request.body(), UpstreamRequestBody::Empty) {
@@ -105,7 +104,9 @@ struct Slot(Arc<AtomicUsize>);
 impl Slot {
     fn take(in_flight: &Arc<AtomicUsize>, max: usize) -> Option<Slot> {
         in_flight
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < max).then_some(n + 1))
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < max).then_some(n + 1)
+            })
             .ok()
             .map(|_| Slot(in_flight.clone()))
     }
@@ -163,17 +164,26 @@ struct Copy {
 
 impl Copy {
     async fn run(self, stable_answer: oneshot::Receiver<Result<Answer, Skip>>) {
-        let Some(service) = self.table.services().get(self.service) else { return };
-        let Some(shadow) = &service.shadow else { return };
+        let Some(service) = self.table.services().get(self.service) else {
+            return;
+        };
+        let Some(shadow) = &service.shadow else {
+            return;
+        };
         let settings = &shadow.settings;
         let limits = (
             self.table.settings.response_headers_timeout,
             self.table.settings.upstream_body_idle,
         );
         shadow.stats.mirrored();
-        let shadowed = self.send(&service.versions[shadow.version], limits, settings.max_body).await;
+        let shadowed = self
+            .send(&service.versions[shadow.version], limits, settings.max_body)
+            .await;
         let noise = match fastrand::f64() * 100.0 < settings.noise_percent {
-            true => Some(self.send(&service.versions[service.stable], limits, settings.max_body).await),
+            true => Some(
+                self.send(&service.versions[service.stable], limits, settings.max_body)
+                    .await,
+            ),
             false => None,
         };
         let stable = match stable_answer.await {
@@ -190,7 +200,9 @@ impl Copy {
             Err(skip) => shadow.stats.skipped(skip),
         }
         if let Some(Ok(again)) = noise {
-            shadow.stats.noise(&compare::compare(settings, &stable, &again));
+            shadow
+                .stats
+                .noise(&compare::compare(settings, &stable, &again));
         }
     }
 
