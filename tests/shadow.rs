@@ -202,7 +202,15 @@ async fn a_shadow_that_changes_one_json_field_on_one_path_is_refused_by_the_gate
     let out = ctl_at(&socket, &["shadow", "shop"]);
     assert!(!out.status.success());
     let shown = stdout(&out) + &stderr(&out);
+    eprintln!("{shown}");
     assert!(shown.contains("FAIL: $.price differs"), "{shown}");
+    let (status, metrics) =
+        common::admin_raw_on(&proxy.admin(), http::Method::GET, "/metrics", "").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        metrics.contains("switchyard_shadow_failing{service=\"shop\",version=\"green\"} 1"),
+        "{metrics}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
