@@ -22,6 +22,9 @@ pub async fn render(parts: &Parts) -> String {
     out
 }
 
+/// One count read off a shadow report.
+type ReportCount = fn(&crate::telemetry::shadow::ShadowReport) -> u64;
+
 /// What shadow traffic found, per service with a `[shadow]` section.
 fn shadow(out: &mut String, table: &RoutingTable) {
     let reports: Vec<(String, crate::telemetry::shadow::ShadowReport)> = table
@@ -37,11 +40,7 @@ fn shadow(out: &mut String, table: &RoutingTable) {
     if reports.is_empty() {
         return;
     }
-    let counters: [(
-        &str,
-        &str,
-        fn(&crate::telemetry::shadow::ShadowReport) -> u64,
-    ); 5] = [
+    let counters: [(&str, &str, ReportCount); 5] = [
         (
             "switchyard_shadow_mirrored_total",
             "Copies of stable's requests sent to the shadow version.",
