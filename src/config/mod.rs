@@ -9,6 +9,7 @@ pub mod grpc;
 mod guard;
 pub mod health;
 mod rollout;
+pub mod routes;
 mod salvage;
 pub mod shadow;
 pub mod upstream_tls;
@@ -44,6 +45,9 @@ pub struct FileConfig {
     pub cluster: Option<cluster::ClusterSection>,
     #[serde(default)]
     pub services: BTreeMap<String, Spanned<ServiceSection>>,
+    /// Which service takes a request, first match wins (`[[routes]]`).
+    #[serde(default)]
+    pub routes: Vec<Spanned<routes::RouteSection>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -266,8 +270,13 @@ pub struct Release {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MatchSection {
-    pub header: String,
-    pub value: String,
+    /// What is tested: one of a header, a cookie or a query parameter.
+    pub header: Option<String>,
+    pub cookie: Option<String>,
+    pub query: Option<String>,
+    /// How: equal to `value`, or matching `regex`.
+    pub value: Option<String>,
+    pub regex: Option<String>,
     pub version: String,
 }
 
@@ -315,6 +324,8 @@ pub struct Config {
     /// The fleet this instance belongs to, when `[cluster]` is set.
     pub cluster: Option<cluster::ClusterSettings>,
     pub services: Vec<ServiceConfig>,
+    /// `[[routes]]` in order; a request none takes goes by the services' `hosts`.
+    pub routes: Vec<routes::RouteRule>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -372,9 +383,17 @@ pub struct VersionConfig {
 
 #[derive(Debug, Clone)]
 pub struct MatchRule {
-    pub header: http::HeaderName,
-    pub value: String,
+    pub source: MatchSource,
+    pub test: routes::ValueMatch,
     pub version: String,
+}
+
+/// Where a version match looks.
+#[derive(Debug, Clone)]
+pub enum MatchSource {
+    Header(http::HeaderName),
+    Cookie(String),
+    Query(String),
 }
 
 impl Config {

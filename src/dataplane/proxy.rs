@@ -79,7 +79,8 @@ pub async fn handle(
     };
     let host = authority.as_ref().and_then(|a| a.to_str().ok());
     let grpc_call = grpc::is_grpc(request.headers());
-    let Some(service) = table.service_for_host(host) else {
+    let Some(service) = table.service_for(host, request.method(), request.uri(), request.headers())
+    else {
         return Ok(ServedBody::plain(match grpc_call {
             true => grpc::answer(
                 crate::config::grpc::UNIMPLEMENTED,
@@ -88,7 +89,7 @@ pub async fn handle(
             false => plain(StatusCode::NOT_FOUND, "no service for this host\n"),
         }));
     };
-    let pick = service.pick(request.headers());
+    let pick = service.pick(request.headers(), request.uri());
     let chosen = pick.version();
     // Upgrades pass only to HTTP/1 versions; for HTTP/2 ones the request goes as it is.
     let upgrade = request.version() == Version::HTTP_11

@@ -3,8 +3,11 @@
 use super::split::{bucket_of_key, Split};
 use super::state::ServiceState;
 use crate::config::grpc::GrpcCodes;
+use crate::config::routes::{HostMatch, PathMatch, RouteRule, ValueMatch};
 use crate::config::shadow::ShadowSettings;
-use crate::config::{Config, GuardSettings, MatchRule, Release, Sticky, UpstreamProtocol};
+use crate::config::{
+    Config, GuardSettings, MatchRule, MatchSource, Release, Sticky, UpstreamProtocol,
+};
 use crate::telemetry::shadow::{ShadowStats, VerdictBounds};
 use crate::telemetry::{Telemetry, VersionStats};
 use crate::upstream::budget::RetryBudget;
@@ -29,6 +32,8 @@ pub struct RoutingTable {
     pub revision: u64,
     pub settings: ProxySettings,
     services: Box<[ServiceRoute]>,
+    /// `[[routes]]` with the index of the service each names; tried before `by_host`.
+    routes: Box<[(RouteRule, usize)]>,
     by_host: HashMap<Box<str>, usize>,
     catch_all: Option<usize>,
 }
@@ -40,7 +45,7 @@ pub struct ServiceRoute {
     pub stable: usize,
     split: Split,
     sticky: Option<Sticky>,
-    matches: Box<[(HeaderName, HeaderValue, usize)]>,
+    matches: Box<[(MatchSource, ValueMatch, usize)]>,
     /// Failed idempotent requests to a non-stable version are retried on stable.
     pub retry: Option<Retry>,
     pub guard: GuardSettings,
@@ -184,8 +189,15 @@ impl RoutingTable {
                 }),
             });
         }
+        let service_index = |name: &str| config.services.iter().position(|s| s.name == name);
+        let routes = config
+            .routes
+            .iter()
+            .filter_map(|rule| Some((rule.clone(), service_index(&rule.service)?)))
+            .collect();
         RoutingTable {
             revision,
+            routes,
             settings: ProxySettings {
                 version_header: config.version_header.clone(),
                 access_log: config.access_log,
@@ -196,6 +208,27 @@ impl RoutingTable {
             by_host,
             catch_all,
         }
+    }
+
+    /// The service for a request: the first route that takes it, else by its host.
+    pub fn service_for(
+        &self,
+        host: Option<&str>,
+        method: &http::Method,
+        uri: &http::Uri,
+        headers: &HeaderMap,
+    ) -> Option<&ServiceRoute> {
+        if !self.routes.is_empty() {
+            let name = host.map(|h| strip_port(h).to_ascii_lowercase());
+            let taken = self
+                .routes
+                .iter()
+                .find(|(rule, _)| route_takes(rule, name.as_deref(), method, uri, headers));
+            if let Some((_, index)) = taken {
+                return Some(&self.services[*index]);
+            }
+        }
+        self.service_for_host(host)
     }
 
     /// The service for a Host value (port and case ignored), else the catch-all service.
@@ -221,14 +254,62 @@ impl RoutingTable {
 fn compile_matches(
     rules: &[MatchRule],
     index_of: &dyn Fn(&str) -> Option<usize>,
-) -> Box<[(HeaderName, HeaderValue, usize)]> {
+) -> Box<[(MatchSource, ValueMatch, usize)]> {
     rules
         .iter()
         .filter_map(|rule| {
-            let value = HeaderValue::from_str(&rule.value).ok()?;
-            Some((rule.header.clone(), value, index_of(&rule.version)?))
+            Some((
+                rule.source.clone(),
+                rule.test.clone(),
+                index_of(&rule.version)?,
+            ))
         })
         .collect()
+}
+
+/// Whether `rule` takes a request (`host`: lower-cased, without its port).
+fn route_takes(
+    rule: &RouteRule,
+    host: Option<&str>,
+    method: &http::Method,
+    uri: &http::Uri,
+    headers: &HeaderMap,
+) -> bool {
+    let host_ok = match (&rule.host, host) {
+        (HostMatch::Any, _) => true,
+        (HostMatch::Exact(want), Some(host)) => want == host,
+        (HostMatch::Suffix(suffix), Some(host)) => {
+            host.len() > suffix.len() && host.ends_with(suffix.as_str())
+        }
+        (_, None) => false,
+    };
+    let path = uri.path();
+    let path_ok = match &rule.path {
+        PathMatch::Any => true,
+        PathMatch::Exact(want) => path == want,
+        PathMatch::Prefix(prefix) => path.starts_with(prefix.as_str()),
+        PathMatch::Regex(regex) => regex.is_match(path),
+    };
+    host_ok
+        && path_ok
+        && (rule.methods.is_empty() || rule.methods.contains(method))
+        && rule
+            .headers
+            .iter()
+            .all(|(name, test)| test.test(headers.get(name).map(HeaderValue::as_bytes)))
+        && rule
+            .query
+            .iter()
+            .all(|(name, test)| test.test(query_param(uri.query(), name)))
+}
+
+/// The raw value of the first `name=value` pair of a query (no percent-decoding: the
+/// value is compared as the client sent it).
+fn query_param<'q>(query: Option<&'q str>, name: &str) -> Option<&'q [u8]> {
+    query?.split('&').find_map(|pair| {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        (key == name).then_some(value.as_bytes())
+    })
 }
 
 fn strip_port(host: &str) -> &str {
@@ -243,9 +324,14 @@ fn strip_port(host: &str) -> &str {
 
 impl ServiceRoute {
     /// Picks the version for a request: forced match, else sticky bucket, else weight.
-    pub fn pick(&self, headers: &HeaderMap) -> Pick {
-        for (name, value, version) in self.matches.iter() {
-            if headers.get(name) == Some(value) {
+    pub fn pick(&self, headers: &HeaderMap, uri: &http::Uri) -> Pick {
+        for (source, test, version) in self.matches.iter() {
+            let value = match source {
+                MatchSource::Header(name) => headers.get(name).map(HeaderValue::as_bytes),
+                MatchSource::Cookie(name) => find_cookie(headers, name),
+                MatchSource::Query(name) => query_param(uri.query(), name),
+            };
+            if test.test(value) {
                 return Pick::Forced(*version);
             }
         }
