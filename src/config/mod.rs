@@ -1,6 +1,7 @@
 //! The TOML config: typed sections, parsed strictly (unknown keys are errors) and then
 //! validated as a whole, so `check` can list every problem with its line.
 
+pub mod access_log;
 pub mod checks;
 pub mod cluster;
 mod duration;
@@ -66,8 +67,8 @@ pub struct ProxySection {
     /// Client connections open at once; past it new ones are refused (503 and closed).
     #[serde(default = "default_max_connections")]
     pub max_connections: Spanned<usize>,
-    #[serde(default)]
-    pub access_log: bool,
+    /// `[proxy.access_log]`, or `access_log = true` for JSON lines on stdout.
+    pub access_log: Option<Spanned<access_log::AccessLogSection>>,
     /// Worker threads; 0 means one per available core.
     #[serde(default)]
     pub workers: usize,
@@ -313,7 +314,7 @@ pub struct Config {
     pub timeouts: TimeoutSection,
     pub max_header_bytes: usize,
     pub max_connections: usize,
-    pub access_log: bool,
+    pub access_log: Option<access_log::AccessLogSettings>,
     pub workers: usize,
     pub resolve_every: Duration,
     pub admin_socket: PathBuf,

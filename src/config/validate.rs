@@ -232,6 +232,14 @@ fn check(checker: &mut Checker, file: FileConfig) -> Option<Config> {
         }
     }
     let routes = check_routes(checker, &file.routes, &file.services);
+    let access_log = file.proxy.access_log.as_ref().and_then(|section| {
+        section
+            .get_ref()
+            .settings()
+            .map_err(|problem| checker.report(section.span(), problem))
+            .ok()
+            .flatten()
+    });
 
     Some(Config {
         listen: listen?,
@@ -243,7 +251,7 @@ fn check(checker: &mut Checker, file: FileConfig) -> Option<Config> {
         timeouts: file.proxy.timeouts.into_inner(),
         max_header_bytes,
         max_connections,
-        access_log: file.proxy.access_log,
+        access_log,
         workers: file.proxy.workers,
         resolve_every,
         admin_socket: file.admin.socket,

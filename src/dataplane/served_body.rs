@@ -2,6 +2,7 @@
 //! connection's `client_idle` clock runs; an upstream body that breaks off counts against
 //! the version that sent it.
 
+use super::access_line::AccessLine;
 use super::body::ResponseBody;
 use super::client_body::FaultSlot;
 use super::client_idle::StallClock;
@@ -25,6 +26,8 @@ pub struct ServedBody {
     /// Set for upstream bodies only: the proxy's own short messages need no watching.
     watch: Option<Watch>,
     started: Instant,
+    /// The exchange's access log line, sent when this body is done with.
+    line: Option<Box<AccessLine>>,
 }
 
 /// Who is to blame when an upstream body breaks off, and the client's stall clock.
@@ -121,6 +124,25 @@ impl ServedBody {
             body,
             watch,
             started: Instant::now(),
+            line: None,
+        }
+    }
+}
+
+impl ServedBody {
+    /// Hands the exchange's access log line to this body, to send when it is done.
+    pub fn log(&mut self, line: AccessLine) {
+        self.line = Some(Box::new(line));
+    }
+}
+
+impl Drop for ServedBody {
+    fn drop(&mut self) {
+        if let Some(line) = &mut self.line {
+            // A body of known length may never be polled to its end.
+            if self.body.is_end_stream() {
+                line.body_done();
+            }
         }
     }
 }
@@ -165,6 +187,14 @@ impl Body for ServedBody {
             }
         }
         let polled = Pin::new(&mut this.body).poll_frame(cx);
+        if let Some(line) = &mut this.line {
+            match &polled {
+                Poll::Ready(Some(Ok(frame))) => line.sent(frame.data_ref().map_or(0, Bytes::len)),
+                Poll::Ready(None) => line.body_done(),
+                Poll::Ready(Some(Err(err))) => line.broke(matches!(err, BodyError::IdleTimeout(_))),
+                Poll::Pending => {}
+            }
+        }
         if let Some(watch) = &mut this.watch {
             if let Some(stall) = &watch.stall {
                 match &polled {

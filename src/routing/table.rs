@@ -22,7 +22,7 @@ use std::sync::Arc;
 #[derive(Debug, Clone)]
 pub struct ProxySettings {
     pub version_header: Option<HeaderName>,
-    pub access_log: bool,
+    pub access_log: Option<Arc<crate::telemetry::access_log::AccessLog>>,
     pub response_headers_timeout: std::time::Duration,
     pub upstream_body_idle: std::time::Duration,
 }
@@ -200,7 +200,7 @@ impl RoutingTable {
             routes,
             settings: ProxySettings {
                 version_header: config.version_header.clone(),
-                access_log: config.access_log,
+                access_log: telemetry.access_log(config.access_log.as_ref()),
                 response_headers_timeout: config.timeouts.response_headers.0,
                 upstream_body_idle: config.timeouts.upstream_body_idle.0,
             },
