@@ -46,6 +46,7 @@ fn routing_decision(c: &mut Criterion) {
         .block_on(Controller::open(config, "bench.toml".into(), 1, false))
         .expect("controller");
     let plane = controller.plane.clone();
+    let uri = http::Uri::from_static("/cart?item=7");
     let mut weighted = HeaderMap::new();
     weighted.insert("host", HeaderValue::from_static("shop.example.com"));
     let mut sticky = HeaderMap::new();
@@ -63,9 +64,9 @@ fn routing_decision(c: &mut Criterion) {
             b.iter(|| {
                 let table = plane.table.load_full();
                 let service = table
-                    .service_for_host(Some(black_box(host)))
+                    .service_for(Some(black_box(host)), &http::Method::GET, &uri, headers)
                     .expect("service");
-                let version = &service.versions[service.pick(black_box(headers)).version()];
+                let version = &service.versions[service.pick(black_box(headers), &uri).version()];
                 black_box(pick_endpoint(&version.endpoints, Instant::now(), None))
             })
         });

@@ -211,7 +211,8 @@ impl RunningProxy {
     }
 }
 
-/// Runs the proxy until SIGTERM or SIGINT, then drains. SIGHUP reloads the config.
+/// Runs the proxy until SIGTERM or SIGINT, then drains. SIGHUP reloads the config;
+/// SIGUSR1 reopens the access log file (after logrotate moved it).
 pub async fn run(
     config_path: &Path,
     config: Config,
@@ -225,6 +226,12 @@ pub async fn run(
     let mut hangup = signal(SignalKind::hangup()).map_err(RunError::Signals)?;
     let mut terminate = signal(SignalKind::terminate()).map_err(RunError::Signals)?;
     let mut interrupt = signal(SignalKind::interrupt()).map_err(RunError::Signals)?;
+    let mut reopen = signal(SignalKind::user_defined1()).map_err(RunError::Signals)?;
+    tokio::spawn(async move {
+        while reopen.recv().await.is_some() {
+            crate::telemetry::access_log::reopen_files();
+        }
+    });
     let proxy = RunningProxy::start_with(config, config_path, workers, options).await?;
     tracing::info!(
         listen = %proxy.addr,

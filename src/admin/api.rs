@@ -77,6 +77,9 @@ pub struct ServiceStatus {
     /// The stable version's last checks, while another version takes traffic.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub return_point: Option<ReturnPoint>,
+    /// What shadow traffic found, when the service has a `[shadow]` section.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shadow: Option<crate::telemetry::shadow::ShadowReport>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

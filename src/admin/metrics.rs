@@ -18,7 +18,94 @@ pub async fn render(parts: &Parts) -> String {
     let mut out = traffic(&snapshot, &table);
     guard(&mut out, parts, &snapshot).await;
     verification(&mut out, &parts.verified.verifier);
+    shadow(&mut out, &table);
     out
+}
+
+/// One count read off a shadow report.
+type ReportCount = fn(&crate::telemetry::shadow::ShadowReport) -> u64;
+
+/// What shadow traffic found, per service with a `[shadow]` section.
+fn shadow(out: &mut String, table: &RoutingTable) {
+    let reports: Vec<(String, crate::telemetry::shadow::ShadowReport)> = table
+        .services()
+        .iter()
+        .filter_map(|s| {
+            Some((
+                s.name.to_string(),
+                crate::dataplane::shadow::report(table, &s.name)?,
+            ))
+        })
+        .collect();
+    if reports.is_empty() {
+        return;
+    }
+    let counters: [(&str, &str, ReportCount); 5] = [
+        (
+            "switchyard_shadow_mirrored_total",
+            "Copies of stable's requests sent to the shadow version.",
+            |r| r.mirrored,
+        ),
+        (
+            "switchyard_shadow_compared_total",
+            "Shadow answers compared with stable's.",
+            |r| r.compared,
+        ),
+        (
+            "switchyard_shadow_differing_total",
+            "Shadow answers that differed from stable's in some field.",
+            |r| r.differing,
+        ),
+        (
+            "switchyard_shadow_noise_compared_total",
+            "Stable answers compared with stable's own (noise).",
+            |r| r.noise_compared,
+        ),
+        (
+            "switchyard_shadow_noise_differing_total",
+            "Stable-against-stable comparisons that differed.",
+            |r| r.noise_differing,
+        ),
+    ];
+    for (name, help, value) in counters {
+        header(out, name, "counter", help);
+        for (service, report) in &reports {
+            let _ = writeln!(
+                out,
+                "{name}{{service=\"{}\",version=\"{}\"}} {}",
+                escape(service),
+                escape(&report.version),
+                value(report)
+            );
+        }
+    }
+    let name = "switchyard_shadow_skipped_total";
+    header(out, name, "counter", "Copies not compared, by why.");
+    for (service, report) in &reports {
+        for (why, n) in &report.skipped {
+            let _ = writeln!(
+                out,
+                "{name}{{service=\"{}\",version=\"{}\",why=\"{why}\"}} {n}",
+                escape(service),
+                escape(&report.version)
+            );
+        }
+    }
+    let name = "switchyard_shadow_failing";
+    header(out, name, "gauge", "1 while the shadow check fails.");
+    for (service, report) in &reports {
+        let failing = matches!(
+            report.verdict,
+            crate::telemetry::shadow::ShadowVerdict::Fail { .. }
+        );
+        let _ = writeln!(
+            out,
+            "{name}{{service=\"{}\",version=\"{}\"}} {}",
+            escape(service),
+            escape(&report.version),
+            u8::from(failing)
+        );
+    }
 }
 
 /// Active health checks, the return points, and the gate.

@@ -147,6 +147,17 @@ async fn route(
                     .await?;
             Ok(json(StatusCode::OK, &found))
         }
+        ["services", service, "shadow"] => {
+            only(&method, &Method::GET)?;
+            controller.service(service)?;
+            let table = controller.plane.table.load_full();
+            let report = crate::dataplane::shadow::report(&table, service).ok_or_else(|| {
+                ApiError::NotFound(format!(
+                    "{service} has no [services.{service}.shadow] section"
+                ))
+            })?;
+            Ok(json(StatusCode::OK, &report))
+        }
         ["services", service, "history"] => {
             only(&method, &Method::GET)?;
             let limit = history_limit(query.as_deref())?;

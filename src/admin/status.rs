@@ -148,6 +148,7 @@ fn services(
             guard: live.verdicts.remove(&service.name).map(guard_status),
             rollout: live.rollouts.remove(&service.name),
             return_point: live.return_points.remove(&service.name),
+            shadow: crate::dataplane::shadow::report(table, &service.name),
         });
     }
     services

@@ -1,6 +1,7 @@
 //! The TOML config: typed sections, parsed strictly (unknown keys are errors) and then
 //! validated as a whole, so `check` can list every problem with its line.
 
+pub mod access_log;
 pub mod checks;
 pub mod cluster;
 mod duration;
@@ -9,7 +10,9 @@ pub mod grpc;
 mod guard;
 pub mod health;
 mod rollout;
+pub mod routes;
 mod salvage;
+pub mod shadow;
 pub mod upstream_tls;
 mod validate;
 
@@ -43,6 +46,9 @@ pub struct FileConfig {
     pub cluster: Option<cluster::ClusterSection>,
     #[serde(default)]
     pub services: BTreeMap<String, Spanned<ServiceSection>>,
+    /// Which service takes a request, first match wins (`[[routes]]`).
+    #[serde(default)]
+    pub routes: Vec<Spanned<routes::RouteSection>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -61,8 +67,8 @@ pub struct ProxySection {
     /// Client connections open at once; past it new ones are refused (503 and closed).
     #[serde(default = "default_max_connections")]
     pub max_connections: Spanned<usize>,
-    #[serde(default)]
-    pub access_log: bool,
+    /// `[proxy.access_log]`, or `access_log = true` for JSON lines on stdout.
+    pub access_log: Option<Spanned<access_log::AccessLogSection>>,
     /// Worker threads; 0 means one per available core.
     #[serde(default)]
     pub workers: usize,
@@ -201,6 +207,7 @@ pub struct ServiceSection {
     /// gRPC status codes that count as the version's failure (default: UNKNOWN,
     /// DEADLINE_EXCEEDED, INTERNAL, UNAVAILABLE, DATA_LOSS).
     pub grpc_error_codes: Option<Spanned<Vec<grpc::GrpcCodeEntry>>>,
+    pub shadow: Option<Spanned<shadow::ShadowSection>>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -264,8 +271,13 @@ pub struct Release {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MatchSection {
-    pub header: String,
-    pub value: String,
+    /// What is tested: one of a header, a cookie or a query parameter.
+    pub header: Option<String>,
+    pub cookie: Option<String>,
+    pub query: Option<String>,
+    /// How: equal to `value`, or matching `regex`.
+    pub value: Option<String>,
+    pub regex: Option<String>,
     pub version: String,
 }
 
@@ -302,7 +314,7 @@ pub struct Config {
     pub timeouts: TimeoutSection,
     pub max_header_bytes: usize,
     pub max_connections: usize,
-    pub access_log: bool,
+    pub access_log: Option<access_log::AccessLogSettings>,
     pub workers: usize,
     pub resolve_every: Duration,
     pub admin_socket: PathBuf,
@@ -313,6 +325,8 @@ pub struct Config {
     /// The fleet this instance belongs to, when `[cluster]` is set.
     pub cluster: Option<cluster::ClusterSettings>,
     pub services: Vec<ServiceConfig>,
+    /// `[[routes]]` in order; a request none takes goes by the services' `hosts`.
+    pub routes: Vec<routes::RouteRule>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -345,6 +359,8 @@ pub struct ServiceConfig {
     /// Health checks of its endpoints and smoke checks of its versions.
     pub verify: VerifySettings,
     pub grpc_error_codes: grpc::GrpcCodes,
+    /// Copies of stable's requests to another version, compared (`[shadow]`).
+    pub shadow: Option<shadow::ShadowSettings>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -368,9 +384,17 @@ pub struct VersionConfig {
 
 #[derive(Debug, Clone)]
 pub struct MatchRule {
-    pub header: http::HeaderName,
-    pub value: String,
+    pub source: MatchSource,
+    pub test: routes::ValueMatch,
     pub version: String,
+}
+
+/// Where a version match looks.
+#[derive(Debug, Clone)]
+pub enum MatchSource {
+    Header(http::HeaderName),
+    Cookie(String),
+    Query(String),
 }
 
 impl Config {

@@ -231,6 +231,15 @@ fn check(checker: &mut Checker, file: FileConfig) -> Option<Config> {
             services.push(service);
         }
     }
+    let routes = check_routes(checker, &file.routes, &file.services);
+    let access_log = file.proxy.access_log.as_ref().and_then(|section| {
+        section
+            .get_ref()
+            .settings()
+            .map_err(|problem| checker.report(section.span(), problem))
+            .ok()
+            .flatten()
+    });
 
     Some(Config {
         listen: listen?,
@@ -242,7 +251,7 @@ fn check(checker: &mut Checker, file: FileConfig) -> Option<Config> {
         timeouts: file.proxy.timeouts.into_inner(),
         max_header_bytes,
         max_connections,
-        access_log: file.proxy.access_log,
+        access_log,
         workers: file.proxy.workers,
         resolve_every,
         admin_socket: file.admin.socket,
@@ -252,7 +261,85 @@ fn check(checker: &mut Checker, file: FileConfig) -> Option<Config> {
         hooks,
         cluster,
         services,
+        routes,
     })
+}
+
+/// A version match: one source (header, cookie or query parameter) and one test.
+fn check_match(
+    checker: &mut Checker,
+    service: &str,
+    span: Range<usize>,
+    rule: &MatchSection,
+) -> Option<MatchRule> {
+    let key = format!("services.{service}.match");
+    let source = match (&rule.header, &rule.cookie, &rule.query) {
+        (Some(header), None, None) => MatchSource::Header(checker.header_name(
+            span.clone(),
+            header,
+            &format!("{key} header"),
+        )?),
+        (None, Some(cookie), None) => MatchSource::Cookie(cookie.clone()),
+        (None, None, Some(query)) => MatchSource::Query(query.clone()),
+        _ => {
+            checker.report(span, format!("{key}: give one of header, cookie or query"));
+            return None;
+        }
+    };
+    if rule.value.is_some() == rule.regex.is_some() {
+        checker.report(
+            span,
+            format!("{key}: give one of value = \"...\" or regex = \"...\""),
+        );
+        return None;
+    }
+    let test = routes::ValueSection {
+        exact: rule.value.clone(),
+        regex: rule.regex.clone(),
+        present: None,
+    };
+    match routes::ValueMatch::parse(&test, &key) {
+        Ok(test) => Some(MatchRule {
+            source,
+            test,
+            version: rule.version.clone(),
+        }),
+        Err(problem) => {
+            checker.report(span, problem);
+            None
+        }
+    }
+}
+
+/// Each route, and any that an earlier one leaves nothing to (it can never match).
+fn check_routes(
+    checker: &mut Checker,
+    sections: &[Spanned<routes::RouteSection>],
+    services: &BTreeMap<String, Spanned<ServiceSection>>,
+) -> Vec<routes::RouteRule> {
+    let names: Vec<&str> = services.keys().map(String::as_str).collect();
+    let mut rules: Vec<(usize, routes::RouteRule)> = Vec::new();
+    for (index, section) in sections.iter().enumerate() {
+        let (n, span) = (index + 1, section.span());
+        let line = checker.line_of(span.clone());
+        let mut problems = Vec::new();
+        let rule = section
+            .get_ref()
+            .rule(n, span.clone(), line, &names, &mut problems);
+        checker.report_all(problems);
+        let Some(rule) = rule else { continue };
+        if let Some((earlier, by)) = rules.iter().find(|(_, earlier)| earlier.covers(&rule)) {
+            checker.report(
+                span,
+                format!(
+                    "routes[{n}] can never match: routes[{earlier}] (line {}) takes every request it would",
+                    by.line
+                ),
+            );
+        }
+        rules.push((n, rule));
+    }
+    rules.into_iter().map(|(_, rule)| rule).collect()
 }
 
 fn check_timeouts(checker: &mut Checker, timeouts: &Spanned<TimeoutSection>) {
@@ -454,14 +541,8 @@ fn check_service(
                 ),
             );
         }
-        if let Some(header) =
-            checker.header_name(span, &rule.header, &format!("services.{name}.match header"))
-        {
-            matches.push(MatchRule {
-                header,
-                value: rule.value.clone(),
-                version: rule.version.clone(),
-            });
+        if let Some(rule) = check_match(checker, name, span, rule) {
+            matches.push(rule);
         }
     }
 
@@ -517,6 +598,17 @@ fn check_service(
                 grpc::GrpcCodes::of(&codes)
             });
 
+    let shadow = section.shadow.as_ref().and_then(|shadow| {
+        let names: Vec<&str> = section.versions.keys().map(String::as_str).collect();
+        let mut problems = Vec::new();
+        let settings =
+            shadow
+                .get_ref()
+                .settings(name, stable, &names, shadow.span(), &mut problems);
+        checker.report_all(problems);
+        settings
+    });
+
     (checker.problems.len() == before).then(|| ServiceConfig {
         name: name.to_string(),
         hosts,
@@ -529,6 +621,7 @@ fn check_service(
         rollout,
         verify,
         grpc_error_codes,
+        shadow,
     })
 }
 

@@ -24,6 +24,7 @@ fn service() -> ServiceConfig {
         rollout: None,
         verify: Default::default(),
         grpc_error_codes: Default::default(),
+        shadow: None,
     }
 }
 

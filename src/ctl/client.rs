@@ -6,6 +6,7 @@ use crate::admin::api::{
 };
 use crate::control::command::Order;
 use crate::control::record::RevisionRecord;
+use crate::telemetry::shadow::ShadowReport;
 use crate::verify::{ChecksRequest, ChecksResponse};
 use bytes::Bytes;
 use http::{header, Method, Request, StatusCode};
@@ -97,6 +98,12 @@ impl AdminClient {
         let path = format!("/services/{service}/checks");
         let request = ChecksRequest { version };
         self.call(Method::POST, &path, Some(&request)).await
+    }
+
+    /// What shadowing the service found so far.
+    pub async fn shadow(&self, service: &str) -> Result<ShadowReport, ClientError> {
+        let path = format!("/services/{service}/shadow");
+        self.call(Method::GET, &path, None::<&()>).await
     }
 
     /// Incidents, newest first, optionally of one service.

@@ -8,6 +8,7 @@ use crate::admin::api::{self, ReloadResponse, RolloutStatus};
 use crate::config::DEFAULT_ADMIN_SOCKET;
 use crate::control::command::{Change, Command, Order, RolloutAction};
 use crate::control::record::RevisionRecord;
+use crate::telemetry::shadow::ShadowVerdict;
 use clap::{Args, Subcommand};
 use client::{AdminClient, ClientError};
 use serde::Serialize;
@@ -116,6 +117,9 @@ pub enum CtlCommand {
         service: String,
         version: Option<String>,
     },
+    /// What shadow traffic found ([services.NAME.shadow]): compared, differing, noise,
+    /// skipped, the top differing fields; exits non-zero when the shadow check fails.
+    Shadow { service: String },
     /// Automatic cutbacks the guard recorded, newest first.
     Incidents { service: Option<String> },
     /// The instances sharing this routing ([cluster]): applied revision, lag, last seen.
@@ -235,6 +239,17 @@ async fn run(args: CtlArgs) -> Result<String, ClientError> {
             return match found.passed {
                 true => Ok(text),
                 false => Err(ClientError::Failed(text)),
+            };
+        }
+        CtlCommand::Shadow { service } => {
+            let found = client.shadow(&service).await?;
+            let text = match json {
+                true => as_json(&found),
+                false => render::shadow(&service, &found),
+            };
+            return match found.verdict {
+                ShadowVerdict::Fail { .. } => Err(ClientError::Failed(text)),
+                _ => Ok(text),
             };
         }
         CtlCommand::Fleet => {

@@ -7,6 +7,7 @@ use crate::admin::api::{
 use crate::control::describe;
 use crate::control::record::RevisionRecord;
 use crate::routing::ServiceState;
+use crate::telemetry::shadow::{ShadowReport, ShadowVerdict};
 use crate::verify::smoke::CheckReport;
 use crate::verify::ChecksResponse;
 use std::fmt::Write;
@@ -344,6 +345,57 @@ pub fn checks(found: &ChecksResponse) -> String {
             rows,
         )));
     }
+    out
+}
+
+pub fn shadow(service: &str, found: &ShadowReport) -> String {
+    let verdict = match &found.verdict {
+        ShadowVerdict::Pass => "pass: answers match stable's, beyond noise".to_string(),
+        ShadowVerdict::Fail { summary } => format!("FAIL: {summary}"),
+        ShadowVerdict::Inconclusive { reason } => format!("inconclusive: {reason}"),
+    };
+    let skipped: Vec<String> = found
+        .skipped
+        .iter()
+        .filter(|(_, n)| **n > 0)
+        .map(|(why, n)| format!("{why} {n}"))
+        .collect();
+    let mut out = format!(
+        "{service}: shadow {}: {verdict}\n  mirrored {}, compared {}, differing {}; noise: compared {}, differing {}; skipped: {}\n",
+        found.version,
+        found.mirrored,
+        found.compared,
+        found.differing,
+        found.noise_compared,
+        found.noise_differing,
+        if skipped.is_empty() { "none".to_string() } else { skipped.join(", ") },
+    );
+    let rows = found
+        .fields
+        .iter()
+        .map(|f| {
+            let sample = f.sample.as_ref();
+            vec![
+                f.field.clone(),
+                format!("{:.1}%", f.shadow_percent),
+                format!("{:.1}%", f.noise_percent),
+                sample.map_or("-".into(), |s| s.request.clone()),
+                sample.map_or("-".into(), |s| s.stable.clone()),
+                sample.map_or("-".into(), |s| s.shadow.clone()),
+            ]
+        })
+        .collect();
+    out.push_str(&indent(&table(
+        &[
+            "FIELD",
+            "DIFFERS",
+            "NOISE",
+            "E.G. REQUEST",
+            "STABLE",
+            "SHADOW",
+        ],
+        rows,
+    )));
     out
 }
 

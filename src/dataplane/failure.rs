@@ -31,6 +31,19 @@ impl Failure {
         }
     }
 
+    /// Why the exchange ended, for the access log.
+    pub fn end_reason(&self) -> &'static str {
+        match self {
+            Failure::NoEndpoint => "no_endpoint",
+            Failure::Connect(_) => "upstream_connect_failed",
+            Failure::Tls(_) => "upstream_tls_refused",
+            Failure::Reset(_) => "upstream_reset",
+            Failure::Timeout => "upstream_timeout",
+            Failure::Client(ClientFault::Gone) => "client_gone",
+            Failure::Client(_) => "client_body_broken",
+        }
+    }
+
     pub fn response(&self) -> Response<ResponseBody> {
         let (status, text) = match self {
             Failure::NoEndpoint => (

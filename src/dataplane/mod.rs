@@ -1,6 +1,7 @@
 //! Data plane: the request path. Reads the routing table with one lock-free load per
 //! request and never waits on the control plane.
 
+pub mod access_line;
 pub mod body;
 pub mod client_body;
 pub mod client_idle;
@@ -9,6 +10,8 @@ pub mod grpc;
 mod h2_forward;
 pub mod headers;
 pub mod proxy;
+pub mod request_id;
 pub mod served_body;
 pub mod server;
+pub mod shadow;
 pub mod tls;

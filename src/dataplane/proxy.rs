@@ -1,5 +1,6 @@
 //! The request path: one table load, pick service, version and endpoint, stream, record.
 
+use super::access_line::{AccessLine, Served};
 use super::body::{ResponseBody, UpstreamRequestBody, UpstreamResponse};
 use super::client_body::{ClientBody, FaultSlot};
 use super::client_idle::IdleMonitor;
@@ -10,7 +11,9 @@ use super::headers::{
     accepts_trailers, add_forwarding, add_via, authority, head_size, is_upgrade_request,
     remove_hop_by_hop,
 };
+use super::request_id;
 use super::served_body::{GrpcCall, ServedBody, Watch};
+use super::shadow;
 use crate::routing::table::sticky_cookie_value;
 use crate::routing::{Pick, RoutingTable, ServiceRoute, VersionRoute};
 use crate::telemetry::{ClientFault, Outcome, VersionStats};
@@ -54,40 +57,75 @@ pub struct ClientConn {
 }
 
 /// Serves one client request. Never fails: every problem becomes a short error response.
+/// Every request and answer carries its `x-request-id`; with an access log, the
+/// exchange's line goes with the answer's body (or is sent here, if the client leaves
+/// before the answer).
 pub async fn handle(
     plane: Arc<DataPlane>,
     client: Arc<ClientConn>,
     mut request: Request<Incoming>,
 ) -> Result<Response<ServedBody>, Infallible> {
     let started = Instant::now();
+    let request_id = request_id::take_or_make(request.headers_mut());
+    let table = plane.table.load_full();
+    let mut line = table.settings.access_log.clone().map(|log| {
+        AccessLine::begin(
+            log,
+            &request,
+            &client.ip,
+            request_id.clone(),
+            table.revision,
+            started,
+        )
+    });
+    let mut served = Served {
+        end: "completed",
+        ..Served::default()
+    };
+    let mut response = serve(&plane, &table, &client, request, started, &mut served).await;
+    response
+        .headers_mut()
+        .insert(request_id::X_REQUEST_ID.clone(), request_id);
+    if let Some(mut line) = line.take() {
+        line.answered(response.status().as_u16(), served);
+        response.body_mut().log(line);
+    }
+    Ok(response)
+}
+
+/// Serves one request with the table of its start, noting in `note` what the access
+/// log wants to know.
+async fn serve(
+    plane: &DataPlane,
+    table: &Arc<RoutingTable>,
+    client: &ClientConn,
+    mut request: Request<Incoming>,
+    started: Instant,
+    note: &mut Served,
+) -> Response<ServedBody> {
     if head_size(&request) > client.max_header_bytes {
-        return Ok(ServedBody::plain(plain(
+        return ServedBody::plain(plain(
             StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             "request head too large\n",
-        )));
+        ));
     }
-    let table = plane.table.load_full();
     let authority = match authority(request.uri(), request.version(), request.headers()) {
         Ok(authority) => authority,
-        Err(err) => {
-            return Ok(ServedBody::plain(plain(
-                StatusCode::BAD_REQUEST,
-                err.text(),
-            )))
-        }
+        Err(err) => return ServedBody::plain(plain(StatusCode::BAD_REQUEST, err.text())),
     };
     let host = authority.as_ref().and_then(|a| a.to_str().ok());
     let grpc_call = grpc::is_grpc(request.headers());
-    let Some(service) = table.service_for_host(host) else {
-        return Ok(ServedBody::plain(match grpc_call {
+    let Some(service) = table.service_for(host, request.method(), request.uri(), request.headers())
+    else {
+        return ServedBody::plain(match grpc_call {
             true => grpc::answer(
                 crate::config::grpc::UNIMPLEMENTED,
                 "no service for this host",
             ),
             false => plain(StatusCode::NOT_FOUND, "no service for this host\n"),
-        }));
+        });
     };
-    let pick = service.pick(request.headers());
+    let pick = service.pick(request.headers(), request.uri());
     let chosen = pick.version();
     // Upgrades pass only to HTTP/1 versions; for HTTP/2 ones the request goes as it is.
     let upgrade = request.version() == Version::HTTP_11
@@ -96,7 +134,13 @@ pub async fn handle(
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut request));
     let http2 = request.version() == Version::HTTP_2;
     let fault = (!request.body().is_end_stream()).then(FaultSlot::new);
-    let request = prepare_upstream_request(request, &client, upgrade, authority, fault.as_ref());
+    let request = prepare_upstream_request(request, client, upgrade, authority, fault.as_ref());
+    let mirror = match (&service.shadow, client_upgrade.is_some()) {
+        (Some(shadow_route), false) if chosen == service.stable => {
+            shadow::plan(shadow_route, &request)
+        }
+        _ => None,
+    };
     // A gRPC client's deadline replaces the response head timeout: it said how long it waits.
     let grpc_deadline = grpc_call
         .then(|| grpc::timeout(request.headers()))
@@ -130,14 +174,16 @@ pub async fn handle(
         None => forward(&service.versions[chosen], request, deadlines, started).await,
     };
     let result = blame_client(result, fault.as_deref());
-    let outcome = record(&plane, service, chosen, &result, started, grpc_call);
+    let outcome = record(plane, service, chosen, &result, started, grpc_call);
+    note.upstream = Some(started.elapsed());
     let (served, result) = match second_try(service, chosen, outcome, result, retry_head) {
         SecondTry::OnStable(request) => {
+            note.end = "retried_on_stable";
             service.versions[chosen].stats.record_saved(Instant::now());
             let stable = service.stable;
             let retried = forward(&service.versions[stable], request, deadlines, started).await;
             let retried = blame_client(retried, fault.as_deref());
-            record(&plane, service, stable, &retried, started, grpc_call);
+            record(plane, service, stable, &retried, started, grpc_call);
             (
                 stable,
                 retried.map(|response| mark_retried(response, &service.versions[chosen])),
@@ -147,9 +193,15 @@ pub async fn handle(
     };
     client_left.answered();
     let version = &service.versions[served];
-    let response = match result {
+    note.service = Some(service.name.clone());
+    note.version = Some(version.name.clone());
+    match result {
         Ok(response) => {
-            let response = finish_response(response, &table, service, version, pick);
+            // A copy is compared with stable's own answer only, never a retried one.
+            let tap = mirror.filter(|_| served == chosen).and_then(|mirror| {
+                mirror.start(&response, table.clone(), service_index(table, service))
+            });
+            let response = finish_response(response, table, service, version, pick);
             // HTTP/1 stalls show on the socket; an HTTP/2 stream at window 0 only here.
             let stall = http2.then(|| client.idle.clock());
             // A gRPC call whose status comes in the trailers is recorded when they do.
@@ -166,10 +218,12 @@ pub async fn handle(
                 stats: version.stats.clone(),
                 fault,
                 grpc,
+                tap,
             };
             response.map(|body| ServedBody::new(body, Some(watch)))
         }
         Err(Failed { failure, .. }) => {
+            note.end = failure.end_reason();
             if !matches!(failure, Failure::Client(_) | Failure::Tls(_)) {
                 tracing::warn!(service = %service.name, version = %version.name, error = failure.detail(), "upstream failure");
             }
@@ -180,21 +234,19 @@ pub async fn handle(
                 }
                 false => failure.response(),
             };
-            let response = finish_response(answer, &table, service, version, pick);
+            let response = finish_response(answer, table, service, version, pick);
             ServedBody::plain(response)
         }
-    };
-    if table.settings.access_log {
-        tracing::info!(
-            target: "access",
-            service = %service.name,
-            version = %version.name,
-            status = response.status().as_u16(),
-            micros = started.elapsed().as_micros() as u64,
-            client = ?client.ip,
-        );
     }
-    Ok(response)
+}
+
+/// Where `service` stands in `table` (for a task that outlives this borrow of it).
+fn service_index(table: &RoutingTable, service: &ServiceRoute) -> usize {
+    table
+        .services()
+        .iter()
+        .position(|s| std::ptr::eq(s, service))
+        .unwrap_or(usize::MAX)
 }
 
 /// Counts a client that went away before its answer, against nobody.
@@ -384,7 +436,7 @@ fn prepare_upstream_request(
 /// upstream saw it, so this is always safe. A pooled connection that the upstream closed
 /// just as it was reused gets a bodiless idempotent request once more. When no endpoint
 /// took the request, it comes back with the failure.
-async fn forward(
+pub(super) async fn forward(
     version: &VersionRoute,
     request: Request<UpstreamRequestBody>,
     limits: (Duration, Duration),

@@ -2,10 +2,12 @@
 //! connection's `client_idle` clock runs; an upstream body that breaks off counts against
 //! the version that sent it.
 
+use super::access_line::AccessLine;
 use super::body::ResponseBody;
 use super::client_body::FaultSlot;
 use super::client_idle::StallClock;
 use super::grpc;
+use super::shadow::Tap;
 use crate::config::grpc::{GrpcCodes, DEADLINE_EXCEEDED, UNKNOWN};
 use crate::telemetry::{ClientFault, Outcome, VersionStats};
 use crate::upstream::h1::BodyError;
@@ -24,6 +26,8 @@ pub struct ServedBody {
     /// Set for upstream bodies only: the proxy's own short messages need no watching.
     watch: Option<Watch>,
     started: Instant,
+    /// The exchange's access log line, sent when this body is done with.
+    line: Option<Box<AccessLine>>,
 }
 
 /// Who is to blame when an upstream body breaks off, and the client's stall clock.
@@ -36,6 +40,8 @@ pub struct Watch {
     pub fault: Option<Arc<FaultSlot>>,
     /// A gRPC call whose status is still to come.
     pub grpc: Option<GrpcCall>,
+    /// Stable's answer, wanted by a shadow copy for comparison.
+    pub tap: Option<Tap>,
 }
 
 /// A gRPC call under way: its outcome is recorded when its status arrives in the
@@ -118,6 +124,25 @@ impl ServedBody {
             body,
             watch,
             started: Instant::now(),
+            line: None,
+        }
+    }
+}
+
+impl ServedBody {
+    /// Hands the exchange's access log line to this body, to send when it is done.
+    pub fn log(&mut self, line: AccessLine) {
+        self.line = Some(Box::new(line));
+    }
+}
+
+impl Drop for ServedBody {
+    fn drop(&mut self) {
+        if let Some(line) = &mut self.line {
+            // A body of known length may never be polled to its end.
+            if self.body.is_end_stream() {
+                line.body_done();
+            }
         }
     }
 }
@@ -162,6 +187,14 @@ impl Body for ServedBody {
             }
         }
         let polled = Pin::new(&mut this.body).poll_frame(cx);
+        if let Some(line) = &mut this.line {
+            match &polled {
+                Poll::Ready(Some(Ok(frame))) => line.sent(frame.data_ref().map_or(0, Bytes::len)),
+                Poll::Ready(None) => line.body_done(),
+                Poll::Ready(Some(Err(err))) => line.broke(matches!(err, BodyError::IdleTimeout(_))),
+                Poll::Pending => {}
+            }
+        }
         if let Some(watch) = &mut this.watch {
             if let Some(stall) = &watch.stall {
                 match &polled {
@@ -177,6 +210,21 @@ impl Body for ServedBody {
             }
             if let Some(call) = &mut watch.grpc {
                 call.follow(&polled);
+            }
+            if let Some(tap) = &mut watch.tap {
+                match &polled {
+                    Poll::Ready(Some(Ok(frame))) => {
+                        if let Some(data) = frame.data_ref() {
+                            tap.data(data);
+                        }
+                        // A body of known length may never be polled to its end.
+                        if this.body.is_end_stream() {
+                            tap.end();
+                        }
+                    }
+                    Poll::Ready(None) => tap.end(),
+                    _ => {}
+                }
             }
         }
         polled

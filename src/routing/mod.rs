@@ -5,4 +5,4 @@ pub mod state;
 pub mod table;
 
 pub use state::ServiceState;
-pub use table::{Pick, RoutingTable, ServiceRoute, VersionRoute};
+pub use table::{Pick, RoutingTable, ServiceRoute, ShadowRoute, VersionRoute};

@@ -3,12 +3,18 @@
 use super::split::{bucket_of_key, Split};
 use super::state::ServiceState;
 use crate::config::grpc::GrpcCodes;
-use crate::config::{Config, GuardSettings, MatchRule, Release, Sticky, UpstreamProtocol};
+use crate::config::routes::{HostMatch, PathMatch, RouteRule, ValueMatch};
+use crate::config::shadow::ShadowSettings;
+use crate::config::{
+    Config, GuardSettings, MatchRule, MatchSource, Release, Sticky, UpstreamProtocol,
+};
+use crate::telemetry::shadow::{ShadowStats, VerdictBounds};
 use crate::telemetry::{Telemetry, VersionStats};
 use crate::upstream::budget::RetryBudget;
 use crate::upstream::endpoint::{Endpoint, EndpointRegistry};
 use http::{HeaderMap, HeaderName, HeaderValue};
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 
 /// Settings of the request path that a reload may change; carried in the table so a
@@ -16,7 +22,7 @@ use std::sync::Arc;
 #[derive(Debug, Clone)]
 pub struct ProxySettings {
     pub version_header: Option<HeaderName>,
-    pub access_log: bool,
+    pub access_log: Option<Arc<crate::telemetry::access_log::AccessLog>>,
     pub response_headers_timeout: std::time::Duration,
     pub upstream_body_idle: std::time::Duration,
 }
@@ -26,6 +32,8 @@ pub struct RoutingTable {
     pub revision: u64,
     pub settings: ProxySettings,
     services: Box<[ServiceRoute]>,
+    /// `[[routes]]` with the index of the service each names; tried before `by_host`.
+    routes: Box<[(RouteRule, usize)]>,
     by_host: HashMap<Box<str>, usize>,
     catch_all: Option<usize>,
 }
@@ -37,12 +45,25 @@ pub struct ServiceRoute {
     pub stable: usize,
     split: Split,
     sticky: Option<Sticky>,
-    matches: Box<[(HeaderName, HeaderValue, usize)]>,
+    matches: Box<[(MatchSource, ValueMatch, usize)]>,
     /// Failed idempotent requests to a non-stable version are retried on stable.
     pub retry: Option<Retry>,
     pub guard: GuardSettings,
     /// gRPC status codes counted as the version's failure.
     pub grpc_errors: GrpcCodes,
+    /// Copies of stable's requests to another version (`[shadow]`).
+    pub shadow: Option<ShadowRoute>,
+}
+
+/// A service's shadow: which version gets the copies, and what they found so far.
+#[derive(Debug)]
+pub struct ShadowRoute {
+    pub settings: Arc<ShadowSettings>,
+    /// Index of the shadow version in the service's versions.
+    pub version: usize,
+    pub stats: Arc<ShadowStats>,
+    /// Copies under way, held to `max_in_flight` (kept across table swaps with the stats).
+    pub in_flight: Arc<AtomicUsize>,
 }
 
 #[derive(Debug)]
@@ -61,6 +82,17 @@ pub struct VersionRoute {
     pub endpoints: Box<[Arc<Endpoint>]>,
     pub stats: Arc<VersionStats>,
     pub protocol: UpstreamProtocol,
+}
+
+impl ShadowRoute {
+    /// The bounds its verdict is judged against.
+    pub fn bounds(&self) -> VerdictBounds {
+        VerdictBounds {
+            min_samples: self.settings.min_samples,
+            max_extra_diff: self.settings.max_extra_diff,
+            learns_noise: self.settings.noise_percent > 0.0,
+        }
+    }
 }
 
 /// How a version was chosen: sticky picks may need to hand the client a cookie.
@@ -146,13 +178,29 @@ impl RoutingTable {
                 }),
                 guard: service.guard.clone(),
                 grpc_errors: service.grpc_error_codes,
+                shadow: service.shadow.as_ref().and_then(|settings| {
+                    let stats = telemetry.shadow(&service.name, &settings.version);
+                    Some(ShadowRoute {
+                        version: index_of(&settings.version)?,
+                        settings: Arc::new(settings.clone()),
+                        in_flight: stats.in_flight.clone(),
+                        stats,
+                    })
+                }),
             });
         }
+        let service_index = |name: &str| config.services.iter().position(|s| s.name == name);
+        let routes = config
+            .routes
+            .iter()
+            .filter_map(|rule| Some((rule.clone(), service_index(&rule.service)?)))
+            .collect();
         RoutingTable {
             revision,
+            routes,
             settings: ProxySettings {
                 version_header: config.version_header.clone(),
-                access_log: config.access_log,
+                access_log: telemetry.access_log(config.access_log.as_ref()),
                 response_headers_timeout: config.timeouts.response_headers.0,
                 upstream_body_idle: config.timeouts.upstream_body_idle.0,
             },
@@ -160,6 +208,27 @@ impl RoutingTable {
             by_host,
             catch_all,
         }
+    }
+
+    /// The service for a request: the first route that takes it, else by its host.
+    pub fn service_for(
+        &self,
+        host: Option<&str>,
+        method: &http::Method,
+        uri: &http::Uri,
+        headers: &HeaderMap,
+    ) -> Option<&ServiceRoute> {
+        if !self.routes.is_empty() {
+            let name = host.map(|h| strip_port(h).to_ascii_lowercase());
+            let taken = self
+                .routes
+                .iter()
+                .find(|(rule, _)| route_takes(rule, name.as_deref(), method, uri, headers));
+            if let Some((_, index)) = taken {
+                return Some(&self.services[*index]);
+            }
+        }
+        self.service_for_host(host)
     }
 
     /// The service for a Host value (port and case ignored), else the catch-all service.
@@ -185,14 +254,62 @@ impl RoutingTable {
 fn compile_matches(
     rules: &[MatchRule],
     index_of: &dyn Fn(&str) -> Option<usize>,
-) -> Box<[(HeaderName, HeaderValue, usize)]> {
+) -> Box<[(MatchSource, ValueMatch, usize)]> {
     rules
         .iter()
         .filter_map(|rule| {
-            let value = HeaderValue::from_str(&rule.value).ok()?;
-            Some((rule.header.clone(), value, index_of(&rule.version)?))
+            Some((
+                rule.source.clone(),
+                rule.test.clone(),
+                index_of(&rule.version)?,
+            ))
         })
         .collect()
+}
+
+/// Whether `rule` takes a request (`host`: lower-cased, without its port).
+fn route_takes(
+    rule: &RouteRule,
+    host: Option<&str>,
+    method: &http::Method,
+    uri: &http::Uri,
+    headers: &HeaderMap,
+) -> bool {
+    let host_ok = match (&rule.host, host) {
+        (HostMatch::Any, _) => true,
+        (HostMatch::Exact(want), Some(host)) => want == host,
+        (HostMatch::Suffix(suffix), Some(host)) => {
+            host.len() > suffix.len() && host.ends_with(suffix.as_str())
+        }
+        (_, None) => false,
+    };
+    let path = uri.path();
+    let path_ok = match &rule.path {
+        PathMatch::Any => true,
+        PathMatch::Exact(want) => path == want,
+        PathMatch::Prefix(prefix) => path.starts_with(prefix.as_str()),
+        PathMatch::Regex(regex) => regex.is_match(path),
+    };
+    host_ok
+        && path_ok
+        && (rule.methods.is_empty() || rule.methods.contains(method))
+        && rule
+            .headers
+            .iter()
+            .all(|(name, test)| test.test(headers.get(name).map(HeaderValue::as_bytes)))
+        && rule
+            .query
+            .iter()
+            .all(|(name, test)| test.test(query_param(uri.query(), name)))
+}
+
+/// The raw value of the first `name=value` pair of a query (no percent-decoding: the
+/// value is compared as the client sent it).
+fn query_param<'q>(query: Option<&'q str>, name: &str) -> Option<&'q [u8]> {
+    query?.split('&').find_map(|pair| {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        (key == name).then_some(value.as_bytes())
+    })
 }
 
 fn strip_port(host: &str) -> &str {
@@ -207,9 +324,14 @@ fn strip_port(host: &str) -> &str {
 
 impl ServiceRoute {
     /// Picks the version for a request: forced match, else sticky bucket, else weight.
-    pub fn pick(&self, headers: &HeaderMap) -> Pick {
-        for (name, value, version) in self.matches.iter() {
-            if headers.get(name) == Some(value) {
+    pub fn pick(&self, headers: &HeaderMap, uri: &http::Uri) -> Pick {
+        for (source, test, version) in self.matches.iter() {
+            let value = match source {
+                MatchSource::Header(name) => headers.get(name).map(HeaderValue::as_bytes),
+                MatchSource::Cookie(name) => find_cookie(headers, name),
+                MatchSource::Query(name) => query_param(uri.query(), name),
+            };
+            if test.test(value) {
                 return Pick::Forced(*version);
             }
         }

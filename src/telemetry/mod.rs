@@ -6,8 +6,10 @@
 //! In a fleet, each version also keeps the other members' slices (`pool`): the guard reads
 //! the pooled views, everything else (status, metrics) this instance's own.
 
+pub mod access_log;
 mod outcome;
 mod pool;
+pub mod shadow;
 mod slices;
 
 pub use outcome::{ClientFault, Outcome};
@@ -29,6 +31,10 @@ pub struct Telemetry {
     shards: usize,
     versions: Mutex<HashMap<(String, String), Arc<VersionStats>>>,
     budgets: Mutex<HashMap<String, Arc<RetryBudget>>>,
+    /// The access log in use, kept across table swaps while its settings stay.
+    access_log: Mutex<Option<Arc<access_log::AccessLog>>>,
+    /// What shadowing found, by (service, shadow version).
+    shadows: Mutex<HashMap<(String, String), Arc<shadow::ShadowStats>>>,
     /// When each other member of the fleet last reported.
     heard: Arc<Heard>,
 }
@@ -40,6 +46,8 @@ impl Telemetry {
             shards: shards.max(1),
             versions: Mutex::new(HashMap::new()),
             budgets: Mutex::new(HashMap::new()),
+            shadows: Mutex::new(HashMap::new()),
+            access_log: Mutex::new(None),
             heard: Arc::default(),
         }
     }
@@ -58,6 +66,40 @@ impl Telemetry {
     pub fn retry_budget(&self, service: &str) -> Arc<RetryBudget> {
         let mut budgets = self.budgets.lock().unwrap_or_else(PoisonError::into_inner);
         budgets.entry(service.to_string()).or_default().clone()
+    }
+
+    /// The access log for `settings` (`None`: off): the one in use while its settings
+    /// stay, a new one (with its own writer) when a reload changed them.
+    pub fn access_log(
+        &self,
+        settings: Option<&crate::config::access_log::AccessLogSettings>,
+    ) -> Option<Arc<access_log::AccessLog>> {
+        let mut current = self
+            .access_log
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let Some(settings) = settings else {
+            *current = None;
+            return None;
+        };
+        match current.as_ref() {
+            Some(log) if log.settings == *settings => Some(log.clone()),
+            _ => {
+                let log = access_log::AccessLog::start(settings.clone());
+                *current = Some(log.clone());
+                Some(log)
+            }
+        }
+    }
+
+    /// What shadowing `version` of `service` found, kept across table swaps; created on
+    /// first use.
+    pub fn shadow(&self, service: &str, version: &str) -> Arc<shadow::ShadowStats> {
+        let mut shadows = self.shadows.lock().unwrap_or_else(PoisonError::into_inner);
+        shadows
+            .entry((service.to_string(), version.to_string()))
+            .or_default()
+            .clone()
     }
 
     /// The stats of one version, created on first use.

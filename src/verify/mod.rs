@@ -15,6 +15,7 @@ use crate::control::error::ControlError;
 use crate::control::record::rfc3339_millis;
 use crate::control::RoutingControl;
 use crate::routing::RoutingTable;
+use crate::telemetry::shadow::ShadowVerdict;
 use health::HealthBoard;
 use serde::Serialize;
 use smoke::{CheckReport, CheckRun, Target};
@@ -169,7 +170,33 @@ pub async fn check_version(
     table: &RoutingTable,
     version: &str,
 ) -> CheckRun {
-    smoke::run(&service.verify.checks, &target(service, table, version)).await
+    let mut run = smoke::run(&service.verify.checks, &target(service, table, version)).await;
+    if let Some(result) = shadow_check(table, &service.name, version) {
+        run.add(result);
+    }
+    run
+}
+
+/// The shadow check of `version`, when it is the service's shadow: its answers to copies
+/// of live requests against stable's. Not enough of them yet is not a failure.
+fn shadow_check(table: &RoutingTable, service: &str, version: &str) -> Option<smoke::CheckResult> {
+    let route = table.services().iter().find(|s| *s.name == *service)?;
+    let shadow = route.shadow.as_ref()?;
+    if *route.versions[shadow.version].name != *version {
+        return None;
+    }
+    let (passed, got) = match shadow.stats.verdict(shadow.bounds()) {
+        ShadowVerdict::Pass => (true, "answers match stable's, beyond noise".to_string()),
+        ShadowVerdict::Inconclusive { reason } => (true, format!("inconclusive: {reason}")),
+        ShadowVerdict::Fail { summary } => (false, summary),
+    };
+    Some(smoke::CheckResult {
+        check: "shadow".to_string(),
+        endpoint: "-".to_string(),
+        passed,
+        got,
+        ms: 0,
+    })
 }
 
 fn unix_ms() -> u64 {

@@ -154,6 +154,21 @@ pub async fn run(checks: &[SmokeCheck], target: &Target) -> CheckRun {
     }
 }
 
+impl CheckRun {
+    /// Adds a result judged elsewhere (the shadow check).
+    pub fn add(&mut self, result: CheckResult) {
+        if !result.passed {
+            self.report.passed = false;
+            self.report.failed.push(CheckFailure {
+                check: result.check.clone(),
+                endpoint: result.endpoint.clone(),
+                got: result.got.clone(),
+            });
+        }
+        self.results.push(result);
+    }
+}
+
 /// The connect check: the endpoint takes a connection (and completes the TLS handshake
 /// when its version has `tls`).
 async fn connect(dial: &Dial) -> CheckResult {

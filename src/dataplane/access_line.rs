@@ -1,0 +1,126 @@
+//! One exchange's access log line, from the request's start to its body's end. It is
+//! sent when dropped, wherever that is: with the served body when the body is done (or
+//! the client left mid-body), or in the request's future when the client left before
+//! the answer.
+
+use crate::telemetry::access_log::{AccessLog, Entry};
+use http::header::{HeaderValue, CONTENT_LENGTH, USER_AGENT};
+use http::Request;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+/// What serving a request found, for its line.
+#[derive(Debug, Default)]
+pub struct Served {
+    pub service: Option<Arc<str>>,
+    pub version: Option<Arc<str>>,
+    /// Why the exchange ended, as far as the request path knows.
+    pub end: &'static str,
+    /// From the request's start to the upstream's answer head.
+    pub upstream: Option<Duration>,
+}
+
+#[derive(Debug)]
+pub struct AccessLine {
+    log: Arc<AccessLog>,
+    /// Taken when the line is sent.
+    entry: Option<Box<Entry>>,
+    started: Instant,
+    /// Answered, and the body not yet whole.
+    body_pending: bool,
+}
+
+impl AccessLine {
+    pub fn begin<B>(
+        log: Arc<AccessLog>,
+        request: &Request<B>,
+        client: &HeaderValue,
+        request_id: HeaderValue,
+        revision: u64,
+        started: Instant,
+    ) -> AccessLine {
+        let headers = request.headers();
+        let entry = Entry {
+            start: SystemTime::now() - started.elapsed(),
+            duration: Duration::ZERO,
+            method: request.method().clone(),
+            authority: request
+                .uri()
+                .authority()
+                .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+                .or_else(|| headers.get(http::header::HOST).cloned()),
+            target: request
+                .uri()
+                .path_and_query()
+                .map_or_else(|| "/".to_string(), |p| p.as_str().to_string()),
+            protocol: request.version(),
+            // No answer at all: the client left first (NGINX's 499).
+            status: 499,
+            end: "client_gone",
+            bytes_in: headers
+                .get(CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok()?.parse().ok()),
+            bytes_out: 0,
+            upstream: None,
+            service: None,
+            version: None,
+            revision,
+            request_id,
+            trace_id: super::request_id::trace_id(headers),
+            client: client.clone(),
+            user_agent: headers.get(USER_AGENT).cloned(),
+        };
+        AccessLine {
+            log,
+            entry: Some(Box::new(entry)),
+            started,
+            body_pending: false,
+        }
+    }
+
+    pub fn answered(&mut self, status: u16, served: Served) {
+        self.body_pending = true;
+        if let Some(entry) = self.entry.as_mut() {
+            entry.status = status;
+            entry.end = served.end;
+            entry.service = served.service;
+            entry.version = served.version;
+            entry.upstream = served.upstream;
+        }
+    }
+
+    pub fn sent(&mut self, bytes: usize) {
+        if let Some(entry) = self.entry.as_mut() {
+            entry.bytes_out += bytes as u64;
+        }
+    }
+
+    /// The body is whole.
+    pub fn body_done(&mut self) {
+        self.body_pending = false;
+    }
+
+    /// The upstream's body broke off.
+    pub fn broke(&mut self, timed_out: bool) {
+        self.body_pending = false;
+        if let Some(entry) = self.entry.as_mut() {
+            entry.end = match timed_out {
+                true => "upstream_body_timeout",
+                false => "upstream_body_reset",
+            };
+        }
+    }
+}
+
+impl Drop for AccessLine {
+    fn drop(&mut self) {
+        let Some(mut entry) = self.entry.take() else {
+            return;
+        };
+        if self.body_pending {
+            entry.end = "client_gone";
+        }
+        entry.duration = self.started.elapsed();
+        self.log.send(*entry);
+    }
+}

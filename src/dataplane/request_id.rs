@@ -1,0 +1,110 @@
+//! Request ids and trace context: every request carries an `x-request-id` (the client's
+//! when it is a sane token, else a new one) upstream and back to the client; the W3C
+//! `traceparent` passes through untouched, and its trace id goes to the access log.
+
+use http::header::{HeaderMap, HeaderName, HeaderValue};
+
+pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+static TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
+
+/// Longest client-given id kept; a longer one is replaced.
+const MAX_ID: usize = 128;
+
+/// The request's id, set in `headers` (a missing or unfit one replaced by a new one).
+pub fn take_or_make(headers: &mut HeaderMap) -> HeaderValue {
+    if let Some(id) = headers.get(&X_REQUEST_ID).filter(|id| fit(id.as_bytes())) {
+        if headers.get_all(&X_REQUEST_ID).iter().count() == 1 {
+            return id.clone();
+        }
+    }
+    let id = new_id();
+    headers.insert(X_REQUEST_ID.clone(), id.clone());
+    id
+}
+
+/// A token of at most 128 URL-safe characters: nothing that could split a log line or
+/// smuggle markup into a dashboard.
+fn fit(id: &[u8]) -> bool {
+    !id.is_empty()
+        && id.len() <= MAX_ID
+        && id
+            .iter()
+            .all(|&b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
+}
+
+/// 128 random bits in hex.
+fn new_id() -> HeaderValue {
+    let text = format!("{:016x}{:016x}", fastrand::u64(..), fastrand::u64(..));
+    HeaderValue::from_str(&text).unwrap_or_else(|_| HeaderValue::from_static("0"))
+}
+
+/// The trace id of a valid `traceparent` (`00-<32 hex>-<16 hex>-<2 hex>`, not all zeros).
+pub fn trace_id(headers: &HeaderMap) -> Option<String> {
+    let value = headers.get(&TRACEPARENT)?.to_str().ok()?;
+    let mut parts = value.split('-');
+    let (version, trace, parent, flags) =
+        (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+    let hex = |s: &str, n: usize| {
+        s.len() == n && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+    };
+    let valid = hex(version, 2)
+        && version != "ff"
+        && hex(trace, 32)
+        && hex(parent, 16)
+        && hex(flags, 2)
+        && trace.bytes().any(|b| b != b'0')
+        && parent.bytes().any(|b| b != b'0');
+    valid.then(|| trace.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_sane_id_is_kept_and_anything_else_replaced() {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            X_REQUEST_ID.clone(),
+            HeaderValue::from_static("abc-123_x.y:z"),
+        );
+        assert_eq!(take_or_make(&mut headers), "abc-123_x.y:z");
+        for bad in ["", "has space", "<script>", &"a".repeat(129)] {
+            let mut headers = HeaderMap::new();
+            headers.insert(
+                X_REQUEST_ID.clone(),
+                HeaderValue::from_str(bad).expect("value"),
+            );
+            let id = take_or_make(&mut headers);
+            assert_eq!(id.len(), 32, "{bad:?}");
+            assert_eq!(headers.get(&X_REQUEST_ID), Some(&id));
+        }
+        let mut two = HeaderMap::new();
+        two.append(X_REQUEST_ID.clone(), HeaderValue::from_static("a"));
+        two.append(X_REQUEST_ID.clone(), HeaderValue::from_static("b"));
+        assert_eq!(take_or_make(&mut two).len(), 32);
+        assert_eq!(two.get_all(&X_REQUEST_ID).iter().count(), 1);
+    }
+
+    #[test]
+    fn trace_ids_come_only_from_valid_traceparents() {
+        let with = |value: &'static str| {
+            let mut headers = HeaderMap::new();
+            headers.insert(TRACEPARENT.clone(), HeaderValue::from_static(value));
+            trace_id(&headers)
+        };
+        assert_eq!(
+            with("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01").as_deref(),
+            Some("4bf92f3577b34da6a3ce929d0e0e4736")
+        );
+        assert_eq!(
+            with("00-00000000000000000000000000000000-00f067aa0ba902b7-01"),
+            None
+        );
+        assert_eq!(
+            with("00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01"),
+            None
+        );
+        assert_eq!(with("garbage"), None);
+    }
+}

@@ -1,0 +1,357 @@
+//! What shadowing found for one (service, shadow version): how many copies were compared,
+//! which fields differed from stable's answers, and how often the same fields differ
+//! between two answers of stable itself (the noise). Updated off the request path, by the
+//! tasks that compare; the request path only counts skipped copies.
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, PoisonError};
+
+/// Fields tracked per shadow version; differences in more go under one name.
+const MAX_FIELDS: usize = 256;
+const OTHER_FIELDS: &str = "(other fields)";
+/// Noise comparisons needed before a verdict, when noise is being learned.
+pub const MIN_NOISE_SAMPLES: u64 = 20;
+
+/// Why a copy was not compared.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Skip {
+    /// `max_in_flight` copies were already under way.
+    InFlight,
+    /// The request had a body (copies are bodiless requests only).
+    RequestBody,
+    /// A response body larger than `max_body`.
+    TooLarge,
+    /// Stable's answer failed, or the user went away before it was whole.
+    NoStableAnswer,
+    /// The shadow version did not answer (down, timed out, reset).
+    ShadowFailed,
+}
+
+impl Skip {
+    pub const ALL: [Skip; 5] = [
+        Skip::InFlight,
+        Skip::RequestBody,
+        Skip::TooLarge,
+        Skip::NoStableAnswer,
+        Skip::ShadowFailed,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Skip::InFlight => "in_flight",
+            Skip::RequestBody => "request_body",
+            Skip::TooLarge => "too_large",
+            Skip::NoStableAnswer => "no_stable_answer",
+            Skip::ShadowFailed => "shadow_failed",
+        }
+    }
+}
+
+/// One field that differed in a comparison, with the values seen (already redacted).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FieldDiff {
+    pub field: String,
+    pub stable: String,
+    pub other: String,
+}
+
+/// One example of a differing field.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Sample {
+    /// Method and path, query values left out.
+    pub request: String,
+    pub stable: String,
+    pub shadow: String,
+}
+
+#[derive(Debug, Default)]
+struct FieldTally {
+    shadow: u64,
+    noise: u64,
+    sample: Option<Sample>,
+}
+
+#[derive(Debug, Default)]
+struct Tallies {
+    compared: u64,
+    differing: u64,
+    noise_compared: u64,
+    noise_differing: u64,
+    fields: BTreeMap<String, FieldTally>,
+}
+
+#[derive(Debug, Default)]
+pub struct ShadowStats {
+    /// Copies under way (the request path holds it to `max_in_flight`).
+    pub in_flight: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    mirrored: AtomicU64,
+    skipped: [AtomicU64; 5],
+    tallies: Mutex<Tallies>,
+}
+
+/// The shadow check's verdict.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "verdict", rename_all = "snake_case")]
+pub enum ShadowVerdict {
+    Pass,
+    Fail { summary: String },
+    Inconclusive { reason: String },
+}
+
+/// Limits the verdict is judged against.
+#[derive(Debug, Clone, Copy)]
+pub struct VerdictBounds {
+    pub min_samples: u64,
+    /// Percentage points above noise.
+    pub max_extra_diff: f64,
+    pub learns_noise: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FieldReport {
+    pub field: String,
+    /// Percent of compared copies where the field differed.
+    pub shadow_percent: f64,
+    /// Percent of stable-against-stable comparisons where it differed.
+    pub noise_percent: f64,
+    pub sample: Option<Sample>,
+}
+
+/// What `ctl shadow` shows.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ShadowReport {
+    pub version: String,
+    pub mirrored: u64,
+    pub compared: u64,
+    pub differing: u64,
+    pub noise_compared: u64,
+    pub noise_differing: u64,
+    pub skipped: BTreeMap<String, u64>,
+    /// The fields that differed most, worst first.
+    pub fields: Vec<FieldReport>,
+    #[serde(flatten)]
+    pub verdict: ShadowVerdict,
+}
+
+impl ShadowStats {
+    pub fn mirrored(&self) {
+        self.mirrored.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn skipped(&self, why: Skip) {
+        self.skipped[why as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn tallies(&self) -> std::sync::MutexGuard<'_, Tallies> {
+        self.tallies.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// A copy's answer compared with stable's: `diffs` lists the fields that differed.
+    pub fn compared(&self, request: &str, diffs: &[FieldDiff]) {
+        let mut tallies = self.tallies();
+        tallies.compared += 1;
+        tallies.differing += u64::from(!diffs.is_empty());
+        for diff in diffs {
+            let tally = field(&mut tallies.fields, &diff.field);
+            tally.shadow += 1;
+            tally.sample.get_or_insert_with(|| Sample {
+                request: request.to_string(),
+                stable: diff.stable.clone(),
+                shadow: diff.other.clone(),
+            });
+        }
+    }
+
+    /// Two answers of stable compared: what differs here is noise.
+    pub fn noise(&self, diffs: &[FieldDiff]) {
+        let mut tallies = self.tallies();
+        tallies.noise_compared += 1;
+        tallies.noise_differing += u64::from(!diffs.is_empty());
+        for diff in diffs {
+            field(&mut tallies.fields, &diff.field).noise += 1;
+        }
+    }
+
+    /// A field fails when it differs more often than its noise by more than the bound.
+    /// A field never seen differing between two stable answers has noise 0; one that has
+    /// been is given the benefit of the doubt (the noise rate's upper 95% bound), so a
+    /// field that differs at random is not condemned on a few noise samples.
+    pub fn verdict(&self, bounds: VerdictBounds) -> ShadowVerdict {
+        let tallies = self.tallies();
+        if tallies.compared < bounds.min_samples {
+            return ShadowVerdict::Inconclusive {
+                reason: format!(
+                    "{} of {} compared requests",
+                    tallies.compared, bounds.min_samples
+                ),
+            };
+        }
+        if bounds.learns_noise && tallies.noise_compared < MIN_NOISE_SAMPLES {
+            return ShadowVerdict::Inconclusive {
+                reason: format!(
+                    "learning noise: {} of {MIN_NOISE_SAMPLES} stable-against-stable comparisons",
+                    tallies.noise_compared
+                ),
+            };
+        }
+        let worst = tallies
+            .fields
+            .iter()
+            .map(|(name, tally)| (name, tally, excess(tally, &tallies)))
+            .max_by(|a, b| a.2.total_cmp(&b.2));
+        match worst {
+            Some((name, tally, excess)) if excess > bounds.max_extra_diff => {
+                let sample = tally.sample.as_ref().map_or(String::new(), |s| {
+                    format!(
+                        "; e.g. {}: stable {}, shadow {}",
+                        s.request, s.stable, s.shadow
+                    )
+                });
+                ShadowVerdict::Fail {
+                    summary: format!(
+                        "{name} differs in {:.1}% of {} compared requests (noise {:.1}%){sample}",
+                        percent(tally.shadow, tallies.compared),
+                        tallies.compared,
+                        percent(tally.noise, tallies.noise_compared),
+                    ),
+                }
+            }
+            _ => ShadowVerdict::Pass,
+        }
+    }
+
+    pub fn report(&self, version: &str, bounds: VerdictBounds) -> ShadowReport {
+        let verdict = self.verdict(bounds);
+        let tallies = self.tallies();
+        let mut fields: Vec<FieldReport> = tallies
+            .fields
+            .iter()
+            .map(|(name, tally)| FieldReport {
+                field: name.clone(),
+                shadow_percent: percent(tally.shadow, tallies.compared),
+                noise_percent: percent(tally.noise, tallies.noise_compared),
+                sample: tally.sample.clone(),
+            })
+            .collect();
+        fields.sort_by(|a, b| b.shadow_percent.total_cmp(&a.shadow_percent));
+        fields.truncate(10);
+        ShadowReport {
+            version: version.to_string(),
+            mirrored: self.mirrored.load(Ordering::Relaxed),
+            compared: tallies.compared,
+            differing: tallies.differing,
+            noise_compared: tallies.noise_compared,
+            noise_differing: tallies.noise_differing,
+            skipped: Skip::ALL
+                .iter()
+                .map(|&skip| {
+                    (
+                        skip.name().to_string(),
+                        self.skipped[skip as usize].load(Ordering::Relaxed),
+                    )
+                })
+                .collect(),
+            fields,
+            verdict,
+        }
+    }
+}
+
+fn field<'a>(fields: &'a mut BTreeMap<String, FieldTally>, name: &str) -> &'a mut FieldTally {
+    let name = match fields.len() < MAX_FIELDS || fields.contains_key(name) {
+        true => name,
+        false => OTHER_FIELDS,
+    };
+    fields.entry(name.to_string()).or_default()
+}
+
+/// Points by which a field's shadow rate exceeds its noise.
+fn excess(tally: &FieldTally, tallies: &Tallies) -> f64 {
+    let noise = match tally.noise {
+        0 => 0.0,
+        seen => wilson_upper(seen, tallies.noise_compared),
+    };
+    percent(tally.shadow, tallies.compared) - 100.0 * noise
+}
+
+fn percent(part: u64, whole: u64) -> f64 {
+    match whole {
+        0 => 0.0,
+        whole => 100.0 * part as f64 / whole as f64,
+    }
+}
+
+/// The upper end of the 95% Wilson score interval of `hits` in `n`.
+fn wilson_upper(hits: u64, n: u64) -> f64 {
+    let (n, p, z) = (n as f64, hits as f64 / n as f64, 1.96_f64);
+    let centre = p + z * z / (2.0 * n);
+    let margin = z * (p * (1.0 - p) / n + z * z / (4.0 * n * n)).sqrt();
+    ((centre + margin) / (1.0 + z * z / n)).min(1.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn diff(field: &str) -> Vec<FieldDiff> {
+        vec![FieldDiff {
+            field: field.to_string(),
+            stable: "1".into(),
+            other: "2".into(),
+        }]
+    }
+
+    const BOUNDS: VerdictBounds = VerdictBounds {
+        min_samples: 200,
+        max_extra_diff: 1.0,
+        learns_noise: true,
+    };
+
+    #[test]
+    fn a_field_that_differs_only_in_the_shadow_fails() {
+        let stats = ShadowStats::default();
+        for i in 0..200 {
+            stats.compared(
+                "GET /item",
+                &if i % 25 == 0 { diff("$.price") } else { vec![] },
+            );
+        }
+        assert!(matches!(
+            stats.verdict(BOUNDS),
+            ShadowVerdict::Inconclusive { .. }
+        ));
+        for _ in 0..20 {
+            stats.noise(&[]);
+        }
+        let ShadowVerdict::Fail { summary } = stats.verdict(BOUNDS) else {
+            panic!("a 4% difference with no noise must fail")
+        };
+        assert!(
+            summary.starts_with("$.price differs in 4.0% of 200"),
+            "{summary}"
+        );
+    }
+
+    #[test]
+    fn a_field_that_differs_between_stable_answers_too_is_noise() {
+        let stats = ShadowStats::default();
+        for i in 0..400 {
+            stats.compared("GET /", &diff("$.now"));
+            if i % 10 == 0 {
+                stats.noise(&diff("$.now"));
+            }
+        }
+        assert_eq!(stats.verdict(BOUNDS), ShadowVerdict::Pass);
+        // Random order: differs half the time in the shadow, a third in 40 noise samples.
+        let random = ShadowStats::default();
+        for i in 0..400 {
+            random.compared("GET /", &if i % 2 == 0 { diff("$.order") } else { vec![] });
+            if i % 10 == 0 {
+                random.noise(&if i % 30 == 0 { diff("$.order") } else { vec![] });
+            }
+        }
+        assert_eq!(random.verdict(BOUNDS), ShadowVerdict::Pass);
+    }
+}

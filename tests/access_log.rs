@@ -1,0 +1,218 @@
+//! The access log, request ids and trace context over real sockets: every field of a
+//! line for an answered request, a canary failure retried on stable, a client that left
+//! before its answer; ids kept, replaced and made, and carried upstream and back.
+
+mod common;
+
+use common::{client, get, pair, TestProxy};
+use http::StatusCode;
+use serde_json::Value;
+use std::path::Path;
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+fn access_log(dir: &Path) -> String {
+    format!(
+        "\n[proxy.access_log]\nto = \"file\"\npath = \"{}\"\n",
+        dir.join("access.log").display()
+    )
+}
+
+/// Waits (bounded) until the log holds `count` lines; returns them parsed.
+async fn lines(dir: &Path, count: usize) -> Vec<Value> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let text = std::fs::read_to_string(dir.join("access.log")).unwrap_or_default();
+        let lines: Vec<Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+            .collect();
+        if lines.len() >= count {
+            return lines;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} of {count} lines: {text}",
+            lines.len()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answered_request_has_every_field_and_its_ids() {
+    let dir = tempfile::tempdir().unwrap();
+    let pair = pair("blue", "canary", (100, 0), &access_log(dir.path())).await;
+    let http = client();
+    let traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let reply = get(
+        &http,
+        pair.proxy.addr(),
+        "/cart?item=7",
+        &[
+            ("x-request-id", "req-42"),
+            ("traceparent", traceparent),
+            ("user-agent", "probe/1.0"),
+        ],
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(reply.headers["x-request-id"], "req-42");
+    // None given: one is made, 128 bits in hex.
+    let made = get(&http, pair.proxy.addr(), "/", &[]).await;
+    let id = made.headers["x-request-id"].to_str().unwrap().to_string();
+    assert!(
+        id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit()),
+        "{id}"
+    );
+    // One that could split a log line is replaced.
+    let odd = get(&http, pair.proxy.addr(), "/", &[("x-request-id", "a b\"c")]).await;
+    assert_ne!(odd.headers["x-request-id"], "a b\"c");
+
+    let lines = lines(dir.path(), 3).await;
+    let line = &lines[0];
+    for field in [
+        "start",
+        "duration_ms",
+        "method",
+        "authority",
+        "path",
+        "protocol",
+        "status",
+        "end",
+        "bytes_in",
+        "bytes_out",
+        "upstream_ms",
+        "service",
+        "version",
+        "revision",
+        "request_id",
+        "trace_id",
+        "client",
+        "user_agent",
+    ] {
+        assert!(line.get(field).is_some(), "no {field} in {line}");
+    }
+    assert_eq!(line["method"], "GET");
+    assert_eq!(line["authority"], pair.proxy.addr().to_string());
+    assert_eq!(line["path"], "/cart?item=7");
+    assert_eq!(line["protocol"], "HTTP/1.1");
+    assert_eq!(line["status"], 200);
+    assert_eq!(line["end"], "completed");
+    assert_eq!(line["bytes_out"], reply.body.len() as u64);
+    assert_eq!(line["service"], "shop");
+    assert_eq!(line["version"], "blue");
+    assert_eq!(line["request_id"], "req-42");
+    assert_eq!(line["trace_id"], "4bf92f3577b34da6a3ce929d0e0e4736");
+    assert_eq!(line["client"], "127.0.0.1");
+    assert_eq!(line["user_agent"], "probe/1.0");
+    assert!(line["start"].as_str().unwrap().ends_with('Z'), "{line}");
+    assert!(line["duration_ms"].as_f64().unwrap() >= line["upstream_ms"].as_f64().unwrap());
+    assert_eq!(lines[1]["request_id"], id.as_str());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_canary_failure_retried_on_stable_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let pair = pair("blue", "canary", (0, 100), &access_log(dir.path())).await;
+    pair.canary.faults.set_error_rate(1.0);
+    let reply = get(&client(), pair.proxy.addr(), "/", &[]).await;
+    assert_eq!(reply.status, StatusCode::OK);
+    let lines = lines(dir.path(), 1).await;
+    assert_eq!(lines[0]["end"], "retried_on_stable", "{}", lines[0]);
+    assert_eq!(lines[0]["version"], "blue");
+}
+
+/// An upstream that reads a request head, remembers it, and answers after `delay`.
+async fn recording_upstream(
+    delay: Duration,
+) -> (std::net::SocketAddr, tokio::sync::mpsc::Receiver<String>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (heads, seen) = tokio::sync::mpsc::channel(16);
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let heads = heads.clone();
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut buf = [0u8; 4096];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match stream.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let _ = heads
+                    .send(String::from_utf8_lossy(&head).into_owned())
+                    .await;
+                tokio::time::sleep(delay).await;
+                let _ = stream
+                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                    .await;
+            });
+        }
+    });
+    (addr, seen)
+}
+
+fn one_version(addr: std::net::SocketAddr, dir: &Path) -> String {
+    format!(
+        "{}\n[services.shop]\nstable = \"v1\"\nweights = {{ v1 = 100 }}\n[services.shop.versions.v1]\nendpoints = [\"{addr}\"]\n",
+        access_log(dir)
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_id_goes_upstream_and_a_client_that_left_is_logged_as_gone() {
+    let dir = tempfile::tempdir().unwrap();
+    let (addr, mut seen) = recording_upstream(Duration::from_secs(1)).await;
+    let proxy = TestProxy::start(&one_version(addr, dir.path())).await;
+    let mut stream = TcpStream::connect(proxy.addr()).await.unwrap();
+    stream
+        .write_all(b"GET /slow HTTP/1.1\r\nhost: shop\r\nx-request-id: leaving-1\r\n\r\n")
+        .await
+        .unwrap();
+    let head = seen.recv().await.unwrap();
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("x-request-id: leaving-1\r\n"),
+        "{head}"
+    );
+    drop(stream);
+    let lines = lines(dir.path(), 1).await;
+    assert_eq!(lines[0]["end"], "client_gone", "{}", lines[0]);
+    assert_eq!(lines[0]["status"], 499);
+    assert_eq!(lines[0]["request_id"], "leaving-1");
+}
+
+#[test]
+fn bad_access_log_sections_are_named() {
+    let cases = [
+        ("to = \"file\"", "needs a path"),
+        ("to = \"syslog\"", "not \"off\", \"stdout\" or \"file\""),
+        (
+            "to = \"stdout\"\nformat = \"xml\"",
+            "not \"json\" or \"text\"",
+        ),
+        (
+            "to = \"stdout\"\npath = \"x.log\"",
+            "only with to = \"file\"",
+        ),
+        ("to = \"stdout\"\ncolour = 1", "unknown field"),
+    ];
+    for (section, expected) in cases {
+        let dir = tempfile::tempdir().unwrap();
+        let body = format!(
+            "[proxy.access_log]\n{section}\n[services.shop]\nstable = \"v1\"\nweights = {{ v1 = 1 }}\n[services.shop.versions.v1]\nendpoints = [\"127.0.0.1:9\"]\n"
+        );
+        let text = common::full_config("127.0.0.1:0", dir.path(), &body);
+        let err = switchyard::config::Config::parse(Path::new("log.toml"), &text)
+            .expect_err(section)
+            .to_string();
+        assert!(
+            err.contains(expected) && err.contains("log.toml:"),
+            "{section}: {err}"
+        );
+    }
+}
