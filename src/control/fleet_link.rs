@@ -10,11 +10,9 @@
 //! change will follow.
 
 use super::command::Change;
-use super::error::ControlError;
 use super::journal::{self, GENESIS};
 use super::record::{ChangeKind, Origin, RevisionRecord};
 use super::writer::{Commands, Request, Writer};
-use crate::config::Config;
 use crate::fleet::{Entry, Fleet, LogError, RevisionLog};
 use crate::routing::ServiceState;
 use bytes::Bytes;
@@ -106,11 +104,10 @@ impl Writer {
         records: Vec<RevisionRecord>,
     ) -> Result<Vec<RevisionRecord>, Recording> {
         let Some(fleet) = &self.fleet else {
-            return self
-                .journal
-                .append(records)
-                .await
-                .map_err(|err| Recording::Failed(err.to_string()));
+            return self.journal.append(records).await.map_err(|err| {
+                self.journal_failed(&err);
+                Recording::Failed(super::writer::unwritable(&err))
+            });
         };
         if !fleet.joined.load(Ordering::Acquire) {
             return Err(Recording::Offline(
@@ -272,69 +269,9 @@ impl Writer {
         self.commit(None, &applied);
     }
 
-    /// `apply` in a fleet: plan against the state applied, append to the log, and when
-    /// another instance appended first, catch up and plan again.
-    pub(crate) async fn apply_in_fleet(
-        &mut self,
-        service: &str,
-        change: Change,
-        origin: Origin,
-    ) -> Result<RevisionRecord, ControlError> {
-        let refused = |why: &str| {
-            ControlError::NotRecorded(format!("change not recorded, routing unchanged: {why}"))
-        };
-        for _ in 0..MAX_RACES {
-            let records = self.plan(service, &change, &origin)?;
-            let planned = records.first().cloned();
-            match self.record(records).await {
-                Ok(written) => {
-                    self.commit(None, &written);
-                    return written
-                        .into_iter()
-                        .next()
-                        .ok_or_else(|| refused("the log returned no record"));
-                }
-                // Caught up already: plan again against the state it follows now.
-                Err(Recording::Behind { .. }) => {}
-                // Safety never waits: an abort routes here now and reaches the log later.
-                Err(Recording::Offline(why)) if change == Change::Abort => {
-                    return planned
-                        .and_then(|p| self.hold(p))
-                        .ok_or_else(|| refused(&why));
-                }
-                Err(Recording::Failed(why) | Recording::Offline(why)) => return Err(refused(&why)),
-            }
-        }
-        Err(refused("the fleet log kept moving on"))
-    }
-
-    /// `reload`'s routing changes in a fleet, appended like any change.
-    pub(crate) async fn reconcile_in_fleet(
-        &mut self,
-        config: &Config,
-        origin: &Origin,
-    ) -> Result<Vec<RevisionRecord>, String> {
-        let mut written = Vec::new();
-        for _ in 0..MAX_RACES {
-            let records = self.reconciled(config, origin);
-            if records.is_empty() {
-                break;
-            }
-            match self.record(records).await {
-                Ok(done) => {
-                    written.extend(done);
-                    break;
-                }
-                Err(Recording::Behind { written: done }) => written.extend(done),
-                Err(Recording::Failed(why) | Recording::Offline(why)) => return Err(why),
-            }
-        }
-        Ok(written)
-    }
-
     /// Applies an abort the log cannot take now: it routes at once, and is appended when
     /// the log is back. Returns the revision as planned (its number is the log's to give).
-    pub(crate) fn hold(&self, planned: RevisionRecord) -> Option<RevisionRecord> {
+    pub(crate) fn hold_for_log(&self, planned: RevisionRecord) -> Option<RevisionRecord> {
         let fleet = self.fleet.as_ref()?;
         planned.new.as_ref()?;
         {
@@ -377,6 +314,7 @@ impl Writer {
                 evidence: abort.evidence.clone(),
                 forced: abort.forced,
                 checks: abort.checks.clone(),
+                verified: Vec::new(),
             };
             match self
                 .apply(&abort.service, Change::Abort, origin, None)
@@ -468,7 +406,9 @@ impl Writer {
             .is_none_or(|f| f.reconciled.load(Ordering::Acquire));
         if !done {
             let config = self.shared.lock().config.clone();
-            self.reload(config, &Origin::new("startup", "")).await?;
+            self.reload(config, &Origin::new("startup", ""))
+                .await
+                .map_err(|err| err.to_string())?;
             if let Some(fleet) = &self.fleet {
                 fleet.reconciled.store(true, Ordering::Release);
             }

@@ -87,6 +87,9 @@ pub struct Origin {
     pub forced: bool,
     /// The checks that the gate ran before the change, or the validation after one.
     pub checks: Option<CheckReport>,
+    /// Checks run for this request, by service: what the gate (`promises`) accepts as
+    /// proof that a version may get traffic. Not recorded (`checks` is).
+    pub verified: Vec<(String, CheckReport)>,
 }
 
 impl Origin {
@@ -97,7 +100,16 @@ impl Origin {
             evidence: None,
             forced: false,
             checks: None,
+            verified: Vec::new(),
         }
+    }
+
+    /// The report of `version` of `service` among the checks run for this request.
+    pub fn report(&self, service: &str, version: &str) -> Option<&CheckReport> {
+        self.verified
+            .iter()
+            .find(|(s, r)| s == service && r.version == version)
+            .map(|(_, r)| r)
     }
 
     pub fn forced(mut self, forced: bool) -> Origin {
