@@ -90,6 +90,9 @@ pub struct Origin {
     /// Checks run for this request, by service: what the gate (`promises`) accepts as
     /// proof that a version may get traffic. Not recorded (`checks` is).
     pub verified: Vec<(String, CheckReport)>,
+    /// When the change took effect, if before it could be recorded (an abort held while
+    /// the fleet log was out of reach): its revision keeps that time.
+    pub applied_at: Option<SystemTime>,
 }
 
 impl Origin {
@@ -101,6 +104,7 @@ impl Origin {
             forced: false,
             checks: None,
             verified: Vec::new(),
+            applied_at: None,
         }
     }
 
@@ -198,7 +202,10 @@ impl PlannedRevision {
                 }
             }
         }
-        let time_ms = now
+        let time_ms = self
+            .origin
+            .applied_at
+            .unwrap_or(now)
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as u64);
         RevisionRecord {
