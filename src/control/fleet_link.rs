@@ -114,6 +114,13 @@ impl Writer {
                 "this instance has not joined the fleet log (NATS unreachable since it started, or its cache diverged: see its log)".into(),
             ));
         }
+        // Aborts held during an outage reach the log before anything planned over them.
+        let held = !fleet.held().is_empty();
+        if held && records.iter().any(|r| r.kind != ChangeKind::Abort) {
+            return Err(Recording::Offline(
+                "an abort applied during the NATS outage is not in the fleet log yet; it goes first".into(),
+            ));
+        }
         let mut written = Vec::new();
         for mut record in records {
             let line = journal::chained_line(&mut record, &self.journal.last_hash())
@@ -245,7 +252,11 @@ impl Writer {
         };
         let mut keep = cached.len();
         while let Some(record) = keep.checked_sub(1).map(|at| &cached[at]) {
-            let entry = fleet.log.read(record.revision).await.map_err(|e| e.to_string())?;
+            let entry = fleet
+                .log
+                .read(record.revision)
+                .await
+                .map_err(|e| e.to_string())?;
             let line = entry.payload.strip_suffix(b"\n").unwrap_or(&entry.payload);
             if journal::decode_line(line)?.hash == record.hash {
                 break;
@@ -335,7 +346,8 @@ impl Writer {
                     // Set right by a catch-up, which reads the log from where they agree.
                     self.commit(None, &applied);
                     applied.clear();
-                    let caught_up: Vec<_> = self.catch_up().await.into_iter().map(|(_, r)| r).collect();
+                    let caught_up: Vec<_> =
+                        self.catch_up().await.into_iter().map(|(_, r)| r).collect();
                     self.commit(None, &caught_up);
                     return;
                 }

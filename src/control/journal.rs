@@ -171,7 +171,11 @@ impl Journal {
 
     /// Keeps the first `keep` lines, whose last hash is `last_hash` (a cache that
     /// disagreed with the fleet log past them).
-    pub(crate) async fn truncate(&self, keep: usize, last_hash: String) -> Result<(), JournalError> {
+    pub(crate) async fn truncate(
+        &self,
+        keep: usize,
+        last_hash: String,
+    ) -> Result<(), JournalError> {
         self.blocking(move |writer, path| writer.truncate(path, keep, last_hash))
             .await
     }
@@ -277,7 +281,12 @@ impl Writer {
     }
 
     /// Keeps the first `keep` lines (whose last hash is `last_hash`) and drops the rest.
-    fn truncate(&mut self, path: &Path, keep: usize, last_hash: String) -> Result<(), JournalError> {
+    fn truncate(
+        &mut self,
+        path: &Path,
+        keep: usize,
+        last_hash: String,
+    ) -> Result<(), JournalError> {
         let mut bytes = Vec::new();
         let read = (&self.file)
             .seek(std::io::SeekFrom::Start(0))
