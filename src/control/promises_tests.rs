@@ -163,6 +163,19 @@ fn a_reload_or_rollback_giving_traffic_needs_passing_checks() {
 }
 
 #[test]
+fn an_abort_never_waits_on_checks() {
+    let all_canary = state("blue", &[("blue", 0), ("canary", 100)], false);
+    let latched = state("blue", &[("blue", 0), ("canary", 100)], true);
+    let mut abort = plan(
+        ChangeKind::Abort,
+        Some(all_canary),
+        latched,
+        Origin::new("guard", ""),
+    );
+    enforce(&mut abort, &[]).unwrap();
+}
+
+#[test]
 fn only_resume_lifts_a_latch_and_an_aborted_version_never_becomes_stable() {
     let canary = state("blue", &[("blue", 90), ("canary", 10)], false);
     let aborted = abort_record(canary.clone());
