@@ -12,7 +12,7 @@ use crate::dataplane::tls;
 use crate::guard::incident::{IncidentError, IncidentLog};
 use crate::guard::watch::{Board, Guard};
 use crate::rollout::{self, RolloutHandle};
-use crate::verify::gate::Verified;
+use crate::verify::gate::{GateChecks, Verified};
 use crate::verify::Verifier;
 use std::net::SocketAddr;
 use std::path::Path;
@@ -126,7 +126,11 @@ impl RunningProxy {
         let board = Arc::new(Board::default());
         let (stop, stop_rx) = watch::channel(false);
         let verifier = Arc::new(Verifier::default());
-        // Operators, rollouts and the guard all change routing through the gate.
+        controller.set_checks(Arc::new(GateChecks {
+            plane: controller.plane.clone(),
+            verifier: verifier.clone(),
+        }));
+        // Operators, rollouts and the guard all change routing through the validation.
         let verified = Arc::new(Verified {
             control: controller.clone(),
             plane: controller.plane.clone(),

@@ -179,7 +179,9 @@ impl From<ControlError> for ApiError {
         match err {
             ControlError::NotFound(_) => ApiError::NotFound(message),
             ControlError::Invalid(_) => ApiError::BadRequest(message),
-            ControlError::Refused(_) | ControlError::Moved => ApiError::Conflict(message),
+            ControlError::Refused(_) | ControlError::Moved | ControlError::ChecksDue(_) => {
+                ApiError::Conflict(message)
+            }
             ControlError::NotRecorded(_) | ControlError::Stopped => ApiError::Internal(message),
             ControlError::NotCaughtUp(_) => ApiError::Unavailable(message),
         }

@@ -92,19 +92,20 @@ async fn route(
             only(&method, &Method::POST)?;
             authorize(context, transport, &request)?;
             let body: ChangeRequest = read_json(request).await?;
-            only_who_and_why("reload", &body, false)?;
+            only_who_and_why("reload", &body, true)?;
             let origin = origin(body.actor, body.reason)?;
             let reason = match origin.reason.as_str() {
                 "" => format!("reload requested by {}", origin.actor),
                 why => format!("reload requested by {}: {why}", origin.actor),
             };
             let reloaded = controller
-                .reload(Origin::new("reload", reason))
+                .reload(Origin::new("reload", reason).forced(body.force))
                 .await
                 .map_err(|err| match err {
                     ReloadError::Config(_) => {
                         ApiError::BadRequest(format!("reload rejected, nothing changed: {err}"))
                     }
+                    ReloadError::Refused(_) => ApiError::Conflict(err.to_string()),
                     ReloadError::Journal(_) | ReloadError::Stopped => {
                         ApiError::Internal(err.to_string())
                     }

@@ -2,13 +2,13 @@
 
 use super::command::Change;
 use super::error::ControlError;
-use super::record::{ChangeKind, RevisionRecord};
+use super::record::RevisionRecord;
 use crate::config::ServiceConfig;
 use crate::routing::ServiceState;
 use std::collections::BTreeMap;
 
 /// The routing after `change`. `history` is this service's revisions, oldest first.
-/// Refuses bad input, no-ops, and (while frozen) any rise in a non-stable version's share.
+/// Refuses bad input and no-ops; the promises (gate, latch, freeze) are `promises`'.
 pub fn next_state(
     service: &ServiceConfig,
     current: &ServiceState,
@@ -72,12 +72,6 @@ pub fn next_state(
             describe(current)
         )));
     }
-    // A rollback is held to the freeze like any change: it may always lower risk, never
-    // raise a non-stable version's share.
-    let exempt = matches!(change, Change::Abort | Change::Unfreeze);
-    if current.frozen && !exempt {
-        check_frozen(name, current, &next, change.kind())?;
-    }
     Ok(next)
 }
 
@@ -112,11 +106,11 @@ fn check_weights(
     Ok(())
 }
 
-/// Everything on `version`, which becomes stable; nothing is left to hold back, so no latch.
+/// Everything on `version`, which becomes stable. A latch stays: only `resume` lifts it
+/// (see `promises`).
 fn single_version(state: &mut ServiceState, version: &str) {
     state.stable = version.to_string();
     state.weights = BTreeMap::from([(version.to_string(), 100)]);
-    state.latched = false;
 }
 
 fn rollback_target<'h>(
@@ -152,44 +146,6 @@ fn rollback_target<'h>(
                 ControlError::Refused(format!("{name} has no earlier routing to return to"))
             }),
     }
-}
-
-/// A version's share of the traffic the data plane sends, as (weight, total).
-fn share(state: &ServiceState, version: &str) -> (u128, u128) {
-    let weights = state.effective_weights();
-    let total: u128 = weights.values().map(|&w| u128::from(w)).sum();
-    let own = weights.get(version).map_or(0, |&w| u128::from(w));
-    (own, total.max(1))
-}
-
-fn check_frozen(
-    name: &str,
-    current: &ServiceState,
-    next: &ServiceState,
-    kind: ChangeKind,
-) -> Result<(), ControlError> {
-    let versions = current
-        .weights
-        .keys()
-        .chain(next.weights.keys())
-        .chain([&next.stable]);
-    for version in versions.filter(|v| **v != current.stable) {
-        let (old, old_total) = share(current, version);
-        let (new, new_total) = share(next, version);
-        if new * old_total > old * new_total {
-            return Err(ControlError::Refused(format!(
-                "{name} is frozen: {} would raise {version}'s share of traffic ({:.1}% -> {:.1}%); unfreeze first (abort works; so does a rollback that raises no share)",
-                kind.label(),
-                percent(old, old_total),
-                percent(new, new_total),
-            )));
-        }
-    }
-    Ok(())
-}
-
-fn percent(part: u128, total: u128) -> f64 {
-    part as f64 * 100.0 / total as f64
 }
 
 /// One line describing a routing, e.g. `stable=blue blue=95 canary=5 latched`.

@@ -1,7 +1,9 @@
 use super::*;
 use crate::config::{Release, VersionConfig};
-use crate::control::record::{Origin, PlannedRevision};
+use crate::control::record::{ChangeKind, Origin, PlannedRevision};
 use std::time::SystemTime;
+
+use crate::control::promises::next_kept as next;
 
 fn service() -> ServiceConfig {
     let version = |name: &str| VersionConfig {
@@ -58,7 +60,7 @@ fn revision(revision: u64, old: Option<ServiceState>, new: ServiceState) -> Revi
 #[test]
 fn weights_replace_the_split() {
     let current = state("blue", &[("blue", 95), ("canary", 5)]);
-    let next = next_state(
+    let next = next(
         &service(),
         &current,
         &weights(&[("blue", 50), ("canary", 50)]),
@@ -79,16 +81,16 @@ fn bad_weights_are_refused() {
         (weights(&[("blue", 95), ("canary", 5)]), "no change"),
     ];
     for (change, expected) in cases {
-        let err = next_state(&service(), &current, &change, &[]).unwrap_err();
+        let err = next(&service(), &current, &change, &[]).unwrap_err();
         assert!(err.to_string().contains(expected), "{change:?}: {err}");
     }
 }
 
 #[test]
-fn switch_and_promote_move_everything_and_clear_the_latch() {
+fn switch_and_promote_move_everything_and_keep_the_latch() {
     let mut current = state("blue", &[("blue", 95), ("canary", 5)]);
     current.latched = true;
-    let switched = next_state(
+    let switched = next(
         &service(),
         &current,
         &Change::Switch {
@@ -97,29 +99,33 @@ fn switch_and_promote_move_everything_and_clear_the_latch() {
         &[],
     )
     .unwrap();
-    assert_eq!(switched, state("green", &[("green", 100)]));
-    let promoted = next_state(&service(), &current, &Change::Promote, &[]).unwrap();
-    assert_eq!(promoted, state("canary", &[("canary", 100)]));
+    let mut green = state("green", &[("green", 100)]);
+    green.latched = true;
+    assert_eq!(switched, green, "only resume lifts a latch");
+    let promoted = next(&service(), &current, &Change::Promote, &[]).unwrap();
+    let mut canary = state("canary", &[("canary", 100)]);
+    canary.latched = true;
+    assert_eq!(promoted, canary);
 }
 
 #[test]
 fn promote_needs_exactly_one_canary() {
     let only_stable = state("blue", &[("blue", 100), ("canary", 0)]);
-    let err = next_state(&service(), &only_stable, &Change::Promote, &[]).unwrap_err();
+    let err = next(&service(), &only_stable, &Change::Promote, &[]).unwrap_err();
     assert!(err.to_string().contains("no canary"), "{err}");
     let two = state("blue", &[("blue", 90), ("canary", 5), ("green", 5)]);
-    let err = next_state(&service(), &two, &Change::Promote, &[]).unwrap_err();
+    let err = next(&service(), &two, &Change::Promote, &[]).unwrap_err();
     assert!(err.to_string().contains("use switch"), "{err}");
 }
 
 #[test]
 fn abort_latches_and_resume_unlatches() {
     let current = state("blue", &[("blue", 95), ("canary", 5)]);
-    let aborted = next_state(&service(), &current, &Change::Abort, &[]).unwrap();
+    let aborted = next(&service(), &current, &Change::Abort, &[]).unwrap();
     assert!(aborted.latched);
-    let err = next_state(&service(), &aborted, &Change::Abort, &[]).unwrap_err();
+    let err = next(&service(), &aborted, &Change::Abort, &[]).unwrap_err();
     assert!(err.to_string().contains("no change"), "{err}");
-    let resumed = next_state(&service(), &aborted, &Change::Resume, &[]).unwrap();
+    let resumed = next(&service(), &aborted, &Change::Resume, &[]).unwrap();
     assert_eq!(resumed, current);
 }
 
@@ -128,7 +134,7 @@ fn frozen_refuses_rises_toward_non_stable_versions_only() {
     let mut current = state("blue", &[("blue", 90), ("canary", 10)]);
     current.frozen = true;
     let service = service();
-    let err = next_state(
+    let err = next(
         &service,
         &current,
         &weights(&[("blue", 80), ("canary", 20)]),
@@ -137,21 +143,21 @@ fn frozen_refuses_rises_toward_non_stable_versions_only() {
     .unwrap_err();
     assert!(err.to_string().contains("frozen"), "{err}");
     // Same share at a different scale is no rise.
-    assert!(next_state(
+    assert!(next(
         &service,
         &current,
         &weights(&[("blue", 900), ("canary", 100)]),
         &[]
     )
     .is_ok());
-    assert!(next_state(
+    assert!(next(
         &service,
         &current,
         &weights(&[("blue", 95), ("canary", 5)]),
         &[]
     )
     .is_ok());
-    assert!(next_state(
+    assert!(next(
         &service,
         &current,
         &Change::Switch {
@@ -160,7 +166,7 @@ fn frozen_refuses_rises_toward_non_stable_versions_only() {
         &[]
     )
     .is_err());
-    assert!(next_state(
+    assert!(next(
         &service,
         &current,
         &Change::Switch {
@@ -169,11 +175,11 @@ fn frozen_refuses_rises_toward_non_stable_versions_only() {
         &[]
     )
     .is_ok());
-    assert!(next_state(&service, &current, &Change::Promote, &[]).is_err());
-    assert!(next_state(&service, &current, &Change::Abort, &[]).is_ok());
+    assert!(next(&service, &current, &Change::Promote, &[]).is_err());
+    assert!(next(&service, &current, &Change::Abort, &[]).is_ok());
     let mut latched = current.clone();
     latched.latched = true;
-    let err = next_state(&service, &latched, &Change::Resume, &[]).unwrap_err();
+    let err = next(&service, &latched, &Change::Resume, &[]).unwrap_err();
     assert!(err.to_string().contains("frozen"), "{err}");
 }
 
@@ -190,11 +196,11 @@ fn rollback_returns_to_the_routing_before_the_last_change() {
     ];
     let refs: Vec<&RevisionRecord> = history.iter().collect();
     let service = service();
-    let back = next_state(&service, &b_frozen, &Change::Rollback { to: None }, &refs).unwrap();
+    let back = next(&service, &b_frozen, &Change::Rollback { to: None }, &refs).unwrap();
     let mut expected = a.clone();
     expected.frozen = true;
     assert_eq!(back, expected, "routing comes back, the freeze stays");
-    let to_one = next_state(
+    let to_one = next(
         &service,
         &b_frozen,
         &Change::Rollback { to: Some(1) },
@@ -202,7 +208,7 @@ fn rollback_returns_to_the_routing_before_the_last_change() {
     )
     .unwrap();
     assert_eq!(to_one, expected);
-    let err = next_state(
+    let err = next(
         &service,
         &b_frozen,
         &Change::Rollback { to: Some(9) },
@@ -210,7 +216,7 @@ fn rollback_returns_to_the_routing_before_the_last_change() {
     )
     .unwrap_err();
     assert!(matches!(err, ControlError::NotFound(_)), "{err}");
-    let err = next_state(&service, &a, &Change::Rollback { to: None }, &refs[..1]).unwrap_err();
+    let err = next(&service, &a, &Change::Rollback { to: None }, &refs[..1]).unwrap_err();
     assert!(err.to_string().contains("no earlier routing"), "{err}");
 }
 
@@ -228,10 +234,10 @@ fn a_frozen_rollback_may_lower_risk_but_never_raise_it() {
     let refs: Vec<&RevisionRecord> = history.iter().collect();
     let service = service();
     let up = Change::Rollback { to: Some(2) };
-    let err = next_state(&service, &twenty, &up, &refs).unwrap_err();
+    let err = next(&service, &twenty, &up, &refs).unwrap_err();
     assert!(err.to_string().contains("frozen"), "{err}");
     let down = Change::Rollback { to: Some(1) };
-    let lowered = next_state(&service, &twenty, &down, &refs).unwrap();
+    let lowered = next(&service, &twenty, &down, &refs).unwrap();
     assert_eq!(lowered.weights, ten.weights);
     assert!(lowered.frozen);
 }

@@ -24,7 +24,16 @@ pub enum ControlError {
     /// started, or NATS out of reach since it started), so it cannot answer for it.
     #[error("{0}")]
     NotCaughtUp(String),
+    /// The change gives traffic to versions (service, version) whose checks must pass
+    /// first; the requester runs them and asks again with their reports.
+    #[error("the checks of {} must run first", due(.0))]
+    ChecksDue(Vec<(String, String)>),
     /// The control plane is stopping.
     #[error("the control plane has stopped")]
     Stopped,
+}
+
+fn due(versions: &[(String, String)]) -> String {
+    let named: Vec<String> = versions.iter().map(|(s, v)| format!("{s}/{v}")).collect();
+    named.join(", ")
 }

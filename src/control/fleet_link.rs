@@ -10,11 +10,9 @@
 //! change will follow.
 
 use super::command::Change;
-use super::error::ControlError;
 use super::journal::{self, GENESIS};
 use super::record::{ChangeKind, Origin, RevisionRecord};
 use super::writer::{Commands, Request, Writer};
-use crate::config::Config;
 use crate::fleet::{Entry, Fleet, LogError, RevisionLog};
 use crate::routing::ServiceState;
 use bytes::Bytes;
@@ -22,7 +20,7 @@ use futures_util::StreamExt;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, UNIX_EPOCH};
 use tokio::sync::watch;
 
 /// How many times a change is planned again after losing a race for the log.
@@ -106,15 +104,21 @@ impl Writer {
         records: Vec<RevisionRecord>,
     ) -> Result<Vec<RevisionRecord>, Recording> {
         let Some(fleet) = &self.fleet else {
-            return self
-                .journal
-                .append(records)
-                .await
-                .map_err(|err| Recording::Failed(err.to_string()));
+            return self.journal.append(records).await.map_err(|err| {
+                self.journal_failed(&err);
+                Recording::Failed(super::writer::unwritable(&err))
+            });
         };
         if !fleet.joined.load(Ordering::Acquire) {
             return Err(Recording::Offline(
                 "this instance has not joined the fleet log (NATS unreachable since it started, or its cache diverged: see its log)".into(),
+            ));
+        }
+        // Aborts held during an outage reach the log before anything planned over them.
+        let held = !fleet.held().is_empty();
+        if held && records.iter().any(|r| r.kind != ChangeKind::Abort) {
+            return Err(Recording::Offline(
+                "an abort applied during the NATS outage is not in the fleet log yet; it goes first".into(),
             ));
         }
         let mut written = Vec::new();
@@ -129,12 +133,19 @@ impl Writer {
             );
             // Safety never waits: an abort the log cannot take at once is held instead.
             let patient = record.kind != ChangeKind::Abort;
+            let line_bytes = line.clone();
             let appended = fleet
                 .log
                 .append(record.revision - 1, &id, Bytes::from(line), patient)
                 .await;
             match appended {
-                Ok(_) => written.extend(self.cache(vec![record]).await),
+                Ok(_) => {
+                    let line = journal::Line {
+                        record,
+                        bytes: line_bytes,
+                    };
+                    written.extend(self.cache(vec![line]).await)
+                }
                 // Another instance appended first, or the answer was lost: the log says
                 // which. If our entry is there it was applied like any other.
                 Err(err @ (LogError::Behind | LogError::Unconfirmed(_))) => {
@@ -163,16 +174,15 @@ impl Writer {
         Ok(written)
     }
 
-    /// Writes revisions the log holds to the local cache. A cache that cannot be written
-    /// does not stop this instance from applying what the fleet applies (it says so).
-    async fn cache(&self, records: Vec<RevisionRecord>) -> Vec<RevisionRecord> {
-        match self.journal.append(records.clone()).await {
-            Ok(written) => written,
-            Err(err) => {
-                tracing::error!(%err, "local cache of the fleet log not written; applying the revision anyway");
-                records
-            }
+    /// Writes revisions the log holds to the local cache, byte for byte as the log has
+    /// them (so both chains carry the same hashes). A cache that cannot be written does
+    /// not stop this instance from applying what the fleet applies (it says so).
+    async fn cache(&self, lines: Vec<journal::Line>) -> Vec<RevisionRecord> {
+        let records = lines.iter().map(|l| l.record.clone()).collect();
+        if let Err(err) = self.journal.append_exact(lines).await {
+            tracing::error!(%err, "local cache of the fleet log not written; applying the revision anyway");
         }
+        records
     }
 
     /// Reads and caches every revision the log holds past the one applied; returns them
@@ -190,15 +200,32 @@ impl Writer {
         };
         self.log_reaches(last);
         let mut caught_up = Vec::new();
+        let mut healed = false;
         let mut next = self.shared.lock().revision + 1;
         while next <= last {
             let taken = match fleet.log.read(next).await {
                 Ok(entry) => self.take(&entry).await,
-                Err(err) => Err(err.to_string()),
+                Err(err) => Err(Taken::Bad(err.to_string())),
             };
             match taken {
                 Ok(record) => caught_up.push(record),
-                Err(why) => {
+                // Once: what this instance applied so far stays applied; the cache is cut
+                // back to where it agrees with the log and read on from there.
+                Err(Taken::Diverged) if !healed => {
+                    healed = true;
+                    let records: Vec<_> = caught_up.drain(..).map(|(_, r)| r).collect();
+                    self.commit(None, &records);
+                    match self.heal().await {
+                        Ok(()) => next = self.shared.lock().revision + 1,
+                        Err(why) => {
+                            tracing::error!(%why, "the local cache disagrees with the fleet log and could not be set right");
+                            break;
+                        }
+                    }
+                    continue;
+                }
+                Err(Taken::Diverged) => break,
+                Err(Taken::Bad(why)) => {
                     tracing::error!(revision = next, %why, "fleet log revision not applied");
                     break;
                 }
@@ -206,6 +233,58 @@ impl Writer {
             next += 1;
         }
         caught_up
+    }
+
+    /// The cache disagrees with the log (a line that differs, byte for byte, from the
+    /// log's): finds the first revision where they part, cuts the cache back to just
+    /// before it and rebuilds the state from what is left, so the log's records are read
+    /// from there like any others. Says so once.
+    async fn heal(&self) -> Result<(), String> {
+        let Some(fleet) = &self.fleet else {
+            return Ok(());
+        };
+        let cached = {
+            let state = self.shared.lock();
+            let mut cached: Vec<RevisionRecord> =
+                state.history.values().flatten().cloned().collect();
+            cached.sort_by_key(|r| r.revision);
+            cached
+        };
+        let mut keep = cached.len();
+        while let Some(record) = keep.checked_sub(1).map(|at| &cached[at]) {
+            let entry = fleet
+                .log
+                .read(record.revision)
+                .await
+                .map_err(|e| e.to_string())?;
+            let line = entry.payload.strip_suffix(b"\n").unwrap_or(&entry.payload);
+            if journal::decode_line(line)?.hash == record.hash {
+                break;
+            }
+            keep -= 1;
+        }
+        let last_hash = keep
+            .checked_sub(1)
+            .map_or(GENESIS.to_string(), |at| cached[at].hash.clone());
+        self.journal
+            .truncate(keep, last_hash)
+            .await
+            .map_err(|e| e.to_string())?;
+        {
+            let mut state = self.shared.lock();
+            let mut rebuilt = super::writer::ControlState::new(state.config.clone());
+            rebuilt.log = state.log;
+            for record in &cached[..keep] {
+                rebuilt.absorb(record.clone());
+            }
+            *state = rebuilt;
+        }
+        let from = cached.get(keep).map_or(0, |r| r.revision);
+        tracing::warn!(
+            from,
+            "the local cache disagreed with the fleet log from revision {from} on: took the log's records"
+        );
+        Ok(())
     }
 
     /// Notes that this instance joined the log, caught up and reconciled its config with
@@ -224,23 +303,23 @@ impl Writer {
     }
 
     /// Checks one log entry against the chain this instance holds and caches it.
-    async fn take(&self, entry: &Entry) -> Result<(String, RevisionRecord), String> {
-        let line = entry.payload.strip_suffix(b"\n").unwrap_or(&entry.payload);
-        let record = journal::decode_line(line)?;
+    async fn take(&self, entry: &Entry) -> Result<(String, RevisionRecord), Taken> {
+        let record = decode_entry(entry).map_err(Taken::Bad)?;
         if record.revision != entry.sequence {
-            return Err(format!(
+            return Err(Taken::Bad(format!(
                 "entry {} carries revision {}",
                 entry.sequence, record.revision
-            ));
+            )));
         }
         if record.prev != self.journal.last_hash() {
-            return Err(format!(
-                "revision {} does not follow this instance's last revision (cache diverged from the log)",
-                record.revision
-            ));
+            return Err(Taken::Diverged);
         }
-        let mut cached = self.cache(vec![record]).await;
-        let record = cached.pop().ok_or("nothing cached")?;
+        let line = journal::Line {
+            record,
+            bytes: entry.payload.to_vec(),
+        };
+        let mut cached = self.cache(vec![line]).await;
+        let record = cached.pop().ok_or(Taken::Bad("nothing cached".into()))?;
         Ok((entry.id.clone(), record))
     }
 
@@ -263,7 +342,16 @@ impl Writer {
             }
             match self.take(&entry).await {
                 Ok((_, record)) => applied.push(record),
-                Err(why) => {
+                Err(Taken::Diverged) => {
+                    // Set right by a catch-up, which reads the log from where they agree.
+                    self.commit(None, &applied);
+                    applied.clear();
+                    let caught_up: Vec<_> =
+                        self.catch_up().await.into_iter().map(|(_, r)| r).collect();
+                    self.commit(None, &caught_up);
+                    return;
+                }
+                Err(Taken::Bad(why)) => {
                     tracing::error!(revision = entry.sequence, %why, "fleet log revision not applied");
                     break;
                 }
@@ -272,69 +360,9 @@ impl Writer {
         self.commit(None, &applied);
     }
 
-    /// `apply` in a fleet: plan against the state applied, append to the log, and when
-    /// another instance appended first, catch up and plan again.
-    pub(crate) async fn apply_in_fleet(
-        &mut self,
-        service: &str,
-        change: Change,
-        origin: Origin,
-    ) -> Result<RevisionRecord, ControlError> {
-        let refused = |why: &str| {
-            ControlError::NotRecorded(format!("change not recorded, routing unchanged: {why}"))
-        };
-        for _ in 0..MAX_RACES {
-            let records = self.plan(service, &change, &origin)?;
-            let planned = records.first().cloned();
-            match self.record(records).await {
-                Ok(written) => {
-                    self.commit(None, &written);
-                    return written
-                        .into_iter()
-                        .next()
-                        .ok_or_else(|| refused("the log returned no record"));
-                }
-                // Caught up already: plan again against the state it follows now.
-                Err(Recording::Behind { .. }) => {}
-                // Safety never waits: an abort routes here now and reaches the log later.
-                Err(Recording::Offline(why)) if change == Change::Abort => {
-                    return planned
-                        .and_then(|p| self.hold(p))
-                        .ok_or_else(|| refused(&why));
-                }
-                Err(Recording::Failed(why) | Recording::Offline(why)) => return Err(refused(&why)),
-            }
-        }
-        Err(refused("the fleet log kept moving on"))
-    }
-
-    /// `reload`'s routing changes in a fleet, appended like any change.
-    pub(crate) async fn reconcile_in_fleet(
-        &mut self,
-        config: &Config,
-        origin: &Origin,
-    ) -> Result<Vec<RevisionRecord>, String> {
-        let mut written = Vec::new();
-        for _ in 0..MAX_RACES {
-            let records = self.reconciled(config, origin);
-            if records.is_empty() {
-                break;
-            }
-            match self.record(records).await {
-                Ok(done) => {
-                    written.extend(done);
-                    break;
-                }
-                Err(Recording::Behind { written: done }) => written.extend(done),
-                Err(Recording::Failed(why) | Recording::Offline(why)) => return Err(why),
-            }
-        }
-        Ok(written)
-    }
-
     /// Applies an abort the log cannot take now: it routes at once, and is appended when
     /// the log is back. Returns the revision as planned (its number is the log's to give).
-    pub(crate) fn hold(&self, planned: RevisionRecord) -> Option<RevisionRecord> {
+    pub(crate) fn hold_for_log(&self, planned: RevisionRecord) -> Option<RevisionRecord> {
         let fleet = self.fleet.as_ref()?;
         planned.new.as_ref()?;
         {
@@ -377,6 +405,8 @@ impl Writer {
                 evidence: abort.evidence.clone(),
                 forced: abort.forced,
                 checks: abort.checks.clone(),
+                verified: Vec::new(),
+                applied_at: Some(UNIX_EPOCH + Duration::from_millis(abort.time_ms)),
             };
             match self
                 .apply(&abort.service, Change::Abort, origin, None)
@@ -437,12 +467,14 @@ impl Writer {
             let theirs = match revision <= last {
                 true => {
                     let entry = fleet.log.read(revision).await.map_err(|e| e.to_string())?;
-                    let line = entry.payload.strip_suffix(b"\n").unwrap_or(&entry.payload);
-                    journal::decode_line(line)?.hash
+                    Some(decode_entry(&entry)?.hash)
                 }
-                false => String::new(),
+                false => None,
             };
-            if ours != theirs {
+            if let Some(theirs) = theirs.as_ref().filter(|theirs| **theirs != ours) {
+                tracing::debug!(%ours, %theirs, revision, "the cache's last line differs from the log's");
+                self.heal().await?;
+            } else if theirs.is_none() {
                 return Err(format!(
                     "the local cache (revision {revision}) is not part of the fleet log (last revision {last}); this instance serves its cached routing and stays out of the fleet: set {} aside and restart to rejoin",
                     self.journal.path().display()
@@ -468,7 +500,9 @@ impl Writer {
             .is_none_or(|f| f.reconciled.load(Ordering::Acquire));
         if !done {
             let config = self.shared.lock().config.clone();
-            self.reload(config, &Origin::new("startup", "")).await?;
+            self.reload(config, &Origin::new("startup", ""))
+                .await
+                .map_err(|err| err.to_string())?;
             if let Some(fleet) = &self.fleet {
                 fleet.reconciled.store(true, Ordering::Release);
             }
@@ -502,6 +536,20 @@ impl Writer {
         tracing::info!("the fleet log was empty: seeded it from this instance's cache");
         Ok(())
     }
+}
+
+/// Why a log entry was not taken.
+enum Taken {
+    /// It does not follow this instance's last cached line: the cache disagrees with the
+    /// log somewhere before it.
+    Diverged,
+    Bad(String),
+}
+
+/// The record a log entry carries, its own hash checked over the entry's bytes.
+fn decode_entry(entry: &Entry) -> Result<RevisionRecord, String> {
+    let line = entry.payload.strip_suffix(b"\n").unwrap_or(&entry.payload);
+    journal::decode_line(line)
 }
 
 /// Starts the tasks that keep this instance in the fleet: the follower of the log and the

@@ -8,7 +8,7 @@
 use super::record::RevisionRecord;
 use sha2::{Digest, Sha256};
 use std::fs::{File, OpenOptions};
-use std::io::{Read, Write};
+use std::io::{Read, Seek, Write};
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -157,11 +157,38 @@ impl Journal {
         &self,
         records: Vec<RevisionRecord>,
     ) -> Result<Vec<RevisionRecord>, JournalError> {
+        self.blocking(move |writer, path| writer.append(path, records))
+            .await
+    }
+}
+
+impl Journal {
+    /// `append`, of lines whose bytes are kept exactly (see `Writer::append_exact`).
+    pub(crate) async fn append_exact(&self, lines: Vec<Line>) -> Result<Vec<Line>, JournalError> {
+        self.blocking(move |writer, path| writer.append_exact(path, &lines).map(|()| lines))
+            .await
+    }
+
+    /// Keeps the first `keep` lines, whose last hash is `last_hash` (a cache that
+    /// disagreed with the fleet log past them).
+    pub(crate) async fn truncate(
+        &self,
+        keep: usize,
+        last_hash: String,
+    ) -> Result<(), JournalError> {
+        self.blocking(move |writer, path| writer.truncate(path, keep, last_hash))
+            .await
+    }
+
+    async fn blocking<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&mut Writer, &Path) -> Result<T, JournalError> + Send + 'static,
+    ) -> Result<T, JournalError> {
         let writer = self.writer.clone();
         let path = self.path.clone();
         let task = tokio::task::spawn_blocking(move || {
             let mut writer = writer.lock().unwrap_or_else(PoisonError::into_inner);
-            writer.append(&path, records)
+            work(&mut writer, &path)
         });
         match task.await {
             Ok(result) => result,
@@ -179,23 +206,53 @@ impl Writer {
         path: &Path,
         mut records: Vec<RevisionRecord>,
     ) -> Result<Vec<RevisionRecord>, JournalError> {
-        if let Some(reason) = &self.poisoned {
-            return Err(JournalError::Poisoned {
-                path: path.to_path_buf(),
-                reason: reason.clone(),
-            });
-        }
         let mut bytes = Vec::new();
         let mut prev = self.last_hash.clone();
         for record in &mut records {
-            record.prev = prev;
-            record.hash = String::new();
-            let line = encode_line(record).map_err(|err| JournalError::Poisoned {
+            let line = chained_line(record, &prev).map_err(|err| JournalError::Poisoned {
                 path: path.to_path_buf(),
                 reason: err.to_string(),
             })?;
             bytes.extend_from_slice(&line);
             prev = record.hash.clone();
+        }
+        self.write(path, &bytes, prev)?;
+        Ok(records)
+    }
+
+    /// Appends lines exactly as given (their records already chained after this journal's
+    /// last line): a fleet member's cache holds the log's bytes, never a re-serialization.
+    fn append_exact(&mut self, path: &Path, lines: &[Line]) -> Result<(), JournalError> {
+        let mut bytes = Vec::new();
+        let mut prev = self.last_hash.clone();
+        for line in lines {
+            if line.record.prev != prev {
+                return Err(JournalError::Broken {
+                    path: path.to_path_buf(),
+                    line: 0,
+                    why: format!(
+                        "revision {} does not follow the journal's last line",
+                        line.record.revision
+                    ),
+                });
+            }
+            bytes.extend_from_slice(&line.bytes);
+            if line.bytes.last() != Some(&b'\n') {
+                bytes.push(b'\n');
+            }
+            prev = line.record.hash.clone();
+        }
+        self.write(path, &bytes, prev)
+    }
+
+    /// Writes and fsyncs `bytes`, after which `last_hash` is the journal's last hash; on
+    /// failure nothing counts as written (the file is cut back).
+    fn write(&mut self, path: &Path, bytes: &[u8], last_hash: String) -> Result<(), JournalError> {
+        if let Some(reason) = &self.poisoned {
+            return Err(JournalError::Poisoned {
+                path: path.to_path_buf(),
+                reason: reason.clone(),
+            });
         }
         #[cfg(test)]
         if self.full {
@@ -206,7 +263,7 @@ impl Writer {
         }
         let written = self
             .file
-            .write_all(&bytes)
+            .write_all(bytes)
             .and_then(|()| self.file.sync_data());
         if let Err(source) = written {
             // Cut back whatever part reached the file; if even that fails, stop writing.
@@ -219,9 +276,43 @@ impl Writer {
             });
         }
         self.len += bytes.len() as u64;
-        self.last_hash = prev;
-        Ok(records)
+        self.last_hash = last_hash;
+        Ok(())
     }
+
+    /// Keeps the first `keep` lines (whose last hash is `last_hash`) and drops the rest.
+    fn truncate(
+        &mut self,
+        path: &Path,
+        keep: usize,
+        last_hash: String,
+    ) -> Result<(), JournalError> {
+        let mut bytes = Vec::new();
+        let read = (&self.file)
+            .seek(std::io::SeekFrom::Start(0))
+            .and_then(|_| (&self.file).read_to_end(&mut bytes));
+        read.map_err(io_error(path))?;
+        let cut = bytes
+            .iter()
+            .enumerate()
+            .filter(|(_, &b)| b == b'\n')
+            .map(|(at, _)| at + 1)
+            .nth(keep.wrapping_sub(1))
+            .filter(|_| keep > 0)
+            .unwrap_or(0);
+        self.file.set_len(cut as u64).map_err(io_error(path))?;
+        self.file.sync_all().map_err(io_error(path))?;
+        self.len = cut as u64;
+        self.last_hash = last_hash;
+        Ok(())
+    }
+}
+
+/// A record and the exact bytes of its line (as the fleet log carries it).
+#[derive(Debug, Clone)]
+pub(crate) struct Line {
+    pub(crate) record: RevisionRecord,
+    pub(crate) bytes: Vec<u8>,
 }
 
 /// Test seam: every write fails as on a full disk (ENOSPC) until healed.

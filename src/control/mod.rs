@@ -9,6 +9,7 @@ mod fleet_link;
 pub mod hooks;
 pub mod journal;
 pub mod pending;
+pub mod promises;
 pub mod reconcile;
 pub mod record;
 pub mod resolve;
@@ -20,9 +21,11 @@ use crate::fleet::Fleet;
 use crate::routing::{RoutingTable, ServiceState};
 use crate::telemetry::Telemetry;
 use crate::upstream::endpoint::{EndpointRegistry, EndpointSettings};
+use crate::verify::smoke::CheckReport;
 use command::Change;
 use error::ControlError;
 use fleet_link::FleetLink;
+use futures_util::future::BoxFuture;
 use hooks::Hooks;
 use journal::{Journal, JournalError};
 use pending::PendingFile;
@@ -32,6 +35,7 @@ use std::collections::BTreeMap;
 use std::future::Future;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::OnceLock;
 use std::time::Duration;
 use tokio::sync::Mutex;
 use writer::{Commands, ControlState, Outage, Request, Shared, Writer};
@@ -50,7 +54,22 @@ pub struct Controller {
     /// Held by a reload or an endpoint-name refresh from its lookups until the writer has
     /// answered, so an older reading of the file or of DNS never lands after a newer one.
     topology: Mutex<()>,
+    /// What runs the checks the gate asks for (`run.rs` sets `verify`'s).
+    checks: OnceLock<Arc<dyn CheckRunner>>,
 }
+
+/// Runs a version's checks for the gate (`promises`), outside the writer, so an abort
+/// never waits behind them.
+pub trait CheckRunner: Send + Sync {
+    /// `version` of `service` (as `service` configures it) checked now.
+    fn run(&self, service: ServiceConfig, version: String) -> BoxFuture<'static, CheckReport>;
+    /// Counts a gate's outcome: refused, or forced past failing checks.
+    fn counted(&self, refused: bool);
+}
+
+/// Rounds of "checks due, run them, ask again" before giving up on a routing that keeps
+/// moving.
+const GATE_ROUNDS: usize = 3;
 
 /// A consistent copy of the control state, for status pages and metrics.
 #[derive(Debug, Clone)]
@@ -103,6 +122,9 @@ pub enum ReloadError {
     Config(#[from] ConfigError),
     #[error("reload not recorded, routing unchanged: {0}")]
     Journal(String),
+    /// The file's routing breaks a promise (gate, latch, freeze): one line.
+    #[error("{0}")]
+    Refused(String),
     #[error("reload not done: the control plane has stopped")]
     Stopped,
 }
@@ -268,6 +290,7 @@ impl Controller {
             commands,
             shared,
             topology: Mutex::new(()),
+            checks: OnceLock::new(),
         })
     }
 
@@ -284,28 +307,88 @@ impl Controller {
     }
 
     /// `apply`, but only while the service's routing is still `expect` (else `Moved`).
+    /// When the writer's plan finds checks due (the gate), they run here and the change
+    /// is asked for again with their reports.
     pub async fn apply_if(
         &self,
         service: &str,
         change: Change,
-        origin: Origin,
+        mut origin: Origin,
         expect: Option<ServiceState>,
     ) -> Result<RevisionRecord, ControlError> {
-        let service = service.to_string();
-        self.commands
-            .call(|reply| Request::Apply {
-                service,
-                change,
-                origin,
-                expect,
-                reply,
-            })
-            .await?
+        for _ in 0..GATE_ROUNDS {
+            let answer = self
+                .commands
+                .call(|reply| Request::Apply {
+                    service: service.to_string(),
+                    change: change.clone(),
+                    origin: origin.clone(),
+                    expect: expect.clone(),
+                    reply,
+                })
+                .await?;
+            match answer {
+                Err(ControlError::ChecksDue(due)) => {
+                    let config = self.shared.lock().config.clone();
+                    origin = self.run_checks(&config, due, origin, change.verb()).await?;
+                }
+                answer => return answer,
+            }
+        }
+        Err(ControlError::Moved)
+    }
+
+    /// Runs the checks the gate asked for: the origin with their reports, or the one-line
+    /// refusal when one fails and the change is not forced.
+    async fn run_checks(
+        &self,
+        config: &Config,
+        due: Vec<(String, String)>,
+        mut origin: Origin,
+        verb: &str,
+    ) -> Result<Origin, ControlError> {
+        let runner = self.checks.get().ok_or_else(|| {
+            ControlError::Refused(format!(
+                "{verb} refused: no checks can run here to let a version have traffic"
+            ))
+        })?;
+        for (service, version) in due {
+            let service_config = config
+                .service(&service)
+                .cloned()
+                .ok_or_else(|| no_such_service(config, &service))?;
+            let report = runner.run(service_config, version).await;
+            if !report.passed {
+                // A reload may touch several services: it names the one.
+                let summary = match verb {
+                    "reload" => format!("{service}/{}", report.summary()),
+                    _ => report.summary(),
+                };
+                if !origin.forced {
+                    runner.counted(true);
+                    tracing::warn!("{verb} refused: {summary}");
+                    return Err(ControlError::Refused(format!(
+                        "{verb} refused: {summary}; nothing changed (--force overrides)"
+                    )));
+                }
+                runner.counted(false);
+                tracing::warn!("{verb} forced past failing checks: {summary}");
+            }
+            origin.verified.push((service, report));
+        }
+        Ok(origin)
+    }
+
+    /// Sets what runs the gate's checks (once; later calls change nothing).
+    pub fn set_checks(&self, runner: Arc<dyn CheckRunner>) {
+        let _ = self.checks.set(runner);
     }
 
     /// Re-reads the config file and reconciles live routing with it (see `reconcile`) in
-    /// one table swap. An invalid file changes nothing and its problems are returned.
-    pub async fn reload(&self, origin: Origin) -> Result<ReloadResponse, ReloadError> {
+    /// one table swap. An invalid file, or one whose routing breaks a promise (a version
+    /// given traffic fails its checks, unless `origin` is forced; a latch or a freeze),
+    /// changes nothing and says why in one line.
+    pub async fn reload(&self, mut origin: Origin) -> Result<ReloadResponse, ReloadError> {
         let _topology = self.topology.lock().await;
         // Off the runtime's threads: loading resolves endpoint names, which may block; a
         // lookup that outlives the limit is left to finish on its own, unheard.
@@ -324,17 +407,35 @@ impl Controller {
                 ))
             })?
             .map_err(|err| unreadable(err.to_string()))??;
-        let config = Box::new(config);
-        let reloaded = self
-            .commands
-            .call(|reply| Request::Reload {
-                config,
-                origin,
-                reply,
-            })
-            .await
-            .map_err(|_| ReloadError::Stopped)?;
-        reloaded.map_err(ReloadError::Journal)
+        for _ in 0..GATE_ROUNDS {
+            let loaded = Box::new(config.clone());
+            let reloaded = self
+                .commands
+                .call(|reply| Request::Reload {
+                    config: loaded,
+                    origin: origin.clone(),
+                    reply,
+                })
+                .await
+                .map_err(|_| ReloadError::Stopped)?;
+            origin = match reloaded {
+                Ok(reloaded) => return Ok(reloaded),
+                Err(ControlError::ChecksDue(due)) => self
+                    .run_checks(&config, due, origin, "reload")
+                    .await
+                    .map_err(|err| ReloadError::Refused(err.to_string()))?,
+                Err(ControlError::NotRecorded(why)) => return Err(ReloadError::Journal(why)),
+                Err(ControlError::Stopped) => return Err(ReloadError::Stopped),
+                Err(err) => {
+                    return Err(ReloadError::Refused(format!(
+                        "reload refused: {err}; nothing changed"
+                    )))
+                }
+            };
+        }
+        Err(ReloadError::Refused(
+            "reload refused: the routing kept changing while its checks ran; nothing changed, try again".into(),
+        ))
     }
 
     /// Lets the writer finish the commands already sent, then stops it: the journal is

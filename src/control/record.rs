@@ -89,6 +89,12 @@ pub struct Origin {
     pub forced: bool,
     /// The checks that the gate ran before the change, or the validation after one.
     pub checks: Option<CheckReport>,
+    /// Checks run for this request, by service: what the gate (`promises`) accepts as
+    /// proof that a version may get traffic. Not recorded (`checks` is).
+    pub verified: Vec<(String, CheckReport)>,
+    /// When the change took effect, if before it could be recorded (an abort held while
+    /// the fleet log was out of reach): its revision keeps that time.
+    pub applied_at: Option<SystemTime>,
 }
 
 impl Origin {
@@ -99,7 +105,17 @@ impl Origin {
             evidence: None,
             forced: false,
             checks: None,
+            verified: Vec::new(),
+            applied_at: None,
         }
+    }
+
+    /// The report of `version` of `service` among the checks run for this request.
+    pub fn report(&self, service: &str, version: &str) -> Option<&CheckReport> {
+        self.verified
+            .iter()
+            .find(|(s, r)| s == service && r.version == version)
+            .map(|(_, r)| r)
     }
 
     pub fn forced(mut self, forced: bool) -> Origin {
@@ -188,7 +204,10 @@ impl PlannedRevision {
                 }
             }
         }
-        let time_ms = now
+        let time_ms = self
+            .origin
+            .applied_at
+            .unwrap_or(now)
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as u64);
         RevisionRecord {

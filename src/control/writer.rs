@@ -13,7 +13,7 @@ use super::hooks::Hooks;
 use super::journal::{Journal, JournalError};
 use super::pending::PendingFile;
 use super::record::{ChangeKind, Declared, Origin, PlannedRevision, RevisionRecord};
-use super::{reconcile, unknown_service, ReloadResponse};
+use super::{promises, reconcile, unknown_service, ReloadResponse};
 use crate::config::Config;
 use crate::dataplane::proxy::DataPlane;
 use crate::routing::{RoutingTable, ServiceState};
@@ -202,7 +202,7 @@ pub(crate) enum Request {
     Reload {
         config: Box<Config>,
         origin: Origin,
-        reply: oneshot::Sender<Result<ReloadResponse, String>>,
+        reply: oneshot::Sender<Result<ReloadResponse, ControlError>>,
     },
     Endpoints {
         resolved: Vec<Resolved>,
@@ -290,6 +290,11 @@ impl Outage {
         }
         due
     }
+}
+
+/// Why a change other than an abort is refused while the journal cannot be written.
+pub(crate) fn unwritable(err: &JournalError) -> String {
+    format!("{err} (only aborts apply until the journal can be written)")
 }
 
 fn unix_ms(time: SystemTime) -> u64 {
@@ -421,7 +426,7 @@ impl Writer {
     }
 
     /// Notes that the journal cannot be written (logged at most once a minute).
-    fn journal_failed(&self, err: &JournalError) {
+    pub(crate) fn journal_failed(&self, err: &JournalError) {
         let mut state = self.shared.lock();
         let pending = state.pending.len();
         let outage = state
@@ -448,6 +453,12 @@ impl Writer {
         }
     }
 
+    /// The one path of a change, whatever asked for it: plan it against the state in force
+    /// (where every promise is checked: `promises`), record it (the journal, or in a fleet
+    /// the log and then the cache), take it into the state and swap the table. Only while
+    /// the routing is still `expect`, when given. When another fleet member appended first,
+    /// the writer has caught up: plan again. An abort that cannot be recorded applies anyway
+    /// and is held until it can be.
     pub(crate) async fn apply(
         &mut self,
         service: &str,
@@ -455,42 +466,58 @@ impl Writer {
         origin: Origin,
         expect: Option<ServiceState>,
     ) -> Result<RevisionRecord, ControlError> {
+        let refused = |why: &str| {
+            ControlError::NotRecorded(format!("change not recorded, routing unchanged: {why}"))
+        };
+        let flushed = self.flush().await.map_err(|err| unwritable(&err));
+        if let (Err(why), false) = (&flushed, change == Change::Abort) {
+            return Err(refused(why));
+        }
+        for _ in 0..super::fleet_link::MAX_RACES {
+            if let Some(expected) = &expect {
+                if self.shared.lock().services.get(service) != Some(expected) {
+                    return Err(ControlError::Moved);
+                }
+            }
+            let records = self.plan(service, &change, &origin)?;
+            let recorded = match &flushed {
+                Ok(()) => self.record(records.clone()).await,
+                Err(why) => Err(Recording::Failed(why.clone())),
+            };
+            match recorded {
+                Ok(written) => {
+                    self.commit(None, &written);
+                    return written
+                        .into_iter()
+                        .next()
+                        .ok_or_else(|| refused("nothing was recorded"));
+                }
+                Err(Recording::Behind { .. }) => {}
+                // Safety never waits: in force now, recorded as soon as it can be.
+                Err(Recording::Offline(why) | Recording::Failed(why))
+                    if change == Change::Abort =>
+                {
+                    return self.hold(records).ok_or_else(|| refused(&why));
+                }
+                Err(Recording::Offline(why) | Recording::Failed(why)) => return Err(refused(&why)),
+            }
+        }
+        Err(refused("the fleet log kept moving on"))
+    }
+
+    /// Applies aborts that cannot be recorded now: they route at once and wait (in
+    /// `pending.jsonl`) for the journal, or in a fleet for the log. Returns the first.
+    fn hold(&self, records: Vec<RevisionRecord>) -> Option<RevisionRecord> {
         if self.fleet.is_some() {
-            return self.apply_in_fleet(service, change, origin).await;
+            return records
+                .into_iter()
+                .next()
+                .and_then(|r| self.hold_for_log(r));
         }
-        let is_abort = change == Change::Abort;
-        let flushed = self.flush().await;
-        if let Some(expected) = &expect {
-            if self.shared.lock().services.get(service) != Some(expected) {
-                return Err(ControlError::Moved);
-            }
-        }
-        let records = self.plan(service, &change, &origin)?;
-        let written = match flushed {
-            Ok(()) => self.journal.append(records.clone()).await,
-            Err(err) => Err(err),
-        };
-        let written = match written {
-            Ok(written) => written,
-            Err(err) if is_abort => {
-                // Safety never waits: in force now, journaled as soon as the disk allows.
-                self.journal_failed(&err);
-                self.shared.lock().pending.extend(records.iter().cloned());
-                self.save_pending();
-                records
-            }
-            Err(err) => {
-                self.journal_failed(&err);
-                return Err(ControlError::NotRecorded(format!(
-                    "change not recorded, routing unchanged: {err} (only aborts apply until the journal can be written)"
-                )));
-            }
-        };
-        self.commit(None, &written);
-        written
-            .into_iter()
-            .next()
-            .ok_or_else(|| ControlError::NotRecorded("journal returned no record".into()))
+        self.shared.lock().pending.extend(records.iter().cloned());
+        self.save_pending();
+        self.commit(None, &records);
+        records.into_iter().next()
     }
 
     /// In a fleet the note goes through the log like any revision (so every instance's
@@ -537,7 +564,7 @@ impl Writer {
         ))
     }
 
-    /// The revision `change` makes, planned against the state in force.
+    /// The revision `change` makes, planned against the state in force, promises kept.
     pub(crate) fn plan(
         &self,
         service: &str,
@@ -557,7 +584,7 @@ impl Writer {
                 .map(|h| h.iter().collect())
                 .unwrap_or_default();
             let next = change::next_state(service_config, current, change, &history)?;
-            let plan = PlannedRevision {
+            let mut plan = PlannedRevision {
                 service: service.to_string(),
                 kind: change.kind(),
                 old: Some(current.clone()),
@@ -565,23 +592,20 @@ impl Writer {
                 declared: None,
                 origin: origin.clone(),
             };
+            promises::enforce(&mut plan, &history)?;
             state.records(vec![plan], &state.config)
         };
         Ok(records)
     }
 
+    /// Brings live routing in line with a newly loaded `config`, through the same
+    /// pipeline as any change; refused whole when one of its revisions breaks a promise.
     pub(crate) async fn reload(
         &mut self,
         config: Config,
         origin: &Origin,
-    ) -> Result<ReloadResponse, String> {
-        let written = match self.fleet.is_some() {
-            true => self.reconcile_in_fleet(&config, origin).await?,
-            false => self
-                .reconcile_in_journal(&config, origin)
-                .await
-                .map_err(|err| err.to_string())?,
-        };
+    ) -> Result<ReloadResponse, ControlError> {
+        let written = self.reconcile(&config, origin).await?;
         let revision = self.commit(Some(config), &written);
         self.endpoints.retain_used();
         Ok(ReloadResponse {
@@ -590,33 +614,68 @@ impl Writer {
         })
     }
 
-    /// Journals the routing changes `config` makes (see `reconcile`).
-    async fn reconcile_in_journal(
+    /// Records the routing changes `config` makes (see `reconcile`); in a fleet, planned
+    /// again after what another member appended first.
+    async fn reconcile(
         &mut self,
         config: &Config,
         origin: &Origin,
-    ) -> Result<Vec<RevisionRecord>, JournalError> {
-        self.flush().await?;
-        let records = self.reconciled(config, origin);
-        match records.is_empty() {
-            true => Ok(Vec::new()),
-            false => self.journal.append(records).await.inspect_err(|err| {
-                self.journal_failed(err);
-            }),
+    ) -> Result<Vec<RevisionRecord>, ControlError> {
+        self.flush()
+            .await
+            .map_err(|err| ControlError::NotRecorded(unwritable(&err)))?;
+        let mut written = Vec::new();
+        for _ in 0..super::fleet_link::MAX_RACES {
+            let records = self.reconciled(config, origin)?;
+            if records.is_empty() {
+                break;
+            }
+            match self.record(records).await {
+                Ok(done) => {
+                    written.extend(done);
+                    break;
+                }
+                Err(Recording::Behind { written: done }) => written.extend(done),
+                Err(Recording::Failed(why) | Recording::Offline(why)) => {
+                    return Err(ControlError::NotRecorded(why))
+                }
+            }
         }
+        Ok(written)
     }
 
-    /// The revisions that bring live routing in line with `config`.
-    pub(crate) fn reconciled(&self, config: &Config, origin: &Origin) -> Vec<RevisionRecord> {
+    /// The revisions that bring live routing in line with `config`, promises kept: the
+    /// checks every one of them needs are asked for at once.
+    pub(crate) fn reconciled(
+        &self,
+        config: &Config,
+        origin: &Origin,
+    ) -> Result<Vec<RevisionRecord>, ControlError> {
         let state = self.shared.lock();
-        let planned = reconcile::reconcile(
+        let mut planned = reconcile::reconcile(
             &state.services,
             &state.declared,
             &state.departed(),
             config,
             origin,
         );
-        state.records(planned, config)
+        let mut due = Vec::new();
+        for plan in &mut planned {
+            let history: Vec<&RevisionRecord> = state
+                .history
+                .get(&plan.service)
+                .map(|h| h.iter().collect())
+                .unwrap_or_default();
+            match promises::enforce(plan, &history) {
+                Ok(()) => {}
+                Err(ControlError::ChecksDue(more)) => due.extend(more),
+                Err(err) => return Err(err),
+            }
+        }
+        if !due.is_empty() {
+            return Err(ControlError::ChecksDue(due));
+        }
+        Ok(state.records(planned, config))
     }
 
     /// Takes new addresses for the versions whose entries are still those looked up.

@@ -94,7 +94,32 @@ async fn an_abort_waits_for_the_journal_and_is_written_on_the_next_retry() {
     assert!(shared.lock().outage.is_none());
     let chained = shared.lock().history["shop"][0].clone();
     assert_eq!((chained.revision, chained.hash.len()), (1, 64));
-    assert_eq!(apply(&commands, Change::Resume).await.unwrap().revision, 2);
+    // A resume gives the canary traffic again: only with its checks passed (the gate).
+    let due = apply(&commands, Change::Resume).await.unwrap_err();
+    assert_eq!(
+        due,
+        ControlError::ChecksDue(vec![("shop".into(), "canary".into())])
+    );
+    let mut origin = Origin::new("test", "");
+    let passed = crate::verify::smoke::CheckReport {
+        version: "canary".into(),
+        passed: true,
+        failed: Vec::new(),
+        ms: 1,
+    };
+    origin.verified.push(("shop".into(), passed.clone()));
+    let resumed = commands
+        .call(|reply| Request::Apply {
+            service: "shop".into(),
+            change: Change::Resume,
+            origin,
+            expect: None,
+            reply,
+        })
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((resumed.revision, resumed.checks), (2, Some(passed)));
 }
 
 #[tokio::test(start_paused = true)]

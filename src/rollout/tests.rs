@@ -2,7 +2,7 @@
 
 use super::*;
 use crate::config::{Config, ServiceConfig};
-use crate::control::change::next_state;
+use crate::control::promises::next_kept;
 use crate::guard::judge::VerdictKind;
 use std::sync::Mutex as StdMutex;
 use tokio::time::advance;
@@ -10,7 +10,7 @@ use tokio::time::advance;
 const BAKE: Duration = Duration::from_secs(30);
 const MS: Duration = Duration::from_millis(1);
 
-/// The controller's rules (`next_state`) over one service, with a verdict set by the test.
+/// The controller's rules (`next_kept`) over one service, with a verdict set by the test.
 struct FakePlant {
     service: ServiceConfig,
     routing: StdMutex<ServiceState>,
@@ -29,7 +29,7 @@ impl Plant for FakePlant {
 
     async fn change(&self, _: &str, change: Change, origin: Origin) -> Result<u64, ControlError> {
         let mut routing = self.routing.lock().unwrap();
-        *routing = next_state(&self.service, &routing, &change, &[])?;
+        *routing = next_kept(&self.service, &routing, &change, &[])?;
         let mut changes = self.changes.lock().unwrap();
         changes.push((change, origin));
         Ok(100 + changes.len() as u64)

@@ -7,6 +7,7 @@
 
 use super::check_version;
 use super::gate::Verified;
+use crate::control::error::ControlError;
 use crate::control::record::{ChangeKind, Origin, RevisionRecord};
 use crate::control::RoutingControl;
 use std::sync::atomic::Ordering;
@@ -15,6 +16,10 @@ use std::time::Duration;
 /// How long a guard cutback's incident may take to appear (it is written just after the
 /// cutback returns) before the validation gives up on adding itself to it.
 const INCIDENT_WAIT: Duration = Duration::from_secs(5);
+/// A validation that could not be recorded is tried again after this, doubling up to
+/// `RETRY_MAX`.
+const RETRY_FIRST: Duration = Duration::from_millis(500);
+const RETRY_MAX: Duration = Duration::from_secs(10);
 
 /// Whether a revision of `kind` is followed by a validation.
 pub fn follows(kind: ChangeKind) -> bool {
@@ -68,17 +73,53 @@ pub async fn after<C: RoutingControl + 'static>(verified: Verified<C>, record: R
     // journaled when it fails, not after every abort that went as expected.
     let worth_a_revision = !config.verify.checks.is_empty() || !report.passed;
     let origin = Origin::new("checks", reason).with_checks(report.clone());
-    if worth_a_revision {
-        if let Err(err) = verified
-            .control
-            .note(&record.service, ChangeKind::Validated, origin)
-            .await
-        {
-            tracing::error!(service = %record.service, error = %err, "validation not recorded");
+    // Side by side: a validation waiting for the journal never holds up the incident.
+    let recorded = async {
+        if worth_a_revision {
+            record_validation(&verified, &record, origin).await;
         }
-    }
-    if record.actor == "guard" {
-        attach_to_incident(&verified, &record, report, advice).await;
+    };
+    let attached = async {
+        if record.actor == "guard" {
+            attach_to_incident(&verified, &record, report, advice).await;
+        }
+    };
+    tokio::join!(recorded, attached);
+}
+
+/// Records the validation; while it cannot be (the journal or the fleet log out of reach)
+/// it is tried again, as long as the routing is still what it validated (a later change
+/// has a validation of its own).
+async fn record_validation<C: RoutingControl + 'static>(
+    verified: &Verified<C>,
+    record: &RevisionRecord,
+    origin: Origin,
+) {
+    let mut wait = RETRY_FIRST;
+    let mut said = false;
+    loop {
+        let noted = verified
+            .control
+            .note(&record.service, ChangeKind::Validated, origin.clone())
+            .await;
+        match noted {
+            Ok(_) => return,
+            Err(err @ (ControlError::NotRecorded(_) | ControlError::NotCaughtUp(_))) => {
+                if !said {
+                    said = true;
+                    tracing::warn!(service = %record.service, revision = record.revision, error = %err, "validation not recorded yet: retrying until it is");
+                }
+            }
+            Err(err) => {
+                tracing::error!(service = %record.service, error = %err, "validation not recorded");
+                return;
+            }
+        }
+        tokio::time::sleep(wait).await;
+        wait = (wait * 2).min(RETRY_MAX);
+        if verified.control.routing_of(&record.service) != record.new {
+            return;
+        }
     }
 }
 
