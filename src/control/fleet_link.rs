@@ -15,7 +15,7 @@ use super::journal::{self, GENESIS};
 use super::record::{ChangeKind, Origin, RevisionRecord};
 use super::writer::{Commands, Request, Writer};
 use crate::config::Config;
-use crate::fleet::{Entry, Fleet, LogError, RevisionLog};
+use crate::fleet::{Entry, Fleet, LogError, Reason, RevisionLog};
 use crate::routing::ServiceState;
 use bytes::Bytes;
 use futures_util::StreamExt;
@@ -119,6 +119,9 @@ impl Writer {
         }
         let mut written = Vec::new();
         for mut record in records {
+            // The log gives the number: the sequence after the last one read past (a
+            // skipped entry takes a number no revision has).
+            record.revision = self.log_position() + 1;
             let line = journal::chained_line(&mut record, &self.journal.last_hash())
                 .map_err(|err| Recording::Failed(err.to_string()))?;
             let id = format!(
@@ -134,7 +137,10 @@ impl Writer {
                 .append(record.revision - 1, &id, Bytes::from(line), patient)
                 .await;
             match appended {
-                Ok(_) => written.extend(self.cache(vec![record]).await),
+                Ok(sequence) => {
+                    self.passed(sequence);
+                    written.extend(self.cache(vec![record]).await)
+                }
                 // Another instance appended first, or the answer was lost: the log says
                 // which. If our entry is there it was applied like any other.
                 Err(err @ (LogError::Behind | LogError::Unconfirmed(_))) => {
@@ -190,22 +196,35 @@ impl Writer {
         };
         self.log_reaches(last);
         let mut caught_up = Vec::new();
-        let mut next = self.shared.lock().revision + 1;
-        while next <= last {
-            let taken = match fleet.log.read(next).await {
-                Ok(entry) => self.take(&entry).await,
-                Err(err) => Err(err.to_string()),
-            };
-            match taken {
-                Ok(record) => caught_up.push(record),
-                Err(why) => {
-                    tracing::error!(revision = next, %why, "fleet log revision not applied");
+        for next in self.log_position() + 1..=last {
+            match fleet.log.read(next).await {
+                // An entry that is not a revision of ours is skipped (and said) by `take`.
+                Ok(entry) => caught_up.extend(self.take(&entry).await),
+                Err(err) => {
+                    tracing::debug!(revision = next, %err, "cannot read the fleet log");
                     break;
                 }
             }
-            next += 1;
         }
         caught_up
+    }
+
+    /// The last log sequence this instance read past: applied, or skipped as not a
+    /// revision of this fleet's. The next append follows it.
+    pub(crate) fn log_position(&self) -> u64 {
+        let state = self.shared.lock();
+        let passed = state.log.map_or(0, |log| log.passed);
+        state.revision.max(passed)
+    }
+
+    /// Notes that this instance read past log sequence `sequence`.
+    fn passed(&self, sequence: u64) {
+        if let Some(fleet) = &self.fleet {
+            fleet.log.pass(sequence);
+        }
+        if let Some(log) = &mut self.shared.lock().log {
+            log.passed = log.passed.max(sequence);
+        }
     }
 
     /// Notes that this instance joined the log, caught up and reconciled its config with
@@ -223,25 +242,44 @@ impl Writer {
         }
     }
 
-    /// Checks one log entry against the chain this instance holds and caches it.
-    async fn take(&self, entry: &Entry) -> Result<(String, RevisionRecord), String> {
+    /// Checks one log entry against the chain this instance holds and caches it. An entry
+    /// that is not a revision following this chain is skipped: counted, said at most once
+    /// a minute, never applied; the next revision is appended after it.
+    async fn take(&self, entry: &Entry) -> Option<(String, RevisionRecord)> {
+        let fleet = self.fleet.as_ref()?;
+        let record = match self.check(entry) {
+            Ok(record) => record,
+            Err((reason, why)) => {
+                fleet.log.skip(entry, reason, &why);
+                self.passed(entry.sequence);
+                return None;
+            }
+        };
+        self.passed(entry.sequence);
+        let record = self.cache(vec![record]).await.pop()?;
+        Some((entry.id.clone(), record))
+    }
+
+    /// The revision `entry` carries, if it is one that follows this instance's chain.
+    fn check(&self, entry: &Entry) -> Result<RevisionRecord, (Reason, String)> {
         let line = entry.payload.strip_suffix(b"\n").unwrap_or(&entry.payload);
-        let record = journal::decode_line(line)?;
+        let record = journal::decode_line(line).map_err(|why| (Reason::Malformed, why))?;
         if record.revision != entry.sequence {
-            return Err(format!(
-                "entry {} carries revision {}",
-                entry.sequence, record.revision
+            return Err((
+                Reason::OutOfChain,
+                format!("carries revision {}", record.revision),
             ));
         }
         if record.prev != self.journal.last_hash() {
-            return Err(format!(
-                "revision {} does not follow this instance's last revision (cache diverged from the log)",
-                record.revision
+            return Err((
+                Reason::OutOfChain,
+                format!(
+                    "revision {} does not follow this instance's last revision",
+                    record.revision
+                ),
             ));
         }
-        let mut cached = self.cache(vec![record]).await;
-        let record = cached.pop().ok_or("nothing cached")?;
-        Ok((entry.id.clone(), record))
+        Ok(record)
     }
 
     /// Applies entries the follower read from the log, in order; any gap before them is
@@ -250,24 +288,18 @@ impl Writer {
         let mut applied = Vec::new();
         for entry in entries {
             self.log_reaches(entry.sequence);
-            let revision = self.shared.lock().revision + applied.len() as u64;
-            if entry.sequence <= revision {
+            let position = self.log_position();
+            if entry.sequence <= position {
                 continue;
             }
-            if entry.sequence > revision + 1 {
+            if entry.sequence > position + 1 {
                 self.commit(None, &applied);
                 applied.clear();
                 let caught_up: Vec<_> = self.catch_up().await.into_iter().map(|(_, r)| r).collect();
                 self.commit(None, &caught_up);
                 continue;
             }
-            match self.take(&entry).await {
-                Ok((_, record)) => applied.push(record),
-                Err(why) => {
-                    tracing::error!(revision = entry.sequence, %why, "fleet log revision not applied");
-                    break;
-                }
-            }
+            applied.extend(self.take(&entry).await.map(|(_, record)| record));
         }
         self.commit(None, &applied);
     }
@@ -297,7 +329,9 @@ impl Writer {
                 // Caught up already: plan again against the state it follows now.
                 Err(Recording::Behind { .. }) => {}
                 // Safety never waits: an abort routes here now and reaches the log later.
-                Err(Recording::Offline(why)) if change == Change::Abort => {
+                Err(Recording::Offline(why) | Recording::Failed(why))
+                    if change == Change::Abort =>
+                {
                     return planned
                         .and_then(|p| self.hold(p))
                         .ok_or_else(|| refused(&why));
@@ -305,7 +339,17 @@ impl Writer {
                 Err(Recording::Failed(why) | Recording::Offline(why)) => return Err(refused(&why)),
             }
         }
-        Err(refused("the fleet log kept moving on"))
+        let why = "the fleet log kept moving on";
+        match change {
+            // Whatever the log does, an abort is in force here at once.
+            Change::Abort => self
+                .plan(service, &change, &origin)?
+                .into_iter()
+                .next()
+                .and_then(|p| self.hold(p))
+                .ok_or_else(|| refused(why)),
+            _ => Err(refused(why)),
+        }
     }
 
     /// `reload`'s routing changes in a fleet, appended like any change.

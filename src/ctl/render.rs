@@ -176,7 +176,31 @@ fn fleet_summary(fleet: &crate::fleet::FleetStatus) -> String {
             fleet.applied
         ));
     }
-    out
+    out + &fleet_rejected(fleet)
+}
+
+/// What this instance skipped on the fleet's subjects (empty when nothing was).
+fn fleet_rejected(fleet: &crate::fleet::FleetStatus) -> String {
+    if fleet.rejected.is_empty() {
+        return String::new();
+    }
+    let kinds: Vec<String> = fleet
+        .rejected
+        .iter()
+        .map(|k| {
+            format!(
+                "{} {} {}",
+                k.count,
+                k.carrier.as_str(),
+                k.reason.as_str().replace('_', " ")
+            )
+        })
+        .collect();
+    format!(
+        "SKIPPED on the fleet's subjects, never applied: {} (see {}'s log)\n",
+        kinds.join(", "),
+        fleet.instance
+    )
 }
 
 pub fn fleet(fleet: &crate::fleet::FleetStatus) -> String {
@@ -204,10 +228,11 @@ pub fn fleet(fleet: &crate::fleet::FleetStatus) -> String {
             ]
         })
         .collect();
-    head + &table(
-        &["INSTANCE", "APPLIED", "LAG", "VERSION", "LAST_SEEN"],
-        rows,
-    )
+    head + &fleet_rejected(fleet)
+        + &table(
+            &["INSTANCE", "APPLIED", "LAG", "VERSION", "LAST_SEEN"],
+            rows,
+        )
 }
 
 pub fn incidents(incidents: &IncidentsResponse) -> String {

@@ -8,6 +8,7 @@
 //! A report is postcard (varints), latency values delta-encoded: about 20 bytes plus, per
 //! version with traffic, its names, counts and two or three bytes per latency bucket used.
 
+use super::rejected::{Carrier, Reason, Rejections};
 use crate::telemetry::{sparse, Outcome, SparseLatency, Tally, Telemetry};
 use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
@@ -54,14 +55,21 @@ pub struct Evidence {
     client: async_nats::Client,
     subject: String,
     instance: String,
+    rejections: Rejections,
 }
 
 impl Evidence {
-    pub fn new(client: async_nats::Client, fleet: &str, instance: &str) -> Evidence {
+    pub fn new(
+        client: async_nats::Client,
+        fleet: &str,
+        instance: &str,
+        rejections: Rejections,
+    ) -> Evidence {
         Evidence {
             client,
             subject: format!("switchyard.{fleet}.evidence"),
             instance: instance.to_string(),
+            rejections,
         }
     }
 
@@ -108,16 +116,15 @@ impl Evidence {
                 return;
             }
         };
-        let mut said_bad = false;
         while let Some(message) = reports.next().await {
             match decode(&message.payload) {
                 Some(report) if report.instance == self.instance => {}
                 Some(report) => file(&telemetry, report, Instant::now()),
-                None if !said_bad => {
-                    said_bad = true;
-                    tracing::warn!(subject = %self.subject, "an evidence report that does not read (another format or another writer) was ignored; such reports are ignored from now on without a word");
-                }
-                None => {}
+                None => self.rejections.reject(
+                    Carrier::Evidence,
+                    Reason::Malformed,
+                    "a report that does not decode (another format or another writer)",
+                ),
             }
         }
     }

@@ -8,7 +8,11 @@ use async_nats::jetstream::{self, consumer, context::PublishErrorKind, stream};
 use async_nats::HeaderMap;
 use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
+
+use super::rejected::{Carrier, Reason, Rejections};
 
 /// How long one append attempt waits for the stream's acknowledgement.
 const APPEND_TIMEOUT: Duration = Duration::from_secs(2);
@@ -48,17 +52,44 @@ pub struct RevisionLog {
     client: async_nats::Client,
     stream: String,
     subject: String,
+    /// The last sequence this instance read past: applied, or skipped as not a revision
+    /// of this fleet's (so one bad entry is skipped once, and never blocks what follows).
+    passed: Arc<AtomicU64>,
+    rejections: Rejections,
 }
 
 impl RevisionLog {
-    pub fn new(client: async_nats::Client, fleet: &str) -> RevisionLog {
+    pub fn new(client: async_nats::Client, fleet: &str, rejections: Rejections) -> RevisionLog {
         let js = jetstream::new(client.clone());
         RevisionLog {
             js,
             client,
             stream: format!("switchyard-{fleet}-revisions"),
             subject: format!("switchyard.{fleet}.revisions"),
+            passed: Arc::new(AtomicU64::new(0)),
+            rejections,
         }
+    }
+
+    /// The last sequence this instance read past (applied or skipped).
+    pub fn passed(&self) -> u64 {
+        self.passed.load(Ordering::Acquire)
+    }
+
+    /// Notes that this instance read past `sequence`.
+    pub fn pass(&self, sequence: u64) {
+        self.passed.fetch_max(sequence, Ordering::AcqRel);
+    }
+
+    /// Skips an entry that is not a revision of this fleet's: counted, logged at most once
+    /// a minute per kind, read past.
+    pub fn skip(&self, entry: &Entry, reason: Reason, detail: &str) {
+        self.rejections.reject(
+            Carrier::Revision,
+            reason,
+            &format!("log entry {}: {detail}", entry.sequence),
+        );
+        self.pass(entry.sequence);
     }
 
     /// True while the connection to NATS is up.

@@ -9,6 +9,7 @@ pub mod lease;
 pub mod log;
 pub mod members;
 pub mod records;
+pub mod rejected;
 
 use crate::config::cluster::ClusterSettings;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -20,6 +21,7 @@ pub use lease::{keep, Claim, Lease, Leases};
 pub use log::{Entry, LogError, RevisionLog};
 pub use members::{FleetStatus, Member, MemberStatus, Members};
 pub use records::{Records, Written};
+pub use rejected::{Carrier, Reason, RejectedCount, Rejections};
 
 /// The connection to the fleet's NATS cluster and what lives there.
 #[derive(Clone)]
@@ -33,6 +35,8 @@ pub struct Fleet {
     pub records: Records,
     /// The members' pooled evidence for the guard.
     pub evidence: evidence::Evidence,
+    /// What the fleet's subjects carried that this instance did not take.
+    pub rejections: Rejections,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -48,13 +52,20 @@ impl Fleet {
             .connect(settings.servers.clone())
             .await
             .map_err(|err| FleetError(err.to_string()))?;
+        let rejections = Rejections::default();
         Ok(Fleet {
-            log: RevisionLog::new(client.clone(), &settings.name),
+            log: RevisionLog::new(client.clone(), &settings.name, rejections.clone()),
             leases: Leases::new(&client, &settings.name, &settings.instance),
             records: Records::new(&client, &settings.name),
-            evidence: evidence::Evidence::new(client.clone(), &settings.name, &settings.instance),
+            evidence: evidence::Evidence::new(
+                client.clone(),
+                &settings.name,
+                &settings.instance,
+                rejections.clone(),
+            ),
             members: Members::new(client, settings),
             settings: settings.clone(),
+            rejections,
         })
     }
 }
