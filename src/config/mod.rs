@@ -3,6 +3,7 @@
 
 pub mod checks;
 pub mod cluster;
+mod cluster_files;
 mod duration;
 pub mod endpoint;
 pub mod grpc;

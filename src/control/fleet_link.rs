@@ -262,6 +262,7 @@ impl Writer {
 
     /// The revision `entry` carries, if it is one that follows this instance's chain.
     fn check(&self, entry: &Entry) -> Result<RevisionRecord, (Reason, String)> {
+        entry.signature.clone()?;
         let line = entry.payload.strip_suffix(b"\n").unwrap_or(&entry.payload);
         let record = journal::decode_line(line).map_err(|why| (Reason::Malformed, why))?;
         if record.revision != entry.sequence {

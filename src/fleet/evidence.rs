@@ -9,6 +9,7 @@
 //! version with traffic, its names, counts and two or three bytes per latency bucket used.
 
 use super::rejected::{Carrier, Reason, Rejections};
+use super::trust::Trust;
 use crate::telemetry::{sparse, Outcome, SparseLatency, Tally, Telemetry};
 use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
@@ -56,6 +57,7 @@ pub struct Evidence {
     subject: String,
     instance: String,
     rejections: Rejections,
+    trust: Trust,
 }
 
 impl Evidence {
@@ -64,12 +66,14 @@ impl Evidence {
         fleet: &str,
         instance: &str,
         rejections: Rejections,
+        trust: Trust,
     ) -> Evidence {
         Evidence {
             client,
             subject: format!("switchyard.{fleet}.evidence"),
             instance: instance.to_string(),
             rejections,
+            trust,
         }
     }
 
@@ -96,11 +100,19 @@ impl Evidence {
                     break;
                 }
                 let payload = encode(&report(&self.instance, &telemetry, slice));
-                if let Err(err) = self
-                    .client
-                    .publish(self.subject.clone(), payload.into())
-                    .await
-                {
+                let sent = match self.trust.sign(&payload) {
+                    Some(signature) => {
+                        self.client
+                            .publish_with_headers(self.subject.clone(), signature, payload.into())
+                            .await
+                    }
+                    None => {
+                        self.client
+                            .publish(self.subject.clone(), payload.into())
+                            .await
+                    }
+                };
+                if let Err(err) = sent {
                     tracing::debug!(%err, "evidence not published");
                 }
             }
@@ -117,6 +129,13 @@ impl Evidence {
             }
         };
         while let Some(message) = reports.next().await {
+            if let Err((reason, why)) = self
+                .trust
+                .verify(message.headers.as_ref(), &message.payload)
+            {
+                self.rejections.reject(Carrier::Evidence, reason, &why);
+                continue;
+            }
             match decode(&message.payload) {
                 Some(report) if report.instance == self.instance => {}
                 Some(report) => file(&telemetry, report, Instant::now()),

@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::rejected::{Carrier, Reason, Rejections};
+use super::trust::Trust;
 
 /// How long one append attempt waits for the stream's acknowledgement.
 const APPEND_TIMEOUT: Duration = Duration::from_secs(2);
@@ -29,6 +30,8 @@ pub struct Entry {
     /// recognise its own entry).
     pub id: String,
     pub payload: Bytes,
+    /// Whether a trusted key signed the payload (always, when the fleet does not sign).
+    pub signature: Result<(), (Reason, String)>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -56,10 +59,16 @@ pub struct RevisionLog {
     /// of this fleet's (so one bad entry is skipped once, and never blocks what follows).
     passed: Arc<AtomicU64>,
     rejections: Rejections,
+    trust: Trust,
 }
 
 impl RevisionLog {
-    pub fn new(client: async_nats::Client, fleet: &str, rejections: Rejections) -> RevisionLog {
+    pub fn new(
+        client: async_nats::Client,
+        fleet: &str,
+        rejections: Rejections,
+        trust: Trust,
+    ) -> RevisionLog {
         let js = jetstream::new(client.clone());
         RevisionLog {
             js,
@@ -68,6 +77,7 @@ impl RevisionLog {
             subject: format!("switchyard.{fleet}.revisions"),
             passed: Arc::new(AtomicU64::new(0)),
             rejections,
+            trust,
         }
     }
 
@@ -166,7 +176,11 @@ impl RevisionLog {
     }
 
     async fn append_once(&self, after: u64, id: &str, payload: Bytes) -> Result<u64, LogError> {
-        let message = jetstream::message::PublishMessage::build()
+        let mut message = jetstream::message::PublishMessage::build();
+        for (name, value) in self.trust.signature(&payload).into_iter().flatten() {
+            message = message.header(name, value.as_str());
+        }
+        let message = message
             .payload(payload)
             .message_id(id)
             .expected_last_sequence(after);
@@ -209,6 +223,7 @@ impl RevisionLog {
         Ok(Entry {
             sequence: message.sequence,
             id: message_id(&message.headers),
+            signature: self.trust.verify(Some(&message.headers), &message.payload),
             payload: message.payload,
         })
     }
@@ -235,7 +250,8 @@ impl RevisionLog {
             .messages()
             .await
             .map_err(|err| LogError::Unreachable(err.to_string()))?;
-        Ok(messages.map(|message| {
+        let trust = self.trust.clone();
+        Ok(messages.map(move |message| {
             let message = message.map_err(|err| LogError::Unreachable(err.to_string()))?;
             let sequence = message
                 .info()
@@ -245,6 +261,7 @@ impl RevisionLog {
             Ok(Entry {
                 sequence,
                 id,
+                signature: trust.verify(message.headers.as_ref(), &message.payload),
                 payload: message.payload.clone(),
             })
         }))
