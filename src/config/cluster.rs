@@ -315,4 +315,91 @@ mod check_tests {
             "{found:#?}"
         );
     }
+
+    /// Every file `[cluster]` names is read and parsed by `check`: a missing or
+    /// unparseable one is a FILE:LINE problem.
+    #[test]
+    fn auth_tls_and_key_files_are_checked_with_their_lines() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = |name: &str, text: &str| {
+            let path = dir.path().join(name);
+            std::fs::write(&path, text).unwrap();
+            path.display().to_string()
+        };
+        let junk = file("junk", "not what it should be\n");
+        let empty = file("empty", "\n");
+        let missing = dir.path().join("missing").display().to_string();
+        let key = dir.path().join("edge.key");
+        crate::fleet::keys::generate(&key).unwrap();
+        let key = key.display().to_string();
+        let cluster = |more: &str| {
+            problems(&format!(
+                "[cluster]\nnats = [\"n1:4222\"]\nname = \"e\"\n{more}\n"
+            ))
+        };
+        let cases = [
+            (
+                format!("auth = {{ user = \"u\", password_file = \"{missing}\" }}"),
+                "cluster.auth.password_file: cannot read",
+            ),
+            (
+                format!("auth = {{ token_file = \"{empty}\" }}"),
+                "cluster.auth.token_file:",
+            ),
+            (
+                format!("auth = {{ nkey_seed_file = \"{junk}\" }}"),
+                "cluster.auth.nkey_seed_file: not an NKey seed",
+            ),
+            (
+                format!("auth = {{ creds = \"{junk}\" }}"),
+                "cluster.auth.creds: not a NATS credentials file",
+            ),
+            (
+                format!("auth = {{ user = \"u\" }}"),
+                "cluster.auth needs both user and password_file",
+            ),
+            (
+                format!("auth = {{ token_file = \"{junk}\", creds = \"{junk}\" }}"),
+                "cluster.auth needs one of",
+            ),
+            (format!("tls = {{ ca = \"{junk}\" }}"), "cluster.tls.ca:"),
+            (
+                format!("tls = {{ cert = \"{junk}\", key = \"{junk}\" }}"),
+                "cluster.tls.cert:",
+            ),
+            (
+                format!("signing_key = \"{key}\""),
+                "cluster.signing_key needs cluster.trusted_keys",
+            ),
+            (
+                format!("signing_key = \"{junk}\"\ntrusted_keys = [\"{key}.pub\"]"),
+                "cluster.signing_key:",
+            ),
+            (
+                format!("signing_key = \"{key}\"\ntrusted_keys = [\"{key}\"]"),
+                "cluster.trusted_keys:",
+            ),
+        ];
+        for (more, expected) in cases {
+            let found = cluster(&more);
+            assert!(!found.is_empty(), "{more}: nothing found");
+            assert!(
+                found[0].starts_with(&format!("sy.toml:12: {expected}")),
+                "{more}: {found:#?}"
+            );
+        }
+        let good = cluster(&format!(
+            "auth = {{ token_file = \"{junk}\" }}\nsigning_key = \"{key}\"\ntrusted_keys = [\"{key}.pub\"]"
+        ));
+        assert!(good.is_empty(), "{good:#?}");
+    }
+
+    #[test]
+    fn an_empty_nats_list_is_named() {
+        let found = problems("[cluster]\nnats = []\nname = \"e\"\n");
+        assert!(
+            found[0].starts_with("sy.toml:10: cluster.nats needs at least one server"),
+            "{found:#?}"
+        );
+    }
 }

@@ -19,8 +19,9 @@ pub(crate) async fn connect(settings: &ClusterSettings) -> Result<async_nats::Cl
     let servers = settings.servers.clone();
     match options(settings).await?.connect(servers.clone()).await {
         Ok(client) => Ok(client),
-        Err(err) if refused(err.kind()) => Err(FleetError(format!(
-            "NATS refused this instance ({err}): check [cluster] auth and tls against the server's configuration"
+        Err(err) if refused(&err) => Err(FleetError(format!(
+            "NATS refused this instance ({}): check [cluster] auth and tls against the server's configuration",
+            causes(&err)
         ))),
         Err(err) => {
             tracing::debug!(%err, "NATS not reachable at start; connecting in the background");
@@ -34,14 +35,40 @@ pub(crate) async fn connect(settings: &ClusterSettings) -> Result<async_nats::Cl
     }
 }
 
-/// What no retry mends: the server does not accept this instance or its TLS.
-fn refused(kind: ConnectErrorKind) -> bool {
-    matches!(
-        kind,
+/// What no retry mends: the server does not accept this instance, or the TLS handshake
+/// failed (a certificate either side does not trust; the client reports it as I/O).
+fn refused(err: &async_nats::ConnectError) -> bool {
+    let kind = matches!(
+        err.kind(),
         ConnectErrorKind::AuthorizationViolation
             | ConnectErrorKind::Authentication
             | ConnectErrorKind::Tls
-    )
+    );
+    kind || chain(err).any(|cause| {
+        cause.downcast_ref::<rustls::Error>().is_some()
+            || cause
+                .downcast_ref::<std::io::Error>()
+                .and_then(|io| io.get_ref())
+                .is_some_and(|inner| inner.downcast_ref::<rustls::Error>().is_some())
+    })
+}
+
+fn chain<'a>(
+    err: &'a (dyn std::error::Error + 'static),
+) -> impl Iterator<Item = &'a (dyn std::error::Error + 'static)> {
+    std::iter::successors(Some(err), |e| e.source())
+}
+
+/// The error and its causes, as one line.
+fn causes(err: &async_nats::ConnectError) -> String {
+    let mut said: Vec<String> = Vec::new();
+    for cause in chain(err) {
+        let text = cause.to_string();
+        if !said.iter().any(|s| s.contains(&text)) {
+            said.push(text);
+        }
+    }
+    said.join(": ")
 }
 
 async fn options(settings: &ClusterSettings) -> Result<ConnectOptions, FleetError> {
