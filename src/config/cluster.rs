@@ -376,7 +376,7 @@ mod check_tests {
                 "cluster.signing_key:",
             ),
             (
-                format!("signing_key = \"{key}\"\ntrusted_keys = [\"{key}\"]"),
+                format!("trusted_keys = [\"{key}\"]\nsigning_key = \"{key}\""),
                 "cluster.trusted_keys:",
             ),
         ];
