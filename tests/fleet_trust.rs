@@ -6,10 +6,14 @@ mod common;
 use common::fleet::{serves_only, Fleet};
 use common::nats::NatsNode;
 use common::upstreams;
+use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
+use std::path::Path;
 use std::time::Duration;
 use switchyard::admin::api::ChangeRequest;
+use switchyard::config::cluster::ClusterTrust;
 use switchyard::control::journal::verify_file;
+use switchyard::fleet::trust::Trust;
 
 const SOON: Duration = Duration::from_secs(20);
 
@@ -147,4 +151,167 @@ async fn garbage_on_the_revision_subject_freezes_nothing() {
     let listed = fleet.setups[0].ctl(&["fleet"]);
     let text = common::stdout(&listed);
     assert!(text.contains("SKIPPED on the fleet's subjects, never applied: 4 revision malformed, 1 revision out of chain"), "{text}");
+}
+
+/// Three instances whose `[cluster]` signs with its own key and trusts the three's.
+async fn start_signed_fleet(
+    nats: &NatsNode,
+    versions: &[switchyard::sample::SampleUpstream],
+    weights: &str,
+    keys: &Path,
+) -> Fleet {
+    let key = |i: usize| keys.join(format!("edge-{}.key", i + 1));
+    for i in 0..3 {
+        switchyard::fleet::keys::generate(&key(i)).unwrap();
+    }
+    let trusted: Vec<String> = (0..3)
+        .map(|i| format!("\"{}.pub\"", key(i).display()))
+        .collect();
+    Fleet::start_with_cluster(
+        &[nats],
+        versions,
+        weights,
+        |_| String::new(),
+        |i| {
+            format!(
+                "signing_key = \"{}\"\ntrusted_keys = [{}]",
+                key(i).display(),
+                trusted.join(", ")
+            )
+        },
+    )
+    .await
+}
+
+/// A trust that signs with `key` (a member's, or a stranger's).
+fn signer(key: &Path) -> Trust {
+    Trust::load(Some(&ClusterTrust {
+        signing_key: key.to_path_buf(),
+        trusted_keys: Vec::new(),
+    }))
+    .unwrap()
+}
+
+/// The last revision line of instance 0's cache, as JSON.
+fn last_record(fleet: &Fleet) -> serde_json::Value {
+    let cache = std::fs::read(fleet.setups[0].journal()).unwrap();
+    let line = cache
+        .split(|&b| b == b'\n')
+        .rfind(|l| !l.is_empty())
+        .unwrap()
+        .to_vec();
+    serde_json::from_slice(&line).unwrap()
+}
+
+/// A `switch` to the canary chained right after `last` as revision `revision`, with its
+/// hash: what an attacker who reads the log can write.
+fn forged_switch(last: &serde_json::Value, revision: u64) -> Vec<u8> {
+    let mut record = last.clone();
+    let object = record.as_object_mut().unwrap();
+    let hash = object.remove("hash").unwrap();
+    object.insert("prev".into(), hash);
+    object.insert("revision".into(), revision.into());
+    object.insert("actor".into(), "mallory".into());
+    object.insert("reason".into(), "forged".into());
+    object.insert("kind".into(), "switch".into());
+    object.insert("old".into(), last["new"].clone());
+    let mut new = last["new"].clone();
+    new["weights"] = serde_json::json!({ "blue": 0, "canary": 100 });
+    new["latched"] = false.into();
+    new["frozen"] = false.into();
+    object.insert("new".into(), new);
+    let body = serde_json::to_vec(&record).unwrap();
+    let hash: String = Sha256::digest(&body)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let mut line = body[..body.len() - 1].to_vec();
+    line.extend_from_slice(format!(",\"hash\":\"{hash}\"}}\n").as_bytes());
+    line
+}
+
+async fn append_with(nats: &NatsNode, headers: Option<async_nats::HeaderMap>, payload: Vec<u8>) {
+    let client = async_nats::connect(nats.url()).await.unwrap();
+    let js = async_nats::jetstream::new(client);
+    let subject = "switchyard.edge.revisions";
+    let published = match headers {
+        Some(headers) => {
+            js.publish_with_headers(subject, headers, payload.into())
+                .await
+        }
+        None => js.publish(subject, payload.into()).await,
+    };
+    published.unwrap().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forged_revision_is_not_applied_and_raises_the_alarm() {
+    let nats = NatsNode::single();
+    let versions = upstreams(&["blue", "canary"]).await;
+    let keys = tempfile::tempdir().unwrap();
+    let fleet =
+        start_signed_fleet(&nats, &versions, "{ blue = 100, canary = 0 }", keys.path()).await;
+    let last = last_record(&fleet);
+    let after = last["revision"].as_u64().unwrap();
+    let stranger = keys.path().join("mallory.key");
+    switchyard::fleet::keys::generate(&stranger).unwrap();
+    let member = signer(&keys.path().join("edge-1.key"));
+
+    // Correctly chained, each in its turn: unsigned, signed by a stranger, signed by a
+    // member over other bytes.
+    append_with(&nats, None, forged_switch(&last, after + 1)).await;
+    let forged = forged_switch(&last, after + 2);
+    append_with(&nats, signer(&stranger).sign(&forged), forged).await;
+    let forged = forged_switch(&last, after + 3);
+    append_with(&nats, member.sign(b"something else"), forged).await;
+    fleet.wait_members(3).await;
+    for proxy in &fleet.proxies {
+        assert!(
+            serves_only(proxy.addr, "blue", Duration::ZERO).await,
+            "{}",
+            fleet.logs()
+        );
+    }
+    for i in 0..3 {
+        let fleet_status = fleet.client(i).fleet().await.unwrap();
+        let counts: Vec<(String, u64)> = fleet_status
+            .rejected
+            .iter()
+            .map(|k| {
+                (
+                    format!("{}/{}", k.carrier.as_str(), k.reason.as_str()),
+                    k.count,
+                )
+            })
+            .collect();
+        assert_eq!(
+            counts,
+            [
+                ("revision/unsigned".to_string(), 1),
+                ("revision/unknown_signer".to_string(), 1),
+                ("revision/bad_signature".to_string(), 1),
+            ],
+            "edge-{}",
+            i + 1
+        );
+        let status = fleet.setups[i].ctl(&["status"]);
+        let text = common::stdout(&status);
+        assert!(
+            text.contains("SKIPPED on the fleet's subjects, never applied: 1 revision unsigned, 1 revision unknown signer, 1 revision bad signature"),
+            "{text}"
+        );
+    }
+    // The same record, signed by a member, is the fleet's: the forgeries above failed only
+    // for want of a member's signature.
+    let genuine = forged_switch(&last, after + 4);
+    append_with(&nats, member.sign(&genuine), genuine).await;
+    for proxy in &fleet.proxies {
+        assert!(
+            serves_only(proxy.addr, "canary", SOON).await,
+            "{}",
+            fleet.logs()
+        );
+    }
+    fleet.wait_members(3).await;
+    assert_same_verified_cache(&fleet);
 }
