@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::fleet::{serves_only, Fleet};
+use common::fleet::{metric, serves_only, Fleet};
 use common::nats::NatsNode;
 use common::upstreams;
 use sha2::{Digest, Sha256};
@@ -314,4 +314,128 @@ async fn a_forged_revision_is_not_applied_and_raises_the_alarm() {
     }
     fleet.wait_members(3).await;
     assert_same_verified_cache(&fleet);
+}
+
+/// An evidence report as members publish it (postcard, see `fleet::evidence`).
+#[derive(serde::Serialize)]
+struct Report {
+    format: u8,
+    instance: String,
+    slice: u64,
+    versions: Vec<VersionSlice>,
+}
+
+#[derive(serde::Serialize)]
+struct VersionSlice {
+    service: String,
+    version: String,
+    counts: [u64; 8],
+    saved: u64,
+    latency: Vec<(u64, u64)>,
+}
+
+/// One slice from a made-up member: stable clean, the canary failing half its requests.
+fn forged_evidence(slice: u64) -> Vec<u8> {
+    let version = |name: &str, ok: u64, failed: u64| VersionSlice {
+        service: "shop".into(),
+        version: name.into(),
+        // 2xx, 3xx, 4xx, 5xx, ...
+        counts: [ok, 0, 0, failed, 0, 0, 0, 0],
+        saved: 0,
+        latency: vec![(2_000, ok + failed)],
+    };
+    postcard::to_allocvec(&Report {
+        format: 1,
+        instance: "edge-9".into(),
+        slice,
+        versions: vec![version("blue", 167, 0), version("canary", 84, 83)],
+    })
+    .unwrap()
+}
+
+/// Publishes twelve forged slices (2,000 requests), 250 ms apart, signed by `by`.
+async fn publish_forged_evidence(nats: &NatsNode, by: Option<&Trust>) {
+    let client = async_nats::connect(nats.url()).await.unwrap();
+    for slice in 0..12 {
+        let payload = forged_evidence(slice);
+        let subject = "switchyard.edge.evidence";
+        match by.and_then(|t| t.sign(&payload)) {
+            Some(headers) => {
+                client
+                    .publish_with_headers(subject, headers, payload.into())
+                    .await
+            }
+            None => client.publish(subject, payload.into()).await,
+        }
+        .unwrap();
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    client.flush().await.unwrap();
+}
+
+async fn latched(fleet: &Fleet, i: usize) -> bool {
+    fleet.client(i).service("shop").await.unwrap().latched
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forged_evidence_has_no_effect_on_any_verdict() {
+    let nats = NatsNode::single();
+    let versions = upstreams(&["blue", "canary"]).await;
+    let keys = tempfile::tempdir().unwrap();
+    let fleet =
+        start_signed_fleet(&nats, &versions, "{ blue = 90, canary = 10 }", keys.path()).await;
+    let stranger = keys.path().join("mallory.key");
+    switchyard::fleet::keys::generate(&stranger).unwrap();
+
+    publish_forged_evidence(&nats, None).await;
+    publish_forged_evidence(&nats, Some(&signer(&stranger))).await;
+    // Every instance saw all 24 and its guard looked at least twice since.
+    for i in 0..3 {
+        let client = fleet.client(i);
+        let deadline = std::time::Instant::now() + SOON;
+        let looks = metric(&client, "switchyard_guard_looks_total").await;
+        loop {
+            let unsigned = metric(
+                &client,
+                "switchyard_fleet_rejected_total{carrier=\"evidence\",reason=\"unsigned\"}",
+            )
+            .await;
+            let unknown = metric(
+                &client,
+                "switchyard_fleet_rejected_total{carrier=\"evidence\",reason=\"unknown_signer\"}",
+            )
+            .await;
+            let looked = metric(&client, "switchyard_guard_looks_total").await - looks;
+            if unsigned == 12.0 && unknown == 12.0 && looked >= 2.0 {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "edge-{}: {unsigned} unsigned, {unknown} unknown signer, {looked} looks",
+                i + 1
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert!(
+            !latched(&fleet, i).await,
+            "edge-{} cut back on forged evidence",
+            i + 1
+        );
+    }
+
+    // The same reports signed by a member's key are the fleet's evidence: the forgeries
+    // failed only for want of a signature.
+    publish_forged_evidence(&nats, Some(&signer(&keys.path().join("edge-2.key")))).await;
+    for i in 0..3 {
+        let deadline = std::time::Instant::now() + SOON;
+        while !latched(&fleet, i).await {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "edge-{} did not judge signed evidence\n{}",
+                i + 1,
+                fleet.logs()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
 }
