@@ -355,7 +355,7 @@ mod check_tests {
                 "cluster.auth.creds: not a NATS credentials file",
             ),
             (
-                format!("auth = {{ user = \"u\" }}"),
+                "auth = { user = \"u\" }".to_string(),
                 "cluster.auth needs both user and password_file",
             ),
             (
