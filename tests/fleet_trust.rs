@@ -439,3 +439,66 @@ async fn forged_evidence_has_no_effect_on_any_verdict() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_store_keeps_a_held_abort_and_is_reseeded_from_the_caches() {
+    let mut nats = NatsNode::single();
+    let versions = upstreams(&["blue", "canary"]).await;
+    let fleet = Fleet::start_with(&[&nats], &versions, "{ blue = 100, canary = 0 }", |_| {
+        String::new()
+    })
+    .await;
+    fleet
+        .client(0)
+        .change("shop", "weights", &weights(0, 100))
+        .await
+        .unwrap();
+    for proxy in &fleet.proxies {
+        assert!(serves_only(proxy.addr, "canary", SOON).await);
+    }
+    nats.kill();
+    let aborted = fleet.setups[1].ctl(&["abort", "shop", "--reason", "bad canary, NATS down"]);
+    assert!(aborted.status.success(), "{}", common::stderr(&aborted));
+    assert!(serves_only(fleet.proxies[1].addr, "blue", SOON).await);
+
+    // During the outage `ctl fleet` says NATS is unreachable, and fails.
+    let listed = fleet.setups[0].ctl(&["fleet"]);
+    assert!(!listed.status.success());
+    let text = common::stdout(&listed) + &common::stderr(&listed);
+    assert!(text.contains("NATS UNREACHABLE from edge-1"), "{text}");
+
+    // NATS comes back with nothing: the log forgot every revision.
+    nats.wipe_store();
+    nats.start();
+    nats.wait_listening();
+    for proxy in &fleet.proxies {
+        assert!(
+            serves_only(proxy.addr, "blue", SOON).await,
+            "{} does not serve the held abort after the store was lost\n{}",
+            proxy.addr,
+            fleet.logs()
+        );
+    }
+    fleet.wait_members(3).await;
+    assert!(latched(&fleet, 1).await, "{}", fleet.logs());
+    let history = fleet.client(2).history("shop", 100).await.unwrap();
+    let aborts = history
+        .revisions
+        .iter()
+        .filter(|r| r.kind == switchyard::control::record::ChangeKind::Abort)
+        .count();
+    assert_eq!(aborts, 1, "{history:#?}");
+    // One chain again, the same on all three, and the log holds it.
+    let cache = assert_same_verified_cache(&fleet);
+    let revisions = cache
+        .split(|&b| b == b'\n')
+        .filter(|l| !l.is_empty())
+        .count() as u64;
+    let listed = fleet.client(0).fleet().await.unwrap();
+    assert_eq!(listed.log_revision, Some(revisions), "{listed:?}");
+    assert!(
+        fleet.logs().contains("the fleet log went back"),
+        "{}",
+        fleet.logs()
+    );
+}

@@ -74,6 +74,7 @@ async fn fleet_status(fleet: &crate::fleet::Fleet, applied: u64) -> crate::fleet
                 FLEET_LIMIT.as_secs()
             )),
             rejected: fleet.rejections.counts(),
+            log_alarm: fleet.log.alarm(),
         },
     }
 }

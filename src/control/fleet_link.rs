@@ -457,7 +457,7 @@ impl Writer {
         let Some(fleet) = &self.fleet else {
             return Ok(());
         };
-        if fleet.joined.load(Ordering::Acquire) {
+        if fleet.joined.load(Ordering::Acquire) && !self.log_went_back(fleet).await {
             // A follower that lost its server may not have noticed yet: read what it missed.
             let caught_up: Vec<_> = self.catch_up().await.into_iter().map(|(_, r)| r).collect();
             self.commit(None, &caught_up);
@@ -473,8 +473,31 @@ impl Writer {
             cached.sort_by_key(|r| r.revision);
             (state.revision, cached)
         };
-        if revision > 0 && last == 0 {
-            self.seed(fleet, cached).await?;
+        if revision > 0 && last < revision {
+            // The log is behind this cache (a new or lost store, or a member less advanced
+            // re-seeded it first): if it is a prefix of the cache, the cache carries it on.
+            let theirs = match last {
+                0 => GENESIS.to_string(),
+                _ => {
+                    let entry = fleet.log.read(last).await.map_err(|e| e.to_string())?;
+                    let line = entry.payload.strip_suffix(b"\n").unwrap_or(&entry.payload);
+                    journal::decode_line(line)?.hash
+                }
+            };
+            let ours = match last {
+                0 => Some(GENESIS.to_string()),
+                _ => cached
+                    .iter()
+                    .find(|r| r.revision == last)
+                    .map(|r| r.hash.clone()),
+            };
+            if ours.as_deref() != Some(theirs.as_str()) {
+                return Err(format!(
+                    "the fleet log (last revision {last}) is not part of the local cache (revision {revision}); this instance serves its cached routing and stays out of the fleet: set {} aside and restart to rejoin",
+                    self.journal.path().display()
+                ));
+            }
+            self.seed(fleet, cached, last).await?;
         } else if revision > 0 {
             let ours = cached
                 .last()
@@ -495,6 +518,7 @@ impl Writer {
             }
         }
         fleet.joined.store(true, Ordering::Release);
+        fleet.log.set_alarm(None);
         self.log_reaches(last);
         let caught_up: Vec<_> = self.catch_up().await.into_iter().map(|(_, r)| r).collect();
         self.commit(None, &caught_up);
@@ -522,11 +546,21 @@ impl Writer {
         Ok(())
     }
 
-    /// An empty log (a new NATS cluster) starts from this instance's cache, if no other
-    /// instance seeds it first.
-    async fn seed(&self, fleet: &FleetLink, cached: Vec<RevisionRecord>) -> Result<(), String> {
-        let mut prev = GENESIS.to_string();
-        for mut record in cached {
+    /// A log behind this instance's cache (empty: a new NATS cluster, or one that lost its
+    /// store) is carried on from the cache after revision `after`, if no other instance
+    /// does first.
+    async fn seed(
+        &self,
+        fleet: &FleetLink,
+        cached: Vec<RevisionRecord>,
+        after: u64,
+    ) -> Result<(), String> {
+        let mut prev = cached
+            .iter()
+            .find(|r| r.revision == after)
+            .map_or(GENESIS.to_string(), |r| r.hash.clone());
+        let revision = cached.last().map_or(0, |r| r.revision);
+        for mut record in cached.into_iter().filter(|r| r.revision > after) {
             let hash = record.hash.clone();
             let line = journal::chained_line(&mut record, &prev).map_err(|e| e.to_string())?;
             if record.hash != hash {
@@ -538,14 +572,41 @@ impl Writer {
             let id = format!("{}-seed-{}", fleet.instance, record.revision);
             match fleet.log.append(record.revision - 1, &id, Bytes::from(line), true).await {
                 Ok(_) => prev = hash,
+                // Another instance carried it on first: join it as it is now.
                 Err(LogError::Behind) => {
-                    return Err("another instance seeded the empty fleet log first; this instance's cache differs from it: set the local journal aside and restart to rejoin".into())
+                    return Err("another instance seeded the fleet log at the same time; joining it on the next try".into())
                 }
                 Err(err) => return Err(err.to_string()),
             }
         }
-        tracing::info!("the fleet log was empty: seeded it from this instance's cache");
+        if revision > after {
+            tracing::warn!(
+                after,
+                revision,
+                "the fleet log was behind this instance's cache: carried it on from the cache"
+            );
+        }
         Ok(())
+    }
+
+    /// True when the log holds fewer revisions than this instance read from it (its store
+    /// was lost, or it moved backwards): this instance then joins it again, its cached
+    /// routing (every abort and latch) in force meanwhile, and carries it on from its cache.
+    async fn log_went_back(&self, fleet: &FleetLink) -> bool {
+        let position = self.log_position();
+        let Ok(last) = fleet.log.last().await else {
+            return false;
+        };
+        if last >= position {
+            return false;
+        }
+        let why = format!(
+            "the fleet log went back: it holds {last} revision(s), this instance read {position}; serving the cached routing with every abort and latch in force, and re-seeding the log from the cache"
+        );
+        tracing::error!("{why}");
+        fleet.log.set_alarm(Some(why));
+        fleet.joined.store(false, Ordering::Release);
+        true
     }
 }
 

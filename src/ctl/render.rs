@@ -181,8 +181,12 @@ fn fleet_summary(fleet: &crate::fleet::FleetStatus) -> String {
 
 /// What this instance skipped on the fleet's subjects (empty when nothing was).
 fn fleet_rejected(fleet: &crate::fleet::FleetStatus) -> String {
+    let alarm = match &fleet.log_alarm {
+        Some(alarm) => format!("FLEET LOG WENT BACK: {alarm}\n"),
+        None => String::new(),
+    };
     if fleet.rejected.is_empty() {
-        return String::new();
+        return alarm;
     }
     let kinds: Vec<String> = fleet
         .rejected
@@ -196,20 +200,23 @@ fn fleet_rejected(fleet: &crate::fleet::FleetStatus) -> String {
             )
         })
         .collect();
-    format!(
-        "SKIPPED on the fleet's subjects, never applied: {} (see {}'s log)\n",
-        kinds.join(", "),
-        fleet.instance
-    )
+    alarm
+        + &format!(
+            "SKIPPED on the fleet's subjects, never applied: {} (see {}'s log)\n",
+            kinds.join(", "),
+            fleet.instance
+        )
 }
 
 pub fn fleet(fleet: &crate::fleet::FleetStatus) -> String {
-    let log = match (fleet.connected, fleet.log_revision) {
-        (true, Some(revision)) => format!("log at revision {revision}"),
-        _ => "NATS unreachable from this instance".to_string(),
+    let Some(revision) = fleet.log_revision.filter(|_| fleet.connected) else {
+        return format!(
+            "fleet {}: NATS UNREACHABLE from {}: its members cannot be listed; this instance serves the routing it applied last (revision {})\n",
+            fleet.fleet, fleet.instance, fleet.applied
+        ) + &fleet_rejected(fleet);
     };
     let head = format!(
-        "fleet {}: {} member(s), {log}; this is {} (applied {})\n",
+        "fleet {}: {} member(s), log at revision {revision}; this is {} (applied {})\n",
         fleet.fleet,
         fleet.members.len(),
         fleet.instance,

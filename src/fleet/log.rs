@@ -60,6 +60,8 @@ pub struct RevisionLog {
     passed: Arc<AtomicU64>,
     rejections: Rejections,
     trust: Trust,
+    /// Set while the log is known to have gone back (lost its store).
+    alarm: Arc<std::sync::Mutex<Option<String>>>,
 }
 
 impl RevisionLog {
@@ -78,7 +80,23 @@ impl RevisionLog {
             passed: Arc::new(AtomicU64::new(0)),
             rejections,
             trust,
+            alarm: Arc::default(),
         }
+    }
+
+    /// What is wrong with the log, when something is (for status and `ctl fleet`).
+    pub fn alarm(&self) -> Option<String> {
+        self.alarm
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    pub fn set_alarm(&self, alarm: Option<String>) {
+        *self
+            .alarm
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = alarm;
     }
 
     /// The last sequence this instance read past (applied or skipped).

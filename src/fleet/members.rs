@@ -132,6 +132,9 @@ pub struct FleetStatus {
     /// Revisions and evidence reports this instance skipped (never applied), by why.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub rejected: Vec<super::RejectedCount>,
+    /// Set while the fleet's log is known to have gone back (lost its store).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log_alarm: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -176,6 +179,7 @@ impl super::Fleet {
                 .collect(),
             problem,
             rejected: self.rejections.counts(),
+            log_alarm: self.log.alarm(),
         }
     }
 }

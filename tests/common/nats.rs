@@ -71,6 +71,12 @@ impl NatsNode {
         self.store.path()
     }
 
+    /// Deletes the JetStream storage (the node must be stopped): a lost store.
+    pub fn wipe_store(&self) {
+        assert!(self.child.is_none(), "{} is running", self.name);
+        let _ = std::fs::remove_dir_all(self.store.path().join("js"));
+    }
+
     /// The server's own log.
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
