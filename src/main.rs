@@ -39,6 +39,10 @@ enum Command {
     },
     /// Talk to a running proxy over its admin socket.
     Ctl(switchyard::ctl::CtlArgs),
+    /// Write a new Ed25519 key pair for a fleet member: the private key to FILE (mode
+    /// 0600, for `[cluster] signing_key`), the public key to FILE.pub (for the other
+    /// members' `trusted_keys`). Never overwrites a file.
+    Keygen { file: PathBuf },
     /// Start sample upstreams, the proxy and load; watch a bad canary happen. Exits by itself.
     Demo {
         /// How long to run: seconds ("20") or a duration ("20s", "1m").
@@ -78,6 +82,20 @@ fn main() -> ExitCode {
             }
         },
         Command::Ctl(args) => switchyard::ctl::main(args),
+        Command::Keygen { file } => match switchyard::fleet::keys::generate(&file) {
+            Ok(id) => {
+                println!(
+                    "wrote {} (private, mode 0600) and {} (public key {id})",
+                    file.display(),
+                    switchyard::fleet::keys::public_path(&file).display()
+                );
+                ExitCode::SUCCESS
+            }
+            Err(err) => {
+                eprintln!("keygen: {err}");
+                ExitCode::FAILURE
+            }
+        },
         Command::Demo {
             duration,
             report,

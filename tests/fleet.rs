@@ -341,8 +341,9 @@ async fn an_instance_started_while_nats_is_down_serves_from_its_cache() {
     let status = fleet.client(2).status().await.unwrap();
     assert_eq!(status.revision, record.revision);
     let listed = fleet.setups[2].ctl(&["fleet"]);
+    assert!(!listed.status.success());
     assert!(
-        common::stdout(&listed).contains("NATS unreachable"),
+        common::stdout(&listed).contains("NATS UNREACHABLE"),
         "{}",
         common::stdout(&listed)
     );

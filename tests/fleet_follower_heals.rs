@@ -39,7 +39,8 @@ async fn history(fleet: &Fleet, i: usize) -> Vec<RevisionRecord> {
 /// The fleet log's lines, in order, as NATS holds them.
 async fn log_bytes(nats: &NatsNode) -> Vec<u8> {
     let client = async_nats::connect(nats.url()).await.unwrap();
-    let log = RevisionLog::new(client, "edge");
+    let trust = switchyard::fleet::trust::Trust::load(None).unwrap();
+    let log = RevisionLog::new(client, "edge", Default::default(), trust);
     let mut bytes = Vec::new();
     for sequence in 1..=log.last().await.unwrap() {
         let entry = log.read(sequence).await.unwrap();

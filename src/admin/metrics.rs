@@ -19,6 +19,9 @@ pub async fn render(parts: &Parts) -> String {
     guard(&mut out, parts, &snapshot).await;
     verification(&mut out, &parts.verified.verifier);
     shadow(&mut out, &table);
+    if let Some(fleet) = &parts.controller.fleet {
+        fleet_rejections(&mut out, &fleet.rejections);
+    }
     out
 }
 
@@ -104,6 +107,26 @@ fn shadow(out: &mut String, table: &RoutingTable) {
             escape(service),
             escape(&report.version),
             u8::from(failing)
+        );
+    }
+}
+
+/// What the fleet's subjects carried that this instance skipped.
+fn fleet_rejections(out: &mut String, rejections: &crate::fleet::Rejections) {
+    let name = "switchyard_fleet_rejected_total";
+    header(
+        out,
+        name,
+        "counter",
+        "Fleet revisions and evidence reports skipped, never applied, by why",
+    );
+    for kind in rejections.counts() {
+        let _ = writeln!(
+            out,
+            "{name}{{carrier=\"{}\",reason=\"{}\"}} {}",
+            kind.carrier.as_str(),
+            kind.reason.as_str(),
+            kind.count
         );
     }
 }

@@ -73,6 +73,8 @@ async fn fleet_status(fleet: &crate::fleet::Fleet, applied: u64) -> crate::fleet
                 "NATS did not list the members within {}s",
                 FLEET_LIMIT.as_secs()
             )),
+            rejected: fleet.rejections.counts(),
+            log_alarm: fleet.log.alarm(),
         },
     }
 }

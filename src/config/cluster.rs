@@ -1,6 +1,9 @@
 //! `[cluster]`: the NATS servers a fleet of instances shares its routing through. Without
 //! this section an instance stands alone and its local journal is the whole story.
 
+pub use super::cluster_files::{
+    read_secret, ClusterAuthSection, ClusterTls, ClusterTlsSection, NatsAuth,
+};
 use serde::Deserialize;
 use std::ops::Range;
 use std::path::PathBuf;
@@ -16,19 +19,15 @@ pub struct ClusterSection {
     pub name: Spanned<String>,
     /// Unique within the fleet; default: the host name.
     pub instance: Option<Spanned<String>>,
-    /// A NATS credentials file (user JWT and NKey seed).
-    pub credentials: Option<Spanned<PathBuf>>,
+    /// How this instance proves itself to NATS: `{ user, password_file }`, `{ token_file }`,
+    /// `{ nkey_seed_file }` or `{ creds }`.
+    pub auth: Option<Spanned<ClusterAuthSection>>,
     pub tls: Option<Spanned<ClusterTlsSection>>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ClusterTlsSection {
-    /// CA that signed the servers' certificates; default: the system's roots.
-    pub ca: Option<PathBuf>,
-    /// Client certificate and key, for servers that ask for one.
-    pub cert: Option<PathBuf>,
-    pub key: Option<PathBuf>,
+    /// This instance's Ed25519 key (`switchyard keygen FILE`): it signs every revision and
+    /// evidence report it writes.
+    pub signing_key: Option<Spanned<PathBuf>>,
+    /// The public keys (`FILE.pub`) of the fleet's members: only what they signed is taken.
+    pub trusted_keys: Option<Spanned<Vec<Spanned<PathBuf>>>>,
 }
 
 /// A validated `[cluster]`.
@@ -37,14 +36,16 @@ pub struct ClusterSettings {
     pub servers: Vec<String>,
     pub name: String,
     pub instance: String,
-    pub credentials: Option<PathBuf>,
+    pub auth: Option<NatsAuth>,
     pub tls: Option<ClusterTls>,
+    /// Signing: this instance's key and the fleet's trusted public keys (both or neither).
+    pub trust: Option<ClusterTrust>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ClusterTls {
-    pub ca: Option<PathBuf>,
-    pub client: Option<(PathBuf, PathBuf)>,
+pub struct ClusterTrust {
+    pub signing_key: PathBuf,
+    pub trusted_keys: Vec<PathBuf>,
 }
 
 /// A problem and the span of the file it points at.
@@ -69,36 +70,65 @@ impl ClusterSection {
             }
             None => host_name(),
         };
-        let tls = self.tls.as_ref().and_then(|tls| {
-            let section = tls.get_ref();
-            match (&section.cert, &section.key) {
-                (Some(cert), Some(key)) => Some(ClusterTls {
-                    ca: section.ca.clone(),
-                    client: Some((cert.clone(), key.clone())),
-                }),
-                (None, None) => Some(ClusterTls {
-                    ca: section.ca.clone(),
-                    client: None,
-                }),
-                _ => {
-                    problems.push((
-                        tls.span(),
-                        "cluster.tls needs both cert and key, or neither".to_string(),
-                    ));
-                    None
-                }
-            }
-        });
+        let auth = self
+            .auth
+            .as_ref()
+            .and_then(|auth| auth.get_ref().check(auth.span(), &mut problems));
+        let tls = self
+            .tls
+            .as_ref()
+            .and_then(|tls| tls.get_ref().check(tls.span(), &mut problems));
+        let trust = self.trust(&mut problems);
         match problems.is_empty() {
             true => Ok(ClusterSettings {
                 servers,
                 name,
                 instance,
-                credentials: self.credentials.as_ref().map(|c| c.get_ref().clone()),
+                auth,
                 tls,
+                trust,
             }),
             false => Err(problems),
         }
+    }
+
+    /// `signing_key` and `trusted_keys`, each file read and checked.
+    fn trust(&self, problems: &mut Vec<SpannedProblem>) -> Option<ClusterTrust> {
+        let (key, trusted) = match (&self.signing_key, &self.trusted_keys) {
+            (None, None) => return None,
+            (Some(key), Some(trusted)) => (key, trusted),
+            (Some(key), None) => {
+                problems.push((key.span(), "cluster.signing_key needs cluster.trusted_keys (the public keys of the fleet's members)".into()));
+                return None;
+            }
+            (None, Some(trusted)) => {
+                problems.push((trusted.span(), "cluster.trusted_keys needs cluster.signing_key (this instance's key: `switchyard keygen FILE`)".into()));
+                return None;
+            }
+        };
+        let before = problems.len();
+        if let Err(why) = crate::fleet::keys::read_signing_key(key.get_ref()) {
+            problems.push((key.span(), format!("cluster.signing_key: {why}")));
+        }
+        if trusted.get_ref().is_empty() {
+            problems.push((
+                trusted.span(),
+                "cluster.trusted_keys needs at least one public key".into(),
+            ));
+        }
+        for path in trusted.get_ref() {
+            if let Err(why) = crate::fleet::keys::read_public_key(path.get_ref()) {
+                problems.push((path.span(), format!("cluster.trusted_keys: {why}")));
+            }
+        }
+        (problems.len() == before).then(|| ClusterTrust {
+            signing_key: key.get_ref().clone(),
+            trusted_keys: trusted
+                .get_ref()
+                .iter()
+                .map(|p| p.get_ref().clone())
+                .collect(),
+        })
     }
 
     fn servers(&self, problems: &mut Vec<SpannedProblem>) -> Vec<String> {
@@ -133,9 +163,9 @@ fn server_problem(value: &str) -> Option<&'static str> {
     if rest.contains("://") {
         return Some("has a scheme other than nats:// or tls://");
     }
-    // Credentials in the URL would end up in logs and status; use `credentials`.
+    // Credentials in the URL would end up in logs and status; use `auth`.
     if rest.contains('@') {
-        return Some("carries credentials; put them in cluster.credentials instead");
+        return Some("carries credentials; put them in cluster.auth instead");
     }
     let Some((host, port)) = rest.rsplit_once(':') else {
         return Some("has no port");
@@ -235,7 +265,7 @@ mod check_tests {
     #[test]
     fn a_good_cluster_section_passes() {
         let text = format!(
-            "{BASE}[cluster]\nnats = [\"nats://127.0.0.1:4222\", \"n2:4222\"]\nname = \"shop-edge\"\ninstance = \"edge-1\"\ncredentials = \"nats.creds\"\ntls = {{ ca = \"ca.pem\" }}\n"
+            "{BASE}[cluster]\nnats = [\"nats://127.0.0.1:4222\", \"n2:4222\"]\nname = \"shop-edge\"\ninstance = \"edge-1\"\n"
         );
         let config = Config::parse(Path::new("sy.toml"), &text).unwrap();
         let cluster = config.cluster.unwrap();
@@ -279,6 +309,93 @@ mod check_tests {
             found[1].starts_with("sy.toml:12: unknown field `bogus`"),
             "{found:#?}"
         );
+        let found = problems("[cluster]\nnats = []\nname = \"e\"\n");
+        assert!(
+            found[0].starts_with("sy.toml:10: cluster.nats needs at least one server"),
+            "{found:#?}"
+        );
+    }
+
+    /// Every file `[cluster]` names is read and parsed by `check`: a missing or
+    /// unparseable one is a FILE:LINE problem.
+    #[test]
+    fn auth_tls_and_key_files_are_checked_with_their_lines() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = |name: &str, text: &str| {
+            let path = dir.path().join(name);
+            std::fs::write(&path, text).unwrap();
+            path.display().to_string()
+        };
+        let junk = file("junk", "not what it should be\n");
+        let empty = file("empty", "\n");
+        let missing = dir.path().join("missing").display().to_string();
+        let key = dir.path().join("edge.key");
+        crate::fleet::keys::generate(&key).unwrap();
+        let key = key.display().to_string();
+        let cluster = |more: &str| {
+            problems(&format!(
+                "[cluster]\nnats = [\"n1:4222\"]\nname = \"e\"\n{more}\n"
+            ))
+        };
+        let cases = [
+            (
+                format!("auth = {{ user = \"u\", password_file = \"{missing}\" }}"),
+                "cluster.auth.password_file: cannot read",
+            ),
+            (
+                format!("auth = {{ token_file = \"{empty}\" }}"),
+                "cluster.auth.token_file:",
+            ),
+            (
+                format!("auth = {{ nkey_seed_file = \"{junk}\" }}"),
+                "cluster.auth.nkey_seed_file: not an NKey seed",
+            ),
+            (
+                format!("auth = {{ creds = \"{junk}\" }}"),
+                "cluster.auth.creds: not a NATS credentials file",
+            ),
+            (
+                "auth = { user = \"u\" }".to_string(),
+                "cluster.auth needs both user and password_file",
+            ),
+            (
+                format!("auth = {{ token_file = \"{junk}\", creds = \"{junk}\" }}"),
+                "cluster.auth needs one of",
+            ),
+            (format!("tls = {{ ca = \"{junk}\" }}"), "cluster.tls.ca:"),
+            (
+                format!("tls = {{ cert = \"{junk}\", key = \"{junk}\" }}"),
+                "cluster.tls.cert:",
+            ),
+            (
+                format!("signing_key = \"{key}\""),
+                "cluster.signing_key needs cluster.trusted_keys",
+            ),
+            (
+                format!("signing_key = \"{junk}\"\ntrusted_keys = [\"{key}.pub\"]"),
+                "cluster.signing_key:",
+            ),
+            (
+                format!("trusted_keys = [\"{key}\"]\nsigning_key = \"{key}\""),
+                "cluster.trusted_keys:",
+            ),
+        ];
+        for (more, expected) in cases {
+            let found = cluster(&more);
+            assert!(!found.is_empty(), "{more}: nothing found");
+            assert!(
+                found[0].starts_with(&format!("sy.toml:12: {expected}")),
+                "{more}: {found:#?}"
+            );
+        }
+        let good = cluster(&format!(
+            "auth = {{ token_file = \"{junk}\" }}\nsigning_key = \"{key}\"\ntrusted_keys = [\"{key}.pub\"]"
+        ));
+        assert!(good.is_empty(), "{good:#?}");
+    }
+
+    #[test]
+    fn an_empty_nats_list_is_named() {
         let found = problems("[cluster]\nnats = []\nname = \"e\"\n");
         assert!(
             found[0].starts_with("sy.toml:10: cluster.nats needs at least one server"),

@@ -4,6 +4,7 @@
 pub mod access_log;
 pub mod checks;
 pub mod cluster;
+mod cluster_files;
 mod duration;
 pub mod endpoint;
 pub mod grpc;

@@ -13,7 +13,7 @@ use super::command::Change;
 use super::journal::{self, GENESIS};
 use super::record::{ChangeKind, Origin, RevisionRecord};
 use super::writer::{Commands, Request, Writer};
-use crate::fleet::{Entry, Fleet, LogError, RevisionLog};
+use crate::fleet::{Entry, Fleet, LogError, Reason, RevisionLog};
 use crate::routing::ServiceState;
 use bytes::Bytes;
 use futures_util::StreamExt;
@@ -123,6 +123,9 @@ impl Writer {
         }
         let mut written = Vec::new();
         for mut record in records {
+            // The log gives the number: the sequence after the last one read past (a
+            // skipped entry takes a number no revision has).
+            record.revision = self.log_position() + 1;
             let line = journal::chained_line(&mut record, &self.journal.last_hash())
                 .map_err(|err| Recording::Failed(err.to_string()))?;
             let id = format!(
@@ -139,7 +142,8 @@ impl Writer {
                 .append(record.revision - 1, &id, Bytes::from(line), patient)
                 .await;
             match appended {
-                Ok(_) => {
+                Ok(sequence) => {
+                    self.passed(sequence);
                     let line = journal::Line {
                         record,
                         bytes: line_bytes,
@@ -201,14 +205,19 @@ impl Writer {
         self.log_reaches(last);
         let mut caught_up = Vec::new();
         let mut healed = false;
-        let mut next = self.shared.lock().revision + 1;
+        let mut next = self.log_position() + 1;
         while next <= last {
             let taken = match fleet.log.read(next).await {
                 Ok(entry) => self.take(&entry).await,
-                Err(err) => Err(Taken::Bad(err.to_string())),
+                Err(err) => {
+                    tracing::debug!(revision = next, %err, "cannot read the fleet log");
+                    break;
+                }
             };
             match taken {
-                Ok(record) => caught_up.push(record),
+                Ok(Some(record)) => caught_up.push(record),
+                // Not a revision of ours: skipped (and said) by `take`.
+                Ok(None) => {}
                 // Once: what this instance applied so far stays applied; the cache is cut
                 // back to where it agrees with the log and read on from there.
                 Err(Taken::Diverged) if !healed => {
@@ -216,7 +225,7 @@ impl Writer {
                     let records: Vec<_> = caught_up.drain(..).map(|(_, r)| r).collect();
                     self.commit(None, &records);
                     match self.heal().await {
-                        Ok(()) => next = self.shared.lock().revision + 1,
+                        Ok(()) => next = self.log_position() + 1,
                         Err(why) => {
                             tracing::error!(%why, "the local cache disagrees with the fleet log and could not be set right");
                             break;
@@ -225,10 +234,6 @@ impl Writer {
                     continue;
                 }
                 Err(Taken::Diverged) => break,
-                Err(Taken::Bad(why)) => {
-                    tracing::error!(revision = next, %why, "fleet log revision not applied");
-                    break;
-                }
             }
             next += 1;
         }
@@ -274,6 +279,11 @@ impl Writer {
             let mut state = self.shared.lock();
             let mut rebuilt = super::writer::ControlState::new(state.config.clone());
             rebuilt.log = state.log;
+            // Read on from where the cache and the log agree (skipped entries again too).
+            let agreed = keep.checked_sub(1).map_or(0, |at| cached[at].revision);
+            if let Some(log) = &mut rebuilt.log {
+                log.passed = agreed;
+            }
             for record in &cached[..keep] {
                 rebuilt.absorb(record.clone());
             }
@@ -302,25 +312,71 @@ impl Writer {
         }
     }
 
-    /// Checks one log entry against the chain this instance holds and caches it.
-    async fn take(&self, entry: &Entry) -> Result<(String, RevisionRecord), Taken> {
-        let record = decode_entry(entry).map_err(Taken::Bad)?;
-        if record.revision != entry.sequence {
-            return Err(Taken::Bad(format!(
-                "entry {} carries revision {}",
-                entry.sequence, record.revision
-            )));
+    /// The last log sequence this instance read past: applied, or skipped as not a
+    /// revision of this fleet's. The next append follows it.
+    pub(crate) fn log_position(&self) -> u64 {
+        let state = self.shared.lock();
+        let passed = state.log.map_or(0, |log| log.passed);
+        state.revision.max(passed)
+    }
+
+    /// Notes that this instance read past log sequence `sequence`.
+    fn passed(&self, sequence: u64) {
+        if let Some(fleet) = &self.fleet {
+            fleet.log.pass(sequence);
         }
-        if record.prev != self.journal.last_hash() {
-            return Err(Taken::Diverged);
+        if let Some(log) = &mut self.shared.lock().log {
+            log.passed = log.passed.max(sequence);
         }
+    }
+
+    /// Checks one log entry against the chain this instance holds and caches it. An entry
+    /// that is not a revision of this fleet's is skipped: counted, said at most once a
+    /// minute, never applied; the next revision is appended after it. A signed revision
+    /// that does not follow this instance's last cached line means the cache disagrees
+    /// with the log.
+    async fn take(&self, entry: &Entry) -> Result<Option<(String, RevisionRecord)>, Taken> {
+        let Some(fleet) = &self.fleet else {
+            return Ok(None);
+        };
+        let record = match self.check(entry) {
+            Ok(record) => record,
+            Err(Checked::Skip(reason, why)) => {
+                fleet.log.skip(entry, reason, &why);
+                self.passed(entry.sequence);
+                return Ok(None);
+            }
+            Err(Checked::Diverged) => return Err(Taken::Diverged),
+        };
+        self.passed(entry.sequence);
         let line = journal::Line {
             record,
             bytes: entry.payload.to_vec(),
         };
-        let mut cached = self.cache(vec![line]).await;
-        let record = cached.pop().ok_or(Taken::Bad("nothing cached".into()))?;
-        Ok((entry.id.clone(), record))
+        Ok(self
+            .cache(vec![line])
+            .await
+            .pop()
+            .map(|record| (entry.id.clone(), record)))
+    }
+
+    /// The revision `entry` carries, if it is one that follows this instance's chain.
+    fn check(&self, entry: &Entry) -> Result<RevisionRecord, Checked> {
+        entry
+            .signature
+            .clone()
+            .map_err(|(reason, why)| Checked::Skip(reason, why))?;
+        let record = decode_entry(entry).map_err(|why| Checked::Skip(Reason::Malformed, why))?;
+        if record.revision != entry.sequence {
+            return Err(Checked::Skip(
+                Reason::OutOfChain,
+                format!("carries revision {}", record.revision),
+            ));
+        }
+        if record.prev != self.journal.last_hash() {
+            return Err(Checked::Diverged);
+        }
+        Ok(record)
     }
 
     /// Applies entries the follower read from the log, in order; any gap before them is
@@ -329,11 +385,13 @@ impl Writer {
         let mut applied = Vec::new();
         for entry in entries {
             self.log_reaches(entry.sequence);
-            let revision = self.shared.lock().revision + applied.len() as u64;
-            if entry.sequence <= revision {
+            let position = self
+                .log_position()
+                .max(applied.last().map_or(0, |r: &RevisionRecord| r.revision));
+            if entry.sequence <= position {
                 continue;
             }
-            if entry.sequence > revision + 1 {
+            if entry.sequence > position + 1 {
                 self.commit(None, &applied);
                 applied.clear();
                 let caught_up: Vec<_> = self.catch_up().await.into_iter().map(|(_, r)| r).collect();
@@ -341,7 +399,7 @@ impl Writer {
                 continue;
             }
             match self.take(&entry).await {
-                Ok((_, record)) => applied.push(record),
+                Ok(taken) => applied.extend(taken.map(|(_, record)| record)),
                 Err(Taken::Diverged) => {
                     // Set right by a catch-up, which reads the log from where they agree.
                     self.commit(None, &applied);
@@ -350,10 +408,6 @@ impl Writer {
                         self.catch_up().await.into_iter().map(|(_, r)| r).collect();
                     self.commit(None, &caught_up);
                     return;
-                }
-                Err(Taken::Bad(why)) => {
-                    tracing::error!(revision = entry.sequence, %why, "fleet log revision not applied");
-                    break;
                 }
             }
         }
@@ -442,7 +496,7 @@ impl Writer {
         let Some(fleet) = &self.fleet else {
             return Ok(());
         };
-        if fleet.joined.load(Ordering::Acquire) {
+        if fleet.joined.load(Ordering::Acquire) && !self.log_went_back(fleet).await {
             // A follower that lost its server may not have noticed yet: read what it missed.
             let caught_up: Vec<_> = self.catch_up().await.into_iter().map(|(_, r)| r).collect();
             self.commit(None, &caught_up);
@@ -458,8 +512,10 @@ impl Writer {
             cached.sort_by_key(|r| r.revision);
             (state.revision, cached)
         };
-        if revision > 0 && last == 0 {
-            self.seed(fleet, cached).await?;
+        if revision > 0 && last < revision && self.log_is_prefix(fleet, &cached, last).await? {
+            // The log is behind this cache (a new or lost store, or a member less advanced
+            // re-seeded it first) and a prefix of it: the cache carries it on.
+            self.seed(fleet, cached, last).await?;
         } else if revision > 0 {
             let ours = cached
                 .last()
@@ -482,6 +538,7 @@ impl Writer {
             }
         }
         fleet.joined.store(true, Ordering::Release);
+        fleet.log.set_alarm(None);
         self.log_reaches(last);
         let caught_up: Vec<_> = self.catch_up().await.into_iter().map(|(_, r)| r).collect();
         self.commit(None, &caught_up);
@@ -511,11 +568,39 @@ impl Writer {
         Ok(())
     }
 
-    /// An empty log (a new NATS cluster) starts from this instance's cache, if no other
-    /// instance seeds it first.
-    async fn seed(&self, fleet: &FleetLink, cached: Vec<RevisionRecord>) -> Result<(), String> {
-        let mut prev = GENESIS.to_string();
-        for mut record in cached {
+    /// Whether the log's last revision `last` is one of this cache's (the log is a
+    /// prefix of the cache).
+    async fn log_is_prefix(
+        &self,
+        fleet: &FleetLink,
+        cached: &[RevisionRecord],
+        last: u64,
+    ) -> Result<bool, String> {
+        if last == 0 {
+            return Ok(true);
+        }
+        let entry = fleet.log.read(last).await.map_err(|e| e.to_string())?;
+        let theirs = decode_entry(&entry)?.hash;
+        Ok(cached
+            .iter()
+            .any(|r| r.revision == last && r.hash == theirs))
+    }
+
+    /// A log behind this instance's cache (empty: a new NATS cluster, or one that lost its
+    /// store) is carried on from the cache after revision `after`, if no other instance
+    /// does first. The cache's lines go as they are, byte for byte.
+    async fn seed(
+        &self,
+        fleet: &FleetLink,
+        cached: Vec<RevisionRecord>,
+        after: u64,
+    ) -> Result<(), String> {
+        let mut prev = cached
+            .iter()
+            .find(|r| r.revision == after)
+            .map_or(GENESIS.to_string(), |r| r.hash.clone());
+        let revision = cached.last().map_or(0, |r| r.revision);
+        for mut record in cached.into_iter().filter(|r| r.revision > after) {
             let hash = record.hash.clone();
             let line = journal::chained_line(&mut record, &prev).map_err(|e| e.to_string())?;
             if record.hash != hash {
@@ -527,14 +612,41 @@ impl Writer {
             let id = format!("{}-seed-{}", fleet.instance, record.revision);
             match fleet.log.append(record.revision - 1, &id, Bytes::from(line), true).await {
                 Ok(_) => prev = hash,
+                // Another instance carried it on first: join it as it is now.
                 Err(LogError::Behind) => {
-                    return Err("another instance seeded the empty fleet log first; this instance's cache differs from it: set the local journal aside and restart to rejoin".into())
+                    return Err("another instance seeded the fleet log at the same time; joining it on the next try".into())
                 }
                 Err(err) => return Err(err.to_string()),
             }
         }
-        tracing::info!("the fleet log was empty: seeded it from this instance's cache");
+        if revision > after {
+            tracing::warn!(
+                after,
+                revision,
+                "the fleet log was behind this instance's cache: carried it on from the cache"
+            );
+        }
         Ok(())
+    }
+
+    /// True when the log holds fewer revisions than this instance read from it (its store
+    /// was lost, or it moved backwards): this instance then joins it again, its cached
+    /// routing (every abort and latch) in force meanwhile, and carries it on from its cache.
+    async fn log_went_back(&self, fleet: &FleetLink) -> bool {
+        let position = self.log_position();
+        let Ok(last) = fleet.log.last().await else {
+            return false;
+        };
+        if last >= position {
+            return false;
+        }
+        let why = format!(
+            "the fleet log went back: it holds {last} revision(s), this instance read {position}; serving the cached routing with every abort and latch in force, and re-seeding the log from the cache"
+        );
+        tracing::error!("{why}");
+        fleet.log.set_alarm(Some(why));
+        fleet.joined.store(false, Ordering::Release);
+        true
     }
 }
 
@@ -543,7 +655,12 @@ enum Taken {
     /// It does not follow this instance's last cached line: the cache disagrees with the
     /// log somewhere before it.
     Diverged,
-    Bad(String),
+}
+
+/// What checking a log entry found, when it is not a revision to take.
+enum Checked {
+    Skip(Reason, String),
+    Diverged,
 }
 
 /// The record a log entry carries, its own hash checked over the entry's bytes.

@@ -55,6 +55,8 @@ pub(crate) struct LogProgress {
     pub(crate) joined: bool,
     /// The log's last revision when last read (`None` before it was ever reached).
     pub(crate) last: Option<u64>,
+    /// The last log sequence read past, applied or skipped (not a revision of ours).
+    pub(crate) passed: u64,
 }
 
 impl ControlState {
@@ -77,7 +79,7 @@ impl ControlState {
     pub(crate) fn not_caught_up(&self) -> Option<ControlError> {
         let log = self.log?;
         let of = match log.last {
-            Some(last) if log.joined && last <= self.revision => return None,
+            Some(last) if log.joined && last <= self.revision.max(log.passed) => return None,
             Some(last) if log.joined => format!("applied {} of {last}", self.revision),
             Some(last) => format!(
                 "applied {} of {last}, and not joined to the log",
@@ -502,7 +504,15 @@ impl Writer {
                 Err(Recording::Offline(why) | Recording::Failed(why)) => return Err(refused(&why)),
             }
         }
-        Err(refused("the fleet log kept moving on"))
+        let why = "the fleet log kept moving on";
+        match change {
+            // Whatever the log does, an abort is in force here at once.
+            Change::Abort => {
+                let records = self.plan(service, &change, &origin)?;
+                self.hold(records).ok_or_else(|| refused(why))
+            }
+            _ => Err(refused(why)),
+        }
     }
 
     /// Applies aborts that cannot be recorded now: they route at once and wait (in
@@ -739,7 +749,8 @@ impl Writer {
             self.hooks.send(&state.config.hooks, record);
         }
         if let Some(fleet) = &self.fleet {
-            fleet.applied.send_replace(state.revision);
+            let passed = state.log.map_or(0, |log| log.passed);
+            fleet.applied.send_replace(state.revision.max(passed));
         }
         state.revision
     }

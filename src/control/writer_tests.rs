@@ -166,15 +166,24 @@ fn a_fleet_member_says_it_has_not_caught_up_until_it_applied_the_log() {
     state.log = Some(LogProgress {
         joined: true,
         last: Some(12),
+        ..LogProgress::default()
     });
     state.revision = 3;
     assert!(said(&state).unwrap().contains("(applied 3 of 12)"));
+    // Read past the rest (entries skipped as not revisions of this fleet's): caught up.
+    state.log = Some(LogProgress {
+        joined: true,
+        last: Some(12),
+        passed: 12,
+    });
+    assert_eq!(said(&state), None);
     state.revision = 12;
     assert_eq!(said(&state), None);
     // A cache that is not part of the log never counts as caught up.
     state.log = Some(LogProgress {
         joined: false,
         last: Some(12),
+        ..LogProgress::default()
     });
     assert!(said(&state)
         .unwrap()

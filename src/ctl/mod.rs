@@ -254,11 +254,15 @@ async fn run(args: CtlArgs) -> Result<String, ClientError> {
         }
         CtlCommand::Fleet => {
             let fleet = client.fleet().await?;
-            return Ok(if json {
-                as_json(&fleet)
-            } else {
-                render::fleet(&fleet)
-            });
+            let text = match json {
+                true => as_json(&fleet),
+                false => render::fleet(&fleet),
+            };
+            // During an outage the member list is not the fleet's: say so, and fail.
+            return match fleet.connected && fleet.log_revision.is_some() {
+                true => Ok(text),
+                false => Err(ClientError::Failed(text)),
+            };
         }
         CtlCommand::Incidents { service } => {
             let incidents = client.incidents(service.as_deref()).await?;

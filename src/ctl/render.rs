@@ -177,16 +177,47 @@ fn fleet_summary(fleet: &crate::fleet::FleetStatus) -> String {
             fleet.applied
         ));
     }
-    out
+    out + &fleet_rejected(fleet)
+}
+
+/// What this instance skipped on the fleet's subjects (empty when nothing was).
+fn fleet_rejected(fleet: &crate::fleet::FleetStatus) -> String {
+    let alarm = match &fleet.log_alarm {
+        Some(alarm) => format!("FLEET LOG WENT BACK: {alarm}\n"),
+        None => String::new(),
+    };
+    if fleet.rejected.is_empty() {
+        return alarm;
+    }
+    let kinds: Vec<String> = fleet
+        .rejected
+        .iter()
+        .map(|k| {
+            format!(
+                "{} {} {}",
+                k.count,
+                k.carrier.as_str(),
+                k.reason.as_str().replace('_', " ")
+            )
+        })
+        .collect();
+    alarm
+        + &format!(
+            "SKIPPED on the fleet's subjects, never applied: {} (see {}'s log)\n",
+            kinds.join(", "),
+            fleet.instance
+        )
 }
 
 pub fn fleet(fleet: &crate::fleet::FleetStatus) -> String {
-    let log = match (fleet.connected, fleet.log_revision) {
-        (true, Some(revision)) => format!("log at revision {revision}"),
-        _ => "NATS unreachable from this instance".to_string(),
+    let Some(revision) = fleet.log_revision.filter(|_| fleet.connected) else {
+        return format!(
+            "fleet {}: NATS UNREACHABLE from {}: its members cannot be listed; this instance serves the routing it applied last (revision {})\n",
+            fleet.fleet, fleet.instance, fleet.applied
+        ) + &fleet_rejected(fleet);
     };
     let head = format!(
-        "fleet {}: {} member(s), {log}; this is {} (applied {})\n",
+        "fleet {}: {} member(s), log at revision {revision}; this is {} (applied {})\n",
         fleet.fleet,
         fleet.members.len(),
         fleet.instance,
@@ -205,10 +236,11 @@ pub fn fleet(fleet: &crate::fleet::FleetStatus) -> String {
             ]
         })
         .collect();
-    head + &table(
-        &["INSTANCE", "APPLIED", "LAG", "VERSION", "LAST_SEEN"],
-        rows,
-    )
+    head + &fleet_rejected(fleet)
+        + &table(
+            &["INSTANCE", "APPLIED", "LAG", "VERSION", "LAST_SEEN"],
+            rows,
+        )
 }
 
 pub fn incidents(incidents: &IncidentsResponse) -> String {

@@ -8,6 +8,8 @@
 //! A report is postcard (varints), latency values delta-encoded: about 20 bytes plus, per
 //! version with traffic, its names, counts and two or three bytes per latency bucket used.
 
+use super::rejected::{Carrier, Reason, Rejections};
+use super::trust::Trust;
 use crate::telemetry::{sparse, Outcome, SparseLatency, Tally, Telemetry};
 use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
@@ -54,14 +56,24 @@ pub struct Evidence {
     client: async_nats::Client,
     subject: String,
     instance: String,
+    rejections: Rejections,
+    trust: Trust,
 }
 
 impl Evidence {
-    pub fn new(client: async_nats::Client, fleet: &str, instance: &str) -> Evidence {
+    pub fn new(
+        client: async_nats::Client,
+        fleet: &str,
+        instance: &str,
+        rejections: Rejections,
+        trust: Trust,
+    ) -> Evidence {
         Evidence {
             client,
             subject: format!("switchyard.{fleet}.evidence"),
             instance: instance.to_string(),
+            rejections,
+            trust,
         }
     }
 
@@ -88,11 +100,19 @@ impl Evidence {
                     break;
                 }
                 let payload = encode(&report(&self.instance, &telemetry, slice));
-                if let Err(err) = self
-                    .client
-                    .publish(self.subject.clone(), payload.into())
-                    .await
-                {
+                let sent = match self.trust.sign(&payload) {
+                    Some(signature) => {
+                        self.client
+                            .publish_with_headers(self.subject.clone(), signature, payload.into())
+                            .await
+                    }
+                    None => {
+                        self.client
+                            .publish(self.subject.clone(), payload.into())
+                            .await
+                    }
+                };
+                if let Err(err) = sent {
                     tracing::debug!(%err, "evidence not published");
                 }
             }
@@ -108,16 +128,22 @@ impl Evidence {
                 return;
             }
         };
-        let mut said_bad = false;
         while let Some(message) = reports.next().await {
+            if let Err((reason, why)) = self
+                .trust
+                .verify(message.headers.as_ref(), &message.payload)
+            {
+                self.rejections.reject(Carrier::Evidence, reason, &why);
+                continue;
+            }
             match decode(&message.payload) {
                 Some(report) if report.instance == self.instance => {}
                 Some(report) => file(&telemetry, report, Instant::now()),
-                None if !said_bad => {
-                    said_bad = true;
-                    tracing::warn!(subject = %self.subject, "an evidence report that does not read (another format or another writer) was ignored; such reports are ignored from now on without a word");
-                }
-                None => {}
+                None => self.rejections.reject(
+                    Carrier::Evidence,
+                    Reason::Malformed,
+                    "a report that does not decode (another format or another writer)",
+                ),
             }
         }
     }

@@ -8,7 +8,12 @@ use async_nats::jetstream::{self, consumer, context::PublishErrorKind, stream};
 use async_nats::HeaderMap;
 use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
+
+use super::rejected::{Carrier, Reason, Rejections};
+use super::trust::Trust;
 
 /// How long one append attempt waits for the stream's acknowledgement.
 const APPEND_TIMEOUT: Duration = Duration::from_secs(2);
@@ -25,6 +30,8 @@ pub struct Entry {
     /// recognise its own entry).
     pub id: String,
     pub payload: Bytes,
+    /// Whether a trusted key signed the payload (always, when the fleet does not sign).
+    pub signature: Result<(), (Reason, String)>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -48,17 +55,69 @@ pub struct RevisionLog {
     client: async_nats::Client,
     stream: String,
     subject: String,
+    /// The last sequence this instance read past: applied, or skipped as not a revision
+    /// of this fleet's (so one bad entry is skipped once, and never blocks what follows).
+    passed: Arc<AtomicU64>,
+    rejections: Rejections,
+    trust: Trust,
+    /// Set while the log is known to have gone back (lost its store).
+    alarm: Arc<std::sync::Mutex<Option<String>>>,
 }
 
 impl RevisionLog {
-    pub fn new(client: async_nats::Client, fleet: &str) -> RevisionLog {
+    pub fn new(
+        client: async_nats::Client,
+        fleet: &str,
+        rejections: Rejections,
+        trust: Trust,
+    ) -> RevisionLog {
         let js = jetstream::new(client.clone());
         RevisionLog {
             js,
             client,
             stream: format!("switchyard-{fleet}-revisions"),
             subject: format!("switchyard.{fleet}.revisions"),
+            passed: Arc::new(AtomicU64::new(0)),
+            rejections,
+            trust,
+            alarm: Arc::default(),
         }
+    }
+
+    /// What is wrong with the log, when something is (for status and `ctl fleet`).
+    pub fn alarm(&self) -> Option<String> {
+        self.alarm
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    pub fn set_alarm(&self, alarm: Option<String>) {
+        *self
+            .alarm
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = alarm;
+    }
+
+    /// The last sequence this instance read past (applied or skipped).
+    pub fn passed(&self) -> u64 {
+        self.passed.load(Ordering::Acquire)
+    }
+
+    /// Notes that this instance read past `sequence`.
+    pub fn pass(&self, sequence: u64) {
+        self.passed.fetch_max(sequence, Ordering::AcqRel);
+    }
+
+    /// Skips an entry that is not a revision of this fleet's: counted, logged at most once
+    /// a minute per kind, read past.
+    pub fn skip(&self, entry: &Entry, reason: Reason, detail: &str) {
+        self.rejections.reject(
+            Carrier::Revision,
+            reason,
+            &format!("log entry {}: {detail}", entry.sequence),
+        );
+        self.pass(entry.sequence);
     }
 
     /// True while the connection to NATS is up.
@@ -135,7 +194,11 @@ impl RevisionLog {
     }
 
     async fn append_once(&self, after: u64, id: &str, payload: Bytes) -> Result<u64, LogError> {
-        let message = jetstream::message::PublishMessage::build()
+        let mut message = jetstream::message::PublishMessage::build();
+        for (name, value) in self.trust.signature(&payload).into_iter().flatten() {
+            message = message.header(name, value.as_str());
+        }
+        let message = message
             .payload(payload)
             .message_id(id)
             .expected_last_sequence(after);
@@ -178,6 +241,7 @@ impl RevisionLog {
         Ok(Entry {
             sequence: message.sequence,
             id: message_id(&message.headers),
+            signature: self.trust.verify(Some(&message.headers), &message.payload),
             payload: message.payload,
         })
     }
@@ -204,7 +268,8 @@ impl RevisionLog {
             .messages()
             .await
             .map_err(|err| LogError::Unreachable(err.to_string()))?;
-        Ok(messages.map(|message| {
+        let trust = self.trust.clone();
+        Ok(messages.map(move |message| {
             let message = message.map_err(|err| LogError::Unreachable(err.to_string()))?;
             let sequence = message
                 .info()
@@ -214,6 +279,7 @@ impl RevisionLog {
             Ok(Entry {
                 sequence,
                 id,
+                signature: trust.verify(message.headers.as_ref(), &message.payload),
                 payload: message.payload.clone(),
             })
         }))

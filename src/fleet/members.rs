@@ -129,6 +129,12 @@ pub struct FleetStatus {
     /// Why the members could not be listed, when they could not.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub problem: Option<String>,
+    /// Revisions and evidence reports this instance skipped (never applied), by why.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rejected: Vec<super::RejectedCount>,
+    /// Set while the fleet's log is known to have gone back (lost its store).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log_alarm: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -145,6 +151,8 @@ pub struct MemberStatus {
 impl super::Fleet {
     /// The fleet as this instance sees it; `applied` is its own last revision.
     pub async fn status(&self, applied: u64) -> FleetStatus {
+        // Entries skipped as not revisions of this fleet's count as read.
+        let applied = applied.max(self.log.passed());
         let log_revision = self.log.last().await.ok();
         let (members, problem) = match self.members.list().await {
             Ok(members) => (members, None),
@@ -170,6 +178,8 @@ impl super::Fleet {
                 })
                 .collect(),
             problem,
+            rejected: self.rejections.counts(),
+            log_alarm: self.log.alarm(),
         }
     }
 }

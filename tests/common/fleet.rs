@@ -22,10 +22,25 @@ impl Fleet {
         weights: &str,
         extra: impl Fn(usize) -> String,
     ) -> Fleet {
+        Fleet::start_with_cluster(nodes, upstreams, weights, extra, |_| String::new()).await
+    }
+
+    /// Like `start_with`, with `cluster(i)` more keys in instance `i`'s `[cluster]`.
+    pub async fn start_with_cluster(
+        nodes: &[&NatsNode],
+        upstreams: &[SampleUpstream],
+        weights: &str,
+        extra: impl Fn(usize) -> String,
+        cluster: impl Fn(usize) -> String,
+    ) -> Fleet {
         let setups: Vec<Setup> = (0..3)
             .map(|i| {
-                let cluster = cluster_toml(nodes, "edge", &format!("edge-{}", i + 1));
-                Setup::new(upstreams, weights, &format!("{}{cluster}", extra(i)))
+                let section = cluster_toml(nodes, "edge", &format!("edge-{}", i + 1));
+                Setup::new(
+                    upstreams,
+                    weights,
+                    &format!("{}{section}{}\n", extra(i), cluster(i)),
+                )
             })
             .collect();
         let mut proxies = Vec::new();

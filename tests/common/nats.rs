@@ -16,6 +16,8 @@ pub struct NatsNode {
     store: tempfile::TempDir,
     log: PathBuf,
     child: Option<Child>,
+    /// A `nats-server` config file (auth, TLS), when the node has one.
+    config: Option<PathBuf>,
 }
 
 /// `nats://127.0.0.1:PORT` of each node, as a TOML array.
@@ -48,7 +50,36 @@ impl NatsNode {
             store,
             log,
             child: None,
+            config: None,
         }
+    }
+
+    /// A single JetStream node with `config` (nats-server config text: authorization, TLS)
+    /// in its config file, started and listening.
+    pub fn single_with(config: &str) -> NatsNode {
+        let mut node = NatsNode::new("n1", None, Vec::new());
+        let path = node.store.path().join("nats.conf");
+        std::fs::write(&path, config).unwrap();
+        node.config = Some(path);
+        node.start();
+        node.wait_listening();
+        node
+    }
+
+    /// The node's storage dir (for files its config names).
+    pub fn dir(&self) -> &std::path::Path {
+        self.store.path()
+    }
+
+    /// Deletes the JetStream storage (the node must be stopped): a lost store.
+    pub fn wipe_store(&self) {
+        assert!(self.child.is_none(), "{} is running", self.name);
+        let _ = std::fs::remove_dir_all(self.store.path().join("js"));
+    }
+
+    /// The server's own log.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
     /// A single JetStream node, started and answering.
@@ -89,6 +120,9 @@ impl NatsNode {
     pub fn start(&mut self) {
         assert!(self.child.is_none(), "{} is already running", self.name);
         let mut command = Command::new("nats-server");
+        if let Some(config) = &self.config {
+            command.arg("-c").arg(config);
+        }
         command
             .args(["-js", "-a", "127.0.0.1", "-p", &self.port.to_string()])
             .args(["-n", &self.name, "-sd"])
