@@ -189,3 +189,24 @@ fn a_fleet_member_says_it_has_not_caught_up_until_it_applied_the_log() {
         .unwrap()
         .contains("(applied 12 of 12, and not joined to the log)"));
 }
+
+#[tokio::test]
+async fn a_change_expecting_a_routing_that_moved_is_refused_and_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let (commands, shared, _) = writer(dir.path());
+    let planned_from = shared.lock().services["shop"].clone();
+    apply(&commands, Change::Freeze).await.unwrap();
+    let moved = commands
+        .call(|reply| Request::Apply {
+            service: "shop".into(),
+            change: Change::Unfreeze,
+            origin: Origin::new("test", ""),
+            expect: Some(planned_from),
+            reply,
+        })
+        .await
+        .unwrap();
+    assert_eq!(moved.unwrap_err(), ControlError::Moved);
+    assert!(shared.lock().services["shop"].frozen, "nothing changed");
+    assert_eq!(journaled(dir.path()), 1);
+}
