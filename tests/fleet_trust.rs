@@ -68,6 +68,7 @@ async fn garbage_on_the_revision_subject_freezes_nothing() {
         String::new()
     })
     .await;
+    let started = std::time::Instant::now();
     let before = assert_same_verified_cache(&fleet);
     let last_line = before
         .split(|&b| b == b'\n')
@@ -151,6 +152,41 @@ async fn garbage_on_the_revision_subject_freezes_nothing() {
     let listed = fleet.setups[0].ctl(&["fleet"]);
     let text = common::stdout(&listed);
     assert!(text.contains("SKIPPED on the fleet's subjects, never applied: 4 revision malformed, 1 revision out of chain"), "{text}");
+
+    // The store lost: the caches, gaps and all, re-seed the log and changes go on.
+    let mut nats = nats;
+    nats.kill();
+    nats.wipe_store();
+    nats.start();
+    nats.wait_listening();
+    let record = loop {
+        match fleet
+            .client(0)
+            .change("shop", "weights", &weights(50, 50))
+            .await
+        {
+            Ok(record) => break record,
+            Err(err) => {
+                assert!(
+                    started.elapsed() < SOON * 2,
+                    "never re-joined: {err}\n{}",
+                    fleet.logs()
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    };
+    for i in 0..3 {
+        fleet.wait_revision_on(i, record.revision).await;
+    }
+    fleet.wait_members(3).await;
+    let reseeded = assert_same_verified_cache(&fleet);
+    assert!(
+        reseeded.starts_with(&after),
+        "the re-seeded chain is not the old one carried on"
+    );
+    let listed = fleet.client(1).fleet().await.unwrap();
+    assert_eq!(listed.log_revision, Some(record.revision), "{listed:?}");
 }
 
 /// Three instances whose `[cluster]` signs with its own key and trusts the three's.
