@@ -357,6 +357,7 @@ async fn a_forged_revision_is_not_applied_and_raises_the_alarm() {
 struct Report {
     format: u8,
     instance: String,
+    started_ms: u64,
     slice: u64,
     versions: Vec<VersionSlice>,
 }
@@ -381,8 +382,9 @@ fn forged_evidence(slice: u64) -> Vec<u8> {
         latency: vec![(2_000, ok + failed)],
     };
     postcard::to_allocvec(&Report {
-        format: 1,
+        format: 2,
         instance: "edge-9".into(),
+        started_ms: 1,
         slice,
         versions: vec![version("blue", 167, 0), version("canary", 84, 83)],
     })
@@ -470,6 +472,21 @@ async fn forged_evidence_has_no_effect_on_any_verdict() {
                 "edge-{} did not judge signed evidence\n{}",
                 i + 1,
                 fleet.logs()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    // Those signed reports captured and sent again are replays: not filed a second time.
+    publish_forged_evidence(&nats, Some(&signer(&keys.path().join("edge-2.key")))).await;
+    let replayed = "switchyard_fleet_rejected_total{carrier=\"evidence\",reason=\"replayed\"}";
+    for i in 0..3 {
+        let client = fleet.client(i);
+        let deadline = std::time::Instant::now() + SOON;
+        while metric(&client, replayed).await < 12.0 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "edge-{}: replays filed",
+                i + 1
             );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
