@@ -68,6 +68,7 @@ async fn garbage_on_the_revision_subject_freezes_nothing() {
         String::new()
     })
     .await;
+    let started = std::time::Instant::now();
     let before = assert_same_verified_cache(&fleet);
     let last_line = before
         .split(|&b| b == b'\n')
@@ -151,6 +152,41 @@ async fn garbage_on_the_revision_subject_freezes_nothing() {
     let listed = fleet.setups[0].ctl(&["fleet"]);
     let text = common::stdout(&listed);
     assert!(text.contains("SKIPPED on the fleet's subjects, never applied: 4 revision malformed, 1 revision out of chain"), "{text}");
+
+    // The store lost: the caches, gaps and all, re-seed the log and changes go on.
+    let mut nats = nats;
+    nats.kill();
+    nats.wipe_store();
+    nats.start();
+    nats.wait_listening();
+    let record = loop {
+        match fleet
+            .client(0)
+            .change("shop", "weights", &weights(50, 50))
+            .await
+        {
+            Ok(record) => break record,
+            Err(err) => {
+                assert!(
+                    started.elapsed() < SOON * 2,
+                    "never re-joined: {err}\n{}",
+                    fleet.logs()
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    };
+    for i in 0..3 {
+        fleet.wait_revision_on(i, record.revision).await;
+    }
+    fleet.wait_members(3).await;
+    let reseeded = assert_same_verified_cache(&fleet);
+    assert!(
+        reseeded.starts_with(&after),
+        "the re-seeded chain is not the old one carried on"
+    );
+    let listed = fleet.client(1).fleet().await.unwrap();
+    assert_eq!(listed.log_revision, Some(record.revision), "{listed:?}");
 }
 
 /// Three instances whose `[cluster]` signs with its own key and trusts the three's.
@@ -321,6 +357,7 @@ async fn a_forged_revision_is_not_applied_and_raises_the_alarm() {
 struct Report {
     format: u8,
     instance: String,
+    started_ms: u64,
     slice: u64,
     versions: Vec<VersionSlice>,
 }
@@ -345,8 +382,9 @@ fn forged_evidence(slice: u64) -> Vec<u8> {
         latency: vec![(2_000, ok + failed)],
     };
     postcard::to_allocvec(&Report {
-        format: 1,
+        format: 2,
         instance: "edge-9".into(),
+        started_ms: 1,
         slice,
         versions: vec![version("blue", 167, 0), version("canary", 84, 83)],
     })
@@ -434,6 +472,21 @@ async fn forged_evidence_has_no_effect_on_any_verdict() {
                 "edge-{} did not judge signed evidence\n{}",
                 i + 1,
                 fleet.logs()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    // Those signed reports captured and sent again are replays: not filed a second time.
+    publish_forged_evidence(&nats, Some(&signer(&keys.path().join("edge-2.key")))).await;
+    let replayed = "switchyard_fleet_rejected_total{carrier=\"evidence\",reason=\"replayed\"}";
+    for i in 0..3 {
+        let client = fleet.client(i);
+        let deadline = std::time::Instant::now() + SOON;
+        while metric(&client, replayed).await < 12.0 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "edge-{}: replays filed",
+                i + 1
             );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }

@@ -13,6 +13,7 @@ use super::command::Change;
 use super::journal::{self, GENESIS};
 use super::record::{ChangeKind, Origin, RevisionRecord};
 use super::writer::{Commands, Request, Writer};
+use crate::fleet::log::GAP;
 use crate::fleet::{Entry, Fleet, LogError, Reason, RevisionLog};
 use crate::routing::ServiceState;
 use bytes::Bytes;
@@ -339,6 +340,11 @@ impl Writer {
         let Some(fleet) = &self.fleet else {
             return Ok(None);
         };
+        // A re-seeded log's stand-in for an entry the old log held and was skipped.
+        if entry.payload == GAP {
+            self.passed(entry.sequence);
+            return Ok(None);
+        }
         let record = match self.check(entry) {
             Ok(record) => record,
             Err(Checked::Skip(reason, why)) => {
@@ -600,7 +606,15 @@ impl Writer {
             .find(|r| r.revision == after)
             .map_or(GENESIS.to_string(), |r| r.hash.clone());
         let revision = cached.last().map_or(0, |r| r.revision);
+        // Sequence, id, payload: the cache's revisions at their numbers, and a gap entry
+        // where the old log held something that was skipped.
+        let mut entries = Vec::new();
+        let mut next = after + 1;
         for mut record in cached.into_iter().filter(|r| r.revision > after) {
+            for gap in next..record.revision {
+                let id = format!("{}-gap-{gap}", fleet.instance);
+                entries.push((gap, id, Bytes::from_static(GAP)));
+            }
             let hash = record.hash.clone();
             let line = journal::chained_line(&mut record, &prev).map_err(|e| e.to_string())?;
             if record.hash != hash {
@@ -610,8 +624,13 @@ impl Writer {
                 ));
             }
             let id = format!("{}-seed-{}", fleet.instance, record.revision);
-            match fleet.log.append(record.revision - 1, &id, Bytes::from(line), true).await {
-                Ok(_) => prev = hash,
+            entries.push((record.revision, id, Bytes::from(line)));
+            next = record.revision + 1;
+            prev = hash;
+        }
+        for (sequence, id, payload) in entries {
+            match fleet.log.append(sequence - 1, &id, payload, true).await {
+                Ok(_) => {}
                 // Another instance carried it on first: join it as it is now.
                 Err(LogError::Behind) => {
                     return Err("another instance seeded the fleet log at the same time; joining it on the next try".into())

@@ -5,7 +5,7 @@
 //! reads it as it reads its own slices. Core NATS, not JetStream: a lost report is only
 //! less evidence, and nothing needs replaying.
 //!
-//! A report is postcard (varints), latency values delta-encoded: about 20 bytes plus, per
+//! A report is postcard (varints), latency values delta-encoded: about 26 bytes plus, per
 //! version with traffic, its names, counts and two or three bytes per latency bucket used.
 
 use super::rejected::{Carrier, Reason, Rejections};
@@ -20,12 +20,14 @@ use tokio::sync::watch;
 /// The wire format's number: a report of another format is not read (a fleet mid-upgrade
 /// then judges each instance's own evidence until all run the same format). A change to
 /// the outcomes (`Outcome::ALL`) is a change of format.
-const FORMAT: u8 = 1;
+const FORMAT: u8 = 2;
 const OUTCOMES: usize = Outcome::ALL.len();
 /// Slices left behind by a stalled publisher that are still sent (older ones are dropped).
 const CATCH_UP_SLICES: u64 = 4;
 /// Past the end of a slice, so requests finishing at its edge are in it.
 const GRACE: Duration = Duration::from_millis(5);
+/// Publishers whose last report is remembered (for replays); past it the memory starts over.
+const MAX_PUBLISHERS: usize = 1024;
 /// Bounds on what one report may carry (a report past them is not read).
 const MAX_VERSIONS: usize = 1024;
 const MAX_BUCKETS: usize = 4096;
@@ -34,7 +36,10 @@ const MAX_BUCKETS: usize = 4096;
 struct Report {
     format: u8,
     instance: String,
-    /// The publisher's own slice number (for the record; receivers file by arrival).
+    /// When the publisher started (ms since the epoch): with `slice`, what makes a report
+    /// newer than the last one heard, so a captured report replayed later is not filed.
+    started_ms: u64,
+    /// The publisher's own slice number (receivers file by arrival, once).
     slice: u64,
     versions: Vec<VersionSlice>,
 }
@@ -56,6 +61,7 @@ pub struct Evidence {
     client: async_nats::Client,
     subject: String,
     instance: String,
+    started_ms: u64,
     rejections: Rejections,
     trust: Trust,
 }
@@ -72,6 +78,7 @@ impl Evidence {
             client,
             subject: format!("switchyard.{fleet}.evidence"),
             instance: instance.to_string(),
+            started_ms: super::members::now_ms(),
             rejections,
             trust,
         }
@@ -99,7 +106,7 @@ impl Evidence {
                 if !connected {
                     break;
                 }
-                let payload = encode(&report(&self.instance, &telemetry, slice));
+                let payload = encode(&report(&self.instance, self.started_ms, &telemetry, slice));
                 let sent = match self.trust.sign(&payload) {
                     Some(signature) => {
                         self.client
@@ -128,6 +135,7 @@ impl Evidence {
                 return;
             }
         };
+        let mut heard = Heard::default();
         while let Some(message) = reports.next().await {
             if let Err((reason, why)) = self
                 .trust
@@ -138,6 +146,14 @@ impl Evidence {
             }
             match decode(&message.payload) {
                 Some(report) if report.instance == self.instance => {}
+                Some(report) if !heard.newer(&report) => self.rejections.reject(
+                    Carrier::Evidence,
+                    Reason::Replayed,
+                    &format!(
+                        "a report from {} no newer than the last one heard from it",
+                        report.instance
+                    ),
+                ),
                 Some(report) => file(&telemetry, report, Instant::now()),
                 None => self.rejections.reject(
                     Carrier::Evidence,
@@ -149,8 +165,29 @@ impl Evidence {
     }
 }
 
+/// The last report heard from each publisher, by `(started_ms, slice)`.
+#[derive(Default)]
+struct Heard(std::collections::HashMap<String, (u64, u64)>);
+
+impl Heard {
+    /// True (and remembered) when `report` is newer than the last one from its publisher.
+    fn newer(&mut self, report: &Report) -> bool {
+        let at = (report.started_ms, report.slice);
+        if let Some(last) = self.0.get(&report.instance) {
+            if at <= *last {
+                return false;
+            }
+        } else if self.0.len() >= MAX_PUBLISHERS {
+            // Only made-up names fill it (a fleet has far fewer members): start over.
+            self.0.clear();
+        }
+        self.0.insert(report.instance.clone(), at);
+        true
+    }
+}
+
 /// What this instance saw in `slice`: every version with traffic.
-fn report(instance: &str, telemetry: &Telemetry, slice: u64) -> Report {
+fn report(instance: &str, started_ms: u64, telemetry: &Telemetry, slice: u64) -> Report {
     let versions = telemetry
         .versions()
         .into_iter()
@@ -180,6 +217,7 @@ fn report(instance: &str, telemetry: &Telemetry, slice: u64) -> Report {
     Report {
         format: FORMAT,
         instance: instance.to_string(),
+        started_ms,
         slice,
         versions,
     }

@@ -21,7 +21,7 @@ fn busy(requests: u64) -> (Telemetry, Instant) {
 #[test]
 fn a_report_reads_back_as_sent_and_weighs_little() {
     let (telemetry, _) = busy(500);
-    let sent = report("edge-1", &telemetry, 0);
+    let sent = report("edge-1", 1, &telemetry, 0);
     assert_eq!(sent.versions.len(), 1);
     let bytes = encode(&sent);
     assert_eq!(decode(&bytes), Some(sent.clone()));
@@ -34,7 +34,7 @@ fn a_report_reads_back_as_sent_and_weighs_little() {
     );
     assert!(bytes.len() < 64 + 3 * buckets, "{} bytes", bytes.len());
     // A slice without traffic is a heartbeat only.
-    let empty = encode(&report("edge-1", &telemetry, 7));
+    let empty = encode(&report("edge-1", 1, &telemetry, 7));
     assert!(empty.len() < 16, "{} bytes", empty.len());
 }
 
@@ -45,7 +45,7 @@ fn a_filed_report_is_pooled_exactly_as_the_members_own_slice() {
     let receiver = Telemetry::new(1);
     let stats = receiver.version("shop", "canary");
     let now = receiver.slice_start(3) + Duration::from_millis(10);
-    file(&receiver, report("edge-2", &source, 0), now);
+    file(&receiver, report("edge-2", 1, &source, 0), now);
     let pooled = stats.pooled_window(Duration::from_secs(30), now);
     assert_eq!(pooled.tally, own.tally);
     for q in [0.5, 0.9, 0.99, 1.0] {
@@ -71,13 +71,13 @@ fn a_member_silent_for_more_than_two_slices_leaves_the_window_but_not_the_totals
     let stats = receiver.version("shop", "canary");
     let at = |slice: u64| receiver.slice_start(slice) + Duration::from_millis(10);
     let window = Duration::from_secs(30);
-    file(&receiver, report("edge-2", &source, 0), at(10));
+    file(&receiver, report("edge-2", 1, &source, 0), at(10));
     assert_eq!(stats.pooled_window_tally(window, at(12)).requests(), 100);
     assert_eq!(stats.pooled_window_tally(window, at(13)).requests(), 0);
     // The totals only grow: the guard's "new since the last look" never goes negative.
     assert_eq!(stats.pooled_total_tally().requests(), 100);
     // Heard again (an empty heartbeat is enough): its slices count again.
-    file(&receiver, report("edge-2", &source, 9), at(14));
+    file(&receiver, report("edge-2", 1, &source, 9), at(14));
     assert_eq!(stats.pooled_window_tally(window, at(14)).requests(), 100);
 }
 
@@ -87,7 +87,7 @@ fn reports_a_stranger_could_send_change_nothing() {
     let receiver = Telemetry::new(1);
     let stats = receiver.version("shop", "canary");
     let now = receiver.slice_start(1);
-    let good = report("edge-2", &source, 0);
+    let good = report("edge-2", 1, &source, 0);
     let mut other_format = good.clone();
     other_format.format = FORMAT + 1;
     let mut too_many_buckets = good.clone();
@@ -117,4 +117,18 @@ fn reports_a_stranger_could_send_change_nothing() {
     assert!(totals.requests() > 0);
     let window = stats.pooled_window(Duration::from_secs(30), now);
     assert!(window.quantile_secs(1.0) > 0.0);
+}
+
+#[test]
+fn a_report_no_newer_than_the_last_from_its_publisher_is_a_replay() {
+    let (telemetry, _) = busy(10);
+    let mut heard = Heard::default();
+    let sent = |started, slice| report("edge-2", started, &telemetry, slice);
+    assert!(heard.newer(&sent(5, 10)));
+    assert!(!heard.newer(&sent(5, 10)), "the same report again");
+    assert!(!heard.newer(&sent(5, 9)), "an older one");
+    assert!(heard.newer(&sent(5, 11)));
+    // A restarted publisher counts its slices from its new start.
+    assert!(heard.newer(&sent(6, 0)));
+    assert!(!heard.newer(&sent(5, 12)), "from before the restart");
 }

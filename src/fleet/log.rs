@@ -22,6 +22,10 @@ const RECONNECT_PATIENCE: Duration = Duration::from_secs(3);
 /// How long an append keeps trying while connected (a stream leader election).
 const ELECTION_PATIENCE: Duration = Duration::from_secs(10);
 
+/// What a re-seeded log holds where the old one held an entry every member skipped, so
+/// revisions keep their numbers (read past without a word; never a revision).
+pub const GAP: &[u8] = b"switchyard: no revision at this sequence\n";
+
 /// One revision as the log holds it.
 #[derive(Debug, Clone)]
 pub struct Entry {

@@ -34,6 +34,8 @@ pub enum Reason {
     Malformed,
     /// A revision that does not follow the chain (wrong number or predecessor).
     OutOfChain,
+    /// An evidence report no newer than the last one heard from its publisher.
+    Replayed,
 }
 
 impl Carrier {
@@ -53,6 +55,7 @@ impl Reason {
             Reason::BadSignature => "bad_signature",
             Reason::Malformed => "malformed",
             Reason::OutOfChain => "out_of_chain",
+            Reason::Replayed => "replayed",
         }
     }
 }
