@@ -4,13 +4,12 @@
 
 mod common;
 
-use common::fleet::Fleet;
+use common::fleet::{log_bytes, Fleet};
 use common::nats::NatsNode;
 use common::{upstreams, Proxy};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 use switchyard::admin::api::ChangeRequest;
-use switchyard::fleet::RevisionLog;
 
 const HASH_PREFIX: &str = ",\"hash\":\"";
 
@@ -35,19 +34,6 @@ fn rewritten(line: &str, from: &str, to: &str) -> String {
         .map(|b| format!("{b:02x}"))
         .collect();
     format!("{}{HASH_PREFIX}{hash}\"}}", &body[..body.len() - 1])
-}
-
-async fn log_bytes(nats: &NatsNode) -> Vec<u8> {
-    let client = async_nats::connect(nats.url()).await.unwrap();
-    let log = RevisionLog::new(client, "edge");
-    let mut bytes = Vec::new();
-    for sequence in 1..=log.last().await.unwrap() {
-        bytes.extend_from_slice(&log.read(sequence).await.unwrap().payload);
-        if bytes.last() != Some(&b'\n') {
-            bytes.push(b'\n');
-        }
-    }
-    bytes
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -6,14 +6,13 @@
 
 mod common;
 
-use common::fleet::{serves_only, Fleet};
+use common::fleet::{log_bytes, serves_only, Fleet};
 use common::nats::NatsNode;
 use common::{upstreams, Load};
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use switchyard::admin::api::ChangeRequest;
 use switchyard::control::record::{ChangeKind, RevisionRecord};
-use switchyard::fleet::RevisionLog;
 
 const SOON: Duration = Duration::from_secs(20);
 /// Checks that blue passes: the validation after the cutback is a revision of its own.
@@ -34,22 +33,6 @@ async fn history(fleet: &Fleet, i: usize) -> Vec<RevisionRecord> {
         .await
         .unwrap()
         .revisions
-}
-
-/// The fleet log's lines, in order, as NATS holds them.
-async fn log_bytes(nats: &NatsNode) -> Vec<u8> {
-    let client = async_nats::connect(nats.url()).await.unwrap();
-    let trust = switchyard::fleet::trust::Trust::load(None).unwrap();
-    let log = RevisionLog::new(client, "edge", Default::default(), trust);
-    let mut bytes = Vec::new();
-    for sequence in 1..=log.last().await.unwrap() {
-        let entry = log.read(sequence).await.unwrap();
-        bytes.extend_from_slice(&entry.payload);
-        if !entry.payload.ends_with(b"\n") {
-            bytes.push(b'\n');
-        }
-    }
-    bytes
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -131,3 +131,18 @@ pub async fn serves_only(addr: std::net::SocketAddr, version: &str, limit: Durat
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// The fleet log's lines, in order, byte for byte as NATS holds them.
+pub async fn log_bytes(nats: &NatsNode) -> Vec<u8> {
+    let client = async_nats::connect(nats.url()).await.unwrap();
+    let trust = switchyard::fleet::trust::Trust::load(None).unwrap();
+    let log = switchyard::fleet::RevisionLog::new(client, "edge", Default::default(), trust);
+    let mut bytes = Vec::new();
+    for sequence in 1..=log.last().await.unwrap() {
+        bytes.extend_from_slice(&log.read(sequence).await.unwrap().payload);
+        if bytes.last() != Some(&b'\n') {
+            bytes.push(b'\n');
+        }
+    }
+    bytes
+}
