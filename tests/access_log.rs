@@ -170,7 +170,8 @@ async fn the_id_goes_upstream_and_a_client_that_left_is_logged_as_gone() {
     let proxy = TestProxy::start(&one_version(addr, dir.path())).await;
     let mut stream = TcpStream::connect(proxy.addr()).await.unwrap();
     stream
-        .write_all(b"GET /slow HTTP/1.1\r\nhost: shop\r\nx-request-id: leaving-1\r\n\r\n")
+        // `Connection` naming the id cannot take it off the upstream request.
+        .write_all(b"GET /slow HTTP/1.1\r\nhost: shop\r\nconnection: x-request-id\r\nx-request-id: leaving-1\r\n\r\n")
         .await
         .unwrap();
     let head = seen.recv().await.unwrap();

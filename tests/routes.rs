@@ -81,7 +81,7 @@ async fn who(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_kind_of_route_takes_its_requests_first_match_wins_else_hosts() {
     let (proxy, _up) = proxy(ROUTES).await;
-    let cases: [(Method, &str, &str, Headers, &str); 12] = [
+    let cases: [(Method, &str, &str, Headers, &str); 15] = [
         // Wildcard host and prefix: any name under example.com, GET or POST.
         (Method::GET, "www.example.com", "/api/cart", &[], "api"),
         (
@@ -104,6 +104,17 @@ async fn each_kind_of_route_takes_its_requests_first_match_wins_else_hosts() {
             "admin",
         ),
         (Method::GET, "api.internal", "/vx/admin", &[], "api"),
+        // Matched as the upstream reads the path: dot segments, doubled slashes and
+        // escaped letters do not slip past a route.
+        (
+            Method::GET,
+            "api.internal",
+            "/x/../v2/admin/users",
+            &[],
+            "admin",
+        ),
+        (Method::GET, "api.internal", "//v2//admin", &[], "admin"),
+        (Method::GET, "api.internal", "/%76%32/admin", &[], "admin"),
         // Exact path and a header regex.
         (
             Method::GET,
@@ -291,6 +302,19 @@ fn bad_routes_are_each_named_with_their_line() {
             "not a header name",
         ),
         ("colour = \"red\"\nservice = \"api\"", "unknown field"),
+        (
+            "host = \"example.com:8080\"\nservice = \"api\"",
+            "without its port",
+        ),
+        (
+            "path = { prefix = \"api/\" }\nservice = \"api\"",
+            "must start with /",
+        ),
+        (
+            "path = { exact = \"/a?b=1\" }\nservice = \"api\"",
+            "no query",
+        ),
+        ("methods = []\nservice = \"api\"", "methods is empty"),
     ];
     for (route, expected) in cases {
         let problems = problems_of(&format!("[[routes]]\n{route}\n"));

@@ -19,6 +19,11 @@ pub async fn render(parts: &Parts) -> String {
     guard(&mut out, parts, &snapshot).await;
     verification(&mut out, &parts.verified.verifier);
     shadow(&mut out, &table);
+    if let Some(log) = &table.settings.access_log {
+        let name = "switchyard_access_log_dropped_total";
+        header(&mut out, name, "counter", "Access log lines dropped: the writer's queue was full or its file could not be written.");
+        let _ = writeln!(out, "{name} {}", log.dropped());
+    }
     if let Some(fleet) = &parts.controller.fleet {
         fleet_rejections(&mut out, &fleet.rejections);
     }

@@ -130,6 +130,12 @@ impl RouteSection {
             Some(host) if host.starts_with("*.") && !host[2..].contains('*') => {
                 HostMatch::Suffix(host[1..].to_string())
             }
+            Some(host) if host.contains(':') && !host.starts_with('[') => {
+                report(format!(
+                    "{key}.host: {host:?}: a route matches the host without its port"
+                ));
+                HostMatch::Any
+            }
             Some(host) if !host.contains('*') && !host.is_empty() => HostMatch::Exact(host),
             Some(host) => {
                 report(format!(
@@ -166,6 +172,18 @@ impl RouteSection {
                 PathMatch::Any
             }
         };
+        let path_ok = |p: &str| p.starts_with('/') && !p.contains(['?', '#']);
+        match &path {
+            PathMatch::Exact(p) | PathMatch::Prefix(p) if !path_ok(p) => report(format!(
+                "{key}.path: {p:?} must start with / and hold no query (use query = {{ ... }})"
+            )),
+            _ => {}
+        }
+        if self.methods.as_ref().is_some_and(Vec::is_empty) {
+            report(format!(
+                "{key}.methods is empty: leave it out to take any method"
+            ));
+        }
         let mut methods = Vec::new();
         for name in self.methods.iter().flatten() {
             match http::Method::from_bytes(name.to_ascii_uppercase().as_bytes()) {

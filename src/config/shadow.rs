@@ -6,6 +6,9 @@ use serde::Deserialize;
 use std::ops::Range;
 use toml::Spanned;
 
+/// The largest `max_body`: answers are held in memory and compared whole.
+const MAX_BODY: usize = 1024 * 1024;
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ShadowSection {
@@ -189,6 +192,19 @@ impl ShadowSection {
         let noise_percent = share(&self.noise_percent, 5.0, &key("noise_percent"), problems);
         let methods = self.methods(&key("methods"), span.clone(), problems);
         let max_body = self.max_body.as_ref().map_or(64 * 1024, |s| s.get_ref().0);
+        if let Some(written) = self
+            .max_body
+            .as_ref()
+            .filter(|_| !(1..=MAX_BODY).contains(&max_body))
+        {
+            problems.push((
+                written.span(),
+                format!(
+                    "{} must be 1 byte to 1MiB (bodies are held and compared whole)",
+                    key("max_body")
+                ),
+            ));
+        }
         let max_in_flight = positive(&self.max_in_flight, 64, &key("max_in_flight"), problems);
         let min_samples = positive(&self.min_samples, 200, &key("min_samples"), problems);
         let max_extra_diff = self.max_extra_diff.as_ref().map_or(1.0, |d| *d.get_ref());

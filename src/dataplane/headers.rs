@@ -10,7 +10,7 @@ pub static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-h
 /// End-to-end headers that a `Connection` option can never remove: the message's
 /// authority, framing and meaning, and what earlier proxies recorded (RFC 9110 7.6.1: a
 /// sender must not list fields meant for every recipient; a receiver need not obey one).
-static END_TO_END: [HeaderName; 13] = [
+static END_TO_END: [HeaderName; 14] = [
     header::HOST,
     header::CONTENT_LENGTH,
     header::CONTENT_TYPE,
@@ -24,6 +24,8 @@ static END_TO_END: [HeaderName; 13] = [
     HeaderName::from_static("x-forwarded-for"),
     HeaderName::from_static("x-forwarded-proto"),
     HeaderName::from_static("x-forwarded-host"),
+    // Set by the proxy for every request: a client's `Connection` cannot take it away.
+    HeaderName::from_static("x-request-id"),
 ];
 
 /// Why a request has no single authority (RFC 9112 3.2, RFC 9110 7.2).

@@ -66,6 +66,8 @@ pub async fn handle(
     mut request: Request<Incoming>,
 ) -> Result<Response<ServedBody>, Infallible> {
     let started = Instant::now();
+    // Measured as the client sent it, before the proxy adds its request id.
+    let oversized = head_size(&request) > client.max_header_bytes;
     let request_id = request_id::take_or_make(request.headers_mut());
     let table = plane.table.load_full();
     let mut line = table.settings.access_log.clone().map(|log| {
@@ -82,12 +84,23 @@ pub async fn handle(
         end: "completed",
         ..Served::default()
     };
-    let mut response = serve(&plane, &table, &client, request, started, &mut served).await;
+    // A HEAD answer's body is never sent, so never polled to its end.
+    let bodiless = request.method() == http::Method::HEAD;
+    let mut response = match oversized {
+        true => ServedBody::plain(plain(
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            "request head too large\n",
+        )),
+        false => serve(&plane, &table, &client, request, started, &mut served).await,
+    };
     response
         .headers_mut()
         .insert(request_id::X_REQUEST_ID.clone(), request_id);
     if let Some(mut line) = line.take() {
         line.answered(response.status().as_u16(), served);
+        if bodiless || response.body().is_end_stream() {
+            line.body_done();
+        }
         response.body_mut().log(line);
     }
     Ok(response)
@@ -103,12 +116,7 @@ async fn serve(
     started: Instant,
     note: &mut Served,
 ) -> Response<ServedBody> {
-    if head_size(&request) > client.max_header_bytes {
-        return ServedBody::plain(plain(
-            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-            "request head too large\n",
-        ));
-    }
+    let logging = table.settings.access_log.is_some();
     let authority = match authority(request.uri(), request.version(), request.headers()) {
         Ok(authority) => authority,
         Err(err) => return ServedBody::plain(plain(StatusCode::BAD_REQUEST, err.text())),
@@ -175,7 +183,9 @@ async fn serve(
     };
     let result = blame_client(result, fault.as_deref());
     let outcome = record(plane, service, chosen, &result, started, grpc_call);
-    note.upstream = Some(started.elapsed());
+    if logging {
+        note.upstream = Some(started.elapsed());
+    }
     let (served, result) = match second_try(service, chosen, outcome, result, retry_head) {
         SecondTry::OnStable(request) => {
             note.end = "retried_on_stable";
@@ -193,8 +203,10 @@ async fn serve(
     };
     client_left.answered();
     let version = &service.versions[served];
-    note.service = Some(service.name.clone());
-    note.version = Some(version.name.clone());
+    if logging {
+        note.service = Some(service.name.clone());
+        note.version = Some(version.name.clone());
+    }
     match result {
         Ok(response) => {
             // A copy is compared with stable's own answer only, never a retried one.

@@ -34,8 +34,13 @@ fn fit(id: &[u8]) -> bool {
 
 /// 128 random bits in hex.
 fn new_id() -> HeaderValue {
-    let text = format!("{:016x}{:016x}", fastrand::u64(..), fastrand::u64(..));
-    HeaderValue::from_str(&text).unwrap_or_else(|_| HeaderValue::from_static("0"))
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut text = [0u8; 32];
+    let bits = fastrand::u128(..);
+    for (i, digit) in text.iter_mut().enumerate() {
+        *digit = HEX[(bits >> (4 * i) & 0xf) as usize];
+    }
+    HeaderValue::from_bytes(&text).unwrap_or_else(|_| HeaderValue::from_static("0"))
 }
 
 /// The trace id of a valid `traceparent` (`00-<32 hex>-<16 hex>-<2 hex>`, not all zeros).

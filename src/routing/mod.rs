@@ -1,5 +1,6 @@
 //! Routing: the immutable table the data plane reads, and the state it is built from.
 
+pub mod path;
 pub mod split;
 pub mod state;
 pub mod table;

@@ -179,9 +179,18 @@ impl RoutingTable {
                 guard: service.guard.clone(),
                 grpc_errors: service.grpc_error_codes,
                 shadow: service.shadow.as_ref().and_then(|settings| {
-                    let stats = telemetry.shadow(&service.name, &settings.version);
+                    let version = index_of(&settings.version)?;
+                    // Once switched to (or promoted), the shadow version is stable: it
+                    // would only copy its own requests to itself.
+                    if version == stable {
+                        return None;
+                    }
+                    // What is judged: new settings, endpoints or release start afresh.
+                    let judged = &service.versions[version];
+                    let what = format!("{settings:?} {:?} {:?}", judged.endpoints, judged.release);
+                    let stats = telemetry.shadow(&service.name, &settings.version, &what);
                     Some(ShadowRoute {
-                        version: index_of(&settings.version)?,
+                        version,
                         settings: Arc::new(settings.clone()),
                         in_flight: stats.in_flight.clone(),
                         stats,
@@ -220,10 +229,12 @@ impl RoutingTable {
     ) -> Option<&ServiceRoute> {
         if !self.routes.is_empty() {
             let name = host.map(|h| strip_port(h).to_ascii_lowercase());
+            let path = super::path::normalized(uri.path());
+            let request = (method, &*path, uri.query(), headers);
             let taken = self
                 .routes
                 .iter()
-                .find(|(rule, _)| route_takes(rule, name.as_deref(), method, uri, headers));
+                .find(|(rule, _)| route_takes(rule, name.as_deref(), request));
             if let Some((_, index)) = taken {
                 return Some(&self.services[*index]);
             }
@@ -267,13 +278,12 @@ fn compile_matches(
         .collect()
 }
 
-/// Whether `rule` takes a request (`host`: lower-cased, without its port).
+/// Whether `rule` takes a request (`host`: lower-cased, without its port; the path as
+/// the upstream will read it: `path::normalized`).
 fn route_takes(
     rule: &RouteRule,
     host: Option<&str>,
-    method: &http::Method,
-    uri: &http::Uri,
-    headers: &HeaderMap,
+    (method, path, query, headers): (&http::Method, &str, Option<&str>, &HeaderMap),
 ) -> bool {
     let host_ok = match (&rule.host, host) {
         (HostMatch::Any, _) => true,
@@ -283,7 +293,6 @@ fn route_takes(
         }
         (_, None) => false,
     };
-    let path = uri.path();
     let path_ok = match &rule.path {
         PathMatch::Any => true,
         PathMatch::Exact(want) => path == want,
@@ -300,7 +309,7 @@ fn route_takes(
         && rule
             .query
             .iter()
-            .all(|(name, test)| test.test(query_param(uri.query(), name)))
+            .all(|(name, test)| test.test(query_param(query, name)))
 }
 
 /// The raw value of the first `name=value` pair of a query (no percent-decoding: the

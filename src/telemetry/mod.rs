@@ -24,6 +24,9 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
+/// What a shadow is judged on (settings, endpoints, release), and its findings so far.
+type JudgedShadow = (String, Arc<shadow::ShadowStats>);
+
 /// All versions' stats, kept across table swaps so a reload or weight change keeps history.
 #[derive(Debug)]
 pub struct Telemetry {
@@ -34,7 +37,7 @@ pub struct Telemetry {
     /// The access log in use, kept across table swaps while its settings stay.
     access_log: Mutex<Option<Arc<access_log::AccessLog>>>,
     /// What shadowing found, by (service, shadow version).
-    shadows: Mutex<HashMap<(String, String), Arc<shadow::ShadowStats>>>,
+    shadows: Mutex<HashMap<(String, String), JudgedShadow>>,
     /// When each other member of the fleet last reported.
     heard: Arc<Heard>,
 }
@@ -94,12 +97,17 @@ impl Telemetry {
 
     /// What shadowing `version` of `service` found, kept across table swaps; created on
     /// first use.
-    pub fn shadow(&self, service: &str, version: &str) -> Arc<shadow::ShadowStats> {
+    /// `judged` describes what is compared (settings, endpoints, release): when it
+    /// changes, the counts start afresh, so a fixed version is not held to old findings.
+    pub fn shadow(&self, service: &str, version: &str, judged: &str) -> Arc<shadow::ShadowStats> {
         let mut shadows = self.shadows.lock().unwrap_or_else(PoisonError::into_inner);
-        shadows
+        let kept = shadows
             .entry((service.to_string(), version.to_string()))
-            .or_default()
-            .clone()
+            .or_insert_with(|| (judged.to_string(), Arc::default()));
+        if kept.0 != judged {
+            *kept = (judged.to_string(), Arc::default());
+        }
+        kept.1.clone()
     }
 
     /// The stats of one version, created on first use.

@@ -25,17 +25,21 @@ pub enum Skip {
     TooLarge,
     /// Stable's answer failed, or the user went away before it was whole.
     NoStableAnswer,
-    /// The shadow version did not answer (down, timed out, reset).
+    /// The shadow version did not answer (down, timed out, reset). Not a skip when
+    /// stable answered: then it is a difference (`status`: no answer).
     ShadowFailed,
+    /// A compressed (or otherwise encoded) body.
+    Encoded,
 }
 
 impl Skip {
+    /// Every reason a copy is counted as skipped.
     pub const ALL: [Skip; 5] = [
         Skip::InFlight,
         Skip::RequestBody,
         Skip::TooLarge,
         Skip::NoStableAnswer,
-        Skip::ShadowFailed,
+        Skip::Encoded,
     ];
 
     pub fn name(self) -> &'static str {
@@ -45,6 +49,7 @@ impl Skip {
             Skip::TooLarge => "too_large",
             Skip::NoStableAnswer => "no_stable_answer",
             Skip::ShadowFailed => "shadow_failed",
+            Skip::Encoded => "encoded",
         }
     }
 }
@@ -87,7 +92,7 @@ pub struct ShadowStats {
     /// Copies under way (the request path holds it to `max_in_flight`).
     pub in_flight: std::sync::Arc<std::sync::atomic::AtomicUsize>,
     mirrored: AtomicU64,
-    skipped: [AtomicU64; 5],
+    skipped: [AtomicU64; 6],
     tallies: Mutex<Tallies>,
 }
 
@@ -153,8 +158,8 @@ impl ShadowStats {
         let mut tallies = self.tallies();
         tallies.compared += 1;
         tallies.differing += u64::from(!diffs.is_empty());
-        for diff in diffs {
-            let tally = field(&mut tallies.fields, &diff.field);
+        for (name, diff) in once_each(&tallies.fields, diffs) {
+            let tally = tallies.fields.entry(name).or_default();
             tally.shadow += 1;
             tally.sample.get_or_insert_with(|| Sample {
                 request: request.to_string(),
@@ -169,15 +174,13 @@ impl ShadowStats {
         let mut tallies = self.tallies();
         tallies.noise_compared += 1;
         tallies.noise_differing += u64::from(!diffs.is_empty());
-        for diff in diffs {
-            field(&mut tallies.fields, &diff.field).noise += 1;
+        for (name, _) in once_each(&tallies.fields, diffs) {
+            tallies.fields.entry(name).or_default().noise += 1;
         }
     }
 
-    /// A field fails when it differs more often than its noise by more than the bound.
-    /// A field never seen differing between two stable answers has noise 0; one that has
-    /// been is given the benefit of the doubt (the noise rate's upper 95% bound), so a
-    /// field that differs at random is not condemned on a few noise samples.
+    /// A field fails when it differs more often than its noise by more than the bound,
+    /// beyond the statistical margin of both rates (`excess`).
     pub fn verdict(&self, bounds: VerdictBounds) -> ShadowVerdict {
         let tallies = self.tallies();
         if tallies.compared < bounds.min_samples {
@@ -259,21 +262,48 @@ impl ShadowStats {
     }
 }
 
-fn field<'a>(fields: &'a mut BTreeMap<String, FieldTally>, name: &str) -> &'a mut FieldTally {
-    let name = match fields.len() < MAX_FIELDS || fields.contains_key(name) {
-        true => name,
-        false => OTHER_FIELDS,
-    };
-    fields.entry(name.to_string()).or_default()
+/// The tracked name of each differing field, once per comparison: past `MAX_FIELDS`
+/// names, new ones count together as one.
+fn once_each<'d>(
+    fields: &BTreeMap<String, FieldTally>,
+    diffs: &'d [FieldDiff],
+) -> Vec<(String, &'d FieldDiff)> {
+    let mut named: Vec<(String, &FieldDiff)> = Vec::new();
+    let mut new_names = 0;
+    for diff in diffs {
+        let known = fields.contains_key(&diff.field);
+        let name = match known || fields.len() + new_names < MAX_FIELDS {
+            true => diff.field.clone(),
+            false => OTHER_FIELDS.to_string(),
+        };
+        if !named.iter().any(|(n, _)| *n == name) {
+            new_names += usize::from(!known && name != OTHER_FIELDS);
+            named.push((name, diff));
+        }
+    }
+    named
 }
 
-/// Points by which a field's shadow rate exceeds its noise.
+/// Points by which a field's shadow rate exceeds its noise, at the low end of a 95%
+/// interval of the difference of the two rates (so neither a few shadow samples nor a
+/// few noise samples condemn a field: a field must differ clearly more in the shadow).
 fn excess(tally: &FieldTally, tallies: &Tallies) -> f64 {
-    let noise = match tally.noise {
+    let shadow = rate(tally.shadow, tallies.compared);
+    let noise = rate(tally.noise, tallies.noise_compared);
+    let spread = |p: f64, n: u64| match n {
         0 => 0.0,
-        seen => wilson_upper(seen, tallies.noise_compared),
+        n => p * (1.0 - p) / n as f64,
     };
-    percent(tally.shadow, tallies.compared) - 100.0 * noise
+    let margin =
+        1.96 * (spread(shadow, tallies.compared) + spread(noise, tallies.noise_compared)).sqrt();
+    100.0 * (shadow - noise - margin)
+}
+
+fn rate(part: u64, whole: u64) -> f64 {
+    match whole {
+        0 => 0.0,
+        whole => part as f64 / whole as f64,
+    }
 }
 
 fn percent(part: u64, whole: u64) -> f64 {
@@ -281,14 +311,6 @@ fn percent(part: u64, whole: u64) -> f64 {
         0 => 0.0,
         whole => 100.0 * part as f64 / whole as f64,
     }
-}
-
-/// The upper end of the 95% Wilson score interval of `hits` in `n`.
-fn wilson_upper(hits: u64, n: u64) -> f64 {
-    let (n, p, z) = (n as f64, hits as f64 / n as f64, 1.96_f64);
-    let centre = p + z * z / (2.0 * n);
-    let margin = z * (p * (1.0 - p) / n + z * z / (4.0 * n * n)).sqrt();
-    ((centre + margin) / (1.0 + z * z / n)).min(1.0)
 }
 
 #[cfg(test)]

@@ -4,14 +4,14 @@
 //! list counts as one field. Values are shortened, and secrets never shown.
 
 use crate::config::shadow::{BodyCompare, JsonPath, PathStep, ShadowSettings};
-use crate::telemetry::shadow::FieldDiff;
+use crate::telemetry::shadow::{FieldDiff, Skip};
 use bytes::Bytes;
 use http::{HeaderMap, StatusCode};
 use serde_json::Value;
 
 /// Differences reported per comparison; a document that differs everywhere is one bad
 /// version, not a reason to track thousands of fields.
-const MAX_DIFFS: usize = 16;
+const MAX_DIFFS: usize = 64;
 const SHOWN_CHARS: usize = 60;
 
 /// An answer, whole: head and (bounded) body.
@@ -20,6 +20,33 @@ pub struct Answer {
     pub status: StatusCode,
     pub headers: HeaderMap,
     pub body: Bytes,
+}
+
+/// Whether the body is compressed (or otherwise encoded): such bodies are not compared,
+/// since two encoders may differ where the documents do not.
+pub fn encoded(answer: &Answer) -> bool {
+    answer
+        .headers
+        .get(http::header::CONTENT_ENCODING)
+        .is_some_and(|coding| !coding.as_bytes().eq_ignore_ascii_case(b"identity"))
+}
+
+/// What differs when stable answered and the other did not, or answered more than
+/// `max_body`.
+pub fn unanswered(stable: &Answer, why: Skip) -> Vec<FieldDiff> {
+    let (field, stable, other) = match why {
+        Skip::TooLarge => (
+            "body",
+            "(within max_body)".to_string(),
+            "(larger than max_body)",
+        ),
+        _ => ("status", stable.status.as_u16().to_string(), "(no answer)"),
+    };
+    vec![FieldDiff {
+        field: field.to_string(),
+        stable,
+        other: other.to_string(),
+    }]
 }
 
 pub fn compare(settings: &ShadowSettings, stable: &Answer, other: &Answer) -> Vec<FieldDiff> {
@@ -108,15 +135,34 @@ fn compare_json(
         (a, b) if a != b => {
             let field = field_name(at);
             if !diffs.iter().any(|d| d.field == field) {
+                let secret = at
+                    .last()
+                    .is_some_and(|step| matches!(step, PathStep::Key(key) if looks_secret(key)));
+                let show = |value: &Value| match secret {
+                    true => "(redacted)".to_string(),
+                    false => shown(&value.to_string()),
+                };
                 diffs.push(FieldDiff {
                     field,
-                    stable: shown(&a.to_string()),
-                    other: shown(&b.to_string()),
+                    stable: show(a),
+                    other: show(b),
                 });
             }
         }
         _ => {}
     }
+}
+
+/// A field whose values are never shown in samples: they are real users' answers, and
+/// the report is readable without a token on the admin TCP port.
+fn looks_secret(key: &str) -> bool {
+    let key = key.to_ascii_lowercase();
+    [
+        "token", "secret", "password", "passwd", "auth", "session", "cookie", "key", "email",
+        "ssn", "card",
+    ]
+    .iter()
+    .any(|word| key.contains(word))
 }
 
 fn field_name(at: &[PathStep]) -> String {

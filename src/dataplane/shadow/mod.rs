@@ -179,7 +179,11 @@ impl Copy {
         let shadowed = self
             .send(&service.versions[shadow.version], limits, settings.max_body)
             .await;
-        let noise = match fastrand::f64() * 100.0 < settings.noise_percent {
+        // Stable is asked again only for what is safe to ask twice: `allow_side_effects`
+        // is about the shadow version, never a second write on production.
+        let learn_noise =
+            self.head.method.is_safe() && fastrand::f64() * 100.0 < settings.noise_percent;
+        let noise = match learn_noise {
             true => Some(
                 self.send(&service.versions[service.stable], limits, settings.max_body)
                     .await,
@@ -191,14 +195,17 @@ impl Copy {
             Ok(Err(skip)) => return shadow.stats.skipped(skip),
             Err(_) => return shadow.stats.skipped(Skip::NoStableAnswer),
         };
-        let request = label(&self.head);
-        match shadowed {
-            Ok(answer) => {
-                let diffs = compare::compare(settings, &stable, &answer);
-                shadow.stats.compared(&request, &diffs);
-            }
-            Err(skip) => shadow.stats.skipped(skip),
+        if compare::encoded(&stable) {
+            return shadow.stats.skipped(Skip::Encoded);
         }
+        let request = label(&self.head);
+        // Stable answered: a shadow that did not (or too much) differs, it is not excused.
+        let diffs = match shadowed {
+            Ok(answer) if compare::encoded(&answer) => return shadow.stats.skipped(Skip::Encoded),
+            Ok(answer) => compare::compare(settings, &stable, &answer),
+            Err(failed) => compare::unanswered(&stable, failed),
+        };
+        shadow.stats.compared(&request, &diffs);
         if let Some(Ok(again)) = noise {
             shadow
                 .stats
