@@ -4,6 +4,7 @@
 pub mod body;
 pub mod client_body;
 pub mod client_idle;
+pub mod deadline;
 pub mod failure;
 pub mod grpc;
 mod h2_forward;

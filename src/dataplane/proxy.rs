@@ -3,6 +3,7 @@
 use super::body::{ResponseBody, UpstreamRequestBody, UpstreamResponse};
 use super::client_body::{ClientBody, FaultSlot};
 use super::client_idle::IdleMonitor;
+use super::deadline::{clients_deadline, DeadlineJudge};
 use super::failure::{plain, Failed, Failure};
 use super::grpc;
 use super::h2_forward::forward_h2;
@@ -11,6 +12,7 @@ use super::headers::{
     remove_hop_by_hop,
 };
 use super::served_body::{GrpcCall, ServedBody, Watch};
+use crate::config::grpc::DEADLINE_EXCEEDED;
 use crate::routing::table::sticky_cookie_value;
 use crate::routing::{Pick, RoutingTable, ServiceRoute, VersionRoute};
 use crate::telemetry::{ClientFault, Outcome, VersionStats};
@@ -102,6 +104,10 @@ pub async fn handle(
         .then(|| grpc::timeout(request.headers()))
         .flatten();
     let timeout = grpc_deadline.unwrap_or(table.settings.response_headers_timeout);
+    let judge = grpc_deadline.map(|deadline| {
+        let stable = service.versions[service.stable].stats.clone();
+        DeadlineJudge::new(deadline, stable, table.settings.response_headers_timeout)
+    });
     let body_idle = table.settings.upstream_body_idle;
     // Dropped with this future when the client leaves before the answer.
     let client_left = ClientLeft(Some(service.versions[chosen].stats.clone()));
@@ -130,14 +136,19 @@ pub async fn handle(
         None => forward(&service.versions[chosen], request, deadlines, started).await,
     };
     let result = blame_client(result, fault.as_deref());
-    let outcome = record(&plane, service, chosen, &result, started, grpc_call);
+    let call = Call {
+        started,
+        grpc: grpc_call,
+        judge: judge.as_ref(),
+    };
+    let outcome = record(&plane, service, chosen, &result, &call);
     let (served, result) = match second_try(service, chosen, outcome, result, retry_head) {
         SecondTry::OnStable(request) => {
             service.versions[chosen].stats.record_saved(Instant::now());
             let stable = service.stable;
             let retried = forward(&service.versions[stable], request, deadlines, started).await;
             let retried = blame_client(retried, fault.as_deref());
-            record(&plane, service, stable, &retried, started, grpc_call);
+            record(&plane, service, stable, &retried, &call);
             (
                 stable,
                 retried.map(|response| mark_retried(response, &service.versions[chosen])),
@@ -153,14 +164,8 @@ pub async fn handle(
             // HTTP/1 stalls show on the socket; an HTTP/2 stream at window 0 only here.
             let stall = http2.then(|| client.idle.clock());
             // A gRPC call whose status comes in the trailers is recorded when they do.
-            let grpc = (grpc_call && grpc::status_pending(response.headers())).then(|| {
-                GrpcCall::new(
-                    version.stats.clone(),
-                    service.grpc_errors,
-                    started,
-                    grpc_deadline,
-                )
-            });
+            let grpc = (grpc_call && grpc::status_pending(response.headers()))
+                .then(|| GrpcCall::new(version.stats.clone(), service.grpc_errors, started, judge));
             let watch = Watch {
                 stall,
                 stats: version.stats.clone(),
@@ -263,22 +268,34 @@ fn second_try(
     }
 }
 
-/// Counts the exchange against the version (a client fault only as such: `None`); a refused or reset connection on a non-stable
-/// version rings the guard at once: it may be the first sign that the version went down.
+/// What `record` needs to know of the exchange besides its result.
+struct Call<'a> {
+    started: Instant,
+    grpc: bool,
+    /// Set when a gRPC client chose the deadline.
+    judge: Option<&'a DeadlineJudge>,
+}
+
+/// Counts the exchange against the version (a client fault only as such: `None`); a
+/// refused or reset connection on a non-stable version rings the guard at once: it may
+/// be the first sign that the version went down.
 fn record(
     plane: &DataPlane,
     service: &ServiceRoute,
     version: usize,
     result: &Result<Response<ResponseBody>, Failed>,
-    started: Instant,
-    grpc_call: bool,
+    call: &Call<'_>,
 ) -> Option<Outcome> {
     let stats = &service.versions[version].stats;
     let outcome = match result {
-        Ok(response) if grpc_call && grpc::is_grpc(response.headers()) => {
+        Ok(response) if call.grpc && grpc::is_grpc(response.headers()) => {
             // No status in the head: the call goes on, and ends in the served body.
             let code = grpc::status(response.headers())?;
             stats.record_grpc_status(code);
+            let elapsed = call.started.elapsed();
+            if code == DEADLINE_EXCEEDED && clients_deadline(call.judge, stats, elapsed) {
+                return None;
+            }
             grpc::outcome(code, response.status(), service.grpc_errors)
         }
         Ok(response) => Outcome::from_status(response.status()),
@@ -290,13 +307,17 @@ fn record(
             return None;
         }
         Err(failed) => {
-            if grpc_call {
+            if call.grpc {
                 stats.record_grpc_status(grpc::failure_code(&failed.failure).0);
+            }
+            let cut_off = matches!(failed.failure, Failure::Timeout | Failure::Reset(_));
+            if cut_off && clients_deadline(call.judge, stats, call.started.elapsed()) {
+                return None;
             }
             failed.failure.outcome()
         }
     };
-    stats.record(outcome, started.elapsed(), Instant::now());
+    stats.record(outcome, call.started.elapsed(), Instant::now());
     let lost_connection = outcome == Outcome::ConnectFailed || outcome == Outcome::Reset;
     if lost_connection && version != service.stable {
         plane.guard_wake.notify_one();
