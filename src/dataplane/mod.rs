@@ -10,6 +10,7 @@ pub mod grpc;
 mod h2_forward;
 pub mod headers;
 pub mod proxy;
+mod replay_body;
 pub mod served_body;
 pub mod server;
 pub mod tls;

@@ -306,6 +306,15 @@ fn record(
             stats.record_client_fault(*fault);
             return None;
         }
+        Err(Failed {
+            failure: Failure::Refused(_),
+            ..
+        }) => {
+            if call.grpc {
+                stats.record_grpc_status(crate::config::grpc::UNAVAILABLE);
+            }
+            return None;
+        }
         Err(failed) => {
             if call.grpc {
                 stats.record_grpc_status(grpc::failure_code(&failed.failure).0);
