@@ -499,3 +499,43 @@ async fn client_deadlines_never_abort_a_healthy_canary_and_a_slow_one_is_still_b
     assert_eq!(errors(&text), 1, "{text}");
     assert_eq!(metric(&text, faults), cut_off, "{text}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_clients_bad_binary_metadata_fails_only_its_own_call() {
+    let blue = GrpcServer::start("blue", None);
+    let proxy = TestProxy::start(&config(&[("blue", blue.addr)], "{ blue = 100 }", "")).await;
+    // Eight calls of other clients in flight on the proxy's shared upstream connection.
+    let others: Vec<_> = (0..8)
+        .map(|_| {
+            let addr = proxy.addr();
+            tokio::spawn(async move {
+                let metadata = [("grpc-timeout", "20S")];
+                raw_call_with(addr, "localhost", "/test.Echo/Sleep", b"3000", &metadata).await
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    // Binary metadata that is not base64, as an attacker's raw HTTP/2 client sends it.
+    let metadata = [("grpc-timeout", "5S"), ("x-echo-bin", "!!!not base64")];
+    let (head, trailers) = raw_call_with(
+        proxy.addr(),
+        "localhost",
+        "/test.Echo/Unary",
+        b"x",
+        &metadata,
+    )
+    .await;
+    assert_eq!(head.get("grpc-status").unwrap(), "13", "{head:?}");
+    assert_eq!(head.get("grpc-message").unwrap(), "malformed metadata");
+    assert!(trailers.is_none());
+    for other in others {
+        let (head, trailers) = other.await.unwrap();
+        assert_eq!(status_of(&head, &trailers), "0", "{head:?} {trailers:?}");
+    }
+    let text = metrics(&proxy).await;
+    let errors = text
+        .lines()
+        .filter(|line| line.starts_with("switchyard_errors_total") && !line.ends_with(" 0"))
+        .count();
+    assert_eq!(errors, 0, "{text}");
+}

@@ -6,6 +6,7 @@ pub mod client_body;
 pub mod client_idle;
 pub mod deadline;
 pub mod failure;
+mod fields;
 pub mod grpc;
 mod h2_forward;
 pub mod headers;

@@ -5,6 +5,7 @@ use super::client_body::{ClientBody, FaultSlot};
 use super::client_idle::IdleMonitor;
 use super::deadline::{clients_deadline, DeadlineJudge};
 use super::failure::{plain, Failed, Failure};
+use super::fields;
 use super::grpc;
 use super::h2_forward::forward_h2;
 use super::headers::{
@@ -91,6 +92,16 @@ pub async fn handle(
     };
     let pick = service.pick(request.headers());
     let chosen = pick.version();
+    // On a shared HTTP/2 connection, one client's malformed field must cost no one else.
+    if service.versions[chosen].protocol.is_http2() {
+        if let Some(name) = fields::first_invalid(request.headers()) {
+            tracing::debug!(field = %name, "malformed field refused");
+            return Ok(ServedBody::plain(match grpc_call {
+                true => grpc::answer(crate::config::grpc::INTERNAL, "malformed metadata"),
+                false => plain(StatusCode::BAD_REQUEST, "malformed header field\n"),
+            }));
+        }
+    }
     // Upgrades pass only to HTTP/1 versions; for HTTP/2 ones the request goes as it is.
     let upgrade = request.version() == Version::HTTP_11
         && is_upgrade_request(request.headers())
