@@ -132,6 +132,32 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
 }
 
 /// True for an HTTP/1.1 request asking to switch protocols (e.g. WebSocket).
+/// Takes `h2c` out of `Upgrade` (dropping the field when nothing else is left), as Envoy
+/// does: a cleartext HTTP/2 tunnel to the upstream would carry requests past host
+/// routing, match rules and accounting (h2c smuggling). WebSocket and other upgrades stay.
+pub fn strip_h2c(headers: &mut HeaderMap) {
+    let is_h2c = |token: &str| token.trim().eq_ignore_ascii_case("h2c");
+    let values = headers.get_all(header::UPGRADE);
+    let tokens = || {
+        values
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+    };
+    if !tokens().any(is_h2c) {
+        return;
+    }
+    let kept: Vec<&str> = tokens()
+        .filter(|token| !is_h2c(token) && !token.trim().is_empty())
+        .map(str::trim)
+        .collect();
+    let kept = HeaderValue::from_str(&kept.join(", ")).ok();
+    headers.remove(header::UPGRADE);
+    if let Some(kept) = kept.filter(|value| !value.is_empty()) {
+        headers.insert(header::UPGRADE, kept);
+    }
+}
+
 pub fn is_upgrade_request(headers: &HeaderMap) -> bool {
     headers.contains_key(header::UPGRADE)
         && headers

@@ -10,7 +10,7 @@ use super::grpc;
 use super::h2_forward::forward_h2;
 use super::headers::{
     accepts_trailers, add_forwarding, add_via, authority, head_size, is_upgrade_request,
-    remove_hop_by_hop,
+    remove_hop_by_hop, strip_h2c,
 };
 use super::served_body::{GrpcCall, ServedBody, Watch};
 use crate::config::grpc::DEADLINE_EXCEEDED;
@@ -102,6 +102,7 @@ pub async fn handle(
             }));
         }
     }
+    strip_h2c(request.headers_mut());
     // Upgrades pass only to HTTP/1 versions; for HTTP/2 ones the request goes as it is.
     let upgrade = request.version() == Version::HTTP_11
         && is_upgrade_request(request.headers())
