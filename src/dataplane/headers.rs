@@ -158,6 +158,20 @@ pub fn strip_h2c(headers: &mut HeaderMap) {
     }
 }
 
+/// An HTTP/2 client may split `cookie` into several fields; an HTTP/1 upstream gets them
+/// as one, joined with "; " (RFC 9113 §8.2.3).
+pub fn join_cookies(headers: &mut HeaderMap) {
+    let cookies = headers.get_all(header::COOKIE);
+    if cookies.iter().nth(1).is_none() {
+        return;
+    }
+    let parts: Vec<&[u8]> = cookies.iter().map(HeaderValue::as_bytes).collect();
+    let joined = HeaderValue::from_bytes(&parts.join(&b"; "[..]));
+    if let Ok(joined) = joined {
+        headers.insert(header::COOKIE, joined);
+    }
+}
+
 pub fn is_upgrade_request(headers: &HeaderMap) -> bool {
     headers.contains_key(header::UPGRADE)
         && headers

@@ -10,7 +10,7 @@ use super::grpc;
 use super::h2_forward::forward_h2;
 use super::headers::{
     accepts_trailers, add_forwarding, add_via, authority, head_size, is_upgrade_request,
-    remove_hop_by_hop, strip_h2c,
+    join_cookies, remove_hop_by_hop, strip_h2c,
 };
 use super::served_body::{GrpcCall, ServedBody, Watch};
 use crate::config::grpc::DEADLINE_EXCEEDED;
@@ -391,6 +391,9 @@ fn prepare_upstream_request(
     // The target stays as it came (absolute-form, or HTTP/2's parts): the codec writes
     // its path and query in origin-form without building a new URI.
     let (mut parts, body) = request.into_parts();
+    if parts.version == Version::HTTP_2 {
+        join_cookies(&mut parts.headers);
+    }
     parts.version = Version::HTTP_11;
     let trailers = accepts_trailers(&parts.headers);
     remove_hop_by_hop(&mut parts.headers, upgrade);
