@@ -84,8 +84,13 @@ pub(super) async fn forward_h2(
                 return Ok(response);
             }
             Ok(Err(SendFailure::Unsent(request))) => {
+                // Never sent: like a refusal, it costs no attempt (within the bound).
                 pending = Pending::Hyper(*request);
-                failure = Failure::Reset("upstream connection closing".to_string());
+                failure = Failure::Refused("upstream connection closing".to_string());
+                if refusals > 0 {
+                    refusals -= 1;
+                    attempts += 1;
+                }
             }
             Ok(Err(SendFailure::Refused(err))) => {
                 // Never processed: again, on another connection, body and all.
