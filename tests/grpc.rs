@@ -313,7 +313,7 @@ async fn a_passed_deadline_gives_deadline_exceeded_and_a_dead_upstream_unavailab
     assert_eq!(out["code"], "DEADLINE_EXCEEDED", "{out}");
 
     // Without a timer of the client's own: the proxy itself ends the call at its
-    // deadline, trailers-only, and counts it against the version.
+    // deadline, trailers-only (the client's fault: blue has no history longer than it).
     let started = Instant::now();
     let (head, trailers) = raw_call(
         proxy.addr(),
@@ -366,6 +366,17 @@ async fn raw_call(
     message: &[u8],
     timeout: &str,
 ) -> (http::HeaderMap, Option<http::HeaderMap>) {
+    raw_call_with(proxy, host, path, message, &[("grpc-timeout", timeout)]).await
+}
+
+/// `raw_call` with metadata of the caller's choosing.
+async fn raw_call_with(
+    proxy: SocketAddr,
+    host: &str,
+    path: &str,
+    message: &[u8],
+    metadata: &[(&str, &str)],
+) -> (http::HeaderMap, Option<http::HeaderMap>) {
     let stream = tokio::net::TcpStream::connect(proxy).await.unwrap();
     let (mut sender, connection) = hyper::client::conn::http2::handshake(
         hyper_util::rt::TokioExecutor::new(),
@@ -377,10 +388,13 @@ async fn raw_call(
     let mut framed = vec![0u8];
     framed.extend_from_slice(&(message.len() as u32).to_be_bytes());
     framed.extend_from_slice(message);
-    let request = http::Request::post(format!("http://{host}{path}"))
+    let mut request = http::Request::post(format!("http://{host}{path}"))
         .header("content-type", "application/grpc")
-        .header("te", "trailers")
-        .header("grpc-timeout", timeout)
+        .header("te", "trailers");
+    for (name, value) in metadata {
+        request = request.header(*name, *value);
+    }
+    let request = request
         .body(http_body_util::Full::new(bytes::Bytes::from(framed)))
         .unwrap();
     let response = sender.send_request(request).await.unwrap();
@@ -388,4 +402,140 @@ async fn raw_call(
     let (head, body) = response.into_parts();
     let collected = body.collect().await.unwrap();
     (head.headers, collected.trailers().cloned())
+}
+
+/// The `grpc-status` of a call: in the trailers, else in the head (trailers-only).
+fn status_of(head: &http::HeaderMap, trailers: &Option<http::HeaderMap>) -> String {
+    let status = trailers.as_ref().unwrap_or(head).get("grpc-status");
+    status.map_or_else(String::new, |s| s.to_str().unwrap_or_default().to_string())
+}
+
+/// A metric's value in /metrics text, 0 when absent.
+fn metric(text: &str, line: &str) -> u64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(line)?.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_deadlines_never_abort_a_healthy_canary_and_a_slow_one_is_still_blamed() {
+    let blue = GrpcServer::start("blue", None);
+    let canary = GrpcServer::start("canary", None);
+    let matched =
+        "\n[[services.api.match]]\nheader = \"x-canary\"\nvalue = \"1\"\nversion = \"canary\"\n";
+    let proxy = TestProxy::start(&format!(
+        "{}{matched}",
+        config(
+            &[("blue", blue.addr), ("canary", canary.addr)],
+            "{ blue = 90, canary = 10 }",
+            ""
+        )
+    ))
+    .await;
+    let to_canary = |timeout| [("x-canary", "1"), ("grpc-timeout", timeout)];
+    for _ in 0..20 {
+        let (head, trailers) = raw_call_with(
+            proxy.addr(),
+            "localhost",
+            "/test.Echo/Unary",
+            b"x",
+            &to_canary("5S"),
+        )
+        .await;
+        assert_eq!(status_of(&head, &trailers), "0", "{head:?}");
+    }
+    // The attack: 200 calls through the match header, each with a deadline of 1 ns.
+    // The upstream resets most (UNAVAILABLE), the proxy ends some (DEADLINE_EXCEEDED),
+    // and a few slip through in time (OK).
+    let mut cut_off = 0;
+    for _ in 0..200 {
+        let (head, trailers) = raw_call_with(
+            proxy.addr(),
+            "localhost",
+            "/test.Echo/Unary",
+            b"x",
+            &to_canary("1n"),
+        )
+        .await;
+        cut_off += u64::from(status_of(&head, &trailers) != "0");
+    }
+    assert!(cut_off > 100, "the deadline hardly ever passed: {cut_off}");
+    let text = metrics(&proxy).await;
+    let faults =
+        "switchyard_client_faults_total{service=\"api\",version=\"canary\",kind=\"deadline\"}";
+    assert_eq!(metric(&text, faults), cut_off, "{text}");
+    let errors = |text: &str| {
+        ["timeout", "grpc_error"]
+            .map(|kind| {
+                let line = format!(
+                    "switchyard_errors_total{{service=\"api\",version=\"canary\",kind=\"{kind}\"}}"
+                );
+                metric(text, &line)
+            })
+            .iter()
+            .sum::<u64>()
+    };
+    assert_eq!(errors(&text), 0, "{text}");
+    // The guard looks every 100 ms: a few looks later, still no incident.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        !cut_back(&proxy).await,
+        "a healthy canary was cut back by client deadlines"
+    );
+    assert!(proxy.proxy.incidents.list(Some("api")).is_empty());
+
+    // A canary that takes 3 s where it took about a millisecond runs out a 1 s deadline:
+    // that is the version's doing.
+    let (head, trailers) = raw_call_with(
+        proxy.addr(),
+        "localhost",
+        "/test.Echo/Sleep",
+        b"3000",
+        &to_canary("1S"),
+    )
+    .await;
+    assert_eq!(status_of(&head, &trailers), "4", "{head:?} {trailers:?}");
+    let text = metrics(&proxy).await;
+    assert_eq!(errors(&text), 1, "{text}");
+    assert_eq!(metric(&text, faults), cut_off, "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_clients_bad_binary_metadata_fails_only_its_own_call() {
+    let blue = GrpcServer::start("blue", None);
+    let proxy = TestProxy::start(&config(&[("blue", blue.addr)], "{ blue = 100 }", "")).await;
+    // Eight calls of other clients in flight on the proxy's shared upstream connection.
+    let others: Vec<_> = (0..8)
+        .map(|_| {
+            let addr = proxy.addr();
+            tokio::spawn(async move {
+                let metadata = [("grpc-timeout", "20S")];
+                raw_call_with(addr, "localhost", "/test.Echo/Sleep", b"3000", &metadata).await
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    // Binary metadata that is not base64, as an attacker's raw HTTP/2 client sends it.
+    let metadata = [("grpc-timeout", "5S"), ("x-echo-bin", "!!!not base64")];
+    let (head, trailers) = raw_call_with(
+        proxy.addr(),
+        "localhost",
+        "/test.Echo/Unary",
+        b"x",
+        &metadata,
+    )
+    .await;
+    assert_eq!(head.get("grpc-status").unwrap(), "13", "{head:?}");
+    assert_eq!(head.get("grpc-message").unwrap(), "malformed metadata");
+    assert!(trailers.is_none());
+    for other in others {
+        let (head, trailers) = other.await.unwrap();
+        assert_eq!(status_of(&head, &trailers), "0", "{head:?} {trailers:?}");
+    }
+    let text = metrics(&proxy).await;
+    let errors = text
+        .lines()
+        .filter(|line| line.starts_with("switchyard_errors_total") && !line.ends_with(" 0"))
+        .count();
+    assert_eq!(errors, 0, "{text}");
 }

@@ -15,6 +15,9 @@ pub enum Failure {
     /// logs it once per change, so the request path does not.
     Tls(String),
     Reset(String),
+    /// The upstream refused the stream unprocessed, as often as the proxy sent it again
+    /// (or its body outgrew what is kept for that): never the version's failure.
+    Refused(String),
     Timeout,
     /// The client broke the exchange: never the version's doing.
     Client(ClientFault),
@@ -25,6 +28,8 @@ impl Failure {
         match self {
             Failure::NoEndpoint | Failure::Connect(_) | Failure::Tls(_) => Outcome::ConnectFailed,
             Failure::Reset(_) => Outcome::Reset,
+            // Never recorded as a version's outcome, like client faults.
+            Failure::Refused(_) => Outcome::Status5xx,
             Failure::Timeout => Outcome::Timeout,
             // Never recorded as a version's outcome; `record` counts it apart.
             Failure::Client(_) => Outcome::Status4xx,
@@ -38,6 +43,7 @@ impl Failure {
             Failure::Connect(_) => "upstream_connect_failed",
             Failure::Tls(_) => "upstream_tls_refused",
             Failure::Reset(_) => "upstream_reset",
+            Failure::Refused(_) => "upstream_refused_stream",
             Failure::Timeout => "upstream_timeout",
             Failure::Client(ClientFault::Gone) => "client_gone",
             Failure::Client(_) => "client_body_broken",
@@ -53,6 +59,10 @@ impl Failure {
             Failure::Connect(_) => (StatusCode::BAD_GATEWAY, "upstream refused the connection\n"),
             Failure::Tls(_) => (StatusCode::BAD_GATEWAY, "upstream TLS handshake failed\n"),
             Failure::Reset(_) => (StatusCode::BAD_GATEWAY, "upstream failed to answer\n"),
+            Failure::Refused(_) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "upstream refused the request unprocessed\n",
+            ),
             Failure::Timeout => (
                 StatusCode::GATEWAY_TIMEOUT,
                 "upstream did not answer in time\n",
@@ -68,7 +78,10 @@ impl Failure {
     pub fn detail(&self) -> &str {
         match self {
             Failure::NoEndpoint => "every endpoint is backing off",
-            Failure::Connect(detail) | Failure::Tls(detail) | Failure::Reset(detail) => detail,
+            Failure::Connect(detail)
+            | Failure::Tls(detail)
+            | Failure::Reset(detail)
+            | Failure::Refused(detail) => detail,
             Failure::Timeout => "response headers timed out",
             Failure::Client(fault) => fault.label(),
         }

@@ -76,6 +76,7 @@ pub fn failure_code(failure: &Failure) -> (u8, &'static str) {
         Failure::Connect(_) => (codes::UNAVAILABLE, "upstream refused the connection"),
         Failure::Tls(_) => (codes::UNAVAILABLE, "upstream TLS handshake failed"),
         Failure::Reset(_) => (codes::UNAVAILABLE, "upstream failed to answer"),
+        Failure::Refused(_) => (codes::UNAVAILABLE, "upstream refused the call unprocessed"),
         Failure::Timeout => (
             codes::DEADLINE_EXCEEDED,
             "deadline exceeded before the upstream answered",

@@ -4,6 +4,7 @@
 
 use super::body::{ResponseBody, UpstreamH2Response, UpstreamRequestBody};
 use super::failure::{Failed, Failure};
+use super::replay_body::ReplayBody;
 use crate::routing::VersionRoute;
 use crate::upstream::endpoint::{next_endpoint, Endpoint};
 use crate::upstream::h2::{H2Body, H2ConnectError, H2ResponseBody, SendFailure};
@@ -30,13 +31,16 @@ pub(super) async fn forward_h2(
     body_idle: Duration,
     started: Instant,
 ) -> Result<Response<ResponseBody>, Failed> {
-    let attempts = version.endpoints.len().clamp(1, 3) + 1;
+    let mut attempts = version.endpoints.len().clamp(1, 3) + 1;
+    let mut refusals = MAX_REFUSALS;
+    let mut replay: Option<Replay> = None;
     let (parts, body) = request.into_parts();
     let mut pending = Pending::Ours(parts, body);
     let mut last_refused: Option<Arc<Endpoint>> = None;
     let mut failure = Failure::NoEndpoint;
     let deadline = tokio::time::Instant::from_std(head_deadline);
-    for _ in 0..attempts {
+    while attempts > 0 {
+        attempts -= 1;
         let Some(endpoint) = next_endpoint(&version.endpoints, started, last_refused.as_ref())
         else {
             break;
@@ -63,7 +67,11 @@ pub(super) async fn forward_h2(
         };
         endpoint.mark_healthy();
         let request = match pending {
-            Pending::Ours(parts, body) => into_h2(parts, body, &endpoint),
+            Pending::Ours(parts, body) => {
+                let (request, kept) = into_h2(parts, body, &endpoint);
+                replay = Some(kept);
+                request
+            }
             Pending::Hyper(request) => request,
         };
         match tokio::time::timeout_at(deadline, slot.send(request)).await {
@@ -76,10 +84,31 @@ pub(super) async fn forward_h2(
                 return Ok(response);
             }
             Ok(Err(SendFailure::Unsent(request))) => {
+                // Never sent: like a refusal, it costs no attempt (within the bound).
                 pending = Pending::Hyper(*request);
-                failure = Failure::Reset("upstream connection closing".to_string());
+                failure = Failure::Refused("upstream connection closing".to_string());
+                if refusals > 0 {
+                    refusals -= 1;
+                    attempts += 1;
+                }
             }
-            Ok(Err(SendFailure::Failed(err))) => return Err(Failure::Reset(err.to_string()).into()),
+            Ok(Err(SendFailure::Refused(err))) => {
+                // Never processed: again, on another connection, body and all.
+                let again = replay.as_ref().and_then(Replay::request);
+                match again {
+                    Some(request) if refusals > 0 => {
+                        refusals -= 1;
+                        attempts += 1;
+                        pending = Pending::Hyper(request);
+                        failure = Failure::Refused(err.to_string());
+                    }
+                    _ => return Err(Failure::Refused(err.to_string()).into()),
+                }
+            }
+            Ok(Err(SendFailure::Failed(err))) => {
+                eprintln!("DEBUG {err:?}");
+                return Err(Failure::Reset(err.to_string()).into());
+            }
         }
     }
     Err(give_back(failure, pending))
@@ -97,13 +126,33 @@ fn give_back(failure: Failure, pending: Pending) -> Failed {
     }
 }
 
+/// Sends of one request that the upstream refused unprocessed, beyond the first.
+const MAX_REFUSALS: u32 = 10;
+
+/// What it takes to send a request again: its head, and its body as far as it is kept.
+struct Replay {
+    head: http::request::Parts,
+    body: ReplayBody,
+}
+
+impl Replay {
+    /// The request anew, unless its body outgrew what is kept.
+    fn request(&self) -> Option<Request<H2Body>> {
+        let body = self.body.again()?;
+        Some(Request::from_parts(
+            copy_head(&self.head),
+            body.boxed_unsync(),
+        ))
+    }
+}
+
 /// The prepared request in HTTP/2's shape: scheme, authority (from Host) and path in
-/// the target, no Host field.
+/// the target, no Host field; and what it takes to send it again.
 fn into_h2(
     mut parts: http::request::Parts,
     body: UpstreamRequestBody,
     endpoint: &Endpoint,
-) -> Request<H2Body> {
+) -> (Request<H2Body>, Replay) {
     let addr = endpoint.addr;
     let scheme = match endpoint.tls {
         Some(_) => Scheme::HTTPS,
@@ -126,5 +175,19 @@ fn into_h2(
     // Every part is already valid on its own: building cannot fail.
     parts.uri = uri.build().unwrap_or_default();
     parts.version = Version::HTTP_2;
-    Request::from_parts(parts, body.boxed_unsync())
+    let body = ReplayBody::new(body);
+    let replay = Replay {
+        head: copy_head(&parts),
+        body: body.reader(),
+    };
+    (Request::from_parts(parts, body.boxed_unsync()), replay)
+}
+
+fn copy_head(parts: &http::request::Parts) -> http::request::Parts {
+    let (mut head, ()) = Request::new(()).into_parts();
+    head.method = parts.method.clone();
+    head.uri = parts.uri.clone();
+    head.version = parts.version;
+    head.headers = parts.headers.clone();
+    head
 }

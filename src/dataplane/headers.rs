@@ -134,6 +134,46 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
 }
 
 /// True for an HTTP/1.1 request asking to switch protocols (e.g. WebSocket).
+/// Takes `h2c` out of `Upgrade` (dropping the field when nothing else is left), as Envoy
+/// does: a cleartext HTTP/2 tunnel to the upstream would carry requests past host
+/// routing, match rules and accounting (h2c smuggling). WebSocket and other upgrades stay.
+pub fn strip_h2c(headers: &mut HeaderMap) {
+    let is_h2c = |token: &str| token.trim().eq_ignore_ascii_case("h2c");
+    let values = headers.get_all(header::UPGRADE);
+    let tokens = || {
+        values
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+    };
+    if !tokens().any(is_h2c) {
+        return;
+    }
+    let kept: Vec<&str> = tokens()
+        .filter(|token| !is_h2c(token) && !token.trim().is_empty())
+        .map(str::trim)
+        .collect();
+    let kept = HeaderValue::from_str(&kept.join(", ")).ok();
+    headers.remove(header::UPGRADE);
+    if let Some(kept) = kept.filter(|value| !value.is_empty()) {
+        headers.insert(header::UPGRADE, kept);
+    }
+}
+
+/// An HTTP/2 client may split `cookie` into several fields; an HTTP/1 upstream gets them
+/// as one, joined with "; " (RFC 9113 §8.2.3).
+pub fn join_cookies(headers: &mut HeaderMap) {
+    let cookies = headers.get_all(header::COOKIE);
+    if cookies.iter().nth(1).is_none() {
+        return;
+    }
+    let parts: Vec<&[u8]> = cookies.iter().map(HeaderValue::as_bytes).collect();
+    let joined = HeaderValue::from_bytes(&parts.join(&b"; "[..]));
+    if let Ok(joined) = joined {
+        headers.insert(header::COOKIE, joined);
+    }
+}
+
 pub fn is_upgrade_request(headers: &HeaderMap) -> bool {
     headers.contains_key(header::UPGRADE)
         && headers

@@ -4,16 +4,19 @@ use super::access_line::{AccessLine, Served};
 use super::body::{ResponseBody, UpstreamRequestBody, UpstreamResponse};
 use super::client_body::{ClientBody, FaultSlot};
 use super::client_idle::IdleMonitor;
+use super::deadline::{clients_deadline, DeadlineJudge};
 use super::failure::{plain, Failed, Failure};
+use super::fields;
 use super::grpc;
 use super::h2_forward::forward_h2;
 use super::headers::{
     accepts_trailers, add_forwarding, add_via, authority, head_size, is_upgrade_request,
-    remove_hop_by_hop,
+    join_cookies, remove_hop_by_hop, strip_h2c,
 };
 use super::request_id;
 use super::served_body::{GrpcCall, ServedBody, Watch};
 use super::shadow;
+use crate::config::grpc::DEADLINE_EXCEEDED;
 use crate::routing::table::sticky_cookie_value;
 use crate::routing::{Pick, RoutingTable, ServiceRoute, VersionRoute};
 use crate::telemetry::{ClientFault, Outcome, VersionStats};
@@ -135,6 +138,17 @@ async fn serve(
     };
     let pick = service.pick(request.headers(), request.uri());
     let chosen = pick.version();
+    // On a shared HTTP/2 connection, one client's malformed field must cost no one else.
+    if service.versions[chosen].protocol.is_http2() {
+        if let Some(name) = fields::first_invalid(request.headers()) {
+            tracing::debug!(field = %name, "malformed field refused");
+            return ServedBody::plain(match grpc_call {
+                true => grpc::answer(crate::config::grpc::INTERNAL, "malformed metadata"),
+                false => plain(StatusCode::BAD_REQUEST, "malformed header field\n"),
+            });
+        }
+    }
+    strip_h2c(request.headers_mut());
     // Upgrades pass only to HTTP/1 versions; for HTTP/2 ones the request goes as it is.
     let upgrade = request.version() == Version::HTTP_11
         && is_upgrade_request(request.headers())
@@ -154,6 +168,10 @@ async fn serve(
         .then(|| grpc::timeout(request.headers()))
         .flatten();
     let timeout = grpc_deadline.unwrap_or(table.settings.response_headers_timeout);
+    let judge = grpc_deadline.map(|deadline| {
+        let stable = service.versions[service.stable].stats.clone();
+        DeadlineJudge::new(deadline, stable, table.settings.response_headers_timeout)
+    });
     let body_idle = table.settings.upstream_body_idle;
     // Dropped with this future when the client leaves before the answer.
     let client_left = ClientLeft(Some(service.versions[chosen].stats.clone()));
@@ -182,7 +200,12 @@ async fn serve(
         None => forward(&service.versions[chosen], request, deadlines, started).await,
     };
     let result = blame_client(result, fault.as_deref());
-    let outcome = record(plane, service, chosen, &result, started, grpc_call);
+    let call = Call {
+        started,
+        grpc: grpc_call,
+        judge: judge.as_ref(),
+    };
+    let outcome = record(plane, service, chosen, &result, &call);
     if logging {
         note.upstream = Some(started.elapsed());
     }
@@ -193,7 +216,7 @@ async fn serve(
             let stable = service.stable;
             let retried = forward(&service.versions[stable], request, deadlines, started).await;
             let retried = blame_client(retried, fault.as_deref());
-            record(plane, service, stable, &retried, started, grpc_call);
+            record(plane, service, stable, &retried, &call);
             (
                 stable,
                 retried.map(|response| mark_retried(response, &service.versions[chosen])),
@@ -217,14 +240,8 @@ async fn serve(
             // HTTP/1 stalls show on the socket; an HTTP/2 stream at window 0 only here.
             let stall = http2.then(|| client.idle.clock());
             // A gRPC call whose status comes in the trailers is recorded when they do.
-            let grpc = (grpc_call && grpc::status_pending(response.headers())).then(|| {
-                GrpcCall::new(
-                    version.stats.clone(),
-                    service.grpc_errors,
-                    started,
-                    grpc_deadline,
-                )
-            });
+            let grpc = (grpc_call && grpc::status_pending(response.headers()))
+                .then(|| GrpcCall::new(version.stats.clone(), service.grpc_errors, started, judge));
             let watch = Watch {
                 stall,
                 stats: version.stats.clone(),
@@ -327,22 +344,34 @@ fn second_try(
     }
 }
 
-/// Counts the exchange against the version (a client fault only as such: `None`); a refused or reset connection on a non-stable
-/// version rings the guard at once: it may be the first sign that the version went down.
+/// What `record` needs to know of the exchange besides its result.
+struct Call<'a> {
+    started: Instant,
+    grpc: bool,
+    /// Set when a gRPC client chose the deadline.
+    judge: Option<&'a DeadlineJudge>,
+}
+
+/// Counts the exchange against the version (a client fault only as such: `None`); a
+/// refused or reset connection on a non-stable version rings the guard at once: it may
+/// be the first sign that the version went down.
 fn record(
     plane: &DataPlane,
     service: &ServiceRoute,
     version: usize,
     result: &Result<Response<ResponseBody>, Failed>,
-    started: Instant,
-    grpc_call: bool,
+    call: &Call<'_>,
 ) -> Option<Outcome> {
     let stats = &service.versions[version].stats;
     let outcome = match result {
-        Ok(response) if grpc_call && grpc::is_grpc(response.headers()) => {
+        Ok(response) if call.grpc && grpc::is_grpc(response.headers()) => {
             // No status in the head: the call goes on, and ends in the served body.
             let code = grpc::status(response.headers())?;
             stats.record_grpc_status(code);
+            let elapsed = call.started.elapsed();
+            if code == DEADLINE_EXCEEDED && clients_deadline(call.judge, stats, elapsed) {
+                return None;
+            }
             grpc::outcome(code, response.status(), service.grpc_errors)
         }
         Ok(response) => Outcome::from_status(response.status()),
@@ -353,14 +382,27 @@ fn record(
             stats.record_client_fault(*fault);
             return None;
         }
+        Err(Failed {
+            failure: Failure::Refused(_),
+            ..
+        }) => {
+            if call.grpc {
+                stats.record_grpc_status(crate::config::grpc::UNAVAILABLE);
+            }
+            return None;
+        }
         Err(failed) => {
-            if grpc_call {
+            if call.grpc {
                 stats.record_grpc_status(grpc::failure_code(&failed.failure).0);
+            }
+            let cut_off = matches!(failed.failure, Failure::Timeout | Failure::Reset(_));
+            if cut_off && clients_deadline(call.judge, stats, call.started.elapsed()) {
+                return None;
             }
             failed.failure.outcome()
         }
     };
-    stats.record(outcome, started.elapsed(), Instant::now());
+    stats.record(outcome, call.started.elapsed(), Instant::now());
     let lost_connection = outcome == Outcome::ConnectFailed || outcome == Outcome::Reset;
     if lost_connection && version != service.stable {
         plane.guard_wake.notify_one();
@@ -413,6 +455,9 @@ fn prepare_upstream_request(
     // The target stays as it came (absolute-form, or HTTP/2's parts): the codec writes
     // its path and query in origin-form without building a new URI.
     let (mut parts, body) = request.into_parts();
+    if parts.version == Version::HTTP_2 {
+        join_cookies(&mut parts.headers);
+    }
     parts.version = Version::HTTP_11;
     let trailers = accepts_trailers(&parts.headers);
     remove_hop_by_hop(&mut parts.headers, upgrade);

@@ -6,6 +6,7 @@ use super::access_line::AccessLine;
 use super::body::ResponseBody;
 use super::client_body::FaultSlot;
 use super::client_idle::StallClock;
+use super::deadline::{clients_deadline, DeadlineJudge};
 use super::grpc;
 use super::shadow::Tap;
 use crate::config::grpc::{GrpcCodes, DEADLINE_EXCEEDED, UNKNOWN};
@@ -17,7 +18,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 use tokio::time::Sleep;
 
 #[derive(Debug)]
@@ -52,6 +53,8 @@ pub struct GrpcCall {
     errors: GrpcCodes,
     started: Instant,
     deadline: Option<Pin<Box<Sleep>>>,
+    /// Set when the client chose the deadline: whose fault its passing is.
+    judge: Option<DeadlineJudge>,
     /// No status yet: a call dropped now was left by its client.
     open: bool,
 }
@@ -61,11 +64,11 @@ impl GrpcCall {
         stats: Arc<VersionStats>,
         errors: GrpcCodes,
         started: Instant,
-        timeout: Option<Duration>,
+        judge: Option<DeadlineJudge>,
     ) -> GrpcCall {
-        let deadline = timeout.map(|timeout| {
+        let deadline = judge.as_ref().map(|judge| {
             Box::pin(tokio::time::sleep_until(tokio::time::Instant::from_std(
-                started + timeout,
+                started + judge.deadline(),
             )))
         });
         GrpcCall {
@@ -73,6 +76,7 @@ impl GrpcCall {
             errors,
             started,
             deadline,
+            judge,
             open: true,
         }
     }
@@ -80,10 +84,18 @@ impl GrpcCall {
     fn end(&mut self, code: u8) {
         if std::mem::take(&mut self.open) {
             self.stats.record_grpc_status(code);
+            if code == DEADLINE_EXCEEDED && self.past_clients_deadline() {
+                return;
+            }
             let outcome = grpc::outcome(code, http::StatusCode::OK, self.errors);
             self.stats
                 .record(outcome, self.started.elapsed(), Instant::now());
         }
+    }
+
+    /// The client's deadline has passed and the version was not slow: the client's fault.
+    fn past_clients_deadline(&self) -> bool {
+        clients_deadline(self.judge.as_ref(), &self.stats, self.started.elapsed())
     }
 
     fn deadline_passed(&mut self, cx: &mut Context<'_>) -> bool {
@@ -155,10 +167,17 @@ impl ServedBody {
 }
 
 impl Watch {
-    fn broke_off(&self, timed_out: bool, started: Instant) {
+    fn broke_off(&mut self, timed_out: bool, started: Instant) {
         if let Some(fault) = self.fault.as_ref().and_then(|slot| slot.get()) {
             self.stats.record_client_fault(fault);
             return;
+        }
+        // An upstream resets a call whose deadline has passed.
+        if let Some(call) = &mut self.grpc {
+            if call.open && call.past_clients_deadline() {
+                call.open = false;
+                return;
+            }
         }
         let outcome = match timed_out {
             true => Outcome::Timeout,

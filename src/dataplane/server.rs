@@ -123,9 +123,18 @@ pub async fn serve(
         };
         match &settings.tls {
             None => {
+                let first_byte = tokio::time::Instant::now() + settings.client_headers_timeout;
                 tokio::spawn(async move {
                     let _slot = slot;
-                    connection.serve(stream).await
+                    // The head deadline runs from accept: a connection that never sends
+                    // a byte is closed like one that sends half a head (hyper's own
+                    // timer only starts at the first byte). A peek (not `readable`,
+                    // which a fresh socket reports at once) waits for that byte or EOF.
+                    let mut first = [0u8; 1];
+                    match tokio::time::timeout_at(first_byte, stream.peek(&mut first)).await {
+                        Ok(_) => connection.serve(stream).await,
+                        Err(_) => tracing::debug!(%peer, "no request within client_headers"),
+                    }
                 });
             }
             Some(acceptor) => {

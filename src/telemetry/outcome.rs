@@ -81,13 +81,17 @@ pub enum ClientFault {
     MalformedBody,
     /// The client went away (or was dropped for idling) before the exchange finished.
     Gone,
+    /// A gRPC call outlived the deadline its client set (`grpc-timeout`), and the
+    /// version was no slower than it recently is.
+    Deadline,
 }
 
 impl ClientFault {
-    pub const ALL: [ClientFault; 3] = [
+    pub const ALL: [ClientFault; 4] = [
         ClientFault::AbandonedBody,
         ClientFault::MalformedBody,
         ClientFault::Gone,
+        ClientFault::Deadline,
     ];
 
     pub fn index(self) -> usize {
@@ -99,6 +103,7 @@ impl ClientFault {
             ClientFault::AbandonedBody => "abandoned_body",
             ClientFault::MalformedBody => "malformed_body",
             ClientFault::Gone => "gone",
+            ClientFault::Deadline => "deadline",
         }
     }
 }

@@ -44,6 +44,10 @@ pub enum SendFailure {
     /// The connection was closing (GOAWAY, or closed) before the request went out: it
     /// may go on another connection as it is.
     Unsent(Box<Request<H2Body>>),
+    /// The upstream refused the stream unprocessed (a graceful GOAWAY whose
+    /// `last_stream_id` is below it, or REFUSED_STREAM): it may be sent again, on
+    /// another connection (RFC 9113 §8.7).
+    Refused(hyper::Error),
     Failed(hyper::Error),
 }
 
@@ -159,10 +163,51 @@ impl StreamSlot {
                     self.connection.streams.fetch_or(CLOSED, Ordering::Relaxed);
                     SendFailure::Unsent(Box::new(request))
                 }
-                None => SendFailure::Failed(err.into_error()),
+                None => {
+                    let err = err.into_error();
+                    match refusal(&err) {
+                        Some(Refusal::GoAway) => {
+                            self.connection.streams.fetch_or(CLOSED, Ordering::Relaxed);
+                            SendFailure::Refused(err)
+                        }
+                        Some(Refusal::Stream) => SendFailure::Refused(err),
+                        None => SendFailure::Failed(err),
+                    }
+                }
             }
         })
     }
+}
+
+enum Refusal {
+    /// Above a graceful GOAWAY's `last_stream_id`: the connection takes nothing more.
+    GoAway,
+    /// RST_STREAM with REFUSED_STREAM.
+    Stream,
+}
+
+/// How the upstream refused a stream it never processed, if it did. h2 gives a stream
+/// above a GOAWAY's `last_stream_id` that GOAWAY's error; streams the peer cut off by
+/// closing get a broken pipe instead, so only refused ones match.
+fn refusal(err: &hyper::Error) -> Option<Refusal> {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    while let Some(cause) = source {
+        if let Some(h2) = cause.downcast_ref::<h2::Error>() {
+            let reason = h2.reason();
+            return match () {
+                _ if !h2.is_remote() => None,
+                _ if h2.is_go_away() && reason == Some(h2::Reason::NO_ERROR) => {
+                    Some(Refusal::GoAway)
+                }
+                _ if h2.is_reset() && reason == Some(h2::Reason::REFUSED_STREAM) => {
+                    Some(Refusal::Stream)
+                }
+                _ => None,
+            };
+        }
+        source = cause.source();
+    }
+    None
 }
 
 impl Drop for StreamSlot {
