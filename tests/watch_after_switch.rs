@@ -117,7 +117,8 @@ async fn a_switch_to_a_version_failing_three_in_ten_is_switched_back_and_latched
     let served = get(&client(), proxy.addr(), "/", &[]).await.body;
     assert!(served.contains("version=blue"), "{served}");
     let (ok, _, err) = ctl(&proxy, &["switch", "shop", "green"]);
-    assert!(!ok && err.contains("latched"), "{err}");
+    let expected = format!("green was aborted at revision {}", back.revision);
+    assert!(!ok && err.contains(&expected), "{err}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

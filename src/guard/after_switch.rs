@@ -218,6 +218,11 @@ pub async fn switch_back<C: RoutingControl>(
     };
     let record = match guard.control.change(&service, switch, origin).await {
         Ok(record) => record,
+        // In a fleet another member may have switched back first (its revision applied).
+        Err(_) if routing_on(guard, &service, &watch.previous) => {
+            tracing::info!(service = %service, "already switched back (another member of the fleet decided first)");
+            return;
+        }
         Err(ControlError::Refused(refusal)) => {
             let unfit = (refusal, None);
             return hold(guard, table, route, &watch, &finding, &why, unfit).await;
@@ -232,8 +237,15 @@ pub async fn switch_back<C: RoutingControl>(
         "guard",
         format!("latched after switching back from {}", watch.current),
     );
-    if let Err(err) = guard.control.change(&service, Change::Abort, latch).await {
-        tracing::error!(service = %service, error = %err, "switched back but not latched");
+    // A switch keeps a latch already in force: then there is nothing to add.
+    let latched = guard
+        .control
+        .routing_of(&service)
+        .is_some_and(|r| r.latched);
+    if !latched {
+        if let Err(err) = guard.control.change(&service, Change::Abort, latch).await {
+            tracing::error!(service = %service, error = %err, "switched back but not latched");
+        }
     }
     let cutback = describe(guard, table, route, &watch, &finding, record.time_ms);
     let cutback = Cutback {
@@ -314,6 +326,13 @@ fn describe<'a, C: RoutingControl>(
         finding,
         restored_by: 0,
     }
+}
+
+fn routing_on<C: RoutingControl>(guard: &Guard<C>, service: &str, version: &str) -> bool {
+    guard
+        .control
+        .routing_of(service)
+        .is_some_and(|r| r.stable == version)
 }
 
 /// Why the previous stable cannot take the traffic back, if it cannot: its last checks
