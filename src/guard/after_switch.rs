@@ -99,8 +99,8 @@ impl AfterSwitch {
 }
 
 /// A watch for `service`'s new stable, if the change was a `switch` or `promote` (not the
-/// guard's own switch back, a rollback or a reload) and the previous stable has traffic
-/// in its window to compare with.
+/// guard's own switch back, a rollback or a reload). A previous stable with no traffic in
+/// its window is a baseline like a canary's idle stable: the judge's prior bound applies.
 fn start(
     service: &ServiceRoute,
     previous: &str,
