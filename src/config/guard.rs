@@ -31,6 +31,9 @@ pub struct GuardSection {
     pub retry: bool,
     /// Retries allowed as a fraction of the service's requests.
     pub retry_budget: f64,
+    /// After `switch` or `promote`, how long the new stable is judged against the
+    /// previous one's baseline (and switched back if bad).
+    pub watch_after_switch: HumanDuration,
 }
 
 impl Default for GuardSection {
@@ -48,6 +51,7 @@ impl Default for GuardSection {
             unreachable_after: 3,
             retry: true,
             retry_budget: 0.2,
+            watch_after_switch: HumanDuration(Duration::from_secs(600)),
         }
     }
 }
@@ -67,6 +71,7 @@ pub struct GuardSettings {
     pub unreachable_after: u64,
     pub retry: bool,
     pub retry_budget: f64,
+    pub watch_after_switch: Duration,
 }
 
 impl Default for GuardSettings {
@@ -131,6 +136,7 @@ impl GuardSection {
             unreachable_after: self.unreachable_after,
             retry: self.retry,
             retry_budget: self.retry_budget,
+            watch_after_switch: self.watch_after_switch.0,
         }
     }
 }

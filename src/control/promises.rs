@@ -22,6 +22,9 @@ use std::collections::BTreeMap;
 /// starting point, not a change to check (there may be no traffic to give yet).
 const STARTUP: &str = "startup";
 
+/// The actor of the guard's changes.
+const GUARD: &str = "guard";
+
 /// Checks `plan` against the promises. `history`: the service's revisions, oldest first.
 /// Fills in the plan's `checks` with the report of the version it gates.
 pub fn enforce(
@@ -112,8 +115,8 @@ fn share(weights: &BTreeMap<String, u64>, version: &str) -> (u128, u128) {
     (own, total.max(1))
 }
 
-/// The versions the last abort in `history` cut back (since the last `resume`), with the
-/// abort's revision.
+/// The versions the last abort (or the guard's switch back) in `history` cut back (since
+/// the last `resume`), with the revision.
 fn aborted(history: &[&RevisionRecord]) -> BTreeMap<String, u64> {
     let mut aborted = BTreeMap::new();
     for record in history {
@@ -124,6 +127,12 @@ fn aborted(history: &[&RevisionRecord]) -> BTreeMap<String, u64> {
                     if *version != old.stable {
                         aborted.insert(version.clone(), record.revision);
                     }
+                }
+            }
+            // The guard's switch back from a bad new stable cuts that version back too.
+            ChangeKind::Switch if record.actor == GUARD => {
+                if let Some(old) = &record.old {
+                    aborted.insert(old.stable.clone(), record.revision);
                 }
             }
             ChangeKind::Resume => aborted.clear(),

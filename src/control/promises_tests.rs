@@ -214,6 +214,29 @@ fn only_resume_lifts_a_latch_and_an_aborted_version_never_becomes_stable() {
 }
 
 #[test]
+fn the_guards_switch_back_latches_the_version_it_left() {
+    let green = state("green", &[("green", 100)], false);
+    let back = plan(
+        ChangeKind::Switch,
+        Some(green),
+        state("blue", &[("blue", 100)], false),
+        Origin::new("guard", "green is bad after the switch from blue"),
+    )
+    .into_record(8, None, std::time::SystemTime::now());
+    let latched = state("blue", &[("blue", 100)], true);
+    let to_green = plan(
+        ChangeKind::Switch,
+        Some(latched),
+        state("green", &[("green", 100)], true),
+        Origin::new("ops", "").forced(true),
+    );
+    let err = enforce(&mut to_green.clone(), &[&back])
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("green was aborted at revision 8"), "{err}");
+}
+
+#[test]
 fn a_freeze_holds_every_origin() {
     let mut frozen = state("blue", &[("blue", 95), ("canary", 5)], false);
     frozen.frozen = true;

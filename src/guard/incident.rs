@@ -157,11 +157,11 @@ impl IncidentLog {
     }
 
     /// Records a bad verdict that was not cut back because the return point fails its
-    /// checks: the alarm, with those checks and what to do.
+    /// checks (or its health checks): the alarm, with those checks and what to do.
     pub async fn record_held(
         &self,
         cutback: Cutback<'_>,
-        checks: CheckReport,
+        checks: Option<CheckReport>,
         advice: String,
     ) -> Result<Incident, IncidentError> {
         let mut incident = {
@@ -174,7 +174,7 @@ impl IncidentLog {
         };
         incident.held = true;
         incident.restored_by = 0;
-        incident.checks = Some(checks);
+        incident.checks = checks;
         incident.advice = Some(advice);
         self.write(incident).await
     }

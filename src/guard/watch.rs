@@ -7,6 +7,7 @@
 //! stay local. Without a fleet, or while NATS is away, the pool is empty and the guard
 //! judges on its own traffic.
 
+use super::after_switch::{self, AfterSwitch};
 use super::incident::{Cause, Cutback, IncidentLog};
 use super::judge::{Evidence, Finding, Judge, Side, Verdict, VerdictKind};
 use super::probe;
@@ -76,7 +77,7 @@ impl Board {
 }
 
 /// Latency windows are merged (histograms, the costly part) at most this often.
-const LATENCY_REFRESH: Duration = Duration::from_millis(200);
+pub(super) const LATENCY_REFRESH: Duration = Duration::from_millis(200);
 
 /// What the guard remembers about one version under judgment.
 struct Watched {
@@ -115,7 +116,7 @@ struct ProbeReport {
     round: probe::Round,
 }
 
-fn unix_ms(time: SystemTime) -> u64 {
+pub(super) fn unix_ms(time: SystemTime) -> u64 {
     time.duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
 }
@@ -134,6 +135,7 @@ pub struct Guard<C> {
 /// Runs until `stop` turns true.
 pub async fn run<C: RoutingControl>(guard: Guard<C>, mut stop: watch::Receiver<bool>) {
     let mut watched: HashMap<VersionKey, Watched> = HashMap::new();
+    let mut after_switch = AfterSwitch::default();
     let mut probe_ids = 0;
     let (reports, mut probed) = mpsc::unbounded_channel();
     while let Some(report) = next_look(&guard.plane, &mut stop, &mut probed).await {
@@ -160,6 +162,9 @@ pub async fn run<C: RoutingControl>(guard: Guard<C>, mut stop: watch::Receiver<b
         }
         for (service, version, finding) in looked.bad {
             cut_back(&guard, &table, service, version, finding, &mut watched).await;
+        }
+        for regression in after_switch.look(&table, guard.control.as_ref()) {
+            after_switch::switch_back(&guard, &table, regression).await;
         }
     }
 }
@@ -301,7 +306,7 @@ fn judge_all<'t>(
     Looked { bad, to_probe }
 }
 
-fn side(tally: &Tally, p99: Option<Duration>) -> Side {
+pub(super) fn side(tally: &Tally, p99: Option<Duration>) -> Side {
     Side {
         requests: tally.requests(),
         errors: tally.errors(),
@@ -309,7 +314,7 @@ fn side(tally: &Tally, p99: Option<Duration>) -> Side {
     }
 }
 
-fn p99(snapshot: Snapshot) -> Duration {
+pub(super) fn p99(snapshot: Snapshot) -> Duration {
     Duration::from_micros(snapshot.latency.value_at_quantile(0.99))
 }
 
@@ -430,7 +435,11 @@ async fn hold<C: RoutingControl>(
     let cutback = describe(
         guard, table, service, version, finding, started, ended_ms, 0,
     );
-    if let Err(err) = guard.incidents.record_held(cutback, failing, advice).await {
+    if let Err(err) = guard
+        .incidents
+        .record_held(cutback, Some(failing), advice)
+        .await
+    {
         tracing::error!(error = %err, "incident not recorded");
     }
 }
@@ -471,7 +480,7 @@ fn describe<'a, C: RoutingControl>(
 }
 
 /// The latest revision that raised the version's traffic: what sent users to it.
-fn cause(
+pub(super) fn cause(
     control: &impl RoutingControl,
     service: &str,
     version: &str,
