@@ -99,8 +99,14 @@ async fn one_instance_of_three_drives_a_rollout_one_revision_per_step() {
     assert!(steps[0].contains("canary at step 1/3 (10%)"), "{steps:#?}");
     assert!(steps[1].contains("step 2/3: canary at 50%"), "{steps:#?}");
     assert!(steps[2].contains("promotes canary"), "{steps:#?}");
+    // Only edge-2 drove a step. (Another member may take the lease it lets go in the
+    // moment after the final record, find the rollout done, and drive nothing: on a busy
+    // machine that window is wide enough to hit.)
     let drivers: Vec<usize> = (0..3)
-        .filter(|&i| fleet.proxies[i].log_text().contains("took the lease"))
+        .filter(|&i| {
+            let log = fleet.proxies[i].log_text();
+            log.contains("rollout step") || log.contains("rollout promotes")
+        })
         .collect();
     assert_eq!(
         drivers,
