@@ -106,7 +106,6 @@ pub(super) async fn forward_h2(
                 }
             }
             Ok(Err(SendFailure::Failed(err))) => {
-                eprintln!("DEBUG {err:?}");
                 return Err(Failure::Reset(err.to_string()).into());
             }
         }

@@ -3,6 +3,7 @@
 //! count of open streams keeps it within the peer's `SETTINGS_MAX_CONCURRENT_STREAMS`.
 
 use super::H2Body;
+use arc_swap::ArcSwapOption;
 use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper::client::conn::http2::{self, SendRequest};
@@ -23,7 +24,9 @@ pub const DEFAULT_MAX_STREAMS: u32 = 100;
 
 #[derive(Debug)]
 pub struct H2Connection {
-    sender: SendRequest<H2Body>,
+    /// Dropped when the connection task ends: a request that raced into hyper's queue as
+    /// its dispatcher stopped is only handed back (unsent) once no sender is left.
+    sender: ArcSwapOption<SendRequest<H2Body>>,
     /// Streams open on the connection, plus `CLOSED` once it takes no more.
     streams: AtomicU32,
     /// The peer's current limit, refreshed by the connection task.
@@ -68,7 +71,7 @@ impl H2Connection {
             .handshake(TokioIo::new(io))
             .await?;
         let shared = Arc::new(H2Connection {
-            sender,
+            sender: ArcSwapOption::from_pointee(sender),
             streams: AtomicU32::new(0),
             max_streams: AtomicU32::new(max_streams),
             opened: AtomicU64::new(0),
@@ -99,6 +102,7 @@ impl H2Connection {
             })
             .await;
             state.streams.fetch_or(CLOSED, Ordering::Relaxed);
+            state.sender.store(None);
             if let Err(err) = ended {
                 tracing::debug!(error = %err, "upstream HTTP/2 connection ended");
             }
@@ -108,7 +112,7 @@ impl H2Connection {
 
     /// A stream on this connection, if it is open and below the peer's limit.
     pub fn try_stream(self: &Arc<Self>) -> Option<StreamSlot> {
-        if self.sender.is_closed() {
+        if self.sender_closed() {
             return None;
         }
         let max = self.max_streams.load(Ordering::Relaxed);
@@ -135,7 +139,14 @@ impl H2Connection {
 
     /// True once the connection takes no new stream.
     pub fn is_closed(&self) -> bool {
-        self.streams.load(Ordering::Relaxed) & CLOSED != 0 || self.sender.is_closed()
+        self.streams.load(Ordering::Relaxed) & CLOSED != 0 || self.sender_closed()
+    }
+
+    fn sender_closed(&self) -> bool {
+        self.sender
+            .load()
+            .as_ref()
+            .is_none_or(|sender| sender.is_closed())
     }
 
     /// Marks an idle connection closed; fails when a stream was opened meanwhile.
@@ -155,8 +166,15 @@ impl StreamSlot {
     /// Sends the request on this slot's connection. The future may be dropped at any
     /// point: hyper then resets the stream, and the connection carries on.
     pub async fn send(&self, request: Request<H2Body>) -> Result<Response<Incoming>, SendFailure> {
-        let mut sender = self.connection.sender.clone();
-        sender.try_send_request(request).await.map_err(|mut err| {
+        // No sender is held while waiting: see `H2Connection::sender`.
+        let sent = match self.connection.sender.load_full() {
+            Some(sender) => SendRequest::clone(&sender).try_send_request(request),
+            None => {
+                self.connection.streams.fetch_or(CLOSED, Ordering::Relaxed);
+                return Err(SendFailure::Unsent(Box::new(request)));
+            }
+        };
+        sent.await.map_err(|mut err| {
             match err.take_message() {
                 Some(request) => {
                     // Closing: no other request should try this connection again.
