@@ -1,5 +1,6 @@
-//! The routing pick on any request head: host lookup, forced match, sticky cookie and
-//! header, weights. Always a version of the service, and the same one for the same head.
+//! The routing pick on any request head: routes (path as the upstream reads it), host
+//! lookup, forced matches (header, cookie, query), sticky cookie and header, weights.
+//! Always a version of the service, and the same one for the same head.
 #![no_main]
 
 use http::{HeaderMap, HeaderName, HeaderValue};
@@ -30,6 +31,21 @@ endpoints = ["127.0.0.1:9003"]
 header = "x-canary"
 value = "1"
 version = "canary"
+
+[[services.shop.match]]
+query = "preview"
+regex = "^y"
+version = "canary"
+
+[[routes]]
+path = { prefix = "/api/" }
+service = "api"
+
+[[routes]]
+host = "*.example.com"
+path = { regex = "^/v[0-9]+/" }
+methods = ["GET"]
+service = "shop"
 
 [services.api]
 stable = "green"
@@ -78,17 +94,22 @@ fuzz_target!(|data: &[u8]| {
             headers.append(HeaderName::from_static(name), value);
         }
     }
+    let uri = fields
+        .next()
+        .and_then(|target| http::Uri::try_from(target).ok())
+        .unwrap_or_else(|| http::Uri::from_static("/"));
     let table = plane().table.load();
-    let Some(service) = table.service_for_host(host.as_deref()) else {
+    let Some(service) = table.service_for(host.as_deref(), &http::Method::GET, &uri, &headers)
+    else {
         return;
     };
-    let first = service.pick(&headers).version();
+    let first = service.pick(&headers, &uri).version();
     assert!(first < service.versions.len());
     let sticky = headers.contains_key("x-user-id") && &*service.name == "api"
         || headers.get("x-canary").is_some_and(|v| v == "1") && &*service.name == "shop";
     if sticky {
         assert_eq!(
-            service.pick(&headers).version(),
+            service.pick(&headers, &uri).version(),
             first,
             "a sticky pick moved"
         );
