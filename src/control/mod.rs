@@ -538,14 +538,6 @@ pub trait RoutingControl: Send + Sync {
         change: Change,
         origin: Origin,
     ) -> impl Future<Output = Result<RevisionRecord, ControlError>> + Send;
-    /// `change`, but only while the routing is still `expect` (what a gate checked).
-    fn change_if(
-        &self,
-        service: &str,
-        change: Change,
-        origin: Origin,
-        expect: ServiceState,
-    ) -> impl Future<Output = Result<RevisionRecord, ControlError>> + Send;
     /// Records a revision that leaves the routing as it is (a validation, an alarm).
     fn note(
         &self,
@@ -581,16 +573,6 @@ impl RoutingControl for Controller {
         origin: Origin,
     ) -> Result<RevisionRecord, ControlError> {
         self.apply(service, change, origin).await
-    }
-
-    async fn change_if(
-        &self,
-        service: &str,
-        change: Change,
-        origin: Origin,
-        expect: ServiceState,
-    ) -> Result<RevisionRecord, ControlError> {
-        self.apply_if(service, change, origin, Some(expect)).await
     }
 
     async fn note(

@@ -87,18 +87,6 @@ impl<C: RoutingControl + 'static> RoutingControl for Verified<C> {
         Ok(record)
     }
 
-    async fn change_if(
-        &self,
-        service: &str,
-        change: Change,
-        origin: Origin,
-        expect: ServiceState,
-    ) -> Result<RevisionRecord, ControlError> {
-        self.control
-            .change_if(service, change, origin, expect)
-            .await
-    }
-
     async fn note(
         &self,
         service: &str,
