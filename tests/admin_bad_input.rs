@@ -419,28 +419,45 @@ async fn tcp_reads_are_open_and_changes_need_the_token() {
 }
 
 #[tokio::test]
-async fn a_missing_or_short_token_file_refuses_to_start() {
+async fn a_missing_short_or_blank_token_file_is_refused_by_check_and_by_run() {
     let upstreams = common::upstreams(&["blue", "canary"]).await;
     let setup = tcp_setup(&upstreams);
     let token = setup.dir.path().join("admin.token");
     for (content, expected) in [
         (None, "No such file"),
         (Some("short\n"), "at least 16 characters"),
+        (Some("12345"), "at least 16 characters"),
+        (Some(" \n\t\n"), "is empty"),
     ] {
         match content {
             Some(text) => std::fs::write(&token, text).unwrap(),
             None => std::fs::remove_file(&token).unwrap(),
         }
-        let config = Config::load(&setup.config).unwrap();
-        let err = RunningProxy::start(config, &setup.config, 1)
-            .await
-            .err()
-            .unwrap()
-            .to_string();
+        let err = Config::load(&setup.config).err().unwrap().to_string();
         assert!(
-            err.contains("admin token_file") && err.contains(expected),
+            err.contains("admin.token_file: ") && err.contains(expected),
             "{err}"
         );
-        assert!(!setup.socket.exists(), "no socket left behind");
+        let check = std::process::Command::new(env!("CARGO_BIN_EXE_switchyard"))
+            .args(["check", "--config"])
+            .arg(&setup.config)
+            .output()
+            .unwrap();
+        let said = String::from_utf8_lossy(&check.stderr);
+        assert!(!check.status.success() && said.contains(expected), "{said}");
     }
+    // A token that passed `check` and was then removed: `run` refuses too.
+    std::fs::write(&token, "0123456789abcdef\n").unwrap();
+    let config = Config::load(&setup.config).unwrap();
+    std::fs::remove_file(&token).unwrap();
+    let err = RunningProxy::start(config, &setup.config, 1)
+        .await
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        err.contains("admin token_file") && err.contains("No such file"),
+        "{err}"
+    );
+    assert!(!setup.socket.exists(), "no socket left behind");
 }

@@ -48,21 +48,32 @@ fn good_hooks_parse() {
 fn bad_hooks_are_reported_with_their_line() {
     let line = HOOKS_LINE;
     assert_problem(
-        "webhooks = [\"https://example.com/x\"]",
-        line,
-        "only http:// webhooks",
-    );
-    assert_problem(
         "webhooks = [\"ftp://example.com/x\"]",
         line,
-        "is not an http://HOST",
+        "is not an http[s]://HOST",
     );
-    assert_problem("webhooks = [\"not a url\"]", line, "is not an http://HOST");
+    assert_problem(
+        "webhooks = [\"not a url\"]",
+        line,
+        "is not an http[s]://HOST",
+    );
     assert_problem(
         "webhooks = [\"/just/a/path\"]",
         line,
-        "is not an http://HOST",
+        "is not an http[s]://HOST",
     );
+    assert_problem("slack = [\"https://\"]", line, "hooks.slack: \"https://\"");
+    assert_problem(
+        "webhooks = [\"http://a/x\"]\nslack = [\"http://a/x\"]",
+        line + 1,
+        "hooks.slack: http://a/x is listed twice",
+    );
+    assert_problem(
+        "secret_file = \"/nonexistent/hook.secret\"",
+        line,
+        "hooks.secret_file: cannot read /nonexistent/hook.secret",
+    );
+    assert_problem("ca = \"/nonexistent/ca.pem\"", line, "hooks.ca: ");
     assert_problem(
         "webhooks = \"http://127.0.0.1/x\"",
         line,
@@ -81,15 +92,39 @@ fn bad_hooks_are_reported_with_their_line() {
     assert_problem("attempts = -1", line, "invalid value");
     assert_problem("retries = 3", line, "unknown field `retries`");
     assert_problem(
-        "\nwebhooks = [\"https://a/\"]\nattempts = 0",
+        "\nwebhooks = [\"gopher://a/\"]\nattempts = 0",
         line + 1,
-        "only http://",
+        "is not an http[s]://",
     );
     assert_problem(
-        "\nwebhooks = [\"https://a/\"]\nattempts = 0",
+        "\nwebhooks = [\"gopher://a/\"]\nattempts = 0",
         line + 2,
         "between 1 and 10",
     );
+}
+
+#[test]
+fn short_or_blank_secrets_are_refused_by_check() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = dir.path().join("hook.secret");
+    for text in ["", "\n \n", "12345\n", "fifteen-chars!!"] {
+        std::fs::write(&secret, text).unwrap();
+        let found = problems(&format!("secret_file = {:?}", secret.display().to_string()));
+        assert!(
+            found
+                .iter()
+                .any(|(l, m)| *l == HOOKS_LINE && m.starts_with("hooks.secret_file: ")),
+            "{text:?}: {found:?}"
+        );
+    }
+    std::fs::write(&secret, "sixteen-chars!!!\n").unwrap();
+    let text = format!(
+        "{BASE}webhooks = [\"https://hooks.example.com/a\"]\nslack = [\"http://127.0.0.1:1/s\"]\nsecret_file = {:?}\n",
+        secret.display().to_string()
+    );
+    let config = Config::parse(Path::new("hooks.toml"), &text).unwrap();
+    assert_eq!(config.hooks.webhooks.len(), 2);
+    assert_eq!(config.hooks.secret_file.as_deref(), Some(secret.as_path()));
 }
 
 #[test]

@@ -3,6 +3,7 @@
 
 use super::context::{AdminContext, Parts};
 use super::routes::{handle, Transport};
+use crate::config::secret::{read_secret, MIN_SHARED_SECRET};
 use crate::config::Config;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -30,8 +31,8 @@ pub enum AdminError {
         addr: SocketAddr,
         source: std::io::Error,
     },
-    #[error("admin token_file {}: {why}", path.display())]
-    Token { path: PathBuf, why: String },
+    #[error("admin token_file: {why}")]
+    Token { why: String },
 }
 
 /// The running admin API. `stop` (or drop) closes it and removes the socket file.
@@ -107,18 +108,9 @@ impl Drop for AdminServer {
 }
 
 fn read_token(path: &Path) -> Result<Vec<u8>, AdminError> {
-    let token = std::fs::read_to_string(path).map_err(|err| AdminError::Token {
-        path: path.to_path_buf(),
-        why: err.to_string(),
-    })?;
-    let token = token.trim();
-    if token.len() < 16 {
-        return Err(AdminError::Token {
-            path: path.to_path_buf(),
-            why: "the token must be at least 16 characters".into(),
-        });
-    }
-    Ok(token.as_bytes().to_vec())
+    read_secret(path, MIN_SHARED_SECRET)
+        .map(String::into_bytes)
+        .map_err(|why| AdminError::Token { why })
 }
 
 /// Binds the socket under a temporary name, restricts it to the owner, then renames it into

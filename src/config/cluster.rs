@@ -1,9 +1,7 @@
 //! `[cluster]`: the NATS servers a fleet of instances shares its routing through. Without
 //! this section an instance stands alone and its local journal is the whole story.
 
-pub use super::cluster_files::{
-    read_secret, ClusterAuthSection, ClusterTls, ClusterTlsSection, NatsAuth,
-};
+pub use super::cluster_files::{ClusterAuthSection, ClusterTls, ClusterTlsSection, NatsAuth};
 use serde::Deserialize;
 use std::ops::Range;
 use std::path::PathBuf;

@@ -4,6 +4,7 @@
 //! read again when connecting (never kept in the config, never printed).
 
 use super::cluster::SpannedProblem;
+use super::secret::read_secret;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use serde::Deserialize;
@@ -79,7 +80,7 @@ impl ClusterAuthSection {
         let before = problems.len();
         let mut read =
             |file: &Spanned<PathBuf>, what: &str, parse: fn(&str) -> Result<(), String>| {
-                if let Err(why) = read_secret(file.get_ref()).and_then(|text| parse(&text)) {
+                if let Err(why) = read_secret(file.get_ref(), 1).and_then(|text| parse(&text)) {
                     problems.push((file.span(), format!("cluster.auth.{what}: {why}")));
                 }
                 file.get_ref().clone()
@@ -144,17 +145,6 @@ impl ClusterTlsSection {
             }
         };
         (problems.len() == before).then_some(ClusterTls { ca, client })
-    }
-}
-
-/// A secret file's text without its trailing newline; an empty one is refused.
-pub fn read_secret(path: &Path) -> Result<String, String> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|err| format!("cannot read {}: {err}", path.display()))?;
-    let text = text.trim_end_matches(['\n', '\r']).to_string();
-    match text.is_empty() {
-        true => Err(format!("{} is empty", path.display())),
-        false => Ok(text),
     }
 }
 

@@ -13,6 +13,7 @@ pub mod health;
 mod rollout;
 pub mod routes;
 mod salvage;
+pub mod secret;
 pub mod shadow;
 pub mod upstream_tls;
 mod validate;
@@ -159,9 +160,16 @@ impl Default for StateSection {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HooksSection {
-    /// `http://HOST:PORT/path` URLs (plain HTTP only).
+    /// `http[s]://HOST[:PORT]/path` URLs that get JSON events.
     #[serde(default)]
     pub webhooks: Vec<Spanned<String>>,
+    /// URLs that get Slack-compatible messages (`{"text": ...}`).
+    #[serde(default)]
+    pub slack: Vec<Spanned<String>>,
+    /// Key of the HMAC-SHA256 signature on every delivery (at least 16 characters).
+    pub secret_file: Option<Spanned<PathBuf>>,
+    /// CA certificates for https hooks; default: the system's roots.
+    pub ca: Option<Spanned<PathBuf>>,
     /// Time one delivery attempt may take.
     #[serde(default = "default_hook_timeout")]
     pub timeout: Spanned<HumanDuration>,
@@ -174,6 +182,9 @@ impl Default for HooksSection {
     fn default() -> Self {
         HooksSection {
             webhooks: Vec::new(),
+            slack: Vec::new(),
+            secret_file: None,
+            ca: None,
             timeout: default_hook_timeout(),
             attempts: default_hook_attempts(),
         }
@@ -332,9 +343,37 @@ pub struct Config {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HooksConfig {
-    pub webhooks: Vec<http::Uri>,
+    pub webhooks: Vec<Webhook>,
     pub timeout: Duration,
     pub attempts: u32,
+    /// Read at each delivery, so a rotated secret is used without a reload.
+    pub secret_file: Option<PathBuf>,
+    pub ca: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Webhook {
+    pub url: http::Uri,
+    pub format: HookFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HookFormat {
+    Json,
+    Slack,
+}
+
+impl HooksConfig {
+    pub fn urls(&self) -> impl Iterator<Item = &http::Uri> {
+        self.webhooks.iter().map(|hook| &hook.url)
+    }
+
+    pub fn format_of(&self, url: &http::Uri) -> HookFormat {
+        self.webhooks
+            .iter()
+            .find(|hook| hook.url == *url)
+            .map_or(HookFormat::Json, |hook| hook.format)
+    }
 }
 
 #[derive(Debug, Clone)]

@@ -175,6 +175,11 @@ fn check(checker: &mut Checker, file: FileConfig) -> Option<Config> {
             "admin.listen needs admin.token_file: mutations over TCP require a bearer token",
         );
     }
+    if let Some(token_file) = &file.admin.token_file {
+        if let Err(why) = secret::read_secret(token_file.get_ref(), secret::MIN_SHARED_SECRET) {
+            checker.report(token_file.span(), format!("admin.token_file: {why}"));
+        }
+    }
     let hooks = check_hooks(checker, &file.hooks);
     let cluster = file.cluster.as_ref().and_then(|section| {
         section
@@ -358,23 +363,47 @@ fn check_timeouts(checker: &mut Checker, timeouts: &Spanned<TimeoutSection>) {
 }
 
 fn check_hooks(checker: &mut Checker, hooks: &HooksSection) -> HooksConfig {
-    let mut webhooks = Vec::new();
-    for url in &hooks.webhooks {
-        match url.get_ref().parse::<http::Uri>() {
-            Ok(uri) if uri.scheme_str() == Some("http") && uri.host().is_some() => {
-                webhooks.push(uri)
-            }
-            Ok(uri) if uri.scheme_str() == Some("https") => checker.report(
-                url.span(),
-                format!("hooks.webhooks: {uri} uses https; only http:// webhooks are supported"),
-            ),
-            _ => checker.report(
-                url.span(),
-                format!(
-                    "hooks.webhooks: {:?} is not an http://HOST[:PORT]/PATH URL",
-                    url.get_ref()
+    let mut webhooks: Vec<Webhook> = Vec::new();
+    let lists = [
+        ("webhooks", &hooks.webhooks, HookFormat::Json),
+        ("slack", &hooks.slack, HookFormat::Slack),
+    ];
+    for (key, urls, format) in lists {
+        for url in urls {
+            match url.get_ref().parse::<http::Uri>() {
+                Ok(uri)
+                    if matches!(uri.scheme_str(), Some("http" | "https"))
+                        && uri.host().is_some() =>
+                {
+                    if webhooks.iter().any(|hook| hook.url == uri) {
+                        checker.report(url.span(), format!("hooks.{key}: {uri} is listed twice"));
+                    }
+                    webhooks.push(Webhook { url: uri, format });
+                }
+                _ => checker.report(
+                    url.span(),
+                    format!(
+                        "hooks.{key}: {:?} is not an http[s]://HOST[:PORT]/PATH URL",
+                        url.get_ref()
+                    ),
                 ),
-            ),
+            }
+        }
+    }
+    if let Some(file) = &hooks.secret_file {
+        if let Err(why) = secret::read_secret(file.get_ref(), secret::MIN_SHARED_SECRET) {
+            checker.report(file.span(), format!("hooks.secret_file: {why}"));
+        }
+    }
+    if let Some(ca) = &hooks.ca {
+        let settings = crate::upstream::tls::TlsSettings {
+            ca: Some(ca.get_ref().clone()),
+            ..Default::default()
+        };
+        if let Err(problems) = crate::upstream::tls::UpstreamTls::build(&settings) {
+            for (_, why) in problems {
+                checker.report(ca.span(), format!("hooks.ca: {why}"));
+            }
         }
     }
     let timeout = hooks.timeout.get_ref().0;
@@ -395,6 +424,8 @@ fn check_hooks(checker: &mut Checker, hooks: &HooksSection) -> HooksConfig {
         webhooks,
         timeout,
         attempts,
+        secret_file: hooks.secret_file.as_ref().map(|f| f.get_ref().clone()),
+        ca: hooks.ca.as_ref().map(|f| f.get_ref().clone()),
     }
 }
 

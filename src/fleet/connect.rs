@@ -3,7 +3,8 @@
 //! says each condition once instead of on every reconnect.
 
 use super::FleetError;
-use crate::config::cluster::{read_secret, ClusterSettings, NatsAuth};
+use crate::config::cluster::{ClusterSettings, NatsAuth};
+use crate::config::secret::read_secret;
 use async_nats::{ConnectErrorKind, ConnectOptions, Event};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -84,7 +85,7 @@ async fn options(settings: &ClusterSettings) -> Result<ConnectOptions, FleetErro
         })
         .event_callback(say_once());
     let secret = |path: &std::path::Path| {
-        read_secret(path).map_err(|why| FleetError(format!("auth: {why}")))
+        read_secret(path, 1).map_err(|why| FleetError(format!("auth: {why}")))
     };
     options = match &settings.auth {
         None => options,

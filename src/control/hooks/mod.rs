@@ -1,5 +1,6 @@
-//! Event hooks: each revision is POSTed as a small JSON event to every configured webhook,
-//! at least once and in order, straight from the journal.
+//! Event hooks: each revision is POSTed as a typed event (`event`) to every configured
+//! webhook, as JSON or Slack-shaped, signed when `secret_file` is set, at least once and in
+//! order, straight from the journal.
 //!
 //! Each webhook has a deliverer task that tails the journal file on its own and keeps a
 //! cursor (the last revision the hook acknowledged with a 2xx) in `STATE/hooks/`. A hook
@@ -15,46 +16,31 @@
 //! deliverer dies its lease expires and another instance carries on from the shared
 //! cursor (the revision in flight may come twice: at least once, in order).
 
+mod event;
+mod post;
+mod sign;
+
 use super::journal::JOURNAL_FILE;
 use super::record::RevisionRecord;
-use crate::config::HooksConfig;
+use crate::config::secret::{read_secret, MIN_SHARED_SECRET};
+use crate::config::{HookFormat, HooksConfig};
 use crate::fleet::{self, Fleet, Leases, Records, Written};
-use crate::routing::ServiceState;
 use bytes::Bytes;
-use http::{header, Request, Uri};
-use http_body_util::Full;
-use hyper_util::rt::TokioIo;
-use serde::Serialize;
+use event::EventType;
+use http::{HeaderName, HeaderValue, Uri};
+use post::{post, Delivery};
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, PoisonError};
-use std::time::Duration;
-use tokio::net::TcpStream;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::watch;
 
 /// A deliverer looks at the journal this often even without a bell (belt and braces).
 const LOOK_EVERY: Duration = Duration::from_secs(5);
 /// The longest pause between two tries at a hook that is down.
 const MAX_RETRY_PAUSE: Duration = Duration::from_secs(30);
-
-/// What a webhook receives.
-#[derive(Debug, Serialize)]
-pub struct HookEvent<'r> {
-    pub event: &'static str,
-    pub revision: u64,
-    /// The journal line's hash: with `revision`, what a receiver deduplicates on.
-    pub hash: &'r str,
-    pub time: &'r str,
-    pub service: &'r str,
-    pub kind: &'static str,
-    pub actor: &'r str,
-    pub reason: &'r str,
-    /// The routing after the change; absent when the service was removed.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub routing: Option<&'r ServiceState>,
-}
 
 /// The deliverers, one per webhook URL, and the bell they listen to.
 pub struct Hooks {
@@ -83,7 +69,7 @@ impl Hooks {
             bell: watch::Sender::new(hooks.clone()),
             running: Mutex::new(HashMap::new()),
         };
-        for url in &hooks.webhooks {
+        for url in hooks.urls() {
             let cursor = match fleet {
                 Some((_, applied)) => Some(applied),
                 None => read_cursor(&cursor_path(state_dir, url)),
@@ -101,7 +87,7 @@ impl Hooks {
         self.bell.send_replace(hooks.clone());
         let mut running = self.running.lock().unwrap_or_else(PoisonError::into_inner);
         running.retain(|_, task| !task.is_finished());
-        for url in &hooks.webhooks {
+        for url in hooks.urls() {
             if running.contains_key(url) {
                 continue;
             }
@@ -221,7 +207,7 @@ impl Deliverer {
     }
 
     fn configured(&self) -> bool {
-        self.bell.borrow().webhooks.contains(&self.url)
+        self.bell.borrow().urls().any(|url| *url == self.url)
     }
 
     /// Alone: true. In a fleet: true while this instance holds the hook's lease, with the
@@ -292,29 +278,16 @@ impl Deliverer {
     /// Tries until the hook answers 2xx; false if the hook was removed (or, in a fleet,
     /// this instance lost its lease) meanwhile.
     async fn deliver(&mut self, record: &RevisionRecord) -> bool {
-        let event = HookEvent {
-            event: "revision",
-            revision: record.revision,
-            hash: &record.hash,
-            time: &record.time,
-            service: &record.service,
-            kind: record.kind.label(),
-            actor: &record.actor,
-            reason: &record.reason,
-            routing: record.new.as_ref(),
-        };
-        let Ok(body) = serde_json::to_vec(&event) else {
-            return true;
-        };
-        let body = Bytes::from(body);
         let mut attempt = 0u32;
         loop {
-            let (timeout, quick_tries) = {
-                let hooks = self.bell.borrow();
-                (hooks.timeout, hooks.attempts.max(1))
-            };
+            let hooks = self.bell.borrow().clone();
+            let (timeout, quick_tries) = (hooks.timeout, hooks.attempts.max(1));
             attempt += 1;
-            let result = tokio::time::timeout(timeout, post(&self.url, body.clone()))
+            let attempted = async {
+                let delivery = delivery(&hooks, &self.url, record)?;
+                post(&self.url, hooks.ca.as_ref(), delivery).await
+            };
+            let result = tokio::time::timeout(timeout, attempted)
                 .await
                 .unwrap_or_else(|_| Err("timed out".to_string()));
             let err = match result {
@@ -336,6 +309,35 @@ impl Deliverer {
             }
         }
     }
+}
+
+/// The body in the hook's format and its headers, signed now (each attempt carries its own
+/// timestamp). A secret that cannot be read fails the attempt: never sent unsigned.
+fn delivery(hooks: &HooksConfig, url: &Uri, record: &RevisionRecord) -> Result<Delivery, String> {
+    let body = Bytes::from(match hooks.format_of(url) {
+        HookFormat::Json => event::json(record),
+        HookFormat::Slack => event::slack(record),
+    });
+    let mut headers = vec![(
+        HeaderName::from_static("x-switchyard-event"),
+        HeaderValue::from_static(EventType::of(record).label()),
+    )];
+    if let Some(path) = &hooks.secret_file {
+        let secret = read_secret(path, MIN_SHARED_SECRET)
+            .map_err(|why| format!("hooks.secret_file: {why}"))?;
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let signature = sign::signature(secret.as_bytes(), now, &body);
+        for (name, value) in [
+            (sign::TIMESTAMP_HEADER, now.to_string()),
+            (sign::SIGNATURE_HEADER, signature),
+        ] {
+            let value = HeaderValue::try_from(value).map_err(|err| err.to_string())?;
+            headers.push((HeaderName::from_static(name), value));
+        }
+    }
+    Ok(Delivery { body, headers })
 }
 
 /// 200 ms, 400 ms, ... for the quick tries, then doubling from 1 s up to 30 s.
@@ -417,37 +419,6 @@ fn save_cursor(path: &Path, url: &Uri, revision: u64) {
     };
     if let Err(err) = write() {
         tracing::warn!(%url, error = %err, "webhook: cannot save the cursor");
-    }
-}
-
-async fn post(url: &Uri, body: Bytes) -> Result<(), String> {
-    let authority = url.authority().ok_or("no host")?;
-    let host = authority
-        .host()
-        .trim_start_matches('[')
-        .trim_end_matches(']');
-    let port = authority.port_u16().unwrap_or(80);
-    let stream = TcpStream::connect((host, port))
-        .await
-        .map_err(|err| err.to_string())?;
-    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .map_err(|err| err.to_string())?;
-    tokio::spawn(connection);
-    let path = url.path_and_query().map_or("/", |p| p.as_str());
-    let request = Request::post(path)
-        .header(header::HOST, authority.as_str())
-        .header(header::CONTENT_TYPE, "application/json")
-        .body(Full::new(body))
-        .map_err(|err| err.to_string())?;
-    let response = sender
-        .send_request(request)
-        .await
-        .map_err(|err| err.to_string())?;
-    if response.status().is_success() {
-        Ok(())
-    } else {
-        Err(format!("answered {}", response.status()))
     }
 }
 
