@@ -66,6 +66,9 @@ struct Fields {
     bad_length: bool,
     transfer_encoding: bool,
     chunked_last: bool,
+    /// Transfer-Encoding names a coding besides chunked (gzip...): it must reach the
+    /// client, which the proxy re-frames, as a content coding.
+    other_codings: bool,
     close: bool,
     keep_alive: bool,
     /// `Connection` names fields besides keep-alive and close.
@@ -82,8 +85,11 @@ impl Fields {
             }
         } else if name.eq_ignore_ascii_case("transfer-encoding") {
             self.transfer_encoding = true;
-            if let Some(last) = value.rsplit(|&b| b == b',').next() {
-                self.chunked_last = last.trim_ascii().eq_ignore_ascii_case(b"chunked");
+            for coding in value.split(|&b| b == b',') {
+                let coding = coding.trim_ascii();
+                let chunked = coding.eq_ignore_ascii_case(b"chunked");
+                self.other_codings |= !chunked && !coding.is_empty();
+                self.chunked_last = chunked;
             }
         } else if name.eq_ignore_ascii_case("connection") {
             for token in value.split(|&b| b == b',') {
@@ -164,6 +170,7 @@ pub fn parse(buf: &mut BytesMut, method: &Method) -> Result<Parsed, HeadError> {
     let strip = !facts.names_fields && status != StatusCode::SWITCHING_PROTOCOLS;
     // Room for what the proxy adds (via, version, cookie), so the map never grows.
     let mut headers = HeaderMap::with_capacity(count + 4);
+    let mut length_written = false;
     for span in &spans[..count] {
         // SAFETY: the loop above wrote the first `count` spans (`count` is the number of
         // fields parsed, at most `MAX_FIELDS`, and `zip` visited each of them).
@@ -177,10 +184,24 @@ pub fn parse(buf: &mut BytesMut, method: &Method) -> Result<Parsed, HeadError> {
         if strip && super::HOP_BY_HOP.contains(&name) {
             continue;
         }
-        let value =
-            HeaderValue::from_maybe_shared(head.slice(span.value.0..span.value.0 + span.value.1))
-                .map_err(|_| HeadError::Malformed("bad header value".into()))?;
+        let bytes = head.slice(span.value.0..span.value.0 + span.value.1);
+        if name == header::CONTENT_LENGTH {
+            // One value, once: "5, 5" or a repeated field would reach the client as a list
+            // its parser may read differently (RFC 9110 8.6).
+            if std::mem::replace(&mut length_written, true) {
+                continue;
+            }
+            if let (Some(length), true) = (facts.length, bytes.contains(&b',')) {
+                headers.append(name, HeaderValue::from(length));
+                continue;
+            }
+        }
+        let value = HeaderValue::from_maybe_shared(bytes)
+            .map_err(|_| HeadError::Malformed("bad header value".into()))?;
         headers.append(name, value);
+    }
+    if facts.other_codings {
+        keep_transfer_codings(&head, &spans[..count], &mut headers);
     }
     let (mut parts, ()) = http::Response::new(()).into_parts();
     parts.status = status;
@@ -199,6 +220,38 @@ pub fn parse(buf: &mut BytesMut, method: &Method) -> Result<Parsed, HeadError> {
         keep_alive,
         hop_by_hop_removed: strip,
     }))
+}
+
+/// The transfer codings other than chunked (`Transfer-Encoding: gzip, chunked`), added to
+/// `Content-Encoding` after any content coding already there: the proxy removes chunked
+/// and re-frames the body, and the client still learns the body is gzip (RFC 9110 8.4:
+/// codings are listed in the order applied; a transfer coding is applied after them).
+fn keep_transfer_codings(head: &[u8], spans: &[MaybeUninit<Span>], headers: &mut HeaderMap) {
+    let mut codings: Vec<&[u8]> = Vec::new();
+    for span in spans {
+        // SAFETY: the caller passes only the spans `parse` wrote.
+        let span = unsafe { span.assume_init_ref() };
+        let name = &head[span.name.0..span.name.0 + span.name.1];
+        if !name.eq_ignore_ascii_case(b"transfer-encoding") {
+            continue;
+        }
+        let value = &head[span.value.0..span.value.0 + span.value.1];
+        codings.extend(
+            value
+                .split(|&b| b == b',')
+                .map(<[u8]>::trim_ascii)
+                .filter(|c| !c.is_empty() && !c.eq_ignore_ascii_case(b"chunked")),
+        );
+    }
+    let mut value: Vec<u8> = Vec::new();
+    for existing in headers.get_all(header::CONTENT_ENCODING) {
+        value.extend_from_slice(existing.as_bytes());
+        value.extend_from_slice(b", ");
+    }
+    value.extend_from_slice(&codings.join(&b", "[..]));
+    if let Ok(value) = HeaderValue::from_bytes(&value) {
+        headers.insert(header::CONTENT_ENCODING, value);
+    }
 }
 
 fn framing(method: &Method, status: StatusCode, facts: &Fields) -> Framing {
@@ -232,6 +285,52 @@ mod tests {
             Parsed::Final(head) => head,
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn a_repeated_content_length_reaches_the_client_as_one_value() {
+        for wire in [
+            &b"HTTP/1.1 200 OK\r\ncontent-length: 5, 5\r\n\r\nhello"[..],
+            b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\ncontent-length: 5\r\n\r\nhello",
+            b"HTTP/1.1 200 OK\r\ncontent-length: 5,5\r\ncontent-length: 5\r\n\r\nhello",
+        ] {
+            let head = final_head(wire, &Method::GET);
+            let values: Vec<_> = head
+                .parts
+                .headers
+                .get_all(header::CONTENT_LENGTH)
+                .iter()
+                .collect();
+            assert_eq!(values, ["5"], "{:?}", String::from_utf8_lossy(wire));
+            assert_eq!(head.framing, Framing::Length(5));
+        }
+        let mut disagreeing =
+            BytesMut::from(&b"HTTP/1.1 200 OK\r\ncontent-length: 5, 6\r\n\r\n"[..]);
+        assert_eq!(
+            parse(&mut disagreeing, &Method::GET).unwrap_err(),
+            HeadError::BadLength
+        );
+    }
+
+    #[test]
+    fn transfer_codings_besides_chunked_become_content_codings() {
+        let head = final_head(
+            b"HTTP/1.1 200 OK\r\ntransfer-encoding: gzip, chunked\r\n\r\n",
+            &Method::GET,
+        );
+        assert!(matches!(head.framing, Framing::Chunked(_)));
+        assert_eq!(head.parts.headers[header::CONTENT_ENCODING], "gzip");
+        assert!(!head.parts.headers.contains_key(header::TRANSFER_ENCODING));
+        let head = final_head(
+            b"HTTP/1.1 200 OK\r\ncontent-encoding: br\r\ntransfer-encoding: gzip\r\ntransfer-encoding: chunked\r\n\r\n",
+            &Method::GET,
+        );
+        assert_eq!(head.parts.headers[header::CONTENT_ENCODING], "br, gzip");
+        let head = final_head(
+            b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n",
+            &Method::GET,
+        );
+        assert!(!head.parts.headers.contains_key(header::CONTENT_ENCODING));
     }
 
     #[test]
