@@ -1,7 +1,7 @@
 # syntax=docker/dockerfile:1
 # switchyard in a container: `docker build -t switchyard .`, then see README.md ("Docker").
 
-# ---- build: the release binary (fat LTO, as in Cargo.toml's release profile) ----
+# ---- build: the fully optimised binary (Cargo.toml's `dist` profile: fat LTO) ----
 FROM rust:1-bookworm AS builder
 WORKDIR /src
 # The whole workspace: cargo reads every member's manifest and every declared target.
@@ -9,8 +9,8 @@ COPY . .
 # An explicit --target-dir: the binary is in the cache mount, whatever CARGO_TARGET_DIR says.
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
-    cargo build --release --locked -p switchyard --target-dir /src/target \
-    && install -m 0755 /src/target/release/switchyard /usr/local/bin/switchyard
+    cargo build --profile dist --locked -p switchyard --target-dir /src/target \
+    && install -m 0755 /src/target/dist/switchyard /usr/local/bin/switchyard
 
 # ---- run: a slim Debian of the same release as the builder (same glibc) ----
 FROM debian:bookworm-slim
