@@ -82,12 +82,12 @@ fn main() -> ExitCode {
             }
         },
         Command::Ctl(args) => switchyard::ctl::main(args),
-        Command::Keygen { file } => match switchyard::fleet::keys::generate(&file) {
+        Command::Keygen { file } => match switchyard::config::key_files::generate(&file) {
             Ok(id) => {
                 println!(
                     "wrote {} (private, mode 0600) and {} (public key {id})",
                     file.display(),
-                    switchyard::fleet::keys::public_path(&file).display()
+                    switchyard::config::key_files::public_path(&file).display()
                 );
                 ExitCode::SUCCESS
             }

@@ -198,7 +198,7 @@ async fn start_signed_fleet(
 ) -> Fleet {
     let key = |i: usize| keys.join(format!("edge-{}.key", i + 1));
     for i in 0..3 {
-        switchyard::fleet::keys::generate(&key(i)).unwrap();
+        switchyard::config::key_files::generate(&key(i)).unwrap();
     }
     let trusted: Vec<String> = (0..3)
         .map(|i| format!("\"{}.pub\"", key(i).display()))
@@ -290,7 +290,7 @@ async fn a_forged_revision_is_not_applied_and_raises_the_alarm() {
     let last = last_record(&fleet);
     let after = last["revision"].as_u64().unwrap();
     let stranger = keys.path().join("mallory.key");
-    switchyard::fleet::keys::generate(&stranger).unwrap();
+    switchyard::config::key_files::generate(&stranger).unwrap();
     let member = signer(&keys.path().join("edge-1.key"));
 
     // Correctly chained, each in its turn: unsigned, signed by a stranger, signed by a
@@ -423,7 +423,7 @@ async fn forged_evidence_has_no_effect_on_any_verdict() {
     let fleet =
         start_signed_fleet(&nats, &versions, "{ blue = 90, canary = 10 }", keys.path()).await;
     let stranger = keys.path().join("mallory.key");
-    switchyard::fleet::keys::generate(&stranger).unwrap();
+    switchyard::config::key_files::generate(&stranger).unwrap();
 
     publish_forged_evidence(&nats, None).await;
     publish_forged_evidence(&nats, Some(&signer(&stranger))).await;

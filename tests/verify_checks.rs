@@ -6,10 +6,11 @@ mod common;
 use common::*;
 use std::time::Duration;
 use switchyard::config::{ExpectStatus, HealthSettings, SmokeCheck};
+use switchyard::control::record::CheckFailure;
 use switchyard::sample::SampleUpstream;
 use switchyard::upstream::connect::Dial;
 use switchyard::verify::health::http_check;
-use switchyard::verify::smoke::{self, CheckFailure, Target};
+use switchyard::verify::smoke::{self, Target};
 
 fn check(name: &str, path: &str) -> SmokeCheck {
     SmokeCheck {

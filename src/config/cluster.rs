@@ -105,7 +105,7 @@ impl ClusterSection {
             }
         };
         let before = problems.len();
-        if let Err(why) = crate::fleet::keys::read_signing_key(key.get_ref()) {
+        if let Err(why) = super::key_files::read_signing_key(key.get_ref()) {
             problems.push((key.span(), format!("cluster.signing_key: {why}")));
         }
         if trusted.get_ref().is_empty() {
@@ -115,7 +115,7 @@ impl ClusterSection {
             ));
         }
         for path in trusted.get_ref() {
-            if let Err(why) = crate::fleet::keys::read_public_key(path.get_ref()) {
+            if let Err(why) = super::key_files::read_public_key(path.get_ref()) {
                 problems.push((path.span(), format!("cluster.trusted_keys: {why}")));
             }
         }
@@ -328,7 +328,7 @@ mod check_tests {
         let empty = file("empty", "\n");
         let missing = dir.path().join("missing").display().to_string();
         let key = dir.path().join("edge.key");
-        crate::fleet::keys::generate(&key).unwrap();
+        crate::config::key_files::generate(&key).unwrap();
         let key = key.display().to_string();
         let cluster = |more: &str| {
             problems(&format!(

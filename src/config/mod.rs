@@ -10,6 +10,7 @@ pub mod endpoint;
 pub mod grpc;
 mod guard;
 pub mod health;
+pub mod key_files;
 mod rollout;
 pub mod routes;
 mod salvage;

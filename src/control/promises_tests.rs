@@ -1,6 +1,6 @@
 use super::*;
 use crate::control::record::Origin;
-use crate::verify::smoke::{CheckFailure, CheckReport};
+use crate::control::record::{CheckFailure, CheckReport};
 
 fn state(stable: &str, weights: &[(&str, u64)], latched: bool) -> ServiceState {
     ServiceState {

@@ -2,12 +2,29 @@
 
 use crate::config::{Release, ServiceConfig};
 use crate::routing::ServiceState;
-use crate::verify::smoke::CheckReport;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 pub use crate::clock::rfc3339_millis;
+
+/// The result of one version's checks (`verify` runs them; revisions and incidents keep
+/// them): `{version, passed, failed: [...], ms}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CheckReport {
+    pub version: String,
+    pub passed: bool,
+    pub failed: Vec<CheckFailure>,
+    /// Time the whole run took.
+    pub ms: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CheckFailure {
+    pub check: String,
+    pub endpoint: String,
+    pub got: String,
+}
 
 /// What kind of change a revision records.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -101,7 +101,7 @@ async fn an_abort_waits_for_the_journal_and_is_written_on_the_next_retry() {
         ControlError::ChecksDue(vec![("shop".into(), "canary".into())])
     );
     let mut origin = Origin::new("test", "");
-    let passed = crate::verify::smoke::CheckReport {
+    let passed = crate::control::record::CheckReport {
         version: "canary".into(),
         passed: true,
         failed: Vec::new(),

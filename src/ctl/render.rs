@@ -5,10 +5,10 @@ use crate::admin::api::{
     StatusResponse,
 };
 use crate::control::describe;
+use crate::control::record::CheckReport;
 use crate::control::record::RevisionRecord;
 use crate::routing::ServiceState;
 use crate::telemetry::shadow::{ShadowReport, ShadowVerdict};
-use crate::verify::smoke::CheckReport;
 use crate::verify::ChecksResponse;
 use std::fmt::Write;
 

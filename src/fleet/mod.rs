@@ -6,7 +6,6 @@
 mod bucket;
 mod connect;
 pub mod evidence;
-pub mod keys;
 pub mod lease;
 pub mod log;
 pub mod members;

@@ -3,9 +3,9 @@
 //! two NATS headers beside the payload (so the record format is untouched). What is not
 //! signed by a trusted key is not taken. Without them the fleet trusts whoever reaches NATS.
 
-use super::keys::{key_id, read_public_key, read_signing_key};
 use super::rejected::Reason;
 use crate::config::cluster::ClusterTrust;
+use crate::config::key_files::{key_id, read_public_key, read_signing_key};
 use async_nats::HeaderMap;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
@@ -13,7 +13,7 @@ use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
 use std::collections::HashMap;
 use std::sync::Arc;
 
-/// The key id of the signer (see `keys::key_id`).
+/// The key id of the signer (see `key_files::key_id`).
 pub const SIGNER_HEADER: &str = "Switchyard-Signer";
 /// The signature over the payload, base64.
 pub const SIGNATURE_HEADER: &str = "Switchyard-Signature";
@@ -124,7 +124,7 @@ impl Trust {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::fleet::keys::{generate, public_path};
+    use crate::config::key_files::{generate, public_path};
 
     fn trust_of(dir: &std::path::Path, name: &str, trusted: &[&str]) -> Trust {
         let key = dir.join(name);

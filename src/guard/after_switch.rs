@@ -10,11 +10,11 @@ use super::judge::{Evidence, Finding, Judge, Side, Verdict};
 use super::watch::{cause, p99, side, unix_ms, Guard, LATENCY_REFRESH};
 use crate::control::command::Change;
 use crate::control::error::ControlError;
+use crate::control::record::CheckReport;
 use crate::control::record::{ChangeKind, Origin};
 use crate::control::RoutingControl;
 use crate::routing::{RoutingTable, ServiceRoute, VersionRoute};
 use crate::telemetry::Tally;
-use crate::verify::smoke::CheckReport;
 use std::collections::HashMap;
 use std::time::{Instant, SystemTime};
 

@@ -3,7 +3,9 @@
 
 use super::judge::{Finding, Side};
 use crate::config::Release;
-use crate::verify::smoke::CheckReport;
+use crate::control::record::CheckReport;
+use crate::verify::gate::IncidentNotes;
+use futures_util::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -275,5 +277,21 @@ fn incident_of(id: u64, cutback: Cutback<'_>) -> Incident {
         held: false,
         checks: None,
         advice: None,
+    }
+}
+
+impl IncidentNotes for IncidentLog {
+    fn attach_checks(
+        &self,
+        restored_by: u64,
+        checks: CheckReport,
+        advice: Option<String>,
+    ) -> BoxFuture<'_, Result<bool, String>> {
+        Box::pin(async move {
+            IncidentLog::attach_checks(self, restored_by, checks, advice)
+                .await
+                .map(|found| found.is_some())
+                .map_err(|err| err.to_string())
+        })
     }
 }

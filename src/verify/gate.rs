@@ -6,15 +6,14 @@
 //! `Verified` is the control plane as operators, rollouts and the guard use it: the
 //! validation (`validate`) behind every abort, cutback, rollback and switch.
 
-use super::smoke::CheckReport;
 use super::{check_version, validate, Verifier};
 use crate::config::ServiceConfig;
 use crate::control::command::Change;
 use crate::control::error::ControlError;
+use crate::control::record::CheckReport;
 use crate::control::record::{ChangeKind, Origin, RevisionRecord};
 use crate::control::{CheckRunner, RoutingControl};
 use crate::dataplane::proxy::DataPlane;
-use crate::guard::incident::IncidentLog;
 use crate::routing::ServiceState;
 use futures_util::future::BoxFuture;
 use std::sync::atomic::Ordering;
@@ -25,7 +24,20 @@ pub struct Verified<C> {
     pub control: Arc<C>,
     pub plane: Arc<DataPlane>,
     pub verifier: Arc<Verifier>,
-    pub incidents: Arc<IncidentLog>,
+    pub incidents: Arc<dyn IncidentNotes>,
+}
+
+/// Where the validation behind a guard's cutback joins the guard's incident: the guard's
+/// incident log, which stands above this module and so is known here by this alone.
+pub trait IncidentNotes: Send + Sync {
+    /// Adds `checks` to the incident that revision `restored_by` ended: `Ok(false)` while
+    /// the guard has not written that incident yet.
+    fn attach_checks(
+        &self,
+        restored_by: u64,
+        checks: CheckReport,
+        advice: Option<String>,
+    ) -> BoxFuture<'_, Result<bool, String>>;
 }
 
 impl<C> Clone for Verified<C> {

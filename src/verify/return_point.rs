@@ -91,7 +91,7 @@ pub async fn run(
 }
 
 /// One log line when the return point starts failing or passes again.
-fn log_change(verifier: &Verifier, service: &str, report: &super::smoke::CheckReport) {
+fn log_change(verifier: &Verifier, service: &str, report: &crate::control::record::CheckReport) {
     let before = verifier
         .return_point_status()
         .get(service)
@@ -115,7 +115,7 @@ fn log_change(verifier: &Verifier, service: &str, report: &super::smoke::CheckRe
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::verify::smoke::CheckReport;
+    use crate::control::record::CheckReport;
 
     fn point(version: &str, checked_ms: u64) -> ReturnPoint {
         ReturnPoint {

@@ -4,6 +4,7 @@
 
 use super::request::{self, Probe, ProbeError};
 use crate::config::{ExpectStatus, SmokeCheck};
+use crate::control::record::{CheckFailure, CheckReport};
 use crate::upstream::connect::Dial;
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
@@ -15,23 +16,6 @@ pub const CONNECT_CHECK: &str = "connect";
 const CONNECT_DEADLINE: Duration = Duration::from_secs(2);
 /// Body bytes read to look for `expect_body`.
 const BODY_LIMIT: usize = 256 * 1024;
-
-/// The result of one version's checks: `{version, passed, failed: [...], ms}`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct CheckReport {
-    pub version: String,
-    pub passed: bool,
-    pub failed: Vec<CheckFailure>,
-    /// Time the whole run took.
-    pub ms: u64,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct CheckFailure {
-    pub check: String,
-    pub endpoint: String,
-    pub got: String,
-}
 
 /// One check against one endpoint, passed or not (what `ctl checks` prints line by line).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

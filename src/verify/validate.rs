@@ -127,7 +127,7 @@ async fn record_validation<C: RoutingControl + 'static>(
 async fn attach_to_incident<C>(
     verified: &Verified<C>,
     record: &RevisionRecord,
-    report: super::smoke::CheckReport,
+    report: crate::control::record::CheckReport,
     advice: Option<String>,
 ) {
     let deadline = tokio::time::Instant::now() + INCIDENT_WAIT;
@@ -137,11 +137,11 @@ async fn attach_to_incident<C>(
             .attach_checks(record.revision, report.clone(), advice.clone())
             .await
         {
-            Ok(Some(_)) => return,
-            Ok(None) if tokio::time::Instant::now() < deadline => {
+            Ok(true) => return,
+            Ok(false) if tokio::time::Instant::now() < deadline => {
                 tokio::time::sleep(Duration::from_millis(20)).await
             }
-            Ok(None) => return,
+            Ok(false) => return,
             Err(err) => {
                 tracing::error!(error = %err, "validation not added to the incident");
                 return;

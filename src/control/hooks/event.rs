@@ -1,9 +1,9 @@
 //! What a webhook receives for one journaled revision: a typed event, as JSON or as a
 //! Slack-compatible message (`{"text": ...}`, which Slack, Mattermost and Rocket.Chat take).
 
+use crate::control::record::CheckReport;
 use crate::control::record::{ChangeKind, RevisionRecord};
 use crate::routing::ServiceState;
-use crate::verify::smoke::CheckReport;
 use serde::Serialize;
 
 /// The event types a receiver dispatches on (the `event` field and `X-Switchyard-Event`).
