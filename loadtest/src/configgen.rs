@@ -13,6 +13,8 @@ pub const SERVICE: &str = "shop";
 pub struct Routing {
     pub stable: String,
     pub weights: BTreeMap<String, u64>,
+    /// TOML a reload added after the layout's `extra` (a shadow section, say).
+    pub extra: String,
 }
 
 /// Everything but the routing, fixed for a run.
@@ -53,6 +55,7 @@ impl Routing {
         Routing {
             stable: scenario.proxy.stable.clone(),
             weights: scenario.proxy.weights.clone(),
+            extra: String::new(),
         }
     }
 }
@@ -89,8 +92,10 @@ pub fn config_text(layout: &Layout, routing: &Routing) -> String {
             let _ = writeln!(text, "protocol = {protocol:?}");
         }
     }
-    if !layout.extra.trim().is_empty() {
-        let _ = write!(text, "\n{}\n", layout.extra.trim());
+    for extra in [layout.extra, &routing.extra] {
+        if !extra.trim().is_empty() {
+            let _ = write!(text, "\n{}\n", extra.trim());
+        }
     }
     text
 }
@@ -120,6 +125,7 @@ mod tests {
         let routing = Routing {
             stable: "blue".into(),
             weights: BTreeMap::from([("blue".into(), 90), ("canary".into(), 10)]),
+            extra: String::new(),
         };
         let text = config_text(&layout, &routing);
         let config = switchyard::config::Config::parse(&dir.join("c.toml"), &text).unwrap();

@@ -154,6 +154,29 @@ pub fn check(expectation: &Expectation, evidence: &Evidence) -> Check {
                 format!("{before:.0} req/s before, {while_:.0} req/s during ({kept:.2}x)"),
             )
         }
+        Expectation::P99Kept {
+            baseline,
+            during,
+            max_ratio,
+            ..
+        } => {
+            let before = median_second_p99(load, baseline[0].0, baseline[1].0);
+            let while_ = median_second_p99(load, during[0].0, during[1].0);
+            let ratio = match (before, while_) {
+                (Some(before), Some(while_)) if before > 0.0 => Some(while_ / before),
+                _ => None,
+            };
+            (
+                format!("{name}: p99 during at most {max_ratio:.2}x the baseline's"),
+                ratio.is_some_and(|r| r <= *max_ratio),
+                format!(
+                    "median per-second p99 {:.2} ms before, {:.2} ms during ({})",
+                    before.unwrap_or(0.0),
+                    while_.unwrap_or(0.0),
+                    ratio.map_or("no requests".into(), |r| format!("{r:.2}x"))
+                ),
+            )
+        }
         Expectation::Rss { max_mib } => match evidence.rss_peak_mib {
             Some(peak) => (
                 format!("proxy RSS at most {max_mib} MiB"),
@@ -182,6 +205,31 @@ pub fn check(expectation: &Expectation, evidence: &Evidence) -> Check {
                 ),
                 pass,
                 detail,
+            )
+        }
+        Expectation::Step {
+            index,
+            ok,
+            contains,
+        } => {
+            let step = evidence.steps.get(index - 1);
+            let said = |step: &StepRecord| {
+                contains
+                    .as_deref()
+                    .is_none_or(|text| step.outcome.contains(text))
+            };
+            (
+                format!(
+                    "step {index} {}{}",
+                    if *ok { "succeeds" } else { "is refused" },
+                    contains
+                        .as_deref()
+                        .map_or(String::new(), |text| format!(", saying {text:?}"))
+                ),
+                step.is_some_and(|step| step.ok == *ok && said(step)),
+                step.map_or("the step never ran".into(), |step| {
+                    format!("{}: {}", step.what, step.outcome.trim())
+                }),
             )
         }
     };
@@ -286,6 +334,24 @@ fn worst_second_p99(
                 .map(|(index, second)| (index, second.p99_ms))
         })
         .max_by(|a, b| a.1.total_cmp(&b.1))
+}
+
+/// The median over the whole seconds of [from, until) of each second's p99 (the worst
+/// version's, when several answered in that second).
+fn median_second_p99(load: &LoadReport, from: Duration, until: Duration) -> Option<f64> {
+    let (first, last) = (from.as_secs() as usize, until.as_secs() as usize);
+    let mut seconds: Vec<f64> = (first..last)
+        .filter_map(|second| {
+            load.versions
+                .iter()
+                .filter_map(|report| report.per_second.get(second))
+                .filter(|s| s.requests > 0)
+                .map(|s| s.p99_ms)
+                .max_by(f64::total_cmp)
+        })
+        .collect();
+    seconds.sort_by(f64::total_cmp);
+    seconds.get(seconds.len() / 2).copied()
 }
 
 /// Mean requests per second sent in [from, until).
@@ -481,6 +547,56 @@ mod tests {
         assert!(!evidence_check(expect(Some(1), 30), load.clone()).pass);
         let whole = evidence_check(expect(None, 100), load);
         assert!(!whole.pass && whole.detail.contains("120.00"), "{whole:?}");
+    }
+
+    #[test]
+    fn p99_kept_compares_the_median_seconds_of_two_windows() {
+        let mut blue = version("blue", &[10; 6], vec![]);
+        let p99s = [4.0, 5.0, 400.0, 6.0, 7.0, 500.0];
+        for (second, p99) in blue.per_second.iter_mut().zip(p99s) {
+            second.p99_ms = p99;
+        }
+        let load = LoadReport {
+            requests: 60,
+            versions: vec![blue],
+            ..LoadReport::default()
+        };
+        let expect = |max_ratio| Expectation::P99Kept {
+            baseline: [secs(0), secs(3)],
+            during: [secs(3), secs(6)],
+            max_ratio,
+            load: None,
+        };
+        // One slow second in each window does not decide: 5 ms, then 7 ms.
+        let kept = evidence_check(expect(1.5), load.clone());
+        assert!(kept.pass && kept.detail.contains("1.40x"), "{kept:?}");
+        assert!(!evidence_check(expect(1.2), load).pass);
+    }
+
+    #[test]
+    fn a_step_expectation_reads_the_step_as_performed() {
+        let steps = [StepRecord {
+            at_secs: 24.0,
+            what: "ctl weights shop blue=90 green=10".into(),
+            ok: false,
+            outcome: "weights refused: green fails its checks: $.price differs".into(),
+        }];
+        let loads = BTreeMap::new();
+        let evidence = Evidence {
+            loads: &loads,
+            default_load: "main",
+            rss_peak_mib: None,
+            guard_cutbacks: &[],
+            steps: &steps,
+        };
+        let expect = |ok, contains: &str| Expectation::Step {
+            index: 1,
+            ok,
+            contains: Some(contains.into()),
+        };
+        assert!(check(&expect(false, "$.price"), &evidence).pass);
+        assert!(!check(&expect(true, "$.price"), &evidence).pass);
+        assert!(!check(&expect(false, "$.name"), &evidence).pass);
     }
 
     #[test]

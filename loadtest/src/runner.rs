@@ -274,6 +274,7 @@ fn load_spec(stream: &LoadStream, target: SocketAddr, duration: Duration) -> Loa
     let mut spec = LoadSpec::new(target, stream.connections, stream.rate);
     spec.protocol = stream.protocol;
     spec.path = stream.path.clone();
+    spec.paths = stream.paths;
     spec.headers = stream
         .headers
         .iter()
@@ -313,13 +314,25 @@ async fn perform(
         if let Some(weights) = &change.weights {
             routing.weights = weights.clone();
         }
+        if let Some(extra) = &change.extra {
+            routing.extra = extra.clone();
+        }
         let weights: Vec<String> = routing
             .weights
             .iter()
             .map(|(k, v)| format!("{k}={v}"))
             .collect();
         (
-            format!("reload: stable {} {}", routing.stable, weights.join(" ")),
+            format!(
+                "reload: stable {} {}{}",
+                routing.stable,
+                weights.join(" "),
+                if change.extra.is_some() {
+                    " (config added)"
+                } else {
+                    ""
+                }
+            ),
             proxy.reload(&config_text(layout, routing)).await,
         )
     } else {

@@ -104,6 +104,8 @@ pub struct FaultSpec {
     /// Bodies sent in this many pieces, `slow_body_pause` before each.
     pub slow_body_chunks: Option<u32>,
     pub slow_body_pause: Option<HumanDuration>,
+    /// Share of `/item/N` paths answered with a wrong price (the same paths every time).
+    pub wrong_price_paths: Option<f64>,
     pub reset: Option<bool>,
     pub stall: Option<bool>,
     pub garbage: Option<bool>,
@@ -132,6 +134,9 @@ pub struct LoadStream {
     pub ramp: Option<HumanDuration>,
     #[serde(default = "root")]
     pub path: String,
+    /// With `{n}` in `path`: how many paths the stream cycles through.
+    #[serde(default = "one_path")]
+    pub paths: u32,
     #[serde(default)]
     pub headers: BTreeMap<String, String>,
     pub timeout: Option<HumanDuration>,
@@ -147,6 +152,10 @@ fn http1() -> Protocol {
 
 fn root() -> String {
     "/".to_string()
+}
+
+fn one_path() -> u32 {
+    1
 }
 
 /// Clients that send their request head a byte at a time and never finish it.
@@ -178,6 +187,9 @@ pub struct Step {
 pub struct Routing {
     pub stable: Option<String>,
     pub weights: Option<BTreeMap<String, u64>>,
+    /// Raw TOML added after the scenario's `proxy.extra` from this reload on (replacing
+    /// what an earlier reload added).
+    pub extra: Option<String>,
 }
 
 /// What must hold, checked on the named load stream (default: the first).
@@ -224,6 +236,15 @@ pub enum Expectation {
         min_ratio: f64,
         load: Option<String>,
     },
+    /// The users' p99 during [during) at most `max_ratio` times that during [baseline):
+    /// the median of the per-second p99s of each window (a feature's cost in latency,
+    /// robust to one slow second of a busy machine).
+    P99Kept {
+        baseline: [HumanDuration; 2],
+        during: [HumanDuration; 2],
+        max_ratio: f64,
+        load: Option<String>,
+    },
     /// The proxy's peak resident memory (binary mode) at most this many MiB.
     Rss { max_mib: f64 },
     /// The guard cut `version` back (by `rule`, when given) at most `within` after the step
@@ -233,6 +254,13 @@ pub enum Expectation {
         after: HumanDuration,
         within: HumanDuration,
         rule: Option<GuardRule>,
+    },
+    /// The `index`th step (from 1, in file order) succeeded or failed as `ok` says, and
+    /// what it printed contains `contains`: a change the gate must refuse, naming why.
+    Step {
+        index: usize,
+        ok: bool,
+        contains: Option<String>,
     },
 }
 
@@ -370,6 +398,14 @@ impl Scenario {
             if let Expectation::GuardCutback { version, .. } = expectation {
                 upstream(version, "a guard_cutback expectation")?;
             }
+            if let Expectation::Step { index, .. } = expectation {
+                if *index == 0 || *index > self.steps.len() {
+                    return Err(format!(
+                        "a step expectation names step {index}; there are {} steps",
+                        self.steps.len()
+                    ));
+                }
+            }
             if let Some(load) = expectation.load() {
                 if !self.load.iter().any(|s| s.name == load) {
                     return Err(format!(
@@ -389,8 +425,11 @@ impl Expectation {
             | Expectation::ShareZero { load, .. }
             | Expectation::Share { load, .. }
             | Expectation::P99 { load, .. }
-            | Expectation::ThroughputKept { load, .. } => load.as_deref(),
-            Expectation::Rss { .. } | Expectation::GuardCutback { .. } => None,
+            | Expectation::ThroughputKept { load, .. }
+            | Expectation::P99Kept { load, .. } => load.as_deref(),
+            Expectation::Rss { .. }
+            | Expectation::GuardCutback { .. }
+            | Expectation::Step { .. } => None,
         }
     }
 }

@@ -59,6 +59,10 @@ pub async fn apply(upstream: &SampleUpstream, spec: &FaultSpec) -> std::io::Resu
         faults.set_slow_body(chunks, pause);
         said.push(format!("slow body {chunks}x{pause:?}"));
     }
+    if let Some(fraction) = spec.wrong_price_paths {
+        faults.set_wrong_price_paths(fraction);
+        said.push(format!("wrong price on {:.1}% of items", fraction * 100.0));
+    }
     let switches = [
         (spec.reset, "reset", Faults::set_reset as fn(&Faults, bool)),
         (spec.stall, "stall", Faults::set_stall),

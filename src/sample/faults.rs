@@ -22,6 +22,9 @@ pub struct Faults {
     broken_paths: ArcSwapOption<Vec<String>>,
     /// Replaces the usual `version=NAME` body.
     body: ArcSwapOption<String>,
+    /// Share of `/item/N` paths whose JSON carries a wrong price (the same items every
+    /// time): a bug only some paths show.
+    wrong_price_ppm: AtomicU32,
 }
 
 /// What one request should suffer.
@@ -125,6 +128,20 @@ impl Faults {
         self.body.load_full()
     }
 
+    /// Answers a `fraction` of the `/item/N` paths (always the same ones) with a wrong
+    /// price.
+    pub fn set_wrong_price_paths(&self, fraction: f64) {
+        let ppm = (fraction.clamp(0.0, 1.0) * 1e6) as u32;
+        self.wrong_price_ppm.store(ppm, Ordering::Relaxed);
+    }
+
+    /// Whether item `item`'s price is wrong: a hash of the item, so a path is wrong or
+    /// right on every request.
+    pub fn wrong_price(&self, item: u64) -> bool {
+        let ppm = u64::from(self.wrong_price_ppm.load(Ordering::Relaxed));
+        ppm > 0 && item.wrapping_mul(2_654_435_761) % 1_000_000 < ppm
+    }
+
     /// Clears every fault.
     pub fn heal(&self) {
         self.set_error_rate(0.0);
@@ -136,6 +153,7 @@ impl Faults {
         self.set_garbage(false);
         self.broken_paths.store(None);
         self.body.store(None);
+        self.set_wrong_price_paths(0.0);
     }
 
     pub fn delay(&self) -> Duration {
@@ -167,5 +185,26 @@ impl Faults {
             return Fault::Error;
         }
         Fault::None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_same_items_are_wrong_every_time_and_about_the_share_asked() {
+        let faults = Faults::default();
+        assert!(!(0..10_000).any(|item| faults.wrong_price(item)));
+        faults.set_wrong_price_paths(0.03);
+        let wrong: Vec<u64> = (0..10_000).filter(|&i| faults.wrong_price(i)).collect();
+        assert!(
+            (250..=350).contains(&wrong.len()),
+            "{} of 10000",
+            wrong.len()
+        );
+        assert!(wrong.iter().all(|&item| faults.wrong_price(item)));
+        faults.heal();
+        assert!(!faults.wrong_price(wrong[0]));
     }
 }

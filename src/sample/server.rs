@@ -211,6 +211,12 @@ async fn respond(
     if request.headers().contains_key(header::UPGRADE) {
         return Ok(upgrade(&name, request));
     }
+    if let Some(item) = path
+        .strip_prefix("/item/")
+        .and_then(|n| n.parse::<u64>().ok())
+    {
+        return Ok(item_json(&name, item, faults.wrong_price(item)));
+    }
     if let Some(size) = path
         .strip_prefix("/bytes/")
         .and_then(|n| n.parse::<u64>().ok())
@@ -308,6 +314,22 @@ fn with_name(name: &str, mut response: Response<Body>) -> Response<Body> {
     if let Ok(value) = http::HeaderValue::from_str(name) {
         response.headers_mut().insert("x-upstream", value);
     }
+    response
+}
+
+/// An item as a JSON API answers it: its price (wrong when `wrong`), and the time it was
+/// served, which differs between any two answers (noise a shadow comparison must learn).
+fn item_json(name: &str, item: u64, wrong: bool) -> Response<Body> {
+    let price = item * 7 % 1000 + 100 + u64::from(wrong);
+    let served_at_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis());
+    let body = format!("{{\"item\":{item},\"price\":{price},\"served_at_ms\":{served_at_ms}}}");
+    let mut response = text(name, StatusCode::OK, body);
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/json"),
+    );
     response
 }
 

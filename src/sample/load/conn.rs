@@ -8,6 +8,7 @@ use http::{header, HeaderValue, Request, Uri};
 use http_body_util::{BodyExt, Full};
 use hyper::client::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::net::TcpStream;
@@ -19,17 +20,13 @@ pub(super) struct Shared {
     recorder: Arc<Recorder>,
     uri: Uri,
     host: HeaderValue,
+    /// The next `{n}` when the stream spreads over several paths.
+    next_path: AtomicU64,
 }
 
 impl Shared {
     pub fn new(spec: LoadSpec, recorder: Arc<Recorder>) -> Result<Shared, LoadError> {
-        let uri = match spec.protocol {
-            Protocol::Http1 => spec.path.parse::<Uri>(),
-            Protocol::H2 | Protocol::Grpc => {
-                format!("http://{}{}", spec.host, spec.path).parse::<Uri>()
-            }
-        }
-        .map_err(|_| LoadError::BadPath(spec.path.clone()))?;
+        let uri = target(&spec, 0)?;
         let host =
             HeaderValue::from_str(&spec.host).map_err(|_| LoadError::BadHost(spec.host.clone()))?;
         Ok(Shared {
@@ -37,12 +34,19 @@ impl Shared {
             recorder,
             uri,
             host,
+            next_path: AtomicU64::new(0),
         })
     }
 
     fn request(&self) -> Request<Full<Bytes>> {
         let mut request = Request::new(Full::default());
-        *request.uri_mut() = self.uri.clone();
+        *request.uri_mut() = match self.spec.paths {
+            0 | 1 => self.uri.clone(),
+            paths => {
+                let n = self.next_path.fetch_add(1, Ordering::Relaxed) % u64::from(paths);
+                target(&self.spec, n).unwrap_or_else(|_| self.uri.clone())
+            }
+        };
         if self.spec.protocol == Protocol::Grpc {
             // One empty message: no compression flag, length 0.
             *request.body_mut() = Full::new(Bytes::from_static(&[0; 5]));
@@ -63,6 +67,16 @@ impl Shared {
         }
         request
     }
+}
+
+/// The request target with `{n}` in the path replaced by `n`.
+fn target(spec: &LoadSpec, n: u64) -> Result<Uri, LoadError> {
+    let path = spec.path.replace("{n}", &n.to_string());
+    match spec.protocol {
+        Protocol::Http1 => path.parse::<Uri>(),
+        Protocol::H2 | Protocol::Grpc => format!("http://{}{path}", spec.host).parse::<Uri>(),
+    }
+    .map_err(|_| LoadError::BadPath(spec.path.clone()))
 }
 
 /// When a connection sends: a fixed schedule (open loop) or right after each answer.

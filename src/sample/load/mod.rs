@@ -43,7 +43,10 @@ pub struct LoadSpec {
     pub target: SocketAddr,
     /// The Host header (HTTP/1.1) or authority (HTTP/2).
     pub host: String,
+    /// The request target; with `paths` above 1, `{n}` in it counts 0, 1, ... `paths - 1`
+    /// round and round (a spread of URLs, as real traffic has).
     pub path: String,
+    pub paths: u32,
     pub headers: Vec<(HeaderName, HeaderValue)>,
     pub protocol: Protocol,
     pub connections: usize,
@@ -69,6 +72,7 @@ impl LoadSpec {
             target,
             host: target.to_string(),
             path: "/".to_string(),
+            paths: 1,
             headers: Vec::new(),
             protocol: Protocol::Http1,
             connections,
