@@ -22,6 +22,7 @@ use tokio::net::TcpListener;
 struct Seen {
     requests: AtomicU64,
     heads: Mutex<Vec<(String, http::HeaderMap)>>,
+    bodies: Mutex<Vec<Bytes>>,
 }
 
 /// How a test upstream answers `GET /item/N`: JSON with its own clock and counter (so two
@@ -54,6 +55,9 @@ async fn json_upstream(answers: Answers) -> (SocketAddr, Arc<Seen>) {
                             format!("{} {path}", request.method()),
                             request.headers().clone(),
                         ));
+                        let got = request.into_body().collect().await.unwrap().to_bytes();
+                        let got_bytes = got.len();
+                        seen.bodies.lock().unwrap().push(got);
                         tokio::time::sleep(answers.delay).await;
                         let price = match path.as_str() {
                             "/item/7" => answers.price_of_7,
@@ -64,7 +68,7 @@ async fn json_upstream(answers: Answers) -> (SocketAddr, Arc<Seen>) {
                             .unwrap()
                             .as_nanos();
                         let body = format!(
-                            r#"{{"now": {now}, "id": {n}, "path": "{path}", "price": {price}}}"#
+                            r#"{{"now": {now}, "id": {n}, "path": "{path}", "price": {price}, "got": {got_bytes}}}"#
                         );
                         Ok::<_, std::convert::Infallible>(
                             Response::builder()
@@ -357,6 +361,55 @@ async fn writes_are_not_copied_and_copies_carry_no_credentials() {
     }
     // Samples never show the query, which may carry secrets.
     assert!(!serde_json::to_string(&report).unwrap().contains("secret"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_allowed_to_be_copied_goes_with_its_body_and_a_body_too_large_is_skipped() {
+    let answers = Answers {
+        price_of_7: 5,
+        delay: Duration::ZERO,
+    };
+    let (blue, _) = json_upstream(answers).await;
+    let (green, seen) = json_upstream(answers).await;
+    let proxy = TestProxy::start(&config(
+        blue,
+        green,
+        "version = \"green\"\npercent = 100\nnoise_percent = 0\nmethods = [\"POST\"]\n\
+         allow_side_effects = true\nmax_body = \"1KiB\"\n\
+         compare = { body = \"json\", ignore = [\"$.now\", \"$.id\"] }",
+    ))
+    .await;
+    let posts = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<Full<Bytes>>();
+    let mut sent = Vec::new();
+    for i in 0..8 {
+        let body = Bytes::from(format!(
+            "{{\"buy\": {i}, \"note\": \"{}\"}}",
+            "x".repeat(i * 50)
+        ));
+        sent.push(body.clone());
+        let request = Request::post(format!("http://{}/order", proxy.addr()))
+            .body(Full::new(body))
+            .unwrap();
+        let response = posts.request(request).await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        response.into_body().collect().await.unwrap();
+    }
+    // Past max_body: the user is served, no copy is made.
+    let big = Request::post(format!("http://{}/order", proxy.addr()))
+        .body(Full::new(Bytes::from(vec![b'a'; 4096])))
+        .unwrap();
+    let response = posts.request(big).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    response.into_body().collect().await.unwrap();
+
+    let report = report_when(&proxy, |r| r.compared >= 8).await;
+    assert_eq!((report.mirrored, report.differing), (8, 0), "{report:?}");
+    assert_eq!(report.skipped.get("too_large"), Some(&1), "{report:?}");
+    let mut got = seen.bodies.lock().unwrap().clone();
+    got.sort();
+    sent.sort();
+    assert_eq!(got, sent, "green got each user's body, whole");
 }
 
 #[test]

@@ -9,12 +9,13 @@ use http_body::{Body, Frame, SizeHint};
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-/// What is sent upstream: the client's body as it arrives, or nothing (a retry of a
-/// bodiless request).
+/// What is sent upstream: the client's body as it arrives, nothing (a retry of a
+/// bodiless request), or a body the proxy holds whole (a shadow copy's).
 #[derive(Debug)]
 pub enum UpstreamRequestBody {
     Client(ClientBody),
     Empty,
+    Whole(Option<Bytes>),
 }
 
 impl Body for UpstreamRequestBody {
@@ -28,6 +29,9 @@ impl Body for UpstreamRequestBody {
         match self.get_mut() {
             UpstreamRequestBody::Client(body) => body.poll_frame(cx),
             UpstreamRequestBody::Empty => Poll::Ready(None),
+            UpstreamRequestBody::Whole(bytes) => {
+                Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b))))
+            }
         }
     }
 
@@ -35,6 +39,7 @@ impl Body for UpstreamRequestBody {
         match self {
             UpstreamRequestBody::Client(body) => body.is_end_stream(),
             UpstreamRequestBody::Empty => true,
+            UpstreamRequestBody::Whole(bytes) => bytes.is_none(),
         }
     }
 
@@ -42,6 +47,9 @@ impl Body for UpstreamRequestBody {
         match self {
             UpstreamRequestBody::Client(body) => body.size_hint(),
             UpstreamRequestBody::Empty => SizeHint::with_exact(0),
+            UpstreamRequestBody::Whole(bytes) => {
+                SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64))
+            }
         }
     }
 }

@@ -4,13 +4,14 @@
 
 use super::client_idle::StallClock;
 use crate::telemetry::ClientFault;
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use tokio::sync::oneshot;
 
 /// Where the request path learns that the client's body failed.
 #[derive(Debug)]
@@ -38,11 +39,40 @@ pub struct ClientBody {
     body: Incoming,
     fault: Arc<FaultSlot>,
     stall: StallClock,
+    /// A copy of what passes, for a shadow copy of the request.
+    copy: Option<BodyCopy>,
+}
+
+/// The body as it passes, up to a bound, handed over whole when it has all passed: `None`
+/// when it outgrew the bound; nothing (the sender dropped) when it broke off.
+#[derive(Debug)]
+struct BodyCopy {
+    kept: BytesMut,
+    max: usize,
+    overflowed: bool,
+    to: oneshot::Sender<Option<Bytes>>,
 }
 
 impl ClientBody {
     pub fn new(body: Incoming, fault: Arc<FaultSlot>, stall: StallClock) -> ClientBody {
-        ClientBody { body, fault, stall }
+        ClientBody {
+            body,
+            fault,
+            stall,
+            copy: None,
+        }
+    }
+
+    /// From now on, what passes is copied (up to `max` bytes) for the receiver.
+    pub fn copy_to(&mut self, max: usize) -> oneshot::Receiver<Option<Bytes>> {
+        let (to, from) = oneshot::channel();
+        self.copy = Some(BodyCopy {
+            kept: BytesMut::new(),
+            max,
+            overflowed: false,
+            to,
+        });
+        from
     }
 
     pub fn is_end_stream(&self) -> bool {
@@ -63,10 +93,42 @@ impl ClientBody {
             Poll::Ready(Some(Err(err))) => {
                 self.stall.progressing();
                 self.fault.set(classify(err));
+                self.copy = None;
             }
-            Poll::Ready(_) => self.stall.progressing(),
+            Poll::Ready(Some(Ok(frame))) => {
+                self.stall.progressing();
+                if let (Some(copy), Some(data)) = (&mut self.copy, frame.data_ref()) {
+                    copy.keep(data);
+                }
+                // A body of known length may never be polled to its end.
+                if self.body.is_end_stream() {
+                    self.finish_copy();
+                }
+            }
+            Poll::Ready(None) => {
+                self.stall.progressing();
+                self.finish_copy();
+            }
         }
         polled
+    }
+
+    fn finish_copy(&mut self) {
+        if let Some(copy) = self.copy.take() {
+            let whole = (!copy.overflowed).then(|| copy.kept.freeze());
+            let _ = copy.to.send(whole);
+        }
+    }
+}
+
+impl BodyCopy {
+    fn keep(&mut self, data: &Bytes) {
+        if self.kept.len() + data.len() > self.max {
+            self.overflowed = true;
+            self.kept = BytesMut::new();
+        } else if !self.overflowed {
+            self.kept.extend_from_slice(data);
+        }
     }
 }
 

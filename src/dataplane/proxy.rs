@@ -156,10 +156,10 @@ async fn serve(
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut request));
     let http2 = request.version() == Version::HTTP_2;
     let fault = (!request.body().is_end_stream()).then(FaultSlot::new);
-    let request = prepare_upstream_request(request, client, upgrade, authority, fault.as_ref());
+    let mut request = prepare_upstream_request(request, client, upgrade, authority, fault.as_ref());
     let mirror = match (&service.shadow, client_upgrade.is_some()) {
         (Some(shadow_route), false) if chosen == service.stable => {
-            shadow::plan(shadow_route, &request)
+            shadow::plan(shadow_route, &mut request)
         }
         _ => None,
     };

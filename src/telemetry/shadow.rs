@@ -19,7 +19,7 @@ pub const MIN_NOISE_SAMPLES: u64 = 20;
 pub enum Skip {
     /// `max_in_flight` copies were already under way.
     InFlight,
-    /// The request had a body (copies are bodiless requests only).
+    /// The client broke its request body off before it had all passed.
     RequestBody,
     /// A response body larger than `max_body`.
     TooLarge,

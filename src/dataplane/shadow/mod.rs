@@ -27,24 +27,32 @@ static SHADOW_HEADER: HeaderName = HeaderName::from_static("switchyard-shadow");
 const COPY_DEADLINE: Duration = Duration::from_secs(60);
 
 /// Whether this request to stable is copied: the method is one to copy, the share says
-/// so, it has no body, and there is room.
-pub fn plan(shadow: &ShadowRoute, request: &Request<UpstreamRequestBody>) -> Option<Mirror> {
+/// so, its body (if any) may fit in `max_body`, and there is room. A body is copied as it
+/// streams to stable; the copy goes when it has all passed.
+pub fn plan(shadow: &ShadowRoute, request: &mut Request<UpstreamRequestBody>) -> Option<Mirror> {
     let settings = &shadow.settings;
     if !settings.methods.contains(request.method()) || fastrand::f64() * 100.0 >= settings.percent {
         return None;
     }
-    if !matches!(request.body(), UpstreamRequestBody::Empty) {
-        shadow.stats.skipped(Skip::RequestBody);
+    let too_large = request
+        .body()
+        .size_hint()
+        .exact()
+        .is_some_and(|length| length > settings.max_body as u64);
+    if too_large {
+        shadow.stats.skipped(Skip::TooLarge);
         return None;
     }
     let Some(slot) = Slot::take(&shadow.in_flight, settings.max_in_flight) else {
         shadow.stats.skipped(Skip::InFlight);
         return None;
     };
-    Some(Mirror {
-        head: copy_head(request, settings.forward_credentials),
-        slot,
-    })
+    let head = copy_head(request, settings.forward_credentials);
+    let body = match request.body_mut() {
+        UpstreamRequestBody::Client(body) => Some(body.copy_to(settings.max_body)),
+        UpstreamRequestBody::Empty | UpstreamRequestBody::Whole(_) => None,
+    };
+    Some(Mirror { head, body, slot })
 }
 
 /// What shadowing `service` found so far (`ctl shadow`), if it has a shadow.
@@ -58,6 +66,8 @@ pub fn report(table: &RoutingTable, service: &str) -> Option<ShadowReport> {
 /// A copy about to be made.
 pub struct Mirror {
     head: http::request::Parts,
+    /// The request body, when it has all passed to stable.
+    body: Option<oneshot::Receiver<Option<Bytes>>>,
     slot: Slot,
 }
 
@@ -83,6 +93,7 @@ impl Mirror {
         };
         let copy = Copy {
             head: self.head,
+            body: self.body,
             table,
             service,
             _slot: self.slot,
@@ -157,18 +168,28 @@ impl Tap {
 /// A copy under way, in a task of its own.
 struct Copy {
     head: http::request::Parts,
+    body: Option<oneshot::Receiver<Option<Bytes>>>,
     table: Arc<RoutingTable>,
     service: usize,
     _slot: Slot,
 }
 
 impl Copy {
-    async fn run(self, stable_answer: oneshot::Receiver<Result<Answer, Skip>>) {
+    async fn run(mut self, stable_answer: oneshot::Receiver<Result<Answer, Skip>>) {
         let Some(service) = self.table.services().get(self.service) else {
             return;
         };
         let Some(shadow) = &service.shadow else {
             return;
+        };
+        let body = match self.body.take() {
+            None => None,
+            Some(passed) => match passed.await {
+                Ok(Some(body)) => Some(body),
+                Ok(None) => return shadow.stats.skipped(Skip::TooLarge),
+                // The client broke its body off: stable never got it whole either.
+                Err(_) => return shadow.stats.skipped(Skip::RequestBody),
+            },
         };
         let settings = &shadow.settings;
         let limits = (
@@ -177,7 +198,12 @@ impl Copy {
         );
         shadow.stats.mirrored();
         let shadowed = self
-            .send(&service.versions[shadow.version], limits, settings.max_body)
+            .send(
+                &service.versions[shadow.version],
+                &body,
+                limits,
+                settings.max_body,
+            )
             .await;
         // Stable is asked again only for what is safe to ask twice: `allow_side_effects`
         // is about the shadow version, never a second write on production.
@@ -185,8 +211,13 @@ impl Copy {
             self.head.method.is_safe() && fastrand::f64() * 100.0 < settings.noise_percent;
         let noise = match learn_noise {
             true => Some(
-                self.send(&service.versions[service.stable], limits, settings.max_body)
-                    .await,
+                self.send(
+                    &service.versions[service.stable],
+                    &body,
+                    limits,
+                    settings.max_body,
+                )
+                .await,
             ),
             false => None,
         };
@@ -217,10 +248,15 @@ impl Copy {
     async fn send(
         &self,
         version: &crate::routing::VersionRoute,
+        body: &Option<Bytes>,
         limits: (Duration, Duration),
         max_body: usize,
     ) -> Result<Answer, Skip> {
-        let request = Request::from_parts(self.head.clone(), UpstreamRequestBody::Empty);
+        let body = match body {
+            Some(bytes) => UpstreamRequestBody::Whole(Some(bytes.clone())),
+            None => UpstreamRequestBody::Empty,
+        };
+        let request = Request::from_parts(self.head.clone(), body);
         let response = forward(version, request, limits, Instant::now())
             .await
             .map_err(|_| Skip::ShadowFailed)?;
