@@ -12,6 +12,7 @@ mod guard;
 pub mod health;
 mod rollout;
 pub mod routes;
+pub mod runtime;
 mod salvage;
 pub mod shadow;
 pub mod upstream_tls;

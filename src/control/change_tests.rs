@@ -36,6 +36,7 @@ fn state(stable: &str, weights: &[(&str, u64)]) -> ServiceState {
         weights: weights.iter().map(|(v, w)| (v.to_string(), *w)).collect(),
         latched: false,
         frozen: false,
+        ..ServiceState::default()
     }
 }
 

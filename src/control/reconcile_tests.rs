@@ -20,6 +20,7 @@ fn live(stable: &str, weights: &[(&str, u64)], latched: bool) -> BTreeMap<String
         weights: weights.iter().map(|(v, w)| (v.to_string(), *w)).collect(),
         latched,
         frozen: false,
+        ..ServiceState::default()
     };
     BTreeMap::from([("shop".to_string(), state)])
 }

@@ -55,10 +55,12 @@ pub fn service(service: &ServiceStatus) -> String {
         .versions
         .iter()
         .map(|v| {
+            let runtime = v.runtime.then_some("(runtime)");
             let release = [&v.release.version, &v.release.commit, &v.release.notes]
                 .iter()
                 .filter(|s| !s.is_empty())
                 .map(|s| s.as_str())
+                .chain(runtime)
                 .collect::<Vec<_>>()
                 .join(" ");
             vec![
@@ -440,6 +442,12 @@ pub fn reload(reloaded: &ReloadResponse) -> String {
     for record in &reloaded.changes {
         out.push_str("  ");
         out.push_str(&revision(record));
+    }
+    if !reloaded.kept_runtime.is_empty() {
+        out.push_str(&format!(
+            "kept runtime versions: {}\n",
+            reloaded.kept_runtime.join(", ")
+        ));
     }
     out
 }
