@@ -87,7 +87,7 @@ async fn a_released_version_takes_traffic_survives_a_restart_and_retires() {
     let added = status.versions.iter().find(|v| v.name == "v2").unwrap();
     assert!(added.runtime && added.weight == 0, "{added:?}");
     assert_eq!(added.release.commit, "abc123");
-    assert_eq!(added.endpoints, [v2.clone()]);
+    assert_eq!(added.endpoints, std::slice::from_ref(&v2));
     assert_eq!(
         tally(proxy.addr, 20).await.get("v2"),
         None,

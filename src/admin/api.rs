@@ -273,13 +273,13 @@ pub fn change(verb: &str, body: &ChangeRequest) -> Result<Change, ApiError> {
         "unfreeze" => Change::Unfreeze,
         "release" => Change::Release {
             version: body.version.clone().ok_or_else(|| missing("version"))?,
-            spec: RuntimeVersion {
+            spec: Box::new(RuntimeVersion {
                 endpoints: body.endpoints.clone().ok_or_else(|| missing("endpoints"))?,
                 protocol: body.protocol.clone().unwrap_or_default(),
                 release: body.release.clone().unwrap_or_default(),
                 rollout: body.rollout,
                 addrs: Vec::new(),
-            },
+            }),
         },
         "retire" => Change::Retire {
             version: body.version.clone().ok_or_else(|| missing("version"))?,

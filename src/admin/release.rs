@@ -19,7 +19,7 @@ pub(super) async fn release(
     parts: &Parts,
     service: &str,
     version: String,
-    spec: RuntimeVersion,
+    spec: Box<RuntimeVersion>,
     origin: Origin,
 ) -> Result<RevisionRecord, ApiError> {
     let config = parts.controller.service(service)?;
@@ -70,7 +70,7 @@ pub(super) async fn release(
 }
 
 /// `spec` with its endpoints' addresses, or the entry that has none.
-async fn resolved(spec: RuntimeVersion) -> Result<RuntimeVersion, ApiError> {
+async fn resolved(spec: Box<RuntimeVersion>) -> Result<Box<RuntimeVersion>, ApiError> {
     let lookup = tokio::task::spawn_blocking(move || {
         let mut spec = spec;
         spec.resolve().map(|()| spec)

@@ -246,11 +246,11 @@ fn a_frozen_rollback_may_lower_risk_but_never_raise_it() {
 fn release(version: &str, endpoint: &str) -> Change {
     Change::Release {
         version: version.into(),
-        spec: crate::config::runtime::RuntimeVersion {
+        spec: Box::new(crate::config::runtime::RuntimeVersion {
             endpoints: vec![endpoint.into()],
             addrs: endpoint.parse().into_iter().collect(),
             ..Default::default()
-        },
+        }),
     }
 }
 

@@ -49,7 +49,7 @@ pub enum Change {
     /// Add a version at runtime, with no traffic (`ctl release`).
     Release {
         version: String,
-        spec: RuntimeVersion,
+        spec: Box<RuntimeVersion>,
     },
     /// Remove a version added at runtime that takes no traffic (`ctl retire`).
     Retire {

@@ -93,6 +93,12 @@ pub fn reconcile(
     }
     for (name, current) in live {
         if config.service(name).is_none() {
+            let detail = match current.runtime.keys().collect::<Vec<_>>() {
+                runtime if runtime.is_empty() => "service removed from the config".to_string(),
+                runtime => format!(
+                    "service removed from the config, with its runtime versions {runtime:?} (back if it is added back)"
+                ),
+            };
             planned.push(PlannedRevision {
                 service: name.clone(),
                 kind: ChangeKind::Removed,
@@ -100,7 +106,7 @@ pub fn reconcile(
                 new: None,
                 declared: None,
                 origin: Origin {
-                    reason: join_reason(&origin.reason, "service removed from the config"),
+                    reason: join_reason(&origin.reason, &detail),
                     ..origin.clone()
                 },
             });

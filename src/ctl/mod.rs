@@ -338,6 +338,7 @@ async fn run(args: CtlArgs) -> Result<String, ClientError> {
                 rollout,
                 addrs: Vec::new(),
             };
+            let spec = Box::new(spec);
             change(service, Change::Release { version, spec }, why)
         }
         CtlCommand::Retire {
