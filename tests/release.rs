@@ -353,3 +353,40 @@ async fn a_release_on_one_member_is_routed_by_all_three() {
         assert!(status.versions.iter().all(|v| v.name != "v2"), "{status:?}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_checks_watch_a_released_version_like_one_from_the_file() {
+    let versions = upstreams(&["blue", "v2"]).await;
+    let health = "[services.shop.health]\npath = \"/\"\ninterval = \"100ms\"\ntimeout = \"50ms\"\nfall = 1\nrise = 1\n";
+    let setup = Setup::new(&versions[..1], "{ blue = 100 }", health);
+    let _proxy = Proxy::start(&setup, &[]).await;
+    let down = closed_port();
+    let v2 = versions[1].addr.to_string();
+    ok(setup.ctl(&["release", "shop", "down", "--endpoint", &down]));
+    ok(setup.ctl(&["release", "shop", "v2", "--endpoint", &v2]));
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let status = setup.client().service("shop").await.unwrap();
+        let refusing = |name: &str| {
+            let version = status.versions.iter().find(|v| v.name == name).unwrap();
+            version.refusing.clone().unwrap_or_default()
+        };
+        let (_, metrics) = admin_raw(&setup, Method::GET, "/metrics", "").await;
+        let checked_down = format!(
+            "switchyard_health_up{{service=\"shop\",version=\"down\",endpoint=\"{down}\"}} 0"
+        );
+        let checked_up =
+            format!("switchyard_health_up{{service=\"shop\",version=\"v2\",endpoint=\"{v2}\"}} 1");
+        let checked = metrics.contains(&checked_down) && metrics.contains(&checked_up);
+        if refusing("down") == [down.clone()] && refusing("v2").is_empty() && checked {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the released version's endpoint was never checked down: {status:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    fails(setup.ctl(&["switch", "shop", "down"]), "down");
+    ok(setup.ctl(&["switch", "shop", "v2"]));
+}
