@@ -293,6 +293,23 @@ async fn release_with_rollout_starts_the_configured_rollout_of_that_version() {
     let setup = Setup::new(&versions[..2], "{ blue = 100, canary = 0 }", rollout);
     let _proxy = Proxy::start(&setup, &[]).await;
     let v2 = versions[2].addr.to_string();
+    // Refused before anything is recorded while frozen.
+    ok(setup.ctl(&["freeze", "shop"]));
+    let before = setup.client().status().await.unwrap().revision;
+    fails(
+        setup.ctl(&["release", "shop", "v2", "--endpoint", &v2, "--rollout"]),
+        "frozen",
+    );
+    assert_eq!(setup.client().status().await.unwrap().revision, before);
+    ok(setup.ctl(&["unfreeze", "shop"]));
+    // A version that fails its checks is released, but its rollout's gate refuses it.
+    let down = closed_port();
+    fails(
+        setup.ctl(&["release", "shop", "bad", "--endpoint", &down, "--rollout"]),
+        "(no traffic), but its rollout did not start: ",
+    );
+    let status = setup.client().service("shop").await.unwrap();
+    assert_eq!(weights_of(&status)["bad"], 0, "{status:?}");
     let out = ok(setup.ctl(&["release", "shop", "v2", "--endpoint", &v2, "--rollout"]));
     assert!(out.contains("rollout of v2 started"), "{out}");
     let status = setup.client().service("shop").await.unwrap();

@@ -32,6 +32,16 @@ pub(super) async fn release(
                 "{service} has no rollout configured (add [services.{service}.rollout] with steps and bake); release without --rollout"
             )));
         }
+        let routing = parts.controller.routing_of(service);
+        if let Some(held) = routing.filter(|r| r.latched || r.frozen) {
+            let why = match held.latched {
+                true => "latched after an abort (resume first)",
+                false => "frozen (unfreeze first)",
+            };
+            return Err(ApiError::Conflict(format!(
+                "{service} is {why}: its rollout could not start; nothing changed"
+            )));
+        }
         let rollouts = parts.rollouts.all().await;
         if let Some(running) = rollouts
             .get(service)

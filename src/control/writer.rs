@@ -788,6 +788,10 @@ impl Writer {
             state.revision,
         );
         self.plane.table.store(Arc::new(table));
+        // A retired version's endpoints (and their pooled connections) go with it.
+        if written.iter().any(|r| r.kind == ChangeKind::Retire) {
+            self.endpoints.retain_used();
+        }
         for record in written {
             self.hooks.send(&state.config.hooks, record);
         }
