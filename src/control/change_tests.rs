@@ -373,3 +373,19 @@ fn bad_releases_and_retires_are_refused_with_one_line() {
     .unwrap();
     assert!(retired.runtime.is_empty());
 }
+
+#[test]
+fn a_service_carries_at_most_64_runtime_versions() {
+    let mut current = state("blue", &[("blue", 100)]);
+    for n in 0..super::runtime::MAX_RUNTIME_VERSIONS {
+        let change = release(&format!("v{n}"), "127.0.0.1:7");
+        current = next(&in_force(&current), &current, &change, &[]).unwrap();
+    }
+    let err = next(
+        &in_force(&current),
+        &current,
+        &release("one-more", "127.0.0.1:7"),
+        &[],
+    );
+    assert!(err.unwrap_err().to_string().contains("retire some first"));
+}
