@@ -330,7 +330,7 @@ async fn release_with_rollout_starts_the_configured_rollout_of_that_version() {
 async fn a_release_on_one_member_is_routed_by_all_three() {
     let nats = NatsNode::single();
     let versions = upstreams(&["blue", "canary", "v2"]).await;
-    let fleet = Fleet::start_with(
+    let mut fleet = Fleet::start_with(
         &[&nats],
         &versions[..2],
         "{ blue = 100, canary = 0 }",
@@ -361,6 +361,15 @@ async fn a_release_on_one_member_is_routed_by_all_three() {
             fleet.logs()
         );
     }
+    // A member that restarts comes back with it, from its cache and the log.
+    fleet.proxies[2].terminate();
+    fleet.proxies[2] = Proxy::start(&fleet.setups[2], &[]).await;
+    fleet.wait_members(3).await;
+    assert!(
+        serves_only(fleet.proxies[2].addr, "v2", Duration::from_secs(10)).await,
+        "{}",
+        fleet.logs()
+    );
     // Retired from a third member once it takes no traffic; every member drops it.
     ok(fleet.setups[0].ctl(&["switch", "shop", "blue"]));
     let out = ok(fleet.setups[0].ctl(&["retire", "shop", "v2", "--wait-fleet"]));
