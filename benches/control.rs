@@ -129,6 +129,7 @@ fn control(c: &mut Criterion) {
         weights: BTreeMap::from([("blue".into(), 90), ("canary".into(), 10)]),
         latched: false,
         frozen: false,
+        ..ServiceState::default()
     };
     let states = BTreeMap::from([("shop".to_string(), state)]);
     group.bench_function("build_and_swap", |b| {

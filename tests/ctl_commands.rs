@@ -44,6 +44,7 @@ async fn routing(setup: &Setup) -> ServiceState {
             .collect(),
         latched: status.latched,
         frozen: status.frozen,
+        ..ServiceState::default()
     }
 }
 

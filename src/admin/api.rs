@@ -2,6 +2,7 @@
 //! travels as HTTP (method, path, JSON body), the answers, and the one place where a
 //! refusal becomes an HTTP status.
 
+use crate::config::runtime::RuntimeVersion;
 use crate::config::Release;
 use crate::control::command::{Change, Command, Order, RolloutAction};
 use crate::control::error::ControlError;
@@ -33,6 +34,18 @@ pub struct ChangeRequest {
     pub version: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub to: Option<u64>,
+    /// `release`: the new version's endpoints (`IP:port` or `name:port`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoints: Option<Vec<String>>,
+    /// `release`: "http1" (default) or "h2c".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub protocol: Option<String>,
+    /// `release`: what was deployed (version, commit, notes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub release: Option<Release>,
+    /// `release`: start the service's configured rollout of the new version.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub rollout: bool,
     /// Go ahead even where a pre-flight gate refuses (recorded in the revision).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub force: bool,
@@ -108,6 +121,9 @@ pub struct VersionStatus {
     /// Share of traffic the data plane actually sends (0.0..=1.0; all on stable while latched).
     pub share: f64,
     pub stable: bool,
+    /// Added at runtime (`ctl release`), not in the config file.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub runtime: bool,
     pub endpoints: Vec<String>,
     /// Endpoints left out of the rotation after refusing a connection, until
     /// `endpoint_backoff` has passed; absent from a server too old to say.
@@ -224,6 +240,14 @@ pub fn body(order: &Order) -> ChangeRequest {
             Change::Weights { weights } => body.weights = Some(weights.clone()),
             Change::Switch { version } => body.version = Some(version.clone()),
             Change::Rollback { to } => body.to = *to,
+            Change::Release { version, spec } => {
+                body.version = Some(version.clone());
+                body.endpoints = Some(spec.endpoints.clone());
+                body.protocol = Some(spec.protocol.clone()).filter(|p| !p.is_empty());
+                body.release = Some(spec.release.clone()).filter(|r| !r.is_empty());
+                body.rollout = spec.rollout;
+            }
+            Change::Retire { version } => body.version = Some(version.clone()),
             _ => {}
         }
     }
@@ -247,13 +271,37 @@ pub fn change(verb: &str, body: &ChangeRequest) -> Result<Change, ApiError> {
         "rollback" => Change::Rollback { to: body.to },
         "freeze" => Change::Freeze,
         "unfreeze" => Change::Unfreeze,
+        "release" => Change::Release {
+            version: body.version.clone().ok_or_else(|| missing("version"))?,
+            spec: Box::new(RuntimeVersion {
+                endpoints: body.endpoints.clone().ok_or_else(|| missing("endpoints"))?,
+                protocol: body.protocol.clone().unwrap_or_default(),
+                release: body.release.clone().unwrap_or_default(),
+                rollout: body.rollout,
+                addrs: Vec::new(),
+            }),
+        },
+        "retire" => Change::Retire {
+            version: body.version.clone().ok_or_else(|| missing("version"))?,
+        },
         other => return Err(ApiError::NotFound(format!("no such action {other:?}"))),
     };
+    let release_fields = body.endpoints.is_some()
+        || body.protocol.is_some()
+        || body.release.is_some()
+        || body.rollout;
     let unused = match &change {
-        Change::Weights { .. } => body.version.is_some() || body.to.is_some(),
-        Change::Switch { .. } => body.weights.is_some() || body.to.is_some(),
-        Change::Rollback { .. } => body.weights.is_some() || body.version.is_some(),
-        _ => body.weights.is_some() || body.version.is_some() || body.to.is_some(),
+        Change::Weights { .. } => body.version.is_some() || body.to.is_some() || release_fields,
+        Change::Switch { .. } | Change::Retire { .. } => {
+            body.weights.is_some() || body.to.is_some() || release_fields
+        }
+        Change::Rollback { .. } => {
+            body.weights.is_some() || body.version.is_some() || release_fields
+        }
+        Change::Release { .. } => body.weights.is_some() || body.to.is_some(),
+        _ => {
+            body.weights.is_some() || body.version.is_some() || body.to.is_some() || release_fields
+        }
     };
     if unused {
         return Err(ApiError::BadRequest(format!(
@@ -313,7 +361,10 @@ mod tests {
         for verb in Change::VERBS {
             let body = ChangeRequest {
                 weights: (verb == "weights").then(|| BTreeMap::from([("blue".into(), 1)])),
-                version: (verb == "switch").then(|| "blue".into()),
+                version: ["switch", "release", "retire"]
+                    .contains(&verb)
+                    .then(|| "blue".into()),
+                endpoints: (verb == "release").then(|| vec!["127.0.0.1:1".into()]),
                 ..ChangeRequest::default()
             };
             let decoded = change(verb, &body).unwrap();

@@ -4,6 +4,7 @@
 pub mod api;
 mod context;
 mod metrics;
+mod release;
 mod routes;
 mod server;
 mod status;

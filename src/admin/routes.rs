@@ -176,7 +176,12 @@ async fn route(
             let body: ChangeRequest = read_json(request).await?;
             let change = api::change(&verb, &body)?;
             let origin = origin(body.actor, body.reason)?.forced(body.force);
-            let record = parts.verified.change(&service, change, origin).await?;
+            let record = match change {
+                Change::Release { version, spec } => {
+                    super::release::release(parts, &service, version, spec, origin).await?
+                }
+                change => parts.verified.change(&service, change, origin).await?,
+            };
             Ok(json(StatusCode::OK, &record))
         }
         _ => Err(ApiError::NotFound(format!(

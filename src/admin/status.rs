@@ -113,6 +113,7 @@ fn services(
                     weight: state.weights.get(&*version.name).copied().unwrap_or(0),
                     share: route.share_of(index),
                     stable: *version.name == state.stable,
+                    runtime: state.runtime.contains_key(&*version.name),
                     endpoints: version
                         .endpoints
                         .iter()

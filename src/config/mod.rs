@@ -13,6 +13,7 @@ pub mod health;
 pub mod key_files;
 mod rollout;
 pub mod routes;
+pub mod runtime;
 mod salvage;
 pub mod secret;
 pub mod shadow;

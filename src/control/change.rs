@@ -3,6 +3,7 @@
 use super::command::Change;
 use super::error::ControlError;
 use super::record::RevisionRecord;
+use super::runtime;
 use crate::config::ServiceConfig;
 use crate::routing::ServiceState;
 use std::collections::BTreeMap;
@@ -51,6 +52,8 @@ pub fn next_state(
         }
         Change::Abort => next.latched = true,
         Change::Resume => next.latched = false,
+        Change::Release { version, spec } => runtime::release(service, &mut next, version, spec)?,
+        Change::Retire { version } => runtime::retire(service, &mut next, version)?,
         Change::Freeze => next.frozen = true,
         Change::Unfreeze => next.frozen = false,
         Change::Rollback { to } => {

@@ -36,6 +36,7 @@ fn state(stable: &str, weights: &[(&str, u64)]) -> ServiceState {
         weights: weights.iter().map(|(v, w)| (v.to_string(), *w)).collect(),
         latched: false,
         frozen: false,
+        ..ServiceState::default()
     }
 }
 
@@ -240,4 +241,151 @@ fn a_frozen_rollback_may_lower_risk_but_never_raise_it() {
     let lowered = next(&service, &twenty, &down, &refs).unwrap();
     assert_eq!(lowered.weights, ten.weights);
     assert!(lowered.frozen);
+}
+
+fn release(version: &str, endpoint: &str) -> Change {
+    Change::Release {
+        version: version.into(),
+        spec: Box::new(crate::config::runtime::RuntimeVersion {
+            endpoints: vec![endpoint.into()],
+            addrs: endpoint.parse().into_iter().collect(),
+            ..Default::default()
+        }),
+    }
+}
+
+/// The config in force for `state`: the file's service plus its runtime versions.
+fn in_force(state: &ServiceState) -> ServiceConfig {
+    let mut file = crate::config::Config::parse(
+        std::path::Path::new("t.toml"),
+        "[proxy]\nlisten = \"127.0.0.1:0\"\n[services.shop]\nstable = \"blue\"\nweights = { blue = 1 }\n[services.shop.versions.blue]\nendpoints = [\"127.0.0.1:1\"]\n",
+    )
+    .unwrap();
+    file.services = vec![service()];
+    let services = BTreeMap::from([("shop".to_string(), state.clone())]);
+    let config = super::runtime::effective(&file, &services, &Default::default());
+    config.services[0].clone()
+}
+
+#[test]
+fn a_released_version_joins_with_no_traffic_and_takes_weights_like_any() {
+    let current = state("blue", &[("blue", 95), ("canary", 5)]);
+    let released = next(&service(), &current, &release("v2", "127.0.0.1:7"), &[]).unwrap();
+    assert_eq!(released.weights, current.weights);
+    assert!(released.runtime.contains_key("v2"));
+    let config = in_force(&released);
+    let names: Vec<&str> = config.versions.iter().map(|v| v.name.as_str()).collect();
+    assert_eq!(
+        names,
+        ["blue", "canary", "green", "v2"],
+        "sorted: sticky order"
+    );
+    let weighted = next(
+        &config,
+        &released,
+        &weights(&[("blue", 90), ("v2", 10)]),
+        &[],
+    )
+    .unwrap();
+    assert_eq!(weighted.weights["v2"], 10);
+    assert!(weighted.runtime.contains_key("v2"), "a change keeps it");
+    let retired = next(
+        &config,
+        &weighted,
+        &Change::Retire {
+            version: "v2".into(),
+        },
+        &[],
+    );
+    assert!(retired.unwrap_err().to_string().contains("weight 10"));
+}
+
+#[test]
+fn bad_releases_and_retires_are_refused_with_one_line() {
+    let current = state("blue", &[("blue", 95), ("canary", 5)]);
+    let service = service();
+    for (change, expected) in [
+        (
+            release("canary", "127.0.0.1:7"),
+            "already has a version \"canary\"",
+        ),
+        (release("", "127.0.0.1:7"), "1 to 64"),
+        (release("a b", "127.0.0.1:7"), "letters, digits"),
+        (release("v2", "nowhere"), "not IP:port"),
+        (
+            Change::Retire {
+                version: "blue".into(),
+            },
+            "config file",
+        ),
+        (
+            Change::Retire {
+                version: "nope".into(),
+            },
+            "no runtime version",
+        ),
+    ] {
+        let err = next(&service, &current, &change, &[])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(expected), "{err:?} should say {expected:?}");
+        assert_eq!(err.lines().count(), 1);
+    }
+    let mut rollout = release("v2", "127.0.0.1:7");
+    if let Change::Release { spec, .. } = &mut rollout {
+        spec.rollout = true;
+    }
+    let err = next(&service, &current, &rollout, &[])
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("no rollout configured"), "{err}");
+    let released = next(&service, &current, &release("v2", "127.0.0.1:7"), &[]).unwrap();
+    let config = in_force(&released);
+    let again = next(&config, &released, &release("v2", "127.0.0.1:8"), &[]).unwrap_err();
+    assert!(again.to_string().contains("released at runtime"), "{again}");
+    let switched = next(
+        &config,
+        &released,
+        &Change::Switch {
+            version: "v2".into(),
+        },
+        &[],
+    )
+    .unwrap();
+    let err = next(
+        &config,
+        &switched,
+        &Change::Retire {
+            version: "v2".into(),
+        },
+        &[],
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("stable version"), "{err}");
+    let retired = next(
+        &config,
+        &released,
+        &Change::Retire {
+            version: "v2".into(),
+        },
+        &[],
+    )
+    .unwrap();
+    assert!(retired.runtime.is_empty());
+}
+
+#[test]
+fn a_service_carries_at_most_64_runtime_versions() {
+    let mut current = state("blue", &[("blue", 100)]);
+    for n in 0..super::runtime::MAX_RUNTIME_VERSIONS {
+        let change = release(&format!("v{n}"), "127.0.0.1:7");
+        current = next(&in_force(&current), &current, &change, &[]).unwrap();
+    }
+    let err = next(
+        &in_force(&current),
+        &current,
+        &release("one-more", "127.0.0.1:7"),
+        &[],
+    );
+    assert!(err.unwrap_err().to_string().contains("retire some first"));
 }

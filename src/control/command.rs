@@ -3,6 +3,7 @@
 //! plane (or, for rollouts, the rollout driver) carries it out.
 
 use super::record::ChangeKind;
+use crate::config::runtime::RuntimeVersion;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -45,11 +46,21 @@ pub enum Change {
     },
     Freeze,
     Unfreeze,
+    /// Add a version at runtime, with no traffic (`ctl release`).
+    Release {
+        version: String,
+        spec: Box<RuntimeVersion>,
+    },
+    /// Remove a version added at runtime that takes no traffic (`ctl retire`).
+    Retire {
+        version: String,
+    },
 }
 
 impl Change {
-    pub const VERBS: [&'static str; 8] = [
+    pub const VERBS: [&'static str; 10] = [
         "weights", "switch", "promote", "abort", "resume", "rollback", "freeze", "unfreeze",
+        "release", "retire",
     ];
 
     pub fn kind(&self) -> ChangeKind {
@@ -62,6 +73,8 @@ impl Change {
             Change::Rollback { .. } => ChangeKind::Rollback,
             Change::Freeze => ChangeKind::Freeze,
             Change::Unfreeze => ChangeKind::Unfreeze,
+            Change::Release { .. } => ChangeKind::Release,
+            Change::Retire { .. } => ChangeKind::Retire,
         }
     }
 

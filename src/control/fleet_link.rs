@@ -278,7 +278,7 @@ impl Writer {
             .map_err(|e| e.to_string())?;
         {
             let mut state = self.shared.lock();
-            let mut rebuilt = super::writer::ControlState::new(state.config.clone());
+            let mut rebuilt = super::writer::ControlState::new(state.file.clone());
             rebuilt.log = state.log;
             // Read on from where the cache and the log agree (skipped entries again too).
             let agreed = keep.checked_sub(1).map_or(0, |at| cached[at].revision);
@@ -288,6 +288,7 @@ impl Writer {
             for record in &cached[..keep] {
                 rebuilt.absorb(record.clone());
             }
+            rebuilt.derive_config();
             *state = rebuilt;
         }
         let from = cached.get(keep).map_or(0, |r| r.revision);
@@ -562,7 +563,7 @@ impl Writer {
             .as_ref()
             .is_none_or(|f| f.reconciled.load(Ordering::Acquire));
         if !done {
-            let config = self.shared.lock().config.clone();
+            let config = self.shared.lock().file.clone();
             self.reload(config, &Origin::new("startup", ""))
                 .await
                 .map_err(|err| err.to_string())?;

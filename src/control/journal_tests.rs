@@ -10,6 +10,7 @@ fn record(revision: u64, canary: u64) -> RevisionRecord {
         weights: BTreeMap::from([("blue".into(), 100 - canary), ("canary".into(), canary)]),
         latched: false,
         frozen: false,
+        ..ServiceState::default()
     };
     PlannedRevision {
         service: "shop".into(),

@@ -13,6 +13,7 @@ pub mod promises;
 pub mod reconcile;
 pub mod record;
 pub mod resolve;
+pub mod runtime;
 mod writer;
 
 use crate::config::{Config, ConfigError, ServiceConfig};
@@ -258,8 +259,9 @@ impl Controller {
         if let Some(link) = &link {
             link.overlay(&mut state.services);
         }
+        state.derive_config();
         let table = RoutingTable::build(
-            &config,
+            &state.config,
             &state.services,
             &endpoints,
             &telemetry,
@@ -600,6 +602,9 @@ pub struct ReloadResponse {
     pub revision: u64,
     /// Routing revisions the reload recorded (empty when it only changed topology).
     pub changes: Vec<RevisionRecord>,
+    /// Versions added at runtime that the reload kept, as "service/version".
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub kept_runtime: Vec<String>,
 }
 
 /// A service this instance does not route: unknown, or (in a fleet) perhaps only not known

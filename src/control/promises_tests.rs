@@ -8,6 +8,7 @@ fn state(stable: &str, weights: &[(&str, u64)], latched: bool) -> ServiceState {
         weights: weights.iter().map(|(v, w)| (v.to_string(), *w)).collect(),
         latched,
         frozen: false,
+        ..ServiceState::default()
     }
 }
 

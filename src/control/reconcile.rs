@@ -12,8 +12,13 @@
 //! as `removed`, and if it comes back (a file cut off at a section boundary and then
 //! repaired does this) it keeps the latch and freeze it had when it left. Topology-only
 //! edits record no revision.
+//!
+//! Versions added at runtime (`ctl release`) are kept: the file's routing keeps them, and
+//! the live routing may name them. When the file comes to define a version of the same
+//! name, the file's definition wins and the runtime entry is dropped (`config_edit`).
 
 use super::record::{ChangeKind, Declared, Origin, PlannedRevision};
+use crate::config::runtime::RuntimeVersion;
 use crate::config::{Config, ServiceConfig};
 use crate::routing::ServiceState;
 use std::collections::BTreeMap;
@@ -70,12 +75,30 @@ pub fn reconcile(
                         new,
                         format!("version {missing:?} left the config; back to the file's routing"),
                     ));
+                } else if let Some(new) = without_file_versions(service, current) {
+                    let named: Vec<&String> = current
+                        .runtime
+                        .keys()
+                        .filter(|v| !new.runtime.contains_key(*v))
+                        .collect();
+                    planned.push(plan(
+                        ChangeKind::ConfigEdit,
+                        Some(current),
+                        new,
+                        format!("the config file now defines runtime version {named:?}: the file's definition wins"),
+                    ));
                 }
             }
         }
     }
     for (name, current) in live {
         if config.service(name).is_none() {
+            let detail = match current.runtime.keys().collect::<Vec<_>>() {
+                runtime if runtime.is_empty() => "service removed from the config".to_string(),
+                runtime => format!(
+                    "service removed from the config, with its runtime versions {runtime:?} (back if it is added back)"
+                ),
+            };
             planned.push(PlannedRevision {
                 service: name.clone(),
                 kind: ChangeKind::Removed,
@@ -83,7 +106,7 @@ pub fn reconcile(
                 new: None,
                 declared: None,
                 origin: Origin {
-                    reason: join_reason(&origin.reason, "service removed from the config"),
+                    reason: join_reason(&origin.reason, &detail),
                     ..origin.clone()
                 },
             });
@@ -92,20 +115,38 @@ pub fn reconcile(
     planned
 }
 
-/// The file's routing, keeping a live latch and freeze.
+/// The file's routing, keeping a live latch and freeze, and the runtime versions whose
+/// names the file does not define.
 fn from_file(service: &ServiceConfig, current: Option<&ServiceState>) -> ServiceState {
     ServiceState {
         stable: service.stable.clone(),
         weights: service.weights.clone(),
         latched: current.is_some_and(|c| c.latched),
         frozen: current.is_some_and(|c| c.frozen),
+        runtime: current.map_or_else(Default::default, |c| runtime_kept(service, c)),
     }
 }
 
+fn runtime_kept(service: &ServiceConfig, state: &ServiceState) -> BTreeMap<String, RuntimeVersion> {
+    let mut kept = state.runtime.clone();
+    kept.retain(|name, _| service.version(name).is_none());
+    kept
+}
+
+/// The live routing without the runtime versions the file now defines, if it had any.
+fn without_file_versions(service: &ServiceConfig, state: &ServiceState) -> Option<ServiceState> {
+    let kept = runtime_kept(service, state);
+    (kept.len() < state.runtime.len()).then(|| ServiceState {
+        runtime: kept,
+        ..state.clone()
+    })
+}
+
+/// A version the live routing names that neither the file nor the runtime versions have.
 fn missing_version<'s>(service: &ServiceConfig, state: &'s ServiceState) -> Option<&'s String> {
     std::iter::once(&state.stable)
         .chain(state.weights.keys())
-        .find(|version| service.version(version).is_none())
+        .find(|version| service.version(version).is_none() && !state.runtime.contains_key(*version))
 }
 
 fn join_reason(reason: &str, detail: &str) -> String {

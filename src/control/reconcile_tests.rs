@@ -20,6 +20,7 @@ fn live(stable: &str, weights: &[(&str, u64)], latched: bool) -> BTreeMap<String
         weights: weights.iter().map(|(v, w)| (v.to_string(), *w)).collect(),
         latched,
         frozen: false,
+        ..ServiceState::default()
     };
     BTreeMap::from([("shop".to_string(), state)])
 }
@@ -128,4 +129,67 @@ fn a_service_that_comes_back_keeps_its_latch_and_freeze() {
     let new = planned[0].new.as_ref().unwrap();
     assert!(new.latched && new.frozen, "{new:?}");
     assert_eq!(new.weights["canary"], 5, "the file's routing");
+}
+
+fn with_runtime(
+    mut live: BTreeMap<String, ServiceState>,
+    version: &str,
+) -> BTreeMap<String, ServiceState> {
+    let spec = RuntimeVersion {
+        endpoints: vec!["127.0.0.1:7000".into()],
+        addrs: vec!["127.0.0.1:7000".parse().unwrap()],
+        ..RuntimeVersion::default()
+    };
+    for state in live.values_mut() {
+        state.runtime.insert(version.into(), spec.clone());
+    }
+    live
+}
+
+#[test]
+fn runtime_versions_outlive_a_reload_and_an_edit_of_the_file() {
+    let before = config("{ blue = 95, canary = 5 }", &["blue", "canary"]);
+    let live = with_runtime(live("blue", &[("blue", 90), ("v2", 10)], false), "v2");
+    let origin = Origin::new("reload", "");
+    let planned = reconcile(
+        &live,
+        &declared(&before),
+        &BTreeMap::new(),
+        &before,
+        &origin,
+    );
+    assert!(
+        planned.is_empty(),
+        "routing to a runtime version stays: {planned:?}"
+    );
+    let after = config("{ blue = 80, canary = 20 }", &["blue", "canary"]);
+    let planned = reconcile(&live, &declared(&before), &BTreeMap::new(), &after, &origin);
+    let new = planned[0].new.as_ref().unwrap();
+    assert!(
+        new.runtime.contains_key("v2"),
+        "the file's routing keeps it"
+    );
+}
+
+#[test]
+fn the_files_definition_of_a_runtime_name_wins() {
+    let before = config("{ blue = 95, canary = 5 }", &["blue", "canary"]);
+    let after = config("{ blue = 95, canary = 5 }", &["blue", "canary", "v2"]);
+    let live = with_runtime(live("blue", &[("blue", 90), ("v2", 10)], false), "v2");
+    let planned = reconcile(
+        &live,
+        &declared(&before),
+        &BTreeMap::new(),
+        &after,
+        &Origin::new("reload", ""),
+    );
+    assert_eq!(planned.len(), 1, "{planned:?}");
+    assert_eq!(planned[0].kind, ChangeKind::ConfigEdit);
+    assert!(planned[0]
+        .origin
+        .reason
+        .contains("the file's definition wins"));
+    let new = planned[0].new.as_ref().unwrap();
+    assert!(new.runtime.is_empty());
+    assert_eq!(new.weights["v2"], 10, "routing unchanged");
 }

@@ -38,6 +38,10 @@ pub enum ChangeKind {
     Rollback,
     Freeze,
     Unfreeze,
+    /// A version added at runtime (`ctl release`).
+    Release,
+    /// A version added at runtime, removed (`ctl retire`).
+    Retire,
     /// A service appeared in the config (or the journal was empty).
     Added,
     /// A service left the config.
@@ -67,6 +71,8 @@ impl ChangeKind {
             ChangeKind::Rollback => "rollback",
             ChangeKind::Freeze => "freeze",
             ChangeKind::Unfreeze => "unfreeze",
+            ChangeKind::Release => "release",
+            ChangeKind::Retire => "retire",
             ChangeKind::Added => "added",
             ChangeKind::Removed => "removed",
             ChangeKind::ConfigEdit => "config_edit",

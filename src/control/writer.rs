@@ -13,7 +13,7 @@ use super::hooks::Hooks;
 use super::journal::{Journal, JournalError};
 use super::pending::PendingFile;
 use super::record::{ChangeKind, Declared, Origin, PlannedRevision, RevisionRecord};
-use super::{promises, reconcile, unknown_service, ReloadResponse};
+use super::{promises, reconcile, runtime, unknown_service, ReloadResponse};
 use crate::config::Config;
 use crate::dataplane::proxy::DataPlane;
 use crate::routing::{RoutingTable, ServiceState};
@@ -32,7 +32,13 @@ const QUEUE: usize = 256;
 
 /// The control state: written only by the writer task, read by anyone.
 pub(crate) struct ControlState {
+    /// The config in force: the file's, with the runtime versions the routing carries
+    /// (`runtime::effective`); rebuilt on every commit.
     pub(crate) config: Config,
+    /// The config file as last loaded (endpoint names looked up again since).
+    pub(crate) file: Config,
+    /// Runtime versions' endpoint names, looked up again since they were released.
+    pub(crate) refreshed: runtime::Refreshed,
     pub(crate) services: BTreeMap<String, ServiceState>,
     /// What the config file said about each service's routing when it was last loaded.
     pub(crate) declared: BTreeMap<String, Declared>,
@@ -62,7 +68,9 @@ pub(crate) struct LogProgress {
 impl ControlState {
     pub(crate) fn new(config: Config) -> ControlState {
         ControlState {
+            file: config.clone(),
             config,
+            refreshed: runtime::Refreshed::new(),
             services: BTreeMap::new(),
             declared: BTreeMap::new(),
             revision: 0,
@@ -113,6 +121,17 @@ impl ControlState {
         if let Some(kept) = kept {
             *kept = record;
         }
+    }
+
+    /// Rebuilds the config in force from the file and the routing's runtime versions.
+    pub(crate) fn derive_config(&mut self) {
+        let services = &self.services;
+        self.refreshed.retain(|(service, version), _| {
+            services
+                .get(service)
+                .is_some_and(|s| s.runtime.contains_key(version))
+        });
+        self.config = runtime::effective(&self.file, &self.services, &self.refreshed);
     }
 
     /// Takes a journaled revision into the live state.
@@ -618,9 +637,14 @@ impl Writer {
         let written = self.reconcile(&config, origin).await?;
         let revision = self.commit(Some(config), &written);
         self.endpoints.retain_used();
+        let kept_runtime = runtime::listed(&self.shared.lock().services);
+        if !kept_runtime.is_empty() {
+            tracing::info!("reload kept runtime versions: {}", kept_runtime.join(", "));
+        }
         Ok(ReloadResponse {
             revision,
             changes: written,
+            kept_runtime,
         })
     }
 
@@ -693,6 +717,7 @@ impl Writer {
         let mut changed = Vec::new();
         {
             let mut state = self.shared.lock();
+            let state = &mut *state;
             for named in resolved {
                 let Some(version) = state
                     .config
@@ -705,10 +730,27 @@ impl Writer {
                     continue;
                 };
                 let label = format!("{}/{}", named.service, named.version);
-                if version.endpoints != named.addrs {
-                    tracing::info!(version = %label, old = ?version.endpoints, new = ?named.addrs, "endpoint addresses changed");
-                    version.endpoints = named.addrs;
-                    changed.push(label);
+                if version.endpoints == named.addrs {
+                    continue;
+                }
+                tracing::info!(version = %label, old = ?version.endpoints, new = ?named.addrs, "endpoint addresses changed");
+                version.endpoints = named.addrs.clone();
+                changed.push(label);
+                // Kept where the next commit rebuilds the config in force from.
+                let in_file = state
+                    .file
+                    .services
+                    .iter_mut()
+                    .find(|s| s.name == named.service)
+                    .and_then(|s| s.versions.iter_mut().find(|v| v.name == named.version))
+                    .filter(|v| v.sources == named.sources);
+                match in_file {
+                    Some(version) => version.endpoints = named.addrs,
+                    None => {
+                        state
+                            .refreshed
+                            .insert((named.service, named.version), named.addrs);
+                    }
                 }
             }
         }
@@ -724,7 +766,7 @@ impl Writer {
     pub(crate) fn commit(&self, config: Option<Config>, written: &[RevisionRecord]) -> u64 {
         let mut state = self.shared.lock();
         if let Some(config) = config {
-            state.config = config;
+            state.file = config;
         }
         // A revision is applied once, however often it is handed over.
         let written: Vec<&RevisionRecord> = written
@@ -737,6 +779,7 @@ impl Writer {
         if let Some(fleet) = &self.fleet {
             fleet.overlay(&mut state.services);
         }
+        state.derive_config();
         let table = RoutingTable::build(
             &state.config,
             &state.services,
@@ -745,6 +788,10 @@ impl Writer {
             state.revision,
         );
         self.plane.table.store(Arc::new(table));
+        // A retired version's endpoints (and their pooled connections) go with it.
+        if written.iter().any(|r| r.kind == ChangeKind::Retire) {
+            self.endpoints.retain_used();
+        }
         for record in written {
             self.hooks.send(&state.config.hooks, record);
         }

@@ -20,6 +20,7 @@ fn writer(dir: &std::path::Path) -> (Commands, Arc<Shared>, super::super::journa
         weights: service.weights.clone(),
         latched: false,
         frozen: false,
+        ..ServiceState::default()
     };
     state.services.insert("shop".into(), routing);
     let endpoints = EndpointRegistry::new(EndpointSettings {

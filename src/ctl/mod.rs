@@ -5,7 +5,8 @@ mod fleet;
 mod render;
 
 use crate::admin::api::{self, ReloadResponse, RolloutStatus};
-use crate::config::DEFAULT_ADMIN_SOCKET;
+use crate::config::runtime::RuntimeVersion;
+use crate::config::{Release, DEFAULT_ADMIN_SOCKET};
 use crate::control::command::{Change, Command, Order, RolloutAction};
 use crate::control::record::RevisionRecord;
 use crate::telemetry::shadow::ShadowVerdict;
@@ -134,6 +135,33 @@ pub enum CtlCommand {
         #[command(flatten)]
         why: Why,
     },
+    /// Add a version at runtime, with no traffic until a weights change, switch or
+    /// rollout gives it some (its checks run first, as for a version from the file).
+    Release {
+        service: String,
+        version: String,
+        /// An endpoint of the version, IP:PORT or NAME:PORT (repeat for more).
+        #[arg(long = "endpoint", value_name = "HOST:PORT", required = true)]
+        endpoints: Vec<String>,
+        /// How the proxy talks to it: http1 or h2c.
+        #[arg(long, value_name = "http1|h2c")]
+        protocol: Option<String>,
+        /// What was deployed: version=..., commit=..., notes=... (repeatable).
+        #[arg(long, value_name = "KEY=VALUE")]
+        meta: Vec<String>,
+        /// Then start the service's configured rollout of this version.
+        #[arg(long)]
+        rollout: bool,
+        #[command(flatten)]
+        why: Why,
+    },
+    /// Remove a version added at runtime that takes no traffic.
+    Retire {
+        service: String,
+        version: String,
+        #[command(flatten)]
+        why: Why,
+    },
     /// Re-read the config file (topology; routing edits in the file apply as a revision).
     Reload {
         #[command(flatten)]
@@ -154,6 +182,8 @@ impl CtlCommand {
             | CtlCommand::Freeze { why, .. }
             | CtlCommand::Unfreeze { why, .. }
             | CtlCommand::Rollout { why, .. }
+            | CtlCommand::Release { why, .. }
+            | CtlCommand::Retire { why, .. }
             | CtlCommand::Reload { why } => Some(why),
             _ => None,
         }
@@ -292,6 +322,30 @@ async fn run(args: CtlArgs) -> Result<String, ClientError> {
             why,
         } => change(service, Change::Switch { version }, why),
         CtlCommand::Rollback { service, to, why } => change(service, Change::Rollback { to }, why),
+        CtlCommand::Release {
+            service,
+            version,
+            endpoints,
+            protocol,
+            meta,
+            rollout,
+            why,
+        } => {
+            let spec = RuntimeVersion {
+                endpoints,
+                protocol: protocol.unwrap_or_default(),
+                release: parse_meta(&meta)?,
+                rollout,
+                addrs: Vec::new(),
+            };
+            let spec = Box::new(spec);
+            change(service, Change::Release { version, spec }, why)
+        }
+        CtlCommand::Retire {
+            service,
+            version,
+            why,
+        } => change(service, Change::Retire { version }, why),
         CtlCommand::Promote { service, why } => change(service, Change::Promote, why),
         CtlCommand::Abort { service, why } => change(service, Change::Abort, why),
         CtlCommand::Resume { service, why } => change(service, Change::Resume, why),
@@ -299,11 +353,15 @@ async fn run(args: CtlArgs) -> Result<String, ClientError> {
         CtlCommand::Unfreeze { service, why } => change(service, Change::Unfreeze, why),
     };
     let output = match &order.command {
-        Command::Change { .. } => {
+        Command::Change { service, change } => {
             let record: RevisionRecord = client.send(&order).await?;
-            match json {
-                true => as_json(&record),
-                false => render::revision(&record),
+            match (json, change) {
+                (true, _) => as_json(&record),
+                (false, Change::Release { version, spec }) if spec.rollout => format!(
+                    "{}{service}: rollout of {version} started\n",
+                    render::revision(&record)
+                ),
+                (false, _) => render::revision(&record),
             }
         }
         Command::Rollout { service, .. } => {
@@ -370,6 +428,22 @@ fn parse_weights(pairs: &[String]) -> Result<BTreeMap<String, u64>, ClientError>
         }
     }
     Ok(weights)
+}
+
+/// `--meta KEY=VALUE` pairs: the release's version, commit and notes.
+fn parse_meta(pairs: &[String]) -> Result<Release, ClientError> {
+    let mut release = Release::default();
+    for pair in pairs {
+        let bad = |why: String| ClientError::Api {
+            status: http::StatusCode::BAD_REQUEST,
+            message: format!("--meta {pair:?}: {why}"),
+        };
+        let (key, value) = pair
+            .split_once('=')
+            .ok_or_else(|| bad("is not KEY=VALUE".into()))?;
+        release.set(key, value).map_err(bad)?;
+    }
+    Ok(release)
 }
 
 /// `--actor`, else the local user name.

@@ -55,10 +55,12 @@ pub fn service(service: &ServiceStatus) -> String {
         .versions
         .iter()
         .map(|v| {
+            let runtime = v.runtime.then_some("(runtime)");
             let release = [&v.release.version, &v.release.commit, &v.release.notes]
                 .iter()
                 .filter(|s| !s.is_empty())
                 .map(|s| s.as_str())
+                .chain(runtime)
                 .collect::<Vec<_>>()
                 .join(" ");
             vec![
@@ -330,11 +332,25 @@ pub fn revision(record: &RevisionRecord) -> String {
     out
 }
 
-/// The kind, marked when the change was forced past its gate.
+/// The kind, with the runtime versions it added or removed, marked when the change was
+/// forced past its gate.
 fn kind(record: &RevisionRecord) -> String {
+    let mut label = record.kind.label().to_string();
+    if let (Some(old), Some(new)) = (&record.old, &record.new) {
+        let changed: Vec<&str> = old
+            .runtime
+            .keys()
+            .filter(|v| !new.runtime.contains_key(*v))
+            .chain(new.runtime.keys().filter(|v| !old.runtime.contains_key(*v)))
+            .map(String::as_str)
+            .collect();
+        if !changed.is_empty() {
+            label = format!("{label} {}", changed.join(","));
+        }
+    }
     match record.forced {
-        true => format!("{} (forced)", record.kind.label()),
-        false => record.kind.label().to_string(),
+        true => format!("{label} (forced)"),
+        false => label,
     }
 }
 
@@ -440,6 +456,12 @@ pub fn reload(reloaded: &ReloadResponse) -> String {
     for record in &reloaded.changes {
         out.push_str("  ");
         out.push_str(&revision(record));
+    }
+    if !reloaded.kept_runtime.is_empty() {
+        out.push_str(&format!(
+            "kept runtime versions: {}\n",
+            reloaded.kept_runtime.join(", ")
+        ));
     }
     out
 }

@@ -60,6 +60,7 @@ endpoints = ["127.0.0.1:2"]
                 weights: service.weights.clone(),
                 latched: false,
                 frozen: false,
+                ..ServiceState::default()
             }),
             service,
             verdict: StdMutex::new(None),

@@ -1,9 +1,10 @@
 //! The routing intent of one service: what the control plane records and the table is built from.
 
+use crate::config::runtime::RuntimeVersion;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ServiceState {
     pub stable: String,
     pub weights: BTreeMap<String, u64>,
@@ -13,6 +14,9 @@ pub struct ServiceState {
     /// Set by `freeze`: no increase of traffic toward a non-stable version.
     #[serde(default)]
     pub frozen: bool,
+    /// Versions added at runtime (`ctl release`), by name: topology the journal carries.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub runtime: BTreeMap<String, RuntimeVersion>,
 }
 
 impl ServiceState {
