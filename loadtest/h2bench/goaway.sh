@@ -3,7 +3,8 @@
 # N requests (C connections, M streams each) over h2c to each proxy, whose upstream
 # (goaway_upstream.py, pip package `h2`) sends GOAWAY every EVERY streams on a connection.
 # Prints each proxy's non-2xx and failed requests: streams the upstream never processed
-# must be sent again, not answered 502. All on 127.0.0.1.
+# must be sent again, not answered 502, and never counted against the version (the
+# outcomes switchyard counted for it are printed). All on 127.0.0.1.
 #
 #   loadtest/h2bench/goaway.sh path/to/switchyard   [N=10000 C=10 M=10 EVERY="1000 5"]
 set -euo pipefail
@@ -46,6 +47,9 @@ TOML
     total=$(echo "$out" | awk '/^requests:/ {print $2}')
     printf '%-11s %6s %8s %8s %8s\n' "${target%%:*}" "$every" "$total" "$ok" $((total - ok))
   done
+  # What switchyard counted against the version (refused streams never are).
+  echo "  switchyard counted for blue: $(curl -s --unix-socket "$run/admin-$every.sock" http://admin/metrics \
+    | awk '/^switchyard_requests_total\{.*version="blue"/ {split($0, a, "outcome=\""); split(a[2], b, "\""); printf "%s=%s ", b[1], $NF}')"
   kill "$sy" "$hp"; kill -TERM "$upstream_pid"; wait "$upstream_pid" 2>/dev/null || true
   echo "  upstream: $(tail -1 "$run/upstream-$every.log")"
 done

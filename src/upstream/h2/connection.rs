@@ -207,7 +207,16 @@ enum Refusal {
 /// How the upstream refused a stream it never processed, if it did. h2 gives a stream
 /// above a GOAWAY's `last_stream_id` that GOAWAY's error; streams the peer cut off by
 /// closing get a broken pipe instead, so only refused ones match.
+///
+/// hyper's connection task ends as soon as a graceful GOAWAY arrives; a request it had
+/// opened but still held back (the connection at its stream limit: "pending open", never
+/// written) loses its callback then, and comes back as "dispatch task is gone". Such a
+/// stream was never sent, so it is refused like one above `last_stream_id`. (hyper offers
+/// no predicate for this kind; its text is the one mark.)
 fn refusal(err: &hyper::Error) -> Option<Refusal> {
+    if err.is_user() && err.to_string().starts_with("dispatch task is gone") {
+        return Some(Refusal::GoAway);
+    }
     let mut source: Option<&(dyn std::error::Error + 'static)> = Some(err);
     while let Some(cause) = source {
         if let Some(h2) = cause.downcast_ref::<h2::Error>() {
