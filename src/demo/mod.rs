@@ -126,8 +126,8 @@ pub async fn run(options: DemoOptions, shards: usize) -> Result<PathBuf, DemoErr
             }
         }
         let table = plane.table.load();
-        if let Some(change) = watch.look(&table) {
-            tell(&screen, &mut story, elapsed, change);
+        for revision in watch.look(&proxy.controller.revisions(stage::SERVICE)) {
+            tell(&screen, &mut story, elapsed, revision);
         }
         // The guard's verdict on the canary, whenever it changes.
         if let Some(verdict) = proxy.board.get(stage::SERVICE) {

@@ -64,7 +64,7 @@ pub fn summarise(table: &RoutingTable, client: &LoadReport) -> Vec<VersionSummar
 pub fn render(report: &DemoReport) -> String {
     let requests: u64 = report.versions.iter().map(|v| v.requests).sum();
     let mut out = format!(
-        "\nSummary: {requests} requests in {:.0} s through {}, routing revision {} at the end\n\n",
+        "\nSummary: {requests} requests in {:.0} s through {}, revision {} at the end\n\n",
         report.duration_secs, report.proxy, report.final_revision
     );
     let _ = writeln!(

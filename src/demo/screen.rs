@@ -56,7 +56,7 @@ pub fn frame(view: &View, story: &Story, proxy: SocketAddr, color: bool) -> Stri
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "switchyard demo   {:>2}s of {}s   routing revision {}   try: curl -i http://{proxy}/\n",
+        "switchyard demo   {:>2}s of {}s   revision {}   try: curl -i http://{proxy}/\n",
         view.elapsed.as_secs(),
         view.duration.as_secs(),
         view.revision,

@@ -1,8 +1,10 @@
 //! The demo's timeline: what the demo does at set times (the script), and what it saw the
 //! proxy do (the story). The proxy's own reactions (the guard cutting a bad canary back)
-//! are not scripted: the revision watch notices every new routing table, whoever made it.
+//! are not scripted: the revision watch notices every new revision, whoever made it, and
+//! says what it was.
 
-use crate::routing::RoutingTable;
+use crate::control::record::RevisionRecord;
+use crate::routing::ServiceState;
 use serde::Serialize;
 use std::time::Duration;
 
@@ -66,46 +68,55 @@ impl Story {
     }
 }
 
-/// Notices each new routing table and says how the split changed.
+/// Notices each new revision and says what it was: a routing change (its kind, who made
+/// it, the split before and after), or a revision that left the routing as it was (a
+/// validation, an alarm).
 #[derive(Debug, Default)]
 pub struct RevisionWatch {
     revision: u64,
-    split: String,
 }
 
 impl RevisionWatch {
-    /// A sentence when the table's revision changed since the last look.
-    pub fn look(&mut self, table: &RoutingTable) -> Option<String> {
-        if table.revision == self.revision {
-            return None;
+    /// A sentence for each revision in `history` since the last look.
+    pub fn look(&mut self, history: &[RevisionRecord]) -> Vec<String> {
+        let mut said = Vec::new();
+        let seen = self.revision;
+        for record in history.iter().filter(|r| r.revision > seen) {
+            let what = format!("{} by {}", record.kind.label(), record.actor);
+            let split = |state: &Option<ServiceState>| state.as_ref().map(describe_state);
+            said.push(match (split(&record.old), split(&record.new)) {
+                (None, Some(new)) => {
+                    format!("routing revision {} ({what}): {new}", record.revision)
+                }
+                (Some(old), Some(new)) if old != new => format!(
+                    "routing revision {} ({what}): {old} -> {new}",
+                    record.revision
+                ),
+                _ => format!("revision {} ({what}): routing unchanged", record.revision),
+            });
+            self.revision = record.revision;
         }
-        let split = describe_split(table);
-        let text = if self.revision == 0 {
-            format!("routing revision {}: {split}", table.revision)
-        } else {
-            format!(
-                "routing revision {}: {} -> {split}",
-                table.revision, self.split
-            )
-        };
-        self.revision = table.revision;
-        self.split = split;
-        Some(text)
+        said
     }
 }
 
-/// "blue 90%, canary 10%" (versions without traffic left out).
-pub fn describe_split(table: &RoutingTable) -> String {
-    let mut parts = Vec::new();
-    for service in table.services() {
-        for (index, version) in service.versions.iter().enumerate() {
-            let share = service.share_of(index);
-            if share > 0.0 {
-                parts.push(format!("{} {}", version.name, percent(share)));
-            }
-        }
+/// "blue 90%, canary 10%" for a service's routing (versions without traffic left out; a
+/// latched service sends everything to stable, whatever its weights say).
+fn describe_state(state: &ServiceState) -> String {
+    if state.latched {
+        return format!("{} 100% (latched)", state.stable);
     }
-    parts.join(", ")
+    let total: u64 = state.weights.values().sum();
+    let parts: Vec<String> = state
+        .weights
+        .iter()
+        .filter(|(_, &weight)| weight > 0)
+        .map(|(name, &weight)| format!("{name} {}", percent(weight as f64 / total as f64)))
+        .collect();
+    match parts.is_empty() {
+        true => format!("{} 100%", state.stable),
+        false => parts.join(", "),
+    }
 }
 
 /// A share as a short percentage: "10%", "0.1%".
