@@ -221,7 +221,7 @@ impl Copy {
         max_body: usize,
     ) -> Result<Answer, Skip> {
         let request = Request::from_parts(self.head.clone(), UpstreamRequestBody::Empty);
-        let response = forward(version, request, limits, Instant::now())
+        let response = forward(version, request, limits, Instant::now(), &mut None)
             .await
             .map_err(|_| Skip::ShadowFailed)?;
         let (parts, mut body) = response.into_parts();
