@@ -346,3 +346,24 @@ fn bad_otlp_sections_are_named() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spans_still_queued_at_sigterm_are_exported_before_the_process_ends() {
+    let collector = Collector::start();
+    let blue = common::upstream("blue").await;
+    let setup = common::Setup::new(std::slice::from_ref(&blue), "{ blue = 100 }", "");
+    setup.write(
+        std::slice::from_ref(&blue),
+        "{ blue = 100 }",
+        &collector.config(1.0),
+    );
+    let mut proxy = common::Proxy::start(&setup, &[]).await;
+    let reply = get(&client(), proxy.addr, "/", &[("x-request-id", "last-span")]).await;
+    assert_eq!(reply.status, StatusCode::OK);
+    // At once: the exporter is still waiting (a second) for more spans to batch.
+    proxy.terminate();
+    let status = proxy.child.try_wait().unwrap().expect("exited");
+    assert!(status.success(), "{status}: {}", proxy.log_text());
+    let spans = std::fs::read_to_string(&collector.spans).unwrap_or_default();
+    assert!(spans.contains("last-span"), "{spans:?}");
+}
