@@ -152,4 +152,26 @@ mod tests {
         outlet.send(3);
         assert_eq!(outlet.dropped(), 1);
     }
+
+    #[test]
+    fn a_full_queue_drops_and_counts_without_waiting() {
+        let (release, released) = std::sync::mpsc::channel::<()>();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let kept = seen.clone();
+        let outlet = Outlet::start("outlet-test", 2, move |mut batches, _| {
+            // Busy elsewhere until the test has filled the queue.
+            let _ = released.recv();
+            let mut batch = Vec::new();
+            while batches.next(&mut batch, 10, Duration::ZERO) {
+                kept.lock().unwrap().append(&mut batch);
+            }
+        });
+        for n in 0..5 {
+            outlet.send(n);
+        }
+        assert_eq!(outlet.dropped(), 3);
+        release.send(()).unwrap();
+        outlet.close();
+        assert_eq!(*seen.lock().unwrap(), vec![0, 1]);
+    }
 }
