@@ -367,3 +367,27 @@ async fn spans_still_queued_at_sigterm_are_exported_before_the_process_ends() {
     let spans = std::fs::read_to_string(&collector.spans).unwrap_or_default();
     assert!(spans.contains("last-span"), "{spans:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_exchange_with_an_unusual_method_is_an_error_span() {
+    let collector = Collector::start();
+    let pair = pair("blue", "canary", (100, 0), &collector.config(1.0)).await;
+    pair.stable.faults.set_error_rate(1.0);
+    let request = http::Request::builder()
+        .method("PURGE")
+        .uri(format!("http://{}/", pair.proxy.addr()))
+        .body(http_body_util::Empty::new())
+        .unwrap();
+    let response = client().request(request).await.unwrap();
+    let status = response.status().as_u16();
+    assert!(status >= 500, "{status}");
+    let spans = collector.spans(1).await;
+    let span = &spans[0];
+    assert_eq!(span["name"], "HTTP");
+    assert_eq!(span["status_code"], 2, "ERROR");
+    let attributes = &span["attributes"];
+    assert_eq!(attributes["http.request.method"], "_OTHER");
+    assert_eq!(attributes["http.request.method_original"], "PURGE");
+    assert_eq!(attributes["http.response.status_code"], status);
+    assert_eq!(attributes["error.type"], status.to_string());
+}

@@ -64,7 +64,9 @@ fn span_of(recorded: &Recorded) -> Span {
         name: entry
             .method
             .as_ref()
-            .map_or_else(|| "HTTP".to_string(), |m| m.as_str().to_string()),
+            .and_then(known_method)
+            .unwrap_or("HTTP")
+            .to_string(),
         kind: span::SpanKind::Server as i32,
         start_time_unix_nano: unix_nanos(entry.start),
         end_time_unix_nano: unix_nanos(entry.start + entry.duration),
@@ -87,7 +89,14 @@ fn span_of(recorded: &Recorded) -> Span {
 fn attributes(entry: &Entry) -> Vec<KeyValue> {
     let mut out = Vec::with_capacity(20);
     if let Some(method) = &entry.method {
-        out.push(text("http.request.method", method.as_str()));
+        match known_method(method) {
+            Some(known) => out.push(text("http.request.method", known)),
+            // The conventions keep the method's values few; an unusual one is told apart.
+            None => {
+                out.push(text("http.request.method", "_OTHER"));
+                out.push(text("http.request.method_original", method.as_str()));
+            }
+        }
     }
     if let Some(target) = &entry.target {
         let (path, query) = target.split_once('?').unwrap_or((target, ""));
@@ -150,6 +159,23 @@ fn attributes(entry: &Entry) -> Vec<KeyValue> {
         out.push(text("switchyard.request_id", id));
     }
     out
+}
+
+/// The method, when it is one of RFC 9110's or PATCH (the conventions' known methods).
+fn known_method(method: &http::Method) -> Option<&str> {
+    use http::Method;
+    let known = [
+        Method::GET,
+        Method::HEAD,
+        Method::POST,
+        Method::PUT,
+        Method::DELETE,
+        Method::CONNECT,
+        Method::OPTIONS,
+        Method::TRACE,
+        Method::PATCH,
+    ];
+    known.contains(method).then(|| method.as_str())
 }
 
 /// Why a 5xx exchange failed: the proxy's end reason, or the upstream's status.
