@@ -391,3 +391,20 @@ async fn a_failed_exchange_with_an_unusual_method_is_an_error_span() {
     assert_eq!(attributes["http.response.status_code"], status);
     assert_eq!(attributes["error.type"], status.to_string());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http2_request_says_so_in_its_span() {
+    let collector = Collector::start();
+    let pair = pair("blue", "canary", (100, 0), &collector.config(1.0)).await;
+    let h2: common::HttpClient =
+        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+            .http2_only(true)
+            .build_http();
+    let reply = get(&h2, pair.proxy.addr(), "/over-h2", &[]).await;
+    assert_eq!(reply.status, StatusCode::OK);
+    let spans = collector.spans(1).await;
+    let attributes = &spans[0]["attributes"];
+    assert_eq!(attributes["network.protocol.version"], "2", "{attributes}");
+    assert_eq!(attributes["url.path"], "/over-h2");
+    assert_eq!(attributes["server.address"], "127.0.0.1");
+}
