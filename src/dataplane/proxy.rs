@@ -60,8 +60,9 @@ pub struct ClientConn {
 }
 
 /// Serves one client request. Never fails: every problem becomes a short error response.
-/// Every request and answer carries its `x-request-id`; with an access log, the
-/// exchange's line goes with the answer's body (or is sent here, if the client leaves
+/// Every request and answer carries its `x-request-id`; with `[telemetry.otlp]` the
+/// request's `traceparent` is decided here. With an access log or a sampled span, the
+/// exchange's record goes with the answer's body (or is sent here, if the client leaves
 /// before the answer).
 pub async fn handle(
     plane: Arc<DataPlane>,
