@@ -212,8 +212,19 @@ impl RunningProxy {
         let _ = self.stop.send(true);
         let _ = self.server.await;
         self.controller.stop().await;
+        // The last lines and spans of the drained requests, written before the process ends.
+        let telemetry = self.controller.telemetry.clone();
+        let closed = tokio::task::spawn_blocking(move || telemetry.close_outputs());
+        if tokio::time::timeout(OUTPUTS_CLOSE, closed).await.is_err() {
+            tracing::warn!(
+                "access log or span export still busy after {OUTPUTS_CLOSE:?}; stopping without it"
+            );
+        }
     }
 }
+
+/// How long shutdown waits for the access log's writer and the span exporter to finish.
+const OUTPUTS_CLOSE: std::time::Duration = std::time::Duration::from_secs(15);
 
 /// Runs the proxy until SIGTERM or SIGINT, then drains. SIGHUP reloads the config;
 /// SIGUSR1 reopens the access log file (after logrotate moved it).

@@ -86,6 +86,7 @@ async fn an_answered_request_has_every_field_and_its_ids() {
         "upstream_ms",
         "service",
         "version",
+        "endpoint",
         "revision",
         "request_id",
         "trace_id",
@@ -103,6 +104,7 @@ async fn an_answered_request_has_every_field_and_its_ids() {
     assert_eq!(line["bytes_out"], reply.body.len() as u64);
     assert_eq!(line["service"], "shop");
     assert_eq!(line["version"], "blue");
+    assert_eq!(line["endpoint"], pair.stable.addr.to_string());
     assert_eq!(line["request_id"], "req-42");
     assert_eq!(line["trace_id"], "4bf92f3577b34da6a3ce929d0e0e4736");
     assert_eq!(line["client"], "127.0.0.1");
@@ -122,6 +124,8 @@ async fn a_canary_failure_retried_on_stable_says_so() {
     let lines = lines(dir.path(), 1).await;
     assert_eq!(lines[0]["end"], "retried_on_stable", "{}", lines[0]);
     assert_eq!(lines[0]["version"], "blue");
+    // The endpoint that answered: stable's, not the canary's that failed.
+    assert_eq!(lines[0]["endpoint"], pair.stable.addr.to_string());
 }
 
 /// An upstream that reads a request head, remembers it, and answers after `delay`.
@@ -185,6 +189,85 @@ async fn the_id_goes_upstream_and_a_client_that_left_is_logged_as_gone() {
     assert_eq!(lines[0]["end"], "client_gone", "{}", lines[0]);
     assert_eq!(lines[0]["status"], 499);
     assert_eq!(lines[0]["request_id"], "leaving-1");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_refused_at_max_connections_has_its_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let blue = common::upstream("blue").await;
+    let body = format!(
+        "max_connections = 1\n{}\n[services.shop]\nstable = \"v1\"\nweights = {{ v1 = 100 }}\n[services.shop.versions.v1]\nendpoints = [\"{}\"]\n",
+        access_log(dir.path()),
+        blue.addr
+    );
+    let proxy = TestProxy::start(&body).await;
+    let mut held = TcpStream::connect(proxy.addr()).await.unwrap();
+    held.write_all(b"GET / HTTP/1.1\r\nhost: shop\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = [0u8; 1024];
+    let n = held.read(&mut buf).await.unwrap();
+    assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
+    let mut refused = TcpStream::connect(proxy.addr()).await.unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), refused.read_to_end(&mut answer))
+        .await
+        .expect("the refused connection was closed")
+        .unwrap();
+    assert!(answer.starts_with(b"HTTP/1.1 503"));
+    let lines = lines(dir.path(), 2).await;
+    let line = &lines[1];
+    assert_eq!(line["end"], "refused_by_limit", "{line}");
+    assert_eq!(line["status"], 503);
+    assert_eq!(line["client"], "127.0.0.1");
+    assert_eq!(line["method"], Value::Null);
+    assert_eq!(line["path"], Value::Null);
+    assert_eq!(line["service"], Value::Null);
+    assert!(line["start"].as_str().unwrap().ends_with('Z'), "{line}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_in_flight_at_sigterm_is_logged_before_the_process_ends() {
+    let blue = common::upstream("blue").await;
+    // The answer's head comes at once, its body over about a second.
+    blue.faults.set_slow_body(5, Duration::from_millis(200));
+    let setup = common::Setup::new(std::slice::from_ref(&blue), "{ blue = 100 }", "");
+    let log = setup.dir.path().join("access.log");
+    let extra = format!(
+        "[proxy.access_log]\nto = \"file\"\npath = \"{}\"\n",
+        log.display()
+    );
+    setup.write(std::slice::from_ref(&blue), "{ blue = 100 }", &extra);
+    let mut proxy = common::Proxy::start(&setup, &[]).await;
+    let addr = proxy.addr;
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    stream
+        .write_all(b"GET / HTTP/1.1\r\nhost: shop\r\nx-request-id: last-one\r\n\r\n")
+        .await
+        .unwrap();
+    let mut head = [0u8; 16];
+    stream.read_exact(&mut head).await.unwrap();
+    assert!(head.starts_with(b"HTTP/1.1 200"));
+    // Mid-body: the drain lets it finish, and its line must reach the file.
+    proxy.signal(libc::SIGTERM);
+    let mut rest = Vec::new();
+    tokio::time::timeout(Duration::from_secs(20), stream.read_to_end(&mut rest))
+        .await
+        .expect("the drained request finished")
+        .unwrap();
+    let exited = tokio::task::spawn_blocking(move || {
+        let status = proxy.child.wait().unwrap();
+        (status, proxy)
+    });
+    let (status, _proxy) = tokio::time::timeout(Duration::from_secs(20), exited)
+        .await
+        .expect("the proxy exited")
+        .unwrap();
+    assert!(status.success(), "{status}");
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    let line: Value = serde_json::from_str(text.lines().last().expect("a line")).unwrap();
+    assert_eq!(line["request_id"], "last-one", "{text}");
+    assert_eq!(line["end"], "completed");
 }
 
 #[test]

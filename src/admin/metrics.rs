@@ -24,10 +24,37 @@ pub async fn render(parts: &Parts) -> String {
         header(&mut out, name, "counter", "Access log lines dropped: the writer's queue was full or its file could not be written.");
         let _ = writeln!(out, "{name} {}", log.dropped());
     }
+    if let Some(tracer) = &table.settings.tracer {
+        spans(&mut out, tracer);
+    }
     if let Some(fleet) = &parts.controller.fleet {
         fleet_rejections(&mut out, &fleet.rejections);
     }
     out
+}
+
+/// What became of the sampled spans.
+fn spans(out: &mut String, tracer: &crate::telemetry::spans::Tracer) {
+    for (name, help, count) in [
+        (
+            "switchyard_otlp_spans_exported_total",
+            "Spans the OTLP collector accepted.",
+            tracer.exported(),
+        ),
+        (
+            "switchyard_otlp_spans_dropped_total",
+            "Sampled spans dropped: the exporter's queue was full.",
+            tracer.dropped(),
+        ),
+        (
+            "switchyard_otlp_spans_failed_total",
+            "Spans whose export failed (collector unreachable, refused or slow).",
+            tracer.failed(),
+        ),
+    ] {
+        header(out, name, "counter", help);
+        let _ = writeln!(out, "{name} {count}");
+    }
 }
 
 /// One count read off a shadow report.

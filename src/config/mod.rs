@@ -11,6 +11,7 @@ pub mod grpc;
 mod guard;
 pub mod health;
 pub mod key_files;
+pub mod otlp;
 mod rollout;
 pub mod routes;
 pub mod runtime;
@@ -53,6 +54,9 @@ pub struct FileConfig {
     /// Which service takes a request, first match wins (`[[routes]]`).
     #[serde(default)]
     pub routes: Vec<Spanned<routes::RouteSection>>,
+    /// `[telemetry.otlp]`: spans exported to a collector.
+    #[serde(default)]
+    pub telemetry: otlp::TelemetrySection,
 }
 
 #[derive(Debug, Deserialize)]
@@ -329,6 +333,8 @@ pub struct Config {
     pub max_header_bytes: usize,
     pub max_connections: usize,
     pub access_log: Option<access_log::AccessLogSettings>,
+    /// `[telemetry.otlp]`: a span per request, when set.
+    pub otlp: Option<otlp::OtlpSettings>,
     pub workers: usize,
     pub resolve_every: Duration,
     pub admin_socket: PathBuf,

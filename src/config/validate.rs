@@ -245,6 +245,13 @@ fn check(checker: &mut Checker, file: FileConfig) -> Option<Config> {
             .ok()
             .flatten()
     });
+    let otlp = file.telemetry.otlp.as_ref().and_then(|section| {
+        section
+            .get_ref()
+            .settings()
+            .map_err(|problem| checker.report(section.span(), problem))
+            .ok()
+    });
 
     Some(Config {
         listen: listen?,
@@ -257,6 +264,7 @@ fn check(checker: &mut Checker, file: FileConfig) -> Option<Config> {
         max_header_bytes,
         max_connections,
         access_log,
+        otlp,
         workers: file.proxy.workers,
         resolve_every,
         admin_socket: file.admin.socket,

@@ -1,11 +1,15 @@
-//! One exchange's access log line, from the request's start to its body's end. It is
-//! sent when dropped, wherever that is: with the served body when the body is done (or
-//! the client left mid-body), or in the request's future when the client left before
-//! the answer.
+//! One exchange's record, from the request's start to its body's end: the access log's
+//! line and, when sampled, its span. It is sent when dropped, wherever that is: with the
+//! served body when the body is done (or the client left mid-body), or in the request's
+//! future when the client left before the answer.
 
+use super::proxy::ClientConn;
 use crate::telemetry::access_log::{AccessLog, Entry};
+use crate::telemetry::spans::Tracer;
+use crate::telemetry::trace_context::SpanIds;
 use http::header::{HeaderValue, CONTENT_LENGTH, USER_AGENT};
 use http::Request;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -18,11 +22,26 @@ pub struct Served {
     pub end: &'static str,
     /// From the request's start to the upstream's answer head.
     pub upstream: Option<Duration>,
+    /// The upstream address that answered (or was last tried).
+    pub endpoint: Option<SocketAddr>,
+}
+
+/// Where a finished exchange goes: the access log, a sampled span, or both.
+#[derive(Debug)]
+pub struct Outputs {
+    pub log: Option<Arc<AccessLog>>,
+    pub span: Option<(Arc<Tracer>, SpanIds)>,
+}
+
+impl Outputs {
+    pub fn any(&self) -> bool {
+        self.log.is_some() || self.span.is_some()
+    }
 }
 
 #[derive(Debug)]
 pub struct AccessLine {
-    log: Arc<AccessLog>,
+    outputs: Outputs,
     /// Taken when the line is sent.
     entry: Option<Box<Entry>>,
     started: Instant,
@@ -32,9 +51,9 @@ pub struct AccessLine {
 
 impl AccessLine {
     pub fn begin<B>(
-        log: Arc<AccessLog>,
+        outputs: Outputs,
         request: &Request<B>,
-        client: &HeaderValue,
+        client: &ClientConn,
         request_id: HeaderValue,
         revision: u64,
         started: Instant,
@@ -43,17 +62,20 @@ impl AccessLine {
         let entry = Entry {
             start: SystemTime::now() - started.elapsed(),
             duration: Duration::ZERO,
-            method: request.method().clone(),
+            method: Some(request.method().clone()),
             authority: request
                 .uri()
                 .authority()
                 .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
                 .or_else(|| headers.get(http::header::HOST).cloned()),
-            target: request
-                .uri()
-                .path_and_query()
-                .map_or_else(|| "/".to_string(), |p| p.as_str().to_string()),
-            protocol: request.version(),
+            target: Some(
+                request
+                    .uri()
+                    .path_and_query()
+                    .map_or_else(|| "/".to_string(), |p| p.as_str().to_string()),
+            ),
+            protocol: Some(request.version()),
+            tls: client.tls,
             // No answer at all: the client left first (NGINX's 499).
             status: 499,
             end: "client_gone",
@@ -64,14 +86,15 @@ impl AccessLine {
             upstream: None,
             service: None,
             version: None,
+            endpoint: None,
             revision,
             request_id,
             trace_id: super::request_id::trace_id(headers),
-            client: client.clone(),
+            client: client.ip.clone(),
             user_agent: headers.get(USER_AGENT).cloned(),
         };
         AccessLine {
-            log,
+            outputs,
             entry: Some(Box::new(entry)),
             started,
             body_pending: false,
@@ -86,6 +109,7 @@ impl AccessLine {
             entry.service = served.service;
             entry.version = served.version;
             entry.upstream = served.upstream;
+            entry.endpoint = served.endpoint;
         }
     }
 
@@ -121,6 +145,14 @@ impl Drop for AccessLine {
             entry.end = "client_gone";
         }
         entry.duration = self.started.elapsed();
-        self.log.send(*entry);
+        match (self.outputs.log.take(), self.outputs.span.take()) {
+            (Some(log), Some((tracer, ids))) => {
+                tracer.record(ids, (*entry).clone());
+                log.send(*entry);
+            }
+            (Some(log), None) => log.send(*entry),
+            (None, Some((tracer, ids))) => tracer.record(ids, *entry),
+            (None, None) => {}
+        }
     }
 }

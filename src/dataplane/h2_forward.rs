@@ -23,13 +23,15 @@ enum Pending {
 
 /// Like the HTTP/1 path: a refused connection, or a request a closing connection handed
 /// back, goes to another endpoint (no upstream saw it). `head_deadline` bounds the wait
-/// for the response head; `body_idle` each wait for body data.
+/// for the response head; `body_idle` each wait for body data. `tried` is set to each
+/// endpoint as it is tried.
 pub(super) async fn forward_h2(
     version: &VersionRoute,
     request: Request<UpstreamRequestBody>,
     head_deadline: Instant,
     body_idle: Duration,
     started: Instant,
+    tried: &mut Option<std::net::SocketAddr>,
 ) -> Result<Response<ResponseBody>, Failed> {
     let mut attempts = version.endpoints.len().clamp(1, 3) + 1;
     let mut refusals = MAX_REFUSALS;
@@ -45,6 +47,7 @@ pub(super) async fn forward_h2(
         else {
             break;
         };
+        *tried = Some(endpoint.addr);
         let in_flight = endpoint.start_request();
         let slot = match tokio::time::timeout_at(deadline, endpoint.h2_stream()).await {
             Err(_) => return Err(give_back(Failure::Timeout, pending)),

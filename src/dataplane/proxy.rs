@@ -1,6 +1,6 @@
 //! The request path: one table load, pick service, version and endpoint, stream, record.
 
-use super::access_line::{AccessLine, Served};
+use super::access_line::{AccessLine, Outputs, Served};
 use super::body::{ResponseBody, UpstreamRequestBody, UpstreamResponse};
 use super::client_body::{ClientBody, FaultSlot};
 use super::client_idle::IdleMonitor;
@@ -60,8 +60,9 @@ pub struct ClientConn {
 }
 
 /// Serves one client request. Never fails: every problem becomes a short error response.
-/// Every request and answer carries its `x-request-id`; with an access log, the
-/// exchange's line goes with the answer's body (or is sent here, if the client leaves
+/// Every request and answer carries its `x-request-id`; with `[telemetry.otlp]` the
+/// request's `traceparent` is decided here. With an access log or a sampled span, the
+/// exchange's record goes with the answer's body (or is sent here, if the client leaves
 /// before the answer).
 pub async fn handle(
     plane: Arc<DataPlane>,
@@ -73,16 +74,27 @@ pub async fn handle(
     let oversized = head_size(&request) > client.max_header_bytes;
     let request_id = request_id::take_or_make(request.headers_mut());
     let table = plane.table.load_full();
-    let mut line = table.settings.access_log.clone().map(|log| {
+    let span = match &table.settings.tracer {
+        Some(tracer) => tracer
+            .start_span(request.headers_mut())
+            .map(|ids| (tracer.clone(), ids)),
+        None => None,
+    };
+    let outputs = Outputs {
+        log: table.settings.access_log.clone(),
+        span,
+    };
+    let mut line = outputs.any().then(|| {
         AccessLine::begin(
-            log,
+            outputs,
             &request,
-            &client.ip,
+            &client,
             request_id.clone(),
             table.revision,
             started,
         )
     });
+    let recording = line.is_some();
     let mut served = Served {
         end: "completed",
         ..Served::default()
@@ -94,7 +106,10 @@ pub async fn handle(
             StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             "request head too large\n",
         )),
-        false => serve(&plane, &table, &client, request, started, &mut served).await,
+        false => {
+            let exchange = Exchange { started, recording };
+            serve(&plane, &table, &client, request, exchange, &mut served).await
+        }
     };
     response
         .headers_mut()
@@ -109,17 +124,23 @@ pub async fn handle(
     Ok(response)
 }
 
+/// When a request started, and whether its access log line or span is recorded.
+struct Exchange {
+    started: Instant,
+    recording: bool,
+}
+
 /// Serves one request with the table of its start, noting in `note` what the access
-/// log wants to know.
+/// log and the span want to know.
 async fn serve(
     plane: &DataPlane,
     table: &Arc<RoutingTable>,
     client: &ClientConn,
     mut request: Request<Incoming>,
-    started: Instant,
+    exchange: Exchange,
     note: &mut Served,
 ) -> Response<ServedBody> {
-    let logging = table.settings.access_log.is_some();
+    let Exchange { started, recording } = exchange;
     let authority = match authority(request.uri(), request.version(), request.headers()) {
         Ok(authority) => authority,
         Err(err) => return ServedBody::plain(plain(StatusCode::BAD_REQUEST, err.text())),
@@ -194,10 +215,14 @@ async fn serve(
             on_client_upgrade,
             deadlines,
             started,
+            &mut note.endpoint,
         )
         .await
         .map_err(Failed::from),
-        None => forward(&service.versions[chosen], request, deadlines, started).await,
+        None => {
+            let version = &service.versions[chosen];
+            forward(version, request, deadlines, started, &mut note.endpoint).await
+        }
     };
     let result = blame_client(result, fault.as_deref());
     let call = Call {
@@ -206,7 +231,7 @@ async fn serve(
         judge: judge.as_ref(),
     };
     let outcome = record(plane, service, chosen, &result, &call);
-    if logging {
+    if recording {
         note.upstream = Some(started.elapsed());
     }
     let (served, result) = match second_try(service, chosen, outcome, result, retry_head) {
@@ -214,7 +239,8 @@ async fn serve(
             note.end = "retried_on_stable";
             service.versions[chosen].stats.record_saved(Instant::now());
             let stable = service.stable;
-            let retried = forward(&service.versions[stable], request, deadlines, started).await;
+            let version = &service.versions[stable];
+            let retried = forward(version, request, deadlines, started, &mut note.endpoint).await;
             let retried = blame_client(retried, fault.as_deref());
             record(plane, service, stable, &retried, &call);
             (
@@ -226,7 +252,7 @@ async fn serve(
     };
     client_left.answered();
     let version = &service.versions[served];
-    if logging {
+    if recording {
         note.service = Some(service.name.clone());
         note.version = Some(version.name.clone());
     }
@@ -492,15 +518,18 @@ fn prepare_upstream_request(
 /// or a request that never left the proxy, is tried again on another endpoint: no
 /// upstream saw it, so this is always safe. A pooled connection that the upstream closed
 /// just as it was reused gets a bodiless idempotent request once more. When no endpoint
-/// took the request, it comes back with the failure.
+/// took the request, it comes back with the failure. `tried` is set to each endpoint as
+/// it is tried (the last one is the access log's `endpoint`).
 pub(super) async fn forward(
     version: &VersionRoute,
     request: Request<UpstreamRequestBody>,
     limits: (Duration, Duration),
     started: Instant,
+    tried: &mut Option<std::net::SocketAddr>,
 ) -> Result<Response<ResponseBody>, Failed> {
     if version.protocol.is_http2() {
-        return forward_h2(version, request, started + limits.0, limits.1, started).await;
+        let head_deadline = started + limits.0;
+        return forward_h2(version, request, head_deadline, limits.1, started, tried).await;
     }
     let attempts = version.endpoints.len().clamp(1, 3) + 1;
     let deadlines = deadlines(limits, started);
@@ -513,6 +542,7 @@ pub(super) async fn forward(
         else {
             break;
         };
+        *tried = Some(endpoint.addr);
         let in_flight = endpoint.start_request();
         let lease = match endpoint.checkout(started).await {
             Ok(lease) => lease,
@@ -579,8 +609,10 @@ async fn forward_upgrade(
     on_client_upgrade: hyper::upgrade::OnUpgrade,
     limits: (Duration, Duration),
     started: Instant,
+    tried: &mut Option<std::net::SocketAddr>,
 ) -> Result<Response<ResponseBody>, Failure> {
     let endpoint = next_endpoint(&version.endpoints, started, None).ok_or(Failure::NoEndpoint)?;
+    *tried = Some(endpoint.addr);
     let in_flight = endpoint.start_request();
     let lease = endpoint.checkout_unpooled().await.map_err(|err| {
         if err.blames_endpoint() {

@@ -1,11 +1,11 @@
 //! Request ids and trace context: every request carries an `x-request-id` (the client's
 //! when it is a sane token, else a new one) upstream and back to the client; the W3C
-//! `traceparent` passes through untouched, and its trace id goes to the access log.
+//! `traceparent`'s trace id goes to the access log (`telemetry::trace_context` reads it).
 
+use crate::telemetry::trace_context::{to_hex, TraceParent};
 use http::header::{HeaderMap, HeaderName, HeaderValue};
 
 pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
-static TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
 
 /// Longest client-given id kept; a longer one is replaced.
 const MAX_ID: usize = 128;
@@ -43,28 +43,15 @@ fn new_id() -> HeaderValue {
     HeaderValue::from_bytes(&text).unwrap_or_else(|_| HeaderValue::from_static("0"))
 }
 
-/// The trace id of a valid `traceparent` (`00-<32 hex>-<16 hex>-<2 hex>`, not all zeros).
+/// The trace id of a valid `traceparent`, in hex.
 pub fn trace_id(headers: &HeaderMap) -> Option<String> {
-    let value = headers.get(&TRACEPARENT)?.to_str().ok()?;
-    let mut parts = value.split('-');
-    let (version, trace, parent, flags) =
-        (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
-    let hex = |s: &str, n: usize| {
-        s.len() == n && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
-    };
-    let valid = hex(version, 2)
-        && version != "ff"
-        && hex(trace, 32)
-        && hex(parent, 16)
-        && hex(flags, 2)
-        && trace.bytes().any(|b| b != b'0')
-        && parent.bytes().any(|b| b != b'0');
-    valid.then(|| trace.to_string())
+    TraceParent::from_headers(headers).map(|parent| to_hex(&parent.trace_id))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::telemetry::trace_context::TRACEPARENT;
 
     #[test]
     fn a_sane_id_is_kept_and_anything_else_replaced() {

@@ -3,6 +3,7 @@
 use super::client_idle::{IdleIo, IdleMonitor};
 use super::proxy::{handle, ClientConn, DataPlane};
 use crate::config::Config;
+use crate::telemetry::access_log::Entry;
 use http::HeaderValue;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -105,6 +106,7 @@ pub async fn serve(
                 refusing = true;
             }
             refuse(stream, settings.tls.is_some());
+            log_refusal(&plane, peer, settings.tls.is_some());
             continue;
         };
         refusing = false;
@@ -172,6 +174,15 @@ fn refuse(stream: TcpStream, tls: bool) {
     }
     if let Ok(stream) = stream.into_std() {
         let _ = stream.shutdown(std::net::Shutdown::Write);
+    }
+}
+
+/// The access log's line for a refused connection (no request was read).
+fn log_refusal(plane: &DataPlane, peer: SocketAddr, tls: bool) {
+    let table = plane.table.load();
+    if let Some(log) = &table.settings.access_log {
+        let entry = Entry::refused(client_ip_header(peer), tls, table.revision);
+        log.send(entry);
     }
 }
 

@@ -23,6 +23,8 @@ use std::sync::Arc;
 pub struct ProxySettings {
     pub version_header: Option<HeaderName>,
     pub access_log: Option<Arc<crate::telemetry::access_log::AccessLog>>,
+    /// `[telemetry.otlp]`: the sampler and span exporter.
+    pub tracer: Option<Arc<crate::telemetry::spans::Tracer>>,
     pub response_headers_timeout: std::time::Duration,
     pub upstream_body_idle: std::time::Duration,
 }
@@ -210,6 +212,7 @@ impl RoutingTable {
             settings: ProxySettings {
                 version_header: config.version_header.clone(),
                 access_log: telemetry.access_log(config.access_log.as_ref()),
+                tracer: telemetry.tracer(config.otlp.as_ref()),
                 response_headers_timeout: config.timeouts.response_headers.0,
                 upstream_body_idle: config.timeouts.upstream_body_idle.0,
             },

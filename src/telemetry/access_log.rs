@@ -1,13 +1,15 @@
 //! The access log: one line per exchange, written by a thread of its own. The request
-//! path only hands a finished `Entry` to a bounded queue; when the queue is full the line
-//! is dropped and counted, never waited for. SIGUSR1 reopens the file (for logrotate).
+//! path only hands a finished `Entry` to a bounded queue (an `Outlet`); when the queue is
+//! full the line is dropped and counted, never waited for. SIGUSR1 reopens the file (for
+//! logrotate); shutdown writes what is queued before the process ends.
 
+use super::outlet::{Batches, Outlet};
 use crate::config::access_log::{AccessLogFormat, AccessLogSettings, AccessLogTo};
 use http::{HeaderValue, Method, Version};
 use serde::Serialize;
 use std::io::Write;
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -25,22 +27,24 @@ pub fn reopen_files() {
 #[derive(Debug)]
 pub struct AccessLog {
     pub settings: AccessLogSettings,
-    queue: SyncSender<Entry>,
-    dropped: Arc<AtomicU64>,
+    lines: Outlet<Entry>,
 }
 
 /// One exchange, as the request path saw it.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Entry {
     pub start: SystemTime,
     pub duration: Duration,
-    pub method: Method,
+    /// `None` for a connection refused before its request was read.
+    pub method: Option<Method>,
     pub authority: Option<HeaderValue>,
-    pub target: String,
-    pub protocol: Version,
+    pub target: Option<String>,
+    pub protocol: Option<Version>,
+    /// The client came over TLS.
+    pub tls: bool,
     pub status: u16,
     /// Why the exchange ended: "completed", "retried_on_stable", "client_gone",
-    /// "upstream_connect_failed", "upstream_timeout", "upstream_reset", ...
+    /// "refused_by_limit", "upstream_connect_failed", "upstream_timeout", ...
     pub end: &'static str,
     /// The request body's declared length, when it had one.
     pub bytes_in: Option<u64>,
@@ -49,6 +53,8 @@ pub struct Entry {
     pub upstream: Option<Duration>,
     pub service: Option<Arc<str>>,
     pub version: Option<Arc<str>>,
+    /// The upstream address that answered (or was last tried).
+    pub endpoint: Option<SocketAddr>,
     pub revision: u64,
     pub request_id: HeaderValue,
     pub trace_id: Option<String>,
@@ -56,72 +62,91 @@ pub struct Entry {
     pub user_agent: Option<HeaderValue>,
 }
 
+impl Entry {
+    /// A connection refused at `max_connections`, before any request was read.
+    pub fn refused(client: HeaderValue, tls: bool, revision: u64) -> Entry {
+        Entry {
+            start: SystemTime::now(),
+            duration: Duration::ZERO,
+            method: None,
+            authority: None,
+            target: None,
+            protocol: None,
+            tls,
+            status: 503,
+            end: "refused_by_limit",
+            bytes_in: None,
+            bytes_out: 0,
+            upstream: None,
+            service: None,
+            version: None,
+            endpoint: None,
+            revision,
+            request_id: HeaderValue::from_static("-"),
+            trace_id: None,
+            client,
+            user_agent: None,
+        }
+    }
+}
+
 impl AccessLog {
     /// Starts the writer thread.
     pub fn start(settings: AccessLogSettings) -> Arc<AccessLog> {
-        let (queue, lines) = sync_channel(QUEUE);
-        let dropped = Arc::new(AtomicU64::new(0));
         let writer = Writer {
             settings: settings.clone(),
-            dropped: dropped.clone(),
         };
-        let spawned = std::thread::Builder::new()
-            .name("access-log".into())
-            .spawn(move || writer.run(lines));
-        if let Err(err) = spawned {
-            tracing::error!(error = %err, "access log writer not started: lines are dropped");
-        }
-        Arc::new(AccessLog {
-            settings,
-            queue,
-            dropped,
-        })
+        let lines = Outlet::start("access-log", QUEUE, move |lines, dropped| {
+            writer.run(lines, &dropped)
+        });
+        Arc::new(AccessLog { settings, lines })
     }
 
     /// Hands a line to the writer, or drops it (counted) when the queue is full.
     pub fn send(&self, entry: Entry) {
-        if let Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) =
-            self.queue.try_send(entry)
-        {
-            self.dropped.fetch_add(1, Ordering::Relaxed);
-        }
+        self.lines.send(entry);
     }
 
     pub fn dropped(&self) -> u64 {
-        self.dropped.load(Ordering::Relaxed)
+        self.lines.dropped()
+    }
+
+    /// Writes what is queued and stops the writer (at shutdown). Blocks.
+    pub fn close(&self) {
+        self.lines.close();
     }
 }
 
 struct Writer {
     settings: AccessLogSettings,
-    dropped: Arc<AtomicU64>,
 }
 
 impl Writer {
-    fn run(self, lines: Receiver<Entry>) {
+    fn run(self, mut lines: Batches<Entry>, dropped: &AtomicU64) {
         let mut generation = REOPEN.load(Ordering::Relaxed);
         let mut out = self.open();
-        let mut line = Vec::with_capacity(512);
-        while let Ok(first) = lines.recv() {
+        let mut batch = Vec::new();
+        let mut text = Vec::with_capacity(512);
+        // Everything queued meanwhile goes in the same write.
+        while lines.next(&mut batch, QUEUE, Duration::ZERO) {
             let now = REOPEN.load(Ordering::Relaxed);
             if now != generation {
                 generation = now;
                 out = self.open();
             }
             let Some(sink) = out.as_mut() else {
-                self.dropped
-                    .fetch_add(1 + lines.try_iter().count() as u64, Ordering::Relaxed);
+                dropped.fetch_add(batch.len() as u64, Ordering::Relaxed);
+                batch.clear();
                 continue;
             };
-            // Everything queued meanwhile goes in the same write.
-            for entry in std::iter::once(first).chain(lines.try_iter()) {
-                format(&entry, self.settings.format, &mut line);
+            for entry in batch.drain(..) {
+                format(&entry, self.settings.format, &mut text);
             }
-            if let Err(err) = sink.write_all(&line).and_then(|()| sink.flush()) {
+            if let Err(err) = sink.write_all(&text).and_then(|()| sink.flush()) {
                 tracing::error!(error = %err, "access log not written; reopened on SIGUSR1");
                 out = None;
             }
-            line.clear();
+            text.clear();
         }
     }
 
@@ -150,10 +175,10 @@ impl Writer {
 struct Line<'a> {
     start: String,
     duration_ms: f64,
-    method: &'a str,
+    method: Option<&'a str>,
     authority: Option<&'a str>,
-    path: &'a str,
-    protocol: &'static str,
+    path: Option<&'a str>,
+    protocol: Option<&'static str>,
     status: u16,
     end: &'static str,
     bytes_in: Option<u64>,
@@ -161,6 +186,7 @@ struct Line<'a> {
     upstream_ms: Option<f64>,
     service: Option<&'a str>,
     version: Option<&'a str>,
+    endpoint: Option<String>,
     revision: u64,
     request_id: &'a str,
     trace_id: Option<&'a str>,
@@ -172,14 +198,14 @@ fn format(entry: &Entry, format: AccessLogFormat, out: &mut Vec<u8>) {
     let line = Line {
         start: crate::clock::rfc3339_millis(crate::clock::unix_ms(entry.start)),
         duration_ms: millis(entry.duration),
-        method: entry.method.as_str(),
+        method: entry.method.as_ref().map(Method::as_str),
         authority: entry.authority.as_ref().map(text),
-        path: &entry.target,
-        protocol: match entry.protocol {
+        path: entry.target.as_deref(),
+        protocol: entry.protocol.map(|protocol| match protocol {
             Version::HTTP_2 => "HTTP/2",
             Version::HTTP_10 => "HTTP/1.0",
             _ => "HTTP/1.1",
-        },
+        }),
         status: entry.status,
         end: entry.end,
         bytes_in: entry.bytes_in,
@@ -187,6 +213,7 @@ fn format(entry: &Entry, format: AccessLogFormat, out: &mut Vec<u8>) {
         upstream_ms: entry.upstream.map(millis),
         service: entry.service.as_deref(),
         version: entry.version.as_deref(),
+        endpoint: entry.endpoint.map(|addr| addr.to_string()),
         revision: entry.revision,
         request_id: text(&entry.request_id),
         trace_id: entry.trace_id.as_deref(),

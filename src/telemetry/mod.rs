@@ -7,10 +7,14 @@
 //! the pooled views, everything else (status, metrics) this instance's own.
 
 pub mod access_log;
+mod otlp_span;
 mod outcome;
+mod outlet;
 mod pool;
 pub mod shadow;
 mod slices;
+pub mod spans;
+pub mod trace_context;
 
 pub use outcome::{ClientFault, Outcome};
 pub use pool::{sparse, SparseLatency, SILENT_AFTER_SLICES};
@@ -36,6 +40,8 @@ pub struct Telemetry {
     budgets: Mutex<HashMap<String, Arc<RetryBudget>>>,
     /// The access log in use, kept across table swaps while its settings stay.
     access_log: Mutex<Option<Arc<access_log::AccessLog>>>,
+    /// The span exporter in use, kept across table swaps while its settings stay.
+    tracer: Mutex<Option<Arc<spans::Tracer>>>,
     /// What shadowing found, by (service, shadow version).
     shadows: Mutex<HashMap<(String, String), JudgedShadow>>,
     /// When each other member of the fleet last reported.
@@ -51,6 +57,7 @@ impl Telemetry {
             budgets: Mutex::new(HashMap::new()),
             shadows: Mutex::new(HashMap::new()),
             access_log: Mutex::new(None),
+            tracer: Mutex::new(None),
             heard: Arc::default(),
         }
     }
@@ -92,6 +99,47 @@ impl Telemetry {
                 *current = Some(log.clone());
                 Some(log)
             }
+        }
+    }
+
+    /// The span exporter for `settings` (`None`: off), kept while its settings stay.
+    pub fn tracer(
+        &self,
+        settings: Option<&crate::config::otlp::OtlpSettings>,
+    ) -> Option<Arc<spans::Tracer>> {
+        let mut current = self.tracer.lock().unwrap_or_else(PoisonError::into_inner);
+        let Some(settings) = settings else {
+            *current = None;
+            return None;
+        };
+        match current.as_ref() {
+            Some(tracer) if tracer.settings == *settings => Some(tracer.clone()),
+            _ => {
+                let tracer = spans::Tracer::start(settings.clone());
+                *current = Some(tracer.clone());
+                Some(tracer)
+            }
+        }
+    }
+
+    /// Writes the access log's queued lines and exports the queued spans, then stops
+    /// both threads (at shutdown, after the requests drained). Blocks.
+    pub fn close_outputs(&self) {
+        let log = self
+            .access_log
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        if let Some(log) = log {
+            log.close();
+        }
+        let tracer = self
+            .tracer
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        if let Some(tracer) = tracer {
+            tracer.close();
         }
     }
 

@@ -257,7 +257,7 @@ impl Copy {
             None => UpstreamRequestBody::Empty,
         };
         let request = Request::from_parts(self.head.clone(), body);
-        let response = forward(version, request, limits, Instant::now())
+        let response = forward(version, request, limits, Instant::now(), &mut None)
             .await
             .map_err(|_| Skip::ShadowFailed)?;
         let (parts, mut body) = response.into_parts();
