@@ -15,6 +15,8 @@ use std::time::{Duration, SystemTime};
 
 /// Lines waiting for the writer; past it they are dropped.
 const QUEUE: usize = 16 * 1024;
+/// The writer writes what is queued this often (a line is on disk within about this).
+const WRITE_EVERY: Duration = Duration::from_millis(50);
 
 /// Bumped by SIGUSR1: every file log reopens its file before its next line.
 static REOPEN: AtomicU64 = AtomicU64::new(0);
@@ -128,7 +130,7 @@ impl Writer {
         let mut batch = Vec::new();
         let mut text = Vec::with_capacity(512);
         // Everything queued meanwhile goes in the same write.
-        while lines.next(&mut batch, QUEUE, Duration::ZERO) {
+        while lines.next(&mut batch, QUEUE, WRITE_EVERY) {
             let now = REOPEN.load(Ordering::Relaxed);
             if now != generation {
                 generation = now;

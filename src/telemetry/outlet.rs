@@ -2,12 +2,16 @@
 //! the span exporter). Sending never waits: when the queue is full the item is dropped
 //! and counted. Closing hands the thread a last mark, so it drains what is queued before
 //! it, and joins it.
+//!
+//! The thread takes what is queued at a steady tick, never on each item: a sender that
+//! woke a sleeping thread per item paid a futex wake and a context switch for every
+//! request (peerbench, access log on: 60 µs of CPU per request instead of 24).
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender, TryRecvError};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TryRecvError};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 #[derive(Debug)]
 pub struct Outlet<T> {
@@ -36,6 +40,7 @@ impl<T: Send + 'static> Outlet<T> {
                     Batches {
                         items,
                         closed: false,
+                        behind: false,
                     },
                     counter,
                 )
@@ -78,6 +83,7 @@ impl<T: Send + 'static> Outlet<T> {
         if let Some(thread) = thread {
             // Fails only when the thread is gone already.
             let _ = self.queue.send(None);
+            thread.thread().unpark();
             let _ = thread.join();
         }
     }
@@ -87,46 +93,33 @@ impl<T: Send + 'static> Outlet<T> {
 pub struct Batches<T> {
     items: Receiver<Option<T>>,
     closed: bool,
+    /// The last take filled its batch: more may be waiting, so the next one does not wait.
+    behind: bool,
 }
 
 impl<T> Batches<T> {
-    /// Waits for an item, then adds to `batch` what else comes within `linger`, up to
-    /// `max` items in all. False once the outlet is closed (or dropped) and drained.
-    pub fn next(&mut self, batch: &mut Vec<T>, max: usize, linger: Duration) -> bool {
+    /// Waits `every` (less when the outlet closes, none when the last take was full), then
+    /// takes what is queued into `batch`, up to `max` items. False once the outlet is
+    /// closed (or dropped) and drained.
+    pub fn next(&mut self, batch: &mut Vec<T>, max: usize, every: Duration) -> bool {
         if self.closed {
             return false;
         }
-        match self.items.recv() {
-            Ok(Some(item)) => batch.push(item),
-            Ok(None) | Err(_) => {
-                self.closed = true;
-                return false;
-            }
+        if !self.behind {
+            std::thread::park_timeout(every);
         }
-        let until = Instant::now() + linger;
         while batch.len() < max {
-            let wait = until.saturating_duration_since(Instant::now());
-            // Err(true): the queue is closed; Err(false): nothing more for now.
-            let next = match wait.is_zero() {
-                true => self
-                    .items
-                    .try_recv()
-                    .map_err(|err| err == TryRecvError::Disconnected),
-                false => self
-                    .items
-                    .recv_timeout(wait)
-                    .map_err(|err| err == RecvTimeoutError::Disconnected),
-            };
-            match next {
+            match self.items.try_recv() {
                 Ok(Some(item)) => batch.push(item),
-                Ok(None) | Err(true) => {
+                Ok(None) | Err(TryRecvError::Disconnected) => {
                     self.closed = true;
                     break;
                 }
-                Err(false) => break,
+                Err(TryRecvError::Empty) => break,
             }
         }
-        true
+        self.behind = batch.len() >= max;
+        !(self.closed && batch.is_empty())
     }
 }
 
@@ -140,7 +133,7 @@ mod tests {
         let kept = seen.clone();
         let outlet = Outlet::start("outlet-test", 4, move |mut batches, _| {
             let mut batch = Vec::new();
-            while batches.next(&mut batch, 2, Duration::ZERO) {
+            while batches.next(&mut batch, 2, Duration::from_millis(10)) {
                 kept.lock().unwrap().append(&mut batch);
             }
         });
@@ -162,7 +155,7 @@ mod tests {
             // Busy elsewhere until the test has filled the queue.
             let _ = released.recv();
             let mut batch = Vec::new();
-            while batches.next(&mut batch, 10, Duration::ZERO) {
+            while batches.next(&mut batch, 10, Duration::from_millis(10)) {
                 kept.lock().unwrap().append(&mut batch);
             }
         });

@@ -19,8 +19,8 @@ use std::time::Duration;
 const QUEUE: usize = 4096;
 /// Most spans in one export.
 const BATCH: usize = 512;
-/// How long a batch waits for more spans after its first.
-const LINGER: Duration = Duration::from_secs(1);
+/// The exporter sends what is queued this often (at once while it is behind).
+const EXPORT_EVERY: Duration = Duration::from_secs(1);
 /// One export, connect to answer.
 const POST_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -113,7 +113,7 @@ impl Exporter {
             Err(err) => {
                 tracing::error!(error = %err, "span exporter not started: spans are not exported");
                 let mut batch = Vec::new();
-                while spans.next(&mut batch, BATCH, Duration::ZERO) {
+                while spans.next(&mut batch, BATCH, EXPORT_EVERY) {
                     self.counts
                         .failed
                         .fetch_add(batch.len() as u64, Ordering::Relaxed);
@@ -124,7 +124,7 @@ impl Exporter {
         };
         let mut batch = Vec::with_capacity(BATCH);
         let mut failing = false;
-        while spans.next(&mut batch, BATCH, LINGER) {
+        while spans.next(&mut batch, BATCH, EXPORT_EVERY) {
             let body = encode(&batch);
             let count = batch.len() as u64;
             batch.clear();
