@@ -37,6 +37,8 @@ pub enum ChangeKind {
     /// The guard found a version bad but did not cut back: the return point fails its
     /// checks (routing unchanged; the alarm).
     CutbackHeld,
+    /// An operator approved a rollout's step that waits for approval (routing unchanged).
+    Approved,
 }
 
 impl ChangeKind {
@@ -57,6 +59,7 @@ impl ChangeKind {
             ChangeKind::Recovered => "recovered",
             ChangeKind::Validated => "validated",
             ChangeKind::CutbackHeld => "cutback_held",
+            ChangeKind::Approved => "approved",
         }
     }
 }

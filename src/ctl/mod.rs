@@ -134,6 +134,13 @@ pub enum CtlCommand {
         #[command(flatten)]
         why: Why,
     },
+    /// Let the rollout's step that waits for approval (`approve = true`) go on once it has
+    /// baked; who and why are recorded as a revision.
+    Approve {
+        service: String,
+        #[command(flatten)]
+        why: Why,
+    },
     /// Re-read the config file (topology; routing edits in the file apply as a revision).
     Reload {
         #[command(flatten)]
@@ -154,6 +161,7 @@ impl CtlCommand {
             | CtlCommand::Freeze { why, .. }
             | CtlCommand::Unfreeze { why, .. }
             | CtlCommand::Rollout { why, .. }
+            | CtlCommand::Approve { why, .. }
             | CtlCommand::Reload { why } => Some(why),
             _ => None,
         }
@@ -277,6 +285,7 @@ async fn run(args: CtlArgs) -> Result<String, ClientError> {
             action,
             why,
         } => order(Command::Rollout { service, action }, why),
+        CtlCommand::Approve { service, why } => order(Command::Approve { service }, why),
         CtlCommand::Reload { why } => order(Command::Reload, why),
         CtlCommand::Weights {
             service,
@@ -306,7 +315,7 @@ async fn run(args: CtlArgs) -> Result<String, ClientError> {
                 false => render::revision(&record),
             }
         }
-        Command::Rollout { service, .. } => {
+        Command::Rollout { service, .. } | Command::Approve { service } => {
             let status: RolloutStatus = client.send(&order).await?;
             match json {
                 true => as_json(&status),
