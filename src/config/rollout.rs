@@ -28,14 +28,16 @@ pub struct RolloutSection {
 pub struct RolloutSettings {
     pub canary: String,
     pub steps: Vec<u32>,
-    /// What must say yes before the rollout leaves a step, by step index.
-    pub gates: BTreeMap<usize, StepGate>,
+    /// What must say yes before the rollout leaves a step (the steps that have a gate).
+    pub gates: Vec<StepGate>,
     pub bake: Duration,
 }
 
 /// What holds a rollout at a step (after its bake and analyses) until it says yes.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StepGate {
+    /// The step it holds (index into `steps`).
+    pub step: usize,
     /// An operator's `ctl approve SERVICE`.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub approve: bool,
@@ -101,10 +103,10 @@ impl RolloutSection {
         &self,
         key: &str,
         problems: &mut Vec<SpannedProblem>,
-    ) -> (Vec<u32>, BTreeMap<usize, StepGate>) {
+    ) -> (Vec<u32>, Vec<StepGate>) {
         let list = self.steps.get_ref();
         let mut steps = Vec::new();
-        let mut gates = BTreeMap::new();
+        let mut gates = Vec::new();
         let mut previous: Option<i64> = None;
         let mut percents = Vec::new();
         for (index, step) in list.iter().enumerate() {
@@ -112,14 +114,17 @@ impl RolloutSection {
                 continue;
             };
             percents.push(value);
-            if gate != StepGate::default() {
+            if gate.approve || gate.webhook.is_some() {
                 if value == 100 {
                     problems.push((
                         step.span(),
                         format!("{key}.steps: the last step (100, the promotion) has no step after it to hold; put approve or gate on the step before"),
                     ));
                 }
-                gates.insert(index, gate);
+                gates.push(StepGate {
+                    step: index,
+                    ..gate
+                });
             }
             if !(1..=100).contains(&value) {
                 problems.push((

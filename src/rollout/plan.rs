@@ -59,9 +59,9 @@ pub struct Rollout {
     /// a restarted or new driver continues the bake from here.
     #[serde(default)]
     pub baked_ms: u64,
-    /// What must say yes before the rollout leaves a step, by step index.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub gates: BTreeMap<usize, StepGate>,
+    /// What must say yes before the rollout leaves a step (the steps that have a gate).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub gates: Vec<StepGate>,
     /// The operator's approval of a step that waits for one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub approved: Option<Approval>,
@@ -97,14 +97,14 @@ impl Rollout {
         bake: Duration,
         note: String,
     ) -> Rollout {
-        Rollout::with_gates(service, canary, steps, BTreeMap::new(), bake, note)
+        Rollout::with_gates(service, canary, steps, Vec::new(), bake, note)
     }
 
     pub fn with_gates(
         service: &str,
         canary: &str,
         steps: &[u32],
-        gates: BTreeMap<usize, StepGate>,
+        gates: Vec<StepGate>,
         bake: Duration,
         note: String,
     ) -> Rollout {
@@ -128,7 +128,7 @@ impl Rollout {
 
     /// What the step in force waits for before the next one.
     pub fn gate(&self) -> Option<&StepGate> {
-        self.gates.get(&self.step)
+        self.gates.iter().find(|gate| gate.step == self.step)
     }
 
     /// The step in force needs an approval it has not had.
