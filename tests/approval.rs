@@ -83,6 +83,25 @@ async fn an_approval_step_holds_until_ctl_approve_which_records_who_and_why() {
         stderr(&out)
     );
 
+    for (path, body, status) in [
+        (
+            "/services/shop/approve",
+            r#"{"actor":"eve","weights":{"blue":1}}"#,
+            400,
+        ),
+        (
+            "/services/shop/approve",
+            r#"{"actor":"eve","force":true}"#,
+            400,
+        ),
+        ("/services/shop/approve", "not json", 400),
+        ("/services/nope/approve", "{}", 404),
+    ] {
+        let (got, text) = admin_raw_on(&proxy.admin(), http::Method::POST, path, body).await;
+        assert_eq!(got, status, "{path} {body}: {text}");
+        assert!(text.contains("\"error\""), "{text}");
+    }
+
     let out = ctl(proxy, &["rollout", "shop", "start"]).await;
     assert!(out.status.success(), "{}", stderr(&out));
     let waiting = wait_for(proxy, "waiting for approval", |s| {

@@ -144,8 +144,11 @@ impl RolloutSection {
             }
             previous = Some(value);
         }
+        // A step that did not read was reported; what the rest end with says nothing.
+        if percents.len() < list.len() {
+            return (steps, gates);
+        }
         match percents.last().copied() {
-            None if !list.is_empty() => {}
             None => problems.push((
                 self.steps.span(),
                 format!("{key}.steps is empty: list the canary's percent at each step, ending with 100"),
