@@ -466,6 +466,16 @@ impl Rollouts {
                         entry.dirty |= advance(plant, entry, &routing.stable, next).await;
                     }
                 }
+                Decision::AwaitApproval => {
+                    entry.held = Some(format!(
+                        "waiting for approval: switchyard ctl approve {service}"
+                    ));
+                    entry.note_bake(verdict.as_ref(), now);
+                    let step = entry.rollout.step;
+                    if entry.rollout.approval_asked != Some(step) && entry.still_driving() {
+                        ask_approval(plant, entry).await;
+                    }
+                }
                 Decision::AskGate(next) => {
                     if let (Some(routing), true) = (routing, entry.still_driving()) {
                         if gate::opens(entry, now).await {
@@ -633,6 +643,31 @@ async fn approve(plant: &impl Plant, entry: &mut Live, origin: Origin) -> Result
         .set(status, format!("{position} approved by {actor}"));
     tracing::info!(%service, revision, "rollout {}", entry.rollout.note);
     Ok(())
+}
+
+/// Records, once per step, that the step waits for approval: an `approval_needed`
+/// revision, which the webhooks deliver to whoever approves.
+async fn ask_approval(plant: &impl Plant, entry: &mut Live) {
+    let rollout = &entry.rollout;
+    let service = rollout.service.clone();
+    let why = format!(
+        "{} at {} waits for approval: switchyard ctl approve {service}",
+        rollout.canary,
+        rollout.position()
+    );
+    let asked = plant
+        .note(
+            &service,
+            ChangeKind::ApprovalNeeded,
+            Origin::new("rollout", why),
+        )
+        .await;
+    if let Err(err) = asked {
+        // Best effort: the hold itself shows in status either way.
+        tracing::warn!(%service, error = %err, "approval needed, but not recorded");
+    }
+    entry.rollout.approval_asked = Some(entry.rollout.step);
+    entry.dirty = true;
 }
 
 /// Puts step `next` in force (the promotion at the last step); false if it was refused.

@@ -65,6 +65,9 @@ pub struct Rollout {
     /// The operator's approval of a step that waits for one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub approved: Option<Approval>,
+    /// The step whose wait for approval was recorded (an `approval_needed` revision).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approval_asked: Option<usize>,
 }
 
 /// `ctl approve`: who let the rollout leave which step, why, and its revision.
@@ -85,6 +88,8 @@ pub enum Decision {
     Advance(usize),
     /// Move to this step once the step's webhook gate answers 2xx.
     AskGate(usize),
+    /// Hold until an operator approves the step in force (`ctl approve`).
+    AwaitApproval,
     /// The rollout changes status on its own (aborted, done, or paused), with the reason.
     Become(Status, String),
 }
@@ -123,6 +128,7 @@ impl Rollout {
             baked_ms: 0,
             gates,
             approved: None,
+            approval_asked: None,
         }
     }
 
@@ -250,10 +256,7 @@ pub fn decide(
         return held(why);
     }
     if rollout.awaits_approval() {
-        return held(format!(
-            "waiting for approval: switchyard ctl approve {}",
-            rollout.service
-        ));
+        return Decision::AwaitApproval;
     }
     match rollout.gate().and_then(|gate| gate.webhook.as_ref()) {
         Some(_) => Decision::AskGate(rollout.step + 1),

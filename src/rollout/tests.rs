@@ -17,7 +17,7 @@ struct FakePlant {
     verdict: StdMutex<Option<VersionVerdict>>,
     changes: StdMutex<Vec<(Change, Origin)>>,
     analysis: StdMutex<Option<String>>,
-    notes: StdMutex<Vec<Origin>>,
+    notes: StdMutex<Vec<(ChangeKind, Origin)>>,
 }
 
 impl Plant for FakePlant {
@@ -33,9 +33,9 @@ impl Plant for FakePlant {
         self.analysis.lock().unwrap().clone()
     }
 
-    async fn note(&self, _: &str, _: ChangeKind, origin: Origin) -> Result<u64, ControlError> {
+    async fn note(&self, _: &str, kind: ChangeKind, origin: Origin) -> Result<u64, ControlError> {
         let mut notes = self.notes.lock().unwrap();
-        notes.push(origin);
+        notes.push((kind, origin));
         Ok(500 + notes.len() as u64)
     }
 
@@ -517,13 +517,16 @@ async fn an_approval_step_waits_for_approve_which_is_recorded() {
             Origin::new(who, "numbers look right"),
         )
     };
+    rollouts.tick(&plant).await;
+    let asked: Vec<ChangeKind> = plant.notes.lock().unwrap().iter().map(|n| n.0).collect();
+    assert_eq!(asked, [ChangeKind::ApprovalNeeded], "asked once per step");
     let approved = approve("carol").await.unwrap();
     let approval = approved.rollout.approved.clone().unwrap();
     assert_eq!((approval.step, approval.actor.as_str()), (0, "carol"));
-    assert_eq!(approval.revision, 501);
-    assert!(plant.notes.lock().unwrap()[0]
-        .reason
-        .contains("numbers look right"));
+    assert_eq!(approval.revision, 502);
+    let (kind, origin) = plant.notes.lock().unwrap()[1].clone();
+    assert_eq!(kind, ChangeKind::Approved);
+    assert!(origin.reason.contains("numbers look right"), "{origin:?}");
     assert!(
         approve("dave").await.is_err(),
         "a second approval of one step"
