@@ -142,7 +142,11 @@ async fn an_approval_step_holds_until_ctl_approve_which_records_who_and_why() {
         .collect();
     assert_eq!(needed.len(), 1, "asked once for the step: {needed:#?}");
     assert_eq!(needed[0].actor, "rollout");
-    assert!(needed[0].reason.contains("ctl approve shop"), "{:?}", needed[0]);
+    assert!(
+        needed[0].reason.contains("ctl approve shop"),
+        "{:?}",
+        needed[0]
+    );
     let approved = history
         .iter()
         .find(|r| r.kind.label() == "approved")

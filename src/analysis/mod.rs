@@ -126,3 +126,65 @@ pub fn step_hold(
     }
     None
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn status(outcome: RunOutcome, ran_at: Instant) -> AnalysisStatus {
+        AnalysisStatus {
+            name: "checkout".into(),
+            version: "canary".into(),
+            condition: "canary >= stable - 0.01".into(),
+            runs: 3,
+            failed_in_a_row: u32::from(outcome == RunOutcome::Fail),
+            failures: 2,
+            outcome: Some(outcome),
+            canary_value: Some(0.9),
+            stable_value: Some(0.99),
+            detail: format!("{} detail", outcome.label()),
+            last_run: None,
+            ran_at: Some(ran_at),
+        }
+    }
+
+    #[test]
+    fn a_step_goes_on_only_on_a_pass_begun_since_it_took_effect() {
+        let configured = vec!["checkout".to_string()];
+        let step = Instant::now();
+        let before = step - Duration::from_secs(1);
+        let after = step + Duration::from_secs(1);
+        let hold = |found: &[AnalysisStatus]| step_hold(&configured, found, "canary", step);
+        assert_eq!(hold(&[status(RunOutcome::Pass, after)]), None);
+        assert_eq!(hold(&[status(RunOutcome::Pass, step)]), None);
+        let cases = [
+            (vec![], "waiting for a run"),
+            (vec![status(RunOutcome::Pass, before)], "waiting for a run"),
+            (
+                vec![status(RunOutcome::Unreachable, before)],
+                "unreachable detail (holds; waiting",
+            ),
+            (
+                vec![status(RunOutcome::NoData, after)],
+                "no data detail (holds)",
+            ),
+            (
+                vec![status(RunOutcome::Unreachable, after)],
+                "unreachable detail (holds)",
+            ),
+            (vec![status(RunOutcome::Fail, after)], "failed 1 of 2"),
+        ];
+        for (found, expected) in cases {
+            let why = hold(&found).expect("held");
+            assert!(why.contains(expected), "{why}");
+            assert!(why.starts_with("analysis \"checkout\""), "{why}");
+        }
+        // Another version's pass is not the canary's.
+        let mut other = status(RunOutcome::Pass, after);
+        other.version = "green".into();
+        assert!(hold(&[other]).is_some());
+        // No analysis configured: nothing holds.
+        assert_eq!(step_hold(&[], &[], "canary", step), None);
+    }
+}

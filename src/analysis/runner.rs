@@ -327,3 +327,42 @@ async fn abort<C: RoutingControl>(
         tracing::error!(error = %err, "incident not recorded");
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::analysis::{parse_condition, NoData};
+
+    #[test]
+    fn only_a_pass_ends_a_streak_of_failures() {
+        let settings = AnalysisSettings {
+            name: "checkout".into(),
+            prometheus: "http://127.0.0.1:9".into(),
+            query: "x{version=\"{version}\"}".into(),
+            every: Duration::from_secs(1),
+            condition: parse_condition("canary >= stable - 0.01").unwrap(),
+            failures: 2,
+            no_data: NoData::Hold,
+        };
+        let key: Key = ("shop".into(), "checkout".into(), "canary".into());
+        let mut entry = track(&key, settings, "blue".into());
+        let mut run = |outcome| {
+            let values = (Some(0.9), Some(0.99));
+            note(
+                &key,
+                &mut entry,
+                Instant::now(),
+                values.0,
+                values.1,
+                outcome,
+                "x".into(),
+            );
+            (entry.status.failed_in_a_row, entry.failed.len())
+        };
+        assert_eq!(run(RunOutcome::Fail), (1, 1));
+        assert_eq!(run(RunOutcome::NoData), (1, 1));
+        assert_eq!(run(RunOutcome::Unreachable), (1, 1));
+        assert_eq!(run(RunOutcome::Fail), (2, 2));
+        assert_eq!(run(RunOutcome::Pass), (0, 0));
+    }
+}
