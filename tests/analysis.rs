@@ -110,6 +110,15 @@ async fn a_canary_whose_checkouts_drop_to_90_percent_is_aborted_while_every_answ
     })
     .await;
     eprintln!("passing: {:?}", checkout(&passing));
+    let (_, metrics) = admin_raw_on(&proxy.admin(), http::Method::GET, "/metrics", "").await;
+    let labels = r#"service="shop",analysis="checkout success",version="canary""#;
+    assert!(
+        metrics.contains(&format!("switchyard_analysis_outcome{{{labels}}} 0\n"))
+            && metrics.contains(&format!(
+                "switchyard_analysis_value{{{labels},side=\"stable\"}}"
+            )),
+        "{metrics}"
+    );
 
     setup.canary.checkouts.set_success(0.90);
     let dropped = Instant::now();
