@@ -164,8 +164,10 @@ struct Live {
     /// In a fleet: its lease, and the KV revision of its shared record as last read or written.
     lease: Option<crate::fleet::Lease>,
     shared_revision: u64,
-    /// The step's webhook gate: when it may be asked again after it did not say yes.
+    /// The step's webhook gate: when it may be asked again after it did not say yes, and
+    /// the question on its way.
     gate_retry_at: Option<Instant>,
+    asking: Option<gate::Asking>,
 }
 
 impl Live {
@@ -184,6 +186,7 @@ impl Live {
             lease: None,
             shared_revision: 0,
             gate_retry_at: None,
+            asking: None,
         };
         live.credit_bake();
         live
