@@ -2,6 +2,7 @@
 //! and cuts a bad canary back to the stable version on its own.
 
 pub mod admin;
+pub mod analysis;
 pub mod clock;
 pub mod config;
 pub mod control;

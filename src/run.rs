@@ -3,6 +3,7 @@
 //! it through `RoutingControl`), the data plane and the admin API.
 
 use crate::admin::{AdminError, AdminServer, Parts};
+use crate::analysis::{Analysis, AnalysisBoard};
 use crate::config::Config;
 use crate::control::journal::JournalError;
 use crate::control::record::Origin;
@@ -137,11 +138,13 @@ impl RunningProxy {
             verifier: verifier.clone(),
             incidents: incidents.clone(),
         });
+        let analyses = Arc::new(AnalysisBoard::default());
         let rollouts = rollout::spawn(
             &config.state_dir,
             controller.fleet.as_ref(),
             verified.clone(),
             board.clone(),
+            analyses.clone(),
             stop_rx.clone(),
         );
         let parts = Parts {
@@ -149,6 +152,7 @@ impl RunningProxy {
             board: board.clone(),
             incidents: incidents.clone(),
             rollouts: rollouts.clone(),
+            analyses: analyses.clone(),
             verified: verified.clone(),
         };
         let admin = match AdminServer::start(parts, &config, addr).await {
@@ -160,6 +164,15 @@ impl RunningProxy {
                 return Err(err.into());
             }
         };
+        let driven = rollouts.clone();
+        let analysis = Analysis {
+            control: verified.clone(),
+            plane: controller.plane.clone(),
+            incidents: incidents.clone(),
+            board: analyses.clone(),
+            scope: Arc::new(move |service: &str| driven.drives(service)),
+        };
+        tokio::spawn(crate::analysis::run(analysis, stop_rx.clone()));
         let guard = Guard {
             control: verified,
             verifier: verifier.clone(),

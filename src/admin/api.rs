@@ -87,6 +87,9 @@ pub struct ServiceStatus {
     /// The service's latest rollout, if it ever had one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rollout: Option<RolloutStatus>,
+    /// The latest run of each Prometheus analysis of a version with traffic (run here).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub analysis: Vec<crate::analysis::AnalysisStatus>,
     /// The stable version's last checks, while another version takes traffic.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub return_point: Option<ReturnPoint>,
@@ -215,6 +218,7 @@ pub fn route(command: &Command) -> (Method, String) {
             Method::POST,
             format!("/services/{service}/rollout/{}", action.verb()),
         ),
+        Command::Approve { service } => (Method::POST, format!("/services/{service}/approve")),
         Command::Reload => (Method::POST, "/reload".to_string()),
     }
 }

@@ -15,6 +15,8 @@ pub struct Parts {
     pub board: Arc<Board>,
     pub incidents: Arc<IncidentLog>,
     pub rollouts: RolloutHandle,
+    /// The latest run of each Prometheus analysis.
+    pub analyses: Arc<crate::analysis::AnalysisBoard>,
     /// The control plane behind the gate: what operator changes go through.
     pub verified: Arc<Verified<Controller>>,
 }

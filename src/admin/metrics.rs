@@ -17,6 +17,7 @@ pub async fn render(parts: &Parts) -> String {
     let table = parts.controller.plane.table.load_full();
     let mut out = traffic(&snapshot, &table);
     guard(&mut out, parts, &snapshot).await;
+    analysis(&mut out, parts, &snapshot);
     verification(&mut out, &parts.verified.verifier);
     shadow(&mut out, &table);
     if let Some(log) = &table.settings.access_log {
@@ -520,6 +521,77 @@ async fn guard(out: &mut String, parts: &Parts, snapshot: &ControlSnapshot) {
                 escape(&rollout.rollout.canary),
                 rollout.percent
             );
+        }
+    }
+}
+
+/// The latest run of each Prometheus analysis run here.
+fn analysis(out: &mut String, parts: &Parts, snapshot: &ControlSnapshot) {
+    let all: Vec<(String, crate::analysis::AnalysisStatus)> = snapshot
+        .services
+        .keys()
+        .flat_map(|service| {
+            let found = parts.analyses.of(service);
+            found.into_iter().map(move |a| (service.clone(), a))
+        })
+        .collect();
+    let labels = |service: &str, a: &crate::analysis::AnalysisStatus| {
+        format!(
+            "service=\"{}\",analysis=\"{}\",version=\"{}\"",
+            escape(service),
+            escape(&a.name),
+            escape(&a.version)
+        )
+    };
+    header(
+        out,
+        "switchyard_analysis_outcome",
+        "gauge",
+        "An analysis's last run: 0 pass, 1 no data, 2 Prometheus unreachable, 3 fail.",
+    );
+    for (service, a) in &all {
+        let Some(outcome) = a.outcome else { continue };
+        let level = match outcome {
+            crate::analysis::RunOutcome::Pass => 0,
+            crate::analysis::RunOutcome::NoData => 1,
+            crate::analysis::RunOutcome::Unreachable => 2,
+            crate::analysis::RunOutcome::Fail => 3,
+        };
+        let _ = writeln!(
+            out,
+            "switchyard_analysis_outcome{{{}}} {level}",
+            labels(service, a)
+        );
+    }
+    header(
+        out,
+        "switchyard_analysis_failed_in_a_row",
+        "gauge",
+        "Failed runs in a row of an analysis (it aborts at its `failures`).",
+    );
+    for (service, a) in &all {
+        let _ = writeln!(
+            out,
+            "switchyard_analysis_failed_in_a_row{{{}}} {}",
+            labels(service, a),
+            a.failed_in_a_row
+        );
+    }
+    header(
+        out,
+        "switchyard_analysis_value",
+        "gauge",
+        "The value an analysis's query gave at its last run, for the canary and for stable.",
+    );
+    for (service, a) in &all {
+        for (side, value) in [("canary", a.canary_value), ("stable", a.stable_value)] {
+            if let Some(value) = value {
+                let _ = writeln!(
+                    out,
+                    "switchyard_analysis_value{{{},side=\"{side}\"}} {value}",
+                    labels(service, a)
+                );
+            }
         }
     }
 }

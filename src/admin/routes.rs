@@ -3,7 +3,7 @@
 use super::api::{self, ApiError, ChangeRequest, ErrorBody, HistoryResponse, IncidentsResponse};
 use super::context::AdminContext;
 use super::{metrics, status};
-use crate::control::command::Change;
+use crate::control::command::{Change, RolloutAction};
 use crate::control::record::Origin;
 use crate::control::{ReloadError, RoutingControl};
 use bytes::Bytes;
@@ -129,6 +129,19 @@ async fn route(
             only_who_and_why("rollout commands", &body, true)?;
             let origin = origin(body.actor, body.reason)?.forced(body.force);
             let status = parts.rollouts.command(&service, action, origin).await?;
+            Ok(json(StatusCode::OK, &status))
+        }
+        ["services", service, "approve"] => {
+            only(&method, &Method::POST)?;
+            authorize(context, transport, &request)?;
+            let service = service.to_string();
+            let body: ChangeRequest = read_json(request).await?;
+            only_who_and_why("approve", &body, false)?;
+            let origin = origin(body.actor, body.reason)?;
+            let status = parts
+                .rollouts
+                .command(&service, RolloutAction::Approve, origin)
+                .await?;
             Ok(json(StatusCode::OK, &status))
         }
         ["services", service] => {

@@ -36,6 +36,7 @@ async fn build_with_snapshot(context: &AdminContext) -> (StatusResponse, Control
     let live = Live {
         verdicts: parts.board.all(),
         rollouts: parts.rollouts.all().await,
+        analyses: &parts.analyses,
         return_points: parts.verified.verifier.return_point_status(),
     };
     let snapshot = parts.controller.snapshot().await;
@@ -80,16 +81,17 @@ async fn fleet_status(fleet: &crate::fleet::Fleet, applied: u64) -> crate::fleet
 }
 
 /// The guard's and the rollouts' view of each service.
-struct Live {
+struct Live<'a> {
     verdicts: BTreeMap<String, VersionVerdict>,
     rollouts: BTreeMap<String, RolloutStatus>,
     return_points: BTreeMap<String, ReturnPoint>,
+    analyses: &'a crate::analysis::AnalysisBoard,
 }
 
 fn services(
     snapshot: &ControlSnapshot,
     table: &RoutingTable,
-    mut live: Live,
+    mut live: Live<'_>,
     now: Instant,
 ) -> Vec<ServiceStatus> {
     let mut services = Vec::new();
@@ -150,6 +152,7 @@ fn services(
             versions,
             guard: live.verdicts.remove(&service.name).map(guard_status),
             rollout: live.rollouts.remove(&service.name),
+            analysis: live.analyses.of(&service.name),
             return_point: live.return_points.remove(&service.name),
             shadow: crate::dataplane::shadow::report(table, &service.name),
         });

@@ -2,6 +2,7 @@
 //! validated as a whole, so `check` can list every problem with its line.
 
 pub mod access_log;
+pub mod analysis;
 pub mod checks;
 pub mod cluster;
 mod cluster_files;
@@ -21,11 +22,12 @@ pub mod shadow;
 pub mod upstream_tls;
 mod validate;
 
+pub use analysis::AnalysisSettings;
 pub use checks::{ExpectStatus, SmokeCheck, VerifySettings};
 pub use duration::{parse_duration, HumanDuration};
 pub use guard::{GuardSection, GuardSettings};
 pub use health::HealthSettings;
-pub use rollout::{RolloutSection, RolloutSettings};
+pub use rollout::{RolloutSection, RolloutSettings, StepGate, WebhookGate};
 pub use validate::{ConfigError, Problem};
 
 use serde::Deserialize;
@@ -226,6 +228,9 @@ pub struct ServiceSection {
     /// DEADLINE_EXCEEDED, INTERNAL, UNAVAILABLE, DATA_LOSS).
     pub grpc_error_codes: Option<Spanned<Vec<grpc::GrpcCodeEntry>>>,
     pub shadow: Option<Spanned<shadow::ShadowSection>>,
+    /// `[[services.NAME.analysis]]`: Prometheus queries that judge a canary beside the guard.
+    #[serde(default)]
+    pub analysis: Vec<Spanned<analysis::AnalysisSection>>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -409,6 +414,8 @@ pub struct ServiceConfig {
     pub grpc_error_codes: grpc::GrpcCodes,
     /// Copies of stable's requests to another version, compared (`[shadow]`).
     pub shadow: Option<shadow::ShadowSettings>,
+    /// Prometheus analyses run while a canary takes traffic.
+    pub analyses: Vec<AnalysisSettings>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

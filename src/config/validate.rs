@@ -648,6 +648,24 @@ fn check_service(
         settings
     });
 
+    let mut analyses: Vec<AnalysisSettings> = Vec::new();
+    for entry in &section.analysis {
+        let mut problems = Vec::new();
+        let settings = entry.get_ref().settings(name, entry.span(), &mut problems);
+        checker.report_all(problems);
+        let Some(settings) = settings else { continue };
+        if analyses.iter().any(|a| a.name == settings.name) {
+            checker.report(
+                entry.get_ref().name.span(),
+                format!(
+                    "services.{name}.analysis {:?} is defined twice: each analysis needs its own name",
+                    settings.name
+                ),
+            );
+        }
+        analyses.push(settings);
+    }
+
     (checker.problems.len() == before).then(|| ServiceConfig {
         name: name.to_string(),
         hosts,
@@ -661,6 +679,7 @@ fn check_service(
         verify,
         grpc_error_codes,
         shadow,
+        analyses,
     })
 }
 

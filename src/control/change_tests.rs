@@ -27,6 +27,7 @@ fn service() -> ServiceConfig {
         verify: Default::default(),
         grpc_error_codes: Default::default(),
         shadow: None,
+        analyses: Vec::new(),
     }
 }
 

@@ -18,6 +18,8 @@ pub enum Command {
         service: String,
         action: RolloutAction,
     },
+    /// `approve SERVICE`: the rollout's step that waits for approval may go on.
+    Approve { service: String },
     /// Re-read the config file.
     Reload,
 }
@@ -94,6 +96,9 @@ pub enum RolloutAction {
     Pause,
     /// Carry on from the step in force (its bake starts over).
     Resume,
+    /// Let the step in force go on once it has baked (`ctl approve`; a step with
+    /// `approve = true`). Its own command and path, not a `rollout` verb.
+    Approve,
 }
 
 impl RolloutAction {
@@ -108,6 +113,7 @@ impl RolloutAction {
             RolloutAction::Start => "start",
             RolloutAction::Pause => "pause",
             RolloutAction::Resume => "resume",
+            RolloutAction::Approve => "approve",
         }
     }
 }

@@ -58,6 +58,11 @@ pub enum ChangeKind {
     /// The guard found a version bad but did not cut back: the return point fails its
     /// checks (routing unchanged; the alarm).
     CutbackHeld,
+    /// A rollout's step waits for `ctl approve` (routing unchanged): the event for
+    /// whoever approves.
+    ApprovalNeeded,
+    /// An operator approved a rollout's step that waits for approval (routing unchanged).
+    Approved,
 }
 
 impl ChangeKind {
@@ -80,6 +85,8 @@ impl ChangeKind {
             ChangeKind::Recovered => "recovered",
             ChangeKind::Validated => "validated",
             ChangeKind::CutbackHeld => "cutback_held",
+            ChangeKind::ApprovalNeeded => "approval_needed",
+            ChangeKind::Approved => "approved",
         }
     }
 }

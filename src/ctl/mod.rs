@@ -162,6 +162,13 @@ pub enum CtlCommand {
         #[command(flatten)]
         why: Why,
     },
+    /// Let the rollout's step that waits for approval (`approve = true`) go on once it has
+    /// baked; who and why are recorded as a revision.
+    Approve {
+        service: String,
+        #[command(flatten)]
+        why: Why,
+    },
     /// Re-read the config file (topology; routing edits in the file apply as a revision).
     Reload {
         #[command(flatten)]
@@ -184,6 +191,7 @@ impl CtlCommand {
             | CtlCommand::Rollout { why, .. }
             | CtlCommand::Release { why, .. }
             | CtlCommand::Retire { why, .. }
+            | CtlCommand::Approve { why, .. }
             | CtlCommand::Reload { why } => Some(why),
             _ => None,
         }
@@ -307,6 +315,7 @@ async fn run(args: CtlArgs) -> Result<String, ClientError> {
             action,
             why,
         } => order(Command::Rollout { service, action }, why),
+        CtlCommand::Approve { service, why } => order(Command::Approve { service }, why),
         CtlCommand::Reload { why } => order(Command::Reload, why),
         CtlCommand::Weights {
             service,
@@ -364,7 +373,7 @@ async fn run(args: CtlArgs) -> Result<String, ClientError> {
                 (false, _) => render::revision(&record),
             }
         }
-        Command::Rollout { service, .. } => {
+        Command::Rollout { service, .. } | Command::Approve { service } => {
             let status: RolloutStatus = client.send(&order).await?;
             match json {
                 true => as_json(&status),

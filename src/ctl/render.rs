@@ -110,6 +110,18 @@ pub fn service(service: &ServiceStatus) -> String {
     if let Some(rollout) = &service.rollout {
         out.push_str(&format!("  {}\n", self::rollout(rollout)));
     }
+    for analysis in &service.analysis {
+        let outcome = analysis.outcome.map_or("not run yet", |o| o.label());
+        out.push_str(&format!(
+            "  analysis {:?} of {}: {outcome}, {} failed in a row of {} that abort ({} runs): {}\n",
+            analysis.name,
+            analysis.version,
+            analysis.failed_in_a_row,
+            analysis.failures,
+            analysis.runs,
+            analysis.detail
+        ));
+    }
     if let Some(point) = &service.return_point {
         let passed = point.passed.as_deref().unwrap_or("never");
         out.push_str(&format!(

@@ -328,7 +328,8 @@ fn describe<'a, C: RoutingControl>(
         stable_side: watch.baseline,
         saved: totals.saved - watch.at_switch.saved,
         cause: cause(guard.control.as_ref(), &route.name, &watch.current, table),
-        finding,
+        detection: serde_json::to_value(finding).unwrap_or_default(),
+        summary: finding.summary.clone(),
         restored_by: 0,
     }
 }

@@ -1,7 +1,7 @@
 //! Incident records: what a cutback was about, written to `state.dir/incidents.jsonl`
 //! (one JSON object a line) and kept in memory for `ctl incidents`, the API and the page.
 
-use super::judge::{Finding, Side};
+use super::judge::Side;
 use crate::config::Release;
 use crate::control::record::CheckReport;
 use crate::verify::gate::IncidentNotes;
@@ -99,7 +99,9 @@ pub struct Cutback<'a> {
     pub stable_side: Side,
     pub saved: u64,
     pub cause: Option<Cause>,
-    pub finding: &'a Finding,
+    /// The rule and its numbers (the guard's finding, an analysis's values), and one line.
+    pub detection: serde_json::Value,
+    pub summary: String,
     pub restored_by: u64,
 }
 
@@ -271,8 +273,8 @@ fn incident_of(id: u64, cutback: Cutback<'_>) -> Incident {
             stable: SideReport::from(&cutback.stable_side),
         },
         cause: cutback.cause,
-        detection: serde_json::to_value(cutback.finding).unwrap_or_default(),
-        summary: cutback.finding.summary.clone(),
+        detection: cutback.detection,
+        summary: cutback.summary,
         restored_by: cutback.restored_by,
         held: false,
         checks: None,

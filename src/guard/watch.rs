@@ -116,7 +116,7 @@ struct ProbeReport {
     round: probe::Round,
 }
 
-pub(super) fn unix_ms(time: SystemTime) -> u64 {
+pub(crate) fn unix_ms(time: SystemTime) -> u64 {
     time.duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
 }
@@ -306,7 +306,7 @@ fn judge_all<'t>(
     Looked { bad, to_probe }
 }
 
-pub(super) fn side(tally: &Tally, p99: Option<Duration>) -> Side {
+pub(crate) fn side(tally: &Tally, p99: Option<Duration>) -> Side {
     Side {
         requests: tally.requests(),
         errors: tally.errors(),
@@ -314,7 +314,7 @@ pub(super) fn side(tally: &Tally, p99: Option<Duration>) -> Side {
     }
 }
 
-pub(super) fn p99(snapshot: Snapshot) -> Duration {
+pub(crate) fn p99(snapshot: Snapshot) -> Duration {
     Duration::from_micros(snapshot.latency.value_at_quantile(0.99))
 }
 
@@ -474,13 +474,14 @@ fn describe<'a, C: RoutingControl>(
         ),
         saved: canary.saved,
         cause: cause(guard.control.as_ref(), &service.name, &version.name, table),
-        finding,
+        detection: serde_json::to_value(finding).unwrap_or_default(),
+        summary: finding.summary.clone(),
         restored_by,
     }
 }
 
 /// The latest revision that raised the version's traffic: what sent users to it.
-pub(super) fn cause(
+pub(crate) fn cause(
     control: &impl RoutingControl,
     service: &str,
     version: &str,

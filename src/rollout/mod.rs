@@ -5,6 +5,11 @@
 //! step is a journaled revision with actor `rollout`; a change of routing by anyone else
 //! pauses the rollout rather than fighting it.
 //!
+//! A step also waits for every `[[analysis]]` of the service to pass a run begun at that
+//! step (`crate::analysis::step_hold`), and for its gate when it has one: an operator's
+//! `ctl approve` (recorded as an `approved` revision) or a webhook that answers 2xx
+//! (`gate`). Nothing to judge, an unreachable Prometheus or a silent webhook holds it.
+//!
 //! State (plan, step, status, bake so far) survives a restart in `state.dir/rollouts.json`
 //! (see `store`): after a restart the bake of the step in force goes on from what was saved
 //! last (at most a `BAKE_SLICE` is lost); after a resume it starts over. In a fleet the
@@ -15,27 +20,30 @@
 //! plane only through `RoutingControl`, and reads the guard's verdicts from its `Board`.
 
 mod fleet;
+mod gate;
 mod plan;
 mod store;
 #[cfg(test)]
 mod tests;
 
-pub use plan::{baked, decide, Decision, Rollout, Status};
+pub use plan::{baked, decide, Approval, Decision, Rollout, Status};
 pub use store::ROLLOUTS_FILE;
 
+use crate::analysis::AnalysisBoard;
 use crate::config::RolloutSettings;
 use crate::control::command::{Change, RolloutAction};
 use crate::control::error::ControlError;
-use crate::control::record::Origin;
+use crate::control::record::{ChangeKind, Origin};
 use crate::control::RoutingControl;
 use crate::guard::watch::{Board, VersionVerdict};
 use crate::routing::ServiceState;
 use fleet::{FleetRollouts, Pushed};
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::PoisonError;
 use std::time::Duration;
 use store::Store;
 use tokio::sync::{mpsc, oneshot, watch, Mutex};
@@ -52,11 +60,20 @@ pub const BAKE_SLICE: Duration = Duration::from_secs(1);
 pub(crate) trait Plant: Sync {
     fn routing(&self, service: &str) -> Option<ServiceState>;
     fn verdict(&self, service: &str) -> Option<VersionVerdict>;
+    /// Why the service's analyses hold a step of `canary` in force since `since`.
+    fn analysis_hold(&self, service: &str, canary: &str, since: Instant) -> Option<String>;
     /// Journals and applies a change; returns its revision.
     fn change(
         &self,
         service: &str,
         change: Change,
+        origin: Origin,
+    ) -> impl Future<Output = Result<u64, ControlError>> + Send;
+    /// Journals a revision that leaves the routing as it is; returns its revision.
+    fn note(
+        &self,
+        service: &str,
+        kind: ChangeKind,
         origin: Origin,
     ) -> impl Future<Output = Result<u64, ControlError>> + Send;
 }
@@ -65,6 +82,7 @@ pub(crate) trait Plant: Sync {
 struct Wired<C> {
     control: Arc<C>,
     board: Arc<Board>,
+    analyses: Arc<AnalysisBoard>,
 }
 
 impl<C: RoutingControl> Plant for Wired<C> {
@@ -76,6 +94,14 @@ impl<C: RoutingControl> Plant for Wired<C> {
         self.board.get(service)
     }
 
+    fn analysis_hold(&self, service: &str, canary: &str, since: Instant) -> Option<String> {
+        let configured: Vec<String> = match self.control.service(service) {
+            Ok(config) => config.analyses.into_iter().map(|a| a.name).collect(),
+            Err(err) => return Some(format!("analyses unknown: {err}")),
+        };
+        crate::analysis::step_hold(&configured, &self.analyses.of(service), canary, since)
+    }
+
     async fn change(
         &self,
         service: &str,
@@ -84,6 +110,18 @@ impl<C: RoutingControl> Plant for Wired<C> {
     ) -> Result<u64, ControlError> {
         self.control
             .change(service, change, origin)
+            .await
+            .map(|record| record.revision)
+    }
+
+    async fn note(
+        &self,
+        service: &str,
+        kind: ChangeKind,
+        origin: Origin,
+    ) -> Result<u64, ControlError> {
+        self.control
+            .note(service, kind, origin)
             .await
             .map(|record| record.revision)
     }
@@ -126,6 +164,10 @@ struct Live {
     /// In a fleet: its lease, and the KV revision of its shared record as last read or written.
     lease: Option<crate::fleet::Lease>,
     shared_revision: u64,
+    /// The step's webhook gate: when it may be asked again after it did not say yes, and
+    /// the question on its way.
+    gate_retry_at: Option<Instant>,
+    asking: Option<gate::Asking>,
 }
 
 impl Live {
@@ -143,6 +185,8 @@ impl Live {
             took_over: false,
             lease: None,
             shared_revision: 0,
+            gate_retry_at: None,
+            asking: None,
         };
         live.credit_bake();
         live
@@ -221,6 +265,9 @@ impl Live {
 pub struct Rollouts {
     store: Store,
     live: Mutex<BTreeMap<String, Live>>,
+    /// The services whose rollout this instance drives, in a fleet (where it alone runs
+    /// their analyses).
+    driven: std::sync::Mutex<BTreeSet<String>>,
     /// Set in a fleet: the shared records and the leases.
     fleet: Option<FleetRollouts>,
 }
@@ -245,6 +292,7 @@ impl Rollouts {
         Rollouts {
             store,
             live: Mutex::new(live),
+            driven: std::sync::Mutex::default(),
             fleet: fleet.map(FleetRollouts::new),
         }
     }
@@ -292,10 +340,11 @@ impl Rollouts {
                     ))
                 })?;
                 let note = format!("started by {who}");
-                let mut entry = Live::new(Rollout::new(
+                let mut entry = Live::new(Rollout::with_gates(
                     service,
                     &plan.canary,
                     &plan.steps,
+                    plan.gates.clone(),
                     plan.bake,
                     note.clone(),
                 ));
@@ -322,12 +371,18 @@ impl Rollouts {
                 entry.rollout.set(Status::Running, note);
                 entry.step_begins();
             }
+            (RolloutAction::Approve, entry) => {
+                let entry = entry
+                    .filter(|e| e.rollout.status.is_active())
+                    .ok_or_else(|| {
+                        ControlError::Refused(format!(
+                            "{service}: no rollout is running: nothing to approve"
+                        ))
+                    })?;
+                approve(plant, entry, origin).await?;
+            }
             (action, entry) => {
-                let verb = if action == RolloutAction::Pause {
-                    "pause"
-                } else {
-                    "resume"
-                };
+                let verb = action.verb();
                 let state = entry.map_or("there is no rollout".to_string(), |entry| {
                     format!(
                         "the rollout is {} ({})",
@@ -390,12 +445,14 @@ impl Rollouts {
                 }
             }
             let verdict = entry.credited(plant.verdict(service));
+            let analysis = plant.analysis_hold(service, &entry.rollout.canary, entry.step_started);
             let now = Instant::now();
             let decision = decide(
                 &entry.rollout,
                 entry.step_started,
                 routing.as_ref(),
                 verdict.as_ref(),
+                analysis,
                 now,
             );
             match decision {
@@ -410,6 +467,23 @@ impl Rollouts {
                 Decision::Advance(next) => {
                     if let (Some(routing), true) = (routing, entry.still_driving()) {
                         entry.dirty |= advance(plant, entry, &routing.stable, next).await;
+                    }
+                }
+                Decision::AwaitApproval => {
+                    entry.held = Some(format!(
+                        "waiting for approval: switchyard ctl approve {service}"
+                    ));
+                    entry.note_bake(verdict.as_ref(), now);
+                    let step = entry.rollout.step;
+                    if entry.rollout.approval_asked != Some(step) && entry.still_driving() {
+                        ask_approval(plant, entry).await;
+                    }
+                }
+                Decision::AskGate(next) => {
+                    if let (Some(routing), true) = (routing, entry.still_driving()) {
+                        if gate::opens(entry, now).await {
+                            entry.dirty |= advance(plant, entry, &routing.stable, next).await;
+                        }
                     }
                 }
                 Decision::Become(status, note) => {
@@ -436,6 +510,25 @@ impl Rollouts {
             }
             None => live.values_mut().for_each(|e| e.dirty = false),
         }
+        if self.fleet.is_some() {
+            let driven = live
+                .iter()
+                .filter(|(_, e)| e.driving && e.rollout.status == Status::Running)
+                .map(|(service, _)| service.clone())
+                .collect();
+            *self.driven.lock().unwrap_or_else(PoisonError::into_inner) = driven;
+        }
+    }
+
+    /// Whether this instance runs `service`'s analyses: alone always; in a fleet, where its
+    /// rollout is driven.
+    pub fn drives(&self, service: &str) -> bool {
+        self.fleet.is_none()
+            || self
+                .driven
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .contains(service)
     }
 
     /// In a fleet, takes the service's rollout lease for an operator's start or resume here.
@@ -506,6 +599,80 @@ async fn put_in_force(
     Ok(())
 }
 
+/// `ctl approve`: the step in force, which waits for approval, may go on once it has
+/// baked; the approval is a revision (who, why) and part of the rollout's record.
+async fn approve(plant: &impl Plant, entry: &mut Live, origin: Origin) -> Result<(), ControlError> {
+    let rollout = &entry.rollout;
+    let service = rollout.service.clone();
+    if !rollout.gate().is_some_and(|gate| gate.approve) {
+        return Err(ControlError::Refused(format!(
+            "{service}: the rollout's {} needs no approval",
+            rollout.position()
+        )));
+    }
+    if let Some(done) = rollout.approved.as_ref().filter(|a| a.step == rollout.step) {
+        return Err(ControlError::Refused(format!(
+            "{service}: {} was already approved by {} (revision {})",
+            rollout.position(),
+            done.actor,
+            done.revision
+        )));
+    }
+    let position = rollout.position();
+    let (actor, reason) = (origin.actor.clone(), origin.reason.clone());
+    let why = match reason.as_str() {
+        "" => format!("approved the rollout of {} at {position}", rollout.canary),
+        why => format!(
+            "approved the rollout of {} at {position}: {why}",
+            rollout.canary
+        ),
+    };
+    let revision = plant
+        .note(
+            &service,
+            ChangeKind::Approved,
+            Origin::new(actor.clone(), why),
+        )
+        .await?;
+    entry.rollout.approved = Some(Approval {
+        step: entry.rollout.step,
+        actor: actor.clone(),
+        reason,
+        revision,
+    });
+    let status = entry.rollout.status;
+    entry
+        .rollout
+        .set(status, format!("{position} approved by {actor}"));
+    tracing::info!(%service, revision, "rollout {}", entry.rollout.note);
+    Ok(())
+}
+
+/// Records, once per step, that the step waits for approval: an `approval_needed`
+/// revision, which the webhooks deliver to whoever approves.
+async fn ask_approval(plant: &impl Plant, entry: &mut Live) {
+    let rollout = &entry.rollout;
+    let service = rollout.service.clone();
+    let why = format!(
+        "{} at {} waits for approval: switchyard ctl approve {service}",
+        rollout.canary,
+        rollout.position()
+    );
+    let asked = plant
+        .note(
+            &service,
+            ChangeKind::ApprovalNeeded,
+            Origin::new("rollout", why),
+        )
+        .await;
+    if let Err(err) = asked {
+        // Best effort: the hold itself shows in status either way.
+        tracing::warn!(%service, error = %err, "approval needed, but not recorded");
+    }
+    entry.rollout.approval_asked = Some(entry.rollout.step);
+    entry.dirty = true;
+}
+
 /// Puts step `next` in force (the promotion at the last step); false if it was refused.
 async fn advance(plant: &impl Plant, entry: &mut Live, stable: &str, next: usize) -> bool {
     let rollout = &entry.rollout;
@@ -535,6 +702,7 @@ async fn advance(plant: &impl Plant, entry: &mut Live, stable: &str, next: usize
             rollout.set(status, reason);
             entry.step_begins();
             entry.held = None;
+            entry.gate_retry_at = None;
             tracing::info!(service = %service, revision, "{}", entry.rollout.note);
             true
         }
@@ -589,6 +757,11 @@ impl RolloutHandle {
     pub async fn all(&self) -> BTreeMap<String, RolloutStatus> {
         self.rollouts.all().await
     }
+
+    /// Whether this instance runs `service`'s analyses (see `Rollouts::drives`).
+    pub fn drives(&self, service: &str) -> bool {
+        self.rollouts.drives(service)
+    }
 }
 
 /// Starts the driver over the rollouts saved in `dir` (and, in a fleet, shared): it looks at every running rollout
@@ -598,13 +771,18 @@ pub fn spawn<C: RoutingControl + 'static>(
     fleet: Option<&crate::fleet::Fleet>,
     control: Arc<C>,
     board: Arc<Board>,
+    analyses: Arc<AnalysisBoard>,
     mut stop: watch::Receiver<bool>,
 ) -> RolloutHandle {
     let rollouts = Arc::new(Rollouts::open_in(dir, fleet));
     let (orders, mut received) = mpsc::channel::<Order>(64);
     let driven = rollouts.clone();
     tokio::spawn(async move {
-        let plant = Wired { control, board };
+        let plant = Wired {
+            control,
+            board,
+            analyses,
+        };
         loop {
             let order = tokio::select! {
                 _ = tokio::time::sleep(TICK) => None,

@@ -1,6 +1,7 @@
 //! A rollout's state and the one decision it makes on each look, as a pure function of
 //! what it is shown: the live routing, the guard's verdict and the time.
 
+use crate::config::StepGate;
 use crate::control::command::Change;
 use crate::control::record::rfc3339_millis;
 use crate::guard::watch::VersionVerdict;
@@ -58,6 +59,24 @@ pub struct Rollout {
     /// a restarted or new driver continues the bake from here.
     #[serde(default)]
     pub baked_ms: u64,
+    /// What must say yes before the rollout leaves a step (the steps that have a gate).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub gates: Vec<StepGate>,
+    /// The operator's approval of a step that waits for one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approved: Option<Approval>,
+    /// The step whose wait for approval was recorded (an `approval_needed` revision).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approval_asked: Option<usize>,
+}
+
+/// `ctl approve`: who let the rollout leave which step, why, and its revision.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Approval {
+    pub step: usize,
+    pub actor: String,
+    pub reason: String,
+    pub revision: u64,
 }
 
 /// What the rollout should do now.
@@ -67,6 +86,10 @@ pub enum Decision {
     Hold(Option<String>),
     /// Move to this step (the last one is the promotion).
     Advance(usize),
+    /// Move to this step once the step's webhook gate answers 2xx.
+    AskGate(usize),
+    /// Hold until an operator approves the step in force (`ctl approve`).
+    AwaitApproval,
     /// The rollout changes status on its own (aborted, done, or paused), with the reason.
     Become(Status, String),
 }
@@ -76,6 +99,17 @@ impl Rollout {
         service: &str,
         canary: &str,
         steps: &[u32],
+        bake: Duration,
+        note: String,
+    ) -> Rollout {
+        Rollout::with_gates(service, canary, steps, Vec::new(), bake, note)
+    }
+
+    pub fn with_gates(
+        service: &str,
+        canary: &str,
+        steps: &[u32],
+        gates: Vec<StepGate>,
         bake: Duration,
         note: String,
     ) -> Rollout {
@@ -92,7 +126,21 @@ impl Rollout {
             note,
             revision: None,
             baked_ms: 0,
+            gates,
+            approved: None,
+            approval_asked: None,
         }
+    }
+
+    /// What the step in force waits for before the next one.
+    pub fn gate(&self) -> Option<&StepGate> {
+        self.gates.iter().find(|gate| gate.step == self.step)
+    }
+
+    /// The step in force needs an approval it has not had.
+    pub fn awaits_approval(&self) -> bool {
+        self.gate().is_some_and(|gate| gate.approve)
+            && self.approved.as_ref().is_none_or(|a| a.step != self.step)
     }
 
     pub fn percent(&self) -> u32 {
@@ -144,12 +192,14 @@ impl Rollout {
     }
 }
 
-/// The decision for a rollout that has held its step since `step_started`.
+/// The decision for a rollout that has held its step since `step_started`. `analysis` is
+/// why the analyses hold the step (none: every one passed a run at this step).
 pub fn decide(
     rollout: &Rollout,
     step_started: Instant,
     routing: Option<&ServiceState>,
     verdict: Option<&VersionVerdict>,
+    analysis: Option<String>,
     now: Instant,
 ) -> Decision {
     if !rollout.status.is_active() {
@@ -195,14 +245,23 @@ pub fn decide(
     let Some(baked) = baked(step_started, Some(verdict), now) else {
         return held(format!("guard: {} ({})", verdict.verdict, verdict.detail));
     };
-    if baked >= rollout.bake() {
-        return Decision::Advance(rollout.step + 1);
+    if baked < rollout.bake() {
+        return held(format!(
+            "baking: healthy for {:.1}s of {:.1}s",
+            baked.as_secs_f64(),
+            rollout.bake().as_secs_f64()
+        ));
     }
-    held(format!(
-        "baking: healthy for {:.1}s of {:.1}s",
-        baked.as_secs_f64(),
-        rollout.bake().as_secs_f64()
-    ))
+    if let Some(why) = analysis {
+        return held(why);
+    }
+    if rollout.awaits_approval() {
+        return Decision::AwaitApproval;
+    }
+    match rollout.gate().and_then(|gate| gate.webhook.as_ref()) {
+        Some(_) => Decision::AskGate(rollout.step + 1),
+        None => Decision::Advance(rollout.step + 1),
+    }
 }
 
 /// How long the step in force has baked: healthy without a break since it took effect;

@@ -16,6 +16,8 @@ struct FakePlant {
     routing: StdMutex<ServiceState>,
     verdict: StdMutex<Option<VersionVerdict>>,
     changes: StdMutex<Vec<(Change, Origin)>>,
+    analysis: StdMutex<Option<String>>,
+    notes: StdMutex<Vec<(ChangeKind, Origin)>>,
 }
 
 impl Plant for FakePlant {
@@ -25,6 +27,16 @@ impl Plant for FakePlant {
 
     fn verdict(&self, _: &str) -> Option<VersionVerdict> {
         self.verdict.lock().unwrap().clone()
+    }
+
+    fn analysis_hold(&self, _: &str, _: &str, _: Instant) -> Option<String> {
+        self.analysis.lock().unwrap().clone()
+    }
+
+    async fn note(&self, _: &str, kind: ChangeKind, origin: Origin) -> Result<u64, ControlError> {
+        let mut notes = self.notes.lock().unwrap();
+        notes.push((kind, origin));
+        Ok(500 + notes.len() as u64)
     }
 
     async fn change(&self, _: &str, change: Change, origin: Origin) -> Result<u64, ControlError> {
@@ -38,6 +50,10 @@ impl Plant for FakePlant {
 
 impl FakePlant {
     fn new() -> FakePlant {
+        FakePlant::with_steps("[10, 50, 100]")
+    }
+
+    fn with_steps(steps: &str) -> FakePlant {
         let text = r#"
 [proxy]
 listen = "127.0.0.1:0"
@@ -45,14 +61,15 @@ listen = "127.0.0.1:0"
 stable = "blue"
 weights = { blue = 100 }
 [services.shop.rollout]
-steps = [10, 50, 100]
+steps = STEPS
 bake = "30s"
 [services.shop.versions.blue]
 endpoints = ["127.0.0.1:1"]
 [services.shop.versions.canary]
 endpoints = ["127.0.0.1:2"]
-"#;
-        let config = Config::parse(std::path::Path::new("test.toml"), text).unwrap();
+"#
+        .replace("STEPS", steps);
+        let config = Config::parse(std::path::Path::new("test.toml"), &text).unwrap();
         let service = config.services[0].clone();
         FakePlant {
             routing: StdMutex::new(ServiceState {
@@ -65,6 +82,8 @@ endpoints = ["127.0.0.1:2"]
             service,
             verdict: StdMutex::new(None),
             changes: StdMutex::new(Vec::new()),
+            analysis: StdMutex::new(None),
+            notes: StdMutex::new(Vec::new()),
         }
     }
 
@@ -459,4 +478,65 @@ async fn a_fresh_guard_after_a_restart_adds_to_the_saved_bake_until_it_breaks() 
     advance(MS).await;
     reopened.tick(&plant).await;
     assert_eq!(plant.canary(), 50, "the saved bake did not count");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_baked_step_waits_for_every_analysis_to_pass() {
+    let plant = FakePlant::new();
+    let (_dir, rollouts) = started(&plant).await;
+    *plant.analysis.lock().unwrap() = Some("analysis \"checkout\": Prometheus unreachable".into());
+    plant.healthy_since(Instant::now());
+    advance(BAKE * 3).await;
+    rollouts.tick(&plant).await;
+    assert_eq!(plant.canary(), 10, "advanced while an analysis held");
+    assert!(
+        held(&status(&rollouts).await).contains("Prometheus unreachable"),
+        "{:?}",
+        status(&rollouts).await
+    );
+    *plant.analysis.lock().unwrap() = None;
+    rollouts.tick(&plant).await;
+    assert_eq!(plant.canary(), 50);
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_approval_step_waits_for_approve_which_is_recorded() {
+    let plant = FakePlant::with_steps("[{ percent = 10, approve = true }, 50, 100]");
+    let (_dir, rollouts) = started(&plant).await;
+    plant.healthy_since(Instant::now());
+    advance(BAKE * 3).await;
+    rollouts.tick(&plant).await;
+    assert_eq!(plant.canary(), 10);
+    assert!(held(&status(&rollouts).await).contains("ctl approve shop"));
+    let plan = plant.plan();
+    let approve = |who: &str| {
+        rollouts.command(
+            &plant,
+            "shop",
+            RolloutAction::Approve,
+            Some(&plan),
+            Origin::new(who, "numbers look right"),
+        )
+    };
+    rollouts.tick(&plant).await;
+    let asked: Vec<ChangeKind> = plant.notes.lock().unwrap().iter().map(|n| n.0).collect();
+    assert_eq!(asked, [ChangeKind::ApprovalNeeded], "asked once per step");
+    let approved = approve("carol").await.unwrap();
+    let approval = approved.rollout.approved.clone().unwrap();
+    assert_eq!((approval.step, approval.actor.as_str()), (0, "carol"));
+    assert_eq!(approval.revision, 502);
+    let (kind, origin) = plant.notes.lock().unwrap()[1].clone();
+    assert_eq!(kind, ChangeKind::Approved);
+    assert!(origin.reason.contains("numbers look right"), "{origin:?}");
+    assert!(
+        approve("dave").await.is_err(),
+        "a second approval of one step"
+    );
+    rollouts.tick(&plant).await;
+    assert_eq!(plant.canary(), 50);
+    let refused = approve("erin").await.unwrap_err();
+    assert!(
+        refused.to_string().contains("needs no approval"),
+        "{refused}"
+    );
 }

@@ -1,5 +1,6 @@
 //! The sample upstream server itself.
 
+use super::checkout::Checkouts;
 use super::faults::{Fault, Faults};
 use bytes::Bytes;
 use http::{header, Request, Response, StatusCode};
@@ -30,13 +31,14 @@ impl Listening {
         listener: TcpListener,
         name: &str,
         faults: &Arc<Faults>,
+        checkouts: &Arc<Checkouts>,
         crashes: &watch::Sender<u64>,
     ) -> Listening {
         let listener = Arc::new(listener);
         let task = tokio::spawn(accept_loop(
             listener.clone(),
             name.to_string(),
-            faults.clone(),
+            (faults.clone(), checkouts.clone()),
             crashes.subscribe(),
         ));
         Listening { listener, task }
@@ -60,6 +62,8 @@ pub struct SampleUpstream {
     pub name: String,
     pub addr: SocketAddr,
     pub faults: Arc<Faults>,
+    /// The business signal `/checkout` counts and `/metrics` exports.
+    pub checkouts: Arc<Checkouts>,
     accept: Mutex<Option<Listening>>,
     /// Bumped by `crash`: every open connection is dropped when it changes.
     crashes: watch::Sender<u64>,
@@ -71,13 +75,15 @@ impl SampleUpstream {
         let listener = TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
         let faults = Arc::new(Faults::default());
+        let checkouts = Arc::new(Checkouts::default());
         let name = name.to_string();
         let (crashes, _) = watch::channel(0);
-        let accept = Listening::start(listener, &name, &faults, &crashes);
+        let accept = Listening::start(listener, &name, &faults, &checkouts, &crashes);
         Ok(SampleUpstream {
             name,
             addr,
             faults,
+            checkouts,
             accept: Mutex::new(Some(accept)),
             crashes,
         })
@@ -106,7 +112,13 @@ impl SampleUpstream {
     pub async fn restart(&self) -> std::io::Result<()> {
         self.stop();
         let listener = TcpListener::bind(self.addr).await?;
-        let listening = Listening::start(listener, &self.name, &self.faults, &self.crashes);
+        let listening = Listening::start(
+            listener,
+            &self.name,
+            &self.faults,
+            &self.checkouts,
+            &self.crashes,
+        );
         *self.accept.lock().unwrap_or_else(PoisonError::into_inner) = Some(listening);
         Ok(())
     }
@@ -121,7 +133,7 @@ impl Drop for SampleUpstream {
 async fn accept_loop(
     listener: Arc<TcpListener>,
     name: String,
-    faults: Arc<Faults>,
+    (faults, checkouts): (Arc<Faults>, Arc<Checkouts>),
     crashes: watch::Receiver<u64>,
 ) {
     let name: Arc<str> = Arc::from(name);
@@ -143,9 +155,12 @@ async fn accept_loop(
         }
         let name = name.clone();
         let faults = faults.clone();
+        let checkouts = checkouts.clone();
         let mut crashes = crashes.clone();
         tokio::spawn(async move {
-            let service = service_fn(move |request| respond(name.clone(), faults.clone(), request));
+            let service = service_fn(move |request| {
+                respond(name.clone(), faults.clone(), checkouts.clone(), request)
+            });
             let builder = auto::Builder::new(TokioExecutor::new());
             let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
             tokio::select! {
@@ -177,8 +192,18 @@ impl std::error::Error for InjectedReset {}
 async fn respond(
     name: Arc<str>,
     faults: Arc<Faults>,
+    checkouts: Arc<Checkouts>,
     request: Request<Incoming>,
 ) -> Result<Response<Body>, InjectedReset> {
+    // What Prometheus scrapes is the upstream's own, never one of its faults.
+    if request.uri().path() == "/metrics" {
+        let mut answer = text(&name, StatusCode::OK, checkouts.metrics(&name));
+        answer.headers_mut().insert(
+            header::CONTENT_TYPE,
+            http::HeaderValue::from_static("text/plain; version=0.0.4"),
+        );
+        return Ok(answer);
+    }
     let delay = faults.delay();
     if !delay.is_zero() {
         tokio::time::sleep(delay).await;
@@ -240,6 +265,17 @@ async fn respond(
         "/echo" => {
             let body = request.into_body().map_err(std::io::Error::other).boxed();
             Ok(with_name(&name, Response::new(body)))
+        }
+        "/checkout" => {
+            let outcome = match checkouts.checkout() {
+                true => "ok",
+                false => "declined",
+            };
+            Ok(text(
+                &name,
+                StatusCode::OK,
+                format!("version={name} checkout={outcome}\n"),
+            ))
         }
         "/headers" => {
             let mut listing = String::new();

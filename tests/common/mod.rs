@@ -441,6 +441,11 @@ pub struct LoadResult {
 
 impl Load {
     pub fn start(addr: SocketAddr, rps: u64, max: Duration) -> Load {
+        Load::start_on(addr, "/", rps, max)
+    }
+
+    /// `start`, with GETs of `path`.
+    pub fn start_on(addr: SocketAddr, path: &'static str, rps: u64, max: Duration) -> Load {
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let client = client();
         let workers = 16;
@@ -454,7 +459,7 @@ impl Load {
                     let mut result = LoadResult::default();
                     while Instant::now() < end && !stop.load(std::sync::atomic::Ordering::Relaxed) {
                         tick.tick().await;
-                        let reply = get(&client, addr, "/", &[]).await;
+                        let reply = get(&client, addr, path, &[]).await;
                         result.sent += 1;
                         result.failed += u64::from(reply.status != 200);
                         result.retried +=
@@ -538,3 +543,4 @@ pub fn write_incidents(state_dir: &Path, incidents: &[switchyard::guard::inciden
 pub mod fleet;
 pub mod hooks;
 pub mod nats;
+pub mod prometheus;

@@ -19,6 +19,8 @@ pub enum EventType {
     /// A version was found bad but the cutback is held (the return point fails its checks):
     /// someone must act.
     Alarm,
+    /// A rollout step waits for `ctl approve`.
+    ApprovalNeeded,
 }
 
 impl EventType {
@@ -26,6 +28,7 @@ impl EventType {
         match record.kind {
             ChangeKind::Validated => EventType::Validation,
             ChangeKind::CutbackHeld => EventType::Alarm,
+            ChangeKind::ApprovalNeeded => EventType::ApprovalNeeded,
             _ if record.evidence.is_some() => EventType::Incident,
             _ => EventType::Revision,
         }
@@ -37,6 +40,7 @@ impl EventType {
             EventType::Incident => "incident",
             EventType::Validation => "validation",
             EventType::Alarm => "alarm",
+            EventType::ApprovalNeeded => "approval_needed",
         }
     }
 }
@@ -90,6 +94,7 @@ pub fn slack(record: &RevisionRecord) -> Vec<u8> {
     let mark = match event {
         EventType::Incident => ":rotating_light: ",
         EventType::Alarm => ":warning: ",
+        EventType::ApprovalNeeded => ":raised_hand: ",
         EventType::Validation if record.checks.as_ref().is_some_and(|c| !c.passed) => ":x: ",
         EventType::Revision | EventType::Validation => "",
     };
@@ -113,4 +118,39 @@ pub fn slack(record: &RevisionRecord) -> Vec<u8> {
         record.reason,
     );
     serde_json::to_vec(&serde_json::json!({ "text": text })).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(kind: &str, evidence: Option<serde_json::Value>) -> RevisionRecord {
+        serde_json::from_value(serde_json::json!({
+            "revision": 7, "time": "2026-12-02T18:00:00.000Z", "time_ms": 0,
+            "service": "shop", "actor": "guard", "reason": "why", "kind": kind,
+            "old": null, "new": null, "evidence": evidence, "prev": "",
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn each_record_has_the_event_type_a_receiver_dispatches_on() {
+        let verdict = Some(serde_json::json!({"rule": "error_rate"}));
+        for (kind, evidence, expected) in [
+            ("weights", None, "revision"),
+            ("abort", None, "revision"),
+            ("abort", verdict.clone(), "incident"),
+            ("switch", verdict, "incident"),
+            ("validated", None, "validation"),
+            ("cutback_held", None, "alarm"),
+            ("approval_needed", None, "approval_needed"),
+        ] {
+            let record = record(kind, evidence);
+            assert_eq!(EventType::of(&record).label(), expected, "{kind}");
+            let body: serde_json::Value = serde_json::from_slice(&json(&record)).unwrap();
+            assert_eq!(body["event"], expected);
+            let text: serde_json::Value = serde_json::from_slice(&slack(&record)).unwrap();
+            assert!(text["text"].as_str().unwrap().contains(expected), "{text}");
+        }
+    }
 }
