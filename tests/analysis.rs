@@ -181,11 +181,10 @@ async fn a_healthy_canary_promotes_and_prometheus_stopped_mid_rollout_holds_it()
     let out = ctl(proxy, &["rollout", "shop", "start", "--reason", "e2e"]).await;
     assert!(out.status.success(), "{}", stderr(&out));
 
-    let passing = wait_for(proxy, MAX, "passed", |s| {
+    wait_for(proxy, MAX, "passed", |s| {
         checkout(s).is_some_and(|a| a.outcome == Some(RunOutcome::Pass))
     })
     .await;
-    let percent = passing.rollout.as_ref().unwrap().percent;
     tokio::task::block_in_place(|| setup.prometheus.stop());
     let held = wait_for(proxy, MAX, "held on Prometheus", |s| {
         s.rollout
@@ -195,6 +194,8 @@ async fn a_healthy_canary_promotes_and_prometheus_stopped_mid_rollout_holds_it()
     })
     .await;
     let runs = checkout(&held).unwrap().runs;
+    // The step it holds at: it may have moved on between the last pass and the stop.
+    let percent = held.rollout.as_ref().unwrap().percent;
     // Runs for longer than a bake, all unreachable: the step stays.
     let still = wait_for(proxy, MAX, "run on", |s| {
         checkout(s).is_some_and(|a| a.runs >= runs + 5)

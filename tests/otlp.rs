@@ -147,7 +147,6 @@ async fn a_sampled_caller_is_followed_and_its_span_has_the_http_attributes() {
     for (key, value) in [
         ("http.request.method", Value::from("GET")),
         ("url.path", "/headers".into()),
-        ("url.query", "x=1".into()),
         ("url.scheme", "http".into()),
         ("server.address", "127.0.0.1".into()),
         ("server.port", port.into()),
@@ -168,6 +167,8 @@ async fn a_sampled_caller_is_followed_and_its_span_has_the_http_attributes() {
         attributes["switchyard.revision"].as_u64() >= Some(1),
         "{attributes}"
     );
+    // The query may carry secrets: it never goes to the collector.
+    assert!(attributes.get("url.query").is_none(), "{attributes}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

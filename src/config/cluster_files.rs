@@ -4,7 +4,7 @@
 //! read again when connecting (never kept in the config, never printed).
 
 use super::cluster::SpannedProblem;
-use super::secret::read_secret;
+use super::secret::read_password;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use serde::Deserialize;
@@ -80,7 +80,7 @@ impl ClusterAuthSection {
         let before = problems.len();
         let mut read =
             |file: &Spanned<PathBuf>, what: &str, parse: fn(&str) -> Result<(), String>| {
-                if let Err(why) = read_secret(file.get_ref(), 1).and_then(|text| parse(&text)) {
+                if let Err(why) = read_password(file.get_ref()).and_then(|text| parse(&text)) {
                     problems.push((file.span(), format!("cluster.auth.{what}: {why}")));
                 }
                 file.get_ref().clone()

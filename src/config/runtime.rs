@@ -13,9 +13,9 @@ pub const MAX_NAME: usize = 64;
 /// Longest release field (`--meta version=...`, `commit=...`, `notes=...`).
 pub const MAX_META: usize = 512;
 
-/// A version added with `ctl release`.
+/// A version added with `ctl release`. Journaled in every revision, so it takes fields it
+/// does not know (a later release's): an older binary must still read the journal.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct RuntimeVersion {
     /// The endpoint entries as given: `IP:port` or `name:port`.
     pub endpoints: Vec<String>,

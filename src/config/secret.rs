@@ -11,8 +11,7 @@ pub const MIN_SHARED_SECRET: usize = 16;
 /// A secret file's text, trimmed of surrounding white space; refused when shorter than
 /// `min_chars` characters (or empty).
 pub fn read_secret(path: &Path, min_chars: usize) -> Result<String, String> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|err| format!("cannot read {}: {err}", path.display()))?;
+    let text = read(path)?;
     let text = text.trim();
     if text.is_empty() {
         return Err(format!("{} is empty", path.display()));
@@ -24,6 +23,20 @@ pub fn read_secret(path: &Path, min_chars: usize) -> Result<String, String> {
         ));
     }
     Ok(text.to_string())
+}
+
+/// A NATS password or token file: only its trailing line ending is taken off (spaces may
+/// be part of a password); an empty one is refused.
+pub fn read_password(path: &Path) -> Result<String, String> {
+    let text = read(path)?;
+    match text.trim_end_matches(['\n', '\r']) {
+        "" => Err(format!("{} is empty", path.display())),
+        text => Ok(text.to_string()),
+    }
+}
+
+fn read(path: &Path) -> Result<String, String> {
+    std::fs::read_to_string(path).map_err(|err| format!("cannot read {}: {err}", path.display()))
 }
 
 #[cfg(test)]

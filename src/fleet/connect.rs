@@ -4,7 +4,7 @@
 
 use super::FleetError;
 use crate::config::cluster::{ClusterSettings, NatsAuth};
-use crate::config::secret::read_secret;
+use crate::config::secret::read_password;
 use async_nats::{ConnectErrorKind, ConnectOptions, Event};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -85,7 +85,7 @@ async fn options(settings: &ClusterSettings) -> Result<ConnectOptions, FleetErro
         })
         .event_callback(say_once());
     let secret = |path: &std::path::Path| {
-        read_secret(path, 1).map_err(|why| FleetError(format!("auth: {why}")))
+        read_password(path).map_err(|why| FleetError(format!("auth: {why}")))
     };
     options = match &settings.auth {
         None => options,

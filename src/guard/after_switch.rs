@@ -206,13 +206,16 @@ pub async fn switch_back<C: RoutingControl>(
     let Some(route) = table.services().iter().find(|s| *s.name == *service) else {
         return;
     };
-    let Some(previous) = route.versions.iter().find(|v| *v.name == *watch.previous) else {
-        return;
-    };
     let why = format!(
         "{} is bad after the switch from {}: {}",
         watch.current, watch.previous, finding.summary
     );
+    let Some(previous) = route.versions.iter().find(|v| *v.name == *watch.previous) else {
+        // Retired since the switch (a runtime version): nothing to go back to, so the
+        // alarm, never silence.
+        let gone = format!("{} is no longer a version of {service}", watch.previous);
+        return hold(guard, table, route, &watch, &finding, &why, (gone, None)).await;
+    };
     let evidence = serde_json::to_value(&finding).unwrap_or_default();
     if let Some(unfit) = unfit(guard, &service, previous) {
         return hold(guard, table, route, &watch, &finding, &why, unfit).await;

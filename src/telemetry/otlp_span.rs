@@ -99,11 +99,11 @@ fn attributes(entry: &Entry) -> Vec<KeyValue> {
         }
     }
     if let Some(target) = &entry.target {
-        let (path, query) = target.split_once('?').unwrap_or((target, ""));
+        // The query often carries tokens and signatures; it never leaves for the collector.
+        let path = target
+            .split_once('?')
+            .map_or(target.as_str(), |(path, _)| path);
         out.push(text("url.path", path));
-        if !query.is_empty() {
-            out.push(text("url.query", query));
-        }
     }
     out.push(text("url.scheme", if entry.tls { "https" } else { "http" }));
     if let Some(authority) = entry.authority.as_ref().and_then(|a| a.to_str().ok()) {

@@ -105,14 +105,23 @@ impl Sampler {
     }
 }
 
-/// The `tracestate` list, several header lines joined as one.
+/// The longest `tracestate` kept (W3C: 32 members, 512 characters is what a vendor must
+/// propagate; past it a whole list may be dropped). A stranger's 60 KB list would
+/// otherwise ride every span it forces into the exporter's queue.
+const MAX_TRACE_STATE: usize = 512;
+
+/// The `tracestate` list, several header lines joined as one; dropped when too long.
 fn trace_state(headers: &HeaderMap) -> String {
     let parts: Vec<&str> = headers
         .get_all(&TRACESTATE)
         .iter()
         .filter_map(|value| value.to_str().ok())
         .collect();
-    parts.join(",")
+    let joined = parts.join(",");
+    match joined.len() > MAX_TRACE_STATE {
+        true => String::new(),
+        false => joined,
+    }
 }
 
 fn new_trace_id() -> [u8; 16] {

@@ -5,6 +5,7 @@ use crate::control::record::CheckReport;
 use crate::control::record::{ChangeKind, RevisionRecord};
 use crate::routing::ServiceState;
 use serde::Serialize;
+use std::collections::BTreeMap;
 
 /// The event types a receiver dispatches on (the `event` field and `X-Switchyard-Event`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -61,13 +62,34 @@ struct HookEvent<'r> {
     forced: bool,
     /// The routing after the change; absent when the service was removed.
     #[serde(skip_serializing_if = "Option::is_none")]
-    routing: Option<&'r ServiceState>,
+    routing: Option<RoutingView<'r>>,
     /// The judge's proof, on incidents and alarms (the guard's verdict, with its numbers).
     #[serde(skip_serializing_if = "Option::is_none")]
     evidence: Option<&'r serde_json::Value>,
     /// The checks the gate ran, or the validation's.
     #[serde(skip_serializing_if = "Option::is_none")]
     checks: Option<&'r CheckReport>,
+}
+
+/// What a receiver learns of the routing: who gets traffic, not the topology behind it
+/// (runtime versions' endpoints and addresses stay inside).
+#[derive(Debug, Serialize)]
+struct RoutingView<'r> {
+    stable: &'r str,
+    weights: &'r BTreeMap<String, u64>,
+    latched: bool,
+    frozen: bool,
+}
+
+impl<'r> RoutingView<'r> {
+    fn of(state: &'r ServiceState) -> RoutingView<'r> {
+        RoutingView {
+            stable: &state.stable,
+            weights: &state.weights,
+            latched: state.latched,
+            frozen: state.frozen,
+        }
+    }
 }
 
 pub fn json(record: &RevisionRecord) -> Vec<u8> {
@@ -81,7 +103,7 @@ pub fn json(record: &RevisionRecord) -> Vec<u8> {
         actor: &record.actor,
         reason: &record.reason,
         forced: record.forced,
-        routing: record.new.as_ref(),
+        routing: record.new.as_ref().map(RoutingView::of),
         evidence: record.evidence.as_ref(),
         checks: record.checks.as_ref(),
     };

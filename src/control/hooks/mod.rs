@@ -175,7 +175,7 @@ impl Deliverer {
                 let records = match self.journal.read_new() {
                     Ok(records) => records,
                     Err(err) => {
-                        tracing::warn!(url = %self.url, error = %err, "webhook: cannot read the journal");
+                        tracing::warn!(url = %shown(&self.url), error = %err, "webhook: cannot read the journal");
                         Vec::new()
                     }
                 };
@@ -226,12 +226,12 @@ impl Deliverer {
                 .map(|cursor| (cursor, revision)),
             Ok(None) => Some((self.cursor, 0)),
             Err(err) => {
-                tracing::debug!(url = %self.url, %err, "webhook: shared cursor not read");
+                tracing::debug!(url = %shown(&self.url), %err, "webhook: shared cursor not read");
                 return false;
             }
         };
         let Some((cursor, revision)) = read else {
-            tracing::warn!(url = %self.url, key = %shared.key, "webhook: the shared cursor does not read; delivering from this instance's");
+            tracing::warn!(url = %shown(&self.url), key = %shared.key, "webhook: the shared cursor does not read; delivering from this instance's");
             return true;
         };
         if cursor < self.cursor {
@@ -252,7 +252,7 @@ impl Deliverer {
             save_cursor(&self.cursor_path, &self.url, revision);
             return true;
         };
-        let value = Bytes::from(format!("{revision} {}\n", self.url));
+        let value = Bytes::from(format!("{revision}\n"));
         match shared
             .records
             .put(&shared.key, value, shared.revision)
@@ -264,7 +264,7 @@ impl Deliverer {
             }
             Ok(Written::Conflict) => false,
             Err(err) => {
-                tracing::debug!(url = %self.url, %err, "webhook: shared cursor not written");
+                tracing::debug!(url = %shown(&self.url), %err, "webhook: shared cursor not written");
                 false
             }
         }
@@ -292,16 +292,16 @@ impl Deliverer {
                 .unwrap_or_else(|_| Err("timed out".to_string()));
             let err = match result {
                 Ok(()) if attempt > quick_tries => {
-                    tracing::info!(url = %self.url, revision = record.revision, "webhook answers again; delivering what it missed");
+                    tracing::info!(url = %shown(&self.url), revision = record.revision, "webhook answers again; delivering what it missed");
                     return true;
                 }
                 Ok(()) => return true,
                 Err(err) => err,
             };
             if attempt == quick_tries {
-                tracing::warn!(url = %self.url, revision = record.revision, error = %err, "webhook down; retrying until it answers");
+                tracing::warn!(url = %shown(&self.url), revision = record.revision, error = %err, "webhook down; retrying until it answers");
             } else {
-                tracing::debug!(url = %self.url, attempt, error = %err, "webhook failed; retrying");
+                tracing::debug!(url = %shown(&self.url), attempt, error = %err, "webhook failed; retrying");
             }
             tokio::time::sleep(retry_pause(attempt, quick_tries)).await;
             if !self.configured() || !self.holds() {
@@ -388,6 +388,18 @@ impl JournalTail {
     }
 }
 
+/// A hook's URL as logs show it: scheme and host, and the digest that names its cursor.
+/// The path is left out: a Slack (or any capability) URL is itself the secret.
+fn shown(url: &Uri) -> String {
+    let port = url.port_u16().map_or(String::new(), |p| format!(":{p}"));
+    format!(
+        "{}://{}{port}/… ({})",
+        url.scheme_str().unwrap_or("http"),
+        url.host().unwrap_or("?"),
+        url_key(url)
+    )
+}
+
 /// A short digest of the URL: the cursor's file name, and its key in a fleet.
 fn url_key(url: &Uri) -> String {
     let digest = Sha256::digest(url.to_string().as_bytes());
@@ -400,7 +412,8 @@ fn cursor_path(state_dir: &Path, url: &Uri) -> PathBuf {
         .join(format!("{}.cursor", url_key(url)))
 }
 
-/// The cursor file: `REVISION URL`, one line (the URL for whoever looks).
+/// The cursor file: `REVISION`, one line (earlier versions wrote `REVISION URL`; the URL is
+/// no longer kept anywhere but the config, since it may be the hook's only secret).
 fn read_cursor(path: &Path) -> Option<u64> {
     let text = std::fs::read_to_string(path).ok()?;
     text.split_whitespace().next()?.parse().ok()
@@ -414,11 +427,11 @@ fn save_cursor(path: &Path, url: &Uri, revision: u64) {
             std::fs::create_dir_all(dir)?;
         }
         let temporary = path.with_extension("cursor.tmp");
-        std::fs::write(&temporary, format!("{revision} {url}\n"))?;
+        std::fs::write(&temporary, format!("{revision}\n"))?;
         std::fs::rename(&temporary, path)
     };
     if let Err(err) = write() {
-        tracing::warn!(%url, error = %err, "webhook: cannot save the cursor");
+        tracing::warn!(url = %shown(url), error = %err, "webhook: cannot save the cursor");
     }
 }
 

@@ -88,7 +88,8 @@ impl Fields {
             for coding in value.split(|&b| b == b',') {
                 let coding = coding.trim_ascii();
                 let chunked = coding.eq_ignore_ascii_case(b"chunked");
-                self.other_codings |= !chunked && !coding.is_empty();
+                let nothing = coding.is_empty() || coding.eq_ignore_ascii_case(b"identity");
+                self.other_codings |= !chunked && !nothing;
                 self.chunked_last = chunked;
             }
         } else if name.eq_ignore_ascii_case("connection") {
@@ -200,14 +201,14 @@ pub fn parse(buf: &mut BytesMut, method: &Method) -> Result<Parsed, HeadError> {
             .map_err(|_| HeadError::Malformed("bad header value".into()))?;
         headers.append(name, value);
     }
-    if facts.other_codings {
+    let framing = framing(method, status, &facts);
+    if facts.other_codings && framing != Framing::Empty {
         keep_transfer_codings(&head, &spans[..count], &mut headers);
     }
     let (mut parts, ()) = http::Response::new(()).into_parts();
     parts.status = status;
     parts.version = version;
     parts.headers = headers;
-    let framing = framing(method, status, &facts);
     let keep_alive = match version {
         Version::HTTP_10 => facts.keep_alive && !facts.close && !facts.transfer_encoding,
         _ => !facts.close,
@@ -240,7 +241,11 @@ fn keep_transfer_codings(head: &[u8], spans: &[MaybeUninit<Span>], headers: &mut
             value
                 .split(|&b| b == b',')
                 .map(<[u8]>::trim_ascii)
-                .filter(|c| !c.is_empty() && !c.eq_ignore_ascii_case(b"chunked")),
+                .filter(|c| {
+                    !c.is_empty()
+                        && !c.eq_ignore_ascii_case(b"chunked")
+                        && !c.eq_ignore_ascii_case(b"identity")
+                }),
         );
     }
     let mut value: Vec<u8> = Vec::new();
@@ -326,11 +331,33 @@ mod tests {
             &Method::GET,
         );
         assert_eq!(head.parts.headers[header::CONTENT_ENCODING], "br, gzip");
-        let head = final_head(
-            b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n",
-            &Method::GET,
-        );
-        assert!(!head.parts.headers.contains_key(header::CONTENT_ENCODING));
+        // Nothing to say for identity (never a content coding), nor for an answer with no
+        // body (HEAD, 304): a cache would take it as the stored body's coding.
+        for (wire, method) in [
+            (
+                &b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n"[..],
+                Method::GET,
+            ),
+            (
+                b"HTTP/1.1 200 OK\r\ntransfer-encoding: identity, chunked\r\n\r\n",
+                Method::GET,
+            ),
+            (
+                b"HTTP/1.1 304 Not Modified\r\ntransfer-encoding: gzip, chunked\r\n\r\n",
+                Method::GET,
+            ),
+            (
+                b"HTTP/1.1 200 OK\r\ntransfer-encoding: gzip, chunked\r\n\r\n",
+                Method::HEAD,
+            ),
+        ] {
+            let head = final_head(wire, &method);
+            assert!(
+                !head.parts.headers.contains_key(header::CONTENT_ENCODING),
+                "{:?}",
+                String::from_utf8_lossy(wire)
+            );
+        }
     }
 
     #[test]
