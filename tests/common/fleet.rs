@@ -76,7 +76,9 @@ impl Fleet {
 
     /// Waits until instance `i` runs at least `revision` (bounded); returns when.
     pub async fn wait_revision_on(&self, i: usize, revision: u64) -> Instant {
-        let deadline = Instant::now() + Duration::from_secs(10);
+        // Generous: a member whose NATS node was killed reconnects with async-nats's
+        // backoff, which took over 10 s on a loaded CI machine.
+        let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             let status = self.client(i).status().await.unwrap();
             if status.revision >= revision {
