@@ -9,7 +9,7 @@ COPY . .
 # An explicit --target-dir: the binary is in the cache mount, whatever CARGO_TARGET_DIR says.
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
-    cargo build --profile dist --locked -p switchyard --target-dir /src/target \
+    cargo build --profile dist --locked -p switchyard-cli --target-dir /src/target \
     && install -m 0755 /src/target/dist/switchyard /usr/local/bin/switchyard
 
 # ---- run: a slim Debian of the same release as the builder (same glibc) ----

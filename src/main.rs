@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 use switchyard::config::{parse_duration, Config};
-use switchyard::demo::{self, DemoOptions};
+use switchyard_demo::DemoOptions;
 
 #[derive(Parser)]
 #[command(
@@ -106,7 +106,7 @@ fn main() -> ExitCode {
                 .map_err(|err| err.to_string())
                 .and_then(|runtime| {
                     runtime
-                        .block_on(demo::run(
+                        .block_on(switchyard_demo::run(
                             DemoOptions {
                                 duration,
                                 report,

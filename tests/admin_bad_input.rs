@@ -19,7 +19,7 @@ async fn start(setup: &Setup) -> RunningProxy {
     RunningProxy::start(config, &setup.config, 1).await.unwrap()
 }
 
-fn tcp_setup(upstreams: &[switchyard::sample::SampleUpstream]) -> Setup {
+fn tcp_setup(upstreams: &[switchyard_testkit::SampleUpstream]) -> Setup {
     let setup = Setup::new(upstreams, "{ blue = 95, canary = 5 }", "");
     let token = setup.dir.path().join("admin.token");
     std::fs::write(&token, format!("{TOKEN}\n")).unwrap();

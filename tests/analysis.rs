@@ -39,8 +39,8 @@ no_data = "hold"
 
 struct Setup {
     proxy: TestProxy,
-    stable: switchyard::sample::SampleUpstream,
-    canary: switchyard::sample::SampleUpstream,
+    stable: switchyard_testkit::SampleUpstream,
+    canary: switchyard_testkit::SampleUpstream,
     prometheus: Prometheus,
 }
 

@@ -11,7 +11,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 /// "shop" on host shop, "internal" on host internal; each upstream echoes its headers.
-async fn two_services() -> (TestProxy, Vec<switchyard::sample::SampleUpstream>) {
+async fn two_services() -> (TestProxy, Vec<switchyard_testkit::SampleUpstream>) {
     let shop = upstream("shop").await;
     let internal = upstream("internal").await;
     let config = format!(

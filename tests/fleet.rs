@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use switchyard::admin::api::ChangeRequest;
 use switchyard::control::journal::verify_file;
 use switchyard::control::record::ChangeKind;
-use switchyard::sample::SampleUpstream;
+use switchyard_testkit::SampleUpstream;
 
 /// Three instances of fleet "edge", blue serving all, started and joined.
 async fn start_fleet(nodes: &[&NatsNode], upstreams: &[SampleUpstream]) -> Fleet {

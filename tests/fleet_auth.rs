@@ -9,7 +9,7 @@ use common::{upstreams, Proxy, Setup};
 use rcgen::{BasicConstraints, CertificateParams, ExtendedKeyUsagePurpose, IsCa, KeyPair};
 use std::path::Path;
 use std::time::{Duration, Instant};
-use switchyard::sample::SampleUpstream;
+use switchyard_testkit::SampleUpstream;
 
 /// The `[cluster]` section of instance edge-1 of fleet `edge` on `url`, with `more` keys.
 fn cluster(url: &str, more: &str) -> String {

@@ -192,7 +192,7 @@ async fn garbage_on_the_revision_subject_freezes_nothing() {
 /// Three instances whose `[cluster]` signs with its own key and trusts the three's.
 async fn start_signed_fleet(
     nats: &NatsNode,
-    versions: &[switchyard::sample::SampleUpstream],
+    versions: &[switchyard_testkit::SampleUpstream],
     weights: &str,
     keys: &Path,
 ) -> Fleet {

@@ -24,8 +24,8 @@ async fn wait_for_cutback(proxy: &TestProxy, within: Duration) -> Option<Instant
 
 async fn canary_setup() -> (
     TestProxy,
-    switchyard::sample::SampleUpstream,
-    switchyard::sample::SampleUpstream,
+    switchyard_testkit::SampleUpstream,
+    switchyard_testkit::SampleUpstream,
 ) {
     let Pair {
         proxy,

@@ -10,7 +10,7 @@ use tokio::net::TcpStream;
 
 const LIMIT: usize = 4096;
 
-async fn proxy() -> (TestProxy, switchyard::sample::SampleUpstream) {
+async fn proxy() -> (TestProxy, switchyard_testkit::SampleUpstream) {
     let blue = upstream("blue").await;
     let config = format!(
         "max_header_bytes = {LIMIT}\n[services.shop]\nstable = \"blue\"\nweights = {{ blue = 1 }}\n[services.shop.versions.blue]\nendpoints = [\"{}\"]\n",

@@ -4,7 +4,7 @@
 mod common;
 use common::*;
 use std::time::{Duration, Instant};
-use switchyard::sample::SampleUpstream;
+use switchyard_testkit::SampleUpstream;
 
 fn config(blue: &[SampleUpstream]) -> String {
     format!(

@@ -4,8 +4,8 @@ use http::HeaderName;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use switchyard::sample::load::{Load, LoadSpec, Protocol, Recorder};
-use switchyard::sample::SampleUpstream;
+use switchyard_testkit::load::{Load, LoadSpec, Protocol, Recorder};
+use switchyard_testkit::SampleUpstream;
 
 fn loopback() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 0))
@@ -19,7 +19,7 @@ fn spec_for(upstream: &SampleUpstream, connections: usize, rate: Option<f64>) ->
     spec
 }
 
-async fn run(spec: LoadSpec) -> switchyard::sample::load::LoadReport {
+async fn run(spec: LoadSpec) -> switchyard_testkit::load::LoadReport {
     let recorder = Arc::new(Recorder::new(Instant::now()));
     Load::start(spec, recorder.clone())
         .unwrap()
@@ -87,7 +87,7 @@ async fn failures_are_counted_per_kind() {
     assert_eq!(report.endings.get("connect_failed"), Some(&50));
     assert_eq!(
         report.versions[0].name,
-        switchyard::sample::load::NO_VERSION
+        switchyard_testkit::load::NO_VERSION
     );
 }
 

@@ -7,7 +7,7 @@ use common::*;
 use std::time::Duration;
 use switchyard::admin::api::HistoryResponse;
 use switchyard::control::record::{ChangeKind, RevisionRecord};
-use switchyard::sample::SampleUpstream;
+use switchyard_testkit::SampleUpstream;
 
 /// Smoke checks of "shop": the home page must say which version it is.
 const CHECKS: &str = "[[services.shop.checks]]\nname = \"home\"\npath = \"/\"\nexpect_body = \"version=\"\nmax_latency = \"1s\"\n";

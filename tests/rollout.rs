@@ -26,7 +26,7 @@ bake = "1s"
 "#;
 
 /// The proxy, and the stable and canary upstreams (they serve until dropped).
-async fn setup() -> (TestProxy, [switchyard::sample::SampleUpstream; 2]) {
+async fn setup() -> (TestProxy, [switchyard_testkit::SampleUpstream; 2]) {
     let stable = upstream("blue").await;
     let canary = upstream("canary").await;
     let proxy = TestProxy::start(&two_versions(&stable, &canary, (100, 0), ROLLOUT)).await;

@@ -6,7 +6,7 @@ mod common;
 use common::{client, get, upstream, TestProxy};
 use http::{Method, Request, StatusCode};
 use http_body_util::Empty;
-use switchyard::sample::SampleUpstream;
+use switchyard_testkit::SampleUpstream;
 
 type Headers = &'static [(&'static str, &'static str)];
 

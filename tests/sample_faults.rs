@@ -5,7 +5,7 @@ use hyper::client::conn::http1;
 use hyper_util::rt::TokioIo;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
-use switchyard::sample::SampleUpstream;
+use switchyard_testkit::SampleUpstream;
 use tokio::net::TcpStream;
 
 type Sender = http1::SendRequest<Empty<bytes::Bytes>>;

@@ -3,7 +3,7 @@
 
 mod common;
 use common::*;
-use switchyard::sample::SampleUpstream;
+use switchyard_testkit::SampleUpstream;
 
 async fn proxy_for(endpoints: &[&SampleUpstream], extra: &str) -> TestProxy {
     let list: Vec<String> = endpoints

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use switchyard::admin::api::HistoryResponse;
 use switchyard::control::record::{ChangeKind, RevisionRecord};
 use switchyard::control::RoutingControl;
-use switchyard::sample::SampleUpstream;
+use switchyard_testkit::SampleUpstream;
 
 /// Smoke checks of "shop": the home page must say which version it is.
 const CHECKS: &str = "checks_every = \"1s\"\n[[services.shop.checks]]\nname = \"home\"\npath = \"/\"\nexpect_body = \"version=\"\nmax_latency = \"1s\"\n";

@@ -7,10 +7,10 @@ use common::*;
 use std::time::Duration;
 use switchyard::config::{ExpectStatus, HealthSettings, SmokeCheck};
 use switchyard::control::record::CheckFailure;
-use switchyard::sample::SampleUpstream;
 use switchyard::upstream::connect::Dial;
 use switchyard::verify::health::http_check;
 use switchyard::verify::smoke::{self, Target};
+use switchyard_testkit::SampleUpstream;
 
 fn check(name: &str, path: &str) -> SmokeCheck {
     SmokeCheck {

@@ -13,7 +13,7 @@ use tokio::net::TcpStream;
 
 async fn one_version_proxy(
     extra_proxy_keys: &str,
-) -> (TestProxy, switchyard::sample::SampleUpstream) {
+) -> (TestProxy, switchyard_testkit::SampleUpstream) {
     let blue = upstream("blue").await;
     let config = format!(
         "{extra_proxy_keys}\n[services.shop]\nstable = \"blue\"\nweights = {{ blue = 1 }}\n[services.shop.versions.blue]\nendpoints = [\"{}\"]\n",

@@ -3,7 +3,7 @@
 
 use crate::result::ScenarioResult;
 use std::fmt::Write as _;
-use switchyard::sample::load::{LoadReport, NO_VERSION};
+use switchyard_testkit::load::{LoadReport, NO_VERSION};
 
 const WIDTH: f64 = 960.0;
 const LEFT: f64 = 70.0;
@@ -33,7 +33,7 @@ pub fn render(result: &ScenarioResult, load: &LoadReport) -> String {
     versions.sort_by(|a, b| a.name.cmp(&b.name));
     let totals: Vec<u64> = (0..seconds).map(|s| load.requests_in_second(s)).collect();
     let series =
-        |value: &dyn Fn(usize, &switchyard::sample::load::VersionReport) -> Option<f64>| {
+        |value: &dyn Fn(usize, &switchyard_testkit::load::VersionReport) -> Option<f64>| {
             versions
                 .iter()
                 .map(|v| (v.name.clone(), (0..seconds).map(|s| value(s, v)).collect()))

@@ -16,7 +16,7 @@ use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use switchyard::sample::load::{Load, LoadReport, LoadSpec, Recorder};
+use switchyard_testkit::load::{Load, LoadReport, LoadSpec, Recorder};
 
 #[derive(Debug, Clone, Serialize)]
 pub struct CompareRow {

@@ -6,7 +6,7 @@ use crate::scenario::Expectation;
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::time::Duration;
-use switchyard::sample::load::{LoadReport, TENTH};
+use switchyard_testkit::load::{LoadReport, TENTH};
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Check {
@@ -376,7 +376,7 @@ mod tests {
     use super::*;
     use crate::scenario::GuardRule;
     use switchyard::config::HumanDuration;
-    use switchyard::sample::load::{SecondReport, VersionReport};
+    use switchyard_testkit::load::{SecondReport, VersionReport};
 
     fn version(name: &str, per_second: &[u64], per_tenth: Vec<u32>) -> VersionReport {
         VersionReport {

@@ -62,7 +62,7 @@ pub enum HarnessError {
     #[error(transparent)]
     Proxy(#[from] proxy::ProxyError),
     #[error("cannot start the load: {0}")]
-    Load(switchyard::sample::load::LoadError),
+    Load(switchyard_testkit::load::LoadError),
     #[error("{0}")]
     Setup(String),
 }

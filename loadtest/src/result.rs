@@ -10,7 +10,7 @@ use serde::Serialize;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::PathBuf;
-use switchyard::sample::load::{LoadReport, NO_VERSION, TENTH};
+use switchyard_testkit::load::{LoadReport, NO_VERSION, TENTH};
 
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -195,7 +195,7 @@ impl ScenarioResult {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use switchyard::sample::load::VersionReport;
+    use switchyard_testkit::load::VersionReport;
 
     #[test]
     fn a_version_that_went_quiet_is_a_cutback_and_one_that_kept_going_is_not() {

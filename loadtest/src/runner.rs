@@ -17,8 +17,8 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use switchyard::sample::load::{Load, LoadSpec, Recorder};
-use switchyard::sample::nats::NatsServer;
+use switchyard_testkit::load::{Load, LoadSpec, Recorder};
+use switchyard_testkit::nats::NatsServer;
 
 const TICK: Duration = Duration::from_millis(50);
 

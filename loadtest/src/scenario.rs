@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 use switchyard::config::HumanDuration;
-use switchyard::sample::load::Protocol;
+use switchyard_testkit::load::Protocol;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]

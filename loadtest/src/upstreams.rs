@@ -4,7 +4,7 @@ use crate::scenario::FaultSpec;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::Duration;
-use switchyard::sample::{Faults, SampleUpstream};
+use switchyard_testkit::{Faults, SampleUpstream};
 
 pub struct Upstreams {
     pub by_name: BTreeMap<String, SampleUpstream>,

@@ -1,5 +1,5 @@
 //! `loadtest verdicts`: how fast the guard's judge reaches a verdict, measured with its
-//! own seeded simulator (`switchyard::guard::simulate`) and the default guard settings
+//! own seeded simulator (`switchyard_testkit::simulate`) and the default guard settings
 //! over many seeds. 1,000 requests/s with the canary at 10%, 1% errors and 20 ms median
 //! latency on both sides; a bad canary turns bad 20 s in, so the judge has a healthy
 //! baseline first, and is timed from that moment.
@@ -8,7 +8,7 @@ use std::fmt::Write as _;
 use std::time::Duration;
 use switchyard::config::GuardSettings;
 use switchyard::guard::judge::Rule;
-use switchyard::guard::simulate::{run, RunResult, Scenario};
+use switchyard_testkit::simulate::{run, RunResult, Scenario};
 
 /// When a bad canary turns bad.
 const ONSET: Duration = Duration::from_secs(20);

@@ -4,7 +4,7 @@ use super::nats::{cluster_toml, NatsNode};
 use super::{Proxy, Setup};
 use std::time::{Duration, Instant};
 use switchyard::ctl::client::AdminClient;
-use switchyard::sample::SampleUpstream;
+use switchyard_testkit::SampleUpstream;
 
 /// Instances of fleet "edge" (edge-1, edge-2, ...) in their own temp dirs, started and joined.
 pub struct Fleet {

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use switchyard::config::Config;
 use switchyard::ctl::client::AdminClient;
 use switchyard::run::RunningProxy;
-use switchyard::sample::SampleUpstream;
+use switchyard_testkit::SampleUpstream;
 use tokio::net::TcpStream;
 
 pub const LOOPBACK_ANY: &str = "127.0.0.1:0";

@@ -1,11 +1,11 @@
 //! Seeded simulation of canary and stable traffic through the judge: deterministic, fast,
 //! and the same code the unit tests and the time-to-verdict report use.
 
-use super::judge::{Evidence, Judge, Rule, Side, Verdict};
-use crate::config::GuardSettings;
 use hdrhistogram::Histogram;
 use std::collections::VecDeque;
 use std::time::Duration;
+use switchyard::config::GuardSettings;
+use switchyard::guard::judge::{Evidence, Judge, Rule, Side, Verdict};
 
 /// The traffic of one simulated run.
 #[derive(Debug, Clone, Copy)]

@@ -1,12 +1,12 @@
 //! The demo's stage: three sample upstreams, the config that names them, the proxy.
 
-use crate::config::Config;
-use crate::run::RunningProxy;
-use crate::sample::SampleUpstream;
 use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
+use switchyard::config::Config;
+use switchyard::run::RunningProxy;
+use switchyard_testkit::SampleUpstream;
 
 /// The service every demo request goes to.
 pub const SERVICE: &str = "shop";
@@ -67,9 +67,9 @@ pub enum StageError {
         source: std::io::Error,
     },
     #[error("the generated demo config is invalid (a bug):\n{0}")]
-    Config(#[from] crate::config::ConfigError),
+    Config(#[from] switchyard::config::ConfigError),
     #[error("cannot start the proxy: {0}")]
-    Proxy(#[from] crate::run::RunError),
+    Proxy(#[from] switchyard::run::RunError),
 }
 
 impl Stage {

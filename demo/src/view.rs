@@ -1,9 +1,9 @@
 //! What the demo shows each second: per version, the proxy's own telemetry next to what
 //! the client saw (the `switchyard-version` header of each answer).
 
-use crate::routing::RoutingTable;
-use crate::sample::load::LoadReport;
 use std::time::{Duration, Instant};
+use switchyard::routing::RoutingTable;
+use switchyard_testkit::load::LoadReport;
 
 /// The proxy's telemetry is read over this trailing window.
 pub const PROXY_WINDOW: Duration = Duration::from_secs(2);

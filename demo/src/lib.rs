@@ -10,18 +10,18 @@ mod stage;
 mod timeline;
 mod view;
 
-use crate::control::command::Change;
-use crate::control::record::Origin;
-use crate::control::RoutingControl;
-use crate::routing::RoutingTable;
-use crate::sample::load::{Load, LoadError, LoadSpec, Recorder};
-use crate::verify::gate::Verified;
 use report::DemoReport;
 pub(crate) use screen::Screen;
 use stage::{Stage, StageError, CANARY};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use switchyard::control::command::Change;
+use switchyard::control::record::Origin;
+use switchyard::control::RoutingControl;
+use switchyard::routing::RoutingTable;
+use switchyard::verify::gate::Verified;
+use switchyard_testkit::load::{Load, LoadError, LoadSpec, Recorder};
 use timeline::{percent, Action, RevisionWatch, Story};
 
 /// The demo's client: a few keep-alive connections at a steady, open-loop rate.
@@ -56,7 +56,7 @@ pub enum DemoError {
         source: std::io::Error,
     },
     #[error("--fleet: {0}")]
-    Nats(#[from] crate::sample::nats::NatsError),
+    Nats(#[from] switchyard_testkit::nats::NatsError),
 }
 
 /// Runs the demo for `options.duration`; returns where the report was written.

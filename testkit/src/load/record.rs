@@ -1,12 +1,12 @@
 //! What a load run saw, per version: counts, errors and latency, for the whole run, per
 //! second (with latency) and per 100 ms (counts only, to time a share change finely).
 
-use crate::config::grpc::{code_name, GrpcCodes};
 use hdrhistogram::Histogram;
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
+use switchyard::config::grpc::{code_name, GrpcCodes};
 
 /// Width of the fine count buckets.
 pub const TENTH: Duration = Duration::from_millis(100);

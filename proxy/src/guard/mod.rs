@@ -5,5 +5,4 @@ pub mod after_switch;
 pub mod incident;
 pub mod judge;
 pub mod probe;
-pub mod simulate;
 pub mod watch;

@@ -8,16 +8,16 @@
 use super::stage::{self, CANARY, SERVICE};
 use super::timeline::{percent, Story, BAD_CANARY_ERROR_RATE};
 use super::{publish, report, share_of, tell, view, DemoError, DemoOptions, Screen};
-use crate::config::Config;
-use crate::control::command::Change;
-use crate::control::record::{ChangeKind, Origin};
-use crate::run::RunningProxy;
-use crate::sample::load::{Load, LoadSpec, Recorder};
-use crate::sample::nats::{NatsError, NatsServer};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use switchyard::config::Config;
+use switchyard::control::command::Change;
+use switchyard::control::record::{ChangeKind, Origin};
+use switchyard::run::RunningProxy;
+use switchyard_testkit::load::{Load, LoadSpec, Recorder};
+use switchyard_testkit::nats::{NatsError, NatsServer};
 
 /// Requests per second over the whole fleet, spread evenly over its instances.
 const RATE: f64 = 300.0;
@@ -310,7 +310,7 @@ async fn perform(
     since: Duration,
     instances: &mut Vec<Instance>,
     nats: &mut NatsServer,
-    upstreams: &[crate::sample::SampleUpstream],
+    upstreams: &[switchyard_testkit::SampleUpstream],
     shards: usize,
 ) -> Result<Said, DemoError> {
     Ok(match act {

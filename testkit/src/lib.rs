@@ -1,3 +1,6 @@
+//! What switchyard is tried and measured with, kept out of the proxy: sample upstreams, the
+//! load generator, a NATS server for a demo fleet, and the guard's seeded simulator.
+//!
 //! Sample upstreams on loopback: the demo's blue, green and canary, the tests' upstreams
 //! and the load harness's targets. Each answers with its name and can be told to fail.
 //!
@@ -11,6 +14,7 @@ mod faults;
 pub mod load;
 pub mod nats;
 mod server;
+pub mod simulate;
 
 pub use checkout::Checkouts;
 pub use faults::{Fault, Faults};

@@ -3,10 +3,10 @@
 //! are not scripted: the revision watch notices every new revision, whoever made it, and
 //! says what it was.
 
-use crate::control::record::RevisionRecord;
-use crate::routing::ServiceState;
 use serde::Serialize;
 use std::time::Duration;
+use switchyard::control::record::RevisionRecord;
+use switchyard::routing::ServiceState;
 
 /// Error rate the canary is given when it turns bad.
 pub const BAD_CANARY_ERROR_RATE: f64 = 0.3;

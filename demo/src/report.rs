@@ -1,11 +1,11 @@
 //! The demo's ending: a summary on screen and the same facts as a JSON file.
 
 use super::timeline::{percent, Event};
-use crate::routing::RoutingTable;
-use crate::sample::load::LoadReport;
 use serde::Serialize;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
+use switchyard::routing::RoutingTable;
+use switchyard_testkit::load::LoadReport;
 
 #[derive(Debug, Serialize)]
 pub struct DemoReport {
