@@ -26,6 +26,8 @@ use tokio::task::JoinHandle;
 pub enum RunError {
     #[error(transparent)]
     Config(#[from] crate::config::ConfigError),
+    #[error("the endpoint name lookups failed: {0}")]
+    Lookup(String),
     #[error(transparent)]
     Tls(#[from] tls::TlsError),
     #[error("cannot listen on {addr}: {source}")]
@@ -94,6 +96,15 @@ impl RunningProxy {
         shards: usize,
         options: StartOptions,
     ) -> Result<RunningProxy, RunError> {
+        // Applying the config looks its endpoint names up (reading it never does); the
+        // lookups may block, so off the runtime's threads.
+        let path = config_path.to_path_buf();
+        let config = tokio::task::spawn_blocking(move || {
+            let mut config = config;
+            crate::control::resolve::resolve_names(&mut config, &path).map(|()| config)
+        })
+        .await
+        .map_err(|err| RunError::Lookup(err.to_string()))??;
         let tls = match &config.tls {
             Some(paths) => Some(tokio_rustls::TlsAcceptor::from(tls::server_config(paths)?)),
             None => None,

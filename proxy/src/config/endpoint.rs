@@ -1,19 +1,18 @@
 //! Upstream endpoint addresses: `IP:port`, or `name:port` for containers and service
-//! discovery by DNS. A name is resolved when the config is loaded (at start and at every
-//! reload), and each of its addresses becomes an endpoint of its own.
+//! discovery by DNS. Reading a config only checks how an entry is written (`written`):
+//! `check` never touches the network. A name is resolved when the config is applied (at
+//! start and at every reload, by `control::resolve`), and each of its addresses becomes an
+//! endpoint of its own.
 
 use std::net::{SocketAddr, ToSocketAddrs};
 
-/// The addresses of one endpoint entry, or what is wrong with it (to follow its text).
+/// The addresses of one endpoint entry, looked up, or what is wrong with it (to follow
+/// its text).
 pub fn resolve(text: &str) -> Result<Vec<SocketAddr>, String> {
     if let Ok(addr) = text.parse::<SocketAddr>() {
         return Ok(vec![addr]);
     }
-    let (host, port) = text
-        .rsplit_once(':')
-        .filter(|(host, _)| is_host_name(host))
-        .and_then(|(host, port)| Some((host, port.parse::<u16>().ok()?)))
-        .ok_or("is not IP:port or name:port (e.g. \"127.0.0.1:8080\")")?;
+    let (host, port) = host_and_port(text)?;
     let mut addrs: Vec<SocketAddr> = (host, port)
         .to_socket_addrs()
         .map_err(|err| format!("does not resolve: {err}"))?
@@ -26,7 +25,23 @@ pub fn resolve(text: &str) -> Result<Vec<SocketAddr>, String> {
     }
 }
 
-/// Resolves one endpoint entry: `resolve`, or a stand-in in tests.
+/// The address an entry is written as, none yet for a well-formed name, or what is wrong
+/// with it: `resolve` without the network.
+pub fn written(text: &str) -> Result<Vec<SocketAddr>, String> {
+    if let Ok(addr) = text.parse::<SocketAddr>() {
+        return Ok(vec![addr]);
+    }
+    host_and_port(text).map(|_| Vec::new())
+}
+
+fn host_and_port(text: &str) -> Result<(&str, u16), String> {
+    text.rsplit_once(':')
+        .filter(|(host, _)| is_host_name(host))
+        .and_then(|(host, port)| Some((host, port.parse::<u16>().ok()?)))
+        .ok_or_else(|| "is not IP:port or name:port (e.g. \"127.0.0.1:8080\")".into())
+}
+
+/// Resolves one endpoint entry: `resolve`, `written`, or a stand-in in tests.
 pub type Resolver = fn(&str) -> Result<Vec<SocketAddr>, String>;
 
 /// The addresses of all of a version's entries, in order and without repeats;
@@ -135,11 +150,12 @@ mod tests {
             "017.0.0.1:8080",
             "1.2.3.0x10:80",
         ] {
-            let problem = resolve(bad).unwrap_err();
-            assert!(
-                problem.starts_with("is not IP:port or name:port"),
-                "{bad}: {problem}"
-            );
+            for problem in [resolve(bad).unwrap_err(), written(bad).unwrap_err()] {
+                assert!(
+                    problem.starts_with("is not IP:port or name:port"),
+                    "{bad}: {problem}"
+                );
+            }
         }
     }
 
@@ -164,6 +180,12 @@ mod tests {
         ];
         assert_eq!(addrs, expected);
         assert_eq!(problems, [(2, "gone:80 is unknown".to_string())]);
+    }
+
+    #[test]
+    fn reading_an_entry_never_looks_a_name_up() {
+        assert_eq!(written("no-such-host.invalid:80"), Ok(Vec::new()));
+        assert_eq!(written("10.1.2.3:80").unwrap().len(), 1);
     }
 
     #[test]

@@ -21,12 +21,18 @@ pub enum ConfigError {
         path: PathBuf,
         problems: Vec<Problem>,
     },
+    /// Endpoint names that gave no address when the config was applied.
+    #[error("{}", problems.iter().map(|p| format!("{}: {p}", path.display())).collect::<Vec<_>>().join("\n"))]
+    Unresolved {
+        path: PathBuf,
+        problems: Vec<String>,
+    },
 }
 
 impl ConfigError {
     pub fn problems(&self) -> &[Problem] {
         match self {
-            ConfigError::Unreadable { .. } => &[],
+            ConfigError::Unreadable { .. } | ConfigError::Unresolved { .. } => &[],
             ConfigError::Invalid { problems, .. } => problems,
         }
     }
@@ -463,7 +469,7 @@ fn check_service(
             .iter()
             .map(|e| e.get_ref().clone())
             .collect();
-        let endpoints = endpoint::resolve_all(&sources, endpoint::resolve, |index, problem| {
+        let endpoints = endpoint::resolve_all(&sources, endpoint::written, |index, problem| {
             checker.report(
                 version.endpoints[index].span(),
                 format!(

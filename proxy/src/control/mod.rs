@@ -399,7 +399,10 @@ impl Controller {
             path: self.config_path.clone(),
             reason,
         };
-        let loading = tokio::task::spawn_blocking(move || Config::load(&path));
+        let loading = tokio::task::spawn_blocking(move || {
+            let mut config = Config::load(&path)?;
+            resolve::resolve_names(&mut config, &path).map(|()| config)
+        });
         let config = tokio::time::timeout(RELOAD_LIMIT, loading)
             .await
             .map_err(|_| {

@@ -1,4 +1,5 @@
-//! Endpoint names are resolved again every `proxy.resolve_every`, so upstreams that move
+//! Endpoint names are looked up when a config is applied (`resolve_names`: at start and at
+//! every reload; reading and `check` never do), and again every `proxy.resolve_every`, so upstreams that move
 //! (containers recreated, DNS-based discovery) are followed without a reload. A changed
 //! address set rebuilds the table in one swap; that is topology, not routing, so it is
 //! logged but is no revision. A name that does not resolve keeps its last addresses: a DNS
@@ -7,6 +8,8 @@
 use super::writer::{Request, Resolved};
 use super::Controller;
 use crate::config::endpoint::{self, Resolver};
+use crate::config::{Config, ConfigError};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
@@ -19,6 +22,33 @@ struct Named {
     service: String,
     version: String,
     sources: Vec<String>,
+}
+
+/// Looks up the endpoint names of a config being applied; every name that gives no
+/// address is named. Blocking: call it off the runtime's threads.
+pub fn resolve_names(config: &mut Config, path: &Path) -> Result<(), ConfigError> {
+    let mut problems = Vec::new();
+    for service in &mut config.services {
+        for version in &mut service.versions {
+            if !version.sources.iter().any(|s| endpoint::is_name(s)) {
+                continue;
+            }
+            version.endpoints =
+                endpoint::resolve_all(&version.sources, endpoint::resolve, |index, why| {
+                    problems.push(format!(
+                        "services.{}.versions.{} endpoint {:?} {why}",
+                        service.name, version.name, version.sources[index]
+                    ))
+                });
+        }
+    }
+    match problems.is_empty() {
+        true => Ok(()),
+        false => Err(ConfigError::Unresolved {
+            path: path.to_path_buf(),
+            problems,
+        }),
+    }
 }
 
 /// Runs until `stop` turns true.
