@@ -141,6 +141,22 @@ async fn a_released_version_takes_traffic_survives_a_restart_and_retires() {
     assert!(status.versions.iter().all(|v| v.name != "v2"), "{status:?}");
     fails(setup.ctl(&["retire", "shop", "v2"]), "no runtime version");
     assert_eq!(tally(proxy.addr, 10).await.get("blue"), Some(&10));
+
+    // The stable a switch replaced is the return point: retired only when forced.
+    ok(setup.ctl(&["release", "shop", "v2", "--endpoint", &v2]));
+    ok(setup.ctl(&["switch", "shop", "v2"]));
+    ok(setup.ctl(&["switch", "shop", "blue"]));
+    let before = setup.client().status().await.unwrap().revision;
+    fails(
+        setup.ctl(&["retire", "shop", "v2"]),
+        "v2 is shop's return point",
+    );
+    assert_eq!(
+        setup.client().status().await.unwrap().revision,
+        before,
+        "a refused retire records nothing"
+    );
+    ok(setup.ctl(&["retire", "shop", "v2", "--force", "--reason", "v2 is gone"]));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -370,9 +386,10 @@ async fn a_release_on_one_member_is_routed_by_all_three() {
         "{}",
         fleet.logs()
     );
-    // Retired from a third member once it takes no traffic; every member drops it.
+    // Retired from a third member once it takes no traffic (forced: it is the return
+    // point of the switch back to blue); every member drops it.
     ok(fleet.setups[0].ctl(&["switch", "shop", "blue"]));
-    let out = ok(fleet.setups[0].ctl(&["retire", "shop", "v2", "--wait-fleet"]));
+    let out = ok(fleet.setups[0].ctl(&["retire", "shop", "v2", "--force", "--wait-fleet"]));
     assert!(out.contains("retire"), "{out}");
     for i in 0..3 {
         let status = fleet.client(i).service("shop").await.unwrap();

@@ -8,6 +8,9 @@
 //! - Latch: while a service is latched, only `resume` lifts it, and the versions its last
 //!   abort cut back cannot become stable.
 //! - Freeze: while frozen, no non-stable version's share of the traffic rises.
+//! - Return point: a `retire` never removes the version that was stable before the current
+//!   one took over (where `rollback` and the guard's watch after a switch go back), unless
+//!   forced, on the record.
 //!
 //! The checks themselves run outside the writer (so an abort never queues behind them): a
 //! plan that needs them is answered with `ControlError::ChecksDue`, the requester runs
@@ -40,6 +43,9 @@ pub fn enforce(
         if current.frozen && !matches!(plan.kind, ChangeKind::Abort | ChangeKind::Unfreeze) {
             keep_freeze(&plan.service, current, next, plan.kind)?;
         }
+    }
+    if plan.kind == ChangeKind::Retire && !plan.origin.forced {
+        keep_return_point(&plan.service, current, next, history)?;
     }
     // An abort never waits on checks: it only sends traffic back to the return point
     // (whose own checks the return-point watch and the guard look after).
@@ -165,6 +171,37 @@ fn keep_latch(
         )));
     }
     Ok(())
+}
+
+/// Refuses retiring the stable the current one replaced: the latest revision that changed
+/// the stable to today's names it.
+fn keep_return_point(
+    service: &str,
+    current: Option<&ServiceState>,
+    next: &ServiceState,
+    history: &[&RevisionRecord],
+) -> Result<(), ControlError> {
+    let Some(current) = current else {
+        return Ok(());
+    };
+    let retired = current
+        .runtime
+        .keys()
+        .find(|version| !next.runtime.contains_key(*version));
+    let took_over = history.iter().rev().find_map(|record| {
+        let (old, new) = (record.old.as_ref()?, record.new.as_ref()?);
+        (old.stable != new.stable && new.stable == current.stable)
+            .then_some((&old.stable, record.revision))
+    });
+    match (retired, took_over) {
+        (Some(retired), Some((previous, revision))) if retired == previous => {
+            Err(ControlError::Refused(format!(
+                "retire refused: {retired} is {service}'s return point (stable until {} took over at revision {revision}; rollback and the guard's watch go back to it); retire it once {} is trusted, or --force",
+                current.stable, current.stable
+            )))
+        }
+        _ => Ok(()),
+    }
 }
 
 fn keep_freeze(

@@ -262,3 +262,65 @@ fn a_freeze_holds_every_origin() {
         assert!(err.contains("frozen"), "{kind:?}: {err}");
     }
 }
+
+#[test]
+fn a_retire_keeps_the_return_point_unless_forced() {
+    let runtime = |versions: &[&str]| -> BTreeMap<String, crate::config::runtime::RuntimeVersion> {
+        versions
+            .iter()
+            .map(|v| (v.to_string(), Default::default()))
+            .collect()
+    };
+    let mut on_v2 = state("v2", &[("v2", 100)], false);
+    on_v2.runtime = runtime(&["v2"]);
+    let mut on_v3 = state("v3", &[("v3", 100)], false);
+    on_v3.runtime = runtime(&["v2", "v3"]);
+    let promoted = plan(
+        ChangeKind::Promote,
+        Some(on_v2),
+        on_v3.clone(),
+        Origin::new("ops", "v3 is good"),
+    )
+    .into_record(12, None, std::time::SystemTime::now());
+    let mut without_v2 = on_v3.clone();
+    without_v2.runtime.remove("v2");
+    let retire = |origin: Origin| {
+        plan(
+            ChangeKind::Retire,
+            Some(on_v3.clone()),
+            without_v2.clone(),
+            origin,
+        )
+    };
+
+    let err = enforce(&mut retire(Origin::new("ops", "")), &[&promoted])
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("v2 is shop's return point"), "{err}");
+    assert!(err.contains("revision 12"), "{err}");
+    enforce(
+        &mut retire(Origin::new("ops", "").forced(true)),
+        &[&promoted],
+    )
+    .unwrap();
+
+    // Once another version took over, the old return point may go.
+    let mut on_v4 = on_v3.clone();
+    on_v4.stable = "v4".into();
+    let next = plan(
+        ChangeKind::Switch,
+        Some(on_v3.clone()),
+        on_v4.clone(),
+        Origin::new("ops", ""),
+    )
+    .into_record(13, None, std::time::SystemTime::now());
+    let mut v4_without_v2 = on_v4.clone();
+    v4_without_v2.runtime.remove("v2");
+    let retire_old = plan(
+        ChangeKind::Retire,
+        Some(on_v4),
+        v4_without_v2,
+        Origin::new("ops", ""),
+    );
+    enforce(&mut retire_old.clone(), &[&promoted, &next]).unwrap();
+}
