@@ -257,12 +257,16 @@ fn release(version: &str, endpoint: &str) -> Change {
 
 /// The config in force for `state`: the file's service plus its runtime versions.
 fn in_force(state: &ServiceState) -> ServiceConfig {
+    in_force_of(service(), state)
+}
+
+fn in_force_of(service: ServiceConfig, state: &ServiceState) -> ServiceConfig {
     let mut file = crate::config::Config::parse(
         std::path::Path::new("t.toml"),
         "[proxy]\nlisten = \"127.0.0.1:0\"\n[services.shop]\nstable = \"blue\"\nweights = { blue = 1 }\n[services.shop.versions.blue]\nendpoints = [\"127.0.0.1:1\"]\n",
     )
     .unwrap();
-    file.services = vec![service()];
+    file.services = vec![service];
     let services = BTreeMap::from([("shop".to_string(), state.clone())]);
     let config = super::runtime::effective(&file, &services, &Default::default());
     config.services[0].clone()
@@ -389,4 +393,28 @@ fn a_service_carries_at_most_64_runtime_versions() {
         &[],
     );
     assert!(err.unwrap_err().to_string().contains("retire some first"));
+}
+
+#[test]
+fn a_version_released_with_rollout_is_the_rollouts_canary_until_it_is_stable() {
+    let mut service = service();
+    service.rollout = Some(crate::config::RolloutSettings {
+        canary: "canary".into(),
+        steps: vec![10, 100],
+        gates: Vec::new(),
+        bake: std::time::Duration::from_secs(1),
+    });
+    let current = state("blue", &[("blue", 100)]);
+    let mut change = release("v2", "127.0.0.1:7");
+    if let Change::Release { spec, .. } = &mut change {
+        spec.rollout = true;
+    }
+    let released = next(&service, &current, &change, &[]).unwrap();
+    let canary_of =
+        |state: &ServiceState| in_force_of(service.clone(), state).rollout.unwrap().canary;
+    assert_eq!(canary_of(&released), "v2");
+    let mut promoted = released.clone();
+    promoted.stable = "v2".into();
+    promoted.weights = BTreeMap::from([("v2".to_string(), 100)]);
+    assert_eq!(canary_of(&promoted), "canary", "the file's canary again");
 }

@@ -105,7 +105,8 @@ pub fn retire(
 }
 
 /// The config in force: `file` with every service's runtime versions added (a name the
-/// file defines is the file's), and the rollout of a version released with `--rollout`.
+/// file defines is the file's), and the rollout of a version released with `--rollout`
+/// until that version is stable.
 pub(crate) fn effective(
     file: &Config,
     services: &BTreeMap<String, ServiceState>,
@@ -125,7 +126,9 @@ pub(crate) fn effective(
             service
                 .versions
                 .insert(at, spec.version_config(name, addrs));
-            if let (true, Some(rollout)) = (spec.rollout, service.rollout.as_mut()) {
+            // Rolled out until it is stable: then the file's canary is the rollout's again.
+            let candidate = spec.rollout && state.stable != *name;
+            if let (true, Some(rollout)) = (candidate, service.rollout.as_mut()) {
                 rollout.canary = name.clone();
             }
         }
