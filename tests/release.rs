@@ -342,6 +342,67 @@ async fn release_with_rollout_starts_the_configured_rollout_of_that_version() {
     assert_eq!(setup.client().status().await.unwrap().revision, before);
 }
 
+/// Asks for a release with its rollout on the admin socket and hangs up, sometimes at
+/// once, sometimes a moment later, never reading the answer.
+async fn release_and_hang_up(socket: &std::path::Path, version: &str, endpoint: &str) {
+    use tokio::io::AsyncWriteExt;
+    let body = format!(
+        "{{\"version\":\"{version}\",\"endpoints\":[\"{endpoint}\"],\"rollout\":true,\"reason\":\"hang-up\"}}"
+    );
+    let head = format!(
+        "POST /services/shop/release HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+        body.len()
+    );
+    let mut stream = tokio::net::UnixStream::connect(socket).await.unwrap();
+    stream.write_all(head.as_bytes()).await.unwrap();
+    stream.write_all(body.as_bytes()).await.unwrap();
+    tokio::time::sleep(Duration::from_micros(fastrand::u64(0..5_000))).await;
+    drop(stream);
+}
+
+/// A client that hangs up between the release and its rollout's start never leaves a
+/// release whose rollout did not start: both happen, or neither.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_release_with_rollout_is_never_left_half_done_by_a_hang_up() {
+    let versions = upstreams(&["blue", "canary", "v2"]).await;
+    let rollout = "[services.shop.rollout]\nsteps = [10, 50, 100]\nbake = \"1h\"\n";
+    let setup = Setup::new(&versions[..2], "{ blue = 100, canary = 0 }", rollout);
+    let proxy = Proxy::start(&setup, &[]).await;
+    let v2 = versions[2].addr.to_string();
+    for round in 0..6 {
+        let name = format!("r{round}");
+        release_and_hang_up(&setup.socket, &name, &v2).await;
+        // Released and rolling out, or (after a quiet while) not released at all.
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        let mut absent_since = std::time::Instant::now();
+        let released = loop {
+            let status = setup.client().service("shop").await.unwrap();
+            let present = status.versions.iter().any(|v| v.name == name);
+            let rolling = status
+                .rollout
+                .as_ref()
+                .is_some_and(|r| r.rollout.canary == name && r.rollout.status.is_active());
+            match (present, rolling) {
+                (true, true) => break true,
+                (false, _) if absent_since.elapsed() > Duration::from_secs(3) => break false,
+                (false, _) => {}
+                (true, false) => absent_since = std::time::Instant::now(),
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{name} released but its rollout never started: {status:?}\n{}",
+                proxy.log_text()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        if released {
+            ok(setup.ctl(&["abort", "shop"]));
+            ok(setup.ctl(&["resume", "shop"]));
+            ok(setup.ctl(&["weights", "shop", "blue=100"]));
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_release_on_one_member_is_routed_by_all_three() {
     let nats = NatsNode::single();

@@ -55,6 +55,23 @@ pub(super) async fn release(
         }
     }
     let spec = resolved(spec).await?;
+    // From here the release and its rollout's start are one act: a client that hangs up
+    // in between must not leave a release whose rollout never started.
+    let parts = parts.clone();
+    let service = service.to_string();
+    tokio::spawn(async move { record_and_start(&parts, &service, version, spec, origin).await })
+        .await
+        .map_err(|err| ApiError::Internal(format!("release: {err}")))?
+}
+
+/// Records the release, then starts its rollout when it asked for one.
+async fn record_and_start(
+    parts: &Parts,
+    service: &str,
+    version: String,
+    spec: Box<RuntimeVersion>,
+    origin: Origin,
+) -> Result<RevisionRecord, ApiError> {
     let rollout = spec.rollout;
     let change = Change::Release {
         version: version.clone(),
