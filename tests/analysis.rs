@@ -89,17 +89,6 @@ fn checkout(status: &ServiceStatus) -> Option<&AnalysisStatus> {
         .find(|a| a.name == "checkout success" && a.version == "canary")
 }
 
-async fn ctl(proxy: &TestProxy, args: &[&str]) -> std::process::Output {
-    let socket = proxy.admin().socket().to_path_buf();
-    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
-    tokio::task::spawn_blocking(move || {
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        ctl_at(&socket, &args)
-    })
-    .await
-    .unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_canary_whose_checkouts_drop_to_90_percent_is_aborted_while_every_answer_is_200() {
     let setup = setup((80, 20), "").await;

@@ -25,17 +25,6 @@ latency_min_samples = 20
 latency_min_increase = "1s"
 "#;
 
-async fn ctl(proxy: &TestProxy, args: &[&str]) -> std::process::Output {
-    let socket = proxy.admin().socket().to_path_buf();
-    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
-    tokio::task::spawn_blocking(move || {
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        ctl_at(&socket, &args)
-    })
-    .await
-    .unwrap()
-}
-
 async fn wait_for(
     proxy: &TestProxy,
     what: &str,

@@ -2,35 +2,10 @@
 
 mod common;
 
-use common::{stderr, stdout, Client, Proxy, Setup};
+use common::{fails, ok, Client, Proxy, Setup};
 use std::collections::BTreeMap;
 use switchyard::admin::api::{HistoryResponse, StatusResponse};
 use switchyard::routing::ServiceState;
-
-fn ok(output: std::process::Output) -> String {
-    assert!(
-        output.status.success(),
-        "ctl failed: {}{}",
-        stdout(&output),
-        stderr(&output)
-    );
-    stdout(&output)
-}
-
-/// Fails with exactly one line on stderr that contains `expected`.
-fn fails(output: std::process::Output, expected: &str) {
-    assert!(
-        !output.status.success(),
-        "ctl should fail: {}",
-        stdout(&output)
-    );
-    let err = stderr(&output);
-    assert_eq!(err.lines().count(), 1, "one line of error: {err:?}");
-    assert!(
-        err.contains(expected),
-        "{err:?} should mention {expected:?}"
-    );
-}
 
 async fn routing(setup: &Setup) -> ServiceState {
     let status = setup.client().service("shop").await.unwrap();

@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{admin_raw, incident, stderr, stdout, write_incidents, Proxy, Setup};
+use common::{admin_raw, fails, incident, ok, write_incidents, Proxy, Setup};
 use http::{Method, StatusCode};
 use std::time::{Duration, Instant};
 use switchyard::admin::api::{IncidentsResponse, StatusResponse};
@@ -15,18 +15,6 @@ fn refused(reply: (StatusCode, String), status: StatusCode, expected: &str) {
     let message = body["error"].as_str().unwrap();
     assert!(!message.contains('\n'), "{message:?}");
     assert!(message.contains(expected), "{message:?} lacks {expected:?}");
-}
-
-fn ok(output: std::process::Output) -> String {
-    assert!(output.status.success(), "{}", stderr(&output));
-    stdout(&output)
-}
-
-fn fails(output: std::process::Output, expected: &str) {
-    assert!(!output.status.success(), "{}", stdout(&output));
-    let err = stderr(&output);
-    assert_eq!(err.lines().count(), 1, "{err:?}");
-    assert!(err.contains(expected), "{err:?} lacks {expected:?}");
 }
 
 async fn started() -> (Setup, Proxy) {

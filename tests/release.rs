@@ -6,36 +6,11 @@ mod common;
 
 use common::fleet::{serves_only, Fleet};
 use common::nats::NatsNode;
-use common::{admin_raw, stderr, stdout, upstreams, Proxy, Setup};
+use common::{admin_raw, fails, ok, upstreams, Proxy, Setup};
 use http::{Method, StatusCode};
 use std::collections::BTreeMap;
 use std::time::Duration;
 use switchyard::admin::api::ServiceStatus;
-
-fn ok(output: std::process::Output) -> String {
-    assert!(
-        output.status.success(),
-        "ctl failed: {}{}",
-        stdout(&output),
-        stderr(&output)
-    );
-    stdout(&output)
-}
-
-/// Fails with exactly one line on stderr that contains `expected`.
-fn fails(output: std::process::Output, expected: &str) {
-    assert!(
-        !output.status.success(),
-        "ctl should fail: {}",
-        stdout(&output)
-    );
-    let err = stderr(&output);
-    assert_eq!(err.lines().count(), 1, "one line of error: {err:?}");
-    assert!(
-        err.contains(expected),
-        "{err:?} should mention {expected:?}"
-    );
-}
 
 fn weights_of(status: &ServiceStatus) -> BTreeMap<String, u64> {
     status

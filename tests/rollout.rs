@@ -33,18 +33,6 @@ async fn setup() -> (TestProxy, [switchyard_testkit::SampleUpstream; 2]) {
     (proxy, [stable, canary])
 }
 
-/// `switchyard ctl ARGS` against the in-process proxy, off the runtime's threads.
-async fn ctl(proxy: &TestProxy, args: &[&str]) -> std::process::Output {
-    let socket = proxy.admin().socket().to_path_buf();
-    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
-    tokio::task::spawn_blocking(move || {
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        ctl_at(&socket, &args)
-    })
-    .await
-    .unwrap()
-}
-
 async fn service(proxy: &TestProxy) -> ServiceStatus {
     proxy.admin().service("shop").await.unwrap()
 }

@@ -253,6 +253,44 @@ pub fn ctl_at(socket: &Path, args: &[&str]) -> Output {
         .unwrap()
 }
 
+/// `switchyard ctl ARGS` against an in-process proxy, off the runtime's threads.
+pub async fn ctl(proxy: &TestProxy, args: &[&str]) -> Output {
+    let socket = proxy.admin().socket().to_path_buf();
+    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    tokio::task::spawn_blocking(move || {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        ctl_at(&socket, &args)
+    })
+    .await
+    .unwrap()
+}
+
+/// A `ctl` that succeeded: its stdout.
+pub fn ok(output: Output) -> String {
+    assert!(
+        output.status.success(),
+        "ctl failed: {}{}",
+        stdout(&output),
+        stderr(&output)
+    );
+    stdout(&output)
+}
+
+/// A `ctl` that failed with exactly one line on stderr, containing `expected`.
+pub fn fails(output: Output, expected: &str) {
+    assert!(
+        !output.status.success(),
+        "ctl should fail: {}",
+        stdout(&output)
+    );
+    let err = stderr(&output);
+    assert_eq!(err.lines().count(), 1, "one line of error: {err:?}");
+    assert!(
+        err.contains(expected),
+        "{err:?} should mention {expected:?}"
+    );
+}
+
 pub fn stdout(output: &Output) -> String {
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
