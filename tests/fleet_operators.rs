@@ -5,7 +5,7 @@ mod common;
 
 use common::fleet::Fleet;
 use common::nats::{cluster_toml, NatsNode};
-use common::{upstreams, Proxy, Setup};
+use common::{browser_dom, upstreams, Proxy, Setup};
 use std::time::{Duration, Instant};
 
 const WEIGHTS: &str = "{ blue = 100, canary = 0 }";
@@ -156,11 +156,6 @@ async fn wait_serving_shop(setup: &Setup, proxy: &Proxy) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn status_says_how_many_members_share_the_routing_and_what_each_applied() {
-    const CHROMIUM: &str = "/usr/bin/chromium";
-    assert!(
-        std::path::Path::new(CHROMIUM).exists(),
-        "{CHROMIUM} is missing: install it (apt-get install -y chromium; .ci/run does)"
-    );
     let nats = NatsNode::single();
     let versions = upstreams(&["blue", "canary"]).await;
     let token = tempfile::NamedTempFile::new().unwrap();
@@ -203,33 +198,7 @@ async fn status_says_how_many_members_share_the_routing_and_what_each_applied() 
         "http://{}/",
         status.admin_listen.expect("admin TCP listener")
     );
-    let profile = tempfile::tempdir().unwrap();
-    let output = tokio::task::spawn_blocking(move || {
-        std::process::Command::new(CHROMIUM)
-            .args([
-                "--headless",
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-                "--no-first-run",
-                "--virtual-time-budget=3000",
-                "--dump-dom",
-            ])
-            .arg(format!("--user-data-dir={}", profile.path().display()))
-            .arg(url)
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap();
-    let dom = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "chromium failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let dom = browser_dom(url).await;
     let shown = format!("fleet edge: 3 live member(s) share this routing (edge-1 at {revision}, edge-2 at {revision}, edge-3 at {revision}) · this is edge-2");
     assert!(dom.contains(&shown), "{dom}");
 }

@@ -2,23 +2,15 @@
 
 mod common;
 
-use common::Setup;
-use std::process::Command;
+use common::{browser_dom, Setup};
 use switchyard::config::Config;
 use switchyard::control::command::{Change, RolloutAction};
 use switchyard::control::record::Origin;
 use switchyard::rollout;
 use switchyard::run::RunningProxy;
 
-const CHROMIUM: &str = "/usr/bin/chromium";
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_status_page_shows_weights_history_guard_rollout_and_incidents_in_a_browser() {
-    // A missing browser fails the test rather than skipping it: `.ci/run` installs it.
-    assert!(
-        std::path::Path::new(CHROMIUM).exists(),
-        "{CHROMIUM} is missing: install it (apt-get install -y chromium; .ci/run does)"
-    );
     let upstreams = common::upstreams(&["blue", "canary"]).await;
     let setup = Setup::new(&upstreams, "{ blue = 95, canary = 5 }", "");
     let token = setup.dir.path().join("admin.token");
@@ -73,33 +65,7 @@ async fn the_status_page_shows_weights_history_guard_rollout_and_incidents_in_a_
     }
 
     let url = format!("http://{}/", proxy.admin.tcp.unwrap());
-    let profile = tempfile::tempdir().unwrap();
-    let output = tokio::task::spawn_blocking(move || {
-        Command::new(CHROMIUM)
-            .args([
-                "--headless",
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-                "--no-first-run",
-                "--virtual-time-budget=3000",
-                "--dump-dom",
-            ])
-            .arg(format!("--user-data-dir={}", profile.path().display()))
-            .arg(url)
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap();
-    let dom = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "chromium failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let dom = browser_dom(url).await;
     for expected in [
         "id=\"service-shop\"",
         "data-version=\"blue\"",

@@ -582,3 +582,42 @@ pub mod fleet;
 pub mod hooks;
 pub mod nats;
 pub mod prometheus;
+
+const CHROMIUM: &str = "/usr/bin/chromium";
+
+/// The DOM a real headless browser builds from `url` after running its scripts for
+/// three seconds of virtual time. A missing browser fails the test rather than skipping
+/// it: `./test` installs it.
+pub async fn browser_dom(url: String) -> String {
+    assert!(
+        Path::new(CHROMIUM).exists(),
+        "{CHROMIUM} is missing: install it (apt-get install -y chromium; ./test does)"
+    );
+    let profile = tempfile::tempdir().unwrap();
+    let output = tokio::task::spawn_blocking(move || {
+        Command::new(CHROMIUM)
+            .args([
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--no-first-run",
+                "--virtual-time-budget=3000",
+                "--dump-dom",
+            ])
+            .arg(format!("--user-data-dir={}", profile.path().display()))
+            .arg(url)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(
+        output.status.success(),
+        "chromium failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
