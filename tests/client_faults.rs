@@ -76,8 +76,8 @@ async fn abandoned_uploads_and_broken_chunking_on_the_canary_never_abort_it() {
             "malformed chunking must get a 400, got: {answer:?}"
         );
     }
-    // Let the guard look at the evidence for a while.
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // The guard looks at the evidence for a while (20 looks, about 2 s).
+    proxy.guard_looks(20).await;
 
     let history = proxy.proxy.controller.history("shop", 10).await.unwrap();
     assert!(

@@ -51,6 +51,19 @@ impl TestProxy {
         self.proxy.addr
     }
 
+    /// Waits for the guard to judge `looks` more times (it looks every 100 ms), so a
+    /// verdict the evidence so far would bring has come; a busy machine only makes it wait
+    /// longer.
+    pub async fn guard_looks(&self, looks: u64) {
+        let board = &self.proxy.board;
+        let until = board.looks() + looks;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while board.looks() < until {
+            assert!(Instant::now() < deadline, "the guard stopped looking");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
     /// The admin API client on this proxy's socket.
     pub fn admin(&self) -> AdminClient {
         AdminClient::new(self.dir.path().join("admin.sock"))
