@@ -242,3 +242,52 @@ impl Drop for StreamSlot {
         self.connection.streams.fetch_sub(1, Ordering::Release);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+    use http_body_util::Empty;
+
+    /// Pins the one mark hyper gives a stream it held back ("pending open") when a
+    /// graceful GOAWAY ended its connection: if a hyper upgrade changes it, this fails
+    /// rather than the proxy blaming a version for requests it never sent.
+    #[tokio::test]
+    async fn a_stream_held_back_when_a_graceful_goaway_arrives_is_a_refusal() {
+        let (client_io, server_io) = tokio::io::duplex(1 << 16);
+        let server = tokio::spawn(async move {
+            let mut connection = h2::server::Builder::new()
+                .max_concurrent_streams(1)
+                .handshake::<_, Bytes>(server_io)
+                .await
+                .unwrap();
+            let (_, mut respond) = connection.accept().await.unwrap().unwrap();
+            connection.graceful_shutdown();
+            // The stream it took is answered; the connection then closes.
+            let answer = http::Response::new(());
+            respond.send_response(answer, true).unwrap();
+            while connection.accept().await.is_some() {}
+        });
+        let (mut sender, connection) = http2::Builder::new(TokioExecutor::new())
+            .initial_max_send_streams(1)
+            .handshake::<_, Empty<Bytes>>(TokioIo::new(client_io))
+            .await
+            .unwrap();
+        let request = || Request::get("http://upstream/").body(Empty::new()).unwrap();
+        // Both queued before the connection task runs: the first opens the one stream
+        // allowed, the second waits as h2's pending open.
+        let first = sender.send_request(request());
+        let held_back = sender.send_request(request());
+        tokio::spawn(connection);
+        let err = tokio::time::timeout(Duration::from_secs(30), held_back)
+            .await
+            .expect("the held-back stream never ended")
+            .expect_err("the held-back stream was answered");
+        assert!(
+            matches!(refusal(&err), Some(Refusal::GoAway)),
+            "hyper's error for a held-back stream changed: {err:?}"
+        );
+        assert!(first.await.is_ok(), "the stream taken is answered");
+        server.abort();
+    }
+}
