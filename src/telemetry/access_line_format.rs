@@ -16,6 +16,9 @@ use std::net::SocketAddr;
 enum Value<'a> {
     /// Escaped as JSON needs it.
     Text(&'a str),
+    /// Known to hold nothing JSON escapes (a method, a request id, an address, a name
+    /// of switchyard's own): written as it is.
+    Token(&'a str),
     Number(u64),
     /// Microseconds, written as milliseconds with up to three decimals.
     Millis(u64),
@@ -118,7 +121,7 @@ impl LineWriter {
             Value::Text(text) => json_string(text, out),
             Value::Null => out.extend_from_slice(b"null"),
             Value::Number(_) | Value::Millis(_) => self.bare(value, out),
-            Value::Time(_) | Value::Endpoint(_) | Value::TraceId(_) => {
+            Value::Token(_) | Value::Time(_) | Value::Endpoint(_) | Value::TraceId(_) => {
                 out.push(b'"');
                 self.bare(value, out);
                 out.push(b'"');
@@ -130,10 +133,12 @@ impl LineWriter {
     /// `null` is `-`.
     fn text_value(&mut self, value: &Value, out: &mut Vec<u8>) {
         match value {
-            Value::Text(text) if text.is_empty() || text.contains([' ', '"', '=']) => {
+            Value::Text(text) | Value::Token(text)
+                if text.is_empty() || text.contains([' ', '"', '=']) =>
+            {
                 json_string(text, out)
             }
-            Value::Text(text) => out.extend_from_slice(text.as_bytes()),
+            Value::Text(text) | Value::Token(text) => out.extend_from_slice(text.as_bytes()),
             Value::Null => out.push(b'-'),
             other => self.bare(other, out),
         }
@@ -147,7 +152,7 @@ impl LineWriter {
             Value::Time(unix_ms) => self.time_into(*unix_ms, out),
             Value::Endpoint(addr) => endpoint_into(*addr, out),
             Value::TraceId(id) => hex_into(id, out),
-            Value::Text(text) => out.extend_from_slice(text.as_bytes()),
+            Value::Text(text) | Value::Token(text) => out.extend_from_slice(text.as_bytes()),
             Value::Null => out.extend_from_slice(b"null"),
         }
     }
@@ -180,16 +185,17 @@ fn values(entry: &Entry) -> [Value<'_>; FIELDS] {
     [
         Value::Time(crate::clock::unix_ms(entry.start)),
         Value::Millis(micros(entry.duration)),
-        text(entry.method.as_ref().map(Method::as_str)),
+        // An extension method is a token too (`http` checks).
+        token(entry.method.as_ref().map(Method::as_str)),
         text(entry.authority()),
         text(entry.target()),
-        text(entry.protocol.map(|protocol| match protocol {
+        token(entry.protocol.map(|protocol| match protocol {
             Version::HTTP_2 => "HTTP/2",
             Version::HTTP_10 => "HTTP/1.0",
             _ => "HTTP/1.1",
         })),
         Value::Number(entry.status.into()),
-        Value::Text(entry.end),
+        Value::Token(entry.end),
         entry.bytes_in.map_or(Value::Null, Value::Number),
         Value::Number(entry.bytes_out),
         entry
@@ -199,15 +205,20 @@ fn values(entry: &Entry) -> [Value<'_>; FIELDS] {
         text(entry.version.as_deref()),
         entry.endpoint.map_or(Value::Null, Value::Endpoint),
         Value::Number(entry.revision),
-        Value::Text(entry.request_id()),
+        // Only a token the client sent (`request_id::fit`), or one made here.
+        Value::Token(entry.request_id()),
         entry.trace_id.as_ref().map_or(Value::Null, Value::TraceId),
-        Value::Text(entry.client()),
+        Value::Token(entry.client()),
         text(entry.user_agent()),
     ]
 }
 
 fn text(value: Option<&str>) -> Value<'_> {
     value.map_or(Value::Null, Value::Text)
+}
+
+fn token(value: Option<&str>) -> Value<'_> {
+    value.map_or(Value::Null, Value::Token)
 }
 
 /// Rounded to the nearest microsecond.
