@@ -1,6 +1,7 @@
 //! The access log, request ids and trace context over real sockets: every field of a
 //! line for an answered request, a canary failure retried on stable, a client that left
-//! before its answer; ids kept, replaced and made, and carried upstream and back.
+//! before its answer; ids kept, replaced and made, and carried upstream and back; hostile
+//! bytes kept valid JSON, the text format, and the file reopened on SIGUSR1.
 
 mod common;
 
@@ -268,6 +269,122 @@ async fn a_request_in_flight_at_sigterm_is_logged_before_the_process_ends() {
     let line: Value = serde_json::from_str(text.lines().last().expect("a line")).unwrap();
     assert_eq!(line["request_id"], "last-one", "{text}");
     assert_eq!(line["end"], "completed");
+}
+
+/// Sends `head` on a connection of its own and reads the answer to its end.
+async fn raw_exchange(addr: std::net::SocketAddr, head: &[u8]) -> Vec<u8> {
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    stream.write_all(head).await.unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut answer))
+        .await
+        .expect("an answer")
+        .unwrap();
+    answer
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_bytes_in_a_request_still_make_valid_json_lines() {
+    let dir = tempfile::tempdir().unwrap();
+    let pair = pair("blue", "canary", (100, 0), &access_log(dir.path())).await;
+    let addr = pair.proxy.addr();
+    // Quotes, backslashes, braces, UTF-8 and a tab where a client chooses the bytes.
+    let answer = raw_exchange(
+        addr,
+        b"GET /a\"b\\c{}\xc3\xa9?q=x\\y HTTP/1.1\r\nhost: shop\r\nuser-agent: evil \"agent\"\t\\u0000 </script>\r\nconnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(
+        answer.starts_with(b"HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&answer)
+    );
+    // A user agent that is not text (obs-text bytes), and a host no route knows.
+    let answer = raw_exchange(
+        addr,
+        b"GET / HTTP/1.1\r\nhost: sh\"op\\\r\nuser-agent: caf\xe9 \xff\r\nconnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(
+        answer.starts_with(b"HTTP/1.1 "),
+        "{}",
+        String::from_utf8_lossy(&answer)
+    );
+    // `lines` parses every line as JSON.
+    let lines = lines(dir.path(), 2).await;
+    assert_eq!(lines[0]["path"], "/a\"b\\c{}é?q=x\\y", "{}", lines[0]);
+    assert_eq!(lines[0]["user_agent"], "evil \"agent\"\t\\u0000 </script>");
+    assert_eq!(lines[0]["status"], 200);
+    assert_eq!(lines[1]["authority"], "sh\"op\\", "{}", lines[1]);
+    assert_eq!(lines[1]["user_agent"], "(not text)");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_text_format_and_a_file_reopened_on_sigusr1() {
+    let blue = common::upstream("blue").await;
+    let setup = common::Setup::new(std::slice::from_ref(&blue), "{ blue = 100 }", "");
+    let log = setup.dir.path().join("access.log");
+    let extra = format!(
+        "[proxy.access_log]\nto = \"file\"\npath = \"{}\"\nformat = \"text\"\n",
+        log.display()
+    );
+    setup.write(std::slice::from_ref(&blue), "{ blue = 100 }", &extra);
+    let proxy = common::Proxy::start(&setup, &[]).await;
+    let http = client();
+    let reply = get(
+        &http,
+        proxy.addr,
+        "/x?a=1",
+        &[("user-agent", "probe 1.0"), ("x-request-id", "text-1")],
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::OK);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let first = loop {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        if text.ends_with('\n') {
+            break text;
+        }
+        assert!(Instant::now() < deadline, "no line: {}", proxy.log_text());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let line = first.trim_end();
+    // Keys in alphabetical order; a value with a space or `=` quoted, a missing one `-`.
+    assert!(
+        line.starts_with(&format!("authority={} bytes_in=- bytes_out=", proxy.addr)),
+        "{line}"
+    );
+    for part in [
+        " method=GET path=\"/x?a=1\" protocol=HTTP/1.1 request_id=text-1 revision=",
+        " service=shop start=",
+        " status=200 trace_id=- upstream_ms=",
+        " user_agent=\"probe 1.0\" version=blue",
+        " client=127.0.0.1 duration_ms=",
+        " end=completed endpoint=",
+    ] {
+        assert!(line.contains(part), "{part:?} not in {line}");
+    }
+    // logrotate moves the file, then signals.
+    let rotated = setup.dir.path().join("access.log.1");
+    std::fs::rename(&log, &rotated).unwrap();
+    proxy.signal(libc::SIGUSR1);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let reply = get(&http, proxy.addr, "/after", &[]).await;
+        assert_eq!(reply.status, StatusCode::OK);
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        if text.contains("path=/after") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no new file: {}",
+            proxy.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let old = std::fs::read_to_string(&rotated).unwrap();
+    assert!(old.starts_with(&first), "{old}");
 }
 
 #[test]

@@ -4,10 +4,10 @@
 //! future when the client left before the answer.
 
 use super::proxy::ClientConn;
-use crate::telemetry::access_log::{AccessLog, Entry};
+use crate::telemetry::access_log::{AccessLog, Entry, RequestText, TextField};
 use crate::telemetry::spans::Tracer;
 use crate::telemetry::trace_context::SpanIds;
-use http::header::{HeaderValue, CONTENT_LENGTH, USER_AGENT};
+use http::header::{HeaderValue, ToStrError, CONTENT_LENGTH, HOST, USER_AGENT};
 use http::Request;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -54,26 +54,35 @@ impl AccessLine {
         outputs: Outputs,
         request: &Request<B>,
         client: &ClientConn,
-        request_id: HeaderValue,
+        request_id: &HeaderValue,
         revision: u64,
         started: Instant,
     ) -> AccessLine {
         let headers = request.headers();
+        let uri = request.uri();
+        let target = uri.path_and_query().map_or("/", |p| p.as_str());
+        let authority = uri.authority().map(|a| a.as_str());
+        let host = headers.get(HOST).filter(|_| authority.is_none());
+        let agent = headers.get(USER_AGENT);
+        let id = request_id.to_str().ok();
+        let mut text = RequestText::with_capacity(
+            target.len()
+                + authority.map_or(0, str::len)
+                + host.map_or(0, |h| h.len())
+                + agent.map_or(0, |a| a.len())
+                + id.map_or(0, str::len),
+        );
+        text.set(TextField::Target, Some(Ok::<_, ToStrError>(target)));
+        match authority {
+            Some(authority) => text.set(TextField::Authority, Some(Ok::<_, ToStrError>(authority))),
+            None => text.set(TextField::Authority, host.map(HeaderValue::to_str)),
+        }
+        text.set(TextField::RequestId, Some(request_id.to_str()));
+        text.set(TextField::UserAgent, agent.map(HeaderValue::to_str));
         let entry = Entry {
             start: SystemTime::now() - started.elapsed(),
             duration: Duration::ZERO,
             method: Some(request.method().clone()),
-            authority: request
-                .uri()
-                .authority()
-                .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
-                .or_else(|| headers.get(http::header::HOST).cloned()),
-            target: Some(
-                request
-                    .uri()
-                    .path_and_query()
-                    .map_or_else(|| "/".to_string(), |p| p.as_str().to_string()),
-            ),
             protocol: Some(request.version()),
             tls: client.tls,
             // No answer at all: the client left first (NGINX's 499).
@@ -88,10 +97,9 @@ impl AccessLine {
             version: None,
             endpoint: None,
             revision,
-            request_id,
             trace_id: super::request_id::trace_id(headers),
             client: client.ip.clone(),
-            user_agent: headers.get(USER_AGENT).cloned(),
+            text,
         };
         AccessLine {
             outputs,
@@ -147,11 +155,11 @@ impl Drop for AccessLine {
         entry.duration = self.started.elapsed();
         match (self.outputs.log.take(), self.outputs.span.take()) {
             (Some(log), Some((tracer, ids))) => {
-                tracer.record(ids, (*entry).clone());
-                log.send(*entry);
+                tracer.record(ids, entry.clone());
+                log.send(entry);
             }
-            (Some(log), None) => log.send(*entry),
-            (None, Some((tracer, ids))) => tracer.record(ids, *entry),
+            (Some(log), None) => log.send(entry),
+            (None, Some((tracer, ids))) => tracer.record(ids, entry),
             (None, None) => {}
         }
     }

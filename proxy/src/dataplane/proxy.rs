@@ -89,7 +89,7 @@ pub async fn handle(
             outputs,
             &request,
             &client,
-            request_id.clone(),
+            &request_id,
             table.revision,
             started,
         )

@@ -2,7 +2,7 @@
 //! when it is a sane token, else a new one) upstream and back to the client; the W3C
 //! `traceparent`'s trace id goes to the access log (`telemetry::trace_context` reads it).
 
-use crate::telemetry::trace_context::{to_hex, TraceParent};
+use crate::telemetry::trace_context::TraceParent;
 use http::header::{HeaderMap, HeaderName, HeaderValue};
 
 pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -43,9 +43,9 @@ fn new_id() -> HeaderValue {
     HeaderValue::from_bytes(&text).unwrap_or_else(|_| HeaderValue::from_static("0"))
 }
 
-/// The trace id of a valid `traceparent`, in hex.
-pub fn trace_id(headers: &HeaderMap) -> Option<String> {
-    TraceParent::from_headers(headers).map(|parent| to_hex(&parent.trace_id))
+/// The trace id of a valid `traceparent`.
+pub fn trace_id(headers: &HeaderMap) -> Option<[u8; 16]> {
+    TraceParent::from_headers(headers).map(|parent| parent.trace_id)
 }
 
 #[cfg(test)]
@@ -83,7 +83,7 @@ mod tests {
         let with = |value: &'static str| {
             let mut headers = HeaderMap::new();
             headers.insert(TRACEPARENT.clone(), HeaderValue::from_static(value));
-            trace_id(&headers)
+            trace_id(&headers).map(|id| crate::telemetry::trace_context::to_hex(&id))
         };
         assert_eq!(
             with("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01").as_deref(),

@@ -181,7 +181,7 @@ fn refuse(stream: TcpStream, tls: bool) {
 fn log_refusal(plane: &DataPlane, peer: SocketAddr, tls: bool) {
     let table = plane.table.load();
     if let Some(log) = &table.settings.access_log {
-        let entry = Entry::refused(client_ip_header(peer), tls, table.revision);
+        let entry = Box::new(Entry::refused(client_ip_header(peer), tls, table.revision));
         log.send(entry);
     }
 }

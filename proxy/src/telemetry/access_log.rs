@@ -3,10 +3,10 @@
 //! full the line is dropped and counted, never waited for. SIGUSR1 reopens the file (for
 //! logrotate); shutdown writes what is queued before the process ends.
 
+use super::access_line_format::LineWriter;
 use super::outlet::{Batches, Outlet};
-use crate::config::access_log::{AccessLogFormat, AccessLogSettings, AccessLogTo};
+use crate::config::access_log::{AccessLogSettings, AccessLogTo};
 use http::{HeaderValue, Method, Version};
-use serde::Serialize;
 use std::io::Write;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -29,18 +29,16 @@ pub fn reopen_files() {
 #[derive(Debug)]
 pub struct AccessLog {
     pub settings: AccessLogSettings,
-    lines: Outlet<Entry>,
+    lines: Outlet<Box<Entry>>,
 }
 
-/// One exchange, as the request path saw it.
+/// One exchange, as the request path saw it: raw facts only, formatted by the writer.
 #[derive(Debug, Clone)]
 pub struct Entry {
     pub start: SystemTime,
     pub duration: Duration,
     /// `None` for a connection refused before its request was read.
     pub method: Option<Method>,
-    pub authority: Option<HeaderValue>,
-    pub target: Option<String>,
     pub protocol: Option<Version>,
     /// The client came over TLS.
     pub tls: bool,
@@ -58,21 +56,104 @@ pub struct Entry {
     /// The upstream address that answered (or was last tried).
     pub endpoint: Option<SocketAddr>,
     pub revision: u64,
-    pub request_id: HeaderValue,
-    pub trace_id: Option<String>,
+    pub trace_id: Option<[u8; 16]>,
+    /// The client's address (the connection's, shared by its requests).
     pub client: HeaderValue,
-    pub user_agent: Option<HeaderValue>,
+    /// Authority, target, request id and user agent.
+    pub text: RequestText,
+}
+
+/// What a header value that is not visible ASCII is logged as.
+pub const NOT_TEXT: &str = "(not text)";
+
+/// The request's own text fields, copied into one buffer: one allocation, and nothing of
+/// the connection's read buffer held while the line waits for the writer (a cloned
+/// `HeaderValue` would keep it, and make the connection allocate a new one).
+#[derive(Debug, Clone, Default)]
+pub struct RequestText {
+    buffer: String,
+    slots: [Slot; 4],
+}
+
+/// Where one field is in `RequestText`'s buffer.
+#[derive(Debug, Clone, Copy, Default)]
+enum Slot {
+    #[default]
+    Absent,
+    NotText,
+    At(u32, u32),
+}
+
+#[derive(Debug, Clone, Copy)]
+pub enum TextField {
+    Authority = 0,
+    Target = 1,
+    RequestId = 2,
+    UserAgent = 3,
+}
+
+impl RequestText {
+    pub fn with_capacity(capacity: usize) -> RequestText {
+        RequestText {
+            buffer: String::with_capacity(capacity),
+            slots: Default::default(),
+        }
+    }
+
+    /// Keeps `value` as `field`: `Err` for a header value that is not text.
+    pub fn set<E>(&mut self, field: TextField, value: Option<Result<&str, E>>) {
+        self.slots[field as usize] = match value {
+            None => Slot::Absent,
+            Some(Err(_)) => Slot::NotText,
+            Some(Ok(text)) => {
+                let from = self.buffer.len();
+                self.buffer.push_str(text);
+                match (u32::try_from(from), u32::try_from(self.buffer.len())) {
+                    (Ok(from), Ok(to)) => Slot::At(from, to),
+                    _ => Slot::NotText,
+                }
+            }
+        };
+    }
+
+    /// The field's text, `NOT_TEXT` for a value that was not.
+    pub fn get(&self, field: TextField) -> Option<&str> {
+        match self.slots[field as usize] {
+            Slot::Absent => None,
+            Slot::NotText => Some(NOT_TEXT),
+            Slot::At(from, to) => self.buffer.get(from as usize..to as usize),
+        }
+    }
 }
 
 impl Entry {
+    pub fn authority(&self) -> Option<&str> {
+        self.text.get(TextField::Authority)
+    }
+
+    /// The path with its query.
+    pub fn target(&self) -> Option<&str> {
+        self.text.get(TextField::Target)
+    }
+
+    pub fn request_id(&self) -> &str {
+        self.text.get(TextField::RequestId).unwrap_or("-")
+    }
+
+    pub fn user_agent(&self) -> Option<&str> {
+        self.text.get(TextField::UserAgent)
+    }
+
+    pub fn client(&self) -> &str {
+        self.client.to_str().unwrap_or(NOT_TEXT)
+    }
+
     /// A connection refused at `max_connections`, before any request was read.
     pub fn refused(client: HeaderValue, tls: bool, revision: u64) -> Entry {
         Entry {
             start: SystemTime::now(),
             duration: Duration::ZERO,
             method: None,
-            authority: None,
-            target: None,
             protocol: None,
             tls,
             status: 503,
@@ -84,10 +165,9 @@ impl Entry {
             version: None,
             endpoint: None,
             revision,
-            request_id: HeaderValue::from_static("-"),
             trace_id: None,
             client,
-            user_agent: None,
+            text: RequestText::default(),
         }
     }
 }
@@ -105,7 +185,7 @@ impl AccessLog {
     }
 
     /// Hands a line to the writer, or drops it (counted) when the queue is full.
-    pub fn send(&self, entry: Entry) {
+    pub fn send(&self, entry: Box<Entry>) {
         self.lines.send(entry);
     }
 
@@ -124,11 +204,12 @@ struct Writer {
 }
 
 impl Writer {
-    fn run(self, mut lines: Batches<Entry>, dropped: &AtomicU64) {
+    fn run(self, mut lines: Batches<Box<Entry>>, dropped: &AtomicU64) {
         let mut generation = REOPEN.load(Ordering::Relaxed);
         let mut out = self.open();
         let mut batch = Vec::new();
-        let mut text = Vec::with_capacity(512);
+        let mut text = Vec::with_capacity(64 * 1024);
+        let mut line = LineWriter::default();
         // Everything queued meanwhile goes in the same write.
         while lines.next(&mut batch, QUEUE, WRITE_EVERY) {
             let now = REOPEN.load(Ordering::Relaxed);
@@ -142,7 +223,7 @@ impl Writer {
                 continue;
             };
             for entry in batch.drain(..) {
-                format(&entry, self.settings.format, &mut text);
+                line.write(&entry, self.settings.format, &mut text);
             }
             if let Err(err) = sink.write_all(&text).and_then(|()| sink.flush()) {
                 tracing::error!(error = %err, "access log not written; reopened on SIGUSR1");
@@ -161,7 +242,8 @@ impl Writer {
                     .append(true)
                     .open(path);
                 match opened {
-                    Ok(file) => Some(Box::new(std::io::BufWriter::new(file))),
+                    // Each batch is one `write_all` already: no buffer between.
+                    Ok(file) => Some(Box::new(file)),
                     Err(err) => {
                         tracing::error!(path = %path.display(), error = %err, "access log cannot be opened; lines are dropped until SIGUSR1");
                         None
@@ -170,90 +252,4 @@ impl Writer {
             }
         }
     }
-}
-
-/// The line's fields, in the order they are written.
-#[derive(Serialize)]
-struct Line<'a> {
-    start: String,
-    duration_ms: f64,
-    method: Option<&'a str>,
-    authority: Option<&'a str>,
-    path: Option<&'a str>,
-    protocol: Option<&'static str>,
-    status: u16,
-    end: &'static str,
-    bytes_in: Option<u64>,
-    bytes_out: u64,
-    upstream_ms: Option<f64>,
-    service: Option<&'a str>,
-    version: Option<&'a str>,
-    endpoint: Option<String>,
-    revision: u64,
-    request_id: &'a str,
-    trace_id: Option<&'a str>,
-    client: &'a str,
-    user_agent: Option<&'a str>,
-}
-
-fn format(entry: &Entry, format: AccessLogFormat, out: &mut Vec<u8>) {
-    let line = Line {
-        start: crate::clock::rfc3339_millis(crate::clock::unix_ms(entry.start)),
-        duration_ms: millis(entry.duration),
-        method: entry.method.as_ref().map(Method::as_str),
-        authority: entry.authority.as_ref().map(text),
-        path: entry.target.as_deref(),
-        protocol: entry.protocol.map(|protocol| match protocol {
-            Version::HTTP_2 => "HTTP/2",
-            Version::HTTP_10 => "HTTP/1.0",
-            _ => "HTTP/1.1",
-        }),
-        status: entry.status,
-        end: entry.end,
-        bytes_in: entry.bytes_in,
-        bytes_out: entry.bytes_out,
-        upstream_ms: entry.upstream.map(millis),
-        service: entry.service.as_deref(),
-        version: entry.version.as_deref(),
-        endpoint: entry.endpoint.map(|addr| addr.to_string()),
-        revision: entry.revision,
-        request_id: text(&entry.request_id),
-        trace_id: entry.trace_id.as_deref(),
-        client: text(&entry.client),
-        user_agent: entry.user_agent.as_ref().map(text),
-    };
-    match format {
-        AccessLogFormat::Json => {
-            if serde_json::to_writer(&mut *out, &line).is_ok() {
-                out.push(b'\n');
-            }
-        }
-        AccessLogFormat::Text => {
-            let Ok(serde_json::Value::Object(fields)) = serde_json::to_value(&line) else {
-                return;
-            };
-            let pairs: Vec<String> = fields
-                .iter()
-                .map(|(key, value)| match value {
-                    serde_json::Value::String(s)
-                        if !s.is_empty() && !s.contains([' ', '"', '=']) =>
-                    {
-                        format!("{key}={s}")
-                    }
-                    serde_json::Value::Null => format!("{key}=-"),
-                    other => format!("{key}={other}"),
-                })
-                .collect();
-            out.extend_from_slice(pairs.join(" ").as_bytes());
-            out.push(b'\n');
-        }
-    }
-}
-
-fn text(value: &HeaderValue) -> &str {
-    value.to_str().unwrap_or("(not text)")
-}
-
-fn millis(duration: Duration) -> f64 {
-    (duration.as_secs_f64() * 1e6).round() / 1e3
 }

@@ -6,6 +6,7 @@
 //! In a fleet, each version also keeps the other members' slices (`pool`): the guard reads
 //! the pooled views, everything else (status, metrics) this instance's own.
 
+mod access_line_format;
 pub mod access_log;
 mod otlp_span;
 mod outcome;

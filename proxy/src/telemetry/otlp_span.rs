@@ -2,7 +2,7 @@
 //! switchyard's own `switchyard.*` attributes), and a batch as the protobuf body of an
 //! OTLP/HTTP export.
 
-use super::access_log::Entry;
+use super::access_log::{Entry, NOT_TEXT};
 use super::trace_context::SpanIds;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, InstrumentationScope, KeyValue};
@@ -17,7 +17,7 @@ use std::time::{Duration, SystemTime};
 #[derive(Debug)]
 pub struct Recorded {
     pub ids: SpanIds,
-    pub entry: Entry,
+    pub entry: Box<Entry>,
 }
 
 /// W3C sampled flag, and "the parent's remoteness is known" (bit 8) and "remote" (bit 9).
@@ -98,15 +98,14 @@ fn attributes(entry: &Entry) -> Vec<KeyValue> {
             }
         }
     }
-    if let Some(target) = &entry.target {
+    if let Some(target) = entry.target() {
         // The query often carries tokens and signatures; it never leaves for the collector.
-        let path = target
-            .split_once('?')
-            .map_or(target.as_str(), |(path, _)| path);
+        let path = target.split_once('?').map_or(target, |(path, _)| path);
         out.push(text("url.path", path));
     }
     out.push(text("url.scheme", if entry.tls { "https" } else { "http" }));
-    if let Some(authority) = entry.authority.as_ref().and_then(|a| a.to_str().ok()) {
+    // A value that was not text (`NOT_TEXT`) is no authority either.
+    if let Some(authority) = entry.authority() {
         let authority: Option<http::uri::Authority> = authority.parse().ok();
         if let Some(authority) = authority {
             out.push(text("server.address", authority.host()));
@@ -129,7 +128,7 @@ fn attributes(entry: &Entry) -> Vec<KeyValue> {
     if let Ok(client) = entry.client.to_str() {
         out.push(text("client.address", client));
     }
-    if let Some(agent) = entry.user_agent.as_ref().and_then(|a| a.to_str().ok()) {
+    if let Some(agent) = entry.user_agent().filter(|agent| *agent != NOT_TEXT) {
         out.push(text("user_agent.original", agent));
     }
     out.push(int("http.response.status_code", entry.status.into()));
@@ -155,9 +154,7 @@ fn attributes(entry: &Entry) -> Vec<KeyValue> {
         entry.end == "retried_on_stable",
     ));
     out.push(text("switchyard.end", entry.end));
-    if let Ok(id) = entry.request_id.to_str() {
-        out.push(text("switchyard.request_id", id));
-    }
+    out.push(text("switchyard.request_id", entry.request_id()));
     out
 }
 
