@@ -10,6 +10,7 @@ mod checkout;
 mod faults;
 pub mod load;
 pub mod nats;
+pub mod prometheus;
 mod server;
 
 pub use checkout::Checkouts;
