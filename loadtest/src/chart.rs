@@ -5,11 +5,11 @@ use crate::result::ScenarioResult;
 use std::fmt::Write as _;
 use switchyard_testkit::load::{LoadReport, NO_VERSION};
 
-const WIDTH: f64 = 960.0;
-const LEFT: f64 = 70.0;
-const RIGHT: f64 = 30.0;
-const PANEL: f64 = 140.0;
-const GAP: f64 = 46.0;
+pub(crate) const WIDTH: f64 = 960.0;
+pub(crate) const LEFT: f64 = 70.0;
+pub(crate) const RIGHT: f64 = 30.0;
+pub(crate) const PANEL: f64 = 140.0;
+pub(crate) const GAP: f64 = 46.0;
 const TOP: f64 = 150.0;
 /// Rows of staggered labels for the vertical marks, above the first panel.
 const LABEL_ROWS: usize = 4;
@@ -70,7 +70,8 @@ pub fn render(result: &ScenarioResult, load: &LoadReport) -> String {
             }),
         },
     ];
-    let height = TOP + panels.len() as f64 * (PANEL + GAP) + 10.0;
+    let proxy_panels = if result.watch.is_some() { 2.0 } else { 0.0 };
+    let height = TOP + (panels.len() as f64 + proxy_panels) * (PANEL + GAP) + 10.0;
     let mut svg = format!(
         "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{WIDTH}\" height=\"{height}\" \
          viewBox=\"0 0 {WIDTH} {height}\" font-family=\"sans-serif\" font-size=\"12\">\n\
@@ -98,6 +99,10 @@ pub fn render(result: &ScenarioResult, load: &LoadReport) -> String {
     for (index, panel) in panels.iter().enumerate() {
         let top = TOP + index as f64 * (PANEL + GAP);
         draw_panel(&mut svg, panel, top, seconds, &x);
+    }
+    if let Some(watch) = &result.watch {
+        let top = TOP + panels.len() as f64 * (PANEL + GAP);
+        crate::chart_proxy::draw(&mut svg, watch, top, &x);
     }
     marks(&mut svg, result, height, &x);
     svg.push_str("</svg>\n");
@@ -266,6 +271,14 @@ fn marks(svg: &mut String, result: &ScenarioResult, height: f64, x: &dyn Fn(f64)
             "none",
         ));
     }
+    for abort in &result.analysis_aborts {
+        all.push((
+            abort.at_secs,
+            format!("aborted by analysis {:?}", abort.analysis),
+            "#8b0000",
+            "none",
+        ));
+    }
     for cut in &result.fleet_cutbacks {
         all.push((
             cut.all_secs,
@@ -294,7 +307,7 @@ fn marks(svg: &mut String, result: &ScenarioResult, height: f64, x: &dyn Fn(f64)
     }
 }
 
-fn color(version: &str) -> &'static str {
+pub(crate) fn color(version: &str) -> &'static str {
     match version {
         "blue" => "#1f6fd1",
         "green" => "#2a9d3a",
@@ -305,7 +318,7 @@ fn color(version: &str) -> &'static str {
 }
 
 /// The smallest 1, 2 or 5 times a power of ten at or above `value` (1 for nothing).
-fn nice_ceiling(value: f64) -> f64 {
+pub(crate) fn nice_ceiling(value: f64) -> f64 {
     if value <= 0.0 {
         return 1.0;
     }
@@ -317,7 +330,7 @@ fn nice_ceiling(value: f64) -> f64 {
         .unwrap_or(10.0 * power)
 }
 
-fn short(value: f64) -> String {
+pub(crate) fn short(value: f64) -> String {
     if value >= 10_000.0 {
         format!("{:.0}k", value / 1000.0)
     } else if value.fract() == 0.0 {
@@ -352,7 +365,7 @@ fn truncate(text: &str, max: usize) -> String {
     }
 }
 
-fn escape(text: &str) -> String {
+pub(crate) fn escape(text: &str) -> String {
     text.replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;")

@@ -1,6 +1,6 @@
 //! Checking a scenario's expectations against what the clients saw.
 
-use crate::incidents::GuardCutback;
+use crate::incidents::{AnalysisAbort, GuardCutback};
 use crate::result::StepRecord;
 use crate::scenario::Expectation;
 use serde::Serialize;
@@ -22,6 +22,9 @@ pub struct Evidence<'a> {
     pub default_load: &'a str,
     pub rss_peak_mib: Option<f64>,
     pub guard_cutbacks: &'a [GuardCutback],
+    pub analysis_aborts: &'a [AnalysisAbort],
+    /// The proxy's own view over the run, when it was watched.
+    pub watch: Option<&'a crate::watch::ServiceWatch>,
     /// The steps as performed (a step runs on the harness's next tick after its time).
     pub steps: &'a [StepRecord],
 }
@@ -207,6 +210,53 @@ pub fn check(expectation: &Expectation, evidence: &Evidence) -> Check {
                 detail,
             )
         }
+        Expectation::AnalysisAbort {
+            version,
+            analysis,
+            after,
+            within,
+        } => {
+            let (pass, detail) =
+                analysis_abort(evidence, version, analysis.as_deref(), after.0, within.0);
+            (
+                format!(
+                    "analysis{} aborted {version} within {:?} of the step at {:?}, naming its query and values",
+                    analysis
+                        .as_deref()
+                        .map_or(String::new(), |name| format!(" {name:?}")),
+                    within.0,
+                    after.0
+                ),
+                pass,
+                detail,
+            )
+        }
+        Expectation::NoGuardCutback { version } => {
+            let cut = evidence
+                .guard_cutbacks
+                .iter()
+                .find(|cut| cut.version == *version);
+            let said_bad = evidence.watch.is_some_and(|w| w.guard_said_bad());
+            let verdicts = evidence.watch.map_or("status not watched".into(), |w| {
+                let counts: Vec<String> = w
+                    .guard_counts()
+                    .iter()
+                    .map(|(label, n)| format!("{label} {n}"))
+                    .collect();
+                format!("guard verdicts read: {}", counts.join(", "))
+            });
+            (
+                format!("the guard never cut {version} back nor judged it bad"),
+                cut.is_none() && !said_bad,
+                match cut {
+                    Some(cut) => format!(
+                        "the guard cut {version} back at {:.3}s on {}: {}",
+                        cut.at_secs, cut.rule, cut.summary
+                    ),
+                    None => verdicts,
+                },
+            )
+        }
         Expectation::Step {
             index,
             ok,
@@ -240,6 +290,57 @@ pub fn check(expectation: &Expectation, evidence: &Evidence) -> Check {
     }
 }
 
+/// When the step scheduled at `after` was actually performed (a step runs on the
+/// harness's next tick after its time).
+fn performed(evidence: &Evidence, after: Duration) -> f64 {
+    evidence
+        .steps
+        .iter()
+        .map(|step| step.at_secs)
+        .filter(|&at| at >= after.as_secs_f64())
+        .reduce(f64::min)
+        .unwrap_or(after.as_secs_f64())
+}
+
+/// Whether an analysis aborted `version` in time (from when the step at `after` was
+/// performed), its incident naming the query, the condition and both values.
+fn analysis_abort(
+    evidence: &Evidence,
+    version: &str,
+    analysis: Option<&str>,
+    after: Duration,
+    within: Duration,
+) -> (bool, String) {
+    let anchor = performed(evidence, after);
+    let Some(abort) = evidence
+        .analysis_aborts
+        .iter()
+        .find(|a| a.version == version && analysis.is_none_or(|name| a.analysis == name))
+    else {
+        return (false, format!("no analysis aborted {version}"));
+    };
+    let delay = abort.at_secs - anchor;
+    let named = !abort.query.is_empty()
+        && !abort.condition.is_empty()
+        && abort.canary_value.is_some()
+        && abort.failed_runs > 0;
+    let pass = named && delay >= 0.0 && delay <= within.as_secs_f64();
+    (
+        pass,
+        format!(
+            "revision {} at {:.3}s, {:.1} s after the step at {anchor:.3}s: {} (canary {}, stable {}, {} failed runs; query `{}`)",
+            abort.revision,
+            abort.at_secs,
+            delay,
+            abort.condition,
+            crate::result::value(abort.canary_value),
+            crate::result::value(abort.stable_value),
+            abort.failed_runs,
+            abort.query
+        ),
+    )
+}
+
 /// Whether the guard cut `version` back in time, measured from when the step scheduled
 /// at `after` was actually performed.
 fn guard_cutback(
@@ -249,13 +350,7 @@ fn guard_cutback(
     within: Duration,
     rule: Option<crate::scenario::GuardRule>,
 ) -> (bool, String) {
-    let anchor = evidence
-        .steps
-        .iter()
-        .map(|step| step.at_secs)
-        .filter(|&at| at >= after.as_secs_f64())
-        .reduce(f64::min)
-        .unwrap_or(after.as_secs_f64());
+    let anchor = performed(evidence, after);
     let Some(cut) = evidence
         .guard_cutbacks
         .iter()
@@ -408,6 +503,8 @@ mod tests {
                 default_load: "main",
                 rss_peak_mib: None,
                 guard_cutbacks: &[],
+                analysis_aborts: &[],
+                watch: None,
                 steps: &[],
             },
         )
@@ -494,6 +591,8 @@ mod tests {
             default_load: "main",
             rss_peak_mib: None,
             guard_cutbacks: std::slice::from_ref(&cut),
+            analysis_aborts: &[],
+            watch: None,
             steps: &steps,
         };
         let expect = |within_ms: u64, rule| Expectation::GuardCutback {
@@ -587,6 +686,8 @@ mod tests {
             default_load: "main",
             rss_peak_mib: None,
             guard_cutbacks: &[],
+            analysis_aborts: &[],
+            watch: None,
             steps: &steps,
         };
         let expect = |ok, contains: &str| Expectation::Step {

@@ -2,6 +2,7 @@
 //! files, and reports what clients saw per version, with a JSON result and an SVG chart.
 
 mod chart;
+mod chart_proxy;
 mod compare;
 mod configgen;
 mod expect;
@@ -16,6 +17,7 @@ mod system;
 mod trickle;
 mod upstreams;
 mod verdicts;
+mod watch;
 
 use clap::{Parser, Subcommand};
 use result::{ScenarioResult, Verdict};

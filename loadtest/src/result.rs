@@ -2,7 +2,7 @@
 
 use crate::compare::{render_table, CompareRow};
 use crate::expect::Check;
-use crate::incidents::GuardCutback;
+use crate::incidents::{AnalysisAbort, GuardCutback};
 use crate::proxy::RevisionMark;
 use crate::scenario::Scenario;
 use crate::trickle::TrickleReport;
@@ -64,6 +64,12 @@ pub struct ScenarioResult {
     pub cutbacks: Vec<Cutback>,
     /// The guard's cutbacks, from the proxy's incident log.
     pub guard_cutbacks: Vec<GuardCutback>,
+    /// Aborts by a Prometheus analysis, from the same log.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub analysis_aborts: Vec<AnalysisAbort>,
+    /// The proxy's own view over the run (scenarios with `[prometheus]`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub watch: Option<crate::watch::ServiceWatch>,
     /// Instances of the proxy (a fleet when more than one).
     pub instances: usize,
     /// In a fleet: when the first and the last instance ran each guard cutback.
@@ -109,6 +115,8 @@ impl ScenarioResult {
             slow_clients: Vec::new(),
             cutbacks: Vec::new(),
             guard_cutbacks: Vec::new(),
+            analysis_aborts: Vec::new(),
+            watch: None,
             instances: scenario.proxy.instances,
             fleet_cutbacks: Vec::new(),
             checks: Vec::new(),
@@ -157,6 +165,19 @@ impl ScenarioResult {
                 cut.version, cut.at_secs, cut.rule, cut.revision, cut.failed, cut.saved
             );
         }
+        for abort in &self.analysis_aborts {
+            let _ = writeln!(
+                out,
+                "analysis {:?} aborted {} at {:.3}s (revision {}): canary {} against stable {} on `{}`",
+                abort.analysis,
+                abort.version,
+                abort.at_secs,
+                abort.revision,
+                value(abort.canary_value),
+                value(abort.stable_value),
+                abort.condition
+            );
+        }
         for cut in &self.fleet_cutbacks {
             let _ = writeln!(
                 out,
@@ -190,6 +211,11 @@ impl ScenarioResult {
         }
         out
     }
+}
+
+/// A value an analysis read, or "no data".
+pub fn value(value: Option<f64>) -> String {
+    value.map_or_else(|| "no data".into(), |v| format!("{v:.4}"))
 }
 
 #[cfg(test)]

@@ -1,16 +1,16 @@
 //! Running one timeline scenario: upstreams, proxy, load, steps at their times, a
 //! progress line, then the checks, the JSON result and the chart.
 
-use crate::configgen::{config_text, Layout, Routing};
+use crate::configgen::{config_text, Layout, Routing, SERVICE};
 use crate::expect::{self, Evidence};
 use crate::fleet;
 use crate::proxy::{ProxyError, ProxyUnderTest};
 use crate::result::{cutbacks, ScenarioResult, StepRecord, Verdict};
-use crate::scenario::{LoadStream, Scenario, Step};
+use crate::scenario::{LoadStream, Scenario, Step, PROMETHEUS_URL};
 use crate::system::{free_port, open_files_limit};
 use crate::trickle::Trickle;
 use crate::upstreams::{self, Upstreams};
-use crate::{chart, incidents, Context, HarnessError};
+use crate::{chart, incidents, watch, Context, HarnessError};
 use std::collections::BTreeMap;
 use std::io::{IsTerminal, Write};
 use std::net::SocketAddr;
@@ -19,6 +19,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use switchyard_testkit::load::{Load, LoadSpec, Recorder};
 use switchyard_testkit::nats::NatsServer;
+use switchyard_testkit::prometheus::{PrometheusError, PrometheusServer};
 
 const TICK: Duration = Duration::from_millis(50);
 
@@ -40,6 +41,28 @@ pub async fn run(scenario: &Scenario, context: &Context) -> Result<ScenarioResul
         .await
         .map_err(|e| HarnessError::Io("cannot start the sample upstreams".into(), e))?;
     let addresses = upstreams.addresses();
+    let prometheus = match &scenario.prometheus {
+        None => None,
+        Some(spec) => {
+            let targets: Vec<SocketAddr> = addresses.values().copied().collect();
+            match PrometheusServer::find(&dir.join("prometheus"), &targets, spec.scrape.0) {
+                Ok(mut server) => {
+                    tokio::task::block_in_place(|| server.start())
+                        .map_err(|e| HarnessError::Setup(e.to_string()))?;
+                    Some(server)
+                }
+                Err(PrometheusError::Missing) => {
+                    let why = format!("a scenario with [prometheus] {}", PrometheusError::Missing);
+                    return Ok(ScenarioResult::empty(scenario, Verdict::Blocked(why)));
+                }
+                Err(err) => return Err(HarnessError::Setup(err.to_string())),
+            }
+        }
+    };
+    let extra = match &prometheus {
+        Some(server) => scenario.proxy.extra.replace(PROMETHEUS_URL, &server.url()),
+        None => scenario.proxy.extra.clone(),
+    };
     let instances = scenario.proxy.instances.max(1);
     let nats = match instances {
         1 => None,
@@ -66,12 +89,8 @@ pub async fn run(scenario: &Scenario, context: &Context) -> Result<ScenarioResul
         .collect();
     let extras: Vec<String> = (1..=instances)
         .map(|n| match &nats {
-            None => scenario.proxy.extra.clone(),
-            Some(server) => format!(
-                "{}\n{}",
-                scenario.proxy.extra,
-                fleet::cluster_toml(&server.url(), n)
-            ),
+            None => extra.clone(),
+            Some(server) => format!("{extra}\n{}", fleet::cluster_toml(&server.url(), n)),
         })
         .collect();
     let mut layouts = Vec::new();
@@ -116,13 +135,17 @@ pub async fn run(scenario: &Scenario, context: &Context) -> Result<ScenarioResul
             fleet::wait_formed(&sockets)
                 .await
                 .map_err(HarnessError::Setup)?;
-            Some(fleet::Applied::watch(sockets))
+            Some(fleet::Applied::watch(sockets.clone()))
         }
         None => None,
     };
 
     let epoch = Instant::now();
     let epoch_wall = std::time::SystemTime::now();
+    // With Prometheus, the proxy's own view (weights, guard, analysis runs) is charted.
+    let watching = prometheus
+        .as_ref()
+        .map(|_| watch::start(sockets[0].clone(), SERVICE, epoch));
     let end = epoch + scenario.duration();
     let mut streams = BTreeMap::new();
     let mut loads = Vec::new();
@@ -178,6 +201,10 @@ pub async fn run(scenario: &Scenario, context: &Context) -> Result<ScenarioResul
         slow_clients.push(trickle.finished().await);
     }
     progress.done();
+    let service_watch = watching.map(|(watching, stop)| {
+        drop(stop);
+        watching.take()
+    });
     let rss_end = proxy.rss_kib();
     let (revisions, applied) = match watched {
         Some((applied, stop)) => {
@@ -190,15 +217,19 @@ pub async fn run(scenario: &Scenario, context: &Context) -> Result<ScenarioResul
         proxy.stop().await;
     }
     drop(nats);
+    drop(prometheus);
     drop(upstreams);
-    // Each cutback is in the incident log of the instance whose guard decided.
-    let mut guard_cutbacks: Vec<_> = layouts
-        .iter()
-        .flat_map(|l| incidents::read(&l.dir.join("state"), epoch_wall, &revisions))
-        .collect();
+    // Each cutback is in the incident log of the instance whose guard (or analysis) decided.
+    let (mut guard_cutbacks, mut analysis_aborts) = (Vec::new(), Vec::new());
+    for layout in &layouts {
+        let found = incidents::read(&layout.dir.join("state"), epoch_wall, &revisions);
+        guard_cutbacks.extend(found.guard);
+        analysis_aborts.extend(found.analysis);
+    }
     guard_cutbacks.sort_by(|a, b| a.at_secs.total_cmp(&b.at_secs));
     // A cutback another guard also recorded (pooled judgment, the same moment) once.
     guard_cutbacks.dedup_by(|a, b| a.revision == b.revision);
+    analysis_aborts.sort_by(|a, b| a.at_secs.total_cmp(&b.at_secs));
     let fleet_cutbacks = applied.map_or_else(Vec::new, |applied| {
         applied.cutbacks(epoch, instances, guard_cutbacks.iter().map(|c| c.revision))
     });
@@ -219,6 +250,8 @@ pub async fn run(scenario: &Scenario, context: &Context) -> Result<ScenarioResul
                     default_load: &main,
                     rss_peak_mib: rss_peak.map(mib),
                     guard_cutbacks: &guard_cutbacks,
+                    analysis_aborts: &analysis_aborts,
+                    watch: service_watch.as_ref(),
                     steps: &records,
                 },
             )
@@ -244,6 +277,8 @@ pub async fn run(scenario: &Scenario, context: &Context) -> Result<ScenarioResul
     result.steps = records;
     result.cutbacks = cutbacks(&loads[&main], duration_secs);
     result.guard_cutbacks = guard_cutbacks;
+    result.analysis_aborts = analysis_aborts;
+    result.watch = service_watch;
     result.fleet_cutbacks = fleet_cutbacks;
     result.loads = loads;
     result.slow_clients = slow_clients;

@@ -32,7 +32,20 @@ pub struct Scenario {
     pub expectations: Vec<Expectation>,
     /// A side-by-side run through switchyard, HAProxy and NGINX instead of a timeline.
     pub compare: Option<CompareSpec>,
+    /// A Prometheus server the harness starts on loopback, scraping every sample upstream's
+    /// `/metrics`; `{prometheus}` in `proxy.extra` becomes its URL.
+    pub prometheus: Option<PrometheusSpec>,
 }
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PrometheusSpec {
+    /// The scrape interval (at least 1s).
+    pub scrape: HumanDuration,
+}
+
+/// In `proxy.extra`: the URL of the scenario's Prometheus.
+pub const PROMETHEUS_URL: &str = "{prometheus}";
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -106,6 +119,9 @@ pub struct FaultSpec {
     pub slow_body_pause: Option<HumanDuration>,
     /// Share of `/item/N` paths answered with a wrong price (the same paths every time).
     pub wrong_price_paths: Option<f64>,
+    /// Share of `/checkout` requests that succeed (every answer is 200 either way), as the
+    /// upstream's `checkout_ok_total` counts them.
+    pub checkout_success: Option<f64>,
     pub reset: Option<bool>,
     pub stall: Option<bool>,
     pub garbage: Option<bool>,
@@ -255,6 +271,18 @@ pub enum Expectation {
         within: HumanDuration,
         rule: Option<GuardRule>,
     },
+    /// A Prometheus analysis (named `analysis`, when given) aborted `version` at most
+    /// `within` after the step scheduled at `after` was performed; its incident names the
+    /// query, the condition and the values.
+    AnalysisAbort {
+        version: String,
+        analysis: Option<String>,
+        after: HumanDuration,
+        within: HumanDuration,
+    },
+    /// The guard never cut `version` back, and (when the run watched the proxy's status:
+    /// scenarios with `[prometheus]`) its verdict was never "bad".
+    NoGuardCutback { version: String },
     /// The `index`th step (from 1, in file order) succeeded or failed as `ok` says, and
     /// what it printed contains `contains`: a change the gate must refuse, naming why.
     Step {
@@ -362,6 +390,11 @@ impl Scenario {
         for name in self.proxy.weights.keys() {
             upstream(name, "proxy.weights")?;
         }
+        if self.proxy.extra.contains(PROMETHEUS_URL) && self.prometheus.is_none() {
+            return Err(format!(
+                "proxy.extra names {PROMETHEUS_URL}, but there is no [prometheus] section"
+            ));
+        }
         for (index, stream) in self.load.iter().enumerate() {
             if stream.connections == 0 {
                 return Err(format!("load {:?} has no connections", stream.name));
@@ -395,8 +428,17 @@ impl Scenario {
             }
         }
         for expectation in &self.expectations {
-            if let Expectation::GuardCutback { version, .. } = expectation {
-                upstream(version, "a guard_cutback expectation")?;
+            match expectation {
+                Expectation::GuardCutback { version, .. } => {
+                    upstream(version, "a guard_cutback expectation")?
+                }
+                Expectation::AnalysisAbort { version, .. } => {
+                    upstream(version, "an analysis_abort expectation")?
+                }
+                Expectation::NoGuardCutback { version } => {
+                    upstream(version, "a no_guard_cutback expectation")?
+                }
+                _ => {}
             }
             if let Expectation::Step { index, .. } = expectation {
                 if *index == 0 || *index > self.steps.len() {
@@ -429,6 +471,8 @@ impl Expectation {
             | Expectation::P99Kept { load, .. } => load.as_deref(),
             Expectation::Rss { .. }
             | Expectation::GuardCutback { .. }
+            | Expectation::AnalysisAbort { .. }
+            | Expectation::NoGuardCutback { .. }
             | Expectation::Step { .. } => None,
         }
     }
@@ -479,6 +523,9 @@ rate = 100
             (&format!("{BASE}[[expect]]\nkind = \"guard_cutback\"\nversion = \"canary\"\nafter = \"1s\"\nwithin = \"1s\"\nrule = \"vibes\""), "vibes"),
             ("duration = \"5s\"\n[upstreams.blue]", "at least one [[load]]"),
             (&BASE.replace("5s", "5 parsecs"), "parsecs"),
+            (&format!("{BASE}[proxy]\nextra = \"prometheus = '{{prometheus}}'\"\n"), "[prometheus]"),
+            (&format!("{BASE}[[expect]]\nkind = \"analysis_abort\"\nversion = \"green\"\nafter = \"1s\"\nwithin = \"1s\""), "green"),
+            (&format!("{BASE}[prometheus]\nscrape = \"often\""), "often"),
         ];
         for (text, needle) in cases {
             let err = parse(text).unwrap_err().to_string();

@@ -63,6 +63,10 @@ pub async fn apply(upstream: &SampleUpstream, spec: &FaultSpec) -> std::io::Resu
         faults.set_wrong_price_paths(fraction);
         said.push(format!("wrong price on {:.1}% of items", fraction * 100.0));
     }
+    if let Some(share) = spec.checkout_success {
+        upstream.checkouts.set_success(share);
+        said.push(format!("checkout success {:.0}%", share * 100.0));
+    }
     let switches = [
         (spec.reset, "reset", Faults::set_reset as fn(&Faults, bool)),
         (spec.stall, "stall", Faults::set_stall),

@@ -13,6 +13,7 @@ mod checkout;
 mod faults;
 pub mod load;
 pub mod nats;
+pub mod prometheus;
 mod server;
 pub mod simulate;
 
