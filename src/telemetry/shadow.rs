@@ -136,8 +136,26 @@ pub struct ShadowReport {
     pub skipped: BTreeMap<String, u64>,
     /// The fields that differed most, worst first.
     pub fields: Vec<FieldReport>,
+    /// Instances whose counts are in the figures: 1 alone; in a fleet, this one and every
+    /// member that reported on the same shadow.
+    #[serde(default = "one")]
+    pub instances: u64,
     #[serde(flatten)]
     pub verdict: ShadowVerdict,
+}
+
+fn one() -> u64 {
+    1
+}
+
+impl ShadowReport {
+    /// Whose counts the figures are: "this instance" or "fleet-wide, 3 instances".
+    pub fn scope(&self) -> String {
+        match self.instances {
+            0 | 1 => "this instance".to_string(),
+            n => format!("fleet-wide, {n} instances"),
+        }
+    }
 }
 
 impl ShadowStats {
@@ -257,6 +275,7 @@ impl ShadowStats {
                 })
                 .collect(),
             fields,
+            instances: 1,
             verdict,
         }
     }
