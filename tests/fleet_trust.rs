@@ -360,6 +360,8 @@ struct Report {
     started_ms: u64,
     slice: u64,
     versions: Vec<VersionSlice>,
+    /// Shadow findings (none here; an empty list encodes alike whatever its type).
+    shadows: Vec<u8>,
 }
 
 #[derive(serde::Serialize)]
@@ -382,11 +384,12 @@ fn forged_evidence(slice: u64) -> Vec<u8> {
         latency: vec![(2_000, ok + failed)],
     };
     postcard::to_allocvec(&Report {
-        format: 2,
+        format: 3,
         instance: "edge-9".into(),
         started_ms: 1,
         slice,
         versions: vec![version("blue", 167, 0), version("canary", 84, 83)],
+        shadows: Vec::new(),
     })
     .unwrap()
 }

@@ -4,88 +4,13 @@
 mod common;
 
 use bytes::Bytes;
+use common::json_upstream::{json_upstream, Answers};
 use common::{client, ctl_at, get, stderr, stdout, TestProxy};
-use http::{Request, Response, StatusCode};
+use http::{Request, StatusCode};
 use http_body_util::{BodyExt, Full};
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use switchyard::telemetry::shadow::{ShadowReport, ShadowVerdict};
-use tokio::net::TcpListener;
-
-/// What a test upstream saw.
-#[derive(Default)]
-struct Seen {
-    requests: AtomicU64,
-    heads: Mutex<Vec<(String, http::HeaderMap)>>,
-    bodies: Mutex<Vec<Bytes>>,
-}
-
-/// How a test upstream answers `GET /item/N`: JSON with its own clock and counter (so two
-/// answers of one version differ in `now` and `id`), and a price.
-#[derive(Clone, Copy)]
-struct Answers {
-    /// The price it gives for item 7 (every other item costs 5).
-    price_of_7: u32,
-    delay: Duration,
-}
-
-async fn json_upstream(answers: Answers) -> (SocketAddr, Arc<Seen>) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let seen = Arc::new(Seen::default());
-    let served = seen.clone();
-    tokio::spawn(async move {
-        loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                return;
-            };
-            let seen = served.clone();
-            tokio::spawn(async move {
-                let service = service_fn(move |request: Request<hyper::body::Incoming>| {
-                    let seen = seen.clone();
-                    async move {
-                        let n = seen.requests.fetch_add(1, Ordering::SeqCst);
-                        let path = request.uri().path().to_string();
-                        seen.heads.lock().unwrap().push((
-                            format!("{} {path}", request.method()),
-                            request.headers().clone(),
-                        ));
-                        let got = request.into_body().collect().await.unwrap().to_bytes();
-                        let got_bytes = got.len();
-                        seen.bodies.lock().unwrap().push(got);
-                        tokio::time::sleep(answers.delay).await;
-                        let price = match path.as_str() {
-                            "/item/7" => answers.price_of_7,
-                            _ => 5,
-                        };
-                        let now = std::time::SystemTime::now()
-                            .duration_since(std::time::UNIX_EPOCH)
-                            .unwrap()
-                            .as_nanos();
-                        let body = format!(
-                            r#"{{"now": {now}, "id": {n}, "path": "{path}", "price": {price}, "got": {got_bytes}}}"#
-                        );
-                        Ok::<_, std::convert::Infallible>(
-                            Response::builder()
-                                .header("content-type", "application/json")
-                                .body(Full::new(Bytes::from(body)))
-                                .unwrap(),
-                        )
-                    }
-                });
-                let _ = http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), service)
-                    .await;
-            });
-        }
-    });
-    (addr, seen)
-}
 
 fn config(blue: SocketAddr, green: SocketAddr, shadow: &str) -> String {
     format!(

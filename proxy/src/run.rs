@@ -153,9 +153,13 @@ impl RunningProxy {
         let rollouts = rollout::spawn(
             &config.state_dir,
             controller.fleet.as_ref(),
-            verified.clone(),
-            board.clone(),
-            analyses.clone(),
+            rollout::Wired {
+                control: verified.clone(),
+                board: board.clone(),
+                analyses: analyses.clone(),
+                plane: controller.plane.clone(),
+                incidents: incidents.clone(),
+            },
             stop_rx.clone(),
         );
         let parts = Parts {

@@ -593,6 +593,7 @@ pub fn write_incidents(state_dir: &Path, incidents: &[switchyard::guard::inciden
 }
 pub mod fleet;
 pub mod hooks;
+pub mod json_upstream;
 pub mod nats;
 pub mod prometheus;
 

@@ -21,6 +21,10 @@ pub struct RolloutSection {
     pub bake: Spanned<HumanDuration>,
     /// The version that rolls out; default: the one version besides stable.
     pub canary: Option<Spanned<String>>,
+    /// Begin with a shadow step: the canary gets copies of live requests (as the service's
+    /// `[shadow]` version) and no user traffic until its shadow check passes.
+    #[serde(default)]
+    pub shadow_first: bool,
 }
 
 /// A validated rollout plan.
@@ -31,6 +35,8 @@ pub struct RolloutSettings {
     /// What must say yes before the rollout leaves a step (the steps that have a gate).
     pub gates: Vec<StepGate>,
     pub bake: Duration,
+    /// A shadow step comes before the first step (`shadow_first`).
+    pub shadow_first: bool,
 }
 
 /// What holds a rollout at a step (after its bake and analyses) until it says yes.
@@ -94,6 +100,7 @@ impl RolloutSection {
                 steps,
                 gates,
                 bake,
+                shadow_first: self.shadow_first,
             }),
             _ => Err(problems),
         }

@@ -654,6 +654,12 @@ fn check_service(
         settings
     });
 
+    if let (Some(plan), Some(written)) = (&rollout, &section.rollout) {
+        if let Some(problem) = shadow_step_problem(name, plan, shadow.as_ref()) {
+            checker.report(written.span(), problem);
+        }
+    }
+
     let mut analyses: Vec<AnalysisSettings> = Vec::new();
     for entry in &section.analysis {
         let mut problems = Vec::new();
@@ -687,6 +693,29 @@ fn check_service(
         shadow,
         analyses,
     })
+}
+
+/// A rollout that begins with a shadow step needs the service's shadow to be its canary.
+fn shadow_step_problem(
+    service: &str,
+    plan: &RolloutSettings,
+    shadow: Option<&shadow::ShadowSettings>,
+) -> Option<String> {
+    if !plan.shadow_first {
+        return None;
+    }
+    let canary = &plan.canary;
+    let key = format!("services.{service}.rollout.shadow_first");
+    match shadow {
+        None => Some(format!(
+            "{key} needs [services.{service}.shadow] with version = {canary:?}"
+        )),
+        Some(shadow) if shadow.version != *canary => Some(format!(
+            "{key}: the rollout's canary is {canary:?} but services.{service}.shadow.version is {:?}; the shadow step judges the canary's shadow",
+            shadow.version
+        )),
+        Some(_) => None,
+    }
 }
 
 /// The version's protocol, which must agree with its TLS: `"h2"` is HTTP/2 over TLS,

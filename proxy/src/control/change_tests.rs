@@ -403,6 +403,7 @@ fn a_version_released_with_rollout_is_the_rollouts_canary_until_it_is_stable() {
         steps: vec![10, 100],
         gates: Vec::new(),
         bake: std::time::Duration::from_secs(1),
+        shadow_first: false,
     });
     let current = state("blue", &[("blue", 100)]);
     let mut change = release("v2", "127.0.0.1:7");

@@ -421,7 +421,7 @@ pub fn shadow(service: &str, found: &ShadowReport) -> String {
         .map(|(why, n)| format!("{why} {n}"))
         .collect();
     let mut out = format!(
-        "{service}: shadow {}: {verdict}\n  mirrored {}, compared {}, differing {}; noise: compared {}, differing {}; skipped: {}\n",
+        "{service}: shadow {}: {verdict}\n  mirrored {}, compared {}, differing {}; noise: compared {}, differing {}; skipped: {} ({})\n",
         found.version,
         found.mirrored,
         found.compared,
@@ -429,6 +429,7 @@ pub fn shadow(service: &str, found: &ShadowReport) -> String {
         found.noise_compared,
         found.noise_differing,
         if skipped.is_empty() { "none".to_string() } else { skipped.join(", ") },
+        found.scope(),
     );
     let rows = found
         .fields

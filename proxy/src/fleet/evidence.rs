@@ -10,6 +10,7 @@
 
 use super::rejected::{Carrier, Reason, Rejections};
 use super::trust::Trust;
+use crate::telemetry::shadow::{Pooled, POOLED_FIELDS};
 use crate::telemetry::{sparse, Outcome, SparseLatency, Tally, Telemetry};
 use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
@@ -20,7 +21,7 @@ use tokio::sync::watch;
 /// The wire format's number: a report of another format is not read (a fleet mid-upgrade
 /// then judges each instance's own evidence until all run the same format). A change to
 /// the outcomes (`Outcome::ALL`) is a change of format.
-const FORMAT: u8 = 2;
+const FORMAT: u8 = 3;
 const OUTCOMES: usize = Outcome::ALL.len();
 /// Slices left behind by a stalled publisher that are still sent (older ones are dropped).
 const CATCH_UP_SLICES: u64 = 4;
@@ -42,6 +43,17 @@ struct Report {
     /// The publisher's own slice number (receivers file by arrival, once).
     slice: u64,
     versions: Vec<VersionSlice>,
+    /// What its shadows found so far (cumulative, not per slice).
+    shadows: Vec<ShadowCounts>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct ShadowCounts {
+    service: String,
+    version: String,
+    /// What is judged (settings, endpoints, release): pooled only where it agrees.
+    judged: u64,
+    counts: Pooled,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -214,12 +226,24 @@ fn report(instance: &str, started_ms: u64, telemetry: &Telemetry, slice: u64) ->
             })
         })
         .collect();
+    let shadows = telemetry
+        .shadows()
+        .into_iter()
+        .map(|((service, version), judged, stats)| ShadowCounts {
+            service,
+            version,
+            judged,
+            counts: stats.own(),
+        })
+        .filter(|shadow| shadow.counts.mirrored > 0)
+        .collect();
     Report {
         format: FORMAT,
         instance: instance.to_string(),
         started_ms,
         slice,
         versions,
+        shadows,
     }
 }
 
@@ -236,7 +260,12 @@ fn decode(bytes: &[u8]) -> Option<Report> {
         && report
             .versions
             .iter()
-            .all(|v| v.latency.len() <= MAX_BUCKETS);
+            .all(|v| v.latency.len() <= MAX_BUCKETS)
+        && report.shadows.len() <= MAX_VERSIONS
+        && report
+            .shadows
+            .iter()
+            .all(|s| s.counts.fields.len() <= POOLED_FIELDS);
     within.then_some(report)
 }
 
@@ -266,6 +295,12 @@ fn file(telemetry: &Telemetry, report: Report, now: Instant) {
             })
             .collect();
         stats.pool(member.clone(), tally, latency, now);
+    }
+    for shadow in report.shadows {
+        if let Some(stats) = telemetry.find_shadow(&shadow.service, &shadow.version, shadow.judged)
+        {
+            stats.pool(&member, shadow.counts);
+        }
     }
 }
 

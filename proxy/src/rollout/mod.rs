@@ -26,7 +26,7 @@ mod store;
 #[cfg(test)]
 mod tests;
 
-pub use plan::{baked, decide, Approval, Decision, Rollout, Status};
+pub use plan::{baked, decide, Approval, Decision, Evidence, Rollout, Status};
 pub use store::ROLLOUTS_FILE;
 
 use crate::analysis::AnalysisBoard;
@@ -35,8 +35,12 @@ use crate::control::command::{Change, RolloutAction};
 use crate::control::error::ControlError;
 use crate::control::record::{ChangeKind, Origin};
 use crate::control::RoutingControl;
+use crate::dataplane::proxy::DataPlane;
+use crate::guard::incident::{Cutback, IncidentLog};
+use crate::guard::judge::Side;
 use crate::guard::watch::{Board, VersionVerdict};
 use crate::routing::ServiceState;
+use crate::telemetry::shadow::ShadowReport;
 use fleet::{FleetRollouts, Pushed};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
@@ -62,6 +66,16 @@ pub(crate) trait Plant: Sync {
     fn verdict(&self, service: &str) -> Option<VersionVerdict>;
     /// Why the service's analyses hold a step of `canary` in force since `since`.
     fn analysis_hold(&self, service: &str, canary: &str, since: Instant) -> Option<String>;
+    /// What shadowing the service found so far, if it has a shadow.
+    fn shadow(&self, service: &str) -> Option<ShadowReport>;
+    /// Ends a rollout whose shadow step failed: all traffic on stable, latched (an abort
+    /// revision carrying the report), and an incident. Returns the revision.
+    fn abort_on_shadow(
+        &self,
+        service: &str,
+        report: &ShadowReport,
+        summary: &str,
+    ) -> impl Future<Output = Result<u64, ControlError>> + Send;
     /// Journals and applies a change; returns its revision.
     fn change(
         &self,
@@ -78,11 +92,16 @@ pub(crate) trait Plant: Sync {
     ) -> impl Future<Output = Result<u64, ControlError>> + Send;
 }
 
-/// The production plant.
-struct Wired<C> {
-    control: Arc<C>,
-    board: Arc<Board>,
-    analyses: Arc<AnalysisBoard>,
+/// The production plant: what the driver reads and changes.
+pub struct Wired<C> {
+    pub control: Arc<C>,
+    /// The guard's verdicts.
+    pub board: Arc<Board>,
+    pub analyses: Arc<AnalysisBoard>,
+    /// The live routing table, where shadowing keeps its findings.
+    pub plane: Arc<DataPlane>,
+    /// Where a failed shadow step's incident goes.
+    pub incidents: Arc<IncidentLog>,
 }
 
 impl<C: RoutingControl> Plant for Wired<C> {
@@ -100,6 +119,44 @@ impl<C: RoutingControl> Plant for Wired<C> {
             Err(err) => return Some(format!("analyses unknown: {err}")),
         };
         crate::analysis::step_hold(&configured, &self.analyses.of(service), canary, since)
+    }
+
+    fn shadow(&self, service: &str) -> Option<ShadowReport> {
+        crate::dataplane::shadow::report(&self.plane.table.load(), service)
+    }
+
+    async fn abort_on_shadow(
+        &self,
+        service: &str,
+        report: &ShadowReport,
+        summary: &str,
+    ) -> Result<u64, ControlError> {
+        let evidence = serde_json::json!({"rule": "shadow", "shadow": report, "summary": summary});
+        let origin = Origin::new("rollout", summary.to_string()).with_evidence(evidence.clone());
+        let record = self.control.change(service, Change::Abort, origin).await?;
+        let stable = record
+            .new
+            .as_ref()
+            .map_or(String::new(), |s| s.stable.clone());
+        let cutback = Cutback {
+            service,
+            version: &report.version,
+            stable: &stable,
+            started_ms: record.time_ms,
+            ended_ms: record.time_ms,
+            // No user was ever sent to it.
+            canary: Side::default(),
+            stable_side: Side::default(),
+            saved: 0,
+            cause: None,
+            detection: evidence,
+            summary: summary.to_string(),
+            restored_by: record.revision,
+        };
+        if let Err(err) = self.incidents.record(cutback).await {
+            tracing::error!(error = %err, "incident not recorded");
+        }
+        Ok(record.revision)
     }
 
     async fn change(
@@ -340,14 +397,19 @@ impl Rollouts {
                     ))
                 })?;
                 let note = format!("started by {who}");
-                let mut entry = Live::new(Rollout::with_gates(
+                let mut rollout = Rollout::with_gates(
                     service,
                     &plan.canary,
                     &plan.steps,
                     plan.gates.clone(),
                     plan.bake,
                     note.clone(),
-                ));
+                );
+                if plan.shadow_first {
+                    check_shadowed(plant, &rollout)?;
+                    rollout = rollout.with_shadow_step();
+                }
+                let mut entry = Live::new(rollout);
                 check_can_run(service, &entry.rollout, &routing)?;
                 if let Some(old) = live.get_mut(service) {
                     entry.lease = old.lease.take();
@@ -445,14 +507,23 @@ impl Rollouts {
                 }
             }
             let verdict = entry.credited(plant.verdict(service));
-            let analysis = plant.analysis_hold(service, &entry.rollout.canary, entry.step_started);
+            let shadow = plant.shadow(service);
+            let evidence = Evidence {
+                verdict: verdict.as_ref(),
+                analysis: match entry.rollout.in_shadow_step() {
+                    true => None,
+                    false => {
+                        plant.analysis_hold(service, &entry.rollout.canary, entry.step_started)
+                    }
+                },
+                shadow: shadow.as_ref(),
+            };
             let now = Instant::now();
             let decision = decide(
                 &entry.rollout,
                 entry.step_started,
                 routing.as_ref(),
-                verdict.as_ref(),
-                analysis,
+                evidence,
                 now,
             );
             match decision {
@@ -466,7 +537,18 @@ impl Rollouts {
                 // since it last looked leaves the step to the next.
                 Decision::Advance(next) => {
                     if let (Some(routing), true) = (routing, entry.still_driving()) {
-                        entry.dirty |= advance(plant, entry, &routing.stable, next).await;
+                        let why = baked_for(&entry.rollout);
+                        entry.dirty |= advance(plant, entry, &routing.stable, next, why).await;
+                    }
+                }
+                Decision::ShadowPassed(why) => {
+                    if let (Some(routing), true) = (routing, entry.still_driving()) {
+                        entry.dirty |= advance(plant, entry, &routing.stable, 1, why).await;
+                    }
+                }
+                Decision::ShadowFailed(why) => {
+                    if let (Some(report), true) = (&shadow, entry.still_driving()) {
+                        entry.dirty |= abort_on_shadow(plant, entry, report, why).await;
                     }
                 }
                 Decision::AwaitApproval => {
@@ -482,7 +564,8 @@ impl Rollouts {
                 Decision::AskGate(next) => {
                     if let (Some(routing), true) = (routing, entry.still_driving()) {
                         if gate::opens(entry, now).await {
-                            entry.dirty |= advance(plant, entry, &routing.stable, next).await;
+                            let why = baked_for(&entry.rollout);
+                            entry.dirty |= advance(plant, entry, &routing.stable, next, why).await;
                         }
                     }
                 }
@@ -567,6 +650,18 @@ fn check_can_run(
         )));
     }
     Ok(())
+}
+
+/// Refuses a shadow step that could never be judged: the canary is not being shadowed.
+fn check_shadowed(plant: &impl Plant, rollout: &Rollout) -> Result<(), ControlError> {
+    let (service, canary) = (&rollout.service, &rollout.canary);
+    match plant.shadow(service) {
+        Some(report) if report.version == *canary => Ok(()),
+        _ => Err(ControlError::Refused(format!(
+            "{service}: the rollout begins with a shadow step, but {canary} is not shadowed \
+             (set [services.{service}.shadow] version = {canary:?}); nothing changed"
+        ))),
+    }
 }
 
 /// Sets the routing of the rollout's current step unless it is already in force.
@@ -673,11 +768,47 @@ async fn ask_approval(plant: &impl Plant, entry: &mut Live) {
     entry.dirty = true;
 }
 
+/// Why a baked step goes on: "after 30.0s healthy".
+fn baked_for(rollout: &Rollout) -> String {
+    format!("after {:.1}s healthy", rollout.bake().as_secs_f64())
+}
+
+/// Ends the rollout whose shadow step failed (abort revision and incident); false while
+/// the abort could not be made (the next look tries again).
+async fn abort_on_shadow(
+    plant: &impl Plant,
+    entry: &mut Live,
+    report: &ShadowReport,
+    why: String,
+) -> bool {
+    let service = entry.rollout.service.clone();
+    match plant.abort_on_shadow(&service, report, &why).await {
+        Ok(revision) => {
+            tracing::warn!(%service, revision, "rollout {why}");
+            entry.rollout.revision = Some(revision);
+            entry.rollout.set(Status::Aborted, why);
+            entry.held = None;
+            true
+        }
+        Err(err) => {
+            tracing::error!(%service, error = %err, "the failed shadow step could not abort");
+            entry.held = Some(format!("{why}; the abort failed ({err}), trying again"));
+            false
+        }
+    }
+}
+
 /// Puts step `next` in force (the promotion at the last step); false if it was refused.
-async fn advance(plant: &impl Plant, entry: &mut Live, stable: &str, next: usize) -> bool {
+/// `baked`: why the step in force may be left.
+async fn advance(
+    plant: &impl Plant,
+    entry: &mut Live,
+    stable: &str,
+    next: usize,
+    baked: String,
+) -> bool {
     let rollout = &entry.rollout;
     let last = next + 1 >= rollout.steps.len();
-    let baked = format!("after {:.1}s healthy", rollout.bake().as_secs_f64());
     let reason = match last {
         true => format!("rollout promotes {} ({baked})", rollout.canary),
         false => format!(
@@ -769,20 +900,13 @@ impl RolloutHandle {
 pub fn spawn<C: RoutingControl + 'static>(
     dir: &Path,
     fleet: Option<&crate::fleet::Fleet>,
-    control: Arc<C>,
-    board: Arc<Board>,
-    analyses: Arc<AnalysisBoard>,
+    plant: Wired<C>,
     mut stop: watch::Receiver<bool>,
 ) -> RolloutHandle {
     let rollouts = Arc::new(Rollouts::open_in(dir, fleet));
     let (orders, mut received) = mpsc::channel::<Order>(64);
     let driven = rollouts.clone();
     tokio::spawn(async move {
-        let plant = Wired {
-            control,
-            board,
-            analyses,
-        };
         loop {
             let order = tokio::select! {
                 _ = tokio::time::sleep(TICK) => None,

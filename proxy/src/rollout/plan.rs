@@ -6,6 +6,7 @@ use crate::control::command::Change;
 use crate::control::record::rfc3339_millis;
 use crate::guard::watch::VersionVerdict;
 use crate::routing::ServiceState;
+use crate::telemetry::shadow::{ShadowReport, ShadowVerdict};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -68,6 +69,10 @@ pub struct Rollout {
     /// The step whose wait for approval was recorded (an `approval_needed` revision).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub approval_asked: Option<usize>,
+    /// `steps[0]` is a shadow step (0%): the canary gets only copies of live requests until
+    /// its shadow check passes (`shadow_first`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub shadow_first: bool,
 }
 
 /// `ctl approve`: who let the rollout leave which step, why, and its revision.
@@ -92,6 +97,10 @@ pub enum Decision {
     AwaitApproval,
     /// The rollout changes status on its own (aborted, done, or paused), with the reason.
     Become(Status, String),
+    /// The shadow step's check passed (what it found): on to the first step with users.
+    ShadowPassed(String),
+    /// The shadow step's check failed (the field and a sample): abort, before any user.
+    ShadowFailed(String),
 }
 
 impl Rollout {
@@ -129,7 +138,23 @@ impl Rollout {
             gates,
             approved: None,
             approval_asked: None,
+            shadow_first: false,
         }
+    }
+
+    /// The same plan with a shadow step (0%) before its first step.
+    pub fn with_shadow_step(mut self) -> Rollout {
+        if !self.shadow_first {
+            self.steps.insert(0, 0);
+            self.gates.iter_mut().for_each(|gate| gate.step += 1);
+            self.shadow_first = true;
+        }
+        self
+    }
+
+    /// The step in force is the shadow step.
+    pub fn in_shadow_step(&self) -> bool {
+        self.shadow_first && self.step == 0
     }
 
     /// What the step in force waits for before the next one.
@@ -147,14 +172,13 @@ impl Rollout {
         self.steps.get(self.step).copied().unwrap_or(0)
     }
 
-    /// "step 2/6 (5%)"
+    /// "step 2/6 (5%)", or "step 1/4 (shadow, no users)"
     pub fn position(&self) -> String {
-        format!(
-            "step {}/{} ({}%)",
-            self.step + 1,
-            self.steps.len(),
-            self.percent()
-        )
+        let share = match self.in_shadow_step() {
+            true => "shadow, no users".to_string(),
+            false => format!("{}%", self.percent()),
+        };
+        format!("step {}/{} ({share})", self.step + 1, self.steps.len())
     }
 
     pub fn bake(&self) -> Duration {
@@ -192,14 +216,23 @@ impl Rollout {
     }
 }
 
-/// The decision for a rollout that has held its step since `step_started`. `analysis` is
-/// why the analyses hold the step (none: every one passed a run at this step).
+/// What a rollout is shown on each look, besides its routing.
+#[derive(Debug, Default)]
+pub struct Evidence<'a> {
+    /// The guard's verdict on the service's canary.
+    pub verdict: Option<&'a VersionVerdict>,
+    /// Why the analyses hold the step (none: every one passed a run at this step).
+    pub analysis: Option<String>,
+    /// What shadowing the service found (pooled over the fleet in one).
+    pub shadow: Option<&'a ShadowReport>,
+}
+
+/// The decision for a rollout that has held its step since `step_started`.
 pub fn decide(
     rollout: &Rollout,
     step_started: Instant,
     routing: Option<&ServiceState>,
-    verdict: Option<&VersionVerdict>,
-    analysis: Option<String>,
+    evidence: Evidence<'_>,
     now: Instant,
 ) -> Decision {
     if !rollout.status.is_active() {
@@ -238,8 +271,11 @@ pub fn decide(
     if routing.frozen {
         return Decision::Hold(Some("frozen".into()));
     }
+    if rollout.in_shadow_step() {
+        return decide_shadow(canary, evidence.shadow);
+    }
     let held = |why: String| Decision::Hold(Some(why));
-    let Some(verdict) = verdict.filter(|v| v.version == *canary) else {
+    let Some(verdict) = evidence.verdict.filter(|v| v.version == *canary) else {
         return held(format!("waiting for the guard's first verdict on {canary}"));
     };
     let Some(baked) = baked(step_started, Some(verdict), now) else {
@@ -252,7 +288,7 @@ pub fn decide(
             rollout.bake().as_secs_f64()
         ));
     }
-    if let Some(why) = analysis {
+    if let Some(why) = evidence.analysis {
         return held(why);
     }
     if rollout.awaits_approval() {
@@ -261,6 +297,29 @@ pub fn decide(
     match rollout.gate().and_then(|gate| gate.webhook.as_ref()) {
         Some(_) => Decision::AskGate(rollout.step + 1),
         None => Decision::Advance(rollout.step + 1),
+    }
+}
+
+/// The shadow step's decision, on the shadow check alone: a canary without users has no
+/// guard verdict, and needs none yet.
+fn decide_shadow(canary: &str, shadow: Option<&ShadowReport>) -> Decision {
+    let Some(report) = shadow.filter(|report| report.version == canary) else {
+        return Decision::Hold(Some(format!(
+            "shadow step: {canary} is not the service's shadow version ([shadow] version = {canary:?})"
+        )));
+    };
+    let scope = report.scope();
+    match &report.verdict {
+        ShadowVerdict::Inconclusive { reason } => Decision::Hold(Some(format!(
+            "shadow step: too few samples yet ({reason}, {scope})"
+        ))),
+        ShadowVerdict::Pass => Decision::ShadowPassed(format!(
+            "shadow check passed: {} of {} compared answers differed (noise {} of {}), {scope}",
+            report.differing, report.compared, report.noise_differing, report.noise_compared
+        )),
+        ShadowVerdict::Fail { summary } => Decision::ShadowFailed(format!(
+            "shadow check failed before any user traffic: {summary} ({scope})"
+        )),
     }
 }
 

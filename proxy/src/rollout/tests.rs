@@ -5,6 +5,9 @@ use crate::config::{Config, ServiceConfig};
 use crate::control::promises::next_kept;
 use crate::guard::judge::VerdictKind;
 use std::sync::Mutex as StdMutex;
+
+#[path = "shadow_step_tests.rs"]
+mod shadow_step;
 use tokio::time::advance;
 
 const BAKE: Duration = Duration::from_secs(30);
@@ -18,6 +21,9 @@ struct FakePlant {
     changes: StdMutex<Vec<(Change, Origin)>>,
     analysis: StdMutex<Option<String>>,
     notes: StdMutex<Vec<(ChangeKind, Origin)>>,
+    shadow: StdMutex<Option<ShadowReport>>,
+    /// The summaries of the incidents a failed shadow step recorded.
+    incidents: StdMutex<Vec<String>>,
 }
 
 impl Plant for FakePlant {
@@ -31,6 +37,22 @@ impl Plant for FakePlant {
 
     fn analysis_hold(&self, _: &str, _: &str, _: Instant) -> Option<String> {
         self.analysis.lock().unwrap().clone()
+    }
+
+    fn shadow(&self, _: &str) -> Option<ShadowReport> {
+        self.shadow.lock().unwrap().clone()
+    }
+
+    async fn abort_on_shadow(
+        &self,
+        service: &str,
+        _: &ShadowReport,
+        summary: &str,
+    ) -> Result<u64, ControlError> {
+        let origin = Origin::new("rollout", summary.to_string());
+        let revision = self.change(service, Change::Abort, origin).await?;
+        self.incidents.lock().unwrap().push(summary.to_string());
+        Ok(revision)
     }
 
     async fn note(&self, _: &str, kind: ChangeKind, origin: Origin) -> Result<u64, ControlError> {
@@ -54,6 +76,11 @@ impl FakePlant {
     }
 
     fn with_steps(steps: &str) -> FakePlant {
+        FakePlant::with_config(steps, "")
+    }
+
+    /// `steps`, and `extra` added to the service's rollout section.
+    fn with_config(steps: &str, extra: &str) -> FakePlant {
         let text = r#"
 [proxy]
 listen = "127.0.0.1:0"
@@ -63,12 +90,14 @@ weights = { blue = 100 }
 [services.shop.rollout]
 steps = STEPS
 bake = "30s"
+EXTRA
 [services.shop.versions.blue]
 endpoints = ["127.0.0.1:1"]
 [services.shop.versions.canary]
 endpoints = ["127.0.0.1:2"]
 "#
-        .replace("STEPS", steps);
+        .replace("STEPS", steps)
+        .replace("EXTRA", extra);
         let config = Config::parse(std::path::Path::new("test.toml"), &text).unwrap();
         let service = config.services[0].clone();
         FakePlant {
@@ -84,6 +113,8 @@ endpoints = ["127.0.0.1:2"]
             changes: StdMutex::new(Vec::new()),
             analysis: StdMutex::new(None),
             notes: StdMutex::new(Vec::new()),
+            shadow: StdMutex::new(None),
+            incidents: StdMutex::new(Vec::new()),
         }
     }
 

@@ -159,6 +159,28 @@ impl Telemetry {
         kept.1.clone()
     }
 
+    /// Every shadow judged here, with a fingerprint of what is judged: ((service, version),
+    /// fingerprint, findings). Members pool each other's findings only where it agrees.
+    pub fn shadows(&self) -> Vec<((String, String), u64, Arc<shadow::ShadowStats>)> {
+        let shadows = self.shadows.lock().unwrap_or_else(PoisonError::into_inner);
+        shadows
+            .iter()
+            .map(|(key, (judged, stats))| (key.clone(), fingerprint(judged), stats.clone()))
+            .collect()
+    }
+
+    /// The findings on a shadow, if this instance judges the same (`fingerprint`).
+    pub fn find_shadow(
+        &self,
+        service: &str,
+        version: &str,
+        judged: u64,
+    ) -> Option<Arc<shadow::ShadowStats>> {
+        let shadows = self.shadows.lock().unwrap_or_else(PoisonError::into_inner);
+        let (mine, stats) = shadows.get(&(service.to_string(), version.to_string()))?;
+        (fingerprint(mine) == judged).then(|| stats.clone())
+    }
+
     /// The stats of one version, created on first use.
     pub fn version(&self, service: &str, version: &str) -> Arc<VersionStats> {
         let mut versions = self.versions.lock().unwrap_or_else(PoisonError::into_inner);
@@ -196,6 +218,14 @@ impl Telemetry {
     pub fn heard(&self, member: &str, now: Instant) -> Option<Arc<str>> {
         self.heard.heard(member, self.slice_at(now))
     }
+}
+
+/// FNV-1a: the same number on every member for the same text (std's hasher promises no
+/// such thing across builds).
+fn fingerprint(text: &str) -> u64 {
+    text.bytes().fold(0xcbf2_9ce4_8422_2325, |hash, byte| {
+        (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3)
+    })
 }
 
 fn slice_at(epoch: Instant, now: Instant) -> u64 {

@@ -71,14 +71,14 @@ pub struct Sample {
     pub shadow: String,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 struct FieldTally {
     shadow: u64,
     noise: u64,
     sample: Option<Sample>,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 struct Tallies {
     compared: u64,
     differing: u64,
@@ -94,6 +94,34 @@ pub struct ShadowStats {
     mirrored: AtomicU64,
     skipped: [AtomicU64; 6],
     tallies: Mutex<Tallies>,
+    /// In a fleet: what each other member last reported of the same shadow, by member.
+    pooled: Mutex<BTreeMap<String, Pooled>>,
+}
+
+/// Fields a member reports to the fleet: the ones that weigh most on the verdict.
+pub const POOLED_FIELDS: usize = 32;
+
+/// One instance's counts of one shadow since it began judging it, as the fleet's evidence
+/// carries them (cumulative: a lost report costs nothing, the next one says it all).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Pooled {
+    pub mirrored: u64,
+    pub compared: u64,
+    pub differing: u64,
+    pub noise_compared: u64,
+    pub noise_differing: u64,
+    /// Per reason, in `Skip::ALL` order.
+    pub skipped: Vec<u64>,
+    pub fields: Vec<PooledField>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct PooledField {
+    pub field: String,
+    pub shadow: u64,
+    pub noise: u64,
+    /// Already redacted where it was taken.
+    pub sample: Option<Sample>,
 }
 
 /// The shadow check's verdict.
@@ -136,8 +164,26 @@ pub struct ShadowReport {
     pub skipped: BTreeMap<String, u64>,
     /// The fields that differed most, worst first.
     pub fields: Vec<FieldReport>,
+    /// Instances whose counts are in the figures: 1 alone; in a fleet, this one and every
+    /// member that reported on the same shadow.
+    #[serde(default = "one")]
+    pub instances: u64,
     #[serde(flatten)]
     pub verdict: ShadowVerdict,
+}
+
+fn one() -> u64 {
+    1
+}
+
+impl ShadowReport {
+    /// Whose counts the figures are: "this instance" or "fleet-wide, 3 instances".
+    pub fn scope(&self) -> String {
+        match self.instances {
+            0 | 1 => "this instance".to_string(),
+            n => format!("fleet-wide, {n} instances"),
+        }
+    }
 }
 
 impl ShadowStats {
@@ -182,52 +228,134 @@ impl ShadowStats {
     /// A field fails when it differs more often than its noise by more than the bound,
     /// beyond the statistical margin of both rates (`excess`).
     pub fn verdict(&self, bounds: VerdictBounds) -> ShadowVerdict {
-        let tallies = self.tallies();
-        if tallies.compared < bounds.min_samples {
-            return ShadowVerdict::Inconclusive {
-                reason: format!(
-                    "{} of {} compared requests",
-                    tallies.compared, bounds.min_samples
-                ),
-            };
-        }
-        if bounds.learns_noise && tallies.noise_compared < MIN_NOISE_SAMPLES {
-            return ShadowVerdict::Inconclusive {
-                reason: format!(
-                    "learning noise: {} of {MIN_NOISE_SAMPLES} stable-against-stable comparisons",
-                    tallies.noise_compared
-                ),
-            };
-        }
-        let worst = tallies
+        verdict_of(&self.merged().0, bounds)
+    }
+
+    /// This instance's counts for the fleet: the fields that weigh most on the verdict.
+    pub fn own(&self) -> Pooled {
+        let tallies = self.tallies().clone();
+        let mut fields: Vec<(&String, &FieldTally, f64)> = tallies
             .fields
             .iter()
             .map(|(name, tally)| (name, tally, excess(tally, &tallies)))
-            .max_by(|a, b| a.2.total_cmp(&b.2));
-        match worst {
-            Some((name, tally, excess)) if excess > bounds.max_extra_diff => {
-                let sample = tally.sample.as_ref().map_or(String::new(), |s| {
-                    format!(
-                        "; e.g. {}: stable {}, shadow {}",
-                        s.request, s.stable, s.shadow
-                    )
-                });
-                ShadowVerdict::Fail {
-                    summary: format!(
-                        "{name} differs in {:.1}% of {} compared requests (noise {:.1}%){sample}",
-                        percent(tally.shadow, tallies.compared),
-                        tallies.compared,
-                        percent(tally.noise, tallies.noise_compared),
-                    ),
-                }
-            }
-            _ => ShadowVerdict::Pass,
+            .collect();
+        fields.sort_by(|a, b| b.2.total_cmp(&a.2));
+        Pooled {
+            mirrored: self.mirrored.load(Ordering::Relaxed),
+            compared: tallies.compared,
+            differing: tallies.differing,
+            noise_compared: tallies.noise_compared,
+            noise_differing: tallies.noise_differing,
+            skipped: Skip::ALL
+                .iter()
+                .map(|&skip| self.skipped[skip as usize].load(Ordering::Relaxed))
+                .collect(),
+            fields: fields
+                .into_iter()
+                .take(POOLED_FIELDS)
+                .map(|(name, tally, _)| PooledField {
+                    field: name.clone(),
+                    shadow: tally.shadow,
+                    noise: tally.noise,
+                    sample: tally.sample.clone(),
+                })
+                .collect(),
         }
     }
 
+    /// Keeps what fleet member `member` last reported of this shadow.
+    pub fn pool(&self, member: &str, counts: Pooled) {
+        let mut pooled = self.pooled.lock().unwrap_or_else(PoisonError::into_inner);
+        // A fleet has far fewer members; only made-up names fill it.
+        if pooled.len() >= MAX_POOLED && !pooled.contains_key(member) {
+            return;
+        }
+        pooled.insert(member.to_string(), counts);
+    }
+
+    /// This instance's tallies plus every member's last report: the tallies, mirrored,
+    /// skipped per reason, and the number of instances in them.
+    fn merged(&self) -> (Tallies, u64, [u64; 6], u64) {
+        let mut tallies = self.tallies().clone();
+        let mut mirrored = self.mirrored.load(Ordering::Relaxed);
+        let mut skipped = std::array::from_fn(|i| self.skipped[i].load(Ordering::Relaxed));
+        let pooled = self.pooled.lock().unwrap_or_else(PoisonError::into_inner);
+        for counts in pooled.values() {
+            mirrored = mirrored.saturating_add(counts.mirrored);
+            tallies.compared = tallies.compared.saturating_add(counts.compared);
+            tallies.differing = tallies.differing.saturating_add(counts.differing);
+            tallies.noise_compared = tallies.noise_compared.saturating_add(counts.noise_compared);
+            tallies.noise_differing = tallies
+                .noise_differing
+                .saturating_add(counts.noise_differing);
+            for (skip, n) in Skip::ALL.iter().zip(&counts.skipped) {
+                skipped[*skip as usize] = skipped[*skip as usize].saturating_add(*n);
+            }
+            for field in &counts.fields {
+                let tally = tallies.fields.entry(field.field.clone()).or_default();
+                tally.shadow = tally.shadow.saturating_add(field.shadow);
+                tally.noise = tally.noise.saturating_add(field.noise);
+                if tally.sample.is_none() {
+                    tally.sample = field.sample.clone();
+                }
+            }
+        }
+        (tallies, mirrored, skipped, 1 + pooled.len() as u64)
+    }
+}
+
+/// Members whose reports one shadow keeps.
+const MAX_POOLED: usize = 256;
+
+/// The verdict on `tallies` (see `ShadowStats::verdict`).
+fn verdict_of(tallies: &Tallies, bounds: VerdictBounds) -> ShadowVerdict {
+    if tallies.compared < bounds.min_samples {
+        return ShadowVerdict::Inconclusive {
+            reason: format!(
+                "{} of {} compared requests",
+                tallies.compared, bounds.min_samples
+            ),
+        };
+    }
+    if bounds.learns_noise && tallies.noise_compared < MIN_NOISE_SAMPLES {
+        return ShadowVerdict::Inconclusive {
+            reason: format!(
+                "learning noise: {} of {MIN_NOISE_SAMPLES} stable-against-stable comparisons",
+                tallies.noise_compared
+            ),
+        };
+    }
+    let worst = tallies
+        .fields
+        .iter()
+        .map(|(name, tally)| (name, tally, excess(tally, tallies)))
+        .max_by(|a, b| a.2.total_cmp(&b.2));
+    match worst {
+        Some((name, tally, excess)) if excess > bounds.max_extra_diff => {
+            let sample = tally.sample.as_ref().map_or(String::new(), |s| {
+                format!(
+                    "; e.g. {}: stable {}, shadow {}",
+                    s.request, s.stable, s.shadow
+                )
+            });
+            ShadowVerdict::Fail {
+                summary: format!(
+                    "{name} differs in {:.1}% of {} compared requests (noise {:.1}%){sample}",
+                    percent(tally.shadow, tallies.compared),
+                    tallies.compared,
+                    percent(tally.noise, tallies.noise_compared),
+                ),
+            }
+        }
+        _ => ShadowVerdict::Pass,
+    }
+}
+
+impl ShadowStats {
+    /// What `ctl shadow` shows: in a fleet, this instance's counts and every member's.
     pub fn report(&self, version: &str, bounds: VerdictBounds) -> ShadowReport {
-        let verdict = self.verdict(bounds);
-        let tallies = self.tallies();
+        let (tallies, mirrored, skipped, instances) = self.merged();
+        let verdict = verdict_of(&tallies, bounds);
         let mut fields: Vec<FieldReport> = tallies
             .fields
             .iter()
@@ -242,21 +370,17 @@ impl ShadowStats {
         fields.truncate(10);
         ShadowReport {
             version: version.to_string(),
-            mirrored: self.mirrored.load(Ordering::Relaxed),
+            mirrored,
             compared: tallies.compared,
             differing: tallies.differing,
             noise_compared: tallies.noise_compared,
             noise_differing: tallies.noise_differing,
             skipped: Skip::ALL
                 .iter()
-                .map(|&skip| {
-                    (
-                        skip.name().to_string(),
-                        self.skipped[skip as usize].load(Ordering::Relaxed),
-                    )
-                })
+                .map(|&skip| (skip.name().to_string(), skipped[skip as usize]))
                 .collect(),
             fields,
+            instances,
             verdict,
         }
     }
@@ -375,5 +499,43 @@ mod tests {
             }
         }
         assert_eq!(random.verdict(BOUNDS), ShadowVerdict::Pass);
+    }
+
+    #[test]
+    fn members_counts_pool_into_the_verdict_and_the_report() {
+        let (here, there) = (ShadowStats::default(), ShadowStats::default());
+        for stats in [&here, &there] {
+            for i in 0..120 {
+                stats.compared(
+                    "GET /item",
+                    &if i % 10 == 0 { diff("$.price") } else { vec![] },
+                );
+                if i % 10 == 5 {
+                    stats.noise(&[]);
+                }
+            }
+        }
+        // Alone, each has 120 of the 200 compared requests needed.
+        assert!(matches!(
+            here.verdict(BOUNDS),
+            ShadowVerdict::Inconclusive { .. }
+        ));
+        here.pool("edge-2", there.own());
+        let report = here.report("green", BOUNDS);
+        assert_eq!(
+            (report.compared, report.noise_compared, report.instances),
+            (240, 24, 2)
+        );
+        assert_eq!(report.scope(), "fleet-wide, 2 instances");
+        let ShadowVerdict::Fail { summary } = report.verdict else {
+            panic!("10% differing over 240 pooled requests must fail")
+        };
+        assert!(
+            summary.starts_with("$.price differs in 10.0% of 240"),
+            "{summary}"
+        );
+        // A member's later report replaces its earlier one: cumulative, not added twice.
+        here.pool("edge-2", there.own());
+        assert_eq!(here.report("green", BOUNDS).compared, 240);
     }
 }
