@@ -4,13 +4,14 @@
 //! `failures` runs in a row.
 
 use super::{judge, prometheus, AnalysisBoard, AnalysisStatus, RunOutcome};
+use crate::clock::unix_ms;
 use crate::config::AnalysisSettings;
 use crate::control::command::Change;
 use crate::control::record::{rfc3339_millis, Origin};
 use crate::control::RoutingControl;
 use crate::dataplane::proxy::DataPlane;
 use crate::guard::incident::{Cutback, IncidentLog};
-use crate::guard::watch::{cause, p99, side, unix_ms};
+use crate::guard::watch::{cause, p99, side};
 use crate::routing::RoutingTable;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;

@@ -3,8 +3,8 @@
 //! time, without the network: the URL's shape, the placeholders, the condition, the bounds
 //! of every number.
 
-use super::rollout::SpannedProblem;
 use super::HumanDuration;
+use super::SpannedProblem;
 use serde::Deserialize;
 use std::ops::Range;
 use std::time::Duration;

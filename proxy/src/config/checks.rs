@@ -3,8 +3,8 @@
 //! service's `[health]` section is read here too, so the service hooks in with one call.
 
 use super::health::{HealthSection, HealthSettings};
-use super::rollout::SpannedProblem;
 use super::HumanDuration;
+use super::SpannedProblem;
 use serde::Deserialize;
 use std::collections::{BTreeMap, HashSet};
 use std::ops::Range;

@@ -2,8 +2,8 @@
 //! this section an instance stands alone and its local journal is the whole story.
 
 pub use super::cluster_files::{ClusterAuthSection, ClusterTls, ClusterTlsSection, NatsAuth};
+use super::SpannedProblem;
 use serde::Deserialize;
-use std::ops::Range;
 use std::path::PathBuf;
 use toml::Spanned;
 
@@ -45,9 +45,6 @@ pub struct ClusterTrust {
     pub signing_key: PathBuf,
     pub trusted_keys: Vec<PathBuf>,
 }
-
-/// A problem and the span of the file it points at.
-pub type SpannedProblem = (Range<usize>, String);
 
 impl ClusterSection {
     /// The settings, or every problem with them. `span` is the section's own span.

@@ -3,8 +3,8 @@
 //! unreadable one is a FILE:LINE problem, not a failure at start; the secrets themselves are
 //! read again when connecting (never kept in the config, never printed).
 
-use super::cluster::SpannedProblem;
 use super::secret::read_password;
+use super::SpannedProblem;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use serde::Deserialize;

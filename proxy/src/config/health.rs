@@ -2,8 +2,8 @@
 //! endpoint leaves the rotation only on passive signals (refused connections).
 
 use super::checks::{check_path, ExpectStatus, StatusValue};
-use super::rollout::SpannedProblem;
 use super::HumanDuration;
+use super::SpannedProblem;
 use serde::Deserialize;
 use std::ops::Range;
 use std::time::Duration;

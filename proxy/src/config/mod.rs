@@ -30,6 +30,9 @@ pub use health::HealthSettings;
 pub use rollout::{RolloutSection, RolloutSettings, StepGate, WebhookGate};
 pub use validate::{ConfigError, Problem};
 
+/// A problem found in one table of the file: the span it points at, and what is wrong.
+pub type SpannedProblem = (std::ops::Range<usize>, String);
+
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;

@@ -4,6 +4,7 @@
 //! at that step until an operator approves (`approve = true`, `ctl approve`) or a webhook
 //! answers 2xx (`gate = { url, timeout }`): `{ percent = 50, approve = true }`.
 
+use super::SpannedProblem;
 use super::{parse_duration, GuardSettings, HumanDuration, VersionConfig};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -69,9 +70,6 @@ pub struct ServiceFacts<'a> {
     pub versions: &'a [VersionConfig],
     pub guard: &'a GuardSettings,
 }
-
-/// A problem and the span of the file it points at.
-pub type SpannedProblem = (Range<usize>, String);
 
 impl RolloutSection {
     /// The plan, or every problem with it. `span` is the section's own span.

@@ -2,7 +2,7 @@
 //! in order, first match wins; and the value tests that version matches share with them.
 //! A request no route takes goes by the services' `hosts`, as without routes.
 
-use super::rollout::SpannedProblem;
+use super::SpannedProblem;
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::ops::Range;

@@ -1,7 +1,7 @@
 //! `[services.NAME.shadow]`: copies of live requests to stable go to another version too;
 //! its answers are compared with stable's and dropped. The user never waits for a copy.
 
-use super::rollout::SpannedProblem;
+use super::SpannedProblem;
 use serde::Deserialize;
 use std::ops::Range;
 use toml::Spanned;

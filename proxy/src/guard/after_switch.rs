@@ -7,7 +7,8 @@
 
 use super::incident::Cutback;
 use super::judge::{Evidence, Finding, Judge, Side, Verdict};
-use super::watch::{cause, p99, side, unix_ms, Guard, LATENCY_REFRESH};
+use super::watch::{cause, p99, side, Guard, LATENCY_REFRESH};
+use crate::clock::unix_ms;
 use crate::control::command::Change;
 use crate::control::error::ControlError;
 use crate::control::record::CheckReport;

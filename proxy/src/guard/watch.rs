@@ -11,6 +11,7 @@ use super::after_switch::{self, AfterSwitch};
 use super::incident::{Cause, Cutback, IncidentLog};
 use super::judge::{Evidence, Finding, Judge, Side, Verdict, VerdictKind};
 use super::probe;
+use crate::clock::unix_ms;
 use crate::control::command::Change;
 use crate::control::record::CheckReport;
 use crate::control::record::{ChangeKind, Origin};
@@ -24,7 +25,7 @@ use serde::Serialize;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::{mpsc, watch};
 
 /// The latest verdict per service and version, for status, metrics and rollouts.
@@ -114,11 +115,6 @@ struct ProbeReport {
     key: VersionKey,
     id: u64,
     round: probe::Round,
-}
-
-pub(crate) fn unix_ms(time: SystemTime) -> u64 {
-    time.duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// What the guard works with: the control plane (through its narrow interface), the data
