@@ -372,7 +372,9 @@ async fn sigkill_of_an_instance_during_changes_loses_no_acknowledged_change() {
         }
         acknowledged
     });
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Changes go at a few hundred a second: 300 ms in, the kill lands among them.
+    let mid_changes = Duration::from_millis(300);
+    tokio::time::sleep(mid_changes).await;
     fleet.proxies[0].kill();
     let acknowledged = changes.await.unwrap();
     assert!(!acknowledged.is_empty());

@@ -22,6 +22,8 @@ const WEIGHTS: &str = "{ blue = 95, canary = 5 }";
 const BAD_RATE: f64 = 0.06;
 /// Requests per second sent to each of the three instances.
 const RPS_EACH: u64 = 200;
+/// Real traffic before the fault, so each judge has a baseline of healthy answers.
+const WARM_UP: Duration = Duration::from_secs(3);
 
 /// Waits until every one of `clients` has the service latched; returns how long after
 /// `onset` the last one did, or `None` after `within`.
@@ -83,7 +85,7 @@ async fn a_bad_canary_is_cut_back_on_all_three_as_fast_as_on_one_instance_with_a
         .iter()
         .map(|p| Load::start(p.addr, RPS_EACH, Duration::from_secs(40)))
         .collect();
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    tokio::time::sleep(WARM_UP).await;
     versions[1].faults.set_error_rate(BAD_RATE);
     let onset = Instant::now();
     let pooled = all_cut_back(&clients, onset, Duration::from_secs(25)).await;
@@ -118,7 +120,7 @@ async fn a_bad_canary_is_cut_back_on_all_three_as_fast_as_on_one_instance_with_a
     let setup = Setup::new(&versions, WEIGHTS, "");
     let single = Proxy::start(&setup, &[]).await;
     let load = Load::start(single.addr, 3 * RPS_EACH, Duration::from_secs(40));
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    tokio::time::sleep(WARM_UP).await;
     versions[1].faults.set_error_rate(BAD_RATE);
     let onset = Instant::now();
     let alone = all_cut_back(&[setup.client()], onset, Duration::from_secs(25)).await;

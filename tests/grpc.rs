@@ -514,7 +514,9 @@ async fn one_clients_bad_binary_metadata_fails_only_its_own_call() {
             })
         })
         .collect();
-    tokio::time::sleep(Duration::from_millis(1000)).await;
+    // Each of those calls sleeps 3 s upstream: after 1 s all eight are well on their way.
+    let reach_the_upstream = Duration::from_millis(1000);
+    tokio::time::sleep(reach_the_upstream).await;
     // Binary metadata that is not base64, as an attacker's raw HTTP/2 client sends it.
     let metadata = [("grpc-timeout", "5S"), ("x-echo-bin", "!!!not base64")];
     let (head, trailers) = raw_call_with(

@@ -9,6 +9,10 @@ use std::time::{Duration, Instant};
 /// they measure the guard and not four loads fighting over two cores.
 static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
+/// Real traffic on both versions before a fault, so the guard judges the fault against a
+/// baseline of thousands of healthy answers, as in production.
+const WARM_UP: Duration = Duration::from_secs(4);
+
 async fn wait_for_cutback(proxy: &TestProxy, within: Duration) -> Option<Instant> {
     let end = Instant::now() + within;
     while Instant::now() < end {
@@ -40,8 +44,8 @@ async fn a_canary_failing_one_in_five_is_cut_back_within_a_second_and_users_see_
     let _alone = ONE_AT_A_TIME.lock().await;
     let (proxy, _stable, canary) = canary_setup().await;
     let addr = proxy.addr();
-    let traffic = tokio::spawn(load(addr, 1000, Duration::from_secs(8)));
-    tokio::time::sleep(Duration::from_secs(4)).await;
+    let traffic = tokio::spawn(load(addr, 1000, WARM_UP * 2));
+    tokio::time::sleep(WARM_UP).await;
     canary.faults.set_error_rate(0.2);
     let onset = Instant::now();
     let cut = wait_for_cutback(&proxy, Duration::from_secs(4))
@@ -80,8 +84,8 @@ async fn a_canary_whose_endpoints_all_go_down_is_cut_back_at_once() {
     let _alone = ONE_AT_A_TIME.lock().await;
     let (proxy, _stable, canary) = canary_setup().await;
     let addr = proxy.addr();
-    let traffic = tokio::spawn(load(addr, 1000, Duration::from_secs(4)));
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    let traffic = tokio::spawn(load(addr, 1000, WARM_UP));
+    tokio::time::sleep(WARM_UP / 2).await;
     canary.crash();
     let onset = Instant::now();
     let cut = wait_for_cutback(&proxy, Duration::from_secs(2))

@@ -149,7 +149,8 @@ async fn an_abort_swaps_at_once_on_an_unwritable_journal_and_is_journaled_later(
 
     // The canary turns bad: cut back at once, users see no errors.
     let load = Load::start(proxy.addr, 300, Duration::from_secs(30));
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    let baseline = Duration::from_secs(1);
+    tokio::time::sleep(baseline).await;
     upstreams[1].faults.set_error_rate(0.2);
     let deadline = Instant::now() + Duration::from_secs(5);
     while !status(&setup).await.services[0].latched {

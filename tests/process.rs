@@ -216,7 +216,9 @@ async fn sigterm_drains_in_flight_requests_then_exits() {
             tokio::spawn(async move { get(&client, addr, "/", &[]).await })
         })
         .collect();
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Each request takes 700 ms upstream: after 200 ms all eight are well on their way.
+    let reach_the_upstream = Duration::from_millis(200);
+    tokio::time::sleep(reach_the_upstream).await;
     proxy.signal(libc::SIGTERM);
     for request in in_flight {
         let reply = request.await.unwrap();

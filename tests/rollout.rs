@@ -167,7 +167,7 @@ async fn a_canary_that_turns_bad_mid_rollout_is_cut_back_and_the_rollout_aborts(
 
     // Nothing moves afterwards, and the rollout cannot be resumed.
     let revision = proxy.proxy.controller.plane.table.load().revision;
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    proxy.guard_looks(15).await;
     assert_eq!(proxy.proxy.controller.plane.table.load().revision, revision);
     let out = ctl(&proxy, &["rollout", "shop", "resume"]).await;
     assert!(

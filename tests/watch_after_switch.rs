@@ -51,7 +51,8 @@ async fn changes_after(proxy: &TestProxy, after: u64, count: usize) -> Vec<Revis
 /// switch to green; returns the switch's revision.
 async fn switch_under_load(proxy: &TestProxy) -> (Load, RevisionRecord) {
     let load = Load::start(proxy.addr(), 300, Duration::from_secs(30));
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    let baseline = Duration::from_secs(2);
+    tokio::time::sleep(baseline).await;
     let (ok, out, err) = ctl(proxy, &["switch", "shop", "green", "--force"]);
     assert!(ok, "{out}{err}");
     let switch = history(proxy)
@@ -178,8 +179,8 @@ async fn a_switch_to_a_healthy_version_stays() {
         canary: _green,
     } = pair("blue", "green", (100, 0), ERRORS_ONLY).await;
     let (load, switch) = switch_under_load(&proxy).await;
-    // Three seconds of judging (about 900 requests) find nothing: the watch is still on.
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // Thirty looks of judging (about 900 requests) find nothing: the watch is still on.
+    proxy.guard_looks(30).await;
     let result = load.stop().await;
     let changes = changes_after(&proxy, switch.revision, 0).await;
     assert!(changes.is_empty(), "{changes:#?}");
