@@ -1,15 +1,12 @@
 //! A run as an SVG chart, written by hand: per version over time, requests/s, error
 //! rate, p99 latency and share of traffic, with steps, revisions and cutbacks marked.
 
+use crate::comparison::CompareRow;
 use crate::result::ScenarioResult;
+use crate::svg::{color, escape, nice_ceiling, short, GAP, LEFT, PANEL, RIGHT, WIDTH};
 use std::fmt::Write as _;
-use switchyard_testkit::load::{LoadReport, NO_VERSION};
+use switchyard_testkit::load::LoadReport;
 
-pub(crate) const WIDTH: f64 = 960.0;
-pub(crate) const LEFT: f64 = 70.0;
-pub(crate) const RIGHT: f64 = 30.0;
-pub(crate) const PANEL: f64 = 140.0;
-pub(crate) const GAP: f64 = 46.0;
 const TOP: f64 = 150.0;
 /// Rows of staggered labels for the vertical marks, above the first panel.
 const LABEL_ROWS: usize = 4;
@@ -110,7 +107,7 @@ pub fn render(result: &ScenarioResult, load: &LoadReport) -> String {
 }
 
 /// Reads one figure of a comparison row.
-type Metric = fn(&crate::compare::CompareRow) -> f64;
+type Metric = fn(&CompareRow) -> f64;
 
 /// The comparison as bars: requests/s and p99 per proxy, switchyard first.
 pub fn render_comparison(result: &ScenarioResult) -> String {
@@ -307,41 +304,6 @@ fn marks(svg: &mut String, result: &ScenarioResult, height: f64, x: &dyn Fn(f64)
     }
 }
 
-pub(crate) fn color(version: &str) -> &'static str {
-    match version {
-        "blue" => "#1f6fd1",
-        "green" => "#2a9d3a",
-        "canary" => "#e8a317",
-        NO_VERSION => "#888888",
-        other => ["#9467bd", "#8c564b", "#17becf", "#e377c2"][other.len() % 4],
-    }
-}
-
-/// The smallest 1, 2 or 5 times a power of ten at or above `value` (1 for nothing).
-pub(crate) fn nice_ceiling(value: f64) -> f64 {
-    if value <= 0.0 {
-        return 1.0;
-    }
-    let power = 10f64.powf(value.log10().floor());
-    [1.0, 2.0, 5.0, 10.0]
-        .iter()
-        .map(|m| m * power)
-        .find(|&candidate| candidate >= value)
-        .unwrap_or(10.0 * power)
-}
-
-pub(crate) fn short(value: f64) -> String {
-    if value >= 10_000.0 {
-        format!("{:.0}k", value / 1000.0)
-    } else if value.fract() == 0.0 {
-        format!("{value:.0}")
-    } else if value >= 10.0 {
-        format!("{value:.1}")
-    } else {
-        format!("{value:.2}")
-    }
-}
-
 /// Splits text into lines of at most about `width` characters, at spaces (two at most).
 fn wrap(text: &str, width: usize) -> Vec<String> {
     let mut lines: Vec<String> = Vec::new();
@@ -365,29 +327,12 @@ fn truncate(text: &str, max: usize) -> String {
     }
 }
 
-pub(crate) fn escape(text: &str) -> String {
-    text.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn scales_round_up_to_readable_numbers() {
-        assert_eq!(nice_ceiling(0.0), 1.0);
-        assert_eq!(nice_ceiling(3.2), 5.0);
-        assert_eq!(nice_ceiling(1800.0), 2000.0);
-        assert_eq!(nice_ceiling(20.0), 20.0);
-        assert_eq!(nice_ceiling(0.031), 0.05);
-    }
-
-    #[test]
-    fn labels_are_escaped_and_shortened() {
-        assert_eq!(escape("a<b & \"c\""), "a&lt;b &amp; &quot;c&quot;");
+    fn labels_are_shortened_and_wrapped() {
         assert_eq!(truncate("abcdef", 3), "abc…");
         assert_eq!(truncate("ab", 3), "ab");
         assert_eq!(wrap("one two three", 7), vec!["one two", "three"]);

@@ -2,7 +2,7 @@
 //! versions' weight as the data plane sent it with the guard's verdict under it, and each
 //! Prometheus analysis run, its canary and stable values against its condition's bound.
 
-use crate::chart::{color, escape, short, GAP, LEFT, PANEL, RIGHT, WIDTH};
+use crate::svg::{color, escape, short, GAP, LEFT, PANEL, RIGHT, WIDTH};
 use crate::watch::{AnalysisRun, ServiceWatch};
 use std::fmt::Write as _;
 use switchyard::config::analysis::{parse_condition, Condition};

@@ -4,6 +4,7 @@
 mod chart;
 mod chart_proxy;
 mod compare;
+mod comparison;
 mod configgen;
 mod expect;
 mod fleet;
@@ -13,6 +14,7 @@ mod proxy;
 mod result;
 mod runner;
 mod scenario;
+mod svg;
 mod system;
 mod trickle;
 mod upstreams;

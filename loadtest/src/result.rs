@@ -1,6 +1,6 @@
 //! A run's result: what happened, what the clients saw, which expectations held.
 
-use crate::compare::{render_table, CompareRow};
+use crate::comparison::{render_table, CompareRow};
 use crate::expect::Check;
 use crate::incidents::{AnalysisAbort, GuardCutback};
 use crate::proxy::RevisionMark;
