@@ -3,6 +3,7 @@
 
 mod chart;
 mod chart_proxy;
+mod check;
 mod compare;
 mod comparison;
 mod configgen;

@@ -1,7 +1,7 @@
 //! A run's result: what happened, what the clients saw, which expectations held.
 
+use crate::check::Check;
 use crate::comparison::{render_table, CompareRow};
-use crate::expect::Check;
 use crate::incidents::{AnalysisAbort, GuardCutback};
 use crate::proxy::RevisionMark;
 use crate::scenario::Scenario;

@@ -3,22 +3,15 @@
 mod incidents;
 mod window;
 
+use crate::check::Check;
 use crate::incidents::{AnalysisAbort, GuardCutback};
 use crate::result::StepRecord;
 use crate::scenario::Expectation;
 use incidents::{analysis_abort, guard_cutback};
-use serde::Serialize;
 use std::collections::BTreeMap;
 use switchyard_testkit::load::LoadReport;
 pub use window::last_answer_after;
 use window::{median_second_p99, pct, rate_in, ratio, window_counts, worst_second_p99};
-
-#[derive(Debug, Clone, Serialize)]
-pub struct Check {
-    pub expectation: String,
-    pub pass: bool,
-    pub detail: String,
-}
 
 /// What expectations are checked against.
 pub struct Evidence<'a> {
