@@ -100,7 +100,7 @@ async fn record_and_start(
 async fn resolved(spec: Box<RuntimeVersion>) -> Result<Box<RuntimeVersion>, ApiError> {
     let lookup = tokio::task::spawn_blocking(move || {
         let mut spec = spec;
-        spec.resolve().map(|()| spec)
+        spec.resolve(crate::control::resolve::lookup).map(|()| spec)
     });
     match tokio::time::timeout(LOOKUP_LIMIT, lookup).await {
         Ok(Ok(Ok(spec))) => Ok(spec),

@@ -1,32 +1,13 @@
 //! Upstream endpoint addresses: `IP:port`, or `name:port` for containers and service
 //! discovery by DNS. Reading a config only checks how an entry is written (`written`):
-//! `check` never touches the network. A name is resolved when the config is applied (at
-//! start and at every reload, by `control::resolve`), and each of its addresses becomes an
-//! endpoint of its own.
+//! `check` never touches the network. A name is looked up by its owner, `control::resolve`,
+//! when the config is applied (at start and at every reload), and each of its addresses
+//! becomes an endpoint of its own.
 
-use std::net::{SocketAddr, ToSocketAddrs};
-
-/// The addresses of one endpoint entry, looked up, or what is wrong with it (to follow
-/// its text).
-pub fn resolve(text: &str) -> Result<Vec<SocketAddr>, String> {
-    if let Ok(addr) = text.parse::<SocketAddr>() {
-        return Ok(vec![addr]);
-    }
-    let (host, port) = host_and_port(text)?;
-    let mut addrs: Vec<SocketAddr> = (host, port)
-        .to_socket_addrs()
-        .map_err(|err| format!("does not resolve: {err}"))?
-        .collect();
-    addrs.sort();
-    addrs.dedup();
-    match addrs.is_empty() {
-        true => Err("resolves to no address".into()),
-        false => Ok(addrs),
-    }
-}
+use std::net::SocketAddr;
 
 /// The address an entry is written as, none yet for a well-formed name, or what is wrong
-/// with it: `resolve` without the network.
+/// with it: a lookup without the network.
 pub fn written(text: &str) -> Result<Vec<SocketAddr>, String> {
     if let Ok(addr) = text.parse::<SocketAddr>() {
         return Ok(vec![addr]);
@@ -34,14 +15,15 @@ pub fn written(text: &str) -> Result<Vec<SocketAddr>, String> {
     host_and_port(text).map(|_| Vec::new())
 }
 
-fn host_and_port(text: &str) -> Result<(&str, u16), String> {
+/// A name entry's host and port, or what is wrong with it.
+pub fn host_and_port(text: &str) -> Result<(&str, u16), String> {
     text.rsplit_once(':')
         .filter(|(host, _)| is_host_name(host))
         .and_then(|(host, port)| Some((host, port.parse::<u16>().ok()?)))
         .ok_or_else(|| "is not IP:port or name:port (e.g. \"127.0.0.1:8080\")".into())
 }
 
-/// Resolves one endpoint entry: `resolve`, `written`, or a stand-in in tests.
+/// Resolves one endpoint entry: `control::resolve::lookup`, `written`, or a stand-in in tests.
 pub type Resolver = fn(&str) -> Result<Vec<SocketAddr>, String>;
 
 /// The addresses of all of a version's entries, in order and without repeats;
@@ -106,24 +88,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn an_ip_address_is_taken_as_it_is() {
-        assert_eq!(
-            resolve("10.1.2.3:8080").unwrap(),
-            ["10.1.2.3:8080".parse::<SocketAddr>().unwrap()]
-        );
-        assert_eq!(resolve("[::1]:80").unwrap().len(), 1);
-    }
-
-    #[test]
-    fn a_name_becomes_every_address_it_resolves_to() {
-        let addrs = resolve("localhost:8080").unwrap();
-        assert!(!addrs.is_empty());
-        assert!(addrs
-            .iter()
-            .all(|a| a.ip().is_loopback() && a.port() == 8080));
-    }
-
-    #[test]
     fn container_and_fully_qualified_names_are_names() {
         for name in [
             "shop_blue_1",
@@ -150,12 +114,11 @@ mod tests {
             "017.0.0.1:8080",
             "1.2.3.0x10:80",
         ] {
-            for problem in [resolve(bad).unwrap_err(), written(bad).unwrap_err()] {
-                assert!(
-                    problem.starts_with("is not IP:port or name:port"),
-                    "{bad}: {problem}"
-                );
-            }
+            let problem = written(bad).unwrap_err();
+            assert!(
+                problem.starts_with("is not IP:port or name:port"),
+                "{bad}: {problem}"
+            );
         }
     }
 
@@ -186,11 +149,5 @@ mod tests {
     fn reading_an_entry_never_looks_a_name_up() {
         assert_eq!(written("no-such-host.invalid:80"), Ok(Vec::new()));
         assert_eq!(written("10.1.2.3:80").unwrap().len(), 1);
-    }
-
-    #[test]
-    fn a_name_that_does_not_resolve_is_one_clear_problem() {
-        let problem = resolve("no-such-host.invalid:80").unwrap_err();
-        assert!(problem.starts_with("does not resolve"), "{problem}");
     }
 }

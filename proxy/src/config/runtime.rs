@@ -123,10 +123,11 @@ impl RuntimeVersion {
         }
     }
 
-    /// Looks its endpoint entries up (names may block: call it off the runtime's threads).
-    pub fn resolve(&mut self) -> Result<(), String> {
+    /// Looks its endpoint entries up with `resolve` (which may block: call it off the
+    /// runtime's threads).
+    pub fn resolve(&mut self, resolve: endpoint::Resolver) -> Result<(), String> {
         let mut problems = Vec::new();
-        self.addrs = endpoint::resolve_all(&self.endpoints, endpoint::resolve, |index, why| {
+        self.addrs = endpoint::resolve_all(&self.endpoints, resolve, |index, why| {
             problems.push(format!("endpoint {:?} {why}", self.endpoints[index]))
         });
         match problems.into_iter().next() {

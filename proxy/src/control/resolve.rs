@@ -9,6 +9,7 @@ use super::writer::{Request, Resolved};
 use super::Controller;
 use crate::config::endpoint::{self, Resolver};
 use crate::config::{Config, ConfigError};
+use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,6 +17,25 @@ use tokio::sync::watch;
 
 /// How long a refresh waits for its lookups before keeping the last addresses.
 const LOOKUP_LIMIT: Duration = Duration::from_secs(10);
+
+/// The addresses of one endpoint entry, looked up (names may block: call it off the
+/// runtime's threads), or what is wrong with it (to follow its text).
+pub fn lookup(text: &str) -> Result<Vec<SocketAddr>, String> {
+    if let Ok(addr) = text.parse::<SocketAddr>() {
+        return Ok(vec![addr]);
+    }
+    let (host, port) = endpoint::host_and_port(text)?;
+    let mut addrs: Vec<SocketAddr> = (host, port)
+        .to_socket_addrs()
+        .map_err(|err| format!("does not resolve: {err}"))?
+        .collect();
+    addrs.sort();
+    addrs.dedup();
+    match addrs.is_empty() {
+        true => Err("resolves to no address".into()),
+        false => Ok(addrs),
+    }
+}
 
 /// A version whose endpoint entries name hosts.
 struct Named {
@@ -33,13 +53,12 @@ pub fn resolve_names(config: &mut Config, path: &Path) -> Result<(), ConfigError
             if !version.sources.iter().any(|s| endpoint::is_name(s)) {
                 continue;
             }
-            version.endpoints =
-                endpoint::resolve_all(&version.sources, endpoint::resolve, |index, why| {
-                    problems.push(format!(
-                        "services.{}.versions.{} endpoint {:?} {why}",
-                        service.name, version.name, version.sources[index]
-                    ))
-                });
+            version.endpoints = endpoint::resolve_all(&version.sources, lookup, |index, why| {
+                problems.push(format!(
+                    "services.{}.versions.{} endpoint {:?} {why}",
+                    service.name, version.name, version.sources[index]
+                ))
+            });
         }
     }
     match problems.is_empty() {
@@ -66,7 +85,7 @@ pub async fn run(controller: Arc<Controller>, mut stop: watch::Receiver<bool>) {
             _ = stop.wait_for(|&stop| stop) => return,
         }
         if !every.is_zero() {
-            controller.refresh_endpoints(endpoint::resolve).await;
+            controller.refresh_endpoints(lookup).await;
         }
     }
 }
@@ -140,5 +159,42 @@ impl Controller {
             .call(|reply| Request::Endpoints { resolved, reply })
             .await
             .unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::lookup;
+    use std::net::SocketAddr;
+
+    #[test]
+    fn an_ip_address_is_taken_as_it_is() {
+        let addr: SocketAddr = "10.1.2.3:8080".parse().unwrap();
+        assert_eq!(lookup("10.1.2.3:8080").unwrap(), [addr]);
+        assert_eq!(lookup("[::1]:80").unwrap().len(), 1);
+    }
+
+    #[test]
+    fn a_name_becomes_every_address_it_resolves_to() {
+        let addrs = lookup("localhost:8080").unwrap();
+        assert!(!addrs.is_empty());
+        assert!(addrs
+            .iter()
+            .all(|a| a.ip().is_loopback() && a.port() == 8080));
+    }
+
+    #[test]
+    fn a_name_that_does_not_resolve_is_one_clear_problem() {
+        let problem = lookup("no-such-host.invalid:80").unwrap_err();
+        assert!(problem.starts_with("does not resolve"), "{problem}");
+    }
+
+    #[test]
+    fn a_malformed_entry_is_never_looked_up() {
+        let problem = lookup("10.0.1:8080").unwrap_err();
+        assert!(
+            problem.starts_with("is not IP:port or name:port"),
+            "{problem}"
+        );
     }
 }
