@@ -21,7 +21,10 @@
 
 mod fleet;
 mod gate;
+mod live;
 mod plan;
+mod plant;
+mod steps;
 mod store;
 #[cfg(test)]
 mod tests;
@@ -29,26 +32,25 @@ mod tests;
 pub use plan::{baked, decide, Approval, Decision, Evidence, Rollout, Status};
 pub use store::ROLLOUTS_FILE;
 
-use crate::analysis::AnalysisBoard;
 use crate::config::RolloutSettings;
-use crate::control::command::{Change, RolloutAction};
+use crate::control::command::RolloutAction;
 use crate::control::error::ControlError;
-use crate::control::record::{ChangeKind, Origin};
+use crate::control::record::Origin;
 use crate::control::RoutingControl;
-use crate::dataplane::proxy::DataPlane;
-use crate::guard::incident::{Cutback, IncidentLog};
-use crate::guard::judge::Side;
-use crate::guard::watch::{Board, VersionVerdict};
-use crate::routing::ServiceState;
-use crate::telemetry::shadow::ShadowReport;
 use fleet::{FleetRollouts, Pushed};
+use live::Live;
+pub(crate) use plant::Plant;
+pub use plant::Wired;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
-use std::future::Future;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::PoisonError;
 use std::time::Duration;
+use steps::{
+    abort_on_shadow, advance, approve, ask_approval, baked_for, check_can_run, check_shadowed,
+    put_in_force,
+};
 use store::Store;
 use tokio::sync::{mpsc, oneshot, watch, Mutex};
 use tokio::time::Instant;
@@ -58,131 +60,6 @@ const TICK: Duration = Duration::from_millis(100);
 /// How often the bake of a step is saved while it runs: what a restart or a new driver
 /// may have to bake again.
 pub const BAKE_SLICE: Duration = Duration::from_secs(1);
-
-/// What the driver needs from the proxy: the control plane and the guard's verdicts in
-/// production, a fake in tests.
-pub(crate) trait Plant: Sync {
-    fn routing(&self, service: &str) -> Option<ServiceState>;
-    fn verdict(&self, service: &str) -> Option<VersionVerdict>;
-    /// Why the service's analyses hold a step of `canary` in force since `since`.
-    fn analysis_hold(&self, service: &str, canary: &str, since: Instant) -> Option<String>;
-    /// What shadowing the service found so far, if it has a shadow.
-    fn shadow(&self, service: &str) -> Option<ShadowReport>;
-    /// Ends a rollout whose shadow step failed: all traffic on stable, latched (an abort
-    /// revision carrying the report), and an incident. Returns the revision.
-    fn abort_on_shadow(
-        &self,
-        service: &str,
-        report: &ShadowReport,
-        summary: &str,
-    ) -> impl Future<Output = Result<u64, ControlError>> + Send;
-    /// Journals and applies a change; returns its revision.
-    fn change(
-        &self,
-        service: &str,
-        change: Change,
-        origin: Origin,
-    ) -> impl Future<Output = Result<u64, ControlError>> + Send;
-    /// Journals a revision that leaves the routing as it is; returns its revision.
-    fn note(
-        &self,
-        service: &str,
-        kind: ChangeKind,
-        origin: Origin,
-    ) -> impl Future<Output = Result<u64, ControlError>> + Send;
-}
-
-/// The production plant: what the driver reads and changes.
-pub struct Wired<C> {
-    pub control: Arc<C>,
-    /// The guard's verdicts.
-    pub board: Arc<Board>,
-    pub analyses: Arc<AnalysisBoard>,
-    /// The live routing table, where shadowing keeps its findings.
-    pub plane: Arc<DataPlane>,
-    /// Where a failed shadow step's incident goes.
-    pub incidents: Arc<IncidentLog>,
-}
-
-impl<C: RoutingControl> Plant for Wired<C> {
-    fn routing(&self, service: &str) -> Option<ServiceState> {
-        self.control.routing_of(service)
-    }
-
-    fn verdict(&self, service: &str) -> Option<VersionVerdict> {
-        self.board.get(service)
-    }
-
-    fn analysis_hold(&self, service: &str, canary: &str, since: Instant) -> Option<String> {
-        let configured: Vec<String> = match self.control.service(service) {
-            Ok(config) => config.analyses.into_iter().map(|a| a.name).collect(),
-            Err(err) => return Some(format!("analyses unknown: {err}")),
-        };
-        crate::analysis::step_hold(&configured, &self.analyses.of(service), canary, since)
-    }
-
-    fn shadow(&self, service: &str) -> Option<ShadowReport> {
-        crate::dataplane::shadow::report(&self.plane.table.load(), service)
-    }
-
-    async fn abort_on_shadow(
-        &self,
-        service: &str,
-        report: &ShadowReport,
-        summary: &str,
-    ) -> Result<u64, ControlError> {
-        let evidence = serde_json::json!({"rule": "shadow", "shadow": report, "summary": summary});
-        let origin = Origin::new("rollout", summary.to_string()).with_evidence(evidence.clone());
-        let record = self.control.change(service, Change::Abort, origin).await?;
-        let stable = record
-            .new
-            .as_ref()
-            .map_or(String::new(), |s| s.stable.clone());
-        let cutback = Cutback {
-            service,
-            version: &report.version,
-            stable: &stable,
-            started_ms: record.time_ms,
-            ended_ms: record.time_ms,
-            // No user was ever sent to it.
-            canary: Side::default(),
-            stable_side: Side::default(),
-            saved: 0,
-            cause: None,
-            detection: evidence,
-            summary: summary.to_string(),
-            restored_by: record.revision,
-        };
-        if let Err(err) = self.incidents.record(cutback).await {
-            tracing::error!(error = %err, "incident not recorded");
-        }
-        Ok(record.revision)
-    }
-
-    async fn change(
-        &self,
-        service: &str,
-        change: Change,
-        origin: Origin,
-    ) -> Result<u64, ControlError> {
-        self.control
-            .change(service, change, origin)
-            .await
-            .map(|record| record.revision)
-    }
-
-    async fn note(
-        &self,
-        service: &str,
-        kind: ChangeKind,
-        origin: Origin,
-    ) -> Result<u64, ControlError> {
-        self.control
-            .note(service, kind, origin)
-            .await
-            .map(|record| record.revision)
-    }
-}
 
 /// A rollout with what the running process knows of it, for status.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -194,128 +71,6 @@ pub struct RolloutStatus {
     /// Why a running rollout is not advancing right now (e.g. "frozen", "baking ...").
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub held: Option<String>,
-}
-
-/// A rollout in memory: its record plus what only the running process knows.
-struct Live {
-    rollout: Rollout,
-    /// When the step in force took effect (or the rollout was resumed or reloaded).
-    step_started: Instant,
-    /// Why a running rollout is not advancing, as of its last look.
-    held: Option<String>,
-    /// When the bake was last saved.
-    bake_saved: Instant,
-    /// When this process took the bake over (the step began, or it was credited with a
-    /// saved bake at a restart or a takeover).
-    credited_at: Instant,
-    /// Since then: the guard called the canary healthy, and then something else (a break
-    /// that ends the credit).
-    seen_healthy: bool,
-    credit_broken: bool,
-    /// Changed since last written where it is kept.
-    dirty: bool,
-    /// In a fleet: whether this instance drives it (holds its lease); always alone.
-    driving: bool,
-    /// This instance just began driving it.
-    took_over: bool,
-    /// In a fleet: its lease, and the KV revision of its shared record as last read or written.
-    lease: Option<crate::fleet::Lease>,
-    shared_revision: u64,
-    /// The step's webhook gate: when it may be asked again after it did not say yes, and
-    /// the question on its way.
-    gate_retry_at: Option<Instant>,
-    asking: Option<gate::Asking>,
-}
-
-impl Live {
-    fn new(rollout: Rollout) -> Live {
-        let mut live = Live {
-            rollout,
-            step_started: Instant::now(),
-            held: None,
-            bake_saved: Instant::now(),
-            credited_at: Instant::now(),
-            seen_healthy: false,
-            credit_broken: false,
-            dirty: false,
-            driving: true,
-            took_over: false,
-            lease: None,
-            shared_revision: 0,
-            gate_retry_at: None,
-            asking: None,
-        };
-        live.credit_bake();
-        live
-    }
-
-    /// The step counts as in force since long enough ago to carry the bake saved last.
-    fn credit_bake(&mut self) {
-        let now = Instant::now();
-        self.step_started = now
-            .checked_sub(Duration::from_millis(self.rollout.baked_ms))
-            .unwrap_or(now);
-        self.bake_saved = now;
-        self.credited_at = now;
-        self.seen_healthy = false;
-        self.credit_broken = false;
-    }
-
-    /// The verdict as the bake counts it. The bake saved before this process took it over
-    /// (a restart, a new driver) stands until the guard breaks its healthy streak: a guard
-    /// healthy since before the takeover continues it, and a first healthy streak after it
-    /// (a fresh guard gathering evidence) adds to it; after a break the bake starts over.
-    fn credited(&mut self, verdict: Option<VersionVerdict>) -> Option<VersionVerdict> {
-        let mut verdict = verdict?;
-        if verdict.version != self.rollout.canary {
-            return Some(verdict);
-        }
-        match verdict.healthy_since {
-            Some(_) => self.seen_healthy = true,
-            None => self.credit_broken |= self.seen_healthy,
-        }
-        let credit = self
-            .credited_at
-            .saturating_duration_since(self.step_started);
-        if let (Some(since), false) = (verdict.healthy_since, self.credit_broken) {
-            verdict.healthy_since = Some(match since <= self.credited_at {
-                true => self.step_started,
-                false => since.checked_sub(credit).unwrap_or(since),
-            });
-        }
-        Some(verdict)
-    }
-
-    /// Keeps the bake so far for a restart or a new driver: every `BAKE_SLICE`, and at once
-    /// when the guard stops calling the canary healthy (the bake starts over).
-    fn note_bake(&mut self, verdict: Option<&VersionVerdict>, now: Instant) {
-        let Some(verdict) = verdict.filter(|v| v.version == self.rollout.canary) else {
-            return;
-        };
-        let baked_ms =
-            baked(self.step_started, Some(verdict), now).map_or(0, |d| d.as_millis() as u64);
-        let broken = baked_ms == 0 && self.rollout.baked_ms != 0;
-        let due = baked_ms > 0 && now.saturating_duration_since(self.bake_saved) >= BAKE_SLICE;
-        if broken || due {
-            self.rollout.baked_ms = baked_ms;
-            self.bake_saved = now;
-            self.dirty = true;
-        }
-    }
-
-    /// The step in force starts its bake now.
-    fn step_begins(&mut self) {
-        self.rollout.baked_ms = 0;
-        self.credit_bake();
-    }
-
-    fn status(&self) -> RolloutStatus {
-        RolloutStatus {
-            percent: self.rollout.percent(),
-            held: self.held.clone(),
-            rollout: self.rollout.clone(),
-        }
-    }
 }
 
 /// Every service's latest rollout.
@@ -628,220 +383,6 @@ impl Rollouts {
     async fn save(&self, live: &BTreeMap<String, Live>) -> std::io::Result<()> {
         let rollouts = live.values().map(|l| l.rollout.clone()).collect();
         self.store.save(rollouts).await
-    }
-}
-
-/// Refuses to run a rollout whose canary is already stable, or on a latched service.
-fn check_can_run(
-    service: &str,
-    rollout: &Rollout,
-    routing: &ServiceState,
-) -> Result<(), ControlError> {
-    if routing.stable == rollout.canary {
-        return Err(ControlError::Refused(format!(
-            "{} is already stable on {service}: nothing to roll out",
-            rollout.canary
-        )));
-    }
-    if routing.latched {
-        return Err(ControlError::Refused(format!(
-            "{service} is latched after an abort (all traffic on {}); lift it with `resume` first",
-            routing.stable
-        )));
-    }
-    Ok(())
-}
-
-/// Refuses a shadow step that could never be judged: the canary is not being shadowed.
-fn check_shadowed(plant: &impl Plant, rollout: &Rollout) -> Result<(), ControlError> {
-    let (service, canary) = (&rollout.service, &rollout.canary);
-    match plant.shadow(service) {
-        Some(report) if report.version == *canary => Ok(()),
-        _ => Err(ControlError::Refused(format!(
-            "{service}: the rollout begins with a shadow step, but {canary} is not shadowed \
-             (set [services.{service}.shadow] version = {canary:?}); nothing changed"
-        ))),
-    }
-}
-
-/// Sets the routing of the rollout's current step unless it is already in force.
-async fn put_in_force(
-    plant: &impl Plant,
-    entry: &mut Live,
-    routing: &ServiceState,
-    why: &str,
-    forced: bool,
-) -> Result<(), ControlError> {
-    if entry.rollout.follows(routing) {
-        return Ok(());
-    }
-    let rollout = &entry.rollout;
-    let reason = format!(
-        "rollout {why}; {} at {}",
-        rollout.canary,
-        rollout.position()
-    );
-    let change = rollout.change_to(rollout.step, &routing.stable);
-    let revision = plant
-        .change(
-            &rollout.service,
-            change,
-            Origin::new("rollout", reason).forced(forced),
-        )
-        .await?;
-    entry.rollout.revision = Some(revision);
-    entry.step_begins();
-    Ok(())
-}
-
-/// `ctl approve`: the step in force, which waits for approval, may go on once it has
-/// baked; the approval is a revision (who, why) and part of the rollout's record.
-async fn approve(plant: &impl Plant, entry: &mut Live, origin: Origin) -> Result<(), ControlError> {
-    let rollout = &entry.rollout;
-    let service = rollout.service.clone();
-    if !rollout.gate().is_some_and(|gate| gate.approve) {
-        return Err(ControlError::Refused(format!(
-            "{service}: the rollout's {} needs no approval",
-            rollout.position()
-        )));
-    }
-    if let Some(done) = rollout.approved.as_ref().filter(|a| a.step == rollout.step) {
-        return Err(ControlError::Refused(format!(
-            "{service}: {} was already approved by {} (revision {})",
-            rollout.position(),
-            done.actor,
-            done.revision
-        )));
-    }
-    let position = rollout.position();
-    let (actor, reason) = (origin.actor.clone(), origin.reason.clone());
-    let why = match reason.as_str() {
-        "" => format!("approved the rollout of {} at {position}", rollout.canary),
-        why => format!(
-            "approved the rollout of {} at {position}: {why}",
-            rollout.canary
-        ),
-    };
-    let revision = plant
-        .note(
-            &service,
-            ChangeKind::Approved,
-            Origin::new(actor.clone(), why),
-        )
-        .await?;
-    entry.rollout.approved = Some(Approval {
-        step: entry.rollout.step,
-        actor: actor.clone(),
-        reason,
-        revision,
-    });
-    let status = entry.rollout.status;
-    entry
-        .rollout
-        .set(status, format!("{position} approved by {actor}"));
-    tracing::info!(%service, revision, "rollout {}", entry.rollout.note);
-    Ok(())
-}
-
-/// Records, once per step, that the step waits for approval: an `approval_needed`
-/// revision, which the webhooks deliver to whoever approves.
-async fn ask_approval(plant: &impl Plant, entry: &mut Live) {
-    let rollout = &entry.rollout;
-    let service = rollout.service.clone();
-    let why = format!(
-        "{} at {} waits for approval: switchyard ctl approve {service}",
-        rollout.canary,
-        rollout.position()
-    );
-    let asked = plant
-        .note(
-            &service,
-            ChangeKind::ApprovalNeeded,
-            Origin::new("rollout", why),
-        )
-        .await;
-    if let Err(err) = asked {
-        // Best effort: the hold itself shows in status either way.
-        tracing::warn!(%service, error = %err, "approval needed, but not recorded");
-    }
-    entry.rollout.approval_asked = Some(entry.rollout.step);
-    entry.dirty = true;
-}
-
-/// Why a baked step goes on: "after 30.0s healthy".
-fn baked_for(rollout: &Rollout) -> String {
-    format!("after {:.1}s healthy", rollout.bake().as_secs_f64())
-}
-
-/// Ends the rollout whose shadow step failed (abort revision and incident); false while
-/// the abort could not be made (the next look tries again).
-async fn abort_on_shadow(
-    plant: &impl Plant,
-    entry: &mut Live,
-    report: &ShadowReport,
-    why: String,
-) -> bool {
-    let service = entry.rollout.service.clone();
-    match plant.abort_on_shadow(&service, report, &why).await {
-        Ok(revision) => {
-            tracing::warn!(%service, revision, "rollout {why}");
-            entry.rollout.revision = Some(revision);
-            entry.rollout.set(Status::Aborted, why);
-            entry.held = None;
-            true
-        }
-        Err(err) => {
-            tracing::error!(%service, error = %err, "the failed shadow step could not abort");
-            entry.held = Some(format!("{why}; the abort failed ({err}), trying again"));
-            false
-        }
-    }
-}
-
-/// Puts step `next` in force (the promotion at the last step); false if it was refused.
-/// `baked`: why the step in force may be left.
-async fn advance(
-    plant: &impl Plant,
-    entry: &mut Live,
-    stable: &str,
-    next: usize,
-    baked: String,
-) -> bool {
-    let rollout = &entry.rollout;
-    let last = next + 1 >= rollout.steps.len();
-    let reason = match last {
-        true => format!("rollout promotes {} ({baked})", rollout.canary),
-        false => format!(
-            "rollout step {}/{}: {} at {}% ({baked})",
-            next + 1,
-            rollout.steps.len(),
-            rollout.canary,
-            rollout.steps[next]
-        ),
-    };
-    let change = rollout.change_to(next, stable);
-    let service = rollout.service.clone();
-    match plant
-        .change(&service, change, Origin::new("rollout", reason.clone()))
-        .await
-    {
-        Ok(revision) => {
-            let rollout = &mut entry.rollout;
-            rollout.step = next.min(rollout.steps.len().saturating_sub(1));
-            rollout.revision = Some(revision);
-            let status = if last { Status::Done } else { Status::Running };
-            rollout.set(status, reason);
-            entry.step_begins();
-            entry.held = None;
-            entry.gate_retry_at = None;
-            tracing::info!(service = %service, revision, "{}", entry.rollout.note);
-            true
-        }
-        Err(err) => {
-            tracing::warn!(service = %service, error = %err, "rollout could not advance");
-            entry.held = Some(format!("could not advance: {err}"));
-            false
-        }
     }
 }
 

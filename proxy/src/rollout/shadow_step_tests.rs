@@ -2,6 +2,7 @@
 //! shadow check alone, and no user is sent to the canary before it passes.
 
 use super::*;
+use crate::control::command::Change;
 use crate::telemetry::shadow::{ShadowReport, ShadowVerdict};
 
 const SHADOWED: &str = r#"shadow_first = true

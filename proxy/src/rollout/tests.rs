@@ -2,8 +2,13 @@
 
 use super::*;
 use crate::config::{Config, ServiceConfig};
+use crate::control::command::Change;
 use crate::control::promises::next_kept;
+use crate::control::record::ChangeKind;
 use crate::guard::judge::VerdictKind;
+use crate::guard::watch::VersionVerdict;
+use crate::routing::ServiceState;
+use crate::telemetry::shadow::ShadowReport;
 use std::sync::Mutex as StdMutex;
 
 #[path = "shadow_step_tests.rs"]
