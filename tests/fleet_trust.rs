@@ -5,7 +5,8 @@ mod common;
 
 use common::fleet::{metric, serves_only, Fleet};
 use common::nats::NatsNode;
-use common::upstreams;
+use common::signed_receiver::PythonReceiver;
+use common::{free_addr, upstreams};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -497,11 +498,22 @@ async fn forged_evidence_has_no_effect_on_any_verdict() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_lost_store_keeps_a_held_abort_and_is_reseeded_from_the_caches() {
+async fn a_lost_store_keeps_a_held_abort_is_reseeded_from_the_caches_and_raises_a_signed_alarm() {
     let mut nats = NatsNode::single();
     let versions = upstreams(&["blue", "canary"]).await;
+    let secrets = tempfile::tempdir().unwrap();
+    let secret = secrets.path().join("hook.secret");
+    std::fs::write(&secret, "fleet-alarm-secret\n").unwrap();
+    let hook = free_addr();
+    let mut receiver = PythonReceiver::start(hook.port(), &secret, None)
+        .listening(hook)
+        .await;
+    let hooks = format!(
+        "[hooks]\nwebhooks = [\"http://{hook}/events\"]\nsecret_file = \"{}\"\ntimeout = \"2s\"\n",
+        secret.display()
+    );
     let fleet = Fleet::start_with(&[&nats], &versions, "{ blue = 100, canary = 0 }", |_| {
-        String::new()
+        hooks.clone()
     })
     .await;
     fleet
@@ -557,4 +569,28 @@ async fn a_lost_store_keeps_a_held_abort_and_is_reseeded_from_the_caches() {
         "{}",
         fleet.logs()
     );
+
+    // The receiver hears of it as a signed alarm, once for the fleet: the member that
+    // carried the log on recorded it, the others found it recorded.
+    let alarm = receiver
+        .until(|line| line["body"]["kind"] == "fleet_log_went_back")
+        .await;
+    assert_eq!(alarm["verified"], true, "{alarm}");
+    assert_eq!(alarm["event"], "alarm", "{alarm}");
+    let body = &alarm["body"];
+    assert_eq!(body["event"], "alarm", "{body}");
+    assert_eq!(body["evidence"]["log_held"], 0, "{body}");
+    assert_eq!(body["service"], "shop", "{body}");
+    let reason = body["reason"].as_str().unwrap();
+    assert!(
+        reason.starts_with("the fleet log went back: it held 0 revision(s)"),
+        "{reason}"
+    );
+    let history = fleet.client(0).history("shop", 100).await.unwrap();
+    let alarms = history
+        .revisions
+        .iter()
+        .filter(|r| r.kind == switchyard::control::record::ChangeKind::FleetLogWentBack)
+        .count();
+    assert_eq!(alarms, 1, "{history:#?}");
 }

@@ -596,6 +596,7 @@ pub mod hooks;
 pub mod json_upstream;
 pub mod nats;
 pub mod prometheus;
+pub mod signed_receiver;
 
 const CHROMIUM: &str = "/usr/bin/chromium";
 

@@ -10,6 +10,7 @@
 //! change will follow.
 
 use super::command::Change;
+use super::fleet_alarm::WentBack;
 use super::journal::{self, GENESIS};
 use super::record::{ChangeKind, Origin, RevisionRecord};
 use super::writer::{Commands, Request, Writer};
@@ -42,6 +43,11 @@ pub(crate) struct FleetLink {
     /// Aborts waiting for the log, oldest first (at most one per service), as planned;
     /// kept in `pending.jsonl` too, so a restart during the outage keeps them.
     held: Mutex<Vec<RevisionRecord>>,
+    /// The log went back, as this instance noticed it (until it joins the log again).
+    went_back: Mutex<Option<WentBack>>,
+    /// This instance carried the log on after it went back: the alarm to record
+    /// (`fleet_alarm`), kept until it is.
+    alarm_due: Mutex<Option<WentBack>>,
 }
 
 /// Why revisions were not recorded.
@@ -76,7 +82,43 @@ impl FleetLink {
             reconciled: AtomicBool::new(false),
             instance: instance.to_string(),
             held: Mutex::new(held),
+            went_back: Mutex::default(),
+            alarm_due: Mutex::default(),
         }
+    }
+
+    pub(crate) fn instance(&self) -> &str {
+        &self.instance
+    }
+
+    /// Notes a log that went back; the first noticed stands until this instance joins again.
+    fn notice_went_back(&self, went_back: WentBack) {
+        let mut noticed = self
+            .went_back
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        noticed.get_or_insert(went_back);
+    }
+
+    fn take_went_back(&self) -> Option<WentBack> {
+        self.went_back
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
+    }
+
+    pub(crate) fn alarm_due(&self) -> Option<WentBack> {
+        *self
+            .alarm_due
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    pub(crate) fn set_alarm_due(&self, alarm: Option<WentBack>) {
+        *self
+            .alarm_due
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = alarm;
     }
 
     fn refusal(&self, err: &LogError) -> String {
@@ -509,6 +551,7 @@ impl Writer {
             self.commit(None, &caught_up);
             let reconciled = self.reconcile_once().await;
             self.flush_held().await;
+            self.record_went_back().await;
             return reconciled;
         }
         let last = fleet.log.last().await.map_err(|err| err.to_string())?;
@@ -521,8 +564,17 @@ impl Writer {
         };
         if revision > 0 && last < revision && self.log_is_prefix(fleet, &cached, last).await? {
             // The log is behind this cache (a new or lost store, or a member less advanced
-            // re-seeded it first) and a prefix of it: the cache carries it on.
+            // re-seeded it first) and a prefix of it: the cache carries it on. An empty log
+            // at start may be a fleet's first (seeded from a standalone journal): only one
+            // that holds something, or one seen going back, raises the alarm.
             self.seed(fleet, cached, last).await?;
+            let found = (last > 0).then_some(WentBack {
+                log_held: last,
+                cache_had: revision,
+            });
+            if let Some(went_back) = fleet.take_went_back().or(found) {
+                fleet.set_alarm_due(Some(went_back));
+            }
         } else if revision > 0 {
             let ours = cached
                 .last()
@@ -546,11 +598,14 @@ impl Writer {
         }
         fleet.joined.store(true, Ordering::Release);
         fleet.log.set_alarm(None);
+        // Carried on by another member, or not behind after all: not this one's alarm.
+        fleet.take_went_back();
         self.log_reaches(last);
         let caught_up: Vec<_> = self.catch_up().await.into_iter().map(|(_, r)| r).collect();
         self.commit(None, &caught_up);
         self.reconcile_once().await?;
         self.flush_held().await;
+        self.record_went_back().await;
         Ok(())
     }
 
@@ -665,6 +720,10 @@ impl Writer {
         );
         tracing::error!("{why}");
         fleet.log.set_alarm(Some(why));
+        fleet.notice_went_back(WentBack {
+            log_held: last,
+            cache_had: position,
+        });
         fleet.joined.store(false, Ordering::Release);
         true
     }

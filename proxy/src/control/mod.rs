@@ -5,6 +5,7 @@
 pub mod change;
 pub mod command;
 pub mod error;
+mod fleet_alarm;
 mod fleet_link;
 pub mod hooks;
 pub mod journal;

@@ -63,6 +63,10 @@ pub enum ChangeKind {
     ApprovalNeeded,
     /// An operator approved a rollout's step that waits for approval (routing unchanged).
     Approved,
+    /// The fleet log held fewer revisions than this instance had read (NATS lost its
+    /// store, or a backup was restored): this instance carried it on from its cache, every
+    /// abort and latch kept (routing unchanged; the alarm).
+    FleetLogWentBack,
 }
 
 impl ChangeKind {
@@ -87,6 +91,7 @@ impl ChangeKind {
             ChangeKind::CutbackHeld => "cutback_held",
             ChangeKind::ApprovalNeeded => "approval_needed",
             ChangeKind::Approved => "approved",
+            ChangeKind::FleetLogWentBack => "fleet_log_went_back",
         }
     }
 }

@@ -557,29 +557,44 @@ impl Writer {
         kind: ChangeKind,
         origin: Origin,
     ) -> Result<RevisionRecord, ControlError> {
+        let written = self.note_each(&[service.to_string()], kind, origin).await?;
+        written
+            .into_iter()
+            .next()
+            .ok_or_else(|| ControlError::NotRecorded("journal returned no record".into()))
+    }
+
+    /// One revision of `kind` for each of `services`, routing as it is, written together.
+    pub(crate) async fn note_each(
+        &self,
+        services: &[String],
+        kind: ChangeKind,
+        origin: Origin,
+    ) -> Result<Vec<RevisionRecord>, ControlError> {
         for _ in 0..super::fleet_link::MAX_RACES {
             let records = {
                 let state = self.shared.lock();
-                let current = state
-                    .services
-                    .get(service)
-                    .ok_or_else(|| unknown_service(&state, service))?;
-                let plan = PlannedRevision {
-                    service: service.to_string(),
-                    kind,
-                    old: Some(current.clone()),
-                    new: Some(current.clone()),
-                    declared: None,
-                    origin: origin.clone(),
-                };
-                state.records(vec![plan], &state.config)
+                let mut plans = Vec::new();
+                for service in services {
+                    let current = state
+                        .services
+                        .get(service)
+                        .ok_or_else(|| unknown_service(&state, service))?;
+                    plans.push(PlannedRevision {
+                        service: service.clone(),
+                        kind,
+                        old: Some(current.clone()),
+                        new: Some(current.clone()),
+                        declared: None,
+                        origin: origin.clone(),
+                    });
+                }
+                state.records(plans, &state.config)
             };
             match self.record(records).await {
                 Ok(written) => {
                     self.commit(None, &written);
-                    return written.into_iter().next().ok_or_else(|| {
-                        ControlError::NotRecorded("journal returned no record".into())
-                    });
+                    return Ok(written);
                 }
                 // Caught up already: number it again after what the log holds now.
                 Err(Recording::Behind { .. }) => {}

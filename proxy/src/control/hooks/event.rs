@@ -17,8 +17,8 @@ pub enum EventType {
     Incident,
     /// The checks of the version taking the traffic, run after a change.
     Validation,
-    /// A version was found bad but the cutback is held (the return point fails its checks):
-    /// someone must act.
+    /// Someone must act: a version was found bad but the cutback is held (the return point
+    /// fails its checks), or the fleet log went back and was carried on from a cache.
     Alarm,
     /// A rollout step waits for `ctl approve`.
     ApprovalNeeded,
@@ -28,7 +28,7 @@ impl EventType {
     pub fn of(record: &RevisionRecord) -> EventType {
         match record.kind {
             ChangeKind::Validated => EventType::Validation,
-            ChangeKind::CutbackHeld => EventType::Alarm,
+            ChangeKind::CutbackHeld | ChangeKind::FleetLogWentBack => EventType::Alarm,
             ChangeKind::ApprovalNeeded => EventType::ApprovalNeeded,
             _ if record.evidence.is_some() => EventType::Incident,
             _ => EventType::Revision,
@@ -166,6 +166,12 @@ mod tests {
             ("validated", None, "validation"),
             ("cutback_held", None, "alarm"),
             ("approval_needed", None, "approval_needed"),
+            ("fleet_log_went_back", None, "alarm"),
+            (
+                "fleet_log_went_back",
+                Some(serde_json::json!({"rule": "fleet_log_went_back"})),
+                "alarm",
+            ),
         ] {
             let record = record(kind, evidence);
             assert_eq!(EventType::of(&record).label(), expected, "{kind}");
