@@ -74,6 +74,17 @@ async fn bad_requests_over_the_socket_change_nothing() {
     let proxy = start(&setup).await;
     let before = fingerprint(&setup, &proxy).await;
     let big = format!("{{\"reason\":\"{}\"}}", "x".repeat(70 * 1024));
+    let big_order = format!(
+        "{{\"command\":{{\"type\":\"reload\"}},\"reason\":\"{}\"}}",
+        "x".repeat(70 * 1024)
+    );
+    // Deep nesting where serde skips a field it does not know (a release's spec takes
+    // fields of later releases): refused at serde_json's recursion limit, no stack overflow.
+    let deep = format!(
+        "{{\"command\":{{\"type\":\"change\",\"service\":\"shop\",\"change\":{{\"action\":\"release\",\"version\":\"v9\",\"spec\":{{\"endpoints\":[\"127.0.0.1:1\"],\"later\":{}1{}}}}}}}}}",
+        "[".repeat(5000),
+        "]".repeat(5000)
+    );
     let cases: Vec<(Method, &str, &str, StatusCode, &str)> = vec![
         (
             Method::PUT,
@@ -150,7 +161,7 @@ async fn bad_requests_over_the_socket_change_nothing() {
             "/services/shop/weights",
             "",
             StatusCode::BAD_REQUEST,
-            "needs a \"weights\" field",
+            "missing field `weights`",
         ),
         (
             Method::PUT,
@@ -171,7 +182,7 @@ async fn bad_requests_over_the_socket_change_nothing() {
             "/services/shop/promote",
             r#"{"version":"canary"}"#,
             StatusCode::BAD_REQUEST,
-            "only actor and reason",
+            "unknown field `version`",
         ),
         (
             Method::POST,
@@ -221,6 +232,112 @@ async fn bad_requests_over_the_socket_change_nothing() {
             "",
             StatusCode::NOT_FOUND,
             "no such endpoint",
+        ),
+        // `POST /commands`, the body an `Order`, as an attacker would write it.
+        (
+            Method::POST,
+            "/commands",
+            "",
+            StatusCode::BAD_REQUEST,
+            "the body is an order",
+        ),
+        (
+            Method::POST,
+            "/commands",
+            r#"{"command":{"type":"explode","service":"shop"}}"#,
+            StatusCode::BAD_REQUEST,
+            "unknown variant `explode`",
+        ),
+        (
+            Method::POST,
+            "/commands",
+            r#"{"command":{"type":"change","service":"shop","change":{"action":"weights","weights":{"blue":1},"stable":"canary"}}}"#,
+            StatusCode::BAD_REQUEST,
+            "unknown field `stable`",
+        ),
+        (
+            Method::POST,
+            "/commands",
+            r#"{"command":{"type":"change","service":"shop","change":{"action":"promote","version":"canary"}}}"#,
+            StatusCode::BAD_REQUEST,
+            "unknown field `version`",
+        ),
+        (
+            Method::POST,
+            "/commands",
+            r#"{"command":{"type":"reload","config":"/etc/passwd"}}"#,
+            StatusCode::BAD_REQUEST,
+            "unknown field `config`",
+        ),
+        (
+            Method::POST,
+            "/commands",
+            r#"{"command":{"type":"reload"},"actor":"eve","sudo":true}"#,
+            StatusCode::BAD_REQUEST,
+            "unknown field `sudo`",
+        ),
+        (
+            Method::POST,
+            "/commands",
+            r#"{"command":{"type":"change","service":"shop","change":{"action":"switch","version":["canary"]}}}"#,
+            StatusCode::BAD_REQUEST,
+            "bad request body",
+        ),
+        (
+            Method::POST,
+            "/commands",
+            r#"{"command":{"type":"change","service":"shop","change":{"action":"weights","weights":{"blue":18446744073709551616}}}}"#,
+            StatusCode::BAD_REQUEST,
+            "bad request body",
+        ),
+        (
+            Method::POST,
+            "/commands",
+            &deep,
+            StatusCode::BAD_REQUEST,
+            "recursion limit",
+        ),
+        (
+            Method::POST,
+            "/commands",
+            &big_order,
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "over 65536 bytes",
+        ),
+        (
+            Method::POST,
+            "/commands",
+            r#"{"command":{"type":"change","service":"nope","change":{"action":"abort"}}}"#,
+            StatusCode::NOT_FOUND,
+            "no service \"nope\"",
+        ),
+        (
+            Method::POST,
+            "/commands",
+            r#"{"command":{"type":"change","service":"shop","change":{"action":"abort"}},"actor":"eve\nroot"}"#,
+            StatusCode::BAD_REQUEST,
+            "actor must be",
+        ),
+        (
+            Method::POST,
+            "/commands",
+            r#"{"command":{"type":"rollout","service":"shop","action":"approve"}}"#,
+            StatusCode::BAD_REQUEST,
+            "a command of its own",
+        ),
+        (
+            Method::POST,
+            "/commands",
+            r#"{"command":{"type":"approve","service":"shop"},"force":true}"#,
+            StatusCode::BAD_REQUEST,
+            "takes no force",
+        ),
+        (
+            Method::GET,
+            "/commands",
+            "",
+            StatusCode::METHOD_NOT_ALLOWED,
+            "use POST",
         ),
         (
             Method::GET,
@@ -389,19 +506,15 @@ async fn tcp_reads_are_open_and_changes_need_the_token() {
         StatusCode::UNAUTHORIZED,
         "wrong bearer token",
     );
+    let order = r#"{"command":{"type":"change","service":"shop","change":{"action":"abort"}}}"#;
     for (token, expected) in [
         (None, "Authorization: Bearer"),
         (Some("wrong"), "wrong bearer token"),
     ] {
-        let (status, body) = tcp(
-            addr,
-            Method::POST,
-            "/services/shop/rollout/start",
-            token,
-            "",
-        )
-        .await;
-        assert_one_line_error(status, &body, StatusCode::UNAUTHORIZED, expected);
+        for (path, body) in [("/services/shop/rollout/start", ""), ("/commands", order)] {
+            let (status, body) = tcp(addr, Method::POST, path, token, body).await;
+            assert_one_line_error(status, &body, StatusCode::UNAUTHORIZED, expected);
+        }
     }
     assert_eq!(fingerprint(&setup, &proxy).await, before);
 

@@ -49,7 +49,7 @@ async fn the_status_page_shows_weights_history_guard_rollout_and_incidents_in_a_
         .unwrap();
     proxy
         .controller
-        .apply("shop", Change::Freeze, Origin::new("page-tester", ""))
+        .apply("shop", Change::Freeze {}, Origin::new("page-tester", ""))
         .await
         .unwrap();
 

@@ -1,23 +1,24 @@
-//! The admin API on the wire, shared by the server and the `ctl` client: how a `Command`
-//! travels as HTTP (method, path, JSON body), the answers, and the one place where a
-//! refusal becomes an HTTP status.
+//! The admin API on the wire, shared by the server and the `ctl` client: the answers, and
+//! the one place where a refusal becomes an HTTP status. A command travels as an `Order`
+//! (`POST /commands`); `admin::rest` reads the older per-verb paths into the same `Order`.
 
-use crate::config::runtime::RuntimeVersion;
 use crate::config::Release;
-use crate::control::command::{Change, Command, Order, RolloutAction};
 use crate::control::error::ControlError;
 use crate::control::record::RevisionRecord;
 use crate::guard::incident::Incident;
 use crate::guard::judge::VerdictKind;
 use crate::verify::ReturnPoint;
-use http::{Method, StatusCode};
+use http::StatusCode;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
 pub use crate::control::{JournalOutage, ReloadResponse};
+
+/// Where an `Order` (a command with who and why) is POSTed.
+pub const COMMANDS_PATH: &str = "/commands";
 pub use crate::rollout::RolloutStatus;
 
-/// Body of every mutating call. Which fields an endpoint needs: `weights` for
+/// Body of the per-verb paths (`admin::rest`). Which fields a verb needs: `weights` for
 /// `PUT /services/{svc}/weights`, `version` for `switch`, optional `to` for `rollback`;
 /// rollout commands and reload take only actor and reason.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -203,208 +204,6 @@ impl From<ControlError> for ApiError {
             }
             ControlError::NotRecorded(_) | ControlError::Stopped => ApiError::Internal(message),
             ControlError::NotCaughtUp(_) => ApiError::Unavailable(message),
-        }
-    }
-}
-
-/// The method and path that carry `command`.
-pub fn route(command: &Command) -> (Method, String) {
-    match command {
-        Command::Change { service, change } => (
-            change_method(change.verb()),
-            format!("/services/{service}/{}", change.verb()),
-        ),
-        Command::Rollout { service, action } => (
-            Method::POST,
-            format!("/services/{service}/rollout/{}", action.verb()),
-        ),
-        Command::Approve { service } => (Method::POST, format!("/services/{service}/approve")),
-        Command::Reload => (Method::POST, "/reload".to_string()),
-    }
-}
-
-/// The method of a change: PUT for `weights` (it replaces them whole), else POST.
-pub fn change_method(verb: &str) -> Method {
-    match verb {
-        "weights" => Method::PUT,
-        _ => Method::POST,
-    }
-}
-
-/// The body that carries `order` (its command's own fields, who and why).
-pub fn body(order: &Order) -> ChangeRequest {
-    let mut body = ChangeRequest {
-        actor: Some(order.actor.clone()),
-        reason: Some(order.reason.clone()).filter(|r| !r.is_empty()),
-        force: order.force,
-        ..ChangeRequest::default()
-    };
-    if let Command::Change { change, .. } = &order.command {
-        match change {
-            Change::Weights { weights } => body.weights = Some(weights.clone()),
-            Change::Switch { version } => body.version = Some(version.clone()),
-            Change::Rollback { to } => body.to = *to,
-            Change::Release { version, spec } => {
-                body.version = Some(version.clone());
-                body.endpoints = Some(spec.endpoints.clone());
-                body.protocol = Some(spec.protocol.clone()).filter(|p| !p.is_empty());
-                body.release = Some(spec.release.clone()).filter(|r| !r.is_empty());
-                body.rollout = spec.rollout;
-            }
-            Change::Retire { version } => body.version = Some(version.clone()),
-            _ => {}
-        }
-    }
-    body
-}
-
-/// The change `verb` asks for with `body`'s fields; refuses missing and unused ones.
-pub fn change(verb: &str, body: &ChangeRequest) -> Result<Change, ApiError> {
-    let missing =
-        |field: &str| ApiError::BadRequest(format!("{verb} needs a \"{field}\" field in the body"));
-    let change = match verb {
-        "weights" => Change::Weights {
-            weights: body.weights.clone().ok_or_else(|| missing("weights"))?,
-        },
-        "switch" => Change::Switch {
-            version: body.version.clone().ok_or_else(|| missing("version"))?,
-        },
-        "promote" => Change::Promote,
-        "abort" => Change::Abort,
-        "resume" => Change::Resume,
-        "rollback" => Change::Rollback { to: body.to },
-        "freeze" => Change::Freeze,
-        "unfreeze" => Change::Unfreeze,
-        "release" => Change::Release {
-            version: body.version.clone().ok_or_else(|| missing("version"))?,
-            spec: Box::new(RuntimeVersion {
-                endpoints: body.endpoints.clone().ok_or_else(|| missing("endpoints"))?,
-                protocol: body.protocol.clone().unwrap_or_default(),
-                release: body.release.clone().unwrap_or_default(),
-                rollout: body.rollout,
-                addrs: Vec::new(),
-            }),
-        },
-        "retire" => Change::Retire {
-            version: body.version.clone().ok_or_else(|| missing("version"))?,
-        },
-        other => return Err(ApiError::NotFound(format!("no such action {other:?}"))),
-    };
-    let release_fields = body.endpoints.is_some()
-        || body.protocol.is_some()
-        || body.release.is_some()
-        || body.rollout;
-    let unused = match &change {
-        Change::Weights { .. } => body.version.is_some() || body.to.is_some() || release_fields,
-        Change::Switch { .. } | Change::Retire { .. } => {
-            body.weights.is_some() || body.to.is_some() || release_fields
-        }
-        Change::Rollback { .. } => {
-            body.weights.is_some() || body.version.is_some() || release_fields
-        }
-        Change::Release { .. } => body.weights.is_some() || body.to.is_some(),
-        _ => {
-            body.weights.is_some() || body.version.is_some() || body.to.is_some() || release_fields
-        }
-    };
-    if unused {
-        return Err(ApiError::BadRequest(format!(
-            "{verb} takes only actor and reason (and force) besides its own field"
-        )));
-    }
-    Ok(change)
-}
-
-/// The rollout action `verb` names.
-pub fn rollout_action(verb: &str) -> Result<RolloutAction, ApiError> {
-    RolloutAction::ALL
-        .into_iter()
-        .find(|action| action.verb() == verb)
-        .ok_or_else(|| {
-            ApiError::NotFound(format!("no rollout action {verb:?} (start, pause, resume)"))
-        })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn bodies_map_to_changes_and_back() {
-        let request = ChangeRequest {
-            version: Some("green".into()),
-            ..ChangeRequest::default()
-        };
-        let switch = Change::Switch {
-            version: "green".into(),
-        };
-        assert_eq!(change("switch", &request).unwrap(), switch);
-        assert!(change("weights", &request).is_err());
-        assert!(change("promote", &request).is_err());
-        assert!(change("explode", &ChangeRequest::default()).is_err());
-        let order = Order {
-            command: Command::Change {
-                service: "shop".into(),
-                change: switch.clone(),
-            },
-            actor: "ann".into(),
-            reason: String::new(),
-            force: true,
-        };
-        let sent = body(&order);
-        assert_eq!(change("switch", &sent).unwrap(), switch);
-        assert!(sent.force);
-        assert_eq!(
-            route(&order.command),
-            (Method::POST, "/services/shop/switch".to_string())
-        );
-    }
-
-    #[test]
-    fn every_verb_routes_to_itself() {
-        for verb in Change::VERBS {
-            let body = ChangeRequest {
-                weights: (verb == "weights").then(|| BTreeMap::from([("blue".into(), 1)])),
-                version: ["switch", "release", "retire"]
-                    .contains(&verb)
-                    .then(|| "blue".into()),
-                endpoints: (verb == "release").then(|| vec!["127.0.0.1:1".into()]),
-                ..ChangeRequest::default()
-            };
-            let decoded = change(verb, &body).unwrap();
-            assert_eq!(decoded.verb(), verb);
-            let command = Command::Change {
-                service: "shop".into(),
-                change: decoded,
-            };
-            assert_eq!(route(&command).1, format!("/services/shop/{verb}"));
-        }
-        for action in RolloutAction::ALL {
-            assert_eq!(rollout_action(action.verb()).unwrap(), action);
-        }
-    }
-
-    #[test]
-    fn the_command_enum_is_tagged_json() {
-        let command = Command::Change {
-            service: "shop".into(),
-            change: Change::Weights {
-                weights: BTreeMap::from([("blue".into(), 9)]),
-            },
-        };
-        let text = serde_json::to_string(&command).unwrap();
-        assert_eq!(
-            text,
-            r#"{"command":"change","service":"shop","change":{"action":"weights","weights":{"blue":9}}}"#
-        );
-        assert_eq!(serde_json::from_str::<Command>(&text).unwrap(), command);
-        for bad in [
-            r#"{"command":"change","service":"shop","change":{"action":"weights","weights":{},"x":1}}"#,
-            r#"{"command":"change","service":"shop","x":1,"change":{"action":"promote"}}"#,
-            r#"{"command":"change","service":"shop","change":{"action":"explode"}}"#,
-            r#"{"command":"explode"}"#,
-        ] {
-            assert!(serde_json::from_str::<Command>(bad).is_err(), "{bad}");
         }
     }
 }

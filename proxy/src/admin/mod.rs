@@ -2,9 +2,11 @@
 //! and a self-refreshing status page at `/`.
 
 pub mod api;
+mod commands;
 mod context;
 mod metrics;
 mod release;
+pub mod rest;
 mod routes;
 mod server;
 mod status;

@@ -1,11 +1,10 @@
 //! Admin API routing: paths to handlers, size-bounded JSON bodies, bearer checks on TCP.
 
-use super::api::{self, ApiError, ChangeRequest, ErrorBody, HistoryResponse, IncidentsResponse};
-use super::context::AdminContext;
-use super::{metrics, status};
-use crate::control::command::{Change, RolloutAction};
-use crate::control::record::Origin;
-use crate::control::{ReloadError, RoutingControl};
+use super::api::{ApiError, ChangeRequest, ErrorBody, HistoryResponse, IncidentsResponse};
+use super::context::{AdminContext, Parts};
+use super::{commands, metrics, rest, status};
+use crate::control::command::{Command, Order};
+use crate::control::RoutingControl;
 use bytes::Bytes;
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
@@ -88,29 +87,20 @@ async fn route(
                 text.into(),
             ))
         }
+        ["commands"] => {
+            only(&method, &Method::POST)?;
+            authorize(context, transport, &request)?;
+            let order: Order = read_json(request).await?.ok_or_else(|| {
+                ApiError::BadRequest("the body is an order: {\"command\": {\"type\": ...}, \"actor\": ..., \"reason\": ...}".into())
+            })?;
+            answer(parts, order).await
+        }
         ["reload"] => {
             only(&method, &Method::POST)?;
             authorize(context, transport, &request)?;
-            let body: ChangeRequest = read_json(request).await?;
-            only_who_and_why("reload", &body, true)?;
-            let origin = origin(body.actor, body.reason)?;
-            let reason = match origin.reason.as_str() {
-                "" => format!("reload requested by {}", origin.actor),
-                why => format!("reload requested by {}: {why}", origin.actor),
-            };
-            let reloaded = controller
-                .reload(Origin::new("reload", reason).forced(body.force))
-                .await
-                .map_err(|err| match err {
-                    ReloadError::Config(_) => {
-                        ApiError::BadRequest(format!("reload rejected, nothing changed: {err}"))
-                    }
-                    ReloadError::Refused(_) => ApiError::Conflict(err.to_string()),
-                    ReloadError::Journal(_) | ReloadError::Stopped => {
-                        ApiError::Internal(err.to_string())
-                    }
-                })?;
-            Ok(json(StatusCode::OK, &reloaded))
+            let body = read_envelope(request).await?;
+            rest::only_who_and_why("reload", &body, true)?;
+            answer(parts, rest::order(Command::Reload {}, &body)).await
         }
         ["incidents"] => {
             only(&method, &Method::GET)?;
@@ -124,25 +114,22 @@ async fn route(
         ["services", service, "rollout", action] => {
             only(&method, &Method::POST)?;
             authorize(context, transport, &request)?;
-            let (service, action) = (service.to_string(), api::rollout_action(action)?);
-            let body: ChangeRequest = read_json(request).await?;
-            only_who_and_why("rollout commands", &body, true)?;
-            let origin = origin(body.actor, body.reason)?.forced(body.force);
-            let status = parts.rollouts.command(&service, action, origin).await?;
-            Ok(json(StatusCode::OK, &status))
+            let (service, action) = (service.to_string(), rest::rollout_action(action)?);
+            let body = read_envelope(request).await?;
+            rest::only_who_and_why("rollout commands", &body, true)?;
+            answer(
+                parts,
+                rest::order(Command::Rollout { service, action }, &body),
+            )
+            .await
         }
         ["services", service, "approve"] => {
             only(&method, &Method::POST)?;
             authorize(context, transport, &request)?;
             let service = service.to_string();
-            let body: ChangeRequest = read_json(request).await?;
-            only_who_and_why("approve", &body, false)?;
-            let origin = origin(body.actor, body.reason)?;
-            let status = parts
-                .rollouts
-                .command(&service, RolloutAction::Approve, origin)
-                .await?;
-            Ok(json(StatusCode::OK, &status))
+            let body = read_envelope(request).await?;
+            rest::only_who_and_why("approve", &body, false)?;
+            answer(parts, rest::order(Command::Approve { service }, &body)).await
         }
         ["services", service] => {
             only(&method, &Method::GET)?;
@@ -153,7 +140,8 @@ async fn route(
             only(&method, &Method::POST)?;
             // Not a change, but it sends requests to upstreams: a mutation's authority.
             authorize(context, transport, &request)?;
-            let request: crate::verify::ChecksRequest = read_json(request).await?;
+            let request: crate::verify::ChecksRequest =
+                read_json(request).await?.unwrap_or_default();
             let table = controller.plane.table.load_full();
             let verifier = &parts.verified.verifier;
             let found =
@@ -182,20 +170,17 @@ async fn route(
                 &HistoryResponse { service, revisions },
             ))
         }
-        ["services", service, verb] if Change::VERBS.contains(verb) => {
-            only(&method, &api::change_method(verb))?;
+        ["services", service, verb] if method == Method::PUT || method == Method::POST => {
             authorize(context, transport, &request)?;
             let (service, verb) = (service.to_string(), verb.to_string());
-            let body: ChangeRequest = read_json(request).await?;
-            let change = api::change(&verb, &body)?;
-            let origin = origin(body.actor, body.reason)?.forced(body.force);
-            let record = match change {
-                Change::Release { version, spec } => {
-                    super::release::release(parts, &service, version, spec, origin).await?
-                }
-                change => parts.verified.change(&service, change, origin).await?,
-            };
-            Ok(json(StatusCode::OK, &record))
+            let body = read_envelope(request).await?;
+            let change = rest::change(&verb, &body)?;
+            only(&method, &rest::method_of(&change))?;
+            answer(
+                parts,
+                rest::order(Command::Change { service, change }, &body),
+            )
+            .await
         }
         _ => Err(ApiError::NotFound(format!(
             "no such endpoint: {method} {path}"
@@ -238,9 +223,8 @@ fn authorize(
     }
 }
 
-async fn read_json<T: DeserializeOwned + Default>(
-    request: Request<Incoming>,
-) -> Result<T, ApiError> {
+/// The JSON body, none when it is empty.
+async fn read_json<T: DeserializeOwned>(request: Request<Incoming>) -> Result<Option<T>, ApiError> {
     let too_large = || ApiError::TooLarge(format!("request body is over {MAX_BODY_BYTES} bytes"));
     let declared = request
         .headers()
@@ -259,45 +243,20 @@ async fn read_json<T: DeserializeOwned + Default>(
         })?
         .to_bytes();
     if bytes.iter().all(u8::is_ascii_whitespace) {
-        return Ok(T::default());
+        return Ok(None);
     }
     serde_json::from_slice(&bytes)
+        .map(Some)
         .map_err(|err| ApiError::BadRequest(format!("bad request body: {err}")))
 }
 
-/// Refuses a body with fields besides actor and reason (and `force`, where a pre-flight
-/// gate may refuse the command).
-fn only_who_and_why(what: &str, body: &ChangeRequest, gated: bool) -> Result<(), ApiError> {
-    let who_and_why = ChangeRequest {
-        actor: body.actor.clone(),
-        reason: body.reason.clone(),
-        force: body.force && gated,
-        ..ChangeRequest::default()
-    };
-    match *body == who_and_why {
-        true => Ok(()),
-        false => Err(ApiError::BadRequest(format!(
-            "{what} take only actor and reason{}",
-            if gated { " (and force)" } else { "" }
-        ))),
-    }
+/// A per-verb path's body; empty is who and why left out.
+async fn read_envelope(request: Request<Incoming>) -> Result<ChangeRequest, ApiError> {
+    Ok(read_json(request).await?.unwrap_or_default())
 }
 
-/// Who and why, checked: one line each, so history stays readable.
-fn origin(actor: Option<String>, reason: Option<String>) -> Result<Origin, ApiError> {
-    let actor = actor.unwrap_or_else(|| "api".to_string());
-    let reason = reason.unwrap_or_default();
-    if actor.is_empty() || actor.chars().count() > 64 || actor.chars().any(char::is_control) {
-        return Err(ApiError::BadRequest(
-            "actor must be 1 to 64 characters, without control characters".into(),
-        ));
-    }
-    if reason.chars().count() > 1024 || reason.chars().any(char::is_control) {
-        return Err(ApiError::BadRequest(
-            "reason must be one line of at most 1024 characters".into(),
-        ));
-    }
-    Ok(Origin::new(actor, reason))
+async fn answer(parts: &Parts, order: Order) -> Result<Reply, ApiError> {
+    Ok(json(StatusCode::OK, &commands::run(parts, order).await?))
 }
 
 fn history_limit(query: Option<&str>) -> Result<usize, ApiError> {

@@ -276,7 +276,7 @@ async fn abort<C: RoutingControl>(
         .with_evidence(evidence.clone());
     let record = match analysis
         .control
-        .change(service, Change::Abort, origin)
+        .change(service, Change::Abort {}, origin)
         .await
     {
         Ok(record) => record,

@@ -27,7 +27,7 @@ pub fn next_state(
             known_version(service, version)?;
             single_version(&mut next, version);
         }
-        Change::Promote => {
+        Change::Promote {} => {
             let canaries: Vec<&String> = current
                 .weights
                 .iter()
@@ -50,12 +50,12 @@ pub fn next_state(
                 }
             }
         }
-        Change::Abort => next.latched = true,
-        Change::Resume => next.latched = false,
+        Change::Abort {} => next.latched = true,
+        Change::Resume {} => next.latched = false,
         Change::Release { version, spec } => runtime::release(service, &mut next, version, spec)?,
         Change::Retire { version } => runtime::retire(service, &mut next, version)?,
-        Change::Freeze => next.frozen = true,
-        Change::Unfreeze => next.frozen = false,
+        Change::Freeze {} => next.frozen = true,
+        Change::Unfreeze {} => next.frozen = false,
         Change::Rollback { to } => {
             let target = rollback_target(name, current, *to, history)?;
             for version in target.weights.keys().chain(std::iter::once(&target.stable)) {

@@ -104,7 +104,7 @@ fn switch_and_promote_move_everything_and_keep_the_latch() {
     let mut green = state("green", &[("green", 100)]);
     green.latched = true;
     assert_eq!(switched, green, "only resume lifts a latch");
-    let promoted = next(&service(), &current, &Change::Promote, &[]).unwrap();
+    let promoted = next(&service(), &current, &Change::Promote {}, &[]).unwrap();
     let mut canary = state("canary", &[("canary", 100)]);
     canary.latched = true;
     assert_eq!(promoted, canary);
@@ -113,21 +113,21 @@ fn switch_and_promote_move_everything_and_keep_the_latch() {
 #[test]
 fn promote_needs_exactly_one_canary() {
     let only_stable = state("blue", &[("blue", 100), ("canary", 0)]);
-    let err = next(&service(), &only_stable, &Change::Promote, &[]).unwrap_err();
+    let err = next(&service(), &only_stable, &Change::Promote {}, &[]).unwrap_err();
     assert!(err.to_string().contains("no canary"), "{err}");
     let two = state("blue", &[("blue", 90), ("canary", 5), ("green", 5)]);
-    let err = next(&service(), &two, &Change::Promote, &[]).unwrap_err();
+    let err = next(&service(), &two, &Change::Promote {}, &[]).unwrap_err();
     assert!(err.to_string().contains("use switch"), "{err}");
 }
 
 #[test]
 fn abort_latches_and_resume_unlatches() {
     let current = state("blue", &[("blue", 95), ("canary", 5)]);
-    let aborted = next(&service(), &current, &Change::Abort, &[]).unwrap();
+    let aborted = next(&service(), &current, &Change::Abort {}, &[]).unwrap();
     assert!(aborted.latched);
-    let err = next(&service(), &aborted, &Change::Abort, &[]).unwrap_err();
+    let err = next(&service(), &aborted, &Change::Abort {}, &[]).unwrap_err();
     assert!(err.to_string().contains("no change"), "{err}");
-    let resumed = next(&service(), &aborted, &Change::Resume, &[]).unwrap();
+    let resumed = next(&service(), &aborted, &Change::Resume {}, &[]).unwrap();
     assert_eq!(resumed, current);
 }
 
@@ -177,11 +177,11 @@ fn frozen_refuses_rises_toward_non_stable_versions_only() {
         &[]
     )
     .is_ok());
-    assert!(next(&service, &current, &Change::Promote, &[]).is_err());
-    assert!(next(&service, &current, &Change::Abort, &[]).is_ok());
+    assert!(next(&service, &current, &Change::Promote {}, &[]).is_err());
+    assert!(next(&service, &current, &Change::Abort {}, &[]).is_ok());
     let mut latched = current.clone();
     latched.latched = true;
-    let err = next(&service, &latched, &Change::Resume, &[]).unwrap_err();
+    let err = next(&service, &latched, &Change::Resume {}, &[]).unwrap_err();
     assert!(err.to_string().contains("frozen"), "{err}");
 }
 

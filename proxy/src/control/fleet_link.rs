@@ -512,7 +512,7 @@ impl Writer {
                 applied_at: Some(UNIX_EPOCH + Duration::from_millis(abort.time_ms)),
             };
             match self
-                .apply(&abort.service, Change::Abort, origin, None)
+                .apply(&abort.service, Change::Abort {}, origin, None)
                 .await
             {
                 Ok(record) => {

@@ -261,7 +261,7 @@ impl Commands {
         let request = command(reply);
         let lane = match &request {
             Request::Apply {
-                change: Change::Abort,
+                change: Change::Abort {},
                 ..
             } => &self.safety,
             _ => &self.others,
@@ -491,7 +491,7 @@ impl Writer {
             ControlError::NotRecorded(format!("change not recorded, routing unchanged: {why}"))
         };
         let flushed = self.flush().await.map_err(|err| unwritable(&err));
-        if let (Err(why), false) = (&flushed, change == Change::Abort) {
+        if let (Err(why), false) = (&flushed, change == Change::Abort {}) {
             return Err(refused(why));
         }
         for _ in 0..super::fleet_link::MAX_RACES {
@@ -516,7 +516,7 @@ impl Writer {
                 Err(Recording::Behind { .. }) => {}
                 // Safety never waits: in force now, recorded as soon as it can be.
                 Err(Recording::Offline(why) | Recording::Failed(why))
-                    if change == Change::Abort =>
+                    if change == Change::Abort {} =>
                 {
                     return self.hold(records).ok_or_else(|| refused(&why));
                 }
@@ -526,7 +526,7 @@ impl Writer {
         let why = "the fleet log kept moving on";
         match change {
             // Whatever the log does, an abort is in force here at once.
-            Change::Abort => {
+            Change::Abort {} => {
                 let records = self.plan(service, &change, &origin)?;
                 self.hold(records).ok_or_else(|| refused(why))
             }

@@ -70,11 +70,11 @@ async fn an_abort_waits_for_the_journal_and_is_written_on_the_next_retry() {
     let dir = tempfile::tempdir().unwrap();
     let (commands, shared, faults) = writer(dir.path());
     faults.set_full(true);
-    let abort = apply(&commands, Change::Abort).await.unwrap();
+    let abort = apply(&commands, Change::Abort {}).await.unwrap();
     assert_eq!(abort.revision, 1);
     assert!(shared.lock().services["shop"].latched, "in force at once");
     assert_eq!(shared.lock().pending.len(), 1);
-    let refused = apply(&commands, Change::Resume).await.unwrap_err();
+    let refused = apply(&commands, Change::Resume {}).await.unwrap_err();
     assert!(matches!(refused, ControlError::NotRecorded(_)), "{refused}");
 
     // Writes work again; nothing is written before the retry is due.
@@ -96,7 +96,7 @@ async fn an_abort_waits_for_the_journal_and_is_written_on_the_next_retry() {
     let chained = shared.lock().history["shop"][0].clone();
     assert_eq!((chained.revision, chained.hash.len()), (1, 64));
     // A resume gives the canary traffic again: only with its checks passed (the gate).
-    let due = apply(&commands, Change::Resume).await.unwrap_err();
+    let due = apply(&commands, Change::Resume {}).await.unwrap_err();
     assert_eq!(
         due,
         ControlError::ChecksDue(vec![("shop".into(), "canary".into())])
@@ -112,7 +112,7 @@ async fn an_abort_waits_for_the_journal_and_is_written_on_the_next_retry() {
     let resumed = commands
         .call(|reply| Request::Apply {
             service: "shop".into(),
-            change: Change::Resume,
+            change: Change::Resume {},
             origin,
             expect: None,
             reply,
@@ -196,11 +196,11 @@ async fn a_change_expecting_a_routing_that_moved_is_refused_and_changes_nothing(
     let dir = tempfile::tempdir().unwrap();
     let (commands, shared, _) = writer(dir.path());
     let planned_from = shared.lock().services["shop"].clone();
-    apply(&commands, Change::Freeze).await.unwrap();
+    apply(&commands, Change::Freeze {}).await.unwrap();
     let moved = commands
         .call(|reply| Request::Apply {
             service: "shop".into(),
-            change: Change::Unfreeze,
+            change: Change::Unfreeze {},
             origin: Origin::new("test", ""),
             expect: Some(planned_from),
             reply,

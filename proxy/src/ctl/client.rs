@@ -4,7 +4,8 @@ use crate::admin::api::{
     self, ChangeRequest, ErrorBody, HistoryResponse, IncidentsResponse, ServiceStatus,
     StatusResponse,
 };
-use crate::control::command::Order;
+use crate::admin::rest;
+use crate::control::command::{Command, Order};
 use crate::control::record::RevisionRecord;
 use crate::telemetry::shadow::ShadowReport;
 use crate::verify::{ChecksRequest, ChecksResponse};
@@ -72,21 +73,27 @@ impl AdminClient {
     /// Sends a command; `T` is its answer: a `RevisionRecord` for a change, a
     /// `RolloutStatus` for a rollout command, a `ReloadResponse` for a reload.
     pub async fn send<T: DeserializeOwned>(&self, order: &Order) -> Result<T, ClientError> {
-        let (method, path) = api::route(&order.command);
-        self.call(method, &path, Some(&api::body(order))).await
+        self.call(Method::POST, api::COMMANDS_PATH, Some(order))
+            .await
     }
 
-    /// A change in its HTTP form. `verb`: `weights` or one of switch, promote, abort,
-    /// resume, rollback, freeze, unfreeze.
+    /// A change given as a per-verb path would take it (`verb` and its body), sent as the
+    /// `Order` it is.
     pub async fn change(
         &self,
         service: &str,
         verb: &str,
         request: &ChangeRequest,
     ) -> Result<RevisionRecord, ClientError> {
-        let path = format!("/services/{service}/{verb}");
-        self.call(api::change_method(verb), &path, Some(request))
-            .await
+        let change = rest::change(verb, request).map_err(|err| ClientError::Api {
+            status: err.status(),
+            message: err.to_string(),
+        })?;
+        let command = Command::Change {
+            service: service.to_string(),
+            change,
+        };
+        self.send(&rest::order(command, request)).await
     }
 
     /// Runs a version's checks now (none: every version with traffic).

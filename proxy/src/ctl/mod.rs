@@ -4,7 +4,7 @@ pub mod client;
 mod fleet;
 mod render;
 
-use crate::admin::api::{self, ReloadResponse, RolloutStatus};
+use crate::admin::api::{ReloadResponse, RolloutStatus};
 use crate::config::runtime::RuntimeVersion;
 use crate::config::{Release, DEFAULT_ADMIN_SOCKET};
 use crate::control::command::{Change, Command, Order, RolloutAction};
@@ -199,7 +199,7 @@ impl CtlCommand {
 }
 
 fn rollout_action(verb: &str) -> Result<RolloutAction, String> {
-    api::rollout_action(verb).map_err(|err| err.to_string())
+    crate::admin::rest::rollout_action(verb).map_err(|err| err.to_string())
 }
 
 /// Runs one ctl command; prints the answer, or one line of error and a failure code.
@@ -316,7 +316,7 @@ async fn run(args: CtlArgs) -> Result<String, ClientError> {
             why,
         } => order(Command::Rollout { service, action }, why),
         CtlCommand::Approve { service, why } => order(Command::Approve { service }, why),
-        CtlCommand::Reload { why } => order(Command::Reload, why),
+        CtlCommand::Reload { why } => order(Command::Reload {}, why),
         CtlCommand::Weights {
             service,
             weights,
@@ -355,11 +355,11 @@ async fn run(args: CtlArgs) -> Result<String, ClientError> {
             version,
             why,
         } => change(service, Change::Retire { version }, why),
-        CtlCommand::Promote { service, why } => change(service, Change::Promote, why),
-        CtlCommand::Abort { service, why } => change(service, Change::Abort, why),
-        CtlCommand::Resume { service, why } => change(service, Change::Resume, why),
-        CtlCommand::Freeze { service, why } => change(service, Change::Freeze, why),
-        CtlCommand::Unfreeze { service, why } => change(service, Change::Unfreeze, why),
+        CtlCommand::Promote { service, why } => change(service, Change::Promote {}, why),
+        CtlCommand::Abort { service, why } => change(service, Change::Abort {}, why),
+        CtlCommand::Resume { service, why } => change(service, Change::Resume {}, why),
+        CtlCommand::Freeze { service, why } => change(service, Change::Freeze {}, why),
+        CtlCommand::Unfreeze { service, why } => change(service, Change::Unfreeze {}, why),
     };
     let output = match &order.command {
         Command::Change { service, change } => {
@@ -380,7 +380,7 @@ async fn run(args: CtlArgs) -> Result<String, ClientError> {
                 false => format!("{service}: {}\n", render::rollout(&status)),
             }
         }
-        Command::Reload => {
+        Command::Reload {} => {
             let reloaded: ReloadResponse = client.send(&order).await?;
             match json {
                 true => as_json(&reloaded),

@@ -252,7 +252,11 @@ pub async fn switch_back<C: RoutingControl>(
         .routing_of(&service)
         .is_some_and(|r| r.latched);
     if !latched {
-        if let Err(err) = guard.control.change(&service, Change::Abort, latch).await {
+        if let Err(err) = guard
+            .control
+            .change(&service, Change::Abort {}, latch)
+            .await
+        {
             tracing::error!(service = %service, error = %err, "switched back but not latched");
         }
     }

@@ -341,7 +341,7 @@ async fn cut_back<C: RoutingControl>(
     .with_evidence(evidence);
     let record = match guard
         .control
-        .change(&service.name, Change::Abort, origin)
+        .change(&service.name, Change::Abort {}, origin)
         .await
     {
         Ok(record) => record,

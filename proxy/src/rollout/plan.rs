@@ -201,7 +201,7 @@ impl Rollout {
                     (self.canary.clone(), u64::from(percent)),
                 ]),
             },
-            _ => Change::Promote,
+            _ => Change::Promote {},
         }
     }
 

@@ -90,7 +90,10 @@ impl<C: RoutingControl> Plant for Wired<C> {
     ) -> Result<u64, ControlError> {
         let evidence = serde_json::json!({"rule": "shadow", "shadow": report, "summary": summary});
         let origin = Origin::new("rollout", summary.to_string()).with_evidence(evidence.clone());
-        let record = self.control.change(service, Change::Abort, origin).await?;
+        let record = self
+            .control
+            .change(service, Change::Abort {}, origin)
+            .await?;
         let stable = record
             .new
             .as_ref()

@@ -78,7 +78,7 @@ fn never_had_users(plant: &FakePlant) -> bool {
     plant.changes.lock().unwrap().iter().all(|(change, _)| match change {
         Change::Weights { weights } => weights.get("canary").copied().unwrap_or(0) == 0,
         _ => false,
-    } || matches!(change, Change::Abort))
+    } || matches!(change, Change::Abort {}))
 }
 
 #[tokio::test(start_paused = true)]
@@ -159,7 +159,7 @@ async fn a_failed_shadow_step_aborts_with_an_incident_before_any_user() {
         format!("shadow check failed before any user traffic: {summary} (this instance)");
     assert_eq!(status.rollout.note, expected);
     let (change, origin) = plant.last_change();
-    assert!(matches!(change, Change::Abort));
+    assert!(matches!(change, Change::Abort {}));
     assert_eq!(
         (origin.actor.as_str(), origin.reason.as_str()),
         ("rollout", expected.as_str())

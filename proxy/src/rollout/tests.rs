@@ -55,7 +55,7 @@ impl Plant for FakePlant {
         summary: &str,
     ) -> Result<u64, ControlError> {
         let origin = Origin::new("rollout", summary.to_string());
-        let revision = self.change(service, Change::Abort, origin).await?;
+        let revision = self.change(service, Change::Abort {}, origin).await?;
         self.incidents.lock().unwrap().push(summary.to_string());
         Ok(revision)
     }
@@ -238,7 +238,7 @@ async fn each_step_waits_a_full_bake_of_healthy_verdicts_and_the_last_promotes()
     let (change, origin) = plant.last_change();
     assert_eq!(
         (change, origin.actor.as_str()),
-        (Change::Promote, "rollout")
+        (Change::Promote {}, "rollout")
     );
     let done = status(&rollouts).await;
     assert_eq!((done.rollout.status, done.percent), (Status::Done, 100));
