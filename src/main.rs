@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 use switchyard::config::{parse_duration, Config};
+use switchyard::upstream::tls::UpstreamTls;
 use switchyard_demo::DemoOptions;
 
 #[derive(Parser)]
@@ -71,16 +72,18 @@ fn demo_duration(text: &str) -> Result<Duration, String> {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Check { config } => match Config::load(&config) {
-            Ok(_) => {
-                println!("{}: ok", config.display());
-                ExitCode::SUCCESS
+        Command::Check { config } => {
+            match Config::load_checked(&config, UpstreamTls::check_files) {
+                Ok(_) => {
+                    println!("{}: ok", config.display());
+                    ExitCode::SUCCESS
+                }
+                Err(err) => {
+                    eprintln!("{err}");
+                    ExitCode::FAILURE
+                }
             }
-            Err(err) => {
-                eprintln!("{err}");
-                ExitCode::FAILURE
-            }
-        },
+        }
         Command::Ctl(args) => switchyard::ctl::main(args),
         Command::Keygen { file } => match switchyard::config::key_files::generate(&file) {
             Ok(id) => {

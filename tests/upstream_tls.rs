@@ -688,7 +688,8 @@ fn check_lists_each_bad_tls_setting_with_its_line() {
 }
 
 #[tokio::test]
-async fn a_reload_with_a_bad_tls_file_is_refused_with_its_line_and_changes_nothing() {
+async fn a_reload_with_a_bad_tls_file_is_refused_with_its_line_and_changes_nothing_and_a_good_one_keeps_the_connection(
+) {
     let dir = tempfile::tempdir().unwrap();
     let ca = Ca::new("test CA");
     let ca_path = ca.write(dir.path(), "ca.pem");
@@ -724,6 +725,18 @@ async fn a_reload_with_a_bad_tls_file_is_refused_with_its_line_and_changes_nothi
     );
     assert!(body.contains("switchyard.toml:"), "{body}");
     // The running config is untouched: the same pooled connection still serves.
+    assert_eq!(get(&mut client, "shop.test").await.0, StatusCode::OK);
+    assert_eq!(upstream.handshakes.load(Ordering::SeqCst), 1);
+
+    // Back to the good file: the reload builds nothing new (the same client, so the same
+    // endpoint and its pooled connection), and serves on without a handshake.
+    proxy.rewrite(&config(&ca_path));
+    let (status, body) = proxy
+        .admin()
+        .raw(Method::POST, "/reload", Bytes::new())
+        .await
+        .unwrap();
+    assert_eq!(status, StatusCode::OK, "{}", String::from_utf8_lossy(&body));
     assert_eq!(get(&mut client, "shop.test").await.0, StatusCode::OK);
     assert_eq!(upstream.handshakes.load(Ordering::SeqCst), 1);
 }

@@ -96,12 +96,14 @@ impl RunningProxy {
         shards: usize,
         options: StartOptions,
     ) -> Result<RunningProxy, RunError> {
-        // Applying the config looks its endpoint names up (reading it never does); the
-        // lookups may block, so off the runtime's threads.
+        // Applying the config looks its endpoint names up and builds its TLS clients
+        // (reading it does neither); lookups may block, so off the runtime's threads.
         let path = config_path.to_path_buf();
         let config = tokio::task::spawn_blocking(move || {
             let mut config = config;
-            crate::control::resolve::resolve_names(&mut config, &path).map(|()| config)
+            crate::control::resolve::resolve_names(&mut config, &path)?;
+            crate::upstream::tls_cache::shared().apply(&config, &path)?;
+            Ok::<_, crate::config::ConfigError>(config)
         })
         .await
         .map_err(|err| RunError::Lookup(err.to_string()))??;

@@ -160,7 +160,8 @@ fn creds(text: &str) -> Result<(), String> {
         .map_err(|err| format!("not a NATS credentials file ({err})"))
 }
 
-fn certificates(path: &Path) -> Result<(), String> {
+/// Also `hooks.ca`'s check: a file of PEM certificates, read without touching the network.
+pub(super) fn certificates(path: &Path) -> Result<(), String> {
     let found: Vec<_> = CertificateDer::pem_file_iter(path)
         .map_err(|err| format!("cannot read {}: {err}", path.display()))?
         .collect::<Result<_, _>>()

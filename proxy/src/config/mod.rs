@@ -28,6 +28,7 @@ pub use duration::{parse_duration, HumanDuration};
 pub use guard::{GuardSection, GuardSettings};
 pub use health::HealthSettings;
 pub use rollout::{RolloutSection, RolloutSettings, StepGate, WebhookGate};
+pub use upstream_tls::{TlsFileCheck, TlsKey, TlsLines, TlsSettings, VersionTls};
 pub use validate::{ConfigError, Problem};
 
 /// A problem found in one table of the file: the span it points at, and what is wrong.
@@ -435,8 +436,8 @@ pub struct VersionConfig {
     /// The endpoint entries as written: `IP:port` or `name:port`.
     pub sources: Vec<String>,
     pub release: Release,
-    /// TLS to the endpoints, built at load.
-    pub tls: Option<std::sync::Arc<crate::upstream::tls::UpstreamTls>>,
+    /// TLS to the endpoints, as written; the upstream module builds it when applied.
+    pub tls: Option<VersionTls>,
     pub protocol: UpstreamProtocol,
 }
 
@@ -458,21 +459,30 @@ pub enum MatchSource {
 impl Config {
     /// Reads, parses and validates a config file; every problem is reported, not just the first.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|err| ConfigError::Unreadable {
-            path: path.to_path_buf(),
-            reason: err.to_string(),
-        })?;
-        Config::parse(path, &text)
+        Config::parse(path, &read_text(path)?)
     }
 
     /// Parses config text; `path` is used to name the file in problems and to resolve relative paths.
     pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
-        validate::parse_and_validate(path, text)
+        validate::parse_and_validate(path, text, None)
+    }
+
+    /// `load`, and every file a version's `tls` names read with `tls_files` (the upstream
+    /// module's builder), so `check` lists their problems with the rest.
+    pub fn load_checked(path: &Path, tls_files: TlsFileCheck) -> Result<Config, ConfigError> {
+        validate::parse_and_validate(path, &read_text(path)?, Some(tls_files))
     }
 
     pub fn service(&self, name: &str) -> Option<&ServiceConfig> {
         self.services.iter().find(|s| s.name == name)
     }
+}
+
+fn read_text(path: &Path) -> Result<String, ConfigError> {
+    std::fs::read_to_string(path).map_err(|err| ConfigError::Unreadable {
+        path: path.to_path_buf(),
+        reason: err.to_string(),
+    })
 }
 
 impl ServiceConfig {

@@ -1,14 +1,12 @@
-//! A version's `tls = { ca, server_name, cert, key }`: TLS to its endpoints. Every file is
-//! read and checked when the config is loaded, and the client config built then, once.
+//! A version's `tls = { ca, server_name, cert, key }`: TLS to its endpoints, as data. Loading
+//! never reads the files; the upstream module builds the client when the config is
+//! applied, and `check` asks it to read them (a `TlsFileCheck`) so their problems are
+//! listed with their lines.
 
-use super::VersionConfig;
-use crate::upstream::connect::{Dial, TlsTarget};
-use crate::upstream::tls::{host_of, TlsKey, TlsSettings, UpstreamTls};
 use serde::Deserialize;
-use std::net::SocketAddr;
+use std::net::IpAddr;
 use std::ops::Range;
 use std::path::PathBuf;
-use std::sync::Arc;
 use toml::Spanned;
 
 #[derive(Debug, Deserialize)]
@@ -24,13 +22,67 @@ pub struct VersionTlsSection {
     pub key: Option<Spanned<PathBuf>>,
 }
 
-/// The version's TLS, built; or every problem with the span it points at. `sources` are
-/// the endpoint entries as written.
+/// A version's `tls` as written (paths already resolved).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+pub struct TlsSettings {
+    pub ca: Option<PathBuf>,
+    pub server_name: Option<String>,
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
+}
+
+/// Which key of the `tls` table a problem is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TlsKey {
+    Table,
+    Ca,
+    ServerName,
+    Cert,
+    Key,
+}
+
+/// The line each key of a version's `tls` is written on, for problems found when its
+/// files are read (at apply), long after the text is gone.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TlsLines {
+    pub table: usize,
+    pub ca: usize,
+    pub server_name: usize,
+    pub cert: usize,
+    pub key: usize,
+}
+
+impl TlsLines {
+    pub fn of(&self, key: TlsKey) -> usize {
+        match key {
+            TlsKey::Table => self.table,
+            TlsKey::Ca => self.ca,
+            TlsKey::ServerName => self.server_name,
+            TlsKey::Cert => self.cert,
+            TlsKey::Key => self.key,
+        }
+    }
+}
+
+/// A version's TLS: its settings, and where they are written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VersionTls {
+    pub settings: TlsSettings,
+    pub lines: TlsLines,
+}
+
+/// Reads and checks the files `settings` name, never touching the network; each problem
+/// names the key it is about. The upstream module gives its builder (see `Config::load_checked`).
+pub type TlsFileCheck = fn(&TlsSettings) -> Result<(), Vec<(TlsKey, String)>>;
+
+/// The version's TLS settings; or every problem with the span it points at. `sources` are
+/// the endpoint entries as written; `files`, when given, reads the files named.
 pub fn check(
     label: &str,
     section: &Spanned<VersionTlsSection>,
     sources: &[String],
-) -> Result<Arc<UpstreamTls>, Vec<(Range<usize>, String)>> {
+    files: Option<TlsFileCheck>,
+) -> Result<TlsSettings, Vec<(Range<usize>, String)>> {
     let tls = section.get_ref();
     let path = |p: &Option<Spanned<PathBuf>>| p.as_ref().map(|p| p.get_ref().clone());
     let settings = TlsSettings {
@@ -38,16 +90,6 @@ pub fn check(
         server_name: tls.server_name.as_ref().map(|n| n.get_ref().clone()),
         cert: path(&tls.cert),
         key: path(&tls.key),
-    };
-    let span_of = |key: TlsKey| {
-        let span = match key {
-            TlsKey::Table => None,
-            TlsKey::Ca => tls.ca.as_ref().map(Spanned::span),
-            TlsKey::ServerName => tls.server_name.as_ref().map(Spanned::span),
-            TlsKey::Cert => tls.cert.as_ref().map(Spanned::span),
-            TlsKey::Key => tls.key.as_ref().map(Spanned::span),
-        };
-        span.unwrap_or_else(|| section.span())
     };
     let mut problems = Vec::new();
     let mut names: Vec<&str> = sources.iter().filter_map(|s| host_of(s)).collect();
@@ -62,40 +104,36 @@ pub fn check(
             ),
         ));
     }
-    match UpstreamTls::build(&settings) {
-        Ok(built) if problems.is_empty() => Ok(Arc::new(built)),
-        Ok(_) => Err(problems),
-        Err(found) => {
-            problems.extend(
-                found
-                    .into_iter()
-                    .map(|(key, problem)| (span_of(key), format!("{label}.{problem}"))),
-            );
-            Err(problems)
-        }
+    if let Some(Err(found)) = files.map(|read| read(&settings)) {
+        let span_of = |key| span_of(section, key);
+        problems.extend(
+            found
+                .into_iter()
+                .map(|(key, problem)| (span_of(key), format!("{label}.{problem}"))),
+        );
+    }
+    match problems.is_empty() {
+        true => Ok(settings),
+        false => Err(problems),
     }
 }
 
-impl VersionConfig {
-    /// How to reach `addr`, one of this version's endpoints: TLS with the name its
-    /// certificate must carry when the version has `tls`.
-    pub fn dial(&self, addr: SocketAddr) -> Dial {
-        let tls = self.tls.as_ref().map(|tls| {
-            // An endpoint written as an address is verified as that address; one that
-            // came from a name, as the (only) name.
-            let written_as_ip = self
-                .sources
-                .iter()
-                .any(|s| s.parse::<SocketAddr>() == Ok(addr));
-            let host = match written_as_ip {
-                true => None,
-                false => self.sources.iter().find_map(|s| host_of(s)),
-            };
-            TlsTarget {
-                tls: tls.clone(),
-                name: tls.name_for(host, addr),
-            }
-        });
-        Dial { addr, tls }
-    }
+/// Where `key` is written, else the table itself.
+pub fn span_of(section: &Spanned<VersionTlsSection>, key: TlsKey) -> Range<usize> {
+    let tls = section.get_ref();
+    let span = match key {
+        TlsKey::Table => None,
+        TlsKey::Ca => tls.ca.as_ref().map(Spanned::span),
+        TlsKey::ServerName => tls.server_name.as_ref().map(Spanned::span),
+        TlsKey::Cert => tls.cert.as_ref().map(Spanned::span),
+        TlsKey::Key => tls.key.as_ref().map(Spanned::span),
+    };
+    span.unwrap_or_else(|| section.span())
+}
+
+/// The host part of an endpoint entry (`name:port`), when it is a name, not an address.
+pub fn host_of(entry: &str) -> Option<&str> {
+    let (host, _) = entry.rsplit_once(':')?;
+    let host = host.trim_end_matches('.');
+    (host.parse::<IpAddr>().is_err() && !host.starts_with('[')).then_some(host)
 }

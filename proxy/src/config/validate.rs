@@ -55,6 +55,8 @@ impl fmt::Display for Problem {
 struct Checker<'a> {
     text: &'a str,
     problems: Vec<Problem>,
+    /// Reads versions' TLS files (for `check`); plain loading leaves them to the apply.
+    tls_files: Option<upstream_tls::TlsFileCheck>,
 }
 
 impl Checker<'_> {
@@ -112,7 +114,11 @@ impl Checker<'_> {
     }
 }
 
-pub(super) fn parse_and_validate(path: &Path, text: &str) -> Result<Config, ConfigError> {
+pub(super) fn parse_and_validate(
+    path: &Path,
+    text: &str,
+    tls_files: Option<upstream_tls::TlsFileCheck>,
+) -> Result<Config, ConfigError> {
     let invalid = |problems| ConfigError::Invalid {
         path: path.to_path_buf(),
         problems,
@@ -120,6 +126,7 @@ pub(super) fn parse_and_validate(path: &Path, text: &str) -> Result<Config, Conf
     let mut checker = Checker {
         text,
         problems: Vec::new(),
+        tls_files,
     };
     let file: Option<FileConfig> =
         salvage::deserialize_all(text, |span, message| checker.report(span, message));
@@ -410,14 +417,8 @@ fn check_hooks(checker: &mut Checker, hooks: &HooksSection) -> HooksConfig {
         }
     }
     if let Some(ca) = &hooks.ca {
-        let settings = crate::upstream::tls::TlsSettings {
-            ca: Some(ca.get_ref().clone()),
-            ..Default::default()
-        };
-        if let Err(problems) = crate::upstream::tls::UpstreamTls::build(&settings) {
-            for (_, why) in problems {
-                checker.report(ca.span(), format!("hooks.ca: {why}"));
-            }
+        if let Err(why) = cluster_files::certificates(ca.get_ref()) {
+            checker.report(ca.span(), format!("hooks.ca: {why}"));
         }
     }
     let timeout = hooks.timeout.get_ref().0;
@@ -480,9 +481,13 @@ fn check_service(
         });
         let tls = version.tls.as_ref().and_then(|tls| {
             let label = format!("services.{name}.versions.{version_name}");
-            upstream_tls::check(&label, tls, &sources)
+            let settings = upstream_tls::check(&label, tls, &sources, checker.tls_files)
                 .map_err(|problems| checker.report_all(problems))
-                .ok()
+                .ok()?;
+            Some(VersionTls {
+                settings,
+                lines: tls_lines(checker, tls),
+            })
         });
         let protocol = version
             .protocol
@@ -715,6 +720,18 @@ fn shadow_step_problem(
             shadow.version
         )),
         Some(_) => None,
+    }
+}
+
+/// The line of each key of a version's `tls`, for problems its files give at apply.
+fn tls_lines(checker: &Checker, tls: &Spanned<upstream_tls::VersionTlsSection>) -> TlsLines {
+    let line = |key| checker.line_of(upstream_tls::span_of(tls, key));
+    TlsLines {
+        table: line(TlsKey::Table),
+        ca: line(TlsKey::Ca),
+        server_name: line(TlsKey::ServerName),
+        cert: line(TlsKey::Cert),
+        key: line(TlsKey::Key),
     }
 }
 

@@ -23,6 +23,7 @@ use crate::fleet::Fleet;
 use crate::routing::{RoutingTable, ServiceState};
 use crate::telemetry::Telemetry;
 use crate::upstream::endpoint::{EndpointRegistry, EndpointSettings};
+use crate::upstream::tls_cache;
 use command::Change;
 use error::ControlError;
 use fleet_link::FleetLink;
@@ -393,8 +394,9 @@ impl Controller {
     /// changes nothing and says why in one line.
     pub async fn reload(&self, mut origin: Origin) -> Result<ReloadResponse, ReloadError> {
         let _topology = self.topology.lock().await;
-        // Off the runtime's threads: loading resolves endpoint names, which may block; a
-        // lookup that outlives the limit is left to finish on its own, unheard.
+        // Off the runtime's threads: applying resolves endpoint names, which may block,
+        // and reads TLS files; a lookup that outlives the limit is left to finish on its
+        // own, unheard.
         let path = self.config_path.clone();
         let unreadable = |reason: String| ConfigError::Unreadable {
             path: self.config_path.clone(),
@@ -402,7 +404,9 @@ impl Controller {
         };
         let loading = tokio::task::spawn_blocking(move || {
             let mut config = Config::load(&path)?;
-            resolve::resolve_names(&mut config, &path).map(|()| config)
+            resolve::resolve_names(&mut config, &path)?;
+            tls_cache::shared().apply(&config, &path)?;
+            Ok::<_, ConfigError>(config)
         });
         let config = tokio::time::timeout(RELOAD_LIMIT, loading)
             .await

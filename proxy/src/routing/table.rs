@@ -11,6 +11,7 @@ use crate::config::{
 use crate::telemetry::shadow::{ShadowStats, VerdictBounds};
 use crate::telemetry::{Telemetry, VersionStats};
 use crate::upstream::budget::RetryBudget;
+use crate::upstream::connect::Dial;
 use crate::upstream::endpoint::{Endpoint, EndpointRegistry};
 use http::{HeaderMap, HeaderName, HeaderValue};
 use std::collections::{BTreeMap, HashMap};
@@ -161,7 +162,7 @@ impl RoutingTable {
                     endpoints: version
                         .endpoints
                         .iter()
-                        .map(|&addr| endpoints.get(version.dial(addr)))
+                        .map(|&addr| endpoints.get(Dial::to(version, addr)))
                         .collect(),
                     stats: telemetry.version(&service.name, &version.name),
                     protocol: version.protocol,

@@ -3,6 +3,9 @@
 
 use super::stream::UpstreamStream;
 use super::tls::{tls_error_text, UpstreamTls};
+use super::tls_cache;
+use crate::config::upstream_tls::host_of;
+use crate::config::VersionConfig;
 use rustls::pki_types::ServerName;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -28,6 +31,31 @@ pub struct TlsTarget {
 pub struct Dial {
     pub addr: SocketAddr,
     pub tls: Option<TlsTarget>,
+}
+
+impl Dial {
+    /// How to reach `addr`, one of `version`'s endpoints: TLS with the name its
+    /// certificate must carry when the version has `tls`.
+    pub fn to(version: &VersionConfig, addr: SocketAddr) -> Dial {
+        let tls = version.tls.as_ref().map(|tls| {
+            let client = tls_cache::shared().get(&tls.settings);
+            // An endpoint written as an address is verified as that address; one that
+            // came from a name, as the (only) name.
+            let written_as_ip = version
+                .sources
+                .iter()
+                .any(|s| s.parse::<SocketAddr>() == Ok(addr));
+            let host = match written_as_ip {
+                true => None,
+                false => version.sources.iter().find_map(|s| host_of(s)),
+            };
+            TlsTarget {
+                name: client.name_for(host, addr),
+                tls: client,
+            }
+        });
+        Dial { addr, tls }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -14,3 +14,4 @@ pub mod h2;
 pub mod pool;
 pub mod stream;
 pub mod tls;
+pub mod tls_cache;

@@ -1,36 +1,18 @@
 //! TLS to upstreams: one rustls client config per version, built when the config is
-//! loaded (never per connection), and what a failed handshake says about an endpoint.
+//! applied (never per connection; see `tls_cache`), and what a failed handshake says
+//! about an endpoint.
 //!
 //! Certificates are always verified: against the version's `ca` when it has one, else
 //! against the system's roots (read once per process with `rustls-native-certs`, so a CA
 //! an operator added to the system store is trusted as it is by curl).
 
+use crate::config::{TlsKey, TlsSettings};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::{CertificateError, ClientConfig, RootCertStore};
 use sha2::{Digest, Sha256};
-use std::net::{IpAddr, SocketAddr};
-use std::path::PathBuf;
+use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
-
-/// A version's `tls = { ca, server_name, cert, key }` as written (paths already resolved).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct TlsSettings {
-    pub ca: Option<PathBuf>,
-    pub server_name: Option<String>,
-    pub cert: Option<PathBuf>,
-    pub key: Option<PathBuf>,
-}
-
-/// Which key of the `tls` table a problem is about.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TlsKey {
-    Table,
-    Ca,
-    ServerName,
-    Cert,
-    Key,
-}
 
 /// A version's TLS client side, ready to connect with.
 pub struct UpstreamTls {
@@ -134,6 +116,27 @@ impl UpstreamTls {
         })
     }
 
+    /// `build`'s checks alone: what `check` reads the files with (a `TlsFileCheck`).
+    pub fn check_files(settings: &TlsSettings) -> Result<(), Vec<(TlsKey, String)>> {
+        UpstreamTls::build(settings).map(drop)
+    }
+
+    /// A client that verifies nothing as trusted, so every handshake fails: for settings
+    /// whose files went bad after the config was applied. Fails closed, never in clear.
+    pub fn unusable(problem: String) -> UpstreamTls {
+        let config = ClientConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()
+            .expect("the default provider supports the default protocol versions")
+            .with_root_certificates(RootCertStore::empty())
+            .with_no_client_auth();
+        UpstreamTls {
+            config: Arc::new(config),
+            server_name: None,
+            digest: Sha256::digest(problem.as_bytes()).into(),
+            trusted: format!("no CA ({problem})"),
+        }
+    }
+
     pub fn digest(&self) -> [u8; 32] {
         self.digest
     }
@@ -155,13 +158,6 @@ impl UpstreamTls {
     pub(crate) fn trusted(&self) -> &str {
         &self.trusted
     }
-}
-
-/// The host part of an endpoint entry (`name:port`), when it is a name, not an address.
-pub fn host_of(entry: &str) -> Option<&str> {
-    let (host, _) = entry.rsplit_once(':')?;
-    let host = host.trim_end_matches('.');
-    (host.parse::<IpAddr>().is_err() && !host.starts_with('[')).then_some(host)
 }
 
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {

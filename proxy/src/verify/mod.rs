@@ -17,6 +17,7 @@ use crate::control::record::CheckReport;
 use crate::control::RoutingControl;
 use crate::routing::RoutingTable;
 use crate::telemetry::shadow::ShadowVerdict;
+use crate::upstream::connect::Dial;
 use health::HealthBoard;
 use serde::Serialize;
 use smoke::{CheckRun, Target};
@@ -152,7 +153,7 @@ pub fn target(service: &ServiceConfig, table: &RoutingTable, version: &str) -> T
             .map(|v| {
                 v.endpoints
                     .iter()
-                    .map(|&addr| (v.dial(addr), true))
+                    .map(|&addr| (Dial::to(v, addr), true))
                     .collect()
             })
             .unwrap_or_default(),

@@ -1,7 +1,8 @@
 //! One delivery attempt: a POST over a new connection, plain or TLS (certificates checked
 //! against `[hooks] ca`, else the system's roots), answered 2xx or not.
 
-use crate::upstream::tls::{tls_error_text, TlsSettings, UpstreamTls};
+use crate::config::TlsSettings;
+use crate::upstream::tls::{tls_error_text, UpstreamTls};
 use bytes::Bytes;
 use http::{header, HeaderName, HeaderValue, Request, Uri};
 use http_body_util::Full;
