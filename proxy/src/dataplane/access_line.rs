@@ -4,7 +4,8 @@
 //! future when the client left before the answer.
 
 use super::proxy::ClientConn;
-use crate::telemetry::access_log::{AccessLog, Entry, RequestText, TextField};
+use crate::telemetry::access_log::AccessLog;
+use crate::telemetry::exchange::{Entry, RequestText, TextField};
 use crate::telemetry::spans::Tracer;
 use crate::telemetry::trace_context::SpanIds;
 use http::header::{HeaderValue, ToStrError, CONTENT_LENGTH, HOST, USER_AGENT};

@@ -3,7 +3,7 @@
 use super::client_idle::{IdleIo, IdleMonitor};
 use super::proxy::{handle, ClientConn, DataPlane};
 use crate::config::Config;
-use crate::telemetry::access_log::Entry;
+use crate::telemetry::exchange::Entry;
 use http::HeaderValue;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};

@@ -6,7 +6,7 @@
 //! serde_json did this before, at about 13,000 instructions a line (callgrind), half of
 //! what the proxy spends on a whole request; the format it wrote is kept to the byte.
 
-use super::access_log::Entry;
+use super::exchange::Entry;
 use crate::config::access_log::AccessLogFormat;
 use http::{Method, Version};
 use std::io::Write as _;
@@ -352,7 +352,7 @@ fn json_string(text: &str, out: &mut Vec<u8>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::telemetry::access_log::{RequestText, TextField};
+    use crate::telemetry::exchange::{RequestText, TextField};
     use http::HeaderValue;
     use std::time::{Duration, UNIX_EPOCH};
 

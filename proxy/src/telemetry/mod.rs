@@ -8,6 +8,7 @@
 
 mod access_line_format;
 pub mod access_log;
+pub mod exchange;
 mod otlp_span;
 mod outcome;
 mod outlet;

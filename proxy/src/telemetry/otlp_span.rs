@@ -2,7 +2,7 @@
 //! switchyard's own `switchyard.*` attributes), and a batch as the protobuf body of an
 //! OTLP/HTTP export.
 
-use super::access_log::{Entry, NOT_TEXT};
+use super::exchange::{Entry, NOT_TEXT};
 use super::trace_context::SpanIds;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, InstrumentationScope, KeyValue};

@@ -77,7 +77,7 @@ impl Tracer {
     }
 
     /// Queues a finished span, or drops it (counted) when the queue is full.
-    pub fn record(&self, ids: SpanIds, entry: Box<super::access_log::Entry>) {
+    pub fn record(&self, ids: SpanIds, entry: Box<super::exchange::Entry>) {
         self.spans.send(Recorded { ids, entry });
     }
 
