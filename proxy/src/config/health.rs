@@ -1,7 +1,7 @@
 //! `[services.NAME.health]`: active checks of every endpoint. Without the section an
 //! endpoint leaves the rotation only on passive signals (refused connections).
 
-use super::checks::{check_path, ExpectStatus, StatusValue};
+use super::answer::{check_path, ExpectStatus, StatusValue};
 use super::HumanDuration;
 use super::SpannedProblem;
 use serde::Deserialize;

@@ -3,6 +3,7 @@
 
 pub mod access_log;
 pub mod analysis;
+mod answer;
 pub mod checks;
 pub mod cluster;
 mod cluster_files;
@@ -23,7 +24,8 @@ pub mod upstream_tls;
 mod validate;
 
 pub use analysis::AnalysisSettings;
-pub use checks::{ExpectStatus, SmokeCheck, VerifySettings};
+pub use answer::ExpectStatus;
+pub use checks::{SmokeCheck, VerifySettings};
 pub use duration::{parse_duration, HumanDuration};
 pub use guard::{GuardSection, GuardSettings};
 pub use health::HealthSettings;
