@@ -5,9 +5,10 @@
 //! latches; if the previous version fails its checks or all its endpoints are held out by
 //! health checks, the switch back is held and the alarm raised instead.
 
+use super::evidence::{cause, p99, side, LATENCY_REFRESH};
 use super::incident::Cutback;
 use super::judge::{Evidence, Finding, Judge, Side, Verdict};
-use super::watch::{cause, p99, side, Guard, LATENCY_REFRESH};
+use super::Guard;
 use crate::clock::unix_ms;
 use crate::control::command::Change;
 use crate::control::error::ControlError;

@@ -8,9 +8,11 @@
 //! judges on its own traffic.
 
 use super::after_switch::{self, AfterSwitch};
-use super::incident::{Cause, Cutback, IncidentLog};
-use super::judge::{Evidence, Finding, Judge, Side, Verdict, VerdictKind};
+use super::evidence::{cause, p99, side, LATENCY_REFRESH};
+use super::incident::Cutback;
+use super::judge::{Evidence, Finding, Judge, Verdict, VerdictKind};
 use super::probe;
+use super::Guard;
 use crate::clock::unix_ms;
 use crate::control::command::Change;
 use crate::control::record::CheckReport;
@@ -18,9 +20,8 @@ use crate::control::record::{ChangeKind, Origin};
 use crate::control::RoutingControl;
 use crate::dataplane::proxy::DataPlane;
 use crate::routing::{RoutingTable, ServiceRoute, VersionRoute};
-use crate::telemetry::{Outcome, Snapshot, Tally};
+use crate::telemetry::{Outcome, Tally};
 use crate::upstream::endpoint::Endpoint;
-use crate::verify::Verifier;
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -77,9 +78,6 @@ impl Board {
     }
 }
 
-/// Latency windows are merged (histograms, the costly part) at most this often.
-pub(super) const LATENCY_REFRESH: Duration = Duration::from_millis(200);
-
 /// What the guard remembers about one version under judgment.
 struct Watched {
     judge: Judge,
@@ -115,17 +113,6 @@ struct ProbeReport {
     key: VersionKey,
     id: u64,
     round: probe::Round,
-}
-
-/// What the guard works with: the control plane (through its narrow interface), the data
-/// plane it watches, and its own verdicts and incidents.
-pub struct Guard<C> {
-    pub control: Arc<C>,
-    /// What the checks found: the guard never cuts back into a failing return point.
-    pub verifier: Arc<Verifier>,
-    pub plane: Arc<DataPlane>,
-    pub board: Arc<Board>,
-    pub incidents: Arc<IncidentLog>,
 }
 
 /// Runs until `stop` turns true.
@@ -302,18 +289,6 @@ fn judge_all<'t>(
     Looked { bad, to_probe }
 }
 
-pub(crate) fn side(tally: &Tally, p99: Option<Duration>) -> Side {
-    Side {
-        requests: tally.requests(),
-        errors: tally.errors(),
-        p99,
-    }
-}
-
-pub(crate) fn p99(snapshot: Snapshot) -> Duration {
-    Duration::from_micros(snapshot.latency.value_at_quantile(0.99))
-}
-
 /// All traffic back on stable (one journaled revision, one swap), then the incident;
 /// unless the return point fails its checks, in which case the cutback is held.
 async fn cut_back<C: RoutingControl>(
@@ -474,41 +449,6 @@ fn describe<'a, C: RoutingControl>(
         summary: finding.summary.clone(),
         restored_by,
     }
-}
-
-/// The latest revision that raised the version's traffic: what sent users to it.
-pub(crate) fn cause(
-    control: &impl RoutingControl,
-    service: &str,
-    version: &str,
-    table: &RoutingTable,
-) -> Option<Cause> {
-    let history = control.revisions(service);
-    let weight = |state: &Option<crate::routing::ServiceState>| {
-        state
-            .as_ref()
-            .filter(|s| !s.latched)
-            .and_then(|s| s.weights.get(version).copied())
-            .unwrap_or(0)
-    };
-    let record = history
-        .iter()
-        .rev()
-        .find(|r| r.kind != ChangeKind::Abort && weight(&r.new) > weight(&r.old))?;
-    let release = table
-        .services()
-        .iter()
-        .find(|s| &*s.name == service)
-        .and_then(|s| s.versions.iter().find(|v| &*v.name == version))
-        .map(|v| v.release.clone())
-        .unwrap_or_default();
-    Some(Cause {
-        revision: record.revision,
-        time: record.time.clone(),
-        actor: record.actor.clone(),
-        reason: record.reason.clone(),
-        release,
-    })
 }
 
 #[cfg(test)]

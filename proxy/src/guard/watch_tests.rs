@@ -3,6 +3,7 @@
 use super::*;
 use crate::config::Config;
 use crate::control::Controller;
+use crate::guard::incident::IncidentLog;
 
 const INTERVAL: Duration = Duration::from_millis(100);
 
