@@ -3,7 +3,7 @@
 //! served body when the body is done (or the client left mid-body), or in the request's
 //! future when the client left before the answer.
 
-use super::proxy::ClientConn;
+use super::client_conn::ClientConn;
 use crate::telemetry::access_log::AccessLog;
 use crate::telemetry::exchange::{Entry, RequestText, TextField};
 use crate::telemetry::spans::Tracer;

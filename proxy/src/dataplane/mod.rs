@@ -4,10 +4,12 @@
 pub mod access_line;
 pub mod body;
 pub mod client_body;
+pub mod client_conn;
 pub mod client_idle;
 pub mod deadline;
 pub mod failure;
 mod fields;
+mod forward;
 pub mod grpc;
 mod h2_forward;
 pub mod headers;

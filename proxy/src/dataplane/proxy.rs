@@ -1,14 +1,14 @@
 //! The request path: one table load, pick service, version and endpoint, stream, record.
 
 use super::access_line::{AccessLine, Outputs, Served};
-use super::body::{ResponseBody, UpstreamRequestBody, UpstreamResponse};
+use super::body::{ResponseBody, UpstreamRequestBody};
 use super::client_body::{ClientBody, FaultSlot};
-use super::client_idle::IdleMonitor;
+use super::client_conn::ClientConn;
 use super::deadline::{clients_deadline, DeadlineJudge};
 use super::failure::{plain, Failed, Failure};
 use super::fields;
+use super::forward::{forward, forward_upgrade, is_retryable};
 use super::grpc;
-use super::h2_forward::forward_h2;
 use super::headers::{
     accepts_trailers, add_forwarding, add_via, authority, head_size, is_upgrade_request,
     join_cookies, remove_hop_by_hop, strip_h2c,
@@ -20,8 +20,6 @@ use crate::config::grpc::DEADLINE_EXCEEDED;
 use crate::routing::table::sticky_cookie_value;
 use crate::routing::{Pick, RoutingTable, ServiceRoute, VersionRoute};
 use crate::telemetry::{ClientFault, Outcome, VersionStats};
-use crate::upstream::endpoint::{next_endpoint, Endpoint};
-use crate::upstream::h1::{self, Answer, Deadlines, RequestHead, SendError};
 use arc_swap::ArcSwap;
 use http::header::{self, HeaderValue};
 use http::{Request, Response, StatusCode, Version};
@@ -29,7 +27,7 @@ use http_body::Body as _;
 use hyper::body::Incoming;
 use std::convert::Infallible;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 /// What the request path shares: the routing table, swapped whole by the control plane,
 /// and the guard's doorbell, rung when a canary refuses connections.
@@ -46,17 +44,6 @@ impl DataPlane {
             guard_wake: tokio::sync::Notify::new(),
         }
     }
-}
-
-/// Facts about the client connection a request came in on.
-#[derive(Debug)]
-pub struct ClientConn {
-    pub ip: HeaderValue,
-    pub tls: bool,
-    /// The connection's `client_idle` watch.
-    pub idle: Arc<IdleMonitor>,
-    /// `max_header_bytes`, held exactly here (hyper's own bound is a buffer size).
-    pub max_header_bytes: usize,
 }
 
 /// Serves one client request. Never fails: every problem becomes a short error response.
@@ -436,17 +423,6 @@ fn record(
     Some(outcome)
 }
 
-/// Idempotent and bodiless: safe to send twice (RFC 9110 9.2.2).
-fn is_retryable(request: &Request<UpstreamRequestBody>) -> bool {
-    use http::Method;
-    let method = request.method();
-    (method == Method::GET
-        || method == Method::HEAD
-        || method == Method::OPTIONS
-        || method == Method::DELETE)
-        && request.body().is_end_stream()
-}
-
 fn head_of(request: &Request<UpstreamRequestBody>) -> http::request::Parts {
     let (mut parts, ()) = Request::new(()).into_parts();
     parts.method = request.method().clone();
@@ -512,164 +488,6 @@ fn prepare_upstream_request(
         None => UpstreamRequestBody::Empty,
     };
     Request::from_parts(parts, body)
-}
-
-/// Sends a request to one of the version's endpoints, in this task. A refused connection,
-/// or a request that never left the proxy, is tried again on another endpoint: no
-/// upstream saw it, so this is always safe. A pooled connection that the upstream closed
-/// just as it was reused gets a bodiless idempotent request once more. When no endpoint
-/// took the request, it comes back with the failure. `tried` is set to each endpoint as
-/// it is tried (the last one is the access log's `endpoint`).
-pub(super) async fn forward(
-    version: &VersionRoute,
-    request: Request<UpstreamRequestBody>,
-    limits: (Duration, Duration),
-    started: Instant,
-    tried: &mut Option<std::net::SocketAddr>,
-) -> Result<Response<ResponseBody>, Failed> {
-    if version.protocol.is_http2() {
-        let head_deadline = started + limits.0;
-        return forward_h2(version, request, head_deadline, limits.1, started, tried).await;
-    }
-    let attempts = version.endpoints.len().clamp(1, 3) + 1;
-    let deadlines = deadlines(limits, started);
-    let retryable = is_retryable(&request);
-    let (parts, mut body) = request.into_parts();
-    let mut last_refused: Option<Arc<Endpoint>> = None;
-    let mut failure = Failure::NoEndpoint;
-    for _ in 0..attempts {
-        let Some(endpoint) = next_endpoint(&version.endpoints, started, last_refused.as_ref())
-        else {
-            break;
-        };
-        *tried = Some(endpoint.addr);
-        let in_flight = endpoint.start_request();
-        let lease = match endpoint.checkout(started).await {
-            Ok(lease) => lease,
-            Err(err) => {
-                if err.blames_endpoint() {
-                    endpoint.mark_refused(Instant::now());
-                }
-                failure = Failure::from(err);
-                last_refused = Some(endpoint);
-                continue;
-            }
-        };
-        endpoint.mark_healthy();
-        let head = RequestHead {
-            method: &parts.method,
-            uri: &parts.uri,
-            headers: &parts.headers,
-        };
-        match h1::send(lease, head, body, deadlines, false).await {
-            Ok(Answer::Response(head, body)) => {
-                let body = ResponseBody::Upstream(UpstreamResponse::new(body, in_flight));
-                return Ok(Response::from_parts(head, body));
-            }
-            Ok(Answer::Upgraded(..)) => {
-                return Err(Failure::Reset("unasked upgrade".to_string()).into())
-            }
-            Err(SendError::Unsent(unsent, err)) => {
-                body = unsent;
-                failure = Failure::Reset(err.to_string());
-            }
-            Err(SendError::Stale(unsent)) if retryable => {
-                body = unsent;
-                failure = Failure::Reset("pooled connection closed".to_string());
-            }
-            Err(SendError::Timeout) => return Err(Failure::Timeout.into()),
-            Err(err) => match err.tls_refusal() {
-                Some(reason) => {
-                    endpoint.refused_tls(&reason, Instant::now());
-                    return Err(Failure::Tls(reason).into());
-                }
-                None => return Err(Failure::Reset(err.to_string()).into()),
-            },
-        }
-    }
-    Err(Failed {
-        failure,
-        unsent: Some(Box::new(Request::from_parts(parts, body))),
-    })
-}
-
-/// `response_headers` and `upstream_body_idle`, from the request's start.
-fn deadlines((head, body_idle): (Duration, Duration), started: Instant) -> Deadlines {
-    Deadlines {
-        head,
-        started: tokio::time::Instant::from_std(started),
-        body_idle,
-    }
-}
-
-/// Passes an upgrade (WebSocket and the like) through on a connection of its own.
-async fn forward_upgrade(
-    version: &VersionRoute,
-    request: Request<UpstreamRequestBody>,
-    on_client_upgrade: hyper::upgrade::OnUpgrade,
-    limits: (Duration, Duration),
-    started: Instant,
-    tried: &mut Option<std::net::SocketAddr>,
-) -> Result<Response<ResponseBody>, Failure> {
-    let endpoint = next_endpoint(&version.endpoints, started, None).ok_or(Failure::NoEndpoint)?;
-    *tried = Some(endpoint.addr);
-    let in_flight = endpoint.start_request();
-    let lease = endpoint.checkout_unpooled().await.map_err(|err| {
-        if err.blames_endpoint() {
-            endpoint.mark_refused(Instant::now());
-        }
-        Failure::from(err)
-    })?;
-    let (parts, body) = request.into_parts();
-    let head = RequestHead {
-        method: &parts.method,
-        uri: &parts.uri,
-        headers: &parts.headers,
-    };
-    let answer = h1::send(lease, head, body, deadlines(limits, started), true)
-        .await
-        .map_err(|err| match err {
-            SendError::Timeout => Failure::Timeout,
-            err => Failure::Reset(err.to_string()),
-        })?;
-    match answer {
-        Answer::Upgraded(head, upstream) => {
-            tokio::spawn(async move {
-                let _in_flight = in_flight;
-                tunnel(on_client_upgrade, upstream).await;
-            });
-            Ok(Response::from_parts(head, ResponseBody::Message(None)))
-        }
-        // The upstream declined the upgrade: an ordinary response on a connection not pooled.
-        Answer::Response(head, body) => Ok(Response::from_parts(
-            head,
-            ResponseBody::Upstream(UpstreamResponse::new(body, in_flight)),
-        )),
-    }
-}
-
-/// Copies both ways between the upgraded client and upstream connections until either
-/// side closes; bytes the upstream sent right behind its 101 go first.
-async fn tunnel(on_client_upgrade: hyper::upgrade::OnUpgrade, upstream: h1::Upgraded) {
-    use tokio::io::AsyncWriteExt;
-    let client = match on_client_upgrade.await {
-        Ok(client) => client,
-        Err(err) => {
-            tracing::debug!(error = %err, "upgrade did not complete");
-            return;
-        }
-    };
-    let mut client = hyper_util::rt::TokioIo::new(client);
-    let mut stream = upstream.stream;
-    if !upstream.read_ahead.is_empty() {
-        if let Err(err) = client.write_all(&upstream.read_ahead).await {
-            tracing::debug!(error = %err, "upgraded connection ended");
-            return;
-        }
-    }
-    if let Err(err) = tokio::io::copy_bidirectional(&mut client, &mut stream).await {
-        tracing::debug!(error = %err, "upgraded connection ended");
-    }
 }
 
 /// Response hygiene plus the headers the proxy adds: version served, sticky cookie.

@@ -1,7 +1,8 @@
 //! The client-facing listener: accept, optional TLS, HTTP/1.1 and HTTP/2, graceful drain.
 
+use super::client_conn::ClientConn;
 use super::client_idle::{IdleIo, IdleMonitor};
-use super::proxy::{handle, ClientConn, DataPlane};
+use super::proxy::{handle, DataPlane};
 use crate::config::Config;
 use crate::telemetry::exchange::Entry;
 use http::HeaderValue;

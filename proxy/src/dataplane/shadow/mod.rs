@@ -7,7 +7,7 @@
 pub mod compare;
 
 use super::body::{ResponseBody, UpstreamRequestBody};
-use super::proxy::forward;
+use super::forward::forward;
 use crate::routing::{RoutingTable, ShadowRoute};
 use crate::telemetry::shadow::{ShadowReport, Skip};
 use bytes::{Bytes, BytesMut};
