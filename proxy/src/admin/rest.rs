@@ -51,7 +51,9 @@ pub fn rollout_action(verb: &str) -> Result<RolloutAction, ApiError> {
             "approve has a path of its own: POST /services/{svc}/approve".into(),
         )),
         Ok(action) => Ok(action),
-        Err(err) => Err(ApiError::NotFound(format!("no rollout action: {err}"))),
+        Err(_) => Err(ApiError::NotFound(format!(
+            "no rollout action {verb:?}: start, pause or resume"
+        ))),
     }
 }
 
