@@ -10,6 +10,7 @@ pub mod ctl;
 pub mod dataplane;
 pub mod fleet;
 pub mod guard;
+pub mod http1;
 pub mod rollout;
 pub mod routing;
 pub mod run;

@@ -1,6 +1,6 @@
 //! Proxy header hygiene: hop-by-hop headers out, forwarding headers in.
 
-use crate::upstream::h1::HOP_BY_HOP;
+use crate::http1::HOP_BY_HOP;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
 pub static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");

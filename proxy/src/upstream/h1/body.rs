@@ -2,9 +2,9 @@
 //! in the request's own task. The request body, if still streaming, moves along in the
 //! same polls. At a clean message boundary the connection goes back to its pool.
 
-use super::chunked::{ChunkError, Decoded};
 use super::request::{Upload, UploadError};
-use super::response::Framing;
+use crate::http1::chunked::{ChunkError, Decoded};
+use crate::http1::response_head::Framing;
 use crate::upstream::pool::Lease;
 use bytes::{Bytes, BytesMut};
 use http_body::{Body, Frame, SizeHint};

@@ -7,40 +7,24 @@
 //! an exchange ends exactly at a message boundary.
 
 pub mod body;
-pub mod chunked;
 pub mod request;
-pub mod response;
 
 pub use body::{BodyError, BoxError, ResponseBody};
 
+use crate::http1::response_head::{self, HeadError, Parsed};
 use crate::upstream::connect::refused_after_handshake;
 use crate::upstream::connection::Connection;
 use crate::upstream::pool::Lease;
 use crate::upstream::stream::UpstreamStream;
 use bytes::Bytes;
-use http::header::{self, HeaderName};
 use http::{HeaderMap, Method, StatusCode, Uri};
 use http_body::Body;
 use request::{RequestFraming, Upload, UploadError};
-use response::{HeadError, Parsed};
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::io::AsyncWriteExt;
 use tokio::time::Instant;
-
-/// Headers that describe one connection, not the message (RFC 9110 7.6.1).
-pub static HOP_BY_HOP: [HeaderName; 9] = [
-    header::CONNECTION,
-    HeaderName::from_static("keep-alive"),
-    HeaderName::from_static("proxy-connection"),
-    header::PROXY_AUTHENTICATE,
-    header::PROXY_AUTHORIZATION,
-    header::TE,
-    header::TRAILER,
-    header::TRANSFER_ENCODING,
-    header::UPGRADE,
-];
 
 /// Head reads start this large; a bigger head grows the buffer up to `MAX_HEAD`.
 const HEAD_READ: usize = 8 * 1024;
@@ -238,7 +222,10 @@ where
     B: Body<Data = Bytes> + Unpin,
     B::Error: Into<BoxError>,
 {
-    fn poll_head(&mut self, cx: &mut Context<'_>) -> Poll<Result<response::Head, HeadFailure>> {
+    fn poll_head(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<response_head::Head, HeadFailure>> {
         if let Some(upload) = self.upload.as_mut() {
             let polled = upload.poll(cx, &mut self.connection.stream);
             if upload.took_some() {
@@ -264,7 +251,7 @@ where
         }
         loop {
             let buf = &mut self.connection.read_buf;
-            match response::parse(buf, self.method) {
+            match response_head::parse(buf, self.method) {
                 Ok(Parsed::Final(head)) => return Poll::Ready(Ok(head)),
                 Ok(Parsed::Interim) => continue,
                 Ok(Parsed::Partial) => {}

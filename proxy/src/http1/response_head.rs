@@ -3,6 +3,7 @@
 //! decided by RFC 9112 6.3.
 
 use super::chunked::ChunkedDecoder;
+use super::fields::FieldFacts;
 use bytes::{Buf, BytesMut};
 use http::{header, HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Version};
 use std::mem::MaybeUninit;
@@ -59,69 +60,6 @@ struct Span {
     value: (usize, usize),
 }
 
-/// Facts about framing and persistence gathered while walking the fields.
-#[derive(Default)]
-struct Fields {
-    length: Option<u64>,
-    bad_length: bool,
-    transfer_encoding: bool,
-    chunked_last: bool,
-    /// Transfer-Encoding names a coding besides chunked (gzip...): it must reach the
-    /// client, which the proxy re-frames, as a content coding.
-    other_codings: bool,
-    close: bool,
-    keep_alive: bool,
-    /// `Connection` names fields besides keep-alive and close.
-    names_fields: bool,
-}
-
-impl Fields {
-    fn note(&mut self, name: &str, value: &[u8]) {
-        if name.eq_ignore_ascii_case("content-length") {
-            match (parse_length(value), self.length) {
-                (Some(length), None) => self.length = Some(length),
-                (Some(length), Some(seen)) if length == seen => {}
-                _ => self.bad_length = true,
-            }
-        } else if name.eq_ignore_ascii_case("transfer-encoding") {
-            self.transfer_encoding = true;
-            for coding in value.split(|&b| b == b',') {
-                let coding = coding.trim_ascii();
-                let chunked = coding.eq_ignore_ascii_case(b"chunked");
-                let nothing = coding.is_empty() || coding.eq_ignore_ascii_case(b"identity");
-                self.other_codings |= !chunked && !nothing;
-                self.chunked_last = chunked;
-            }
-        } else if name.eq_ignore_ascii_case("connection") {
-            for token in value.split(|&b| b == b',') {
-                let token = token.trim_ascii();
-                let close = token.eq_ignore_ascii_case(b"close");
-                let keep_alive = token.eq_ignore_ascii_case(b"keep-alive");
-                self.close |= close;
-                self.keep_alive |= keep_alive;
-                self.names_fields |= !(close || keep_alive || token.is_empty());
-            }
-        }
-    }
-}
-
-/// A content-length value: digits only, or a list of one value repeated ("5, 5").
-fn parse_length(value: &[u8]) -> Option<u64> {
-    let mut found = None;
-    for part in value.split(|&b| b == b',') {
-        let part = part.trim_ascii();
-        if part.is_empty() || part.len() > 19 || !part.iter().all(u8::is_ascii_digit) {
-            return None;
-        }
-        let length = std::str::from_utf8(part).ok()?.parse::<u64>().ok()?;
-        match found {
-            Some(seen) if seen != length => return None,
-            _ => found = Some(length),
-        }
-    }
-    found
-}
-
 /// Parses a response head from the front of `buf`, consuming it when complete.
 pub fn parse(buf: &mut BytesMut, method: &Method) -> Result<Parsed, HeadError> {
     // Neither array is zeroed first: at up to 128 fields that would cost more than the parse.
@@ -155,7 +93,7 @@ pub fn parse(buf: &mut BytesMut, method: &Method) -> Result<Parsed, HeadError> {
     };
     let base = buf.as_ptr() as usize;
     let mut spans = [const { MaybeUninit::<Span>::uninit() }; MAX_FIELDS];
-    let mut facts = Fields::default();
+    let mut facts = FieldFacts::default();
     let count = response.headers.len();
     for (span, field) in spans.iter_mut().zip(response.headers.iter()) {
         facts.note(field.name, field.value);
@@ -259,7 +197,7 @@ fn keep_transfer_codings(head: &[u8], spans: &[MaybeUninit<Span>], headers: &mut
     }
 }
 
-fn framing(method: &Method, status: StatusCode, facts: &Fields) -> Framing {
+fn framing(method: &Method, status: StatusCode, facts: &FieldFacts) -> Framing {
     if method == Method::HEAD
         || status == StatusCode::NO_CONTENT
         || status == StatusCode::NOT_MODIFIED
