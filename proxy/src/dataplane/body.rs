@@ -2,7 +2,7 @@
 
 use super::client_body::ClientBody;
 use crate::upstream::endpoint::InFlight;
-use crate::upstream::h1::{self, BodyError};
+use crate::upstream::h1::{self, BodyError, BoxError};
 use crate::upstream::h2::H2ResponseBody;
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
@@ -20,12 +20,12 @@ pub enum UpstreamRequestBody {
 
 impl Body for UpstreamRequestBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BoxError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         match self.get_mut() {
             UpstreamRequestBody::Client(body) => body.poll_frame(cx),
             UpstreamRequestBody::Empty => Poll::Ready(None),

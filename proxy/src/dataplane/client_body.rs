@@ -3,7 +3,9 @@
 //! deadlines stay off while the proxy waits on the client: the codec sees that itself.)
 
 use super::client_idle::StallClock;
+use super::h1::{InboundBody, InboundError};
 use crate::telemetry::ClientFault;
+use crate::upstream::h1::BoxError;
 use bytes::{Bytes, BytesMut};
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
@@ -34,9 +36,52 @@ impl FaultSlot {
     }
 }
 
+/// A body error and whose fault it is.
+type BlamedError = (ClientFault, BoxError);
+
+/// A client's request body as its connection delivers it.
+#[derive(Debug)]
+pub enum ClientRequestBody {
+    /// Read by switchyard's own HTTP/1 server side.
+    Http1(InboundBody),
+    /// An HTTP/2 stream's, from hyper's server.
+    Http2(Incoming),
+}
+
+impl ClientRequestBody {
+    /// Polls for the next frame; a failure comes with whose fault it is.
+    fn poll_frame(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BlamedError>>> {
+        match self {
+            ClientRequestBody::Http1(body) => Pin::new(body)
+                .poll_frame(cx)
+                .map_err(|err| (classify_http1(&err), err.into())),
+            ClientRequestBody::Http2(body) => Pin::new(body)
+                .poll_frame(cx)
+                .map_err(|err| (classify(&err), err.into())),
+        }
+    }
+
+    pub fn is_end_stream(&self) -> bool {
+        match self {
+            ClientRequestBody::Http1(body) => body.is_end_stream(),
+            ClientRequestBody::Http2(body) => body.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            ClientRequestBody::Http1(body) => body.size_hint(),
+            ClientRequestBody::Http2(body) => body.size_hint(),
+        }
+    }
+}
+
 #[derive(Debug)]
 pub struct ClientBody {
-    body: Incoming,
+    body: ClientRequestBody,
     fault: Arc<FaultSlot>,
     stall: StallClock,
     /// A copy of what passes, for a shadow copy of the request.
@@ -54,7 +99,7 @@ struct BodyCopy {
 }
 
 impl ClientBody {
-    pub fn new(body: Incoming, fault: Arc<FaultSlot>, stall: StallClock) -> ClientBody {
+    pub fn new(body: ClientRequestBody, fault: Arc<FaultSlot>, stall: StallClock) -> ClientBody {
         ClientBody {
             body,
             fault,
@@ -86,15 +131,21 @@ impl ClientBody {
     pub fn poll_frame(
         &mut self,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        let polled = Pin::new(&mut self.body).poll_frame(cx);
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let polled = match self.body.poll_frame(cx) {
+            Poll::Ready(Some(Err((fault, err)))) => {
+                self.stall.progressing();
+                self.fault.set(fault);
+                self.copy = None;
+                return Poll::Ready(Some(Err(err)));
+            }
+            Poll::Ready(Some(Ok(frame))) => Poll::Ready(Some(Ok(frame))),
+            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Pending => Poll::Pending,
+        };
         match &polled {
             Poll::Pending => self.stall.waiting(),
-            Poll::Ready(Some(Err(err))) => {
-                self.stall.progressing();
-                self.fault.set(classify(err));
-                self.copy = None;
-            }
+            Poll::Ready(Some(Err(_))) => {}
             Poll::Ready(Some(Ok(frame))) => {
                 self.stall.progressing();
                 if let (Some(copy), Some(data)) = (&mut self.copy, frame.data_ref()) {
@@ -129,6 +180,14 @@ impl BodyCopy {
         } else if !self.overflowed {
             self.kept.extend_from_slice(data);
         }
+    }
+}
+
+/// Broken chunking is malformed; a closed or failed connection is abandoned.
+fn classify_http1(err: &InboundError) -> ClientFault {
+    match err {
+        InboundError::Malformed(_) => ClientFault::MalformedBody,
+        InboundError::Closed | InboundError::Io(_) => ClientFault::AbandonedBody,
     }
 }
 

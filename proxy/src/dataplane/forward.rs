@@ -4,6 +4,7 @@
 
 use super::body::{ResponseBody, UpstreamRequestBody, UpstreamResponse};
 use super::failure::{Failed, Failure};
+use super::h1::ClientUpgrade;
 use super::h2_forward::forward_h2;
 use crate::routing::VersionRoute;
 use crate::upstream::endpoint::{next_endpoint, Endpoint};
@@ -116,7 +117,7 @@ fn deadlines((head, body_idle): (Duration, Duration), started: Instant) -> Deadl
 pub(super) async fn forward_upgrade(
     version: &VersionRoute,
     request: Request<UpstreamRequestBody>,
-    on_client_upgrade: hyper::upgrade::OnUpgrade,
+    on_client_upgrade: ClientUpgrade,
     limits: (Duration, Duration),
     started: Instant,
     tried: &mut Option<std::net::SocketAddr>,
@@ -159,24 +160,29 @@ pub(super) async fn forward_upgrade(
 }
 
 /// Copies both ways between the upgraded client and upstream connections until either
-/// side closes; bytes the upstream sent right behind its 101 go first.
-async fn tunnel(on_client_upgrade: hyper::upgrade::OnUpgrade, upstream: h1::Upgraded) {
+/// side closes; bytes either side sent right behind its head go first.
+async fn tunnel(on_client_upgrade: ClientUpgrade, upstream: h1::Upgraded) {
     use tokio::io::AsyncWriteExt;
-    let client = match on_client_upgrade.await {
-        Ok(client) => client,
-        Err(err) => {
-            tracing::debug!(error = %err, "upgrade did not complete");
-            return;
-        }
+    let Ok(client) = on_client_upgrade.await else {
+        tracing::debug!("upgrade did not complete: the client's connection ended first");
+        return;
     };
-    let mut client = hyper_util::rt::TokioIo::new(client);
     let mut stream = upstream.stream;
-    if !upstream.read_ahead.is_empty() {
-        if let Err(err) = client.write_all(&upstream.read_ahead).await {
-            tracing::debug!(error = %err, "upgraded connection ended");
-            return;
+    let mut client_io = client.io;
+    let early = async {
+        if !upstream.read_ahead.is_empty() {
+            client_io.write_all(&upstream.read_ahead).await?;
         }
+        if !client.read_ahead.is_empty() {
+            stream.write_all(&client.read_ahead).await?;
+        }
+        std::io::Result::Ok(())
+    };
+    if let Err(err) = early.await {
+        tracing::debug!(error = %err, "upgraded connection ended");
+        return;
     }
+    let mut client = client_io;
     if let Err(err) = tokio::io::copy_bidirectional(&mut client, &mut stream).await {
         tracing::debug!(error = %err, "upgraded connection ended");
     }

@@ -11,6 +11,7 @@ pub mod failure;
 mod fields;
 mod forward;
 pub mod grpc;
+mod h1;
 mod h2_forward;
 pub mod headers;
 pub mod proxy;
@@ -20,3 +21,5 @@ pub mod served_body;
 pub mod server;
 pub mod shadow;
 pub mod tls;
+
+pub use client_body::ClientRequestBody;

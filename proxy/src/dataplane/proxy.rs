@@ -9,6 +9,7 @@ use super::failure::{plain, Failed, Failure};
 use super::fields;
 use super::forward::{forward, forward_upgrade, is_retryable};
 use super::grpc;
+use super::h1::ClientUpgrade;
 use super::headers::{
     accepts_trailers, add_forwarding, add_via, authority, head_size, is_upgrade_request,
     join_cookies, remove_hop_by_hop, strip_h2c,
@@ -16,6 +17,7 @@ use super::headers::{
 use super::request_id;
 use super::served_body::{GrpcCall, ServedBody, Watch};
 use super::shadow;
+use super::ClientRequestBody;
 use crate::config::grpc::DEADLINE_EXCEEDED;
 use crate::routing::table::sticky_cookie_value;
 use crate::routing::{Pick, RoutingTable, ServiceRoute, VersionRoute};
@@ -24,7 +26,6 @@ use arc_swap::ArcSwap;
 use http::header::{self, HeaderValue};
 use http::{Request, Response, StatusCode, Version};
 use http_body::Body as _;
-use hyper::body::Incoming;
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Instant;
@@ -50,11 +51,13 @@ impl DataPlane {
 /// Every request and answer carries its `x-request-id`; with `[telemetry.otlp]` the
 /// request's `traceparent` is decided here. With an access log or a sampled span, the
 /// exchange's record goes with the answer's body (or is sent here, if the client leaves
-/// before the answer).
+/// before the answer). `upgrade` comes with an HTTP/1.1 upgrade request: it resolves to
+/// the client's connection once a 101 went out.
 pub async fn handle(
     plane: Arc<DataPlane>,
     client: Arc<ClientConn>,
-    mut request: Request<Incoming>,
+    mut request: Request<ClientRequestBody>,
+    upgrade: Option<ClientUpgrade>,
 ) -> Result<Response<ServedBody>, Infallible> {
     let started = Instant::now();
     // Measured as the client sent it, before the proxy adds its request id.
@@ -94,7 +97,11 @@ pub async fn handle(
             "request head too large\n",
         )),
         false => {
-            let exchange = Exchange { started, recording };
+            let exchange = Exchange {
+                started,
+                recording,
+                upgrade,
+            };
             serve(&plane, &table, &client, request, exchange, &mut served).await
         }
     };
@@ -111,10 +118,12 @@ pub async fn handle(
     Ok(response)
 }
 
-/// When a request started, and whether its access log line or span is recorded.
+/// When a request started, whether its access log line or span is recorded, and its
+/// connection's upgrade.
 struct Exchange {
     started: Instant,
     recording: bool,
+    upgrade: Option<ClientUpgrade>,
 }
 
 /// Serves one request with the table of its start, noting in `note` what the access
@@ -123,11 +132,15 @@ async fn serve(
     plane: &DataPlane,
     table: &Arc<RoutingTable>,
     client: &ClientConn,
-    mut request: Request<Incoming>,
+    mut request: Request<ClientRequestBody>,
     exchange: Exchange,
     note: &mut Served,
 ) -> Response<ServedBody> {
-    let Exchange { started, recording } = exchange;
+    let Exchange {
+        started,
+        recording,
+        upgrade,
+    } = exchange;
     let authority = match authority(request.uri(), request.version(), request.headers()) {
         Ok(authority) => authority,
         Err(err) => return ServedBody::plain(plain(StatusCode::BAD_REQUEST, err.text())),
@@ -158,10 +171,12 @@ async fn serve(
     }
     strip_h2c(request.headers_mut());
     // Upgrades pass only to HTTP/1 versions; for HTTP/2 ones the request goes as it is.
-    let upgrade = request.version() == Version::HTTP_11
-        && is_upgrade_request(request.headers())
-        && !service.versions[chosen].protocol.is_http2();
-    let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut request));
+    let client_upgrade = upgrade.filter(|_| {
+        request.version() == Version::HTTP_11
+            && is_upgrade_request(request.headers())
+            && !service.versions[chosen].protocol.is_http2()
+    });
+    let upgrade = client_upgrade.is_some();
     let http2 = request.version() == Version::HTTP_2;
     let fault = (!request.body().is_end_stream()).then(FaultSlot::new);
     let mut request = prepare_upstream_request(request, client, upgrade, authority, fault.as_ref());
@@ -448,7 +463,7 @@ fn mark_retried(
 /// Rewrites a client request for the upstream: the request's one
 /// authority as Host, HTTP/1.1, hop-by-hop headers out, forwarding headers in.
 fn prepare_upstream_request(
-    request: Request<Incoming>,
+    request: Request<ClientRequestBody>,
     client: &ClientConn,
     upgrade: bool,
     authority: Option<HeaderValue>,

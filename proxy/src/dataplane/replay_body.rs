@@ -4,6 +4,7 @@
 //! up to `REPLAY_LIMIT` bytes; a larger body is streamed on and cannot be replayed.
 
 use super::body::UpstreamRequestBody;
+use crate::upstream::h1::BoxError;
 use bytes::Bytes;
 use http::HeaderMap;
 use http_body::{Body, Frame, SizeHint};
@@ -103,12 +104,12 @@ impl Recording {
 
 impl Body for ReplayBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BoxError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = self.get_mut();
         let mut recording = this
             .recording

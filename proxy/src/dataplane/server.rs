@@ -1,22 +1,34 @@
-//! The client-facing listener: accept, optional TLS, HTTP/1.1 and HTTP/2, graceful drain.
+//! The client-facing listener: accept, optional TLS, then HTTP/1 on switchyard's own codec
+//! (`dataplane::h1`) or HTTP/2 on hyper's (by ALPN, or by the preface in the clear),
+//! graceful drain.
 
 use super::client_conn::ClientConn;
 use super::client_idle::{IdleIo, IdleMonitor};
+use super::h1::{ClientIo, H1Connection};
 use super::proxy::{handle, DataPlane};
+use super::ClientRequestBody;
 use crate::config::Config;
 use crate::telemetry::exchange::Entry;
+use bytes::{Buf, BytesMut};
 use http::HeaderValue;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Semaphore};
+use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
+
+/// What an HTTP/2 client sends first (RFC 9113 3.4).
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+type H2Builder = hyper::server::conn::http2::Builder<TokioExecutor>;
 
 /// How far past `max_header_bytes` an HTTP/2 head is still decoded (to answer 431).
 const H2_HEAD_SLACK: usize = 64 * 1024;
@@ -46,19 +58,9 @@ impl ServerSettings {
         }
     }
 
-    fn http(&self) -> auto::Builder<TokioExecutor> {
-        let mut builder = auto::Builder::new(TokioExecutor::new());
+    fn http2(&self) -> H2Builder {
+        let mut builder = H2Builder::new(TokioExecutor::new());
         builder
-            .http1()
-            .timer(TokioTimer::new())
-            .header_read_timeout(self.client_headers_timeout)
-            // hyper's read buffer bounds the request head; 8 KiB is its floor.
-            .max_buf_size(self.max_header_bytes.max(8192))
-            .keep_alive(true)
-            // Small responses go out in one copy-and-write instead of a writev of pieces.
-            .writev(false);
-        builder
-            .http2()
             .timer(TokioTimer::new())
             // Room past the limit, so that a head a little too large is decoded and gets
             // its 431 from the request path instead of the connection being torn down.
@@ -76,7 +78,7 @@ pub async fn serve(
     settings: ServerSettings,
     mut stop: watch::Receiver<bool>,
 ) {
-    let http = Arc::new(settings.http());
+    let http2 = Arc::new(settings.http2());
     let graceful = GracefulShutdown::new();
     let slots = Arc::new(Semaphore::new(settings.max_connections));
     let mut backoff = AcceptBackoff::default();
@@ -118,26 +120,22 @@ pub async fn serve(
             idle: Arc::new(IdleMonitor::new(settings.client_idle)),
             max_header_bytes: settings.max_header_bytes,
         });
+        // The first head's deadline runs from accept: a connection that never sends a
+        // byte is closed like one that sends half a head.
         let connection = Connection {
             plane: plane.clone(),
             client,
-            http: http.clone(),
+            http2: http2.clone(),
             graceful: graceful.watcher(),
+            stop: stop.clone(),
+            client_headers: settings.client_headers_timeout,
+            first_deadline: Instant::now() + settings.client_headers_timeout,
         };
         match &settings.tls {
             None => {
-                let first_byte = tokio::time::Instant::now() + settings.client_headers_timeout;
                 tokio::spawn(async move {
                     let _slot = slot;
-                    // The head deadline runs from accept: a connection that never sends
-                    // a byte is closed like one that sends half a head (hyper's own
-                    // timer only starts at the first byte). A peek (not `readable`,
-                    // which a fresh socket reports at once) waits for that byte or EOF.
-                    let mut first = [0u8; 1];
-                    match tokio::time::timeout_at(first_byte, stream.peek(&mut first)).await {
-                        Ok(_) => connection.serve(stream).await,
-                        Err(_) => tracing::debug!(%peer, "no request within client_headers"),
-                    }
+                    connection.serve(stream, false).await
                 });
             }
             Some(acceptor) => {
@@ -146,7 +144,13 @@ pub async fn serve(
                 tokio::spawn(async move {
                     let _slot = slot;
                     match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
-                        Ok(Ok(tls)) => connection.serve(tls).await,
+                        Ok(Ok(tls)) => {
+                            let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
+                            // The handshake had its own deadline; the head's starts now.
+                            let mut connection = connection;
+                            connection.first_deadline = Instant::now() + connection.client_headers;
+                            connection.serve(tls, h2).await
+                        }
                         Ok(Err(err)) => {
                             tracing::debug!(%peer, error = %err, "TLS handshake failed")
                         }
@@ -158,10 +162,14 @@ pub async fn serve(
     }
     drop(listener);
     tracing::info!("stopped accepting; draining open connections");
-    if tokio::time::timeout(settings.drain, graceful.shutdown())
-        .await
-        .is_err()
-    {
+    // HTTP/2 connections are sent GOAWAY; HTTP/1 ones close after the answer under way.
+    // Every connection holds a slot until it ends, so all slots back means all ended.
+    let all = u32::try_from(settings.max_connections).unwrap_or(u32::MAX);
+    let drained = async {
+        graceful.shutdown().await;
+        let _ = slots.acquire_many(all).await;
+    };
+    if tokio::time::timeout(settings.drain, drained).await.is_err() {
         tracing::warn!("drain deadline passed with connections still open; closing them");
     }
 }
@@ -220,34 +228,159 @@ impl AcceptBackoff {
 struct Connection {
     plane: Arc<DataPlane>,
     client: Arc<ClientConn>,
-    http: Arc<auto::Builder<TokioExecutor>>,
+    http2: Arc<H2Builder>,
     graceful: hyper_util::server::graceful::Watcher,
+    stop: watch::Receiver<bool>,
+    client_headers: Duration,
+    first_deadline: Instant,
 }
 
 impl Connection {
-    async fn serve<S>(self, stream: S)
+    /// Serves the connection as HTTP/2 when ALPN chose it (`h2`) or it opens with the
+    /// HTTP/2 preface, else as HTTP/1; until it ends, or a body waits on the client past
+    /// `client_idle`.
+    async fn serve<S>(self, stream: S, h2: bool)
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let idle = self.client.idle.clone();
+        let mut stream = IdleIo::new(stream, idle.clone());
+        let served = async move {
+            let mut read_ahead = BytesMut::new();
+            if !h2 {
+                match sniff(&mut stream, &mut read_ahead, self.first_deadline).await {
+                    Sniffed::Http1 => return self.serve_http1(Box::new(stream), read_ahead).await,
+                    Sniffed::Http2 => {}
+                    Sniffed::Nothing => return,
+                }
+            }
+            self.serve_http2(Rewound::new(read_ahead, stream)).await
+        };
+        tokio::select! {
+            () = served => {}
+            // Dropping the connection ends its exchanges and frees their upstream connections.
+            () = idle.stalled() => tracing::debug!("client idle too long; connection dropped"),
+        }
+    }
+
+    async fn serve_http1(self, io: ClientIo, read_ahead: BytesMut) {
+        let connection = H1Connection {
+            plane: self.plane,
+            client: self.client,
+            client_headers: self.client_headers,
+            stop: self.stop,
+        };
+        connection.serve(io, read_ahead, self.first_deadline).await
+    }
+
+    async fn serve_http2<S>(self, stream: S)
     where
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
         let Connection {
             plane,
             client,
-            http,
+            http2,
             graceful,
+            ..
         } = self;
-        let idle = client.idle.clone();
-        let stream = IdleIo::new(stream, idle.clone());
-        let service = service_fn(move |request| handle(plane.clone(), client.clone(), request));
-        let connection = http.serve_connection_with_upgrades(TokioIo::new(stream), service);
-        tokio::select! {
-            served = graceful.watch(connection.into_owned()) => {
-                if let Err(err) = served {
-                    tracing::debug!(error = %err, "client connection ended with an error");
-                }
-            }
-            // Dropping the connection ends its exchanges and frees their upstream connections.
-            () = idle.stalled() => tracing::debug!("client idle too long; connection dropped"),
+        let service = service_fn(move |request: http::Request<hyper::body::Incoming>| {
+            let request = request.map(ClientRequestBody::Http2);
+            handle(plane.clone(), client.clone(), request, None)
+        });
+        let connection = http2.serve_connection(TokioIo::new(stream), service);
+        if let Err(err) = graceful.watch(connection).await {
+            tracing::debug!(error = %err, "client connection ended with an error");
         }
+    }
+}
+
+enum Sniffed {
+    Http1,
+    Http2,
+    /// Closed, failed or silent past the first head's deadline.
+    Nothing,
+}
+
+/// Reads until the bytes either are the HTTP/2 preface or cannot be.
+async fn sniff<S: AsyncRead + Unpin>(
+    stream: &mut S,
+    read: &mut BytesMut,
+    deadline: Instant,
+) -> Sniffed {
+    use tokio::io::AsyncReadExt;
+    while read.len() < H2_PREFACE.len() && H2_PREFACE.starts_with(read) {
+        read.reserve(8 * 1024);
+        match tokio::time::timeout_at(deadline, stream.read_buf(read)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return Sniffed::Nothing,
+            Ok(Ok(_)) => {}
+            Err(_) => {
+                tracing::debug!("no request within client_headers");
+                return Sniffed::Nothing;
+            }
+        }
+    }
+    match read.starts_with(H2_PREFACE) {
+        true => Sniffed::Http2,
+        false => Sniffed::Http1,
+    }
+}
+
+/// A stream whose first bytes were read already: they are read again first.
+struct Rewound<S> {
+    read: BytesMut,
+    stream: S,
+}
+
+impl<S> Rewound<S> {
+    fn new(read: BytesMut, stream: S) -> Rewound<S> {
+        Rewound { read, stream }
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Rewound<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        if self.read.is_empty() {
+            return Pin::new(&mut self.stream).poll_read(cx, buf);
+        }
+        let take = self.read.len().min(buf.remaining());
+        buf.put_slice(&self.read[..take]);
+        self.read.advance(take);
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Rewound<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_shutdown(cx)
     }
 }
 

@@ -8,6 +8,7 @@ pub mod chunked;
 pub mod fields;
 pub mod request_head;
 pub mod response_head;
+pub mod response_write;
 
 use http::header::{self, HeaderName};
 

@@ -21,7 +21,7 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
 
 /// A request body as hyper's HTTP/2 client takes it: one type for every kind of body.
-pub type H2Body = http_body_util::combinators::UnsyncBoxBody<Bytes, hyper::Error>;
+pub type H2Body = http_body_util::combinators::UnsyncBoxBody<Bytes, crate::upstream::h1::BoxError>;
 
 #[derive(Debug, thiserror::Error)]
 pub enum H2ConnectError {

@@ -1,0 +1,204 @@
+//! A client's HTTP/1 connection, served by switchyard's own codec (`http1`): heads read
+//! into one reused buffer, each request handed to the request path in this task, its
+//! answer written back before the next head is read (pipelined requests wait in the
+//! buffer, answered in order). HTTP/2 connections go to hyper's server instead.
+
+mod inbox;
+mod respond;
+
+pub use inbox::{ClientIo, InboundBody, InboundError};
+
+use super::client_conn::ClientConn;
+use super::proxy::{handle, DataPlane};
+use super::ClientRequestBody;
+use crate::http1::request_head::{BodyFraming, RequestError, RequestHead, Status};
+use crate::http1::response_write::write_refusal;
+use bytes::{Bytes, BytesMut};
+use http::{HeaderMap, HeaderName, HeaderValue, Request, Uri};
+use inbox::{lock, start_body, Inbox, SharedInbox};
+use respond::{respond, Responded};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncWriteExt, WriteHalf};
+use tokio::sync::{oneshot, watch};
+use tokio::time::Instant;
+
+/// A client connection handed over after its 101: the whole stream and the bytes the
+/// client sent past its request head.
+pub struct UpgradedClient {
+    pub io: ClientIo,
+    pub read_ahead: Bytes,
+}
+
+/// Resolves once the 101 went out and the connection is the tunnel's.
+pub type ClientUpgrade = oneshot::Receiver<UpgradedClient>;
+
+/// What a connection needs besides its stream.
+pub struct H1Connection {
+    pub plane: Arc<DataPlane>,
+    pub client: Arc<ClientConn>,
+    pub client_headers: Duration,
+    /// Flips when the proxy drains: an idle connection closes, a busy one after its answer.
+    pub stop: watch::Receiver<bool>,
+}
+
+impl H1Connection {
+    /// Serves requests until the client leaves, a head is refused, or the proxy drains.
+    /// `read_ahead` holds what was read before (to tell HTTP/1 from HTTP/2); the first
+    /// head must be whole by `first_deadline` (counted from accept), each later one
+    /// within `client_headers` of the answer before it.
+    pub async fn serve(mut self, io: ClientIo, read_ahead: BytesMut, first_deadline: Instant) {
+        let (read, mut write) = tokio::io::split(io);
+        let inbox = Inbox::new(read, read_ahead);
+        let mut head = RequestHead::default();
+        let mut out = Vec::with_capacity(4096);
+        let mut deadline = first_deadline;
+        loop {
+            let max = self.client.max_header_bytes;
+            let read = tokio::select! {
+                read = tokio::time::timeout_at(deadline, read_head(&inbox, &mut head, max)) => read,
+                _ = self.stop.wait_for(|&stop| stop) => return,
+            };
+            let head_bytes = match read {
+                Ok(Ok(bytes)) => bytes,
+                Ok(Err(HeadRead::Refused(err))) => {
+                    tracing::debug!(error = %err, "request head refused");
+                    write_refusal(&mut out, err.status(), &err.to_string());
+                    let _ = write.write_all(&out).await;
+                    let _ = write.shutdown().await;
+                    return;
+                }
+                Ok(Err(HeadRead::Gone)) => return,
+                Err(_) => {
+                    tracing::debug!("no whole request head within client_headers");
+                    return;
+                }
+            };
+            let body = start_body(&inbox, head.framing);
+            if head.expect_continue && head.framing != BodyFraming::Empty {
+                // Asked first, answered at once (RFC 9110 10.1.1): the request path
+                // reads the body as soon as it knows where it goes.
+                if write
+                    .write_all(b"HTTP/1.1 100 Continue\r\n\r\n")
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+            }
+            let (request, upgrade) = match request(&head, head_bytes, body) {
+                Ok(request) => request,
+                Err(err) => {
+                    write_refusal(&mut out, http::StatusCode::BAD_REQUEST, err);
+                    let _ = write.write_all(&out).await;
+                    let _ = write.shutdown().await;
+                    return;
+                }
+            };
+            let (upgraded_tx, upgrade_rx) = match upgrade {
+                true => {
+                    let (tx, rx) = oneshot::channel();
+                    (Some(tx), Some(rx))
+                }
+                false => (None, None),
+            };
+            let method = request.method().clone();
+            let response =
+                match handle(self.plane.clone(), self.client.clone(), request, upgrade_rx).await {
+                    Ok(response) => response,
+                    Err(never) => match never {},
+                };
+            let keep_alive = head.keep_alive && !*self.stop.borrow();
+            let http11 = head.version == http::Version::HTTP_11;
+            match respond(&mut write, &mut out, response, &method, http11, keep_alive).await {
+                Responded::KeepAlive if lock(&inbox).body_done() => {}
+                Responded::KeepAlive | Responded::Close => {
+                    let _ = write.shutdown().await;
+                    return;
+                }
+                Responded::Gone => return,
+                Responded::Switched => {
+                    if let Some(to_tunnel) = upgraded_tx {
+                        hand_over(&inbox, write, to_tunnel);
+                    }
+                    return;
+                }
+            }
+            deadline = Instant::now() + self.client_headers;
+        }
+    }
+}
+
+enum HeadRead {
+    Refused(RequestError),
+    /// The client closed (or the stream failed) before a whole head.
+    Gone,
+}
+
+/// Reads until a whole head is in the buffer, then takes its bytes off the front.
+async fn read_head(
+    inbox: &SharedInbox,
+    head: &mut RequestHead,
+    max: usize,
+) -> Result<Bytes, HeadRead> {
+    std::future::poll_fn(|cx| {
+        let mut inbox = lock(inbox);
+        loop {
+            if !inbox.buf.is_empty() {
+                match head.parse(&inbox.buf, max) {
+                    Ok(Status::Complete) => {
+                        let length = head.length;
+                        return std::task::Poll::Ready(Ok(inbox.buf.split_to(length).freeze()));
+                    }
+                    Ok(Status::Partial) => {}
+                    Err(err) => return std::task::Poll::Ready(Err(HeadRead::Refused(err))),
+                }
+            }
+            match std::task::ready!(inbox.poll_fill(cx)) {
+                Ok(0) | Err(_) => return std::task::Poll::Ready(Err(HeadRead::Gone)),
+                Ok(_) => {}
+            }
+        }
+    })
+    .await
+}
+
+/// The request for the request path: its values share the head's bytes.
+fn request(
+    head: &RequestHead,
+    bytes: Bytes,
+    body: InboundBody,
+) -> Result<(Request<ClientRequestBody>, bool), &'static str> {
+    let target = head.target.range();
+    let uri = Uri::from_maybe_shared(bytes.slice(target)).map_err(|_| "bad request target")?;
+    let mut headers = HeaderMap::with_capacity(head.fields.len() + 6);
+    for field in &head.fields {
+        let name =
+            HeaderName::from_bytes(field.name.of_buf(&bytes)).map_err(|_| "bad header name")?;
+        let value = HeaderValue::from_maybe_shared(bytes.slice(field.value.range()))
+            .map_err(|_| "bad header value")?;
+        headers.append(name, value);
+    }
+    let mut request = Request::new(ClientRequestBody::Http1(body));
+    *request.method_mut() = head.method.clone();
+    *request.uri_mut() = uri;
+    *request.version_mut() = head.version;
+    *request.headers_mut() = headers;
+    Ok((request, head.upgrade))
+}
+
+/// After a 101: the stream, whole again, and what the client sent past its head go to
+/// the tunnel.
+fn hand_over(
+    inbox: &SharedInbox,
+    write: WriteHalf<ClientIo>,
+    to_tunnel: oneshot::Sender<UpgradedClient>,
+) {
+    let mut inbox = lock(inbox);
+    let Some(read) = inbox.take_io() else {
+        return;
+    };
+    let read_ahead = inbox.buf.split().freeze();
+    let io = read.unsplit(write);
+    let _ = to_tunnel.send(UpgradedClient { io, read_ahead });
+}
