@@ -111,9 +111,6 @@ impl RequestError {
             RequestError::TooLarge(_) | RequestError::TooManyFields => {
                 StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE
             }
-            RequestError::Malformed(httparse::Error::Version) => {
-                StatusCode::HTTP_VERSION_NOT_SUPPORTED
-            }
             _ => StatusCode::BAD_REQUEST,
         }
     }

@@ -64,9 +64,7 @@ impl H1Connection {
                 Ok(Err(HeadRead::Refused(err))) => {
                     tracing::debug!(error = %err, "request head refused");
                     write_refusal(&mut out, err.status(), &err.to_string());
-                    let _ = write.write_all(&out).await;
-                    let _ = write.shutdown().await;
-                    return;
+                    return refuse(&inbox, write, &out).await;
                 }
                 Ok(Err(HeadRead::Gone)) => return,
                 Err(_) => {
@@ -90,9 +88,7 @@ impl H1Connection {
                 Ok(request) => request,
                 Err(err) => {
                     write_refusal(&mut out, http::StatusCode::BAD_REQUEST, err);
-                    let _ = write.write_all(&out).await;
-                    let _ = write.shutdown().await;
-                    return;
+                    return refuse(&inbox, write, &out).await;
                 }
             };
             let (upgraded_tx, upgrade_rx) = match upgrade {
@@ -127,6 +123,34 @@ impl H1Connection {
             deadline = Instant::now() + self.client_headers;
         }
     }
+}
+
+/// How long, and how much, a refused client's further bytes are read and dropped after
+/// the refusal: closing on unread bytes resets the connection, and a reset can destroy
+/// the refusal before the client reads it.
+const LINGER: Duration = Duration::from_secs(1);
+const LINGER_BYTES: usize = 256 * 1024;
+
+/// Sends a refusal, closes the sending side, and lingers a moment reading what the
+/// client still sends.
+async fn refuse(inbox: &SharedInbox, mut write: WriteHalf<ClientIo>, refusal: &[u8]) {
+    if write.write_all(refusal).await.is_err() || write.shutdown().await.is_err() {
+        return;
+    }
+    let mut dropped = 0;
+    let drain = std::future::poll_fn(|cx| loop {
+        let mut inbox = lock(inbox);
+        dropped += inbox.buf.len();
+        inbox.buf.clear();
+        if dropped > LINGER_BYTES {
+            return std::task::Poll::Ready(());
+        }
+        match std::task::ready!(inbox.poll_fill(cx)) {
+            Ok(0) | Err(_) => return std::task::Poll::Ready(()),
+            Ok(_) => {}
+        }
+    });
+    let _ = tokio::time::timeout(LINGER, drain).await;
 }
 
 enum HeadRead {
