@@ -8,7 +8,7 @@ cd "$(dirname "$0")"
 seconds=${1:-10}
 shift || true
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(config_parse admin_decode journal_replay routing_pick)
+[ ${#targets[@]} -gt 0 ] || targets=(config_parse admin_decode journal_replay routing_pick http1_heads)
 host=$(rustc -vV | sed -n 's/^host: //p')
 # A target directory of its own, whatever CARGO_TARGET_DIR says: the instrumented
 # RUSTFLAGS would otherwise thrash a shared cache against the normal builds, and the

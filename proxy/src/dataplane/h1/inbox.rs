@@ -18,6 +18,8 @@ pub type ClientIo = Box<dyn ClientStream>;
 
 /// Reads start this large.
 const READ_SIZE: usize = 8 * 1024;
+/// How much of what follows a request is read while its answer is awaited.
+const LOOK_AHEAD: usize = 64 * 1024;
 /// The most body bytes handed up in one frame: a large read is split, never copied.
 const MAX_FRAME: usize = 64 * 1024;
 
@@ -80,6 +82,20 @@ impl Inbox {
         self.body == BodyState::Done
     }
 
+    /// Resolves when the client closes its side while nothing of its request is left to
+    /// read (so the read cannot take a body's bytes): it left before its answer. Bytes
+    /// that arrive meanwhile (a pipelined request) stay in the buffer, up to a bound.
+    fn poll_closed(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        while self.body == BodyState::Done && self.buf.len() < LOOK_AHEAD {
+            match self.poll_fill(cx) {
+                Poll::Ready(Ok(0) | Err(_)) => return Poll::Ready(()),
+                Poll::Ready(Ok(_)) => {}
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+        Poll::Pending
+    }
+
     /// The read half, for the connection to become a tunnel.
     pub fn take_io(&mut self) -> Option<ReadHalf<ClientIo>> {
         self.io.take()
@@ -133,6 +149,12 @@ impl Inbox {
             }
         }
     }
+}
+
+/// Resolves when the client left while its answer is awaited (see `Inbox::poll_closed`).
+/// While a body is still to be read, it waits: the body's reader will see the close.
+pub async fn client_closed(inbox: &SharedInbox) {
+    std::future::poll_fn(|cx| lock(inbox).poll_closed(cx)).await
 }
 
 /// The body of the request whose head was just taken off the buffer starts now.

@@ -15,8 +15,8 @@ use crate::http1::request_head::{BodyFraming, RequestError, RequestHead, Status}
 use crate::http1::response_write::write_refusal;
 use bytes::{Bytes, BytesMut};
 use http::{HeaderMap, HeaderName, HeaderValue, Request, Uri};
-use inbox::{lock, start_body, Inbox, SharedInbox};
-use respond::{respond, Responded};
+use inbox::{client_closed, lock, start_body, Inbox, SharedInbox};
+use respond::{respond, Answer, Responded};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncWriteExt, WriteHalf};
@@ -99,14 +99,24 @@ impl H1Connection {
                 false => (None, None),
             };
             let method = request.method().clone();
-            let response =
-                match handle(self.plane.clone(), self.client.clone(), request, upgrade_rx).await {
-                    Ok(response) => response,
-                    Err(never) => match never {},
-                };
+            let exchange = handle(self.plane.clone(), self.client.clone(), request, upgrade_rx);
+            let response = tokio::select! {
+                biased;
+                Ok(response) = exchange => response,
+                // Dropping the exchange counts the client as gone and frees its upstream.
+                () = client_closed(&inbox) => {
+                    tracing::debug!("client left before its answer");
+                    return;
+                }
+            };
             let keep_alive = head.keep_alive && !*self.stop.borrow();
             let http11 = head.version == http::Version::HTTP_11;
-            match respond(&mut write, &mut out, response, &method, http11, keep_alive).await {
+            let answer = Answer {
+                method: &method,
+                http11,
+                keep_alive,
+            };
+            match respond(&mut write, &mut out, response, answer, &inbox).await {
                 Responded::KeepAlive if lock(&inbox).body_done() => {}
                 Responded::KeepAlive | Responded::Close => {
                     let _ = write.shutdown().await;

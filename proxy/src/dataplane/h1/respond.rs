@@ -1,6 +1,7 @@
 //! One answer written to the client: the head from the response's parts, then the body
 //! as it comes, with what is ready at once gathered so a short answer leaves in one write.
 
+use super::inbox::{client_closed, SharedInbox};
 use super::ClientIo;
 use crate::dataplane::served_body::ServedBody;
 use crate::http1::response_write::{
@@ -30,14 +31,27 @@ pub enum Responded {
     Switched,
 }
 
+/// What the answer depends on of the request.
+pub struct Answer<'a> {
+    pub method: &'a Method,
+    pub http11: bool,
+    /// Both sides may keep the connection for another request.
+    pub keep_alive: bool,
+}
+
+/// Writes `response`; `inbox` is watched for the client leaving while the body waits.
 pub async fn respond(
     write: &mut WriteHalf<ClientIo>,
     out: &mut Vec<u8>,
     response: Response<ServedBody>,
-    method: &Method,
-    http11: bool,
-    keep_alive: bool,
+    answer: Answer<'_>,
+    inbox: &SharedInbox,
 ) -> Responded {
+    let Answer {
+        method,
+        http11,
+        keep_alive,
+    } = answer;
     let (parts, body) = response.into_parts();
     let exact = body.size_hint().exact();
     let framing = ResponseFraming::choose(method, parts.status, &parts.headers, exact, http11);
@@ -62,7 +76,7 @@ pub async fn respond(
             Err(_) => Responded::Gone,
         };
     }
-    match write_body(write, out, body, framing).await {
+    match write_body(write, out, body, framing, inbox).await {
         Ok(true) => ending,
         Ok(false) => Responded::Close,
         Err(_) => Responded::Gone,
@@ -76,6 +90,7 @@ async fn write_body(
     out: &mut Vec<u8>,
     mut body: ServedBody,
     framing: ResponseFraming,
+    inbox: &SharedInbox,
 ) -> std::io::Result<bool> {
     let chunked = framing == ResponseFraming::Chunked;
     let mut remaining = match framing {
@@ -90,7 +105,14 @@ async fn write_body(
             Poll::Pending => {
                 // Nothing more at once: what is gathered goes now, then wait.
                 flush(write, out).await?;
-                std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await
+                let next = std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx));
+                tokio::select! {
+                    biased;
+                    frame = next => frame,
+                    () = client_closed(inbox) => {
+                        return Err(std::io::ErrorKind::ConnectionAborted.into())
+                    }
+                }
             }
         };
         let frame = match frame {
