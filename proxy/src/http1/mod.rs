@@ -10,7 +10,22 @@ pub mod request_head;
 pub mod response_head;
 pub mod response_write;
 
+use bytes::BytesMut;
 use http::header::{self, HeaderName};
+
+/// Reads start this large.
+const READ_SIZE: usize = 8 * 1024;
+/// A buffer with less room than this left grows before a read.
+const MIN_ROOM: usize = 2 * 1024;
+
+/// Room in `buf` for the next read, both directions. Heads taken off its front still share
+/// the buffer, so reserving a whole read's room every time would allocate afresh for every
+/// message; it grows only when little room is left.
+pub fn make_room(buf: &mut BytesMut) {
+    if buf.capacity() - buf.len() < MIN_ROOM {
+        buf.reserve(READ_SIZE);
+    }
+}
 
 /// Headers that describe one connection, not the message (RFC 9110 7.6.1).
 pub static HOP_BY_HOP: [HeaderName; 9] = [

@@ -16,8 +16,6 @@ pub trait ClientStream: AsyncRead + AsyncWrite + Send + Unpin {}
 impl<T: AsyncRead + AsyncWrite + Send + Unpin> ClientStream for T {}
 pub type ClientIo = Box<dyn ClientStream>;
 
-/// Reads start this large.
-const READ_SIZE: usize = 8 * 1024;
 /// How much of what follows a request is read while its answer is awaited.
 const LOOK_AHEAD: usize = 64 * 1024;
 /// The most body bytes handed up in one frame: a large read is split, never copied.
@@ -73,7 +71,7 @@ impl Inbox {
         let Some(io) = self.io.as_mut() else {
             return Poll::Ready(Ok(0));
         };
-        self.buf.reserve(READ_SIZE);
+        crate::http1::make_room(&mut self.buf);
         tokio_util::io::poll_read_buf(Pin::new(io), cx, &mut self.buf)
     }
 

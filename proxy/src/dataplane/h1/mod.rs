@@ -64,7 +64,7 @@ impl H1Connection {
                 Ok(Err(HeadRead::Refused(err))) => {
                     tracing::debug!(error = %err, "request head refused");
                     write_refusal(&mut out, err.status(), &err.to_string());
-                    return refuse(&inbox, write, &out).await;
+                    return close(&inbox, write, &out).await;
                 }
                 Ok(Err(HeadRead::Gone)) => return,
                 Err(_) => {
@@ -88,21 +88,22 @@ impl H1Connection {
                 Ok(request) => request,
                 Err(err) => {
                     write_refusal(&mut out, http::StatusCode::BAD_REQUEST, err);
-                    return refuse(&inbox, write, &out).await;
+                    return close(&inbox, write, &out).await;
                 }
             };
-            let (upgraded_tx, upgrade_rx) = match upgrade {
-                true => {
-                    let (tx, rx) = oneshot::channel();
-                    (Some(tx), Some(rx))
-                }
-                false => (None, None),
-            };
+            let (upgraded_tx, upgrade_rx) = upgrade.then(oneshot::channel).unzip();
             let method = request.method().clone();
-            let exchange = handle(self.plane.clone(), self.client.clone(), request, upgrade_rx);
+            // Pinned where it is made: the request path's future is large, and moving it
+            // into the select would copy it for every request.
+            let mut exchange = std::pin::pin!(handle(
+                self.plane.clone(),
+                self.client.clone(),
+                request,
+                upgrade_rx
+            ));
             let response = tokio::select! {
                 biased;
-                Ok(response) = exchange => response,
+                Ok(response) = &mut exchange => response,
                 // Dropping the exchange counts the client as gone and frees its upstream.
                 () = client_closed(&inbox) => {
                     tracing::debug!("client left before its answer");
@@ -118,10 +119,8 @@ impl H1Connection {
             };
             match respond(&mut write, &mut out, response, answer, &inbox).await {
                 Responded::KeepAlive if lock(&inbox).body_done() => {}
-                Responded::KeepAlive | Responded::Close => {
-                    let _ = write.shutdown().await;
-                    return;
-                }
+                // A body left unread must not be read as the next request.
+                Responded::KeepAlive | Responded::Close => return close(&inbox, write, &[]).await,
                 Responded::Gone => return,
                 Responded::Switched => {
                     if let Some(to_tunnel) = upgraded_tx {
@@ -135,16 +134,16 @@ impl H1Connection {
     }
 }
 
-/// How long, and how much, a refused client's further bytes are read and dropped after
-/// the refusal: closing on unread bytes resets the connection, and a reset can destroy
-/// the refusal before the client reads it.
+/// How long, and how much, a client's further bytes are read and dropped after the
+/// proxy closed its side: closing a socket with unread bytes resets the connection, and
+/// a reset can destroy the last answer before the client reads it.
 const LINGER: Duration = Duration::from_secs(1);
 const LINGER_BYTES: usize = 256 * 1024;
 
-/// Sends a refusal, closes the sending side, and lingers a moment reading what the
-/// client still sends.
-async fn refuse(inbox: &SharedInbox, mut write: WriteHalf<ClientIo>, refusal: &[u8]) {
-    if write.write_all(refusal).await.is_err() || write.shutdown().await.is_err() {
+/// Sends `last` (a refusal, or nothing), closes the sending side, and lingers a moment
+/// reading what the client still sends.
+async fn close(inbox: &SharedInbox, mut write: WriteHalf<ClientIo>, last: &[u8]) {
+    if write.write_all(last).await.is_err() || write.shutdown().await.is_err() {
         return;
     }
     let mut dropped = 0;

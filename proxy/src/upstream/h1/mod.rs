@@ -26,9 +26,6 @@ use std::time::Duration;
 use tokio::io::AsyncWriteExt;
 use tokio::time::Instant;
 
-/// Head reads start this large; a bigger head grows the buffer up to `MAX_HEAD`.
-const HEAD_READ: usize = 8 * 1024;
-
 /// The request as it goes upstream: the body travels separately.
 #[derive(Debug, Clone, Copy)]
 pub struct RequestHead<'a> {
@@ -257,7 +254,7 @@ where
                 Ok(Parsed::Partial) => {}
                 Err(err) => return Poll::Ready(Err(HeadFailure::Head(err))),
             }
-            buf.reserve(HEAD_READ);
+            crate::http1::make_room(buf);
             let read =
                 tokio_util::io::poll_read_buf(Pin::new(&mut self.connection.stream), cx, buf);
             match read {
