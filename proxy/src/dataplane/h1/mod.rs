@@ -17,7 +17,9 @@ use bytes::{Bytes, BytesMut};
 use http::{HeaderMap, HeaderName, HeaderValue, Request, Uri};
 use inbox::{client_closed, lock, start_body, Inbox, SharedInbox};
 use respond::{respond, Answer, Responded};
+use std::future::Future;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 use tokio::io::{AsyncWriteExt, WriteHalf};
 use tokio::sync::{oneshot, watch};
@@ -47,7 +49,13 @@ impl H1Connection {
     /// `read_ahead` holds what was read before (to tell HTTP/1 from HTTP/2); the first
     /// head must be whole by `first_deadline` (counted from accept), each later one
     /// within `client_headers` of the answer before it.
-    pub async fn serve(mut self, io: ClientIo, read_ahead: BytesMut, first_deadline: Instant) {
+    pub async fn serve(self, io: ClientIo, read_ahead: BytesMut, first_deadline: Instant) {
+        // Watched once for the connection's life: waiting on the signal anew for every
+        // request would take the channel's shared lock twice a request.
+        let mut stop = self.stop.clone();
+        let mut stopped = std::pin::pin!(async move {
+            let _ = stop.wait_for(|&stop| stop).await;
+        });
         let (read, mut write) = tokio::io::split(io);
         let inbox = Inbox::new(read, read_ahead);
         let mut head = RequestHead::default();
@@ -57,7 +65,7 @@ impl H1Connection {
             let max = self.client.max_header_bytes;
             let read = tokio::select! {
                 read = tokio::time::timeout_at(deadline, read_head(&inbox, &mut head, max)) => read,
-                _ = self.stop.wait_for(|&stop| stop) => return,
+                () = &mut stopped => return,
             };
             let head_bytes = match read {
                 Ok(Ok(bytes)) => bytes,
@@ -110,7 +118,8 @@ impl H1Connection {
                     return;
                 }
             };
-            let keep_alive = head.keep_alive && !*self.stop.borrow();
+            let draining = std::future::poll_fn(|cx| Poll::Ready(stopped.as_mut().poll(cx)));
+            let keep_alive = head.keep_alive && draining.await.is_pending();
             let http11 = head.version == http::Version::HTTP_11;
             let answer = Answer {
                 method: &method,
