@@ -6,6 +6,33 @@
 use bytes::{Buf, Bytes, BytesMut};
 use http::{HeaderMap, HeaderName, HeaderValue};
 
+/// The line that opens a chunk of `length` bytes (hex digits by hand: no formatting
+/// machinery for every chunk).
+pub fn write_chunk_start(out: &mut Vec<u8>, length: usize) {
+    let mut value = length as u64;
+    let mut digits = [0u8; 16];
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        digits[at] = b"0123456789abcdef"[(value & 0xf) as usize];
+        value >>= 4;
+        if value == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[at..]);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// The last chunk, the trailer fields if any, and the blank line that ends the body.
+pub fn write_last_chunk(out: &mut Vec<u8>, trailers: Option<&HeaderMap>) {
+    out.extend_from_slice(b"0\r\n");
+    for (name, value) in trailers.into_iter().flatten() {
+        super::write_field(out, name, value);
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
 /// The longest chunk-size line accepted, extensions included.
 const MAX_SIZE_LINE: usize = 4096;
 /// The largest trailer section accepted.
@@ -170,6 +197,25 @@ fn parse_size(line: &[u8]) -> Result<u64, ChunkError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn chunk_lines_as_written() {
+        for (length, text) in [
+            (0, "0\r\n"),
+            (10, "a\r\n"),
+            (255, "ff\r\n"),
+            (65536, "10000\r\n"),
+        ] {
+            let mut out = Vec::new();
+            write_chunk_start(&mut out, length);
+            assert_eq!(out, text.as_bytes());
+        }
+        let mut out = Vec::new();
+        let mut trailers = HeaderMap::new();
+        trailers.insert("grpc-status", HeaderValue::from_static("0"));
+        write_last_chunk(&mut out, Some(&trailers));
+        assert_eq!(out, b"0\r\ngrpc-status: 0\r\n\r\n");
+    }
 
     fn decode_all(wire: &[u8], split: usize) -> Result<(Vec<u8>, Option<HeaderMap>), ChunkError> {
         let mut decoder = ChunkedDecoder::new();

@@ -18,6 +18,14 @@ const READ_SIZE: usize = 8 * 1024;
 /// A buffer with less room than this left grows before a read.
 const MIN_ROOM: usize = 2 * 1024;
 
+/// One `name: value` line of a head or a trailer section, either direction.
+pub fn write_field(out: &mut Vec<u8>, name: &HeaderName, value: &http::HeaderValue) {
+    out.extend_from_slice(name.as_str().as_bytes());
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value.as_bytes());
+    out.extend_from_slice(b"\r\n");
+}
+
 /// Room in `buf` for the next read, both directions. Heads taken off its front still share
 /// the buffer, so reserving a whole read's room every time would allocate afresh for every
 /// message; it grows only when little room is left.

@@ -1,6 +1,7 @@
 //! The response going out (the server direction): its head written into the connection's
 //! reused buffer straight from the response's parts, and its body framed as that head says.
 
+use super::write_field;
 use http::{header, HeaderMap, Method, StatusCode};
 use std::cell::RefCell;
 use std::io::Write as _;
@@ -81,10 +82,7 @@ pub fn write_head(
             }
         }
         has_date |= name == header::DATE;
-        out.extend_from_slice(name.as_str().as_bytes());
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(value.as_bytes());
-        out.extend_from_slice(b"\r\n");
+        write_field(out, name, value);
     }
     match framing {
         ResponseFraming::Length(length) => {
@@ -101,23 +99,6 @@ pub fn write_head(
     if !has_date {
         out.extend_from_slice(b"date: ");
         with_date(|date| out.extend_from_slice(date));
-        out.extend_from_slice(b"\r\n");
-    }
-    out.extend_from_slice(b"\r\n");
-}
-
-/// The line that opens a chunk of `length` bytes.
-pub fn write_chunk_start(out: &mut Vec<u8>, length: usize) {
-    let _ = write!(out, "{length:x}\r\n");
-}
-
-/// The last chunk, the trailer fields if any, and the blank line that ends the body.
-pub fn write_last_chunk(out: &mut Vec<u8>, trailers: Option<&HeaderMap>) {
-    out.extend_from_slice(b"0\r\n");
-    for (name, value) in trailers.into_iter().flatten() {
-        out.extend_from_slice(name.as_str().as_bytes());
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(value.as_bytes());
         out.extend_from_slice(b"\r\n");
     }
     out.extend_from_slice(b"\r\n");
@@ -248,11 +229,5 @@ mod tests {
             String::from_utf8_lossy(&out),
             "HTTP/1.1 599 \r\nx-a: b\r\ndate: then\r\ncontent-length: 2\r\n\r\n"
         );
-        let mut out = Vec::new();
-        write_chunk_start(&mut out, 255);
-        let mut trailers = HeaderMap::new();
-        trailers.insert("grpc-status", HeaderValue::from_static("0"));
-        write_last_chunk(&mut out, Some(&trailers));
-        assert_eq!(out, b"ff\r\n0\r\ngrpc-status: 0\r\n\r\n");
     }
 }

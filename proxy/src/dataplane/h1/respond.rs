@@ -4,9 +4,8 @@
 use super::inbox::{client_closed, SharedInbox};
 use super::ClientIo;
 use crate::dataplane::served_body::ServedBody;
-use crate::http1::response_write::{
-    write_chunk_start, write_head, write_last_chunk, Persistence, ResponseFraming,
-};
+use crate::http1::chunked::{write_chunk_start, write_last_chunk};
+use crate::http1::response_write::{write_head, Persistence, ResponseFraming};
 use bytes::Bytes;
 use http::{Method, Response, StatusCode};
 use http_body::Body;

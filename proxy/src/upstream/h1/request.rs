@@ -1,6 +1,7 @@
 //! The request going up: its head written straight into a reused buffer, and its body
 //! streamed frame by frame in the framing the head announced.
 
+use crate::http1::chunked::{write_chunk_start, write_last_chunk};
 use crate::upstream::stream::UpstreamStream;
 use bytes::{Buf, Bytes};
 use http::{header, HeaderMap, Method, Uri};
@@ -53,10 +54,7 @@ pub fn write_head(
         if framing == RequestFraming::Chunked && name == header::CONTENT_LENGTH {
             continue;
         }
-        out.extend_from_slice(name.as_str().as_bytes());
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(value.as_bytes());
-        out.extend_from_slice(b"\r\n");
+        crate::http1::write_field(out, name, value);
     }
     if framing == RequestFraming::Chunked {
         out.extend_from_slice(b"transfer-encoding: chunked\r\n");
@@ -189,8 +187,7 @@ where
         self.prefix.clear();
         self.prefix_sent = 0;
         if self.chunked {
-            push_hex(&mut self.prefix, data.len() as u64);
-            self.prefix.extend_from_slice(b"\r\n");
+            write_chunk_start(&mut self.prefix, data.len());
             self.suffix = b"\r\n";
         } else {
             let length = data.len() as u64;
@@ -214,30 +211,10 @@ where
         }
         self.prefix.clear();
         self.prefix_sent = 0;
-        self.prefix.extend_from_slice(b"0\r\n");
-        for (name, value) in trailers.iter().flatten() {
-            self.prefix.extend_from_slice(name.as_str().as_bytes());
-            self.prefix.extend_from_slice(b": ");
-            self.prefix.extend_from_slice(value.as_bytes());
-            self.prefix.extend_from_slice(b"\r\n");
-        }
-        self.suffix = b"\r\n";
+        write_last_chunk(&mut self.prefix, trailers.as_ref());
+        self.suffix = b"";
         Ok(())
     }
-}
-
-fn push_hex(out: &mut Vec<u8>, mut value: u64) {
-    let mut digits = [0u8; 16];
-    let mut at = digits.len();
-    loop {
-        at -= 1;
-        digits[at] = b"0123456789abcdef"[(value & 0xf) as usize];
-        value >>= 4;
-        if value == 0 {
-            break;
-        }
-    }
-    out.extend_from_slice(&digits[at..]);
 }
 
 #[cfg(test)]
@@ -286,14 +263,5 @@ mod tests {
             RequestFraming::of(&headers, false),
             RequestFraming::Length(12)
         );
-    }
-
-    #[test]
-    fn hex_sizes() {
-        for (value, text) in [(0u64, "0"), (10, "a"), (255, "ff"), (65536, "10000")] {
-            let mut out = Vec::new();
-            push_hex(&mut out, value);
-            assert_eq!(out, text.as_bytes());
-        }
     }
 }
