@@ -182,8 +182,7 @@ async fn tunnel(on_client_upgrade: ClientUpgrade, upstream: h1::Upgraded) {
         tracing::debug!(error = %err, "upgraded connection ended");
         return;
     }
-    let mut client = client_io;
-    if let Err(err) = tokio::io::copy_bidirectional(&mut client, &mut stream).await {
+    if let Err(err) = tokio::io::copy_bidirectional(&mut client_io, &mut stream).await {
         tracing::debug!(error = %err, "upgraded connection ended");
     }
 }
