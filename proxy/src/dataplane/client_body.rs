@@ -132,20 +132,14 @@ impl ClientBody {
         &mut self,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let polled = match self.body.poll_frame(cx) {
-            Poll::Ready(Some(Err((fault, err)))) => {
-                self.stall.progressing();
-                self.fault.set(fault);
-                self.copy = None;
-                return Poll::Ready(Some(Err(err)));
-            }
-            Poll::Ready(Some(Ok(frame))) => Poll::Ready(Some(Ok(frame))),
-            Poll::Ready(None) => Poll::Ready(None),
-            Poll::Pending => Poll::Pending,
-        };
+        let polled = self.body.poll_frame(cx);
         match &polled {
             Poll::Pending => self.stall.waiting(),
-            Poll::Ready(Some(Err(_))) => {}
+            Poll::Ready(Some(Err((fault, _)))) => {
+                self.stall.progressing();
+                self.fault.set(*fault);
+                self.copy = None;
+            }
             Poll::Ready(Some(Ok(frame))) => {
                 self.stall.progressing();
                 if let (Some(copy), Some(data)) = (&mut self.copy, frame.data_ref()) {
@@ -161,7 +155,7 @@ impl ClientBody {
                 self.finish_copy();
             }
         }
-        polled
+        polled.map_err(|(_, err)| err)
     }
 
     fn finish_copy(&mut self) {

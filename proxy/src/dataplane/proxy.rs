@@ -60,8 +60,10 @@ pub async fn handle(
     upgrade: Option<ClientUpgrade>,
 ) -> Result<Response<ServedBody>, Infallible> {
     let started = Instant::now();
-    // Measured as the client sent it, before the proxy adds its request id.
-    let oversized = head_size(&request) > client.max_header_bytes;
+    // An HTTP/1 head was measured on the wire by its parser; an HTTP/2 one is measured
+    // here as HTTP/1.1 would write it, before the proxy adds its request id.
+    let oversized =
+        request.version() == Version::HTTP_2 && head_size(&request) > client.max_header_bytes;
     let request_id = request_id::take_or_make(request.headers_mut());
     let table = plane.table.load_full();
     let span = match &table.settings.tracer {

@@ -160,7 +160,7 @@ pub fn start_body(inbox: &SharedInbox, framing: BodyFraming) -> InboundBody {
     let mut locked = lock(inbox);
     locked.request += 1;
     locked.body = match framing {
-        BodyFraming::Empty | BodyFraming::Length(0) => BodyState::Done,
+        BodyFraming::Empty => BodyState::Done,
         BodyFraming::Length(length) => BodyState::Length(length),
         BodyFraming::Chunked => BodyState::Chunked(ChunkedDecoder::new()),
     };

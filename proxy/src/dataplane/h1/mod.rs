@@ -92,14 +92,14 @@ impl H1Connection {
                     return;
                 }
             }
-            let (request, upgrade) = match request(&head, head_bytes, body) {
+            let request = match request(&head, head_bytes, body) {
                 Ok(request) => request,
                 Err(err) => {
                     write_refusal(&mut out, http::StatusCode::BAD_REQUEST, err);
                     return close(&inbox, write, &out).await;
                 }
             };
-            let (upgraded_tx, upgrade_rx) = upgrade.then(oneshot::channel).unzip();
+            let (upgraded_tx, upgrade_rx) = head.upgrade.then(oneshot::channel).unzip();
             let method = request.method().clone();
             // Pinned where it is made: the request path's future is large, and moving it
             // into the select would copy it for every request.
@@ -210,7 +210,7 @@ fn request(
     head: &RequestHead,
     bytes: Bytes,
     body: InboundBody,
-) -> Result<(Request<ClientRequestBody>, bool), &'static str> {
+) -> Result<Request<ClientRequestBody>, &'static str> {
     let target = head.target.range();
     let uri = Uri::from_maybe_shared(bytes.slice(target)).map_err(|_| "bad request target")?;
     let mut headers = HeaderMap::with_capacity(head.fields.len() + 6);
@@ -226,7 +226,7 @@ fn request(
     *request.uri_mut() = uri;
     *request.version_mut() = head.version;
     *request.headers_mut() = headers;
-    Ok((request, head.upgrade))
+    Ok(request)
 }
 
 /// After a 101: the stream, whole again, and what the client sent past its head go to
