@@ -124,11 +124,12 @@ async fn admin_clients_that_hang_up_mid_change_leave_a_sound_journal() {
     for task in tasks {
         task.await.unwrap();
     }
-    // One normal change, answered.
+    // One normal change, answered: weights no hang-up sends (theirs give canary 1 to
+    // 60), so a hang-up that landed last cannot make it a no-op.
     let request = ChangeRequest {
         weights: Some(BTreeMap::from([
-            ("blue".to_string(), 77),
-            ("canary".to_string(), 23),
+            ("blue".to_string(), 23),
+            ("canary".to_string(), 77),
         ])),
         ..ChangeRequest::default()
     };
