@@ -1,6 +1,7 @@
 //! Body types of the proxy: streamed through frame by frame, never collected.
 
 use super::client_body::ClientBody;
+use crate::http1::raw_fields::RawFields;
 use crate::upstream::endpoint::InFlight;
 use crate::upstream::h1::{self, BodyError, BoxError};
 use crate::upstream::h2::H2ResponseBody;
@@ -67,6 +68,14 @@ impl ResponseBody {
     /// True when the codec already left the upstream head's hop-by-hop fields out.
     pub fn hop_by_hop_removed(&self) -> bool {
         matches!(self, ResponseBody::Upstream(upstream) if upstream.body.hop_by_hop_removed)
+    }
+
+    /// The upstream's fields as it wrote them, when the answer carries them so.
+    pub fn raw_fields(&self) -> Option<&RawFields> {
+        match self {
+            ResponseBody::Upstream(upstream) => upstream.body.raw_fields.as_deref(),
+            _ => None,
+        }
     }
 
     pub fn message(text: &'static str) -> ResponseBody {

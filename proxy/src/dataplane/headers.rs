@@ -59,22 +59,55 @@ pub fn authority(
         return Err(AuthorityError::TwoHosts);
     }
     if let Some(target) = uri.authority() {
-        return valid_authority(target.as_str().as_bytes()).map(Some);
+        // Parsed as an authority with the target already; user info is refused here.
+        let target = target.as_str();
+        if target.contains('@') || target.starts_with(':') {
+            return Err(AuthorityError::BadHost);
+        }
+        return HeaderValue::from_str(target)
+            .map(Some)
+            .map_err(|_| AuthorityError::BadHost);
     }
     match host {
-        Some(host) => valid_authority(host.as_bytes()).map(Some),
+        Some(host) if is_host_and_port(host.as_bytes()) => Ok(Some(host.clone())),
+        Some(_) => Err(AuthorityError::BadHost),
         None if version == http::Version::HTTP_10 || version == http::Version::HTTP_09 => Ok(None),
         None => Err(AuthorityError::NoHost),
     }
 }
 
-/// host[:port], nothing else: no user info, no path, no blanks.
-fn valid_authority(bytes: &[u8]) -> Result<HeaderValue, AuthorityError> {
-    let parsed = http::uri::Authority::try_from(bytes).map_err(|_| AuthorityError::BadHost)?;
-    if parsed.as_str().contains('@') || parsed.host().is_empty() {
-        return Err(AuthorityError::BadHost);
+/// `host[:port]` as RFC 3986 3.2.2 writes it, and nothing else: no user info, no path,
+/// no blanks, an IP literal in brackets, a port of digits. Percent-encoding only within
+/// an IP literal (a zone), as the `http` crate reads authorities.
+fn is_host_and_port(bytes: &[u8]) -> bool {
+    fn reg_name(b: u8) -> bool {
+        b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=".contains(&b)
     }
-    HeaderValue::from_bytes(bytes).map_err(|_| AuthorityError::BadHost)
+    let (host_ok, rest) = match bytes.split_first() {
+        Some((b'[', literal)) => match literal.iter().position(|&b| b == b']') {
+            Some(end) => (
+                end > 0
+                    && literal[..end]
+                        .iter()
+                        .all(|&b| reg_name(b) || b == b':' || b == b'%'),
+                &literal[end + 1..],
+            ),
+            None => return false,
+        },
+        _ => {
+            let end = bytes.iter().position(|&b| b == b':').unwrap_or(bytes.len());
+            (
+                end > 0 && bytes[..end].iter().all(|&b| reg_name(b)),
+                &bytes[end..],
+            )
+        }
+    };
+    host_ok
+        && match rest.split_first() {
+            None => true,
+            Some((b':', port)) => port.iter().all(u8::is_ascii_digit),
+            Some(_) => false,
+        }
 }
 
 /// The size of a request head as HTTP/1.1 writes it: request line, `name: value` lines,
@@ -343,5 +376,60 @@ mod tests {
         );
         assert_eq!(headers.get(&X_FORWARDED_PROTO).unwrap(), "https");
         assert_eq!(headers.get(header::VIA).unwrap(), "1.1 switchyard");
+    }
+
+    /// The old reading: the `http` crate's authority, without user info or an empty host.
+    fn http_reads_as_host(bytes: &[u8]) -> bool {
+        http::uri::Authority::try_from(bytes)
+            .is_ok_and(|a| !a.as_str().contains('@') && !a.host().is_empty())
+    }
+
+    #[test]
+    fn host_values_read_as_the_http_crate_reads_them_but_stricter_on_ports() {
+        let same = [
+            "shop",
+            "shop:8080",
+            "127.0.0.1",
+            "127.0.0.1:18193",
+            "[::1]",
+            "[::1]:443",
+            "[fe80::1%25eth0]:80",
+            "a-b.c_d~e",
+            "shop:",
+            "x!$&'()*+,;=",
+            "UPPER.case",
+            "",
+            " ",
+            "a b",
+            "user@shop",
+            "u:p@shop",
+            "shop/x",
+            "shop?x",
+            "shop#x",
+            ":80",
+            "[::1",
+            "::1]",
+            "a:1:2",
+            "sh%6fp",
+            "shop\t",
+            "sh\"op",
+            "sh<op",
+            "[::1]:80:80",
+            "shop:8080/",
+            "é",
+        ];
+        for host in same {
+            assert_eq!(
+                is_host_and_port(host.as_bytes()),
+                http_reads_as_host(host.as_bytes()),
+                "{host:?}"
+            );
+        }
+        // Stricter than the `http` crate, by RFC 3986 3.2.3 (a port is digits) and 3.2.2
+        // (brackets hold a whole, non-empty IP literal, with nothing before or after it but
+        // a port).
+        for host in ["[::1]x", "[]", "shop:http", "shop:8o", "a[::1]", "[::1]]"] {
+            assert!(!is_host_and_port(host.as_bytes()), "{host:?}");
+        }
     }
 }

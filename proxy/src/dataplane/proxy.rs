@@ -19,6 +19,7 @@ use super::served_body::{GrpcCall, ServedBody, Watch};
 use super::shadow;
 use super::ClientRequestBody;
 use crate::config::grpc::DEADLINE_EXCEEDED;
+use crate::http1::response_head::FieldsAs;
 use crate::routing::table::sticky_cookie_value;
 use crate::routing::{Pick, RoutingTable, ServiceRoute, VersionRoute};
 use crate::telemetry::{ClientFault, Outcome, VersionStats};
@@ -212,6 +213,12 @@ async fn serve(
         _ => None,
     };
     let deadlines = (timeout, body_idle);
+    // Only switchyard's HTTP/1 writer reads an answer's fields as the upstream wrote them;
+    // hyper's HTTP/2 side, gRPC's status and a shadow comparison read a map.
+    let answer_fields = match http2 || grpc_call || mirror.is_some() {
+        true => FieldsAs::Map,
+        false => FieldsAs::Raw,
+    };
     let result = match client_upgrade {
         Some(on_client_upgrade) => forward_upgrade(
             &service.versions[chosen],
@@ -225,7 +232,15 @@ async fn serve(
         .map_err(Failed::from),
         None => {
             let version = &service.versions[chosen];
-            forward(version, request, deadlines, started, &mut note.endpoint).await
+            forward(
+                version,
+                request,
+                deadlines,
+                started,
+                &mut note.endpoint,
+                answer_fields,
+            )
+            .await
         }
     };
     let result = blame_client(result, fault.as_deref());
@@ -244,7 +259,16 @@ async fn serve(
             service.versions[chosen].stats.record_saved(Instant::now());
             let stable = service.stable;
             let version = &service.versions[stable];
-            let retried = forward(version, request, deadlines, started, &mut note.endpoint).await;
+            let endpoint = &mut note.endpoint;
+            let retried = forward(
+                version,
+                request,
+                deadlines,
+                started,
+                endpoint,
+                answer_fields,
+            )
+            .await;
             let retried = blame_client(retried, fault.as_deref());
             record(plane, service, stable, &retried, &call);
             (

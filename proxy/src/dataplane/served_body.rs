@@ -10,6 +10,7 @@ use super::deadline::{clients_deadline, DeadlineJudge};
 use super::grpc;
 use super::shadow::Tap;
 use crate::config::grpc::{GrpcCodes, DEADLINE_EXCEEDED, UNKNOWN};
+use crate::http1::raw_fields::RawFields;
 use crate::telemetry::{ClientFault, Outcome, VersionStats};
 use crate::upstream::h1::BodyError;
 use bytes::Bytes;
@@ -142,6 +143,11 @@ impl ServedBody {
 }
 
 impl ServedBody {
+    /// The upstream's fields as it wrote them, when the answer carries them so.
+    pub fn raw_fields(&self) -> Option<&RawFields> {
+        self.body.raw_fields()
+    }
+
     /// Hands the exchange's access log line to this body, to send when it is done.
     pub fn log(&mut self, line: AccessLine) {
         self.line = Some(Box::new(line));

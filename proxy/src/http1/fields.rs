@@ -24,16 +24,60 @@ pub struct FieldFacts {
     pub hosts: u8,
 }
 
+/// The fields the codec reads or drops, told apart by their length before their bytes:
+/// most fields are none of them, and cost one `match` on the length.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FieldKind {
+    ContentLength,
+    TransferEncoding,
+    Connection,
+    Host,
+    Expect,
+    Date,
+    /// Another field of one connection only (RFC 9110 7.6.1): Keep-Alive, TE, Upgrade...
+    OtherHopByHop,
+    Other,
+}
+
+impl FieldKind {
+    pub fn of(name: &[u8]) -> FieldKind {
+        let is = |known: &str| name.eq_ignore_ascii_case(known.as_bytes());
+        match name.len() {
+            14 if is("content-length") => FieldKind::ContentLength,
+            17 if is("transfer-encoding") => FieldKind::TransferEncoding,
+            10 if is("connection") => FieldKind::Connection,
+            4 if is("host") => FieldKind::Host,
+            4 if is("date") => FieldKind::Date,
+            6 if is("expect") => FieldKind::Expect,
+            10 if is("keep-alive") => FieldKind::OtherHopByHop,
+            2 if is("te") => FieldKind::OtherHopByHop,
+            7 if is("trailer") || is("upgrade") => FieldKind::OtherHopByHop,
+            16 if is("proxy-connection") => FieldKind::OtherHopByHop,
+            18 if is("proxy-authenticate") => FieldKind::OtherHopByHop,
+            19 if is("proxy-authorization") => FieldKind::OtherHopByHop,
+            _ => FieldKind::Other,
+        }
+    }
+
+    /// One of `super::HOP_BY_HOP`.
+    pub fn is_hop_by_hop(self) -> bool {
+        matches!(
+            self,
+            FieldKind::Connection | FieldKind::TransferEncoding | FieldKind::OtherHopByHop
+        )
+    }
+}
+
 impl FieldFacts {
-    pub fn note(&mut self, name: &str, value: &[u8]) {
-        if name.eq_ignore_ascii_case("content-length") {
+    pub fn note(&mut self, kind: FieldKind, value: &[u8]) {
+        if kind == FieldKind::ContentLength {
             self.length_list |= value.contains(&b',');
             match (parse_length(value), self.length) {
                 (Some(length), None) => self.length = Some(length),
                 (Some(length), Some(seen)) if length == seen => {}
                 _ => self.bad_length = true,
             }
-        } else if name.eq_ignore_ascii_case("transfer-encoding") {
+        } else if kind == FieldKind::TransferEncoding {
             self.transfer_encoding = true;
             for coding in value.split(|&b| b == b',') {
                 let coding = coding.trim_ascii();
@@ -42,7 +86,7 @@ impl FieldFacts {
                 self.other_codings |= !chunked && !nothing;
                 self.chunked_last = chunked;
             }
-        } else if name.eq_ignore_ascii_case("connection") {
+        } else if kind == FieldKind::Connection {
             for token in value.split(|&b| b == b',') {
                 let token = token.trim_ascii();
                 let close = token.eq_ignore_ascii_case(b"close");
@@ -52,9 +96,9 @@ impl FieldFacts {
                 self.upgrade |= token.eq_ignore_ascii_case(b"upgrade");
                 self.names_fields |= !(close || keep_alive || token.is_empty());
             }
-        } else if name.eq_ignore_ascii_case("host") {
+        } else if kind == FieldKind::Host {
             self.hosts = self.hosts.saturating_add(1);
-        } else if name.eq_ignore_ascii_case("expect") {
+        } else if kind == FieldKind::Expect {
             self.expect_continue |= value.trim_ascii().eq_ignore_ascii_case(b"100-continue");
         }
     }
@@ -75,4 +119,30 @@ pub fn parse_length(value: &[u8]) -> Option<u64> {
         }
     }
     found
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kinds_know_every_hop_by_hop_field_and_no_other() {
+        for name in &crate::http1::HOP_BY_HOP {
+            let upper = name.as_str().to_ascii_uppercase();
+            assert!(FieldKind::of(upper.as_bytes()).is_hop_by_hop(), "{name}");
+        }
+        for name in [
+            "content-type",
+            "host",
+            "date",
+            "expect",
+            "x-te",
+            "upgrades",
+            "via",
+        ] {
+            assert!(!FieldKind::of(name.as_bytes()).is_hop_by_hop(), "{name}");
+        }
+        assert_eq!(FieldKind::of(b"Content-Length"), FieldKind::ContentLength);
+        assert_eq!(FieldKind::of(b"DATE"), FieldKind::Date);
+    }
 }

@@ -6,6 +6,7 @@
 
 pub mod chunked;
 pub mod fields;
+pub mod raw_fields;
 pub mod request_head;
 pub mod response_head;
 pub mod response_write;

@@ -5,7 +5,7 @@
 //! One `RequestHead` serves every request of a connection: its field list is cleared,
 //! not freed, between requests.
 
-use super::fields::FieldFacts;
+use super::fields::{FieldFacts, FieldKind};
 use http::{Method, StatusCode, Version};
 use std::mem::MaybeUninit;
 use std::ops::Range;
@@ -173,7 +173,7 @@ impl RequestHead {
         let mut upgrade_field = false;
         self.fields.clear();
         for field in request.headers.iter() {
-            facts.note(field.name, field.value);
+            facts.note(FieldKind::of(field.name.as_bytes()), field.value);
             upgrade_field |= field.name.eq_ignore_ascii_case("upgrade");
             self.fields.push(Field {
                 name: Span::of(field.name.as_bytes(), base),

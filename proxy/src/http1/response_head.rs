@@ -3,8 +3,9 @@
 //! decided by RFC 9112 6.3.
 
 use super::chunked::ChunkedDecoder;
-use super::fields::FieldFacts;
-use bytes::{Buf, BytesMut};
+use super::fields::{FieldFacts, FieldKind};
+use super::raw_fields::{RawFields, MAX_LINES};
+use bytes::{Buf, Bytes, BytesMut};
 use http::{header, HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Version};
 use std::mem::MaybeUninit;
 
@@ -32,6 +33,19 @@ pub struct Head {
     /// The hop-by-hop fields were left out of `parts` (they named no other field, and
     /// this is no 101): the proxy need not look for them again.
     pub hop_by_hop_removed: bool,
+    /// With `FieldsAs::Raw`, when nothing in the head needed rewriting: the fields, left
+    /// as the upstream wrote them (`parts.headers` is then empty).
+    pub raw: Option<Box<RawFields>>,
+}
+
+/// What the caller wants the response's fields as.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FieldsAs {
+    /// A `HeaderMap`, for anyone to read.
+    Map,
+    /// Lines of the head, when only switchyard's HTTP/1 writer will read them and the
+    /// head needs no rewriting beyond leaving fields out.
+    Raw,
 }
 
 #[derive(Debug)]
@@ -58,10 +72,11 @@ pub enum HeadError {
 struct Span {
     name: (usize, usize),
     value: (usize, usize),
+    kind: FieldKind,
 }
 
 /// Parses a response head from the front of `buf`, consuming it when complete.
-pub fn parse(buf: &mut BytesMut, method: &Method) -> Result<Parsed, HeadError> {
+pub fn parse(buf: &mut BytesMut, method: &Method, wanted: FieldsAs) -> Result<Parsed, HeadError> {
     // Neither array is zeroed first: at up to 128 fields that would cost more than the parse.
     let mut fields = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_FIELDS];
     let mut response = httparse::Response::new(&mut []);
@@ -96,10 +111,12 @@ pub fn parse(buf: &mut BytesMut, method: &Method) -> Result<Parsed, HeadError> {
     let mut facts = FieldFacts::default();
     let count = response.headers.len();
     for (span, field) in spans.iter_mut().zip(response.headers.iter()) {
-        facts.note(field.name, field.value);
+        let kind = FieldKind::of(field.name.as_bytes());
+        facts.note(kind, field.value);
         span.write(Span {
             name: (field.name.as_ptr() as usize - base, field.name.len()),
             value: (field.value.as_ptr() as usize - base, field.value.len()),
+            kind,
         });
     }
     if facts.bad_length && !facts.transfer_encoding {
@@ -107,42 +124,24 @@ pub fn parse(buf: &mut BytesMut, method: &Method) -> Result<Parsed, HeadError> {
     }
     let head = buf.split_to(length).freeze();
     let strip = !facts.names_fields && status != StatusCode::SWITCHING_PROTOCOLS;
-    // Room for what the proxy adds (via, version, cookie), so the map never grows.
-    let mut headers = HeaderMap::with_capacity(count + 4);
-    let mut length_written = false;
-    for span in &spans[..count] {
-        // SAFETY: the loop above wrote the first `count` spans (`count` is the number of
-        // fields parsed, at most `MAX_FIELDS`, and `zip` visited each of them).
-        let span = unsafe { span.assume_init_ref() };
-        let name = HeaderName::from_bytes(&head[span.name.0..span.name.0 + span.name.1])
-            .map_err(|_| HeadError::Malformed("bad header name".into()))?;
-        if facts.transfer_encoding && name == header::CONTENT_LENGTH {
-            // Transfer-Encoding overrides Content-Length (RFC 9112 6.3 point 3).
-            continue;
-        }
-        if strip && super::HOP_BY_HOP.contains(&name) {
-            continue;
-        }
-        let bytes = head.slice(span.value.0..span.value.0 + span.value.1);
-        if name == header::CONTENT_LENGTH {
-            // One value, once: "5, 5" or a repeated field would reach the client as a list
-            // its parser may read differently (RFC 9110 8.6).
-            if std::mem::replace(&mut length_written, true) {
-                continue;
-            }
-            if let (Some(length), true) = (facts.length, bytes.contains(&b',')) {
-                headers.append(name, HeaderValue::from(length));
-                continue;
-            }
-        }
-        let value = HeaderValue::from_maybe_shared(bytes)
-            .map_err(|_| HeadError::Malformed("bad header value".into()))?;
-        headers.append(name, value);
-    }
     let framing = framing(method, status, &facts);
-    if facts.other_codings && framing != Framing::Empty {
-        keep_transfer_codings(&head, &spans[..count], &mut headers);
-    }
+    let codings = facts.other_codings && framing != Framing::Empty;
+    // SAFETY: the loop above wrote the first `count` spans (`count` is the number of
+    // fields parsed, at most `MAX_FIELDS`, and `zip` visited each of them).
+    let spans = unsafe { std::slice::from_raw_parts(spans.as_ptr().cast::<Span>(), count) };
+    let (headers, raw) = match wanted {
+        // Raw lines only when no field is rewritten, only left out.
+        FieldsAs::Raw if strip && !codings && !facts.length_list && count <= MAX_LINES => {
+            (HeaderMap::new(), Some(raw_fields(head, spans, &facts)))
+        }
+        _ => {
+            let mut headers = map_fields(&head, spans, &facts, strip)?;
+            if codings {
+                keep_transfer_codings(&head, spans, &mut headers);
+            }
+            (headers, None)
+        }
+    };
     let (mut parts, ()) = http::Response::new(()).into_parts();
     parts.status = status;
     parts.version = version;
@@ -158,20 +157,82 @@ pub fn parse(buf: &mut BytesMut, method: &Method) -> Result<Parsed, HeadError> {
         framing,
         keep_alive,
         hop_by_hop_removed: strip,
+        raw,
     }))
+}
+
+/// Whether a field stays out of what the proxy passes on: a Content-Length that
+/// Transfer-Encoding overrides (RFC 9112 6.3 point 3), or a hop-by-hop field.
+fn left_out(kind: FieldKind, facts: &FieldFacts, strip: bool) -> bool {
+    (facts.transfer_encoding && kind == FieldKind::ContentLength) || (strip && kind.is_hop_by_hop())
+}
+
+/// The fields as lines of `head`, hop-by-hop ones left out (the caller checked that
+/// nothing else needs rewriting, and that they fit).
+fn raw_fields(head: Bytes, spans: &[Span], facts: &FieldFacts) -> Box<RawFields> {
+    let mut raw = RawFields::new(head);
+    let mut length_kept = false;
+    for span in spans {
+        if left_out(span.kind, facts, true) {
+            continue;
+        }
+        // One Content-Length, once (RFC 9110 8.6): the others repeat its value.
+        if span.kind == FieldKind::ContentLength && std::mem::replace(&mut length_kept, true) {
+            continue;
+        }
+        raw.keep(
+            span.kind,
+            span.name.0,
+            span.name.1,
+            span.value.0 + span.value.1,
+        );
+    }
+    raw
+}
+
+/// The fields as a map whose values share `head`.
+fn map_fields(
+    head: &Bytes,
+    spans: &[Span],
+    facts: &FieldFacts,
+    strip: bool,
+) -> Result<HeaderMap, HeadError> {
+    // Room for what the proxy adds (via, version, cookie), so the map never grows.
+    let mut headers = HeaderMap::with_capacity(spans.len() + 4);
+    let mut length_written = false;
+    for span in spans {
+        if left_out(span.kind, facts, strip) {
+            continue;
+        }
+        let name = HeaderName::from_bytes(&head[span.name.0..span.name.0 + span.name.1])
+            .map_err(|_| HeadError::Malformed("bad header name".into()))?;
+        let bytes = head.slice(span.value.0..span.value.0 + span.value.1);
+        if span.kind == FieldKind::ContentLength {
+            // One value, once: "5, 5" or a repeated field would reach the client as a list
+            // its parser may read differently (RFC 9110 8.6).
+            if std::mem::replace(&mut length_written, true) {
+                continue;
+            }
+            if let (Some(length), true) = (facts.length, bytes.contains(&b',')) {
+                headers.append(name, HeaderValue::from(length));
+                continue;
+            }
+        }
+        let value = HeaderValue::from_maybe_shared(bytes)
+            .map_err(|_| HeadError::Malformed("bad header value".into()))?;
+        headers.append(name, value);
+    }
+    Ok(headers)
 }
 
 /// The transfer codings other than chunked (`Transfer-Encoding: gzip, chunked`), added to
 /// `Content-Encoding` after any content coding already there: the proxy removes chunked
 /// and re-frames the body, and the client still learns the body is gzip (RFC 9110 8.4:
 /// codings are listed in the order applied; a transfer coding is applied after them).
-fn keep_transfer_codings(head: &[u8], spans: &[MaybeUninit<Span>], headers: &mut HeaderMap) {
+fn keep_transfer_codings(head: &[u8], spans: &[Span], headers: &mut HeaderMap) {
     let mut codings: Vec<&[u8]> = Vec::new();
     for span in spans {
-        // SAFETY: the caller passes only the spans `parse` wrote.
-        let span = unsafe { span.assume_init_ref() };
-        let name = &head[span.name.0..span.name.0 + span.name.1];
-        if !name.eq_ignore_ascii_case(b"transfer-encoding") {
+        if span.kind != FieldKind::TransferEncoding {
             continue;
         }
         let value = &head[span.value.0..span.value.0 + span.value.1];
@@ -224,7 +285,7 @@ mod tests {
 
     fn final_head(wire: &[u8], method: &Method) -> Head {
         let mut buf = BytesMut::from(wire);
-        match parse(&mut buf, method).unwrap() {
+        match parse(&mut buf, method, FieldsAs::Map).unwrap() {
             Parsed::Final(head) => head,
             other => panic!("{other:?}"),
         }
@@ -250,7 +311,7 @@ mod tests {
         let mut disagreeing =
             BytesMut::from(&b"HTTP/1.1 200 OK\r\ncontent-length: 5, 6\r\n\r\n"[..]);
         assert_eq!(
-            parse(&mut disagreeing, &Method::GET).unwrap_err(),
+            parse(&mut disagreeing, &Method::GET, FieldsAs::Map).unwrap_err(),
             HeadError::BadLength
         );
     }
@@ -305,12 +366,15 @@ mod tests {
         for cut in 0..head_len {
             let mut buf = BytesMut::from(&wire[..cut]);
             assert!(
-                matches!(parse(&mut buf, &Method::GET), Ok(Parsed::Partial)),
+                matches!(
+                    parse(&mut buf, &Method::GET, FieldsAs::Map),
+                    Ok(Parsed::Partial)
+                ),
                 "cut {cut}"
             );
         }
         let mut buf = BytesMut::from(&wire[..]);
-        let Parsed::Final(head) = parse(&mut buf, &Method::GET).unwrap() else {
+        let Parsed::Final(head) = parse(&mut buf, &Method::GET, FieldsAs::Map).unwrap() else {
             panic!()
         };
         assert_eq!(head.framing, Framing::Length(3));
@@ -388,9 +452,12 @@ mod tests {
         let mut buf = BytesMut::from(
             &b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n"[..],
         );
-        assert!(matches!(parse(&mut buf, &Method::GET), Ok(Parsed::Interim)));
         assert!(matches!(
-            parse(&mut buf, &Method::GET),
+            parse(&mut buf, &Method::GET, FieldsAs::Map),
+            Ok(Parsed::Interim)
+        ));
+        assert!(matches!(
+            parse(&mut buf, &Method::GET, FieldsAs::Map),
             Ok(Parsed::Final(_))
         ));
         assert!(buf.is_empty());
@@ -407,7 +474,7 @@ mod tests {
         ] {
             let mut buf = BytesMut::from(wire);
             assert!(
-                parse(&mut buf, &Method::GET).is_err(),
+                parse(&mut buf, &Method::GET, FieldsAs::Map).is_err(),
                 "{:?}",
                 String::from_utf8_lossy(wire)
             );
@@ -416,8 +483,93 @@ mod tests {
         huge.resize(MAX_HEAD + 10, b'a');
         let mut buf = BytesMut::from(&huge[..]);
         assert_eq!(
-            parse(&mut buf, &Method::GET).unwrap_err(),
+            parse(&mut buf, &Method::GET, FieldsAs::Map).unwrap_err(),
             HeadError::TooLarge
+        );
+    }
+
+    /// The fields a raw head passes on, as (lower-case name, value) pairs.
+    fn raw_pairs(head: &Head) -> Vec<(String, String)> {
+        let raw = head.raw.as_ref().expect("raw lines");
+        raw.iter()
+            .map(|(_, name, text)| {
+                let value = &text[name.len() + 1..];
+                (
+                    String::from_utf8_lossy(name).to_ascii_lowercase(),
+                    String::from_utf8_lossy(value.trim_ascii()).into_owned(),
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn raw_lines_pass_on_what_the_map_holds_or_give_way_to_it() {
+        let raw_cases: [&[u8]; 7] = [
+            b"HTTP/1.1 200 OK\r\nServer: nginx\r\nContent-Length: 3\r\nConnection: keep-alive\r\nETag: \"x\"\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\nCONTENT-LENGTH: 5\r\nkeep-alive: timeout=5\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nx-empty:\r\nx-tab:\t a\tb \r\ncontent-length: 0\r\n\r\n",
+            b"HTTP/1.1 200 OK\ntransfer-encoding: chunked\ncontent-length: 9\nx-a: b\n\n",
+            b"HTTP/1.1 404 Not Found\r\nset-cookie: a=1\r\nset-cookie: b=2\r\nproxy-authenticate: x\r\nte: trailers\r\ntrailer: x\r\nupgrade: h2c\r\ncontent-length: 0\r\n\r\n",
+            b"HTTP/1.1 304 Not Modified\r\ncontent-length: 10\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nx-obs: caf\xc3\xa9\r\ncontent-length: 0\r\n\r\n",
+        ];
+        for wire in raw_cases {
+            let mut buf = BytesMut::from(wire);
+            let Parsed::Final(raw) = parse(&mut buf, &Method::GET, FieldsAs::Raw).unwrap() else {
+                panic!()
+            };
+            let map = final_head(wire, &Method::GET);
+            assert!(raw.parts.headers.is_empty());
+            let from_map: Vec<(String, String)> = map
+                .parts
+                .headers
+                .iter()
+                .map(|(n, v)| {
+                    (
+                        n.to_string(),
+                        String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                    )
+                })
+                .collect();
+            assert_eq!(
+                raw_pairs(&raw),
+                from_map,
+                "{:?}",
+                String::from_utf8_lossy(wire)
+            );
+            assert_eq!((raw.framing, raw.keep_alive), (map.framing, map.keep_alive));
+        }
+        // Anything rewritten, or a Connection that names fields, takes the map.
+        for wire in [
+            &b"HTTP/1.1 200 OK\r\ncontent-length: 5, 5\r\n\r\n"[..],
+            b"HTTP/1.1 200 OK\r\ntransfer-encoding: gzip, chunked\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nconnection: x-secret\r\nx-secret: 1\r\ncontent-length: 0\r\n\r\n",
+            b"HTTP/1.1 101 Switching Protocols\r\nconnection: upgrade\r\nupgrade: websocket\r\n\r\n",
+        ] {
+            let mut buf = BytesMut::from(wire);
+            let Parsed::Final(head) = parse(&mut buf, &Method::GET, FieldsAs::Raw).unwrap() else {
+                panic!()
+            };
+            assert!(head.raw.is_none(), "{:?}", String::from_utf8_lossy(wire));
+            assert!(!head.parts.headers.is_empty());
+        }
+    }
+
+    #[test]
+    fn a_field_the_proxy_set_replaces_the_upstreams_unless_it_is_a_list() {
+        use super::super::raw_fields::{replaced_by, replacing_lengths};
+        let mut set = HeaderMap::new();
+        set.insert("x-request-id", HeaderValue::from_static("ours"));
+        set.insert(header::VIA, HeaderValue::from_static("1.1 switchyard"));
+        set.insert(header::SET_COOKIE, HeaderValue::from_static("sticky=1"));
+        let lengths = replacing_lengths(&set);
+        assert!(replaced_by(b"X-Request-ID", lengths, &set));
+        assert!(!replaced_by(b"Via", lengths, &set));
+        assert!(!replaced_by(b"set-cookie", lengths, &set));
+        assert!(!replaced_by(b"x-request", lengths, &set));
+        assert!(
+            !replaced_by(b"content-type", lengths, &set),
+            "same length, other name"
         );
     }
 }

@@ -1,6 +1,8 @@
 //! The response going out (the server direction): its head written into the connection's
 //! reused buffer straight from the response's parts, and its body framed as that head says.
 
+use super::fields::FieldKind;
+use super::raw_fields::{replaced_by, replacing_lengths, RawFields};
 use super::write_field;
 use http::{header, HeaderMap, Method, StatusCode};
 use std::cell::RefCell;
@@ -58,12 +60,14 @@ pub enum Persistence {
     Close,
 }
 
-/// Writes the status line, the fields, the framing field and `Connection` into `out`
-/// (cleared first). The response's own framing fields are replaced by `framing`'s.
+/// Writes the status line, the fields (the upstream's `raw` lines first, unless a field of
+/// `headers` replaces them), the framing field and `Connection` into `out` (cleared
+/// first). The response's own framing fields are replaced by `framing`'s.
 pub fn write_head(
     out: &mut Vec<u8>,
     status: StatusCode,
     headers: &HeaderMap,
+    raw: Option<&RawFields>,
     framing: ResponseFraming,
     persistence: Persistence,
 ) {
@@ -74,6 +78,20 @@ pub fn write_head(
     out.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
     out.extend_from_slice(b"\r\n");
     let mut has_date = false;
+    let replacing = raw.map_or(0, |_| replacing_lengths(headers));
+    for (kind, name, line) in raw.iter().flat_map(|raw| raw.iter()) {
+        let framing_field = match kind {
+            FieldKind::ContentLength => framing != ResponseFraming::Empty,
+            FieldKind::TransferEncoding => true,
+            _ => false,
+        };
+        if framing_field || replaced_by(name, replacing, headers) {
+            continue;
+        }
+        has_date |= kind == FieldKind::Date;
+        out.extend_from_slice(line);
+        out.extend_from_slice(b"\r\n");
+    }
     for (name, value) in headers {
         if name == header::TRANSFER_ENCODING || name == header::CONTENT_LENGTH {
             // Written below from `framing`; for HEAD and 304 the stated length stays.
@@ -199,6 +217,7 @@ mod tests {
             &mut out,
             StatusCode::OK,
             &headers,
+            None,
             ResponseFraming::Chunked,
             Persistence::Close,
         );
@@ -210,6 +229,7 @@ mod tests {
             &mut out,
             StatusCode::OK,
             &headers,
+            None,
             ResponseFraming::Empty,
             Persistence::KeepAliveHttp10,
         );
@@ -222,12 +242,56 @@ mod tests {
             &mut out,
             StatusCode::from_u16(599).unwrap(),
             &headers,
+            None,
             ResponseFraming::Length(2),
             Persistence::KeepAlive,
         );
         assert_eq!(
             String::from_utf8_lossy(&out),
             "HTTP/1.1 599 \r\nx-a: b\r\ndate: then\r\ncontent-length: 2\r\n\r\n"
+        );
+    }
+
+    #[test]
+    fn raw_lines_go_first_and_give_way_to_what_the_proxy_set() {
+        use crate::http1::response_head::{parse, FieldsAs, Parsed};
+        let mut wire = bytes::BytesMut::from(
+            &b"HTTP/1.1 200 OK\r\nDate: then\r\nX-Request-Id: theirs\r\nVia: 1.0 cache\r\nSet-Cookie: a=1\r\nContent-Length: 3\r\nConnection: keep-alive\r\n\r\nabc"[..],
+        );
+        let Ok(Parsed::Final(head)) = parse(&mut wire, &Method::GET, FieldsAs::Raw) else {
+            panic!("a head")
+        };
+        let mut ours = HeaderMap::new();
+        ours.insert("x-request-id", HeaderValue::from_static("ours"));
+        ours.insert(header::VIA, HeaderValue::from_static("1.1 switchyard"));
+        ours.insert(header::SET_COOKIE, HeaderValue::from_static("sticky=1"));
+        let mut out = Vec::new();
+        let raw = head.raw.as_deref();
+        write_head(
+            &mut out,
+            StatusCode::OK,
+            &ours,
+            raw,
+            ResponseFraming::Length(3),
+            Persistence::KeepAlive,
+        );
+        assert_eq!(
+            String::from_utf8_lossy(&out),
+            "HTTP/1.1 200 OK\r\nDate: then\r\nVia: 1.0 cache\r\nSet-Cookie: a=1\r\nx-request-id: ours\r\nvia: 1.1 switchyard\r\nset-cookie: sticky=1\r\ncontent-length: 3\r\n\r\n"
+        );
+        // For HEAD and 304 the upstream's stated length stays.
+        write_head(
+            &mut out,
+            StatusCode::OK,
+            &HeaderMap::new(),
+            raw,
+            ResponseFraming::Empty,
+            Persistence::KeepAlive,
+        );
+        assert!(
+            String::from_utf8_lossy(&out).contains("Content-Length: 3\r\n"),
+            "{}",
+            String::from_utf8_lossy(&out)
         );
     }
 }

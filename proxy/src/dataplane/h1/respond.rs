@@ -61,7 +61,8 @@ pub async fn respond(
         (false, true, false) => Persistence::KeepAliveHttp10,
         (false, false, _) => Persistence::Close,
     };
-    write_head(out, parts.status, &parts.headers, framing, persistence);
+    let raw = body.raw_fields();
+    write_head(out, parts.status, &parts.headers, raw, framing, persistence);
     let ending = match framing {
         _ if switching => Responded::Switched,
         _ if !keep => Responded::Close,

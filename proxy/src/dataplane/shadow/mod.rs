@@ -8,6 +8,7 @@ pub mod compare;
 
 use super::body::{ResponseBody, UpstreamRequestBody};
 use super::forward::forward;
+use crate::http1::response_head::FieldsAs;
 use crate::routing::{RoutingTable, ShadowRoute};
 use crate::telemetry::shadow::{ShadowReport, Skip};
 use bytes::{Bytes, BytesMut};
@@ -257,9 +258,16 @@ impl Copy {
             None => UpstreamRequestBody::Empty,
         };
         let request = Request::from_parts(self.head.clone(), body);
-        let response = forward(version, request, limits, Instant::now(), &mut None)
-            .await
-            .map_err(|_| Skip::ShadowFailed)?;
+        let response = forward(
+            version,
+            request,
+            limits,
+            Instant::now(),
+            &mut None,
+            FieldsAs::Map,
+        )
+        .await
+        .map_err(|_| Skip::ShadowFailed)?;
         let (parts, mut body) = response.into_parts();
         let mut bytes = BytesMut::new();
         while let Some(frame) = body.frame().await {

@@ -4,6 +4,7 @@
 
 use super::request::{Upload, UploadError};
 use crate::http1::chunked::{ChunkError, Decoded};
+use crate::http1::raw_fields::RawFields;
 use crate::http1::response_head::Framing;
 use crate::upstream::pool::Lease;
 use bytes::{Bytes, BytesMut};
@@ -55,6 +56,8 @@ pub struct ResponseBody<B> {
     idle_deadline: Option<Instant>,
     /// The head's hop-by-hop fields were left out as it was parsed (none named others).
     pub hop_by_hop_removed: bool,
+    /// The head's fields as the upstream wrote them, when they were wanted so.
+    pub raw_fields: Option<Box<RawFields>>,
 }
 
 impl<B> ResponseBody<B>
@@ -77,6 +80,7 @@ where
             idle,
             idle_deadline: None,
             hop_by_hop_removed: false,
+            raw_fields: None,
         };
         if body.framing == Framing::Empty {
             body.finish();

@@ -11,7 +11,7 @@ pub mod request;
 
 pub use body::{BodyError, BoxError, ResponseBody};
 
-use crate::http1::response_head::{self, HeadError, Parsed};
+use crate::http1::response_head::{self, FieldsAs, HeadError, Parsed};
 use crate::upstream::connect::refused_after_handshake;
 use crate::upstream::connection::Connection;
 use crate::upstream::pool::Lease;
@@ -32,6 +32,8 @@ pub struct RequestHead<'a> {
     pub method: &'a Method,
     pub uri: &'a Uri,
     pub headers: &'a HeaderMap,
+    /// How the answer's fields are wanted.
+    pub answer_fields: FieldsAs,
 }
 
 #[derive(Debug)]
@@ -139,6 +141,7 @@ where
     let mut exchange = HeadExchange {
         connection,
         method: head.method,
+        answer_fields: head.answer_fields,
         upload,
         upload_broke: false,
         answered: false,
@@ -190,6 +193,7 @@ where
         deadlines.body_idle,
     );
     body.hop_by_hop_removed = final_head.hop_by_hop_removed;
+    body.raw_fields = final_head.raw;
     Ok(Answer::Response(final_head.parts, body))
 }
 
@@ -205,6 +209,7 @@ enum HeadFailure {
 struct HeadExchange<'a, B> {
     connection: &'a mut Connection,
     method: &'a Method,
+    answer_fields: FieldsAs,
     upload: Option<Box<Upload<B>>>,
     /// The upstream stopped taking the body: whatever it answers, the connection closes.
     upload_broke: bool,
@@ -248,7 +253,7 @@ where
         }
         loop {
             let buf = &mut self.connection.read_buf;
-            match response_head::parse(buf, self.method) {
+            match response_head::parse(buf, self.method, self.answer_fields) {
                 Ok(Parsed::Final(head)) => return Poll::Ready(Ok(head)),
                 Ok(Parsed::Interim) => continue,
                 Ok(Parsed::Partial) => {}
