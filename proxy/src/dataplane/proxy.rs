@@ -219,7 +219,7 @@ async fn serve(
         true => FieldsAs::Map,
         false => FieldsAs::Raw,
     };
-    let result = match client_upgrade {
+    let mut result = match client_upgrade {
         Some(on_client_upgrade) => forward_upgrade(
             &service.versions[chosen],
             request,
@@ -243,7 +243,7 @@ async fn serve(
             .await
         }
     };
-    let result = blame_client(result, fault.as_deref());
+    blame_client(&mut result, fault.as_deref());
     let call = Call {
         started,
         grpc: grpc_call,
@@ -253,14 +253,14 @@ async fn serve(
     if recording {
         note.upstream = Some(started.elapsed());
     }
-    let (served, result) = match second_try(service, chosen, outcome, result, retry_head) {
-        SecondTry::OnStable(request) => {
+    let served = match second_try(service, chosen, outcome, &mut result, retry_head) {
+        Some(request) => {
             note.end = "retried_on_stable";
             service.versions[chosen].stats.record_saved(Instant::now());
             let stable = service.stable;
             let version = &service.versions[stable];
             let endpoint = &mut note.endpoint;
-            let retried = forward(
+            result = forward(
                 version,
                 request,
                 deadlines,
@@ -269,14 +269,14 @@ async fn serve(
                 answer_fields,
             )
             .await;
-            let retried = blame_client(retried, fault.as_deref());
-            record(plane, service, stable, &retried, &call);
-            (
-                stable,
-                retried.map(|response| mark_retried(response, &service.versions[chosen])),
-            )
+            blame_client(&mut result, fault.as_deref());
+            record(plane, service, stable, &result, &call);
+            if let Ok(response) = &mut result {
+                mark_retried(response, &service.versions[chosen]);
+            }
+            stable
         }
-        SecondTry::None(result) => (chosen, result),
+        None => chosen,
     };
     client_left.answered();
     let version = &service.versions[served];
@@ -285,12 +285,12 @@ async fn serve(
         note.version = Some(version.name.clone());
     }
     match result {
-        Ok(response) => {
+        Ok(mut response) => {
             // A copy is compared with stable's own answer only, never a retried one.
             let tap = mirror.filter(|_| served == chosen).and_then(|mirror| {
                 mirror.start(&response, table.clone(), service_index(table, service))
             });
-            let response = finish_response(response, table, service, version, pick);
+            finish_response(&mut response, table, service, version, pick);
             // HTTP/1 stalls show on the socket; an HTTP/2 stream at window 0 only here.
             let stall = http2.then(|| client.idle.clock());
             // A gRPC call whose status comes in the trailers is recorded when they do.
@@ -317,7 +317,8 @@ async fn serve(
                 }
                 false => failure.response(),
             };
-            let response = finish_response(answer, table, service, version, pick);
+            let mut response = answer;
+            finish_response(&mut response, table, service, version, pick);
             ServedBody::plain(response)
         }
     }
@@ -351,50 +352,41 @@ impl Drop for ClientLeft {
 
 /// An exchange whose client body broke is the client's doing, whatever the upstream
 /// made of it: even an answer is dropped (the client gets a 400 if it is still there).
-fn blame_client(
-    result: Result<Response<ResponseBody>, Failed>,
-    fault: Option<&FaultSlot>,
-) -> Result<Response<ResponseBody>, Failed> {
-    match fault.and_then(FaultSlot::get) {
-        Some(fault) => Err(Failure::Client(fault).into()),
-        None => result,
+/// Results are changed in place here and below: a response is large, and each move of
+/// one is a copy.
+fn blame_client(result: &mut Result<Response<ResponseBody>, Failed>, fault: Option<&FaultSlot>) {
+    if let Some(fault) = fault.and_then(FaultSlot::get) {
+        *result = Err(Failure::Client(fault).into());
     }
-}
-
-enum SecondTry {
-    OnStable(Request<UpstreamRequestBody>),
-    /// The first result stands.
-    None(Result<Response<ResponseBody>, Failed>),
 }
 
 /// What to send to stable after a non-stable version failed a request: the request
 /// itself when it never left the proxy (safe whatever its method: no upstream saw it),
 /// else a copy of an idempotent bodiless one (`retry_head`) within the retry budget.
+/// `None`: the first result stands.
 fn second_try(
     service: &ServiceRoute,
     chosen: usize,
     outcome: Option<Outcome>,
-    result: Result<Response<ResponseBody>, Failed>,
+    result: &mut Result<Response<ResponseBody>, Failed>,
     retry_head: Option<http::request::Parts>,
-) -> SecondTry {
-    let Some(retry) = &service.retry else {
-        return SecondTry::None(result);
-    };
+) -> Option<Request<UpstreamRequestBody>> {
+    let retry = service.retry.as_ref()?;
     if chosen == service.stable || !outcome.is_some_and(Outcome::is_error) {
-        return SecondTry::None(result);
+        return None;
     }
-    match (result, retry_head) {
-        (
-            Err(Failed {
-                unsent: Some(request),
-                ..
-            }),
-            _,
-        ) => SecondTry::OnStable(*request),
-        (_, Some(head)) if retry.budget.try_withdraw() => {
-            SecondTry::OnStable(Request::from_parts(head, UpstreamRequestBody::Empty))
+    if let Err(Failed {
+        unsent: unsent @ Some(_),
+        ..
+    }) = result
+    {
+        return unsent.take().map(|request| *request);
+    }
+    match retry_head {
+        Some(head) if retry.budget.try_withdraw() => {
+            Some(Request::from_parts(head, UpstreamRequestBody::Empty))
         }
-        (result, _) => SecondTry::None(result),
+        _ => None,
     }
 }
 
@@ -476,14 +468,10 @@ fn head_of(request: &Request<UpstreamRequestBody>) -> http::request::Parts {
 static RETRIED_FROM: http::HeaderName = http::HeaderName::from_static("switchyard-retried-from");
 
 /// Tells the client which version failed before stable answered.
-fn mark_retried(
-    mut response: Response<ResponseBody>,
-    failed: &VersionRoute,
-) -> Response<ResponseBody> {
+fn mark_retried(response: &mut Response<ResponseBody>, failed: &VersionRoute) {
     response
         .headers_mut()
         .insert(&RETRIED_FROM, failed.header_value.clone());
-    response
 }
 
 /// Rewrites a client request for the upstream: the request's one
@@ -533,12 +521,12 @@ fn prepare_upstream_request(
 
 /// Response hygiene plus the headers the proxy adds: version served, sticky cookie.
 fn finish_response(
-    mut response: Response<ResponseBody>,
+    response: &mut Response<ResponseBody>,
     table: &RoutingTable,
     service: &ServiceRoute,
     version: &VersionRoute,
     pick: Pick,
-) -> Response<ResponseBody> {
+) {
     // The upstream's protocol version is hop-by-hop too: an HTTP/1.0 upstream must not
     // downgrade (and close) the client's HTTP/1.1 connection. hyper writes the client's
     // own version for HTTP/2.
@@ -562,5 +550,4 @@ fn finish_response(
             headers.append(header::SET_COOKIE, value);
         }
     }
-    response
 }

@@ -286,7 +286,9 @@ impl Connection {
         } = self;
         let service = service_fn(move |request: http::Request<hyper::body::Incoming>| {
             let request = request.map(ClientRequestBody::Http2);
-            handle(plane.clone(), client.clone(), request, None)
+            // Boxed where it is made: hyper spawns a task for every stream, and moving the
+            // request path's large future into it would copy it several times.
+            Box::pin(handle(plane.clone(), client.clone(), request, None))
         });
         let connection = http2.serve_connection(TokioIo::new(stream), service);
         if let Err(err) = graceful.watch(connection).await {
