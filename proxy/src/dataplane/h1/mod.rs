@@ -17,9 +17,7 @@ use bytes::{Bytes, BytesMut};
 use http::{HeaderMap, HeaderName, HeaderValue, Request, Uri};
 use inbox::{client_closed, lock, start_body, Inbox, SharedInbox};
 use respond::{respond, Answer, Responded};
-use std::future::Future;
 use std::sync::Arc;
-use std::task::Poll;
 use std::time::Duration;
 use tokio::io::{AsyncWriteExt, WriteHalf};
 use tokio::sync::{oneshot, watch};
@@ -64,6 +62,7 @@ impl H1Connection {
         loop {
             let max = self.client.max_header_bytes;
             let read = tokio::select! {
+                biased;
                 read = tokio::time::timeout_at(deadline, read_head(&inbox, &mut head, max)) => read,
                 () = &mut stopped => return,
             };
@@ -118,8 +117,10 @@ impl H1Connection {
                     return;
                 }
             };
-            let draining = std::future::poll_fn(|cx| Poll::Ready(stopped.as_mut().poll(cx)));
-            let keep_alive = head.keep_alive && draining.await.is_pending();
+            // The signal flips once, from running to draining: any change is the drain (an
+            // atomic read, where polling the wait above would register a waker anew).
+            let draining = self.stop.has_changed().unwrap_or(true);
+            let keep_alive = head.keep_alive && !draining;
             let http11 = head.version == http::Version::HTTP_11;
             let answer = Answer {
                 method: &method,
