@@ -160,11 +160,13 @@ fn into_h2(
         Some(_) => Scheme::HTTPS,
         None => Scheme::HTTP,
     };
-    let authority = parts
-        .headers
-        .remove(header::HOST)
-        .and_then(|host| Authority::try_from(host.as_bytes()).ok())
-        .or_else(|| Authority::try_from(addr.to_string()).ok());
+    let host = parts.headers.remove(header::HOST);
+    // The target's own authority when it has one (the proxy's Host is a copy of it).
+    let authority = match parts.uri.authority() {
+        Some(target) => Some(target.clone()),
+        None => host.and_then(|host| Authority::try_from(host.as_bytes()).ok()),
+    }
+    .or_else(|| Authority::try_from(addr.to_string()).ok());
     let path = parts
         .uri
         .path_and_query()

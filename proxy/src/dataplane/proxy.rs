@@ -501,7 +501,8 @@ fn prepare_upstream_request(
     }
     // Room for Host and the forwarding headers, so the map grows at most once.
     parts.headers.reserve(5);
-    if let Some(host) = &authority {
+    // An origin-form target's authority is its one Host field already.
+    if let (Some(host), Some(_)) = (&authority, parts.uri.authority()) {
         parts.headers.insert(header::HOST, host.clone());
     }
     add_forwarding(
