@@ -147,3 +147,35 @@ async fn chunked_uploads_with_extensions_and_trailers_arrive_whole() {
     let reply = read_all(&mut stream).await;
     assert!(reply.contains("received=7"), "{reply}");
 }
+
+#[tokio::test]
+async fn an_answer_slower_than_client_headers_is_not_cut_and_the_idle_connection_then_closes() {
+    let blue = upstream("blue").await;
+    let config = format!(
+        "[proxy.timeouts]\nclient_headers = \"300ms\"\n[services.shop]\nstable = \"blue\"\nweights = {{ blue = 1 }}\n[services.shop.versions.blue]\nendpoints = [\"{}\"]\n",
+        blue.addr
+    );
+    let proxy = TestProxy::start(&config).await;
+    // The answer takes longer than the head deadline: that deadline is for heads only.
+    blue.faults
+        .set_latency(Duration::from_millis(900), Duration::ZERO);
+    let mut stream = TcpStream::connect(proxy.addr()).await.unwrap();
+    for round in 0..2 {
+        stream
+            .write_all(b"GET /item/1 HTTP/1.1\r\nHost: shop\r\n\r\n")
+            .await
+            .unwrap();
+        let reply = read_until(&mut stream, "}").await;
+        assert!(reply.starts_with("HTTP/1.1 200"), "round {round}: {reply}");
+        blue.faults.heal();
+    }
+    // Idle past `client_headers` after an answer: the connection closes, with nothing sent.
+    let started = std::time::Instant::now();
+    let rest = read_all(&mut stream).await;
+    assert_eq!(rest, "");
+    assert!(
+        started.elapsed() >= Duration::from_millis(250),
+        "{:?}",
+        started.elapsed()
+    );
+}

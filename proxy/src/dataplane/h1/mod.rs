@@ -58,26 +58,29 @@ impl H1Connection {
         let inbox = Inbox::new(read, read_ahead);
         let mut head = RequestHead::default();
         let mut out = Vec::with_capacity(4096);
-        let mut deadline = first_deadline;
+        // One timer for the connection's life, moved on after each answer: moving a
+        // deadline later is an atomic store, where a timer per head would be put into the
+        // runtime's wheel and taken out again for every request.
+        let mut head_deadline = std::pin::pin!(tokio::time::sleep_until(first_deadline));
         loop {
             let max = self.client.max_header_bytes;
             let read = tokio::select! {
                 biased;
-                read = tokio::time::timeout_at(deadline, read_head(&inbox, &mut head, max)) => read,
+                read = read_head(&inbox, &mut head, max) => read,
+                () = &mut head_deadline => {
+                    tracing::debug!("no whole request head within client_headers");
+                    return;
+                }
                 () = &mut stopped => return,
             };
             let head_bytes = match read {
-                Ok(Ok(bytes)) => bytes,
-                Ok(Err(HeadRead::Refused(err))) => {
+                Ok(bytes) => bytes,
+                Err(HeadRead::Refused(err)) => {
                     tracing::debug!(error = %err, "request head refused");
                     write_refusal(&mut out, err.status(), &err.to_string());
                     return close(&inbox, write, &out).await;
                 }
-                Ok(Err(HeadRead::Gone)) => return,
-                Err(_) => {
-                    tracing::debug!("no whole request head within client_headers");
-                    return;
-                }
+                Err(HeadRead::Gone) => return,
             };
             let body = start_body(&inbox, head.framing);
             if head.expect_continue && head.framing != BodyFraming::Empty {
@@ -139,7 +142,9 @@ impl H1Connection {
                     return;
                 }
             }
-            deadline = Instant::now() + self.client_headers;
+            head_deadline
+                .as_mut()
+                .reset(Instant::now() + self.client_headers);
         }
     }
 }
