@@ -14,7 +14,8 @@ use std::task::{Context, Poll};
 /// bodiless request), or a body the proxy holds whole (a shadow copy's).
 #[derive(Debug)]
 pub enum UpstreamRequestBody {
-    Client(ClientBody),
+    /// Boxed: most requests have no body, and every request is moved several times.
+    Client(Box<ClientBody>),
     Empty,
     Whole(Option<Bytes>),
 }

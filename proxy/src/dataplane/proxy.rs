@@ -294,14 +294,17 @@ async fn serve(
             // HTTP/1 stalls show on the socket; an HTTP/2 stream at window 0 only here.
             let stall = http2.then(|| client.idle.clock());
             // A gRPC call whose status comes in the trailers is recorded when they do.
-            let grpc = (grpc_call && grpc::status_pending(response.headers()))
-                .then(|| GrpcCall::new(version.stats.clone(), service.grpc_errors, started, judge));
+            let grpc = (grpc_call && grpc::status_pending(response.headers())).then(|| {
+                let call =
+                    GrpcCall::new(version.stats.clone(), service.grpc_errors, started, judge);
+                Box::new(call)
+            });
             let watch = Watch {
                 stall,
                 stats: version.stats.clone(),
                 fault,
                 grpc,
-                tap,
+                tap: tap.map(Box::new),
             };
             response.map(|body| ServedBody::new(body, Some(watch)))
         }
@@ -513,7 +516,8 @@ fn prepare_upstream_request(
     );
     let body = match fault {
         Some(fault) => {
-            UpstreamRequestBody::Client(ClientBody::new(body, fault.clone(), client.idle.clock()))
+            let body = ClientBody::new(body, fault.clone(), client.idle.clock());
+            UpstreamRequestBody::Client(Box::new(body))
         }
         None => UpstreamRequestBody::Empty,
     };

@@ -40,10 +40,11 @@ pub struct Watch {
     pub stats: Arc<VersionStats>,
     /// Set when the request had a body: if it broke, the break is the client's doing.
     pub fault: Option<Arc<FaultSlot>>,
-    /// A gRPC call whose status is still to come.
-    pub grpc: Option<GrpcCall>,
+    /// A gRPC call whose status is still to come. This and `tap` are boxed: few answers
+    /// have them, and every answer is moved several times on its way out.
+    pub grpc: Option<Box<GrpcCall>>,
     /// Stable's answer, wanted by a shadow copy for comparison.
-    pub tap: Option<Tap>,
+    pub tap: Option<Box<Tap>>,
 }
 
 /// A gRPC call under way: its outcome is recorded when its status arrives in the
