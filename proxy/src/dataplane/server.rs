@@ -285,7 +285,7 @@ impl Connection {
             ..
         } = self;
         let service = service_fn(move |request: http::Request<hyper::body::Incoming>| {
-            let request = request.map(ClientRequestBody::Http2);
+            let request = request.map(|body| ClientRequestBody::Http2(Box::new(body)));
             // Boxed where it is made: hyper spawns a task for every stream, and moving the
             // request path's large future into it would copy it several times.
             Box::pin(handle(plane.clone(), client.clone(), request, None))
