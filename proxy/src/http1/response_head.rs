@@ -553,6 +553,18 @@ mod tests {
             assert!(head.raw.is_none(), "{:?}", String::from_utf8_lossy(wire));
             assert!(!head.parts.headers.is_empty());
         }
+        // More fields than the lines hold: a map, every field in it.
+        let mut wire = b"HTTP/1.1 200 OK\r\n".to_vec();
+        for n in 0..=MAX_LINES {
+            wire.extend_from_slice(format!("x-{n}: {n}\r\n").as_bytes());
+        }
+        wire.extend_from_slice(b"\r\n");
+        let mut buf = BytesMut::from(&wire[..]);
+        let Parsed::Final(head) = parse(&mut buf, &Method::GET, FieldsAs::Raw).unwrap() else {
+            panic!()
+        };
+        assert!(head.raw.is_none());
+        assert_eq!(head.parts.headers.len(), MAX_LINES + 1);
     }
 
     #[test]
