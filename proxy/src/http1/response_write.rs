@@ -50,6 +50,18 @@ impl ResponseFraming {
     }
 }
 
+impl ResponseFraming {
+    /// Whether a field of this kind gives way to the framing written from `self`: both
+    /// framing fields do, except a stated length where no body goes out (HEAD, 304).
+    fn replaces(self, kind: FieldKind) -> bool {
+        match kind {
+            FieldKind::ContentLength => self != ResponseFraming::Empty,
+            FieldKind::TransferEncoding => true,
+            _ => false,
+        }
+    }
+}
+
 /// What the connection says about itself in the head.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Persistence {
@@ -80,12 +92,7 @@ pub fn write_head(
     let mut has_date = false;
     let replacing = raw.map_or(0, |_| replacing_lengths(headers));
     for (kind, name, line) in raw.iter().flat_map(|raw| raw.iter()) {
-        let framing_field = match kind {
-            FieldKind::ContentLength => framing != ResponseFraming::Empty,
-            FieldKind::TransferEncoding => true,
-            _ => false,
-        };
-        if framing_field || replaced_by(name, replacing, headers) {
+        if framing.replaces(kind) || replaced_by(name, replacing, headers) {
             continue;
         }
         has_date |= kind == FieldKind::Date;
@@ -93,13 +100,11 @@ pub fn write_head(
         out.extend_from_slice(b"\r\n");
     }
     for (name, value) in headers {
-        if name == header::TRANSFER_ENCODING || name == header::CONTENT_LENGTH {
-            // Written below from `framing`; for HEAD and 304 the stated length stays.
-            if !(name == header::CONTENT_LENGTH && framing == ResponseFraming::Empty) {
-                continue;
-            }
+        let kind = FieldKind::of(name.as_str().as_bytes());
+        if framing.replaces(kind) {
+            continue;
         }
-        has_date |= name == header::DATE;
+        has_date |= kind == FieldKind::Date;
         write_field(out, name, value);
     }
     match framing {
