@@ -313,16 +313,15 @@ async fn serve(
             if !matches!(failure, Failure::Client(_) | Failure::Tls(_)) {
                 tracing::warn!(service = %service.name, version = %version.name, error = failure.detail(), "upstream failure");
             }
-            let answer = match grpc_call {
+            let mut answer = match grpc_call {
                 true => {
                     let (code, message) = grpc::failure_code(&failure);
                     grpc::answer(code, message)
                 }
                 false => failure.response(),
             };
-            let mut response = answer;
-            finish_response(&mut response, table, service, version, pick);
-            ServedBody::plain(response)
+            finish_response(&mut answer, table, service, version, pick);
+            ServedBody::plain(answer)
         }
     }
 }
