@@ -145,7 +145,8 @@ async fn answer(request: Request<Incoming>) -> Result<Response<EchoBody>, Infall
                 .headers()
                 .get("te")
                 .map_or(&b""[..], |h| h.as_bytes()),
-        );
+        )
+        .header("x-seen-forwarding", forwarding_seen(request.headers()));
     if let Some(kind) = request.headers().get("content-type") {
         response = response.header("content-type", kind);
     }
@@ -154,6 +155,24 @@ async fn answer(request: Request<Incoming>) -> Result<Response<EchoBody>, Infall
         done: false,
     };
     Ok(response.body(StreamBody::new(body)).unwrap())
+}
+
+/// Every value of the fields the proxy sets, as `name=value` joined by `|`.
+fn forwarding_seen(headers: &HeaderMap) -> String {
+    let names = [
+        "x-request-id",
+        "x-forwarded-for",
+        "x-forwarded-proto",
+        "x-forwarded-host",
+        "via",
+    ];
+    let mut seen = Vec::new();
+    for name in names {
+        for value in headers.get_all(name) {
+            seen.push(format!("{name}={}", value.to_str().unwrap_or("?")));
+        }
+    }
+    seen.join("|")
 }
 
 fn config(upstream: &H2Upstream) -> String {
@@ -217,6 +236,21 @@ async fn trailers_and_te_pass_both_ways_to_an_h2c_upstream() {
     assert_eq!(reply.headers["x-seen-version"], "HTTP/2.0");
     assert_eq!(reply.headers["x-seen-authority"], "api.test");
     assert_eq!(reply.headers["x-seen-host"], "");
+
+    // The proxy's own fields replace a client's forged ones on HTTP/2 too.
+    let forged = [
+        ("host", "api.test"),
+        ("x-forwarded-proto", "https"),
+        ("x-forwarded-host", "bank.example"),
+        ("x-request-id", "req-7"),
+        ("via", "1.0 fred"),
+    ];
+    let reply = get(&client(), proxy.addr(), "/plain", &forged).await;
+    assert_eq!(
+        reply.headers["x-seen-forwarding"],
+        "x-request-id=req-7|x-forwarded-for=127.0.0.1|x-forwarded-proto=http|\
+         x-forwarded-host=api.test|via=1.0 fred, 1.1 switchyard"
+    );
 
     let reply = h2
         .send_request(

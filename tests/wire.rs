@@ -226,6 +226,35 @@ async fn hop_by_hop_headers_are_removed_and_forwarding_headers_set() {
     assert!(!lower.contains("gzip"), "{reply}");
 }
 
+/// A client that sends the proxy's own fields (to pass for HTTPS, another host, another
+/// request) gets them replaced, never doubled: the upstream sees one of each, the proxy's.
+#[tokio::test]
+async fn forged_forwarding_fields_are_replaced_not_doubled() {
+    let (proxy, _blue) = one_version_proxy("").await;
+    let reply = raw_exchange(
+        &proxy,
+        b"GET /headers HTTP/1.1\r\nHost: shop.test\r\nX-Forwarded-Proto: https\r\n\
+          X-Forwarded-Host: bank.example\r\nX-Request-Id: a b\r\nx-request-id: two\r\n\
+          Via: 1.0 fred\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    let (head, listing) = reply.split_once("\r\n\r\n").expect("an answer");
+    let seen = |name: &str| -> Vec<&str> {
+        listing
+            .lines()
+            .filter_map(|line| line.strip_prefix(name)?.strip_prefix(": "))
+            .collect()
+    };
+    assert_eq!(seen("x-forwarded-proto"), ["http"], "{listing}");
+    assert_eq!(seen("x-forwarded-host"), ["shop.test"], "{listing}");
+    assert_eq!(seen("via"), ["1.0 fred, 1.1 switchyard"], "{listing}");
+    let ids = seen("x-request-id");
+    assert!(ids.len() == 1 && ids[0].len() == 32, "{listing}");
+    // The answer carries the same id the upstream saw.
+    let answered = format!("x-request-id: {}\r\n", ids[0]);
+    assert!(head.to_ascii_lowercase().contains(&answered), "{head}");
+}
+
 #[tokio::test]
 async fn malformed_and_oversized_requests_get_a_clear_error_and_the_proxy_carries_on() {
     let (proxy, _blue) = one_version_proxy("max_header_bytes = 8192").await;

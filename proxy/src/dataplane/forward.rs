@@ -7,6 +7,7 @@ use super::failure::{Failed, Failure};
 use super::h1::ClientUpgrade;
 use super::h2_forward::forward_h2;
 use crate::http1::response_head::FieldsAs;
+use crate::http1::{set_in, SetField};
 use crate::routing::VersionRoute;
 use crate::upstream::endpoint::{next_endpoint, Endpoint};
 use crate::upstream::h1::{self, Answer, Deadlines, RequestHead, SendError};
@@ -31,17 +32,21 @@ pub(super) fn is_retryable(request: &Request<UpstreamRequestBody>) -> bool {
 /// upstream saw it, so this is always safe. A pooled connection that the upstream closed
 /// just as it was reused gets a bodiless idempotent request once more. When no endpoint
 /// took the request, it comes back with the failure. `tried` is set to each endpoint as
-/// it is tried (the last one is the access log's `endpoint`). An HTTP/1 upstream's answer
-/// keeps its fields as written when `answer_fields` says only the HTTP/1 writer reads them.
+/// it is tried (the last one is the access log's `endpoint`). `set` are the proxy's own
+/// fields for the request (`Forwarding`). An HTTP/1 upstream's answer keeps its fields as
+/// written when `answer_fields` says only the HTTP/1 writer reads them.
 pub(super) async fn forward(
     version: &VersionRoute,
     request: Request<UpstreamRequestBody>,
     limits: (Duration, Duration),
     started: Instant,
     tried: &mut Option<std::net::SocketAddr>,
+    set: &[SetField],
     answer_fields: FieldsAs,
 ) -> Result<Response<ResponseBody>, Failed> {
     if version.protocol.is_http2() {
+        let mut request = request;
+        set_in(set, request.headers_mut());
         let head_deadline = started + limits.0;
         return forward_h2(version, request, head_deadline, limits.1, started, tried).await;
     }
@@ -74,6 +79,7 @@ pub(super) async fn forward(
             method: &parts.method,
             uri: &parts.uri,
             headers: &parts.headers,
+            set,
             answer_fields,
         };
         match h1::send(lease, head, body, deadlines, false).await {
@@ -121,6 +127,7 @@ fn deadlines((head, body_idle): (Duration, Duration), started: Instant) -> Deadl
 pub(super) async fn forward_upgrade(
     version: &VersionRoute,
     request: Request<UpstreamRequestBody>,
+    set: &[SetField],
     on_client_upgrade: ClientUpgrade,
     limits: (Duration, Duration),
     started: Instant,
@@ -140,6 +147,7 @@ pub(super) async fn forward_upgrade(
         method: &parts.method,
         uri: &parts.uri,
         headers: &parts.headers,
+        set,
         answer_fields: FieldsAs::Map,
     };
     let answer = h1::send(lease, head, body, deadlines(limits, started), true)

@@ -1,11 +1,9 @@
 //! Proxy header hygiene: hop-by-hop headers out, forwarding headers in.
 
+use super::forwarding::{via_after, VIA_SELF};
+use crate::http1::fields::FieldKind;
 use crate::http1::HOP_BY_HOP;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
-
-pub static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
-pub static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
-pub static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 
 /// End-to-end headers that a `Connection` option can never remove: the message's
 /// authority, framing and meaning, and what earlier proxies recorded (RFC 9110 7.6.1: a
@@ -131,38 +129,40 @@ pub fn head_size<B>(request: &http::Request<B>) -> usize {
 /// Removes hop-by-hop headers, including any the Connection header names. `Upgrade` is
 /// kept (with `Connection: upgrade`) when the exchange is an upgrade being passed through.
 pub fn remove_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
-    // One pass over the (few) names; no allocation unless Connection names extra headers.
-    let mut present = [false; HOP_BY_HOP.len()];
-    for name in headers.keys() {
-        if let Some(index) = HOP_BY_HOP.iter().position(|hop| hop == name) {
-            present[index] = true;
-        }
-    }
-    if present[0] {
-        let named: Vec<HeaderName> = headers
-            .get_all(header::CONNECTION)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .map(str::trim)
-            .filter(|token| {
-                !token.eq_ignore_ascii_case("keep-alive") && !token.eq_ignore_ascii_case("close")
-            })
-            .filter_map(|token| HeaderName::from_bytes(token.as_bytes()).ok())
-            .filter(|name| !(keep_upgrade && name == header::UPGRADE))
-            .filter(|name| !END_TO_END.contains(name))
-            .collect();
-        for name in named {
-            headers.remove(name);
-        }
-    }
-    for (hop, &here) in HOP_BY_HOP.iter().zip(present.iter()) {
-        if here && !(keep_upgrade && hop == header::UPGRADE) {
-            headers.remove(hop);
+    // Most messages carry none: one pass telling names apart by length, nothing removed.
+    let carries_any = headers
+        .keys()
+        .any(|name| FieldKind::of(name.as_str().as_bytes()).is_hop_by_hop());
+    if carries_any {
+        remove_named_by_connection(headers, keep_upgrade);
+        for hop in &HOP_BY_HOP {
+            if !(keep_upgrade && hop == header::UPGRADE) {
+                headers.remove(hop);
+            }
         }
     }
     if keep_upgrade {
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    }
+}
+
+/// Removes the fields `Connection` names as this hop's, except end-to-end ones.
+fn remove_named_by_connection(headers: &mut HeaderMap, keep_upgrade: bool) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .filter(|token| {
+            !token.eq_ignore_ascii_case("keep-alive") && !token.eq_ignore_ascii_case("close")
+        })
+        .filter_map(|token| HeaderName::from_bytes(token.as_bytes()).ok())
+        .filter(|name| !(keep_upgrade && name == header::UPGRADE))
+        .filter(|name| !END_TO_END.contains(name))
+        .collect();
+    for name in named {
+        headers.remove(name);
     }
 }
 
@@ -230,46 +230,15 @@ pub fn accepts_trailers(headers: &HeaderMap) -> bool {
         })
 }
 
-/// Appends the client to X-Forwarded-For and sets the other forwarding headers.
-pub fn add_forwarding(
-    headers: &mut HeaderMap,
-    client_ip: &HeaderValue,
-    tls: bool,
-    host: Option<&HeaderValue>,
-) {
-    let forwarded_for = match headers.get(&X_FORWARDED_FOR) {
-        Some(previous) => {
-            let mut joined = Vec::with_capacity(previous.len() + 2 + client_ip.len());
-            joined.extend_from_slice(previous.as_bytes());
-            joined.extend_from_slice(b", ");
-            joined.extend_from_slice(client_ip.as_bytes());
-            HeaderValue::from_bytes(&joined).unwrap_or_else(|_| client_ip.clone())
-        }
-        None => client_ip.clone(),
-    };
-    headers.insert(&X_FORWARDED_FOR, forwarded_for);
-    headers.insert(
-        &X_FORWARDED_PROTO,
-        HeaderValue::from_static(if tls { "https" } else { "http" }),
-    );
-    if let Some(host) = host {
-        headers.insert(&X_FORWARDED_HOST, host.clone());
-    }
-    add_via(headers);
-}
-
-/// Appends this proxy to Via (requests and responses alike).
+/// Appends this proxy to Via (on answers; requests carry it in their `Forwarding`).
 pub fn add_via(headers: &mut HeaderMap) {
-    const VIA: &str = "1.1 switchyard";
     match headers.entry(header::VIA) {
         http::header::Entry::Vacant(entry) => {
-            entry.insert(HeaderValue::from_static(VIA));
+            entry.insert(HeaderValue::from_static(VIA_SELF));
         }
         http::header::Entry::Occupied(mut entry) => {
-            let mut joined = entry.get().as_bytes().to_vec();
-            joined.extend_from_slice(b", ");
-            joined.extend_from_slice(VIA.as_bytes());
-            entry.insert(HeaderValue::from_bytes(&joined).unwrap_or(HeaderValue::from_static(VIA)));
+            let via = via_after(Some(entry.get()));
+            entry.insert(via);
         }
     }
 }
@@ -277,6 +246,7 @@ pub fn add_via(headers: &mut HeaderMap) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::dataplane::forwarding::X_FORWARDED_FOR;
 
     #[test]
     fn removes_hop_by_hop_and_connection_named_headers() {
@@ -361,21 +331,13 @@ mod tests {
     }
 
     #[test]
-    fn appends_forwarded_for() {
+    fn appends_this_proxy_to_via() {
         let mut headers = HeaderMap::new();
-        headers.insert(&X_FORWARDED_FOR, HeaderValue::from_static("10.0.0.1"));
-        add_forwarding(
-            &mut headers,
-            &HeaderValue::from_static("127.0.0.1"),
-            true,
-            None,
-        );
-        assert_eq!(
-            headers.get(&X_FORWARDED_FOR).unwrap(),
-            "10.0.0.1, 127.0.0.1"
-        );
-        assert_eq!(headers.get(&X_FORWARDED_PROTO).unwrap(), "https");
-        assert_eq!(headers.get(header::VIA).unwrap(), "1.1 switchyard");
+        add_via(&mut headers);
+        assert_eq!(headers[header::VIA], "1.1 switchyard");
+        headers.insert(header::VIA, HeaderValue::from_static("1.0 fred"));
+        add_via(&mut headers);
+        assert_eq!(headers[header::VIA], "1.0 fred, 1.1 switchyard");
     }
 
     /// The old reading: the `http` crate's authority, without user info or an empty host.

@@ -10,6 +10,7 @@ pub mod deadline;
 pub mod failure;
 mod fields;
 mod forward;
+pub mod forwarding;
 pub mod grpc;
 mod h1;
 mod h2_forward;

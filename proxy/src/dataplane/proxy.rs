@@ -8,11 +8,12 @@ use super::deadline::{clients_deadline, DeadlineJudge};
 use super::failure::{plain, Failed, Failure};
 use super::fields;
 use super::forward::{forward, forward_upgrade, is_retryable};
+use super::forwarding::{self, Forwarding};
 use super::grpc;
 use super::h1::ClientUpgrade;
 use super::headers::{
-    accepts_trailers, add_forwarding, add_via, authority, head_size, is_upgrade_request,
-    join_cookies, remove_hop_by_hop, strip_h2c,
+    accepts_trailers, add_via, authority, head_size, is_upgrade_request, join_cookies,
+    remove_hop_by_hop, strip_h2c,
 };
 use super::request_id;
 use super::served_body::{GrpcCall, ServedBody, Watch};
@@ -65,7 +66,7 @@ pub async fn handle(
     // here as HTTP/1.1 would write it, before the proxy adds its request id.
     let oversized =
         request.version() == Version::HTTP_2 && head_size(&request) > client.max_header_bytes;
-    let request_id = request_id::take_or_make(request.headers_mut());
+    let request_id = request_id::take_or_make(request.headers());
     let table = plane.table.load_full();
     let span = match &table.settings.tracer {
         Some(tracer) => tracer
@@ -104,6 +105,7 @@ pub async fn handle(
                 started,
                 recording,
                 upgrade,
+                request_id: &request_id,
             };
             serve(&plane, &table, &client, request, exchange, &mut served).await
         }
@@ -121,12 +123,13 @@ pub async fn handle(
     Ok(response)
 }
 
-/// When a request started, whether its access log line or span is recorded, and its
-/// connection's upgrade.
-struct Exchange {
+/// When a request started, whether its access log line or span is recorded, its
+/// connection's upgrade, and its id.
+struct Exchange<'a> {
     started: Instant,
     recording: bool,
     upgrade: Option<ClientUpgrade>,
+    request_id: &'a HeaderValue,
 }
 
 /// Serves one request with the table of its start, noting in `note` what the access
@@ -136,13 +139,14 @@ async fn serve(
     table: &Arc<RoutingTable>,
     client: &ClientConn,
     mut request: Request<ClientRequestBody>,
-    exchange: Exchange,
+    exchange: Exchange<'_>,
     note: &mut Served,
 ) -> Response<ServedBody> {
     let Exchange {
         started,
         recording,
         upgrade,
+        request_id,
     } = exchange;
     let authority = match authority(request.uri(), request.version(), request.headers()) {
         Ok(authority) => authority,
@@ -182,10 +186,20 @@ async fn serve(
     let upgrade = client_upgrade.is_some();
     let http2 = request.version() == Version::HTTP_2;
     let fault = (!request.body().is_end_stream()).then(FaultSlot::new);
+    let from = forwarding::Client {
+        ip: &client.ip,
+        tls: client.tls,
+    };
+    let forwarding = Forwarding::new(
+        request.headers(),
+        request_id.clone(),
+        from,
+        authority.as_ref(),
+    );
     let mut request = prepare_upstream_request(request, client, upgrade, authority, fault.as_ref());
     let mirror = match (&service.shadow, client_upgrade.is_some()) {
         (Some(shadow_route), false) if chosen == service.stable => {
-            shadow::plan(shadow_route, &mut request)
+            shadow::plan(shadow_route, &mut request, &forwarding)
         }
         _ => None,
     };
@@ -223,6 +237,7 @@ async fn serve(
         Some(on_client_upgrade) => forward_upgrade(
             &service.versions[chosen],
             request,
+            forwarding.fields(),
             on_client_upgrade,
             deadlines,
             started,
@@ -238,6 +253,7 @@ async fn serve(
                 deadlines,
                 started,
                 &mut note.endpoint,
+                forwarding.fields(),
                 answer_fields,
             )
             .await
@@ -266,6 +282,7 @@ async fn serve(
                 deadlines,
                 started,
                 endpoint,
+                forwarding.fields(),
                 answer_fields,
             )
             .await;
@@ -450,7 +467,7 @@ fn record(
             failed.failure.outcome()
         }
     };
-    stats.record(outcome, call.started.elapsed(), Instant::now());
+    stats.record_since(outcome, call.started);
     let lost_connection = outcome == Outcome::ConnectFailed || outcome == Outcome::Reset;
     if lost_connection && version != service.stable {
         plane.guard_wake.notify_one();
@@ -476,8 +493,8 @@ fn mark_retried(response: &mut Response<ResponseBody>, failed: &VersionRoute) {
         .insert(&RETRIED_FROM, failed.header_value.clone());
 }
 
-/// Rewrites a client request for the upstream: the request's one
-/// authority as Host, HTTP/1.1, hop-by-hop headers out, forwarding headers in.
+/// Rewrites a client request for the upstream: the request's one authority as Host,
+/// HTTP/1.1, hop-by-hop headers out (the forwarding fields go beside it).
 fn prepare_upstream_request(
     request: Request<ClientRequestBody>,
     client: &ClientConn,
@@ -501,18 +518,10 @@ fn prepare_upstream_request(
             .headers
             .insert(header::TE, HeaderValue::from_static("trailers"));
     }
-    // Room for Host and the forwarding headers, so the map grows at most once.
-    parts.headers.reserve(5);
     // An origin-form target's authority is its one Host field already.
-    if let (Some(host), Some(_)) = (&authority, parts.uri.authority()) {
-        parts.headers.insert(header::HOST, host.clone());
+    if let (Some(host), Some(_)) = (authority, parts.uri.authority()) {
+        parts.headers.insert(header::HOST, host);
     }
-    add_forwarding(
-        &mut parts.headers,
-        &client.ip,
-        client.tls,
-        authority.as_ref(),
-    );
     let body = match fault {
         Some(fault) => {
             let body = ClientBody::new(body, fault.clone(), client.idle.clock());

@@ -90,8 +90,7 @@ impl GrpcCall {
                 return;
             }
             let outcome = grpc::outcome(code, http::StatusCode::OK, self.errors);
-            self.stats
-                .record(outcome, self.started.elapsed(), Instant::now());
+            self.stats.record_since(outcome, self.started);
         }
     }
 
@@ -190,8 +189,7 @@ impl Watch {
             true => Outcome::Timeout,
             false => Outcome::Reset,
         };
-        self.stats
-            .record(outcome, started.elapsed(), Instant::now());
+        self.stats.record_since(outcome, started);
     }
 }
 

@@ -27,6 +27,23 @@ pub fn write_field(out: &mut Vec<u8>, name: &HeaderName, value: &http::HeaderVal
     out.extend_from_slice(b"\r\n");
 }
 
+/// A field the proxy sets on a message it passes on. The writer puts it after the
+/// message's own fields, in place of any of that name there: passing a message on then
+/// costs no change to its map.
+pub type SetField = (&'static HeaderName, http::HeaderValue);
+
+/// True when `name` is one of `set`'s, so the message's own field of that name gives way.
+pub fn is_set(set: &[SetField], name: &HeaderName) -> bool {
+    set.iter().any(|(set_name, _)| *set_name == name)
+}
+
+/// Sets `set` in a map that goes out as it is (HTTP/2, or a copy).
+pub fn set_in(set: &[SetField], headers: &mut http::HeaderMap) {
+    for (name, value) in set {
+        headers.insert(*name, value.clone());
+    }
+}
+
 /// Room in `buf` for the next read, both directions. Heads taken off its front still share
 /// the buffer, so reserving a whole read's room every time would allocate afresh for every
 /// message; it grows only when little room is left.

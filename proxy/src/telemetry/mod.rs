@@ -281,6 +281,13 @@ impl VersionStats {
         shard.record(slice, outcome, latency);
     }
 
+    /// `record` for an exchange that started at `started` and ends now: one clock read
+    /// for both its latency and the slice it is filed under.
+    pub fn record_since(&self, outcome: Outcome, started: Instant) {
+        let now = Instant::now();
+        self.record(outcome, now.saturating_duration_since(started), now);
+    }
+
     /// Counts a request that failed on this version and was answered by another instead.
     pub fn record_saved(&self, now: Instant) {
         let shard = SHARD_INDEX.with(|i| *i) % self.shards.len();

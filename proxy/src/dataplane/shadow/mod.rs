@@ -8,6 +8,7 @@ pub mod compare;
 
 use super::body::{ResponseBody, UpstreamRequestBody};
 use super::forward::forward;
+use super::forwarding::Forwarding;
 use crate::http1::response_head::FieldsAs;
 use crate::routing::{RoutingTable, ShadowRoute};
 use crate::telemetry::shadow::{ShadowReport, Skip};
@@ -30,7 +31,11 @@ const COPY_DEADLINE: Duration = Duration::from_secs(60);
 /// Whether this request to stable is copied: the method is one to copy, the share says
 /// so, its body (if any) may fit in `max_body`, and there is room. A body is copied as it
 /// streams to stable; the copy goes when it has all passed.
-pub fn plan(shadow: &ShadowRoute, request: &mut Request<UpstreamRequestBody>) -> Option<Mirror> {
+pub fn plan(
+    shadow: &ShadowRoute,
+    request: &mut Request<UpstreamRequestBody>,
+    forwarding: &Forwarding,
+) -> Option<Mirror> {
     let settings = &shadow.settings;
     if !settings.methods.contains(request.method()) || fastrand::f64() * 100.0 >= settings.percent {
         return None;
@@ -48,7 +53,7 @@ pub fn plan(shadow: &ShadowRoute, request: &mut Request<UpstreamRequestBody>) ->
         shadow.stats.skipped(Skip::InFlight);
         return None;
     };
-    let head = copy_head(request, settings.forward_credentials);
+    let head = copy_head(request, forwarding, settings.forward_credentials);
     let body = match request.body_mut() {
         UpstreamRequestBody::Client(body) => Some(body.copy_to(settings.max_body)),
         UpstreamRequestBody::Empty | UpstreamRequestBody::Whole(_) => None,
@@ -264,6 +269,7 @@ impl Copy {
             limits,
             Instant::now(),
             &mut None,
+            &[],
             FieldsAs::Map,
         )
         .await
@@ -289,12 +295,17 @@ impl Copy {
 
 /// The copy's head: the request as it goes to stable, marked, credentials left out
 /// unless the config says otherwise.
-fn copy_head(request: &Request<UpstreamRequestBody>, credentials: bool) -> http::request::Parts {
+fn copy_head(
+    request: &Request<UpstreamRequestBody>,
+    forwarding: &Forwarding,
+    credentials: bool,
+) -> http::request::Parts {
     let (mut parts, ()) = Request::new(()).into_parts();
     parts.method = request.method().clone();
     parts.uri = request.uri().clone();
     parts.version = request.version();
     parts.headers = request.headers().clone();
+    forwarding.set_in(&mut parts.headers);
     if !credentials {
         parts.headers.remove(AUTHORIZATION);
         parts.headers.remove(COOKIE);

@@ -12,6 +12,7 @@ pub mod request;
 pub use body::{BodyError, BoxError, ResponseBody};
 
 use crate::http1::response_head::{self, FieldsAs, HeadError, Parsed};
+use crate::http1::SetField;
 use crate::upstream::connect::refused_after_handshake;
 use crate::upstream::connection::Connection;
 use crate::upstream::pool::Lease;
@@ -32,6 +33,8 @@ pub struct RequestHead<'a> {
     pub method: &'a Method,
     pub uri: &'a Uri,
     pub headers: &'a HeaderMap,
+    /// The proxy's fields, written after (and in place of) the map's of the same names.
+    pub set: &'a [SetField],
     /// How the answer's fields are wanted.
     pub answer_fields: FieldsAs,
 }
@@ -120,13 +123,7 @@ where
 {
     let framing = RequestFraming::of(head.headers, body.is_end_stream());
     let connection = lease.connection();
-    request::write_head(
-        &mut connection.write_buf,
-        head.method,
-        head.uri,
-        head.headers,
-        framing,
-    );
+    request::write_head(&mut connection.write_buf, &head, framing);
     let written = match connection.stream.write_all(&connection.write_buf).await {
         Ok(()) => connection.stream.flush().await,
         Err(err) => Err(err),

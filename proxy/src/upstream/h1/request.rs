@@ -1,10 +1,12 @@
 //! The request going up: its head written straight into a reused buffer, and its body
 //! streamed frame by frame in the framing the head announced.
 
+use super::RequestHead;
 use crate::http1::chunked::{write_chunk_start, write_last_chunk};
+use crate::http1::{is_set, write_field};
 use crate::upstream::stream::UpstreamStream;
 use bytes::{Buf, Bytes};
-use http::{header, HeaderMap, Method, Uri};
+use http::{header, HeaderMap};
 use http_body::Body;
 use std::io::IoSlice;
 use std::pin::Pin;
@@ -36,25 +38,24 @@ impl RequestFraming {
     }
 }
 
-/// Writes `METHOD target HTTP/1.1`, the headers and the framing header into `out`,
-/// reusing its allocation: no string is built per request.
-pub fn write_head(
-    out: &mut Vec<u8>,
-    method: &Method,
-    uri: &Uri,
-    headers: &HeaderMap,
-    framing: RequestFraming,
-) {
+/// Writes `METHOD target HTTP/1.1`, the headers, the proxy's own and the framing header
+/// into `out`, reusing its allocation: no string is built per request.
+pub fn write_head(out: &mut Vec<u8>, head: &RequestHead<'_>, framing: RequestFraming) {
     out.clear();
-    out.extend_from_slice(method.as_str().as_bytes());
+    out.extend_from_slice(head.method.as_str().as_bytes());
     out.push(b' ');
-    out.extend_from_slice(uri.path_and_query().map_or("/", |p| p.as_str()).as_bytes());
+    let target = head.uri.path_and_query().map_or("/", |p| p.as_str());
+    out.extend_from_slice(target.as_bytes());
     out.extend_from_slice(b" HTTP/1.1\r\n");
-    for (name, value) in headers {
-        if framing == RequestFraming::Chunked && name == header::CONTENT_LENGTH {
+    for (name, value) in head.headers {
+        let reframed = framing == RequestFraming::Chunked && name == header::CONTENT_LENGTH;
+        if reframed || is_set(head.set, name) {
             continue;
         }
-        crate::http1::write_field(out, name, value);
+        write_field(out, name, value);
+    }
+    for (name, value) in head.set {
+        write_field(out, name, value);
     }
     if framing == RequestFraming::Chunked {
         out.extend_from_slice(b"transfer-encoding: chunked\r\n");
@@ -220,7 +221,19 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
-    use http::HeaderValue;
+    use http::{HeaderName, HeaderValue, Method, Uri};
+
+    static X_SEEN: HeaderName = HeaderName::from_static("x-seen");
+
+    fn head<'a>(method: &'a Method, uri: &'a Uri, headers: &'a HeaderMap) -> RequestHead<'a> {
+        RequestHead {
+            method,
+            uri,
+            headers,
+            set: &[],
+            answer_fields: crate::http1::response_head::FieldsAs::Map,
+        }
+    }
 
     #[test]
     fn head_is_written_in_order_with_its_framing() {
@@ -229,27 +242,38 @@ mod tests {
         headers.insert(header::CONTENT_LENGTH, HeaderValue::from_static("5"));
         let uri: Uri = "http://shop/a/b?c=d".parse().unwrap();
         let mut out = Vec::new();
-        write_head(
-            &mut out,
-            &Method::POST,
-            &uri,
-            &headers,
-            RequestFraming::Length(5),
-        );
+        let post = head(&Method::POST, &uri, &headers);
+        write_head(&mut out, &post, RequestFraming::Length(5));
         assert_eq!(
             out,
             b"POST /a/b?c=d HTTP/1.1\r\nhost: shop\r\ncontent-length: 5\r\n\r\n"
         );
-        write_head(
-            &mut out,
-            &Method::PUT,
-            &uri,
-            &headers,
-            RequestFraming::Chunked,
-        );
+        let put = head(&Method::PUT, &uri, &headers);
+        write_head(&mut out, &put, RequestFraming::Chunked);
         assert_eq!(
             out,
             b"PUT /a/b?c=d HTTP/1.1\r\nhost: shop\r\ntransfer-encoding: chunked\r\n\r\n"
+        );
+    }
+
+    #[test]
+    fn the_proxys_fields_come_last_in_place_of_the_clients() {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::HOST, HeaderValue::from_static("shop"));
+        headers.append(&X_SEEN, HeaderValue::from_static("forged"));
+        headers.append(&X_SEEN, HeaderValue::from_static("forged too"));
+        headers.insert(header::ACCEPT, HeaderValue::from_static("*/*"));
+        let uri: Uri = "/".parse().unwrap();
+        let set = [(&X_SEEN, HeaderValue::from_static("proxy"))];
+        let get = RequestHead {
+            set: &set,
+            ..head(&Method::GET, &uri, &headers)
+        };
+        let mut out = Vec::new();
+        write_head(&mut out, &get, RequestFraming::Empty);
+        assert_eq!(
+            out,
+            b"GET / HTTP/1.1\r\nhost: shop\r\naccept: */*\r\nx-seen: proxy\r\n\r\n"
         );
     }
 
