@@ -513,6 +513,48 @@ async fn an_answers_hop_by_hop_fields_never_reach_the_client() {
     assert_eq!(upstream.connections(), 1);
 }
 
+/// An upstream's answer that carries the fields the proxy stamps (as a confused or
+/// hostile upstream might): the client gets the proxy's, once; Via and Set-Cookie keep the
+/// upstream's beside the proxy's. Both ways the codec reads answers: raw lines (`/plain`)
+/// and a map (`/named`, whose Connection names a field).
+#[tokio::test]
+async fn the_proxys_answer_fields_replace_an_upstreams_and_lists_keep_both() {
+    let upstream = RawUpstream::start(|mut conn| async move {
+        while let Some(head) = conn.request().await {
+            let connection = match Conn::path(&head).as_str() {
+                "/plain" => "keep-alive",
+                _ => "keep-alive, x-secret",
+            };
+            let answer = format!(
+                "HTTP/1.1 200 OK\r\nconnection: {connection}\r\nX-Request-Id: forged\r\n\
+                 Switchyard-Version: forged\r\nVia: 1.0 cache\r\nSet-Cookie: a=1\r\n\
+                 content-length: 2\r\n\r\nok"
+            );
+            conn.send(answer.as_bytes()).await;
+        }
+    })
+    .await;
+    let proxy = proxy_to(&upstream).await;
+    let client = client();
+    for path in ["/plain", "/named"] {
+        let request = Request::get(format!("http://{}{path}", proxy.addr()))
+            .header("x-request-id", "mine-1")
+            .body(Empty::<Bytes>::new())
+            .unwrap();
+        let response = client.request(request).await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK, "{path}");
+        let headers = response.headers();
+        let all = |name: &str| -> Vec<String> {
+            let values = headers.get_all(name).iter();
+            values.map(|v| v.to_str().unwrap().to_string()).collect()
+        };
+        assert_eq!(all("x-request-id"), ["mine-1"], "{path}");
+        assert_eq!(all("switchyard-version"), ["blue"], "{path}");
+        assert_eq!(all("via"), ["1.0 cache", "1.1 switchyard"], "{path}");
+        assert_eq!(all("set-cookie"), ["a=1"], "{path}");
+    }
+}
+
 #[tokio::test]
 async fn an_absolute_form_target_goes_upstream_in_origin_form() {
     let upstream = RawUpstream::start(|mut conn| async move {

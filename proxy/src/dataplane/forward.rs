@@ -41,7 +41,7 @@ pub(super) async fn forward(
     limits: (Duration, Duration),
     started: Instant,
     tried: &mut Option<std::net::SocketAddr>,
-    set: &[SetField],
+    set: &[SetField<'_>],
     answer_fields: FieldsAs,
 ) -> Result<Response<ResponseBody>, Failed> {
     if version.protocol.is_http2() {
@@ -127,7 +127,7 @@ fn deadlines((head, body_idle): (Duration, Duration), started: Instant) -> Deadl
 pub(super) async fn forward_upgrade(
     version: &VersionRoute,
     request: Request<UpstreamRequestBody>,
-    set: &[SetField],
+    set: &[SetField<'_>],
     on_client_upgrade: ClientUpgrade,
     limits: (Duration, Duration),
     started: Instant,

@@ -6,7 +6,7 @@
 //! nothing in its map. An HTTP/2 upstream and a shadow copy get them set in their map.
 
 use super::request_id::X_REQUEST_ID;
-use crate::http1::SetField;
+use crate::http1::SetFields;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
 pub static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
@@ -16,13 +16,18 @@ static VIA: HeaderName = header::VIA;
 
 /// This proxy's element of Via (RFC 9110 7.6.3), requests and responses alike.
 pub const VIA_SELF: &str = "1.1 switchyard";
+pub static VIA_SELF_VALUE: HeaderValue = HeaderValue::from_static(VIA_SELF);
+static HTTP: HeaderValue = HeaderValue::from_static("http");
+static HTTPS: HeaderValue = HeaderValue::from_static("https");
 
 /// The fields the proxy sets on one request going upstream.
 #[derive(Debug, Clone)]
 pub struct Forwarding {
-    fields: [SetField; 5],
-    /// X-Forwarded-Host, last, is left out when the request had no authority.
-    len: usize,
+    request_id: HeaderValue,
+    forwarded_for: HeaderValue,
+    tls: bool,
+    via: HeaderValue,
+    host: Option<HeaderValue>,
 }
 
 /// Who sent the request, as the upstream is told.
@@ -43,40 +48,39 @@ impl Forwarding {
             Some(previous) => appended(previous, client.ip.as_bytes(), client.ip),
             None => client.ip.clone(),
         };
-        let proto = HeaderValue::from_static(if client.tls { "https" } else { "http" });
-        let fields = [
-            (&X_REQUEST_ID, request_id),
-            (&X_FORWARDED_FOR, forwarded_for),
-            (&X_FORWARDED_PROTO, proto),
-            (&VIA, via_after(headers.get(&VIA))),
-            (
-                &X_FORWARDED_HOST,
-                host.cloned().unwrap_or(HeaderValue::from_static("")),
-            ),
-        ];
         Forwarding {
-            fields,
-            len: if host.is_some() { 5 } else { 4 },
+            request_id,
+            forwarded_for,
+            tls: client.tls,
+            via: via_after(headers.get(&VIA)),
+            host: host.cloned(),
         }
     }
 
-    /// For the HTTP/1 writer.
-    pub fn fields(&self) -> &[SetField] {
-        &self.fields[..self.len]
+    /// For the HTTP/1 writer, or `set_in`.
+    pub fn fields(&self) -> SetFields<'_> {
+        let mut fields = SetFields::new();
+        fields.push(&X_REQUEST_ID, &self.request_id);
+        fields.push(&X_FORWARDED_FOR, &self.forwarded_for);
+        fields.push(&X_FORWARDED_PROTO, if self.tls { &HTTPS } else { &HTTP });
+        fields.push(&VIA, &self.via);
+        if let Some(host) = &self.host {
+            fields.push(&X_FORWARDED_HOST, host);
+        }
+        fields
     }
 
     /// Sets them in a map that goes out as it is.
     pub fn set_in(&self, headers: &mut HeaderMap) {
-        crate::http1::set_in(self.fields(), headers);
+        crate::http1::set_in(self.fields().as_slice(), headers);
     }
 }
 
 /// Via with this proxy appended to what earlier hops wrote.
 pub fn via_after(previous: Option<&HeaderValue>) -> HeaderValue {
-    let ours = HeaderValue::from_static(VIA_SELF);
     match previous {
-        Some(previous) => appended(previous, VIA_SELF.as_bytes(), &ours),
-        None => ours,
+        Some(previous) => appended(previous, VIA_SELF.as_bytes(), &VIA_SELF_VALUE),
+        None => VIA_SELF_VALUE.clone(),
     }
 }
 
@@ -95,9 +99,9 @@ mod tests {
 
     fn written(forwarding: &Forwarding) -> Vec<(String, String)> {
         let text = |v: &HeaderValue| v.to_str().unwrap().to_string();
-        forwarding
-            .fields()
-            .iter()
+        let fields = forwarding.fields();
+        let pairs = fields.as_slice().iter();
+        pairs
             .map(|(name, value)| (name.to_string(), text(value)))
             .collect()
     }

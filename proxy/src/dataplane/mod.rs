@@ -2,6 +2,7 @@
 //! request and never waits on the control plane.
 
 pub mod access_line;
+pub mod answer_stamp;
 pub mod body;
 pub mod client_body;
 pub mod client_conn;

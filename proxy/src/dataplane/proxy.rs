@@ -1,6 +1,7 @@
 //! The request path: one table load, pick service, version and endpoint, stream, record.
 
 use super::access_line::{AccessLine, Outputs, Served};
+use super::answer_stamp::AnswerStamp;
 use super::body::{ResponseBody, UpstreamRequestBody};
 use super::client_body::{ClientBody, FaultSlot};
 use super::client_conn::ClientConn;
@@ -12,8 +13,8 @@ use super::forwarding::{self, Forwarding};
 use super::grpc;
 use super::h1::ClientUpgrade;
 use super::headers::{
-    accepts_trailers, add_via, authority, head_size, is_upgrade_request, join_cookies,
-    remove_hop_by_hop, strip_h2c,
+    accepts_trailers, authority, head_size, is_upgrade_request, join_cookies, remove_hop_by_hop,
+    strip_h2c,
 };
 use super::request_id;
 use super::served_body::{GrpcCall, ServedBody, Watch};
@@ -28,7 +29,6 @@ use arc_swap::ArcSwap;
 use http::header::{self, HeaderValue};
 use http::{Request, Response, StatusCode, Version};
 use http_body::Body as _;
-use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -54,13 +54,14 @@ impl DataPlane {
 /// request's `traceparent` is decided here. With an access log or a sampled span, the
 /// exchange's record goes with the answer's body (or is sent here, if the client leaves
 /// before the answer). `upgrade` comes with an HTTP/1.1 upgrade request: it resolves to
-/// the client's connection once a 101 went out.
+/// the client's connection once a 101 went out. The answer comes with the fields the
+/// proxy stamps on it, for the client's codec to write.
 pub async fn handle(
     plane: Arc<DataPlane>,
     client: Arc<ClientConn>,
     mut request: Request<ClientRequestBody>,
     upgrade: Option<ClientUpgrade>,
-) -> Result<Response<ServedBody>, Infallible> {
+) -> (Response<ServedBody>, AnswerStamp) {
     let started = Instant::now();
     // An HTTP/1 head was measured on the wire by its parser; an HTTP/2 one is measured
     // here as HTTP/1.1 would write it, before the proxy adds its request id.
@@ -95,6 +96,7 @@ pub async fn handle(
     };
     // A HEAD answer's body is never sent, so never polled to its end.
     let bodiless = request.method() == http::Method::HEAD;
+    let mut stamp = AnswerStamp::new(request_id.clone());
     let mut response = match oversized {
         true => ServedBody::plain(plain(
             StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
@@ -106,13 +108,11 @@ pub async fn handle(
                 recording,
                 upgrade,
                 request_id: &request_id,
+                stamp: &mut stamp,
             };
             serve(&plane, &table, &client, request, exchange, &mut served).await
         }
     };
-    response
-        .headers_mut()
-        .insert(request_id::X_REQUEST_ID.clone(), request_id);
     if let Some(mut line) = line.take() {
         line.answered(response.status().as_u16(), served);
         if bodiless || response.body().is_end_stream() {
@@ -120,16 +120,17 @@ pub async fn handle(
         }
         response.body_mut().log(line);
     }
-    Ok(response)
+    (response, stamp)
 }
 
 /// When a request started, whether its access log line or span is recorded, its
-/// connection's upgrade, and its id.
+/// connection's upgrade, its id, and the fields the answer will carry.
 struct Exchange<'a> {
     started: Instant,
     recording: bool,
     upgrade: Option<ClientUpgrade>,
     request_id: &'a HeaderValue,
+    stamp: &'a mut AnswerStamp,
 }
 
 /// Serves one request with the table of its start, noting in `note` what the access
@@ -147,6 +148,7 @@ async fn serve(
         recording,
         upgrade,
         request_id,
+        stamp,
     } = exchange;
     let authority = match authority(request.uri(), request.version(), request.headers()) {
         Ok(authority) => authority,
@@ -196,6 +198,7 @@ async fn serve(
         from,
         authority.as_ref(),
     );
+    let forwarding_fields = forwarding.fields();
     let mut request = prepare_upstream_request(request, client, upgrade, authority, fault.as_ref());
     let mirror = match (&service.shadow, client_upgrade.is_some()) {
         (Some(shadow_route), false) if chosen == service.stable => {
@@ -237,7 +240,7 @@ async fn serve(
         Some(on_client_upgrade) => forward_upgrade(
             &service.versions[chosen],
             request,
-            forwarding.fields(),
+            forwarding_fields.as_slice(),
             on_client_upgrade,
             deadlines,
             started,
@@ -253,7 +256,7 @@ async fn serve(
                 deadlines,
                 started,
                 &mut note.endpoint,
-                forwarding.fields(),
+                forwarding_fields.as_slice(),
                 answer_fields,
             )
             .await
@@ -282,14 +285,14 @@ async fn serve(
                 deadlines,
                 started,
                 endpoint,
-                forwarding.fields(),
+                forwarding_fields.as_slice(),
                 answer_fields,
             )
             .await;
             blame_client(&mut result, fault.as_deref());
             record(plane, service, stable, &result, &call);
-            if let Ok(response) = &mut result {
-                mark_retried(response, &service.versions[chosen]);
+            if result.is_ok() {
+                stamp.add_retried_from(service.versions[chosen].header_value.clone());
             }
             stable
         }
@@ -307,7 +310,7 @@ async fn serve(
             let tap = mirror.filter(|_| served == chosen).and_then(|mirror| {
                 mirror.start(&response, table.clone(), service_index(table, service))
             });
-            finish_response(&mut response, table, service, version, pick);
+            finish_response(&mut response, stamp, table, service, version, pick);
             // HTTP/1 stalls show on the socket; an HTTP/2 stream at window 0 only here.
             let stall = http2.then(|| client.idle.clock());
             // A gRPC call whose status comes in the trailers is recorded when they do.
@@ -337,7 +340,7 @@ async fn serve(
                 }
                 false => failure.response(),
             };
-            finish_response(&mut answer, table, service, version, pick);
+            finish_response(&mut answer, stamp, table, service, version, pick);
             ServedBody::plain(answer)
         }
     }
@@ -484,15 +487,6 @@ fn head_of(request: &Request<UpstreamRequestBody>) -> http::request::Parts {
     parts
 }
 
-static RETRIED_FROM: http::HeaderName = http::HeaderName::from_static("switchyard-retried-from");
-
-/// Tells the client which version failed before stable answered.
-fn mark_retried(response: &mut Response<ResponseBody>, failed: &VersionRoute) {
-    response
-        .headers_mut()
-        .insert(&RETRIED_FROM, failed.header_value.clone());
-}
-
 /// Rewrites a client request for the upstream: the request's one authority as Host,
 /// HTTP/1.1, hop-by-hop headers out (the forwarding fields go beside it).
 fn prepare_upstream_request(
@@ -532,9 +526,10 @@ fn prepare_upstream_request(
     Request::from_parts(parts, body)
 }
 
-/// Response hygiene plus the headers the proxy adds: version served, sticky cookie.
+/// Response hygiene, and the fields the proxy stamps: Via, version served, sticky cookie.
 fn finish_response(
     response: &mut Response<ResponseBody>,
+    stamp: &mut AnswerStamp,
     table: &RoutingTable,
     service: &ServiceRoute,
     version: &VersionRoute,
@@ -546,13 +541,12 @@ fn finish_response(
     *response.version_mut() = Version::HTTP_11;
     let switching = response.status() == StatusCode::SWITCHING_PROTOCOLS;
     let hop_by_hop_removed = response.body().hop_by_hop_removed();
-    let headers = response.headers_mut();
     if !hop_by_hop_removed {
-        remove_hop_by_hop(headers, switching);
+        remove_hop_by_hop(response.headers_mut(), switching);
     }
-    add_via(headers);
+    stamp.add_via();
     if let Some(name) = &table.settings.version_header {
-        headers.insert(name.clone(), version.header_value.clone());
+        stamp.add_version(name.clone(), version.header_value.clone());
     }
     if let (Pick::NewSticky(_, key), Some(cookie)) = (pick, service.sticky_cookie_name()) {
         let value = format!(
@@ -560,7 +554,7 @@ fn finish_response(
             sticky_cookie_value(key)
         );
         if let Ok(value) = HeaderValue::from_str(&value) {
-            headers.append(header::SET_COOKIE, value);
+            stamp.add_cookie(value);
         }
     }
 }

@@ -288,7 +288,12 @@ impl Connection {
             let request = request.map(|body| ClientRequestBody::Http2(Box::new(body)));
             // Boxed where it is made: hyper spawns a task for every stream, and moving the
             // request path's large future into it would copy it several times.
-            Box::pin(handle(plane.clone(), client.clone(), request, None))
+            let answer = handle(plane.clone(), client.clone(), request, None);
+            Box::pin(async move {
+                let (mut response, stamp) = answer.await;
+                stamp.set_in(response.headers_mut());
+                Ok::<_, std::convert::Infallible>(response)
+            })
         });
         let connection = http2.serve_connection(TokioIo::new(stream), service);
         if let Err(err) = graceful.watch(connection).await {

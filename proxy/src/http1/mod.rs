@@ -30,18 +30,71 @@ pub fn write_field(out: &mut Vec<u8>, name: &HeaderName, value: &http::HeaderVal
 /// A field the proxy sets on a message it passes on. The writer puts it after the
 /// message's own fields, in place of any of that name there: passing a message on then
 /// costs no change to its map.
-pub type SetField = (&'static HeaderName, http::HeaderValue);
+pub type SetField<'a> = (&'a HeaderName, &'a http::HeaderValue);
+
+/// The most fields the proxy sets on one message.
+const MAX_SET: usize = 5;
+static UNSET_NAME: HeaderName = HeaderName::from_static("x-unset");
+static UNSET_VALUE: http::HeaderValue = http::HeaderValue::from_static("");
+
+/// The fields the proxy sets on one message, borrowed from where it keeps them: small to
+/// hold across a send, nothing cloned.
+#[derive(Debug, Clone, Copy)]
+pub struct SetFields<'a> {
+    pairs: [SetField<'a>; MAX_SET],
+    len: usize,
+}
+
+impl<'a> SetFields<'a> {
+    pub fn new() -> SetFields<'a> {
+        SetFields {
+            pairs: [(&UNSET_NAME, &UNSET_VALUE); MAX_SET],
+            len: 0,
+        }
+    }
+
+    /// Adds one; past `MAX_SET` (more than any message gets) nothing is added.
+    pub fn push(&mut self, name: &'a HeaderName, value: &'a http::HeaderValue) {
+        if let Some(pair) = self.pairs.get_mut(self.len) {
+            *pair = (name, value);
+            self.len += 1;
+        }
+    }
+
+    pub fn as_slice(&self) -> &[SetField<'a>] {
+        &self.pairs[..self.len]
+    }
+}
+
+impl Default for SetFields<'_> {
+    fn default() -> Self {
+        SetFields::new()
+    }
+}
 
 /// True when `name` is one of `set`'s, so the message's own field of that name gives way.
-pub fn is_set(set: &[SetField], name: &HeaderName) -> bool {
+pub fn is_set(set: &[SetField<'_>], name: &HeaderName) -> bool {
     set.iter().any(|(set_name, _)| *set_name == name)
 }
 
 /// Sets `set` in a map that goes out as it is (HTTP/2, or a copy).
-pub fn set_in(set: &[SetField], headers: &mut http::HeaderMap) {
+pub fn set_in(set: &[SetField<'_>], headers: &mut http::HeaderMap) {
     for (name, value) in set {
-        headers.insert(*name, value.clone());
+        headers.insert(*name, (*value).clone());
     }
+}
+
+/// What the proxy sets on an answer in the codec's tests: an id, and two lists.
+#[cfg(test)]
+fn proxy_set_for_tests() -> [SetField<'static>; 3] {
+    use http::HeaderValue;
+    static ID: HeaderName = HeaderName::from_static("x-request-id");
+    static OURS: HeaderValue = HeaderValue::from_static("ours");
+    static VIA: HeaderName = header::VIA;
+    static VIA_SELF: HeaderValue = HeaderValue::from_static("1.1 switchyard");
+    static COOKIE: HeaderName = header::SET_COOKIE;
+    static STICKY: HeaderValue = HeaderValue::from_static("sticky=1");
+    [(&ID, &OURS), (&VIA, &VIA_SELF), (&COOKIE, &STICKY)]
 }
 
 /// Room in `buf` for the next read, both directions. Heads taken off its front still share

@@ -3,8 +3,9 @@
 //! copied out of the head's bytes as one line.
 
 use super::fields::FieldKind;
+use super::SetField;
 use bytes::Bytes;
-use http::{header, HeaderMap};
+use http::header;
 
 /// Heads with more fields than this are read into a map instead.
 pub const MAX_LINES: usize = 32;
@@ -85,17 +86,19 @@ impl RawFields {
 /// (`x-request-id`, the version header), as a set of name lengths: a field whose length
 /// is not in it is kept without comparing names. The lists it adds its own element to
 /// (Via, Set-Cookie) replace nothing: they come after the upstream's.
-pub fn replacing_lengths(set: &HeaderMap) -> u64 {
-    set.keys()
-        .filter(|name| !APPENDED.contains(name))
-        .fold(0, |lengths, name| lengths | 1 << (name.as_str().len() % 64))
+pub fn replacing_lengths(set: &[SetField<'_>]) -> u64 {
+    set.iter()
+        .filter(|(name, _)| !APPENDED.contains(name))
+        .fold(0, |lengths, (name, _)| {
+            lengths | 1 << (name.as_str().len() % 64)
+        })
 }
 
 /// Whether the upstream's field `name` gives way to one in `set` (see `replacing_lengths`,
 /// whose answer is `lengths`).
-pub fn replaced_by(name: &[u8], lengths: u64, set: &HeaderMap) -> bool {
+pub fn replaced_by(name: &[u8], lengths: u64, set: &[SetField<'_>]) -> bool {
     lengths & (1 << (name.len() % 64)) != 0
-        && set.keys().any(|ours| {
+        && set.iter().any(|(ours, _)| {
             ours.as_str().as_bytes().eq_ignore_ascii_case(name) && !APPENDED.contains(ours)
         })
 }

@@ -570,10 +570,7 @@ mod tests {
     #[test]
     fn a_field_the_proxy_set_replaces_the_upstreams_unless_it_is_a_list() {
         use super::super::raw_fields::{replaced_by, replacing_lengths};
-        let mut set = HeaderMap::new();
-        set.insert("x-request-id", HeaderValue::from_static("ours"));
-        set.insert(header::VIA, HeaderValue::from_static("1.1 switchyard"));
-        set.insert(header::SET_COOKIE, HeaderValue::from_static("sticky=1"));
+        let set = crate::http1::proxy_set_for_tests();
         let lengths = replacing_lengths(&set);
         assert!(replaced_by(b"X-Request-ID", lengths, &set));
         assert!(!replaced_by(b"Via", lengths, &set));

@@ -3,7 +3,7 @@
 
 use super::fields::FieldKind;
 use super::raw_fields::{replaced_by, replacing_lengths, RawFields};
-use super::write_field;
+use super::{write_field, SetField};
 use http::{header, HeaderMap, Method, StatusCode};
 use std::cell::RefCell;
 use std::io::Write as _;
@@ -72,14 +72,22 @@ pub enum Persistence {
     Close,
 }
 
-/// Writes the status line, the fields (the upstream's `raw` lines first, unless a field of
-/// `headers` replaces them), the framing field and `Connection` into `out` (cleared
-/// first). The response's own framing fields are replaced by `framing`'s.
+/// An answer's fields: the upstream's, as a map or as the raw lines it wrote (then the map
+/// holds none of them), and the ones the proxy sets.
+#[derive(Clone, Copy)]
+pub struct ResponseFields<'a> {
+    pub map: &'a HeaderMap,
+    pub raw: Option<&'a RawFields>,
+    pub set: &'a [SetField<'a>],
+}
+
+/// Writes the status line, the fields (the upstream's first, unless one the proxy set
+/// replaces them; then the proxy's), the framing field and `Connection` into `out`
+/// (cleared first). The response's own framing fields are replaced by `framing`'s.
 pub fn write_head(
     out: &mut Vec<u8>,
     status: StatusCode,
-    headers: &HeaderMap,
-    raw: Option<&RawFields>,
+    fields: ResponseFields<'_>,
     framing: ResponseFraming,
     persistence: Persistence,
 ) {
@@ -90,21 +98,27 @@ pub fn write_head(
     out.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
     out.extend_from_slice(b"\r\n");
     let mut has_date = false;
-    let replacing = raw.map_or(0, |_| replacing_lengths(headers));
-    for (kind, name, line) in raw.iter().flat_map(|raw| raw.iter()) {
-        if framing.replaces(kind) || replaced_by(name, replacing, headers) {
+    let replacing = replacing_lengths(fields.set);
+    let gives_way =
+        |kind, name: &[u8]| framing.replaces(kind) || replaced_by(name, replacing, fields.set);
+    for (kind, name, line) in fields.raw.iter().flat_map(|raw| raw.iter()) {
+        if gives_way(kind, name) {
             continue;
         }
         has_date |= kind == FieldKind::Date;
         out.extend_from_slice(line);
         out.extend_from_slice(b"\r\n");
     }
-    for (name, value) in headers {
-        let kind = FieldKind::of(name.as_str().as_bytes());
-        if framing.replaces(kind) {
+    for (name, value) in fields.map {
+        let name_bytes = name.as_str().as_bytes();
+        let kind = FieldKind::of(name_bytes);
+        if gives_way(kind, name_bytes) {
             continue;
         }
         has_date |= kind == FieldKind::Date;
+        write_field(out, name, value);
+    }
+    for (name, value) in fields.set {
         write_field(out, name, value);
     }
     match framing {
@@ -223,8 +237,11 @@ mod tests {
         write_head(
             &mut out,
             StatusCode::OK,
-            &headers,
-            None,
+            ResponseFields {
+                map: &headers,
+                raw: None,
+                set: &[],
+            },
             ResponseFraming::Chunked,
             Persistence::Close,
         );
@@ -235,8 +252,11 @@ mod tests {
         write_head(
             &mut out,
             StatusCode::OK,
-            &headers,
-            None,
+            ResponseFields {
+                map: &headers,
+                raw: None,
+                set: &[],
+            },
             ResponseFraming::Empty,
             Persistence::KeepAliveHttp10,
         );
@@ -248,8 +268,11 @@ mod tests {
         write_head(
             &mut out,
             StatusCode::from_u16(599).unwrap(),
-            &headers,
-            None,
+            ResponseFields {
+                map: &headers,
+                raw: None,
+                set: &[],
+            },
             ResponseFraming::Length(2),
             Persistence::KeepAlive,
         );
@@ -259,39 +282,59 @@ mod tests {
         );
     }
 
+    const WIRE: &[u8] = b"HTTP/1.1 200 OK\r\nDate: then\r\nX-Request-Id: theirs\r\nVia: 1.0 cache\r\nSet-Cookie: a=1\r\nContent-Length: 3\r\nConnection: keep-alive\r\n\r\nabc";
+
     #[test]
     fn raw_lines_go_first_and_give_way_to_what_the_proxy_set() {
         use crate::http1::response_head::{parse, FieldsAs, Parsed};
-        let mut wire = bytes::BytesMut::from(
-            &b"HTTP/1.1 200 OK\r\nDate: then\r\nX-Request-Id: theirs\r\nVia: 1.0 cache\r\nSet-Cookie: a=1\r\nContent-Length: 3\r\nConnection: keep-alive\r\n\r\nabc"[..],
-        );
+        let mut wire = bytes::BytesMut::from(WIRE);
         let Ok(Parsed::Final(head)) = parse(&mut wire, &Method::GET, FieldsAs::Raw) else {
             panic!("a head")
         };
-        let mut ours = HeaderMap::new();
-        ours.insert("x-request-id", HeaderValue::from_static("ours"));
-        ours.insert(header::VIA, HeaderValue::from_static("1.1 switchyard"));
-        ours.insert(header::SET_COOKIE, HeaderValue::from_static("sticky=1"));
+        let ours = crate::http1::proxy_set_for_tests();
         let mut out = Vec::new();
-        let raw = head.raw.as_deref();
+        let raw = ResponseFields {
+            map: &HeaderMap::new(),
+            raw: head.raw.as_deref(),
+            set: &ours,
+        };
         write_head(
             &mut out,
             StatusCode::OK,
-            &ours,
             raw,
+            ResponseFraming::Length(3),
+            Persistence::KeepAlive,
+        );
+        let want = "HTTP/1.1 200 OK\r\nDate: then\r\nVia: 1.0 cache\r\nSet-Cookie: a=1\r\nx-request-id: ours\r\nvia: 1.1 switchyard\r\nset-cookie: sticky=1\r\ncontent-length: 3\r\n\r\n";
+        assert_eq!(String::from_utf8_lossy(&out), want);
+        // The same answer read into a map: the same lines, in the map's spelling.
+        let mut wire = bytes::BytesMut::from(WIRE);
+        let Ok(Parsed::Final(mapped)) = parse(&mut wire, &Method::GET, FieldsAs::Map) else {
+            panic!("a head")
+        };
+        let map = ResponseFields {
+            map: &mapped.parts.headers,
+            raw: None,
+            set: &ours,
+        };
+        write_head(
+            &mut out,
+            StatusCode::OK,
+            map,
             ResponseFraming::Length(3),
             Persistence::KeepAlive,
         );
         assert_eq!(
             String::from_utf8_lossy(&out),
-            "HTTP/1.1 200 OK\r\nDate: then\r\nVia: 1.0 cache\r\nSet-Cookie: a=1\r\nx-request-id: ours\r\nvia: 1.1 switchyard\r\nset-cookie: sticky=1\r\ncontent-length: 3\r\n\r\n"
+            want.to_ascii_lowercase()
+                .replace("http/1.1 200 ok", "HTTP/1.1 200 OK")
         );
         // For HEAD and 304 the upstream's stated length stays.
+        let bare = ResponseFields { set: &[], ..raw };
         write_head(
             &mut out,
             StatusCode::OK,
-            &HeaderMap::new(),
-            raw,
+            bare,
             ResponseFraming::Empty,
             Persistence::KeepAlive,
         );

@@ -111,9 +111,9 @@ impl H1Connection {
                 request,
                 upgrade_rx
             ));
-            let response = tokio::select! {
+            let (response, stamp) = tokio::select! {
                 biased;
-                Ok(response) = &mut exchange => response,
+                answer = &mut exchange => answer,
                 // Dropping the exchange counts the client as gone and frees its upstream.
                 () = client_closed(&inbox) => {
                     tracing::debug!("client left before its answer");
@@ -125,10 +125,12 @@ impl H1Connection {
             let draining = self.stop.has_changed().unwrap_or(true);
             let keep_alive = head.keep_alive && !draining;
             let http11 = head.version == http::Version::HTTP_11;
+            let stamped = stamp.fields();
             let answer = Answer {
                 method: &method,
                 http11,
                 keep_alive,
+                stamp: stamped.as_slice(),
             };
             match respond(&mut write, &mut out, response, answer, &inbox).await {
                 Responded::KeepAlive if lock(&inbox).body_done() => {}
@@ -219,7 +221,9 @@ fn request(
 ) -> Result<Request<ClientRequestBody>, &'static str> {
     let target = head.target.range();
     let uri = Uri::from_maybe_shared(bytes.slice(target)).map_err(|_| "bad request target")?;
-    let mut headers = HeaderMap::with_capacity(head.fields.len() + 6);
+    // Sized for the client's fields only: the proxy's own go beside the map
+    // (`Forwarding`), and the few it may still add (Host, TE) are rare.
+    let mut headers = HeaderMap::with_capacity(head.fields.len());
     for field in &head.fields {
         let name =
             HeaderName::from_bytes(field.name.of_buf(&bytes)).map_err(|_| "bad header name")?;

@@ -5,7 +5,8 @@ use super::inbox::{client_closed, SharedInbox};
 use super::ClientIo;
 use crate::dataplane::served_body::ServedBody;
 use crate::http1::chunked::{write_chunk_start, write_last_chunk};
-use crate::http1::response_write::{write_head, Persistence, ResponseFraming};
+use crate::http1::response_write::{write_head, Persistence, ResponseFields, ResponseFraming};
+use crate::http1::SetField;
 use bytes::Bytes;
 use http::{Method, Response, StatusCode};
 use http_body::Body;
@@ -36,6 +37,8 @@ pub struct Answer<'a> {
     pub http11: bool,
     /// Both sides may keep the connection for another request.
     pub keep_alive: bool,
+    /// The fields the proxy stamps on the answer.
+    pub stamp: &'a [SetField<'a>],
 }
 
 /// Writes `response`; `inbox` is watched for the client leaving while the body waits.
@@ -50,6 +53,7 @@ pub async fn respond(
         method,
         http11,
         keep_alive,
+        stamp,
     } = answer;
     let (parts, body) = response.into_parts();
     let exact = body.size_hint().exact();
@@ -61,8 +65,12 @@ pub async fn respond(
         (false, true, false) => Persistence::KeepAliveHttp10,
         (false, false, _) => Persistence::Close,
     };
-    let raw = body.raw_fields();
-    write_head(out, parts.status, &parts.headers, raw, framing, persistence);
+    let fields = ResponseFields {
+        map: &parts.headers,
+        raw: body.raw_fields(),
+        set: stamp,
+    };
+    write_head(out, parts.status, fields, framing, persistence);
     let ending = match framing {
         _ if switching => Responded::Switched,
         _ if !keep => Responded::Close,

@@ -34,7 +34,7 @@ pub struct RequestHead<'a> {
     pub uri: &'a Uri,
     pub headers: &'a HeaderMap,
     /// The proxy's fields, written after (and in place of) the map's of the same names.
-    pub set: &'a [SetField],
+    pub set: &'a [SetField<'a>],
     /// How the answer's fields are wanted.
     pub answer_fields: FieldsAs,
 }

@@ -264,7 +264,8 @@ mod tests {
         headers.append(&X_SEEN, HeaderValue::from_static("forged too"));
         headers.insert(header::ACCEPT, HeaderValue::from_static("*/*"));
         let uri: Uri = "/".parse().unwrap();
-        let set = [(&X_SEEN, HeaderValue::from_static("proxy"))];
+        static PROXY: HeaderValue = HeaderValue::from_static("proxy");
+        let set = [(&X_SEEN, &PROXY)];
         let get = RequestHead {
             set: &set,
             ..head(&Method::GET, &uri, &headers)
