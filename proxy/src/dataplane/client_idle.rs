@@ -7,13 +7,13 @@
 //! body is open, and sleeps until the oldest wait would pass the limit; waits on the
 //! upstream never count.
 
+use futures_util::task::AtomicWaker;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::sync::Notify;
 use tokio::time::Instant;
 
 /// One client connection's watch over its open bodies.
@@ -22,7 +22,11 @@ pub struct IdleMonitor {
     epoch: Instant,
     limit: Duration,
     open: Mutex<Vec<Weak<AtomicU64>>>,
-    opened: Notify,
+    /// Set when a body opens; the monitor, waiting with nothing open, is woken by it.
+    /// (An atomic and one waker: the monitor is polled every time its connection's task
+    /// wakes, and a `Notify` costs a lock on each of those polls.)
+    opened: AtomicBool,
+    waiting: AtomicWaker,
 }
 
 /// A body's side of the watch: since when it waits on the client (0: it does not).
@@ -38,7 +42,8 @@ impl IdleMonitor {
             epoch: Instant::now(),
             limit,
             open: Mutex::new(Vec::new()),
-            opened: Notify::new(),
+            opened: AtomicBool::new(false),
+            waiting: AtomicWaker::new(),
         }
     }
 
@@ -49,7 +54,8 @@ impl IdleMonitor {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .push(Arc::downgrade(&since_ms));
-        self.opened.notify_one();
+        self.opened.store(true, Ordering::Release);
+        self.waiting.wake();
         StallClock {
             epoch: self.epoch,
             since_ms,
@@ -61,11 +67,23 @@ impl IdleMonitor {
         loop {
             let next = self.next_look();
             match next {
-                None => self.opened.notified().await,
+                None => self.body_opened().await,
                 Some(at) if at <= Instant::now() => return,
                 Some(at) => tokio::time::sleep_until(at).await,
             }
         }
+    }
+
+    /// Resolves when a body opened since the last time it resolved.
+    async fn body_opened(&self) {
+        std::future::poll_fn(|cx| {
+            self.waiting.register(cx.waker());
+            match self.opened.swap(false, Ordering::AcqRel) {
+                true => Poll::Ready(()),
+                false => Poll::Pending,
+            }
+        })
+        .await
     }
 
     /// When to look next: the oldest wait's deadline, a full limit from now when bodies
