@@ -106,6 +106,12 @@ impl FieldFacts {
 
 /// A content-length value: digits only, or a list of one value repeated ("5, 5").
 pub fn parse_length(value: &[u8]) -> Option<u64> {
+    // The usual value, digits only, read without splitting it first.
+    if !value.is_empty() && value.len() <= 19 && value.iter().all(u8::is_ascii_digit) {
+        return value.iter().try_fold(0u64, |length, &digit| {
+            length.checked_mul(10)?.checked_add(u64::from(digit - b'0'))
+        });
+    }
     let mut found = None;
     for part in value.split(|&b| b == b',') {
         let part = part.trim_ascii();
@@ -124,6 +130,31 @@ pub fn parse_length(value: &[u8]) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn lengths_are_digits_or_a_list_of_one_value() {
+        let cases: [(&[u8], Option<u64>); 11] = [
+            (b"0", Some(0)),
+            (b"42", Some(42)),
+            (b"18446744073709551615", None), // 20 digits: more than a length may have
+            (b"9999999999999999999", Some(9_999_999_999_999_999_999)),
+            (b"5, 5", Some(5)),
+            (b" 5", Some(5)),
+            (b"5, 6", None),
+            (b"", None),
+            (b"+5", None),
+            (b"-1", None),
+            (b"0x10", None),
+        ];
+        for (value, want) in cases {
+            assert_eq!(
+                parse_length(value),
+                want,
+                "{:?}",
+                String::from_utf8_lossy(value)
+            );
+        }
+    }
 
     #[test]
     fn kinds_know_every_hop_by_hop_field_and_no_other() {

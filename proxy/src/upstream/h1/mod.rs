@@ -250,11 +250,14 @@ where
         }
         loop {
             let buf = &mut self.connection.read_buf;
-            match response_head::parse(buf, self.method, self.answer_fields) {
-                Ok(Parsed::Final(head)) => return Poll::Ready(Ok(head)),
-                Ok(Parsed::Interim) => continue,
-                Ok(Parsed::Partial) => {}
-                Err(err) => return Poll::Ready(Err(HeadFailure::Head(err))),
+            // Most answers come whole in one read: nothing to parse before the first.
+            if !buf.is_empty() {
+                match response_head::parse(buf, self.method, self.answer_fields) {
+                    Ok(Parsed::Final(head)) => return Poll::Ready(Ok(head)),
+                    Ok(Parsed::Interim) => continue,
+                    Ok(Parsed::Partial) => {}
+                    Err(err) => return Poll::Ready(Err(HeadFailure::Head(err))),
+                }
             }
             crate::http1::make_room(buf);
             let read =
