@@ -74,12 +74,18 @@ impl IdleMonitor {
         }
     }
 
-    /// Resolves when a body opened since the last time it resolved.
+    /// Resolves when a body opened since the last time it resolved. The waker is
+    /// registered only while it waits: a body opening while the monitor sleeps on a
+    /// deadline must not wake the connection's task (for HTTP/2, a poll of the whole
+    /// connection) for nothing.
     async fn body_opened(&self) {
         std::future::poll_fn(|cx| {
             self.waiting.register(cx.waker());
             match self.opened.swap(false, Ordering::AcqRel) {
-                true => Poll::Ready(()),
+                true => {
+                    self.waiting.take();
+                    Poll::Ready(())
+                }
                 false => Poll::Pending,
             }
         })
@@ -204,6 +210,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for IdleIo<S> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::future::Future as _;
 
     #[tokio::test(start_paused = true)]
     async fn a_body_waiting_on_the_client_past_the_limit_stalls_the_connection() {
@@ -217,6 +224,32 @@ mod tests {
             waited >= Duration::from_secs(30) && waited <= Duration::from_millis(30_002),
             "{waited:?}"
         );
+    }
+
+    /// Counts the wakes of the task that polls with it.
+    struct Wakes(std::sync::atomic::AtomicUsize);
+
+    impl std::task::Wake for Wakes {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_body_opening_wakes_the_monitor_only_while_nothing_was_open() {
+        let monitor = IdleMonitor::new(Duration::from_secs(30));
+        let wakes = Arc::new(Wakes(Default::default()));
+        let waker = std::task::Waker::from(wakes.clone());
+        let mut cx = Context::from_waker(&waker);
+        let mut stalled = std::pin::pin!(monitor.stalled());
+        assert!(stalled.as_mut().poll(&mut cx).is_pending());
+        let _first = monitor.clock();
+        assert_eq!(wakes.0.load(Ordering::SeqCst), 1, "the first body wakes it");
+        // Now it sleeps until the open body could pass the limit: more bodies opening on
+        // the connection (every HTTP/2 stream) must not wake its task.
+        assert!(stalled.as_mut().poll(&mut cx).is_pending());
+        let _more: Vec<_> = (0..3).map(|_| monitor.clock()).collect();
+        assert_eq!(wakes.0.load(Ordering::SeqCst), 1, "woken for nothing");
     }
 
     #[tokio::test(start_paused = true)]

@@ -288,9 +288,9 @@ impl Connection {
             let request = request.map(|body| ClientRequestBody::Http2(Box::new(body)));
             // Boxed where it is made: hyper spawns a task for every stream, and moving the
             // request path's large future into it would copy it several times.
-            let answer = handle(plane.clone(), client.clone(), request, None);
+            let (plane, client) = (plane.clone(), client.clone());
             Box::pin(async move {
-                let (mut response, stamp) = answer.await;
+                let (mut response, stamp) = handle(plane, client, request, None).await;
                 stamp.set_in(response.headers_mut());
                 Ok::<_, std::convert::Infallible>(response)
             })
