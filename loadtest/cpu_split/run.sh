@@ -9,14 +9,8 @@
 # Without a path: the dist binary wherever cargo puts it (CARGO_TARGET_DIR included).
 # Needs wrk, nginx, haproxy, taskset (as peerbench does).
 set -euo pipefail
-if [ $# -gt 0 ]; then
-  bin=$1
-else
-  target_dir=$(cargo metadata --format-version 1 --no-deps \
-    | python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')
-  bin=$target_dir/dist/switchyard
-fi
-[ -x "$bin" ] || { echo "no switchyard binary at $bin: cargo build --profile dist first" >&2; exit 1; }
+source "$(dirname "$0")/../switchyard_bin.sh"
+bin=$(switchyard_bin dist "${1:-}")
 for tool in wrk nginx haproxy taskset; do
   command -v "$tool" >/dev/null || { echo "missing $tool" >&2; exit 1; }
 done

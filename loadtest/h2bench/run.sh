@@ -8,14 +8,8 @@
 #   loadtest/h2bench/run.sh [path/to/switchyard]   [ROUNDS=3 CONNS="64 256" STREAMS=10 SECS=10]
 # Without a path: the release binary wherever cargo puts it (CARGO_TARGET_DIR included).
 set -euo pipefail
-if [ $# -gt 0 ]; then
-  bin=$1
-else
-  target_dir=$(cargo metadata --format-version 1 --no-deps \
-    | python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')
-  bin=$target_dir/release/switchyard
-fi
-[ -x "$bin" ] || { echo "no switchyard binary at $bin: cargo build --release first" >&2; exit 1; }
+source "$(dirname "$0")/../switchyard_bin.sh"
+bin=$(switchyard_bin release "${1:-}")
 rounds=${ROUNDS:-3}; conns=${CONNS:-"64 256"}; streams=${STREAMS:-10}; secs=${SECS:-10}
 here=$(cd "$(dirname "$0")" && pwd)
 run=$(mktemp -d /tmp/h2bench.XXXXXX)
