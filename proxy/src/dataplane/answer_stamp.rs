@@ -16,7 +16,7 @@ static SET_COOKIE: HeaderName = header::SET_COOKIE;
 /// Tells the client which version failed before stable answered.
 static RETRIED_FROM: HeaderName = HeaderName::from_static("switchyard-retried-from");
 
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct AnswerStamp {
     request_id: HeaderValue,
     retried_from: Option<HeaderValue>,

@@ -21,7 +21,7 @@ static HTTP: HeaderValue = HeaderValue::from_static("http");
 static HTTPS: HeaderValue = HeaderValue::from_static("https");
 
 /// The fields the proxy sets on one request going upstream.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Forwarding {
     request_id: HeaderValue,
     forwarded_for: HeaderValue,

@@ -39,7 +39,7 @@ static UNSET_VALUE: http::HeaderValue = http::HeaderValue::from_static("");
 
 /// The fields the proxy sets on one message, borrowed from where it keeps them: small to
 /// hold across a send, nothing cloned.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug)]
 pub struct SetFields<'a> {
     pairs: [SetField<'a>; MAX_SET],
     len: usize,
