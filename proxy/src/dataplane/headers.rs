@@ -1,6 +1,6 @@
 //! Proxy header hygiene: hop-by-hop headers out, forwarding headers in.
 
-use super::forwarding::{via_after, VIA_SELF};
+use super::forwarding::via_after;
 use crate::http1::fields::FieldKind;
 use crate::http1::HOP_BY_HOP;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
@@ -232,15 +232,8 @@ pub fn accepts_trailers(headers: &HeaderMap) -> bool {
 
 /// Appends this proxy to Via (on answers; requests carry it in their `Forwarding`).
 pub fn add_via(headers: &mut HeaderMap) {
-    match headers.entry(header::VIA) {
-        http::header::Entry::Vacant(entry) => {
-            entry.insert(HeaderValue::from_static(VIA_SELF));
-        }
-        http::header::Entry::Occupied(mut entry) => {
-            let via = via_after(Some(entry.get()));
-            entry.insert(via);
-        }
-    }
+    let via = via_after(headers.get(header::VIA));
+    headers.insert(header::VIA, via);
 }
 
 #[cfg(test)]

@@ -106,25 +106,28 @@ impl FieldFacts {
 
 /// A content-length value: digits only, or a list of one value repeated ("5, 5").
 pub fn parse_length(value: &[u8]) -> Option<u64> {
-    // The usual value, digits only, read without splitting it first.
-    if !value.is_empty() && value.len() <= 19 && value.iter().all(u8::is_ascii_digit) {
-        return value.iter().try_fold(0u64, |length, &digit| {
-            length.checked_mul(10)?.checked_add(u64::from(digit - b'0'))
-        });
+    // The usual value is read whole, without splitting it first.
+    if let Some(length) = digits(value) {
+        return Some(length);
     }
     let mut found = None;
     for part in value.split(|&b| b == b',') {
-        let part = part.trim_ascii();
-        if part.is_empty() || part.len() > 19 || !part.iter().all(u8::is_ascii_digit) {
-            return None;
-        }
-        let length = std::str::from_utf8(part).ok()?.parse::<u64>().ok()?;
+        let length = digits(part.trim_ascii())?;
         match found {
             Some(seen) if seen != length => return None,
             _ => found = Some(length),
         }
     }
     found
+}
+
+/// 1 to 19 ASCII digits (19 never overflow a `u64`) as a number.
+fn digits(text: &[u8]) -> Option<u64> {
+    let number = !text.is_empty() && text.len() <= 19 && text.iter().all(u8::is_ascii_digit);
+    number.then(|| {
+        text.iter()
+            .fold(0, |length, &digit| length * 10 + u64::from(digit - b'0'))
+    })
 }
 
 #[cfg(test)]
